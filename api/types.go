@@ -1,0 +1,346 @@
+package api
+
+import (
+	"time"
+)
+
+// Version is the API version served under /v1.
+const Version = "v1"
+
+// DefaultNamespace is the namespace of an object that names none.
+const DefaultNamespace = "default"
+
+// DefaultPort is the port a function listens on unless its spec says
+// otherwise; it is passed to the container as $PORT.
+const DefaultPort = 8080
+
+// LabelFunction is the label that names the Function an object belongs to.
+const LabelFunction = "surge.dev/function"
+
+// LabelRevision is the label that names the Revision an object belongs to.
+const LabelRevision = "surge.dev/revision"
+
+// Kinds of object, as they appear in the kind field and in watch events.
+const (
+	KindFunction = "Function"
+	KindRevision = "Revision"
+	KindTraffic  = "Traffic"
+	KindScale    = "Scale"
+	KindReplica  = "Replica"
+	KindNode     = "Node"
+)
+
+// Object is implemented by every API object.
+type Object interface {
+	// GetMetadata returns the object's metadata, for the store to read and set.
+	GetMetadata() *ObjectMeta
+}
+
+// ObjectMeta is the metadata every object carries.
+type ObjectMeta struct {
+	// Name is unique per kind and namespace: a DNS-1123 label.
+	Name string `json:"name"`
+	// Namespace groups objects; empty means DefaultNamespace. Nodes have none.
+	Namespace string `json:"namespace,omitempty"`
+	// UID is set by the server at creation and never changes.
+	UID string `json:"uid,omitempty"`
+	// ResourceVersion is the etcd mod revision of the object, as a decimal
+	// string. A replace that carries one succeeds only if it is current.
+	ResourceVersion string `json:"resourceVersion,omitempty"`
+	// Generation counts changes of the spec; for a Function it is also the
+	// number of its latest Revision.
+	Generation int64 `json:"generation,omitempty"`
+	// CreationTimestamp is set by the server at creation.
+	CreationTimestamp time.Time `json:"creationTimestamp,omitzero"`
+	// Labels are free-form key/value pairs.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// EnvVar is one environment variable of a function's container.
+type EnvVar struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Resources are what one replica asks for: the scheduler reserves them and
+// the node agent enforces them as cgroup limits.
+type Resources struct {
+	// CPU in cores, as "250m" or "1.5". Empty means the default (100m).
+	CPU string `json:"cpu,omitempty"`
+	// Memory in bytes, as "128Mi", "1Gi" or "500M". Empty means the default (128Mi).
+	Memory string `json:"memory,omitempty"`
+}
+
+// Probe says how a replica's readiness is checked.
+type Probe struct {
+	// Path is probed with HTTP GET; empty means a TCP connect only.
+	Path string `json:"path,omitempty"`
+	// Period between probes once the replica is Ready, e.g. "10s".
+	Period string `json:"period,omitempty"`
+}
+
+// Scaling metrics.
+const (
+	MetricConcurrency = "concurrency"
+	MetricRPS         = "rps"
+)
+
+// ScalingPolicy bounds and steers the autoscaler for one function.
+type ScalingPolicy struct {
+	// MinScale is the fewest replicas kept, even when idle. 0 allows scale to zero.
+	MinScale int32 `json:"minScale,omitempty"`
+	// MaxScale is the most replicas; 0 means no limit.
+	MaxScale int32 `json:"maxScale,omitempty"`
+	// Metric is what the autoscaler targets: "concurrency" (default) or "rps".
+	Metric string `json:"metric,omitempty"`
+	// Target is the value of Metric one replica should carry; 0 means the
+	// autoscaler's default (70% of the concurrency limit, or 100).
+	Target float64 `json:"target,omitempty"`
+	// ScaleToZeroGrace is how long an idle revision keeps its last replica,
+	// e.g. "30s"; empty means the autoscaler's default.
+	ScaleToZeroGrace string `json:"scaleToZeroGrace,omitempty"`
+}
+
+// FunctionSpec is what a user deploys. Every Revision holds a copy of it.
+type FunctionSpec struct {
+	// Image is an OCI image reference, e.g. "registry.example/hello:v1".
+	Image string `json:"image"`
+	// Command replaces the image's entrypoint when set.
+	Command []string `json:"command,omitempty"`
+	// Args replace the image's arguments when set.
+	Args []string `json:"args,omitempty"`
+	// Env is passed to the container, after PORT.
+	Env []EnvVar `json:"env,omitempty"`
+	// Port the function listens on; 0 means DefaultPort.
+	Port int32 `json:"port,omitempty"`
+	// Resources one replica asks for.
+	Resources Resources `json:"resources,omitzero"`
+	// Concurrency is how many requests one replica serves at once; 0 means no limit.
+	Concurrency int32 `json:"concurrency,omitempty"`
+	// Timeout bounds one request, e.g. "30s"; empty means 5 minutes.
+	Timeout string `json:"timeout,omitempty"`
+	// Readiness says how to tell that a replica can serve.
+	Readiness *Probe `json:"readiness,omitempty"`
+	// Scaling steers the autoscaler.
+	Scaling ScalingPolicy `json:"scaling,omitzero"`
+}
+
+// FunctionStatus is what the control plane observed of a Function.
+type FunctionStatus struct {
+	// LatestRevision is the name of the newest Revision.
+	LatestRevision string `json:"latestRevision,omitempty"`
+	// URL is where the gateway serves the function, when known.
+	URL string `json:"url,omitempty"`
+}
+
+// Function is a deployable HTTP function.
+type Function struct {
+	Kind     string         `json:"kind,omitempty"`
+	Metadata ObjectMeta     `json:"metadata"`
+	Spec     FunctionSpec   `json:"spec"`
+	Status   FunctionStatus `json:"status,omitzero"`
+}
+
+// GetMetadata implements Object.
+func (f *Function) GetMetadata() *ObjectMeta { return &f.Metadata }
+
+// RevisionSpec is an immutable snapshot of a Function's spec.
+type RevisionSpec struct {
+	// Function is the name of the Function this revision belongs to.
+	Function string `json:"function"`
+	// Number counts the function's revisions from 1.
+	Number int64 `json:"number"`
+	// Template is the Function's spec at the time of the deploy.
+	Template FunctionSpec `json:"template"`
+}
+
+// RevisionStatus is what the control plane observed of a Revision.
+type RevisionStatus struct {
+	// ReadyReplicas is how many replicas of the revision are Ready.
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+}
+
+// Revision is one immutable version of a Function, made by each deploy that
+// changes the spec.
+type Revision struct {
+	Kind     string         `json:"kind,omitempty"`
+	Metadata ObjectMeta     `json:"metadata"`
+	Spec     RevisionSpec   `json:"spec"`
+	Status   RevisionStatus `json:"status,omitzero"`
+}
+
+// GetMetadata implements Object.
+func (r *Revision) GetMetadata() *ObjectMeta { return &r.Metadata }
+
+// TrafficTarget sends a share of a function's requests to one revision.
+type TrafficTarget struct {
+	// Revision is the name of the target revision.
+	Revision string `json:"revision"`
+	// Percent of requests, 0 to 100; the targets of a Traffic sum to 100.
+	Percent int32 `json:"percent"`
+}
+
+// TrafficSpec lists where a function's requests go.
+type TrafficSpec struct {
+	Targets []TrafficTarget `json:"targets"`
+}
+
+// Traffic says which revisions of a function receive what share of its
+// requests. Its name is the function's name.
+type Traffic struct {
+	Kind     string      `json:"kind,omitempty"`
+	Metadata ObjectMeta  `json:"metadata"`
+	Spec     TrafficSpec `json:"spec"`
+}
+
+// GetMetadata implements Object.
+func (t *Traffic) GetMetadata() *ObjectMeta { return &t.Metadata }
+
+// ScaleSpec is the desired replica count of one revision.
+type ScaleSpec struct {
+	// Replicas is how many replicas the revision should have.
+	Replicas int32 `json:"replicas"`
+}
+
+// ScaleStatus is what the autoscaler and controllers observed.
+type ScaleStatus struct {
+	// Replicas that exist, in any phase.
+	Replicas int32 `json:"replicas,omitempty"`
+	// ReadyReplicas that can serve.
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	// Mode of the autoscaler: "stable" or "panic".
+	Mode string `json:"mode,omitempty"`
+	// Reason for the last decision.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Scale is the desired size of one revision; its name is the revision's.
+type Scale struct {
+	Kind     string      `json:"kind,omitempty"`
+	Metadata ObjectMeta  `json:"metadata"`
+	Spec     ScaleSpec   `json:"spec"`
+	Status   ScaleStatus `json:"status,omitzero"`
+}
+
+// GetMetadata implements Object.
+func (s *Scale) GetMetadata() *ObjectMeta { return &s.Metadata }
+
+// ReplicaPhase is where a replica is in its life.
+type ReplicaPhase string
+
+// Replica phases: Pending → Starting → Ready → Terminating, or Failed.
+const (
+	ReplicaPending     ReplicaPhase = "Pending"
+	ReplicaStarting    ReplicaPhase = "Starting"
+	ReplicaReady       ReplicaPhase = "Ready"
+	ReplicaTerminating ReplicaPhase = "Terminating"
+	ReplicaFailed      ReplicaPhase = "Failed"
+)
+
+// ReplicaSpec says what a replica runs and where.
+type ReplicaSpec struct {
+	Function string `json:"function"`
+	Revision string `json:"revision"`
+	// NodeName is set by the scheduler when it binds the replica.
+	NodeName string `json:"nodeName,omitempty"`
+}
+
+// ReplicaStatus is reported by the node agent that runs the replica.
+type ReplicaStatus struct {
+	Phase ReplicaPhase `json:"phase,omitempty"`
+	// IP and Port where the replica serves.
+	IP   string `json:"ip,omitempty"`
+	Port int32  `json:"port,omitempty"`
+	// Restarts counts container restarts.
+	Restarts int32 `json:"restarts,omitempty"`
+	// StartLatency is the time from binding to Ready, e.g. "84ms".
+	StartLatency string `json:"startLatency,omitempty"`
+	// Message explains a Failed phase.
+	Message string `json:"message,omitempty"`
+}
+
+// Replica is one container of one revision.
+type Replica struct {
+	Kind     string        `json:"kind,omitempty"`
+	Metadata ObjectMeta    `json:"metadata"`
+	Spec     ReplicaSpec   `json:"spec"`
+	Status   ReplicaStatus `json:"status,omitzero"`
+}
+
+// GetMetadata implements Object.
+func (r *Replica) GetMetadata() *ObjectMeta { return &r.Metadata }
+
+// NodeState is a node's liveness as gossip sees it.
+type NodeState string
+
+// Node states.
+const (
+	NodeAlive   NodeState = "alive"
+	NodeSuspect NodeState = "suspect"
+	NodeDead    NodeState = "dead"
+)
+
+// NodeSpec is what the control plane decides about a node.
+type NodeSpec struct {
+	// PodSubnet is the CIDR the node's replicas take addresses from.
+	PodSubnet string `json:"podSubnet,omitempty"`
+	// Unschedulable (cordoned) nodes get no new replicas.
+	Unschedulable bool `json:"unschedulable,omitempty"`
+}
+
+// NodeResources is an amount of cpu and memory, as quantity strings.
+type NodeResources struct {
+	CPU    string `json:"cpu,omitempty"`
+	Memory string `json:"memory,omitempty"`
+}
+
+// NodeStatus is reported by the node's agent and by gossip.
+type NodeStatus struct {
+	Address     string        `json:"address,omitempty"`
+	Capacity    NodeResources `json:"capacity,omitzero"`
+	Allocatable NodeResources `json:"allocatable,omitzero"`
+	State       NodeState     `json:"state,omitempty"`
+	// LastSeen is when the node last reported.
+	LastSeen time.Time `json:"lastSeen,omitzero"`
+}
+
+// Node is one machine that runs a node agent.
+type Node struct {
+	Kind     string     `json:"kind,omitempty"`
+	Metadata ObjectMeta `json:"metadata"`
+	Spec     NodeSpec   `json:"spec"`
+	Status   NodeStatus `json:"status,omitzero"`
+}
+
+// GetMetadata implements Object.
+func (n *Node) GetMetadata() *ObjectMeta { return &n.Metadata }
+
+// List is the body of a list answer.
+type List[T any] struct {
+	// ResourceVersion is the etcd revision the list was read at; a watch
+	// from it misses nothing.
+	ResourceVersion string `json:"resourceVersion"`
+	Items           []T    `json:"items"`
+}
+
+// Watch event types.
+const (
+	EventAdded    = "ADDED"
+	EventModified = "MODIFIED"
+	EventDeleted  = "DELETED"
+	// EventBookmark carries only a resourceVersion, to resume from.
+	EventBookmark = "BOOKMARK"
+	// EventError carries an *Error in Object; the stream ends after it.
+	EventError = "ERROR"
+)
+
+// WatchEvent is one line of a watch stream: newline-delimited JSON.
+type WatchEvent[T any] struct {
+	Type string `json:"type"`
+	// Object is the object after the change, or before it for DELETED.
+	Object T `json:"object"`
+	// ResourceVersion of the change; resume the watch from here.
+	ResourceVersion string `json:"resourceVersion"`
+	// Error is set on EventError.
+	Error *Error `json:"error,omitempty"`
+}

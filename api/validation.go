@@ -1,0 +1,292 @@
+package api
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// Limits enforced by validation. They are generous; their point is that a
+// typo fails loudly instead of starving a node.
+const (
+	MaxNameLength    = 63
+	MaxConcurrency   = 10000
+	MinMemoryBytes   = 4 << 20
+	MaxMemoryBytes   = 1 << 40
+	MaxCPUMillicores = 256 * 1000
+	MaxTimeout       = time.Hour
+	MaxEnvVars       = 256
+	MaxEnvBytes      = 64 << 10
+	MaxLabels        = 64
+)
+
+// Defaults filled in by SetDefaults.
+const (
+	DefaultCPU     = "100m"
+	DefaultMemory  = "128Mi"
+	DefaultTimeout = "5m"
+)
+
+var (
+	dns1123Label = regexp.MustCompile(`^[a-z]([-a-z0-9]*[a-z0-9])?$`)
+	envName      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	labelKey     = regexp.MustCompile(`^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+	labelValue   = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
+	revisionName = regexp.MustCompile(`^(.+)-(\d{5,})$`)
+)
+
+// NameRule is the sentence that explains a valid name, for error messages.
+const NameRule = "must be 1 to 63 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"
+
+// ValidateName checks a DNS-1123 label, the rule for every object name.
+func ValidateName(s string) error {
+	if len(s) == 0 || len(s) > MaxNameLength || !dns1123Label.MatchString(s) {
+		return fmt.Errorf("%s", NameRule)
+	}
+	return nil
+}
+
+// RevisionName is the name of a function's n-th revision: "hello-00003".
+func RevisionName(function string, n int64) string {
+	return fmt.Sprintf("%s-%05d", function, n)
+}
+
+// ParseRevisionName splits "hello-00003" into "hello" and 3.
+func ParseRevisionName(rev string) (function string, n int64, ok bool) {
+	m := revisionName.FindStringSubmatch(rev)
+	if m == nil {
+		return "", 0, false
+	}
+	n, err := strconv.ParseInt(m[2], 10, 64)
+	if err != nil || n < 1 {
+		return "", 0, false
+	}
+	return m[1], n, true
+}
+
+// validator collects field errors.
+type validator struct{ errs FieldErrors }
+
+func (v *validator) add(field, format string, args ...any) {
+	v.errs = append(v.errs, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) result() error {
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return v.errs
+}
+
+func (v *validator) meta(m *ObjectMeta, namespaced bool) {
+	if err := ValidateName(m.Name); err != nil {
+		if m.Name == "" {
+			v.add("metadata.name", "is required")
+		} else {
+			v.add("metadata.name", "%q %s", m.Name, NameRule)
+		}
+	}
+	if namespaced && m.Namespace != "" {
+		if err := ValidateName(m.Namespace); err != nil {
+			v.add("metadata.namespace", "%q %s", m.Namespace, NameRule)
+		}
+	}
+	if !namespaced && m.Namespace != "" {
+		v.add("metadata.namespace", "must be empty: this kind has no namespace")
+	}
+	if len(m.Labels) > MaxLabels {
+		v.add("metadata.labels", "has %d labels, at most %d are allowed", len(m.Labels), MaxLabels)
+	}
+	for k, val := range m.Labels {
+		if len(k) > 253 || !labelKey.MatchString(k) {
+			v.add("metadata.labels", "key %q must be an optional DNS prefix and '/', then letters, digits, '-', '_' or '.'", k)
+		}
+		if len(val) > 63 || !labelValue.MatchString(val) {
+			v.add("metadata.labels["+k+"]", "value %q must be at most 63 letters, digits, '-', '_' or '.'", val)
+		}
+	}
+}
+
+func (v *validator) duration(field, s string, lo, hi time.Duration) {
+	if s == "" {
+		return
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		v.add(field, "%q is not a duration: use a number with a unit, like \"30s\" or \"2m\"", s)
+		return
+	}
+	if d < lo || d > hi {
+		v.add(field, "must be between %s and %s, got %s", lo, hi, s)
+	}
+}
+
+// SetDefaults fills the fields of a FunctionSpec that the user left out, so
+// that two deploys meaning the same thing compare equal.
+func SetDefaults(s *FunctionSpec) {
+	if s.Port == 0 {
+		s.Port = DefaultPort
+	}
+	if s.Resources.CPU == "" {
+		s.Resources.CPU = DefaultCPU
+	}
+	if s.Resources.Memory == "" {
+		s.Resources.Memory = DefaultMemory
+	}
+	if s.Timeout == "" {
+		s.Timeout = DefaultTimeout
+	}
+	if s.Scaling.Metric == "" {
+		s.Scaling.Metric = MetricConcurrency
+	}
+}
+
+// ValidateFunction checks every field of a Function and reports every
+// problem at once as FieldErrors.
+func ValidateFunction(f *Function) error {
+	var v validator
+	v.meta(&f.Metadata, true)
+	v.functionSpec("spec", &f.Spec)
+	return v.result()
+}
+
+func (v *validator) functionSpec(p string, s *FunctionSpec) {
+	switch {
+	case s.Image == "":
+		v.add(p+".image", "is required: name an image like \"registry.example/hello:v1\"")
+	case strings.TrimSpace(s.Image) != s.Image:
+		v.add(p+".image", "%q must not have spaces", s.Image)
+	default:
+		if _, err := name.ParseReference(s.Image); err != nil {
+			v.add(p+".image", "%q is not an image reference: %v", s.Image, err)
+		}
+	}
+	for i, c := range s.Command {
+		if strings.ContainsRune(c, 0) {
+			v.add(fmt.Sprintf("%s.command[%d]", p, i), "must not contain NUL")
+		}
+	}
+	for i, a := range s.Args {
+		if strings.ContainsRune(a, 0) {
+			v.add(fmt.Sprintf("%s.args[%d]", p, i), "must not contain NUL")
+		}
+	}
+	if len(s.Env) > MaxEnvVars {
+		v.add(p+".env", "has %d variables, at most %d are allowed", len(s.Env), MaxEnvVars)
+	}
+	seen := make(map[string]bool, len(s.Env))
+	size := 0
+	for i, e := range s.Env {
+		f := fmt.Sprintf("%s.env[%d].name", p, i)
+		switch {
+		case !envName.MatchString(e.Name):
+			v.add(f, "%q must be letters, digits and '_', not starting with a digit", e.Name)
+		case e.Name == "PORT":
+			v.add(f, "PORT is set by Surge from spec.port")
+		case seen[e.Name]:
+			v.add(f, "%q is set twice", e.Name)
+		}
+		seen[e.Name] = true
+		if strings.ContainsRune(e.Value, 0) {
+			v.add(fmt.Sprintf("%s.env[%d].value", p, i), "must not contain NUL")
+		}
+		size += len(e.Name) + len(e.Value)
+	}
+	if size > MaxEnvBytes {
+		v.add(p+".env", "is %d bytes, at most %d are allowed", size, MaxEnvBytes)
+	}
+	if s.Port != 0 && (s.Port < 1 || s.Port > 65535) {
+		v.add(p+".port", "must be between 1 and 65535")
+	}
+	if s.Resources.CPU != "" {
+		if m, err := ParseCPU(s.Resources.CPU); err != nil {
+			v.add(p+".resources.cpu", "%v", err)
+		} else if m < 1 || m > MaxCPUMillicores {
+			v.add(p+".resources.cpu", "must be between 1m and %d cores, got %q", MaxCPUMillicores/1000, s.Resources.CPU)
+		}
+	}
+	if s.Resources.Memory != "" {
+		if b, err := ParseMemory(s.Resources.Memory); err != nil {
+			v.add(p+".resources.memory", "%v", err)
+		} else if b < MinMemoryBytes || b > MaxMemoryBytes {
+			v.add(p+".resources.memory", "must be between 4Mi and 1Ti, got %q", s.Resources.Memory)
+		}
+	}
+	if s.Concurrency < 0 || s.Concurrency > MaxConcurrency {
+		v.add(p+".concurrency", "must be between 0 (no limit) and %d", MaxConcurrency)
+	}
+	v.duration(p+".timeout", s.Timeout, time.Second, MaxTimeout)
+	if r := s.Readiness; r != nil {
+		if r.Path != "" && (!strings.HasPrefix(r.Path, "/") || strings.ContainsAny(r.Path, " \t\r\n")) {
+			v.add(p+".readiness.path", "%q must start with '/' and have no spaces", r.Path)
+		}
+		v.duration(p+".readiness.period", r.Period, time.Second, 5*time.Minute)
+	}
+	sc := &s.Scaling
+	if sc.MinScale < 0 {
+		v.add(p+".scaling.minScale", "must not be negative")
+	}
+	if sc.MaxScale < 0 {
+		v.add(p+".scaling.maxScale", "must not be negative (0 means no limit)")
+	}
+	if sc.MaxScale > 0 && sc.MinScale > sc.MaxScale {
+		v.add(p+".scaling.minScale", "must not exceed scaling.maxScale (%d > %d)", sc.MinScale, sc.MaxScale)
+	}
+	switch sc.Metric {
+	case "", MetricConcurrency, MetricRPS:
+	default:
+		v.add(p+".scaling.metric", "%q must be %q or %q", sc.Metric, MetricConcurrency, MetricRPS)
+	}
+	if sc.Target < 0 || sc.Target > 1e6 {
+		v.add(p+".scaling.target", "must be between 0 (the default) and 1000000")
+	}
+	v.duration(p+".scaling.scaleToZeroGrace", sc.ScaleToZeroGrace, 0, MaxTimeout)
+}
+
+// ValidateTraffic checks a Traffic object of the named function.
+func ValidateTraffic(t *Traffic) error {
+	var v validator
+	v.meta(&t.Metadata, true)
+	if len(t.Spec.Targets) == 0 {
+		v.add("spec.targets", "is required: name at least one revision")
+	}
+	sum := int32(0)
+	seen := map[string]bool{}
+	for i, tt := range t.Spec.Targets {
+		f := fmt.Sprintf("spec.targets[%d]", i)
+		fn, _, ok := ParseRevisionName(tt.Revision)
+		switch {
+		case !ok:
+			v.add(f+".revision", "%q is not a revision name like %q", tt.Revision, RevisionName(t.Metadata.Name, 1))
+		case fn != t.Metadata.Name:
+			v.add(f+".revision", "%q is not a revision of function %q", tt.Revision, t.Metadata.Name)
+		case seen[tt.Revision]:
+			v.add(f+".revision", "%q is named twice", tt.Revision)
+		}
+		seen[tt.Revision] = true
+		if tt.Percent < 0 || tt.Percent > 100 {
+			v.add(f+".percent", "must be between 0 and 100")
+		}
+		sum += tt.Percent
+	}
+	if len(t.Spec.Targets) > 0 && sum != 100 {
+		v.add("spec.targets", "percentages must add up to 100, they add up to %d", sum)
+	}
+	return v.result()
+}
+
+// ValidateScale checks a Scale object.
+func ValidateScale(s *Scale) error {
+	var v validator
+	if _, _, ok := ParseRevisionName(s.Metadata.Name); !ok {
+		v.add("metadata.name", "%q is not a revision name like \"hello-00001\"", s.Metadata.Name)
+	}
+	if s.Spec.Replicas < 0 {
+		v.add("spec.replicas", "must not be negative")
+	}
+	return v.result()
+}

@@ -1,0 +1,171 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/client"
+)
+
+// DescribeOptions are the inputs of `surge describe`.
+type DescribeOptions struct {
+	Streams
+	NewClient clientFunc
+	Now       func() time.Time
+	Output    string
+	Name      string
+}
+
+// Description is everything `surge describe` shows of a function; its
+// json and yaml output.
+type Description struct {
+	Function  api.Function   `json:"function"`
+	Traffic   *api.Traffic   `json:"traffic,omitempty"`
+	Revisions []api.Revision `json:"revisions"`
+	Scales    []api.Scale    `json:"scales"`
+	Replicas  []api.Replica  `json:"replicas"`
+}
+
+func newDescribeCmd(s Streams, newClient clientFunc) *cobra.Command {
+	o := &DescribeOptions{Streams: s, NewClient: newClient, Now: time.Now}
+	c := &cobra.Command{
+		Use:   "describe NAME",
+		Short: "Show a function: its spec, revisions, traffic and replicas",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Name = args[0]
+			return runDescribe(cmd.Context(), o)
+		},
+	}
+	addOutputFlag(c, &o.Output)
+	return c
+}
+
+func fetchDescription(ctx context.Context, c *client.Client, name string) (*Description, error) {
+	ns := c.Namespace()
+	fn, err := client.Get[api.Function](ctx, c, "functions", ns, name)
+	if err != nil {
+		return nil, err
+	}
+	d := &Description{Function: *fn}
+	q := url.Values{"function": {name}}
+	if d.Traffic, err = client.Get[api.Traffic](ctx, c, "traffic", ns, name); err != nil {
+		return nil, err
+	}
+	revs, err := client.List[api.Revision](ctx, c, "revisions", ns, q)
+	if err != nil {
+		return nil, err
+	}
+	scales, err := client.List[api.Scale](ctx, c, "scales", ns, q)
+	if err != nil {
+		return nil, err
+	}
+	reps, err := client.List[api.Replica](ctx, c, "replicas", ns, q)
+	if err != nil {
+		return nil, err
+	}
+	d.Revisions, d.Scales, d.Replicas = revs.Items, scales.Items, reps.Items
+	return d, nil
+}
+
+func runDescribe(ctx context.Context, o *DescribeOptions) error {
+	if err := checkOutput(o.Output); err != nil {
+		return err
+	}
+	c, err := o.NewClient()
+	if err != nil {
+		return err
+	}
+	d, err := fetchDescription(ctx, c, o.Name)
+	if err != nil {
+		return describeAPIError("function", o.Name, err)
+	}
+	if o.Output != outTable {
+		return printStructured(o.Out, o.Output, d)
+	}
+	return printDescription(o.Out, d, o.Now())
+}
+
+func printDescription(w io.Writer, d *Description, now time.Time) error {
+	f, s := &d.Function, &d.Function.Spec
+	kv := newTable(w, "Name:", f.Metadata.Name)
+	kv.row("Namespace:", f.Metadata.Namespace)
+	kv.row("Created:", f.Metadata.CreationTimestamp.Format(time.RFC3339)+" ("+age(now, f.Metadata.CreationTimestamp)+" ago)")
+	kv.row("Image:", s.Image)
+	if len(s.Command) > 0 {
+		kv.row("Command:", strings.Join(s.Command, " "))
+	}
+	if len(s.Args) > 0 {
+		kv.row("Args:", strings.Join(s.Args, " "))
+	}
+	kv.row("Port:", itoa(s.Port))
+	env := make([]string, len(s.Env))
+	for i, e := range s.Env {
+		env[i] = e.Name + "=" + e.Value
+	}
+	kv.row("Env:", strings.Join(env, " "))
+	kv.row("Resources:", "cpu "+s.Resources.CPU+", memory "+s.Resources.Memory)
+	kv.row("Concurrency:", concurrency(s.Concurrency))
+	kv.row("Timeout:", s.Timeout)
+	sc := s.Scaling
+	policy := fmt.Sprintf("%s replicas on %s", scaleRange(sc), sc.Metric)
+	if sc.Target > 0 {
+		policy += fmt.Sprintf(", target %g", sc.Target)
+	}
+	kv.row("Scaling:", policy)
+	kv.row("Latest revision:", f.Status.LatestRevision)
+	if err := kv.flush(); err != nil {
+		return err
+	}
+
+	share := map[string]int32{}
+	if d.Traffic != nil {
+		for _, t := range d.Traffic.Spec.Targets {
+			share[t.Revision] = t.Percent
+		}
+	}
+	desired, ready := map[string]int32{}, map[string]int32{}
+	for _, sc := range d.Scales {
+		desired[sc.Metadata.Name] = sc.Spec.Replicas
+		ready[sc.Metadata.Name] = sc.Status.ReadyReplicas
+	}
+	fmt.Fprintln(w, "\nRevisions:")
+	t := newTable(w, "  NAME", "TRAFFIC", "DESIRED", "READY", "MODE", "IMAGE", "AGE")
+	for i := len(d.Revisions) - 1; i >= 0; i-- {
+		r := d.Revisions[i]
+		n := r.Metadata.Name
+		mode := ""
+		for _, sc := range d.Scales {
+			if sc.Metadata.Name == n {
+				mode = sc.Status.Mode
+			}
+		}
+		t.row("  "+n, fmt.Sprintf("%d%%", share[n]), itoa(desired[n]), itoa(ready[n]), mode, r.Spec.Template.Image, age(now, r.Metadata.CreationTimestamp))
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w, "\nReplicas:")
+	if len(d.Replicas) == 0 {
+		fmt.Fprintln(w, "  <none>")
+		return nil
+	}
+	t = newTable(w, "  NAME", "REVISION", "NODE", "IP", "PHASE", "RESTARTS", "START", "AGE")
+	for _, r := range d.Replicas {
+		addr := r.Status.IP
+		if addr != "" && r.Status.Port != 0 {
+			addr += fmt.Sprintf(":%d", r.Status.Port)
+		}
+		t.row("  "+r.Metadata.Name, r.Spec.Revision, r.Spec.NodeName, addr, string(r.Status.Phase),
+			itoa(r.Status.Restarts), r.Status.StartLatency, age(now, r.Metadata.CreationTimestamp))
+	}
+	return t.flush()
+}

@@ -1,0 +1,204 @@
+// Package cli is the `surge` command line: one file per verb, each with an
+// Options struct, a newXCmd that only turns flags into options, and a runX
+// that does the work (tested with buffers and a fake API).
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/client"
+)
+
+// Streams are the command's standard input and outputs.
+type Streams struct {
+	In       io.Reader
+	Out, Err io.Writer
+}
+
+// globals are the flags every verb has.
+type globals struct {
+	configPath string
+	server     string
+	token      string
+	namespace  string
+	logLevel   string
+	version    string
+}
+
+// clientFunc makes an API client; tests replace it.
+type clientFunc func() (*client.Client, error)
+
+// newClient reads the client config and applies --api, --token, -n.
+func (g *globals) newClient() (*client.Client, error) {
+	path := g.configPath
+	if path == "" {
+		path = client.DefaultConfigPath()
+	}
+	cfg, err := client.LoadConfig(path)
+	if errors.Is(err, client.ErrNoConfig) {
+		if g.server == "" {
+			return nil, fmt.Errorf("no client config at %s: start a server with `surge up` (it writes one), or pass --api and --token", path)
+		}
+		cfg, err = &client.Config{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if g.server != "" {
+		cfg.Server = g.server
+	}
+	if g.token != "" {
+		cfg.Token = g.token
+	}
+	if g.namespace != "" {
+		cfg.Namespace = g.namespace
+	}
+	return client.New(cfg)
+}
+
+// usageError marks a command-line mistake: exit code 2.
+type usageError struct{ err error }
+
+func (u *usageError) Error() string { return u.err.Error() }
+func (u *usageError) Unwrap() error { return u.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// NewRootCmd builds the `surge` command tree.
+func NewRootCmd(s Streams, version string) *cobra.Command {
+	g := &globals{version: version}
+	root := &cobra.Command{
+		Use:           "surge",
+		Short:         "Surge runs HTTP functions as autoscaled container replicas",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	root.SetIn(s.In)
+	root.SetOut(s.Out)
+	root.SetErr(s.Err)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &usageError{fmt.Errorf("%w (see `%s --help`)", err, c.CommandPath())}
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.configPath, "config", "", "client config file (default $SURGE_CONFIG, else ~/.surge/config.yaml)")
+	pf.StringVar(&g.server, "api", "", "API server URL, overriding the config's")
+	pf.StringVar(&g.token, "token", "", "API token, overriding the config's")
+	pf.StringVarP(&g.namespace, "namespace", "n", "", "namespace (default: the config's, else \"default\")")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level of server roles: debug, info, warn, error")
+
+	root.AddCommand(
+		newServerCmd(s, g),
+		newUpCmd(s, g),
+		newDeployCmd(s, g.newClient),
+		newLsCmd(s, g.newClient),
+		newDescribeCmd(s, g.newClient),
+		newRevisionsCmd(s, g.newClient),
+		newRmCmd(s, g.newClient),
+		newVersionCmd(s, g),
+	)
+	root.CompletionOptions.HiddenDefaultCmd = false
+	for _, c := range root.Commands() {
+		wrapArgs(c)
+	}
+	return root
+}
+
+// wrapArgs makes argument-count errors usage errors (exit 2).
+func wrapArgs(c *cobra.Command) {
+	if c.Args == nil {
+		return
+	}
+	inner := c.Args
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if err := inner(cmd, args); err != nil {
+			return &usageError{fmt.Errorf("%s: %w (usage: %s)", cmd.CommandPath(), err, cmd.UseLine())}
+		}
+		return nil
+	}
+}
+
+// Execute runs the CLI and returns the process exit code: 0, 1 for a
+// failure, 2 for a usage error. Errors are one line on stderr.
+func Execute(ctx context.Context, args []string, s Streams, version string) int {
+	root := NewRootCmd(s, version)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(s.Err, "surge: "+oneLine(err))
+	var ue *usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") {
+		return 2
+	}
+	return 1
+}
+
+// oneLine flattens an error's text to one line.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// describeAPIError turns an API error about an object into the sentence a
+// user reads: the object, then the field (as its flag where there is one),
+// then what is wrong.
+func describeAPIError(kind, name string, err error) error {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		return err
+	}
+	obj := fmt.Sprintf("%s %q", kind, name)
+	switch {
+	case ae.Code == 401:
+		return fmt.Errorf("%s: %s (check the token in your client config, or --token)", obj, ae.Message)
+	case ae.Code == 403:
+		return fmt.Errorf("%s: %s", obj, ae.Message)
+	case len(ae.Causes) > 0:
+		parts := make([]string, len(ae.Causes))
+		for i, c := range ae.Causes {
+			parts[i] = fieldSentence(c.Field, c.Message)
+		}
+		return fmt.Errorf("%s: %s", obj, strings.Join(parts, "; "))
+	case ae.Field != "":
+		return fmt.Errorf("%s: %s", obj, fieldSentence(ae.Field, ae.Message))
+	}
+	return fmt.Errorf("%s", ae.Message)
+}
+
+// flagOf maps spec fields to the deploy flags that set them.
+var flagOf = map[string]string{
+	"spec.image":                    "--image",
+	"spec.port":                     "--port",
+	"spec.concurrency":              "--concurrency",
+	"spec.timeout":                  "--timeout",
+	"spec.resources.cpu":            "--cpu",
+	"spec.resources.memory":         "--memory",
+	"spec.scaling.minScale":         "--min-scale",
+	"spec.scaling.maxScale":         "--max-scale",
+	"spec.scaling.metric":           "--metric",
+	"spec.scaling.target":           "--target",
+	"spec.scaling.scaleToZeroGrace": "--scale-to-zero-grace",
+}
+
+func fieldSentence(field, msg string) string {
+	if field == "metadata.name" {
+		return "name " + api.NameRule
+	}
+	if f, ok := flagOf[field]; ok {
+		return f + " " + msg
+	}
+	if strings.HasPrefix(field, "spec.env[") {
+		return "--env " + msg
+	}
+	return field + " " + msg
+}

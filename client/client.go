@@ -1,0 +1,293 @@
+// Package client is the Go client of Surge's API, used by the CLI, node
+// agents and gateways. Errors from the server come back as *api.Error and
+// match the api sentinels with errors.Is.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/surgeplatform/surge/api"
+)
+
+// Client talks to one API server. It is safe for concurrent use.
+type Client struct {
+	base      string
+	token     string
+	namespace string
+	http      *http.Client
+}
+
+// New returns a client for a config.
+func New(cfg *Config) (*Client, error) {
+	u, err := url.Parse(cfg.Server)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, fmt.Errorf("server %q is not an API URL like https://127.0.0.1:7070", cfg.Server)
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CertificateAuthority != "" {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(cfg.CertificateAuthority)) {
+			return nil, errors.New("certificateAuthority: no PEM certificate found")
+		}
+		tlsCfg.RootCAs = pool
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsCfg
+	tr.MaxIdleConnsPerHost = 32
+	ns := cfg.Namespace
+	if ns == "" {
+		ns = api.DefaultNamespace
+	}
+	return &Client{
+		base:      strings.TrimRight(cfg.Server, "/"),
+		token:     cfg.Token,
+		namespace: ns,
+		http:      &http.Client{Transport: tr},
+	}, nil
+}
+
+// Namespace is the client's default namespace.
+func (c *Client) Namespace() string { return c.namespace }
+
+// Server is the API's base URL.
+func (c *Client) Server() string { return c.base }
+
+// ErrUnreachable wraps transport errors: the server did not answer.
+var ErrUnreachable = errors.New("API server unreachable")
+
+// Do sends a request with a JSON body (nil for none) and decodes a JSON
+// answer into out (nil to discard). A non-2xx answer is an *api.Error.
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	resp, err := c.send(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// send performs a request and turns a non-2xx answer into an *api.Error.
+func (c *Client) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w at %s: %v", ErrUnreachable, c.base, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, readError(resp)
+	}
+	return resp, nil
+}
+
+func readError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var e api.Error
+	if json.Unmarshal(b, &e) == nil && e.Message != "" {
+		e.Code = resp.StatusCode
+		return &e
+	}
+	msg := strings.TrimSpace(string(b))
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	return &api.Error{Code: resp.StatusCode, Reason: http.StatusText(resp.StatusCode), Message: msg}
+}
+
+// Path returns the API path of a kind's collection (name "") or object.
+func Path(plural, namespace, name string) string {
+	p := "/v1/"
+	if namespace != "" {
+		p += "namespaces/" + url.PathEscape(namespace) + "/"
+	}
+	p += plural
+	if name != "" {
+		p += "/" + url.PathEscape(name)
+	}
+	return p
+}
+
+// Get reads one object.
+func Get[T any](ctx context.Context, c *Client, plural, ns, name string) (*T, error) {
+	var out T
+	if err := c.Do(ctx, http.MethodGet, Path(plural, ns, name), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// List reads a collection; query holds filters such as function=NAME.
+func List[T any](ctx context.Context, c *Client, plural, ns string, query url.Values) (*api.List[T], error) {
+	p := Path(plural, ns, "")
+	if len(query) > 0 {
+		p += "?" + query.Encode()
+	}
+	var out api.List[T]
+	if err := c.Do(ctx, http.MethodGet, p, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// PutFunction creates or replaces a function (`surge deploy`).
+func (c *Client) PutFunction(ctx context.Context, f *api.Function) (*api.Function, error) {
+	ns := f.Metadata.Namespace
+	if ns == "" {
+		ns = c.namespace
+	}
+	var out api.Function
+	if err := c.Do(ctx, http.MethodPut, Path("functions", ns, f.Metadata.Name), f, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Delete removes one object.
+func (c *Client) Delete(ctx context.Context, plural, ns, name string) error {
+	return c.Do(ctx, http.MethodDelete, Path(plural, ns, name), nil, nil)
+}
+
+// WatchOptions steer Watch.
+type WatchOptions struct {
+	// ResourceVersion to resume from; "" starts from now.
+	ResourceVersion string
+	// Query holds filters such as function=NAME.
+	Query url.Values
+	// RetryDelay is the first wait before reconnecting after the stream
+	// breaks; it doubles up to MaxRetryDelay.
+	RetryDelay, MaxRetryDelay time.Duration
+}
+
+// Watch streams changes of a kind to fn, reconnecting from the last seen
+// resourceVersion whenever the stream breaks (a server restart, a network
+// blip), so no change is lost or seen twice. It returns when ctx ends, when
+// fn returns an error, or with api.ErrGone when the server no longer has
+// the history to resume: the caller then lists again and watches from the
+// list's version.
+func Watch[T any](ctx context.Context, c *Client, plural, ns string, opts WatchOptions, fn func(api.WatchEvent[*T]) error) error {
+	rv := opts.ResourceVersion
+	delay := cmpOr(opts.RetryDelay, 100*time.Millisecond)
+	maxDelay := cmpOr(opts.MaxRetryDelay, 5*time.Second)
+	wait := delay
+	for {
+		q := url.Values{}
+		for k, v := range opts.Query {
+			q[k] = v
+		}
+		q.Set("watch", "true")
+		if rv != "" {
+			q.Set("resourceVersion", rv)
+		}
+		resp, err := c.send(ctx, http.MethodGet, Path(plural, ns, "")+"?"+q.Encode(), nil)
+		if err == nil {
+			wait = delay
+			err = readEvents(resp.Body, func(e api.WatchEvent[*T]) error {
+				if e.ResourceVersion != "" {
+					rv = e.ResourceVersion
+				}
+				if e.Type == api.EventBookmark {
+					return nil
+				}
+				return fn(e)
+			})
+			resp.Body.Close()
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Code != http.StatusServiceUnavailable {
+			return err // 410, 401, 403, 404: reconnecting will not help
+		}
+		var fnErr *handlerError
+		if errors.As(err, &fnErr) {
+			return fnErr.err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxDelay)
+	}
+}
+
+// handlerError marks an error returned by Watch's callback.
+type handlerError struct{ err error }
+
+func (h *handlerError) Error() string { return h.err.Error() }
+
+func readEvents[T any](body io.Reader, fn func(api.WatchEvent[*T]) error) error {
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 64<<10), 8<<20)
+	for sc.Scan() {
+		var e api.WatchEvent[*T]
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return fmt.Errorf("decode watch event: %w", err)
+		}
+		if e.Type == api.EventError {
+			if e.Error != nil {
+				return e.Error
+			}
+			return errors.New("watch ended with an error")
+		}
+		if err := fn(e); err != nil {
+			return &handlerError{err}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return io.ErrUnexpectedEOF
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// FormatVersion turns an etcd revision into a ResourceVersion.
+func FormatVersion(rev int64) string { return strconv.FormatInt(rev, 10) }

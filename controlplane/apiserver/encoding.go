@@ -1,0 +1,105 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/surgeplatform/surge/api"
+)
+
+// MaxBodyBytes bounds a request body. The largest object, a Function with
+// 256 environment variables of 64 KiB in all, fits with room to spare.
+const MaxBodyBytes = 1 << 20
+
+// writeJSON answers with a JSON body.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+// writeError answers with the JSON error body, turning any error into an
+// *api.Error. Errors that are not *api.Error are internal: their text is
+// logged, and the client is told only that something failed.
+func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		log.Error("internal error", "err", err)
+		ae = api.NewError(http.StatusInternalServerError, api.ReasonInternal, "internal error: the server log has the details")
+	}
+	writeJSON(w, ae.Code, ae)
+}
+
+// decodeBody reads one JSON object from the request into v. Unknown
+// fields, trailing data, wrong types and oversized bodies are client
+// errors, each naming what is wrong.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return api.NewError(http.StatusUnsupportedMediaType, api.ReasonBadRequest, "content type %q is not supported: send application/json", ct)
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return decodeError(err)
+		}
+		return api.BadRequest("body has data after the JSON object: send exactly one object")
+	}
+	return nil
+}
+
+func decodeError(err error) error {
+	var (
+		syn *json.SyntaxError
+		typ *json.UnmarshalTypeError
+		mbe *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return api.NewError(http.StatusRequestEntityTooLarge, api.ReasonTooLarge, "body is larger than %d bytes", mbe.Limit)
+	case errors.Is(err, io.EOF):
+		return api.BadRequest("body is empty: send a JSON object")
+	case errors.As(err, &syn):
+		return api.BadRequest("body is not valid JSON at byte %d: %v", syn.Offset, syn)
+	case errors.As(err, &typ):
+		e := api.BadRequest("must be a %s, got a JSON %s", jsonType(typ.Type.Kind().String()), typ.Value)
+		e.Field = typ.Field
+		return e
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		e := api.BadRequest("unknown field: check its spelling against the API reference")
+		e.Field = f
+		return e
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return api.BadRequest("body ends in the middle of the JSON object")
+	}
+	return api.BadRequest("body is not a valid object: %v", err)
+}
+
+func jsonType(goKind string) string {
+	switch goKind {
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64":
+		return "whole number in range"
+	case "float32", "float64":
+		return "number"
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "slice", "array":
+		return "list"
+	case "map", "struct":
+		return "object"
+	}
+	return fmt.Sprint(goKind)
+}

@@ -1,0 +1,265 @@
+// Package apiserver serves Surge's REST API: the objects of package api
+// under /v1, kept in etcd by package store, behind bearer-token
+// authentication and role checks.
+//
+// Routes (NS is a namespace, KIND a plural such as functions):
+//
+//	GET    /healthz, /readyz                   open, for probes
+//	GET    /metrics                            Prometheus, any token
+//	GET    /v1/version
+//	GET    /v1/KIND                            list in every namespace
+//	GET    /v1/namespaces/NS/KIND              list; ?watch=true streams changes
+//	GET    /v1/namespaces/NS/KIND/NAME         get
+//	POST   /v1/namespaces/NS/KIND              create
+//	PUT    /v1/namespaces/NS/KIND/NAME         replace (functions: create or replace)
+//	DELETE /v1/namespaces/NS/KIND/NAME         delete
+//	GET    /v1/nodes[/NAME], POST, PUT, DELETE nodes have no namespace
+//	POST   /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/ID
+//
+// A watch answers newline-delimited JSON api.WatchEvent values. It resumes
+// from ?resourceVersion=N (the list's, or the last event's) and answers 410
+// when N has been compacted away.
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/controlplane/auth"
+	"github.com/surgeplatform/surge/controlplane/store"
+)
+
+// Config is what the API server needs.
+type Config struct {
+	// Store keeps the objects.
+	Store *store.Store
+	// Tokens authenticates requests.
+	Tokens *auth.Store
+	// Log receives request errors.
+	Log *slog.Logger
+	// Registerer receives the server's metrics; Gatherer serves /metrics.
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	// Ready reports whether the server can serve (etcd reachable), for /readyz.
+	Ready func(ctx context.Context) error
+	// Version is reported by /v1/version.
+	Version string
+	// Now is the clock.
+	Now func() time.Time
+	// Extra mounts more handlers on the authenticated mux (the registry,
+	// later roles' endpoints), keyed by pattern, with the resource name the
+	// role check uses.
+	Extra []Route
+}
+
+// Route is a handler mounted beside the API.
+type Route struct {
+	Pattern  string
+	Resource string
+	Handler  http.Handler
+}
+
+// Server is the API's http.Handler.
+type Server struct {
+	cfg     Config
+	mux     *http.ServeMux
+	metrics *metrics
+}
+
+// New builds the API handler.
+func New(cfg Config) (*Server, error) {
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), metrics: m}
+	s.routes()
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+type principalKey struct{}
+
+// principal is the token a request authenticated with.
+func principal(ctx context.Context) auth.Token {
+	t, _ := ctx.Value(principalKey{}).(auth.Token)
+	return t
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.cfg.Ready(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.handle("GET /metrics", auth.ResourceMetrics, auth.Read,
+		promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP)
+	s.handle("GET /v1/version", "version", auth.Read, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"version": s.cfg.Version, "api": api.Version})
+	})
+
+	registerKind[api.Function](s, store.Functions, kindOps[api.Function]{
+		validate: func(f *api.Function) error { api.SetDefaults(&f.Spec); return api.ValidateFunction(f) },
+		create:   s.createFunction,
+		replace:  s.replaceFunction,
+		delete:   s.cfg.Store.DeleteFunction,
+	})
+	registerKind[api.Revision](s, store.Revisions, kindOps[api.Revision]{})
+	registerKind[api.Traffic](s, store.Traffics, kindOps[api.Traffic]{
+		validate: api.ValidateTraffic,
+		replace:  s.replaceTraffic,
+	})
+	registerKind[api.Scale](s, store.Scales, kindOps[api.Scale]{
+		validate: api.ValidateScale,
+		replace:  s.keepStatus(store.UpdateScaleSpec),
+	})
+	registerKind[api.Replica](s, store.Replicas, kindOps[api.Replica]{
+		validate: validateReplica,
+		create:   createOnly[api.Replica](s, store.Replicas),
+		replace:  replaceOnly[api.Replica](s, store.Replicas),
+		delete:   s.deleteOne(store.Replicas),
+	})
+	registerKind[api.Node](s, store.Nodes, kindOps[api.Node]{
+		validate: validateNode,
+		create:   createOnly[api.Node](s, store.Nodes),
+		replace:  replaceOnly[api.Node](s, store.Nodes),
+		delete:   s.deleteOne(store.Nodes),
+	})
+	s.tokenRoutes()
+	for _, rt := range s.cfg.Extra {
+		v := auth.Read
+		if m, _, _ := strings.Cut(rt.Pattern, " "); m != "GET" && m != "HEAD" {
+			v = auth.Write
+		}
+		s.handle(rt.Pattern, rt.Resource, v, rt.Handler.ServeHTTP)
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := s.authenticate(r); err != nil {
+			writeError(w, s.cfg.Log, err)
+			return
+		}
+		writeError(w, s.cfg.Log, api.NewError(http.StatusNotFound, api.ReasonNotFound, "no route for %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// handle mounts an authenticated, authorised, measured handler.
+func (s *Server) handle(pattern, resource string, verb auth.Verb, h http.HandlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := s.cfg.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		defer func() {
+			s.metrics.observe(resource, r.Method, sw.code, s.cfg.Now().Sub(start), isWatch(r))
+		}()
+		tok, err := s.authenticate(r)
+		if err != nil {
+			writeError(sw, s.cfg.Log, err)
+			return
+		}
+		if !auth.Allowed(tok.Role, verb, resource) {
+			writeError(sw, s.cfg.Log, api.NewError(http.StatusForbidden, api.ReasonForbidden,
+				"token %s (role %s) may not %s %s", tok.ID, tok.Role, verbWord(verb), resource))
+			return
+		}
+		h(sw, r.WithContext(context.WithValue(r.Context(), principalKey{}, tok)))
+	})
+}
+
+func verbWord(v auth.Verb) string {
+	if v == auth.Write {
+		return "write"
+	}
+	return "read"
+}
+
+func (s *Server) authenticate(r *http.Request) (auth.Token, error) {
+	h := r.Header.Get("Authorization")
+	bearer, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || bearer == "" {
+		return auth.Token{}, unauthorized("missing bearer token: send \"Authorization: Bearer TOKEN\" (the token is in your client config)")
+	}
+	tok, err := s.cfg.Tokens.Authenticate(r.Context(), strings.TrimSpace(bearer))
+	if errors.Is(err, auth.ErrInvalidToken) {
+		return auth.Token{}, unauthorized("invalid or revoked token")
+	}
+	if err != nil {
+		return auth.Token{}, api.NewError(http.StatusServiceUnavailable, api.ReasonUnavailable, "cannot check the token now: %v", err)
+	}
+	return tok, nil
+}
+
+func unauthorized(msg string) *api.Error {
+	return api.NewError(http.StatusUnauthorized, api.ReasonUnauthorized, "%s", msg)
+}
+
+// statusWriter remembers the status code for metrics, and passes Flush on
+// for watch streams.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "surge_apiserver_requests_total",
+			Help: "API requests by resource, method and status code.",
+		}, []string{"resource", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "surge_apiserver_request_duration_seconds",
+			Help:    "API request latency by resource and method (watches excluded).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"resource", "method"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// observe counts a request; a watch's duration is how long the client
+// stayed, not a latency, so it is left out of the histogram.
+func (m *metrics) observe(resource, method string, code int, d time.Duration, watch bool) {
+	m.requests.WithLabelValues(resource, method, strconv.Itoa(code)).Inc()
+	if !watch {
+		m.duration.WithLabelValues(resource, method).Observe(d.Seconds())
+	}
+}

@@ -1,0 +1,162 @@
+// Package auth keeps the API's bearer tokens in etcd and says what each
+// role may do.
+//
+// A token is "ID.SECRET". etcd holds, under /surge/v1/tokens/ID, the role and
+// the SHA-256 of SECRET, never the secret itself, so a copy of etcd's data
+// grants nothing. SECRET has 256 bits of entropy, which is why a plain hash
+// (rather than a slow password hash) is enough.
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Role is what a token may do.
+type Role string
+
+// Roles. Every role may read; only some may write.
+const (
+	// RoleAdmin may do everything.
+	RoleAdmin Role = "admin"
+	// RoleViewer may only read.
+	RoleViewer Role = "viewer"
+	// RoleNode is a node agent's: it reads, and writes nodes and replicas.
+	RoleNode Role = "node"
+	// RoleGateway is a gateway's: it reads, and reports traffic statistics.
+	RoleGateway Role = "gateway"
+)
+
+// Roles lists every role.
+var Roles = []Role{RoleAdmin, RoleViewer, RoleNode, RoleGateway}
+
+// Valid reports whether r is a known role.
+func (r Role) Valid() bool {
+	for _, v := range Roles {
+		if r == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Token is what is stored of a token.
+type Token struct {
+	ID          string    `json:"id"`
+	Role        Role      `json:"role"`
+	Description string    `json:"description,omitempty"`
+	Created     time.Time `json:"created"`
+	// Hash is the hex SHA-256 of the secret.
+	Hash string `json:"hash,omitempty"`
+}
+
+// ErrInvalidToken is returned for a token that is malformed, unknown or wrong.
+var ErrInvalidToken = errors.New("auth: invalid token")
+
+const tokenPrefix = "/surge/v1/tokens/"
+
+// Store keeps tokens in etcd.
+type Store struct {
+	c   *clientv3.Client
+	now func() time.Time
+}
+
+// NewStore returns a token store on an etcd client.
+func NewStore(c *clientv3.Client, now func() time.Time) *Store { return &Store{c: c, now: now} }
+
+func hashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// Create makes a new token and returns it whole; only its hash is kept.
+func (s *Store) Create(ctx context.Context, role Role, description string) (string, Token, error) {
+	if !role.Valid() {
+		return "", Token{}, fmt.Errorf("unknown role %q", role)
+	}
+	var idb [6]byte
+	var sec [32]byte
+	_, _ = rand.Read(idb[:])
+	_, _ = rand.Read(sec[:])
+	id := hex.EncodeToString(idb[:])
+	secret := base64.RawURLEncoding.EncodeToString(sec[:])
+	t := Token{ID: id, Role: role, Description: description, Created: s.now().UTC().Truncate(time.Second), Hash: hashSecret(secret)}
+	b, _ := json.Marshal(t)
+	resp, err := s.c.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(tokenPrefix+id), "=", 0)).
+		Then(clientv3.OpPut(tokenPrefix+id, string(b))).Commit()
+	if err != nil {
+		return "", Token{}, fmt.Errorf("create token: %w", err)
+	}
+	if !resp.Succeeded {
+		return "", Token{}, fmt.Errorf("create token: id %s is taken", id)
+	}
+	t.Hash = ""
+	return id + "." + secret, t, nil
+}
+
+// Authenticate returns the stored token a bearer string names, or
+// ErrInvalidToken.
+func (s *Store) Authenticate(ctx context.Context, bearer string) (Token, error) {
+	id, secret, ok := strings.Cut(bearer, ".")
+	if !ok || len(id) != 12 || secret == "" || strings.ContainsAny(id, "/") {
+		return Token{}, ErrInvalidToken
+	}
+	resp, err := s.c.Get(ctx, tokenPrefix+id)
+	if err != nil {
+		return Token{}, fmt.Errorf("authenticate: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Token{}, ErrInvalidToken
+	}
+	var t Token
+	if err := json.Unmarshal(resp.Kvs[0].Value, &t); err != nil {
+		return Token{}, fmt.Errorf("authenticate: decode token %s: %w", id, err)
+	}
+	if subtle.ConstantTimeCompare([]byte(t.Hash), []byte(hashSecret(secret))) != 1 {
+		return Token{}, ErrInvalidToken
+	}
+	t.Hash = ""
+	return t, nil
+}
+
+// List returns every token, without hashes.
+func (s *Store) List(ctx context.Context) ([]Token, error) {
+	resp, err := s.c.Get(ctx, tokenPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	out := make([]Token, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var t Token
+		if err := json.Unmarshal(kv.Value, &t); err != nil {
+			return nil, fmt.Errorf("list tokens: %w", err)
+		}
+		t.Hash = ""
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// Delete revokes a token; it reports whether one existed.
+func (s *Store) Delete(ctx context.Context, id string) (bool, error) {
+	if strings.ContainsAny(id, "/") || id == "" {
+		return false, nil
+	}
+	resp, err := s.c.Delete(ctx, tokenPrefix+id)
+	if err != nil {
+		return false, fmt.Errorf("delete token: %w", err)
+	}
+	return resp.Deleted > 0, nil
+}

@@ -1,0 +1,40 @@
+package auth
+
+// Verb is what a request does to a resource.
+type Verb int
+
+// Verbs. Read covers get, list and watch; Write covers create, replace and
+// delete.
+const (
+	Read Verb = iota
+	Write
+)
+
+// Resources that are not API object kinds.
+const (
+	ResourceTokens  = "tokens"
+	ResourceMetrics = "metrics"
+)
+
+// writable lists, per role other than admin, the resources it may write.
+var writable = map[Role]map[string]bool{
+	RoleViewer:  {},
+	RoleNode:    {"replicas": true, "nodes": true},
+	RoleGateway: {},
+}
+
+// Allowed reports whether a role may do verb on resource (a kind's plural,
+// or one of the Resource constants). Tokens are the admin's alone, for
+// reading too: a token list is a map of who can do what.
+func Allowed(r Role, v Verb, resource string) bool {
+	if r == RoleAdmin {
+		return true
+	}
+	if resource == ResourceTokens {
+		return false
+	}
+	if v == Read {
+		return r.Valid()
+	}
+	return writable[r][resource]
+}

@@ -1,0 +1,72 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/controlplane/auth"
+	"github.com/surgeplatform/surge/controlplane/pki"
+)
+
+// AdminConfigFile is the admin client config's name in the data dir.
+const AdminConfigFile = "admin.yaml"
+
+// bootstrap returns the admin client config, making the admin token and
+// writing DATA_DIR/admin.yaml (mode 0600) on the first start. It also
+// writes the user's config when that is asked for and absent, so that the
+// CLI works right after `surge up` with no set-up.
+func (s *Server) bootstrap(ctx context.Context, tokens *auth.Store, caPEM []byte) (*client.Config, error) {
+	path := filepath.Join(s.cfg.DataDir, AdminConfigFile)
+	cfg, err := client.LoadConfig(path)
+	switch {
+	case err == nil:
+		// The address may have changed (a new --api-addr); the token holds.
+		cfg.Server = s.apiURL()
+		cfg.CertificateAuthority = string(caPEM)
+	case errors.Is(err, client.ErrNoConfig):
+		secret, _, err := tokens.Create(ctx, auth.RoleAdmin, "admin, made at first start")
+		if err != nil {
+			return nil, fmt.Errorf("make admin token: %w", err)
+		}
+		cfg = &client.Config{Server: s.apiURL(), CertificateAuthority: string(caPEM), Token: secret}
+	default:
+		return nil, err
+	}
+	b, err := cfg.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if err := pki.WriteFileAtomic(path, b, 0o600); err != nil {
+		return nil, err
+	}
+	if s.cfg.WriteUserConfig && s.cfg.UserConfigPath != "" {
+		// Write it when absent, or when it is for this same API (a data dir
+		// made anew has a new CA and token); leave anyone else's alone.
+		old, err := client.LoadConfig(s.cfg.UserConfigPath)
+		if errors.Is(err, client.ErrNoConfig) || (err == nil && old.Server == cfg.Server && old.Token != cfg.Token) {
+			if err := os.MkdirAll(filepath.Dir(s.cfg.UserConfigPath), 0o700); err != nil {
+				return nil, fmt.Errorf("write client config: %w", err)
+			}
+			if err := pki.WriteFileAtomic(s.cfg.UserConfigPath, b, 0o600); err != nil {
+				return nil, err
+			}
+			s.log.Info("wrote client config", "path", s.cfg.UserConfigPath)
+		}
+	}
+	return cfg, nil
+}
+
+// apiURL is the URL clients use: the listening address, with a wildcard
+// host replaced by loopback.
+func (s *Server) apiURL() string {
+	host, port, _ := net.SplitHostPort(s.addr)
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "https://" + net.JoinHostPort(host, port)
+}

@@ -1,0 +1,112 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Config configures one control-plane server. Make it with DefaultConfig.
+type Config struct {
+	// DataDir holds etcd's data, the CA, the admin client config and logs.
+	// It is created with mode 0700.
+	DataDir string
+	// APIAddr is where the HTTPS API listens. The default, loopback only,
+	// keeps a laptop's Surge private; a cluster sets a routable address.
+	APIAddr string
+	// EtcdEndpoints, when set, are an external etcd cluster's client URLs
+	// and no etcd is embedded.
+	EtcdEndpoints []string
+	// EtcdClientAddr and EtcdPeerAddr are where the embedded etcd listens,
+	// with TLS and client certificates from the cluster CA.
+	EtcdClientAddr string
+	EtcdPeerAddr   string
+	// Name is this server's etcd member name; the default is the host name.
+	Name string
+	// TLSSANs are extra host names or IPs for the API's certificate, beyond
+	// localhost, the loopback addresses, the host name and APIAddr's host.
+	TLSSANs []string
+	// CompactionRetention is how much etcd history watches can resume from
+	// ("1h" keeps an hour). Shorter saves disk, longer survives longer
+	// client outages without a 410.
+	CompactionRetention string
+	// WriteUserConfig also writes the admin client config to the user's
+	// config path (SURGE_CONFIG or ~/.surge/config.yaml) when none exists.
+	WriteUserConfig bool
+	// UserConfigPath is where WriteUserConfig writes.
+	UserConfigPath string
+}
+
+// DefaultConfig returns the configuration of a single, all-in-one server.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:             defaultDataDir(),
+		APIAddr:             "127.0.0.1:7070",
+		EtcdClientAddr:      "127.0.0.1:7071",
+		EtcdPeerAddr:        "127.0.0.1:7072",
+		CompactionRetention: "1h",
+		WriteUserConfig:     true,
+	}
+}
+
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "surge")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "surge")
+	}
+	return "surge-data"
+}
+
+// withDefaults returns a copy with the empty fields filled.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.DataDir == "" {
+		c.DataDir = d.DataDir
+	}
+	if c.APIAddr == "" {
+		c.APIAddr = d.APIAddr
+	}
+	if c.EtcdClientAddr == "" {
+		c.EtcdClientAddr = d.EtcdClientAddr
+	}
+	if c.EtcdPeerAddr == "" {
+		c.EtcdPeerAddr = d.EtcdPeerAddr
+	}
+	if c.CompactionRetention == "" {
+		c.CompactionRetention = d.CompactionRetention
+	}
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "surge"
+		}
+		c.Name = h
+	}
+	return c
+}
+
+// Validate reports every bad field at once.
+func (c Config) Validate() error {
+	var errs []error
+	for _, a := range []struct{ flag, v string }{
+		{"--api-addr", c.APIAddr}, {"--etcd-client-addr", c.EtcdClientAddr}, {"--etcd-peer-addr", c.EtcdPeerAddr},
+	} {
+		if _, port, err := net.SplitHostPort(a.v); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("%s %q: want HOST:PORT", a.flag, a.v))
+		}
+	}
+	for _, e := range c.EtcdEndpoints {
+		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+			errs = append(errs, fmt.Errorf("--etcd-endpoints %q: want a URL like https://10.0.0.1:2379", e))
+		}
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		errs = append(errs, fmt.Errorf("--data-dir %q: want an absolute path", c.DataDir))
+	}
+	return errors.Join(errs...)
+}
