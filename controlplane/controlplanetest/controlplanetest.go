@@ -1,0 +1,138 @@
+// Package controlplanetest starts real control-plane servers (embedded
+// etcd, HTTPS API) in a test's temporary directory, on free loopback ports,
+// for the integration tests of every role.
+package controlplanetest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/controlplane"
+	"github.com/surgeplatform/surge/controlplane/store"
+)
+
+// Instance is a running server that a test can stop and start again on the
+// same data directory and ports.
+type Instance struct {
+	t      testing.TB
+	Config controlplane.Config
+	server *controlplane.Server
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// FreePort returns a loopback address with a port nobody listens on now.
+func FreePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Start runs a server in t's temporary directory and stops it when the test
+// ends.
+func Start(t testing.TB) *Instance {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := controlplane.DefaultConfig()
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.APIAddr = FreePort(t)
+	cfg.EtcdClientAddr = FreePort(t)
+	cfg.EtcdPeerAddr = FreePort(t)
+	cfg.Name = "test"
+	cfg.UserConfigPath = filepath.Join(dir, "config.yaml")
+	in := &Instance{t: t, Config: cfg}
+	in.Restart()
+	t.Cleanup(in.Stop)
+	return in
+}
+
+// Restart starts the server if it is stopped.
+func (in *Instance) Restart() {
+	in.t.Helper()
+	if in.server != nil {
+		return
+	}
+	srv, err := controlplane.New(in.Config, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		in.t.Fatalf("new server: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		cancel()
+		in.t.Fatalf("server did not start: %v", err)
+	case <-time.After(2 * time.Minute):
+		cancel()
+		in.t.Fatalf("server did not start within 2m")
+	}
+	in.server, in.cancel, in.done = srv, cancel, done
+}
+
+// Stop stops the server and waits for it; it is a no-op when stopped.
+func (in *Instance) Stop() {
+	in.t.Helper()
+	if in.server == nil {
+		return
+	}
+	in.cancel()
+	if err := <-in.done; err != nil {
+		in.t.Errorf("server stopped with an error: %v", err)
+	}
+	in.server = nil
+}
+
+// Server is the running server.
+func (in *Instance) Server() *controlplane.Server { return in.server }
+
+// Store is the running server's object store.
+func (in *Instance) Store() *store.Store { return in.server.Store() }
+
+// AdminConfig is the admin client config.
+func (in *Instance) AdminConfig() *client.Config {
+	c := *in.server.AdminConfig()
+	return &c
+}
+
+// Client returns an admin client.
+func (in *Instance) Client() *client.Client {
+	in.t.Helper()
+	return in.ClientWithToken(in.server.AdminConfig().Token)
+}
+
+// ClientWithToken returns a client that sends token.
+func (in *Instance) ClientWithToken(token string) *client.Client {
+	in.t.Helper()
+	cfg := in.AdminConfig()
+	cfg.Token = token
+	c, err := client.New(cfg)
+	if err != nil {
+		in.t.Fatalf("client: %v", err)
+	}
+	return c
+}
+
+// URL is the API's base URL.
+func (in *Instance) URL() string { return "https://" + in.Config.APIAddr }
+
+// Port is the API's port, as a string.
+func (in *Instance) Port() string {
+	_, p, _ := net.SplitHostPort(in.Config.APIAddr)
+	if _, err := strconv.Atoi(p); err != nil {
+		in.t.Fatalf("bad API address %q", in.Config.APIAddr)
+	}
+	return p
+}
