@@ -132,7 +132,10 @@ func TestWatchFromCompactedVersionIsGone(t *testing.T) {
 	got := make(chan string, 1)
 	go func() {
 		_ = client.Watch(ctx2, c, "functions", "default", client.WatchOptions{ResourceVersion: last.Metadata.ResourceVersion},
-			func(e api.WatchEvent[*api.Function]) error { got <- e.Type + " " + e.Object.Spec.Image; return errors.New("stop") })
+			func(e api.WatchEvent[*api.Function]) error {
+				got <- e.Type + " " + e.Object.Spec.Image
+				return errors.New("stop")
+			})
 	}()
 	if _, err := c.PutFunction(ctx, hello("example.test/hello:v3")); err != nil {
 		t.Fatal(err)

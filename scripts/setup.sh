@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what Surge needs on Debian and is missing; does nothing when all
+# is there. As root it installs; otherwise it prints one line saying what to
+# install and exits non-zero.
+set -euo pipefail
+
+packages=(containerd runc containernetworking-plugins iptables)
+if [[ "${SURGE_BENCH_DEPS:-}" == 1 ]]; then
+  packages+=(nginx haproxy wrk)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "surge: missing packages: run 'sudo apt-get install -y ${missing[*]}' and try again" >&2
+  exit 1
+fi
+echo "installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
