@@ -8,24 +8,36 @@ import (
 )
 
 // ParseCPU reads a CPU quantity in the Kubernetes notation ("250m", "1",
-// "0.5") and returns millicores.
+// "0.5") and returns millicores. It works on the decimal digits rather than
+// a float64, so that every value a user can write in millicores is exact:
+// 1.001 * 1000 in binary floating point is 1000.9999999999999.
 func ParseCPU(s string) (int64, error) {
 	if s == "" {
 		return 0, fmt.Errorf("cpu quantity is empty")
 	}
-	num, scale := s, 1000.0
-	if strings.HasSuffix(s, "m") {
-		num, scale = strings.TrimSuffix(s, "m"), 1
+	num, shift := s, 3 // cores: move the point three places right
+	if n, ok := strings.CutSuffix(s, "m"); ok {
+		num, shift = n, 0
 	}
-	v, err := parseNonNegative(num)
-	if err != nil {
+	if _, err := parseNonNegative(num); err != nil {
 		return 0, fmt.Errorf("cpu quantity %q: want cores like \"0.5\" or millicores like \"250m\"", s)
 	}
-	m := v * scale
-	if m != math.Trunc(m) {
+	whole, frac, _ := strings.Cut(num, ".")
+	if len(frac) < shift {
+		frac += strings.Repeat("0", shift-len(frac))
+	}
+	digits, rest := whole+frac[:shift], frac[shift:]
+	if strings.Trim(rest, "0") != "" {
 		return 0, fmt.Errorf("cpu quantity %q: finer than one millicore", s)
 	}
-	return int64(m), nil
+	if digits == "" {
+		digits = "0"
+	}
+	m, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("cpu quantity %q is too large", s)
+	}
+	return m, nil
 }
 
 // memorySuffixes maps a quantity suffix to its multiplier, binary first.

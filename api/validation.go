@@ -2,7 +2,9 @@ package api
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -101,7 +103,10 @@ func (v *validator) meta(m *ObjectMeta, namespaced bool) {
 	if len(m.Labels) > MaxLabels {
 		v.add("metadata.labels", "has %d labels, at most %d are allowed", len(m.Labels), MaxLabels)
 	}
-	for k, val := range m.Labels {
+	// Sorted, so that the same object always gets the same errors in the
+	// same order (the first is the one an Invalid answer names).
+	for _, k := range slices.Sorted(maps.Keys(m.Labels)) {
+		val := m.Labels[k]
 		if len(k) > 253 || !labelKey.MatchString(k) {
 			v.add("metadata.labels", "key %q must be an optional DNS prefix and '/', then letters, digits, '-', '_' or '.'", k)
 		}

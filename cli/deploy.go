@@ -71,7 +71,7 @@ moves all traffic to it; deploying the same thing twice changes nothing.`,
 func applyEnv(env []api.EnvVar, edits []string) ([]api.EnvVar, error) {
 	out := slices.Clone(env)
 	for _, e := range edits {
-		if k, ok := strings.CutSuffix(e, "-"); ok && !strings.Contains(e, "=") {
+		if k, ok := strings.CutSuffix(e, "-"); ok && k != "" && !strings.Contains(e, "=") {
 			out = slices.DeleteFunc(out, func(v api.EnvVar) bool { return v.Name == k })
 			continue
 		}

@@ -175,8 +175,9 @@ func describeAPIError(kind, name string, err error) error {
 	return fmt.Errorf("%s", ae.Message)
 }
 
-// flagOf maps spec fields to the deploy flags that set them.
+// flagOf maps object fields to the flags that set them.
 var flagOf = map[string]string{
+	"metadata.namespace":            "--namespace",
 	"spec.image":                    "--image",
 	"spec.port":                     "--port",
 	"spec.concurrency":              "--concurrency",

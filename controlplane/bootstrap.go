@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane/auth"
@@ -15,6 +16,30 @@ import (
 
 // AdminConfigFile is the admin client config's name in the data dir.
 const AdminConfigFile = "admin.yaml"
+
+// JoinTokenFile holds the cluster's join token: a node-role API token that
+// agents present, from which the gossip encryption key is also derived.
+const JoinTokenFile = "join-token"
+
+// joinToken returns the cluster's join token, making it at the first start.
+func (s *Server) joinToken(ctx context.Context, tokens *auth.Store) (string, error) {
+	path := filepath.Join(s.cfg.DataDir, JoinTokenFile)
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read join token: %w", err)
+	}
+	secret, _, err := tokens.Create(ctx, auth.RoleNode, "cluster join token, made at first start")
+	if err != nil {
+		return "", fmt.Errorf("make join token: %w", err)
+	}
+	if err := pki.WriteFileAtomic(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return secret, nil
+}
 
 // bootstrap returns the admin client config, making the admin token and
 // writing DATA_DIR/admin.yaml (mode 0600) on the first start. It also

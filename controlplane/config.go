@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/surgeplatform/surge/controlplane/controllers"
 )
 
 // Config configures one control-plane server. Make it with DefaultConfig.
@@ -38,6 +41,12 @@ type Config struct {
 	WriteUserConfig bool
 	// UserConfigPath is where WriteUserConfig writes.
 	UserConfigPath string
+	// PodCIDR is the range replica addresses come from; each node gets one
+	// /NodeSubnetBits of it (a /24 holds 254 replicas).
+	PodCIDR        string
+	NodeSubnetBits int
+	// Controllers tunes the reconcilers.
+	Controllers controllers.Config
 }
 
 // DefaultConfig returns the configuration of a single, all-in-one server.
@@ -49,6 +58,9 @@ func DefaultConfig() Config {
 		EtcdPeerAddr:        "127.0.0.1:7072",
 		CompactionRetention: "1h",
 		WriteUserConfig:     true,
+		PodCIDR:             "10.244.0.0/16",
+		NodeSubnetBits:      24,
+		Controllers:         controllers.DefaultConfig(),
 	}
 }
 
@@ -80,6 +92,15 @@ func (c Config) withDefaults() Config {
 	if c.CompactionRetention == "" {
 		c.CompactionRetention = d.CompactionRetention
 	}
+	if c.PodCIDR == "" {
+		c.PodCIDR = d.PodCIDR
+	}
+	if c.NodeSubnetBits == 0 {
+		c.NodeSubnetBits = d.NodeSubnetBits
+	}
+	if c.Controllers == (controllers.Config{}) {
+		c.Controllers = d.Controllers
+	}
 	if c.Name == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
@@ -104,6 +125,11 @@ func (c Config) Validate() error {
 		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
 			errs = append(errs, fmt.Errorf("--etcd-endpoints %q: want a URL like https://10.0.0.1:2379", e))
 		}
+	}
+	if p, err := netip.ParsePrefix(c.PodCIDR); err != nil || !p.Addr().Is4() {
+		errs = append(errs, fmt.Errorf("--pod-cidr %q: want an IPv4 CIDR like 10.244.0.0/16", c.PodCIDR))
+	} else if c.NodeSubnetBits < p.Bits() || c.NodeSubnetBits > 30 {
+		errs = append(errs, fmt.Errorf("node subnet /%d: want between /%d (the pod CIDR) and /30", c.NodeSubnetBits, p.Bits()))
 	}
 	if !filepath.IsAbs(c.DataDir) {
 		errs = append(errs, fmt.Errorf("--data-dir %q: want an absolute path", c.DataDir))

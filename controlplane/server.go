@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane/apiserver"
 	"github.com/surgeplatform/surge/controlplane/auth"
+	"github.com/surgeplatform/surge/controlplane/controllers"
 	"github.com/surgeplatform/surge/controlplane/pki"
 	"github.com/surgeplatform/surge/controlplane/store"
 )
@@ -42,6 +44,7 @@ type Server struct {
 	addr  string
 	admin *client.Config
 	store *store.Store
+	join  string
 }
 
 // New checks the configuration and returns a server ready to Run.
@@ -61,6 +64,9 @@ func (s *Server) Addr() string { return s.addr }
 
 // AdminConfig is the admin client config; valid after Ready.
 func (s *Server) AdminConfig() *client.Config { return s.admin }
+
+// JoinToken is the token agents join with; valid after Ready.
+func (s *Server) JoinToken() string { return s.join }
 
 // Store is the object store; valid after Ready. Roles running in the same
 // process (controllers, the autoscaler) use it directly.
@@ -121,8 +127,10 @@ func (s *Server) Run(ctx context.Context) error {
 			_, err := cli.Get(ctx, store.Prefix+"readyz", clientv3.WithCountOnly())
 			return err
 		},
-		Version: s.version,
-		Now:     time.Now,
+		Version:        s.version,
+		Now:            time.Now,
+		PodCIDR:        netip.MustParsePrefix(c.PodCIDR),
+		NodeSubnetBits: c.NodeSubnetBits,
 	})
 	if err != nil {
 		return err
@@ -138,7 +146,18 @@ func (s *Server) Run(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
-	s.admin, s.store = admin, st
+	join, err := s.joinToken(ctx, tokens)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	s.admin, s.store, s.join = admin, st, join
+
+	mgr := controllers.New(c.Controllers, st, s.log, time.Now, c.Name)
+	mctx, stopControllers := context.WithCancel(ctx)
+	mdone := make(chan error, 1)
+	go func() { mdone <- mgr.Run(mctx) }()
+	defer func() { stopControllers(); <-mdone }()
 
 	srv := &http.Server{
 		Handler:           handler,

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 
 	"github.com/surgeplatform/surge/api"
@@ -21,6 +23,12 @@ type kindOps[T any] struct {
 	create   func(ctx context.Context, obj *T) (*T, int, error)
 	replace  func(ctx context.Context, obj *T) (*T, int, error)
 	delete   func(ctx context.Context, ns, name, resourceVersion string) error
+	// status, when set, serves PUT .../NAME/status: it writes only the
+	// status, keeping the stored spec (what agents report).
+	status func(ctx context.Context, obj *T) (*T, error)
+	// filter, when set, turns query parameters into a predicate on list
+	// and watch results (e.g. ?node= for replicas).
+	filter func(q url.Values) (func(*T) bool, error)
 }
 
 // registerKind mounts the list, watch, get, create, replace and delete
@@ -31,7 +39,7 @@ func registerKind[T any, P store.PtrObject[T]](s *Server, k store.Kind, ops kind
 	coll := "/v1/" + res
 	if k.Namespaced {
 		s.handle("GET /v1/"+res, res, auth.Read, func(w http.ResponseWriter, r *http.Request) {
-			listOrWatch[T, P](s, w, r, k, "")
+			listOrWatch[T, P](s, w, r, k, "", ops.filter)
 		})
 		coll = "/v1/namespaces/{ns}/" + res
 		item = coll + "/{name}"
@@ -42,7 +50,7 @@ func registerKind[T any, P store.PtrObject[T]](s *Server, k store.Kind, ops kind
 			writeError(w, s.cfg.Log, err)
 			return
 		}
-		listOrWatch[T, P](s, w, r, k, ns)
+		listOrWatch[T, P](s, w, r, k, ns, ops.filter)
 	})
 	s.handle("GET "+item, res, auth.Read, func(w http.ResponseWriter, r *http.Request) {
 		obj, err := store.Get[T, P](r.Context(), s.cfg.Store, k, r.PathValue("ns"), r.PathValue("name"))
@@ -84,6 +92,25 @@ func registerKind[T any, P store.PtrObject[T]](s *Server, k store.Kind, ops kind
 	}
 	s.handle("POST "+coll, res, auth.Write, write(ops.create, false))
 	s.handle("PUT "+item, res, auth.Write, write(ops.replace, true))
+	if ops.status != nil {
+		s.handle("PUT "+item+"/status", res, auth.Write, func(w http.ResponseWriter, r *http.Request) {
+			var obj T
+			if err := decodeBody(w, r, &obj); err != nil {
+				writeError(w, s.cfg.Log, err)
+				return
+			}
+			if err := fillMeta(k, P(&obj).GetMetadata(), r, true); err != nil {
+				writeError(w, s.cfg.Log, err)
+				return
+			}
+			out, err := ops.status(r.Context(), &obj)
+			if err != nil {
+				writeError(w, s.cfg.Log, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, out)
+		})
+	}
 	s.handle("DELETE "+item, res, auth.Write, func(w http.ResponseWriter, r *http.Request) {
 		if ops.delete == nil {
 			writeError(w, s.cfg.Log, api.NewError(http.StatusMethodNotAllowed, api.ReasonMethod,
@@ -157,7 +184,17 @@ func isWatch(r *http.Request) bool {
 }
 
 // listOrWatch answers a list, or streams a watch when ?watch=true.
-func listOrWatch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, r *http.Request, k store.Kind, ns string) {
+func listOrWatch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, r *http.Request, k store.Kind, ns string,
+	filter func(url.Values) (func(*T) bool, error)) {
+	keep := func(*T) bool { return true }
+	if filter != nil {
+		f, err := filter(r.URL.Query())
+		if err != nil {
+			writeError(w, s.cfg.Log, err)
+			return
+		}
+		keep = f
+	}
 	prefix := k.Prefix(ns)
 	if fn := r.URL.Query().Get("function"); fn != "" {
 		if !k.GroupedByFunction() || ns == "" {
@@ -171,7 +208,7 @@ func listOrWatch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, 
 		prefix = k.FunctionPrefix(ns, fn)
 	}
 	if isWatch(r) {
-		watch[T, P](s, w, r, k, prefix)
+		watch[T, P](s, w, r, k, prefix, keep)
 		return
 	}
 	items, rev, err := store.List[T, P](r.Context(), s.cfg.Store, k, prefix)
@@ -179,13 +216,19 @@ func listOrWatch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, 
 		writeError(w, s.cfg.Log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.List[T]{ResourceVersion: strconv.FormatInt(rev, 10), Items: items})
+	kept := items[:0]
+	for i := range items {
+		if keep(&items[i]) {
+			kept = append(kept, items[i])
+		}
+	}
+	writeJSON(w, http.StatusOK, api.List[T]{ResourceVersion: strconv.FormatInt(rev, 10), Items: kept})
 }
 
 // watch streams one JSON event per line until the client goes away or the
 // watch ends; an ending watch sends an ERROR event first, so the client
 // knows to resume (or, for 410, to list again).
-func watch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, r *http.Request, k store.Kind, prefix string) {
+func watch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, r *http.Request, k store.Kind, prefix string, keep func(*T) bool) {
 	rev, err := store.ParseVersion(r.URL.Query().Get("resourceVersion"))
 	if err != nil {
 		writeError(w, s.cfg.Log, err)
@@ -217,7 +260,9 @@ func watch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, r *htt
 			_ = enc.Encode(api.WatchEvent[*T]{Type: api.EventError, Error: ae})
 			return
 		}
+		events = slices.DeleteFunc(events, func(e api.WatchEvent[*T]) bool { return !keep(e.Object) })
 		if len(events) == 0 {
+			// Nothing the client asked for: still tell it how far it got.
 			events = append(events, api.WatchEvent[*T]{Type: api.EventBookmark, ResourceVersion: strconv.FormatInt(at, 10)})
 		}
 		for _, e := range events {

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +56,9 @@ type Config struct {
 	Version string
 	// Now is the clock.
 	Now func() time.Time
+	// PodCIDR is split into one subnet of NodeSubnetBits per node.
+	PodCIDR        netip.Prefix
+	NodeSubnetBits int
 	// Extra mounts more handlers on the authenticated mux (the registry,
 	// later roles' endpoints), keyed by pattern, with the resource name the
 	// role check uses.
@@ -115,6 +119,11 @@ func (s *Server) routes() {
 	s.handle("GET /v1/version", "version", auth.Read, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"version": s.cfg.Version, "api": api.Version})
 	})
+	// whoami lets other listeners (node agents' log endpoints) check a
+	// token they were handed without holding the token store.
+	s.handle("GET /v1/whoami", "whoami", auth.Read, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, principal(r.Context()))
+	})
 
 	registerKind[api.Function](s, store.Functions, kindOps[api.Function]{
 		validate: func(f *api.Function) error { api.SetDefaults(&f.Spec); return api.ValidateFunction(f) },
@@ -136,12 +145,21 @@ func (s *Server) routes() {
 		create:   createOnly[api.Replica](s, store.Replicas),
 		replace:  replaceOnly[api.Replica](s, store.Replicas),
 		delete:   s.deleteOne(store.Replicas),
+		status: func(ctx context.Context, r *api.Replica) (*api.Replica, error) {
+			return store.UpdateReplicaStatus(ctx, s.cfg.Store, r)
+		},
+		filter: replicaFilter,
 	})
 	registerKind[api.Node](s, store.Nodes, kindOps[api.Node]{
 		validate: validateNode,
-		create:   createOnly[api.Node](s, store.Nodes),
+		create:   s.createNode,
 		replace:  replaceOnly[api.Node](s, store.Nodes),
-		delete:   s.deleteOne(store.Nodes),
+		delete: func(ctx context.Context, _, name, rv string) error {
+			return s.cfg.Store.DeleteNode(ctx, name, rv)
+		},
+		status: func(ctx context.Context, n *api.Node) (*api.Node, error) {
+			return store.UpdateNodeStatus(ctx, s.cfg.Store, n)
+		},
 	})
 	s.tokenRoutes()
 	for _, rt := range s.cfg.Extra {

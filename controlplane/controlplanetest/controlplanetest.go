@@ -43,6 +43,12 @@ func FreePort(t testing.TB) string {
 // ends.
 func Start(t testing.TB) *Instance {
 	t.Helper()
+	return StartWith(t, nil)
+}
+
+// StartWith is Start with a hook that adjusts the configuration first.
+func StartWith(t testing.TB, configure func(*controlplane.Config)) *Instance {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := controlplane.DefaultConfig()
 	cfg.DataDir = filepath.Join(dir, "data")
@@ -51,6 +57,9 @@ func Start(t testing.TB) *Instance {
 	cfg.EtcdPeerAddr = FreePort(t)
 	cfg.Name = "test"
 	cfg.UserConfigPath = filepath.Join(dir, "config.yaml")
+	if configure != nil {
+		configure(&cfg)
+	}
 	in := &Instance{t: t, Config: cfg}
 	in.Restart()
 	t.Cleanup(in.Stop)

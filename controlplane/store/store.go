@@ -317,3 +317,30 @@ func UpdateScaleSpec(ctx context.Context, s *Store, sc *api.Scale) (*api.Scale, 
 		next.Metadata.Labels = stored.Metadata.Labels
 	})
 }
+
+// UpdateReplicaStatus writes only a Replica's status (what its node agent
+// reports), keeping the spec and labels the control plane wrote.
+func UpdateReplicaStatus(ctx context.Context, s *Store, r *api.Replica) (*api.Replica, error) {
+	return update(ctx, s, Replicas, r, func(stored, next *api.Replica) {
+		next.Spec = stored.Spec
+		next.Metadata.Labels = stored.Metadata.Labels
+	})
+}
+
+// UpdateNodeStatus writes only a Node's status, keeping its spec (subnet,
+// cordon) and labels.
+func UpdateNodeStatus(ctx context.Context, s *Store, n *api.Node) (*api.Node, error) {
+	return update(ctx, s, Nodes, n, func(stored, next *api.Node) {
+		next.Spec = stored.Spec
+		next.Metadata.Labels = stored.Metadata.Labels
+	})
+}
+
+// UpdateScaleStatus writes only a Scale's status, keeping the desired count
+// the autoscaler or a user set.
+func UpdateScaleStatus(ctx context.Context, s *Store, sc *api.Scale) (*api.Scale, error) {
+	return update(ctx, s, Scales, sc, func(stored, next *api.Scale) {
+		next.Spec = stored.Spec
+		next.Metadata.Labels = stored.Metadata.Labels
+	})
+}

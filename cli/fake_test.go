@@ -1,0 +1,307 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/client"
+)
+
+// fakeToken is the only token the fake API accepts.
+const fakeToken = "test-token"
+
+// fakeAPI is an in-memory API server for the routes the verbs call. It
+// keeps the objects of the namespace "default" (others answer 404), checks
+// the bearer token, and mirrors the real server's deploy semantics: a PUT
+// of a changed spec makes revision N and its Scale and moves all Traffic
+// to it; an unchanged spec makes nothing. Its fields are guarded by mu:
+// change them with edit.
+type fakeAPI struct {
+	URL string
+
+	mu sync.Mutex
+	// now stamps created objects; tests set it before seeding.
+	now       time.Time
+	rv        int64
+	functions map[string]*api.Function
+	traffic   map[string]*api.Traffic
+	revisions map[string]*api.Revision
+	scales    map[string]*api.Scale
+	replicas  map[string]*api.Replica
+	// fail answers a route ("GET /v1/namespaces/default/functions/hello")
+	// with an error instead.
+	fail     map[string]*api.Error
+	requests []fakeRequest
+}
+
+// fakeRequest is one request the fake served.
+type fakeRequest struct {
+	Method, Path string // Path includes the query
+	Body         []byte
+}
+
+// newFakeAPI starts a fake API server that stops with the test.
+func newFakeAPI(t *testing.T) *fakeAPI {
+	t.Helper()
+	f := &fakeAPI{
+		now:       time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC),
+		functions: map[string]*api.Function{},
+		traffic:   map[string]*api.Traffic{},
+		revisions: map[string]*api.Revision{},
+		scales:    map[string]*api.Scale{},
+		replicas:  map[string]*api.Replica{},
+		fail:      map[string]*api.Error{},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/version", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, map[string]string{"version": "v9.9.9-fake", "api": api.Version})
+	})
+	mux.HandleFunc("GET /v1/functions", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, listOf(f.functions, ""))
+	})
+	mux.HandleFunc("GET /v1/namespaces/default/functions", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, listOf(f.functions, ""))
+	})
+	mux.HandleFunc("GET /v1/namespaces/default/functions/{name}", func(w http.ResponseWriter, r *http.Request) {
+		getOne(w, f.functions, api.KindFunction, r.PathValue("name"))
+	})
+	mux.HandleFunc("PUT /v1/namespaces/default/functions/{name}", f.putFunction)
+	mux.HandleFunc("DELETE /v1/namespaces/default/functions/{name}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		if _, ok := f.functions[name]; !ok {
+			writeFakeJSON(w, http.StatusNotFound, api.NotFound(api.KindFunction, name))
+			return
+		}
+		delete(f.functions, name)
+		writeFakeJSON(w, http.StatusOK, map[string]string{"status": "deleted", "name": name})
+	})
+	mux.HandleFunc("GET /v1/namespaces/default/traffic/{name}", func(w http.ResponseWriter, r *http.Request) {
+		getOne(w, f.traffic, api.KindTraffic, r.PathValue("name"))
+	})
+	mux.HandleFunc("GET /v1/namespaces/default/revisions", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, listOf(f.revisions, r.URL.Query().Get("function")))
+	})
+	mux.HandleFunc("GET /v1/namespaces/default/scales", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, listOf(f.scales, r.URL.Query().Get("function")))
+	})
+	mux.HandleFunc("GET /v1/namespaces/default/replicas", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, listOf(f.replicas, r.URL.Query().Get("function")))
+	})
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			writeFakeJSON(w, http.StatusBadRequest, api.BadRequest("read body: %v", err))
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		f.requests = append(f.requests, fakeRequest{Method: r.Method, Path: r.URL.RequestURI(), Body: body})
+		if r.Header.Get("Authorization") != "Bearer "+fakeToken {
+			writeFakeJSON(w, http.StatusUnauthorized, api.NewError(http.StatusUnauthorized, api.ReasonUnauthorized, "invalid or revoked token"))
+			return
+		}
+		if e := f.fail[r.Method+" "+r.URL.Path]; e != nil {
+			writeFakeJSON(w, e.Code, e)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	f.URL = srv.URL
+	return f
+}
+
+// newClient is a clientFunc for the fake.
+func (f *fakeAPI) newClient() (*client.Client, error) {
+	return client.New(&client.Config{Server: f.URL, Token: fakeToken})
+}
+
+// puts returns the functions PUT so far, decoded.
+func (f *fakeAPI) puts(t *testing.T) []api.Function {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []api.Function
+	for _, r := range f.requests {
+		if r.Method != http.MethodPut {
+			continue
+		}
+		var fn api.Function
+		if err := json.Unmarshal(r.Body, &fn); err != nil {
+			t.Fatalf("PUT %s: body %s: %v", r.Path, r.Body, err)
+		}
+		out = append(out, fn)
+	}
+	return out
+}
+
+// edit changes the fake's objects under its lock; tests seed with it.
+func (f *fakeAPI) edit(change func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	change()
+}
+
+// paths returns the paths, with queries, of the requests made with method.
+func (f *fakeAPI) paths(method string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, r := range f.requests {
+		if r.Method == method {
+			out = append(out, r.Path)
+		}
+	}
+	return out
+}
+
+// deploy stores fn as a PUT would, stamped at f.now; tests seed with it.
+func (f *fakeAPI) deploy(t *testing.T, fn api.Function) *api.Function {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out, _, err := f.put(&fn)
+	if err != nil {
+		t.Fatalf("seed function %s: %v", fn.Metadata.Name, err)
+	}
+	return out
+}
+
+func (f *fakeAPI) putFunction(w http.ResponseWriter, r *http.Request) {
+	var fn api.Function
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fn); err != nil {
+		writeFakeJSON(w, http.StatusBadRequest, api.BadRequest("body is not a function: %v", err))
+		return
+	}
+	if fn.Metadata.Name != r.PathValue("name") {
+		writeFakeJSON(w, http.StatusBadRequest, api.BadRequest("metadata.name does not match the path"))
+		return
+	}
+	out, code, err := f.put(&fn)
+	if err != nil {
+		var ae *api.Error
+		errors.As(err, &ae)
+		writeFakeJSON(w, ae.Code, ae)
+		return
+	}
+	writeFakeJSON(w, code, out)
+}
+
+// put is store.PutFunction in CreateOrReplace mode, in memory. f.mu is held.
+func (f *fakeAPI) put(fn *api.Function) (*api.Function, int, error) {
+	m := &fn.Metadata
+	if m.Namespace == "" {
+		m.Namespace = api.DefaultNamespace
+	}
+	api.SetDefaults(&fn.Spec)
+	if err := api.ValidateFunction(fn); err != nil {
+		var fe api.FieldErrors
+		errors.As(err, &fe)
+		return nil, 0, api.Invalid(api.KindFunction, m.Name, fe)
+	}
+	cur := f.functions[m.Name]
+	switch {
+	case cur == nil && m.ResourceVersion != "":
+		return nil, 0, api.NotFound(api.KindFunction, m.Name)
+	case cur != nil && m.ResourceVersion != "" && m.ResourceVersion != cur.Metadata.ResourceVersion:
+		return nil, 0, api.NewError(http.StatusConflict, api.ReasonConflict, "function %q was changed since you read it: read it again and retry", m.Name)
+	case cur != nil && reflect.DeepEqual(cur.Spec, fn.Spec):
+		return cur, http.StatusOK, nil
+	}
+	next := *fn
+	next.Kind = api.KindFunction
+	code := http.StatusCreated
+	if cur != nil {
+		next.Metadata.UID, next.Metadata.CreationTimestamp = cur.Metadata.UID, cur.Metadata.CreationTimestamp
+		next.Metadata.Generation, next.Status = cur.Metadata.Generation, cur.Status
+		code = http.StatusOK
+	} else {
+		next.Metadata.UID = "function-" + m.Name
+		next.Metadata.CreationTimestamp = f.now
+	}
+	next.Metadata.Generation++
+	rev := api.RevisionName(m.Name, next.Metadata.Generation)
+	next.Status.LatestRevision = rev
+	next.Metadata.ResourceVersion = f.nextRV()
+	labels := map[string]string{api.LabelFunction: m.Name}
+	f.revisions[rev] = &api.Revision{
+		Kind:     api.KindRevision,
+		Metadata: f.meta(api.KindRevision, rev, labels),
+		Spec:     api.RevisionSpec{Function: m.Name, Number: next.Metadata.Generation, Template: next.Spec},
+	}
+	f.scales[rev] = &api.Scale{
+		Kind:     api.KindScale,
+		Metadata: f.meta(api.KindScale, rev, map[string]string{api.LabelFunction: m.Name, api.LabelRevision: rev}),
+		Spec:     api.ScaleSpec{Replicas: max(next.Spec.Scaling.MinScale, 1)},
+	}
+	f.traffic[m.Name] = &api.Traffic{
+		Kind:     api.KindTraffic,
+		Metadata: f.meta(api.KindTraffic, m.Name, labels),
+		Spec:     api.TrafficSpec{Targets: []api.TrafficTarget{{Revision: rev, Percent: 100}}},
+	}
+	f.functions[m.Name] = &next
+	return &next, code, nil
+}
+
+func (f *fakeAPI) meta(kind, name string, labels map[string]string) api.ObjectMeta {
+	return api.ObjectMeta{
+		Name: name, Namespace: api.DefaultNamespace, UID: strings.ToLower(kind) + "-" + name,
+		ResourceVersion: f.nextRV(), CreationTimestamp: f.now, Labels: labels,
+	}
+}
+
+func (f *fakeAPI) nextRV() string {
+	f.rv++
+	return strconv.FormatInt(f.rv, 10)
+}
+
+// metaOf reaches the metadata of any stored kind.
+func metaOf[T any](obj *T) *api.ObjectMeta {
+	return any(obj).(api.Object).GetMetadata()
+}
+
+// listOf lists objects by name, as etcd's key order does, keeping those of
+// one function when function is set.
+func listOf[T any](objs map[string]*T, function string) api.List[T] {
+	l := api.List[T]{ResourceVersion: "100", Items: []T{}}
+	for _, name := range slices.Sorted(maps.Keys(objs)) {
+		obj := objs[name]
+		if function != "" && metaOf(obj).Labels[api.LabelFunction] != function {
+			continue
+		}
+		l.Items = append(l.Items, *obj)
+	}
+	return l
+}
+
+func getOne[T any](w http.ResponseWriter, objs map[string]*T, kind, name string) {
+	obj, ok := objs[name]
+	if !ok {
+		writeFakeJSON(w, http.StatusNotFound, api.NotFound(kind, name))
+		return
+	}
+	writeFakeJSON(w, http.StatusOK, obj)
+}
+
+func writeFakeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}

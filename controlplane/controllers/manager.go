@@ -1,0 +1,385 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/controlplane/scheduler"
+	"github.com/surgeplatform/surge/controlplane/store"
+)
+
+// Config configures the controllers. Make it with DefaultConfig.
+type Config struct {
+	// Resync is how often a pass runs with no change seen, to catch what
+	// only time changes (stale nodes).
+	Resync time.Duration
+	// Debounce batches the events of a burst into one pass; longer saves
+	// work, shorter reacts faster.
+	Debounce time.Duration
+	// NodeTimeout is how long a node may miss heartbeats before it is dead
+	// and its replicas are replaced elsewhere. Agents beat every 5s.
+	NodeTimeout time.Duration
+	// LeaseTTL is the leader's etcd session TTL in seconds: how long a
+	// crashed leader blocks the next one.
+	LeaseTTL int
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{Resync: 5 * time.Second, Debounce: 5 * time.Millisecond, NodeTimeout: 30 * time.Second, LeaseTTL: 10}
+}
+
+// Manager runs the controllers while this server is the leader.
+type Manager struct {
+	cfg   Config
+	store *store.Store
+	log   *slog.Logger
+	now   func() time.Time
+	id    string
+}
+
+// New returns a Manager. id names this server in the election.
+func New(cfg Config, st *store.Store, log *slog.Logger, now func() time.Time, id string) *Manager {
+	return &Manager{cfg: cfg, store: st, log: log.With("component", "controllers"), now: now, id: id}
+}
+
+const electionKey = store.Prefix + "leader/controllers"
+
+// Run campaigns for leadership and runs passes while leading, until ctx
+// ends. Losing the etcd session (a partition) stops the passes and
+// campaigns again.
+func (m *Manager) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		err := m.lead(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		m.log.Warn("leadership lost, campaigning again", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
+}
+
+func (m *Manager) lead(ctx context.Context) error {
+	sess, err := concurrency.NewSession(m.store.Client(), concurrency.WithTTL(m.cfg.LeaseTTL), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("etcd session: %w", err)
+	}
+	defer sess.Close()
+	el := concurrency.NewElection(sess, electionKey)
+	if err := el.Campaign(ctx, m.id); err != nil {
+		return fmt.Errorf("campaign: %w", err)
+	}
+	m.log.Info("leading the controllers", "id", m.id)
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-sess.Done():
+			cancel()
+		case <-lctx.Done():
+		}
+	}()
+	err = m.loop(lctx)
+	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+	_ = el.Resign(rctx)
+	rcancel()
+	return err
+}
+
+// loop runs a pass on every change and every resync period.
+func (m *Manager) loop(ctx context.Context) error {
+	wch := m.store.Client().Watch(clientv3.WithRequireLeader(ctx), store.Prefix, clientv3.WithPrefix())
+	tick := time.NewTicker(m.cfg.Resync)
+	defer tick.Stop()
+	for {
+		if err := m.Pass(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("pass failed; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		case _, ok := <-wch:
+			if !ok {
+				return errors.New("watch closed")
+			}
+			// Let a burst of writes land, then drain what queued up.
+			time.Sleep(m.cfg.Debounce)
+			for drained := false; !drained; {
+				select {
+				case _, ok := <-wch:
+					if !ok {
+						return errors.New("watch closed")
+					}
+				default:
+					drained = true
+				}
+			}
+		}
+	}
+}
+
+// state is one consistent read of what the controllers look at.
+type state struct {
+	scales    []api.Scale
+	replicas  []api.Replica
+	revisions map[string]*api.Revision // "ns/name"
+	nodes     []api.Node
+}
+
+func (m *Manager) read(ctx context.Context) (*state, error) {
+	var s state
+	var err error
+	if s.scales, _, err = store.List[api.Scale](ctx, m.store, store.Scales, store.Scales.Prefix("")); err != nil {
+		return nil, err
+	}
+	if s.replicas, _, err = store.List[api.Replica](ctx, m.store, store.Replicas, store.Replicas.Prefix("")); err != nil {
+		return nil, err
+	}
+	revs, _, err := store.List[api.Revision](ctx, m.store, store.Revisions, store.Revisions.Prefix(""))
+	if err != nil {
+		return nil, err
+	}
+	s.revisions = make(map[string]*api.Revision, len(revs))
+	for i := range revs {
+		s.revisions[revs[i].Metadata.Namespace+"/"+revs[i].Metadata.Name] = &revs[i]
+	}
+	if s.nodes, _, err = store.List[api.Node](ctx, m.store, store.Nodes, store.Nodes.Prefix("")); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Pass runs every controller once. It is exported for tests.
+func (m *Manager) Pass(ctx context.Context) error {
+	st, err := m.read(ctx)
+	if err != nil {
+		return err
+	}
+	return errors.Join(
+		m.nodes(ctx, st),
+		m.replicaSets(ctx, st),
+		m.schedule(ctx, st),
+		m.statuses(ctx, st),
+	)
+}
+
+// nodes marks nodes that stopped beating dead, and removes their replicas
+// so that the replica controller makes new ones elsewhere.
+func (m *Manager) nodes(ctx context.Context, st *state) error {
+	now := m.now()
+	dead := map[string]bool{}
+	var errs []error
+	for i := range st.nodes {
+		n := &st.nodes[i]
+		if n.Status.State == api.NodeDead {
+			dead[n.Metadata.Name] = true
+			continue
+		}
+		if nodeStale(n, now, m.cfg.NodeTimeout) {
+			m.log.Warn("node missed its heartbeats: dead", "node", n.Metadata.Name, "lastSeen", n.Status.LastSeen)
+			n.Status.State = api.NodeDead
+			if _, err := store.UpdateNodeStatus(ctx, m.store, n); err != nil {
+				if !benign(err) {
+					errs = append(errs, err)
+				}
+				continue
+			}
+			dead[n.Metadata.Name] = true
+		}
+	}
+	kept := st.replicas[:0]
+	for _, r := range st.replicas {
+		if r.Spec.NodeName != "" && dead[r.Spec.NodeName] {
+			if err := m.store.Delete(ctx, store.Replicas, r.Metadata.Namespace, r.Metadata.Name, ""); err != nil && !benign(err) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		kept = append(kept, r)
+	}
+	st.replicas = kept
+	return errors.Join(errs...)
+}
+
+// replicaSets makes each revision's replica count match its Scale, and
+// removes replicas whose revision is gone.
+func (m *Manager) replicaSets(ctx context.Context, st *state) error {
+	byRev := map[string][]api.Replica{}
+	for _, r := range st.replicas {
+		k := r.Metadata.Namespace + "/" + r.Spec.Revision
+		byRev[k] = append(byRev[k], r)
+	}
+	var errs []error
+	for _, sc := range st.scales {
+		k := sc.Metadata.Namespace + "/" + sc.Metadata.Name
+		rev := st.revisions[k]
+		if rev == nil {
+			continue
+		}
+		plan := planReplicas(sc.Spec.Replicas, byRev[k])
+		delete(byRev, k)
+		for _, name := range plan.remove {
+			if err := m.store.Delete(ctx, store.Replicas, sc.Metadata.Namespace, name, ""); err != nil && !benign(err) {
+				errs = append(errs, err)
+			}
+		}
+		for range plan.create {
+			r := &api.Replica{
+				Metadata: api.ObjectMeta{
+					Name: sc.Metadata.Name + "-" + suffix(), Namespace: sc.Metadata.Namespace,
+					Labels: map[string]string{api.LabelFunction: rev.Spec.Function, api.LabelRevision: rev.Metadata.Name},
+				},
+				Spec:   api.ReplicaSpec{Function: rev.Spec.Function, Revision: rev.Metadata.Name},
+				Status: api.ReplicaStatus{Phase: api.ReplicaPending},
+			}
+			out, err := store.Create(ctx, m.store, store.Replicas, r)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			st.replicas = append(st.replicas, *out)
+		}
+	}
+	// Replicas of revisions that have no Scale any more.
+	for _, reps := range byRev {
+		for _, r := range reps {
+			if err := m.store.Delete(ctx, store.Replicas, r.Metadata.Namespace, r.Metadata.Name, ""); err != nil && !benign(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// suffix is five random lower-case letters and digits, as Kubernetes
+// names pods.
+func suffix() string {
+	const alphabet = "bcdfghjklmnpqrstvwxz2456789"
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b[:])
+}
+
+// request is what a replica of rev reserves on its node.
+func request(rev *api.Revision) scheduler.Request {
+	s := rev.Spec.Template
+	cpu, _ := api.ParseCPU(s.Resources.CPU)
+	mem, _ := api.ParseMemory(s.Resources.Memory)
+	return scheduler.Request{Function: rev.Metadata.Namespace + "/" + rev.Spec.Function, MilliCPU: cpu, MemoryBytes: mem}
+}
+
+// schedule binds every unbound replica to a node.
+func (m *Manager) schedule(ctx context.Context, st *state) error {
+	nodes := make([]scheduler.Node, 0, len(st.nodes))
+	index := map[string]int{}
+	for _, n := range st.nodes {
+		cpu, _ := api.ParseCPU(n.Status.Allocatable.CPU)
+		mem, _ := api.ParseMemory(n.Status.Allocatable.Memory)
+		index[n.Metadata.Name] = len(nodes)
+		nodes = append(nodes, scheduler.Node{
+			Name:          n.Metadata.Name,
+			Schedulable:   !n.Spec.Unschedulable && n.Status.State == api.NodeAlive && n.Spec.PodSubnet != "",
+			MilliCPU:      cpu,
+			MemoryBytes:   mem,
+			FunctionCount: map[string]int{},
+		})
+	}
+	var unbound []*api.Replica
+	for i := range st.replicas {
+		r := &st.replicas[i]
+		rev := st.revisions[r.Metadata.Namespace+"/"+r.Spec.Revision]
+		if rev == nil {
+			continue
+		}
+		if r.Spec.NodeName == "" {
+			unbound = append(unbound, r)
+			continue
+		}
+		if i, ok := index[r.Spec.NodeName]; ok {
+			req := request(rev)
+			nodes[i].UsedMilliCPU += req.MilliCPU
+			nodes[i].UsedMemory += req.MemoryBytes
+			nodes[i].FunctionCount[req.Function]++
+		}
+	}
+	var errs []error
+	for _, r := range unbound {
+		req := request(st.revisions[r.Metadata.Namespace+"/"+r.Spec.Revision])
+		name, err := scheduler.Pick(nodes, req)
+		if err != nil {
+			msg := err.Error()
+			if r.Status.Message != msg {
+				r.Status.Message = msg
+				if _, err := store.UpdateReplicaStatus(ctx, m.store, r); err != nil && !benign(err) {
+					errs = append(errs, err)
+				}
+			}
+			continue
+		}
+		r.Spec.NodeName = name
+		r.Status.Message = ""
+		if _, err := store.Update(ctx, m.store, store.Replicas, r); err != nil {
+			if !benign(err) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		n := &nodes[index[name]]
+		n.UsedMilliCPU += req.MilliCPU
+		n.UsedMemory += req.MemoryBytes
+		n.FunctionCount[req.Function]++
+	}
+	return errors.Join(errs...)
+}
+
+// statuses writes each Scale's observed replica counts.
+func (m *Manager) statuses(ctx context.Context, st *state) error {
+	type count struct{ all, ready int32 }
+	counts := map[string]count{}
+	for _, r := range st.replicas {
+		k := r.Metadata.Namespace + "/" + r.Spec.Revision
+		c := counts[k]
+		if active(&r) {
+			c.all++
+		}
+		if r.Status.Phase == api.ReplicaReady {
+			c.ready++
+		}
+		counts[k] = c
+	}
+	var errs []error
+	for i := range st.scales {
+		sc := &st.scales[i]
+		c := counts[sc.Metadata.Namespace+"/"+sc.Metadata.Name]
+		if sc.Status.Replicas == c.all && sc.Status.ReadyReplicas == c.ready {
+			continue
+		}
+		sc.Status.Replicas, sc.Status.ReadyReplicas = c.all, c.ready
+		if _, err := store.UpdateScaleStatus(ctx, m.store, sc); err != nil && !benign(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// benign errors mean another writer got there first; the next pass sees
+// what it wrote.
+func benign(err error) bool {
+	return errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrConflict)
+}

@@ -1,0 +1,80 @@
+// Package controllers holds the control plane's reconcilers: the replica
+// controller (Scale → Replicas), the scheduler's shell (unbound Replicas →
+// nodes) and the node controller (stale nodes → dead, their replicas
+// replaced). One leader runs them, elected through etcd.
+//
+// Each is level-triggered, as in Kubernetes: a pass reads the whole state,
+// computes the difference with pure functions (plan.go), and writes it. A
+// pass runs on any change under the store's prefix and every resync period,
+// so a missed event or a crash between writes is repaired by the next pass.
+package controllers
+
+import (
+	"sort"
+	"time"
+
+	"github.com/surgeplatform/surge/api"
+)
+
+// replicaPlan is what the replica controller does for one revision.
+type replicaPlan struct {
+	create int
+	remove []string
+}
+
+// active reports whether a replica counts toward its revision's scale:
+// every phase but Failed and Terminating.
+func active(r *api.Replica) bool {
+	return r.Status.Phase != api.ReplicaFailed && r.Status.Phase != api.ReplicaTerminating
+}
+
+// removalRank orders replicas for scale-down: the cheapest to lose first —
+// unbound, then not yet ready, then the youngest (the oldest have proven
+// themselves and have warm caches).
+func removalRank(r *api.Replica) int {
+	switch {
+	case r.Spec.NodeName == "":
+		return 0
+	case r.Status.Phase != api.ReplicaReady:
+		return 1
+	}
+	return 2
+}
+
+// planReplicas compares a revision's desired scale with its replicas.
+// Failed replicas are removed and replaced.
+func planReplicas(desired int32, replicas []api.Replica) replicaPlan {
+	var p replicaPlan
+	var act []api.Replica
+	for _, r := range replicas {
+		switch {
+		case r.Status.Phase == api.ReplicaFailed:
+			p.remove = append(p.remove, r.Metadata.Name)
+		case active(&r):
+			act = append(act, r)
+		}
+	}
+	n := int(desired)
+	switch {
+	case len(act) < n:
+		p.create = n - len(act)
+	case len(act) > n:
+		sort.SliceStable(act, func(i, j int) bool {
+			ri, rj := removalRank(&act[i]), removalRank(&act[j])
+			if ri != rj {
+				return ri < rj
+			}
+			return act[i].Metadata.CreationTimestamp.After(act[j].Metadata.CreationTimestamp)
+		})
+		for _, r := range act[:len(act)-n] {
+			p.remove = append(p.remove, r.Metadata.Name)
+		}
+	}
+	return p
+}
+
+// nodeStale reports whether a node has missed its heartbeats long enough to
+// be declared dead.
+func nodeStale(n *api.Node, now time.Time, timeout time.Duration) bool {
+	return !n.Status.LastSeen.IsZero() && now.Sub(n.Status.LastSeen) > timeout
+}

@@ -1,0 +1,46 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/surgeplatform/surge/api"
+)
+
+func rep(name, node string, phase api.ReplicaPhase, ageSec int) api.Replica {
+	return api.Replica{
+		Metadata: api.ObjectMeta{Name: name, CreationTimestamp: time.Unix(1000-int64(ageSec), 0)},
+		Spec:     api.ReplicaSpec{NodeName: node},
+		Status:   api.ReplicaStatus{Phase: phase},
+	}
+}
+
+func TestPlanReplicas(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		desired  int32
+		replicas []api.Replica
+		want     replicaPlan
+	}{
+		{"from zero", 2, nil, replicaPlan{create: 2}},
+		{"steady", 1, []api.Replica{rep("a", "n", api.ReplicaReady, 10)}, replicaPlan{}},
+		{"failed is replaced", 1, []api.Replica{rep("a", "n", api.ReplicaFailed, 10)}, replicaPlan{create: 1, remove: []string{"a"}}},
+		{"terminating does not count", 1, []api.Replica{rep("a", "n", api.ReplicaTerminating, 10)}, replicaPlan{create: 1}},
+		{"scale down prefers unbound, then unready, then youngest", 1, []api.Replica{
+			rep("old", "n", api.ReplicaReady, 100),
+			rep("young", "n", api.ReplicaReady, 5),
+			rep("starting", "n", api.ReplicaStarting, 50),
+			rep("unbound", "", api.ReplicaPending, 60),
+		}, replicaPlan{remove: []string{"unbound", "starting", "young"}}},
+		{"to zero", 0, []api.Replica{rep("a", "n", api.ReplicaReady, 10)}, replicaPlan{remove: []string{"a"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := planReplicas(tc.desired, tc.replicas)
+			if diff := cmp.Diff(tc.want, got, cmp.AllowUnexported(replicaPlan{})); diff != "" {
+				t.Errorf("plan (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -1,0 +1,145 @@
+package controlplane_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/controlplane"
+	"github.com/surgeplatform/surge/controlplane/controlplanetest"
+)
+
+// waitFor polls cond until it holds or 30s pass.
+func waitFor(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 30s for %s; last state: %s", what, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func registerNode(t *testing.T, c *client.Client, name string, lastSeen time.Time) *api.Node {
+	t.Helper()
+	n := &api.Node{
+		Metadata: api.ObjectMeta{Name: name},
+		Status: api.NodeStatus{State: api.NodeAlive, LastSeen: lastSeen,
+			Allocatable: api.NodeResources{CPU: "2", Memory: "4Gi"}},
+	}
+	var out api.Node
+	if err := c.Do(context.Background(), "POST", client.Path("nodes", "", ""), n, &out); err != nil {
+		t.Fatalf("register node %s: %v", name, err)
+	}
+	return &out
+}
+
+func replicasOf(t *testing.T, c *client.Client, fn string) []api.Replica {
+	t.Helper()
+	l, err := client.List[api.Replica](context.Background(), c, "replicas", "default", url.Values{"function": {fn}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Items
+}
+
+func TestScaleMakesReplicasSpreadOverNodes(t *testing.T) {
+	in := controlplanetest.Start(t)
+	c := in.Client()
+	ctx := context.Background()
+	a := registerNode(t, c, "node-a", time.Now())
+	b := registerNode(t, c, "node-b", time.Now())
+	if a.Spec.PodSubnet == "" || a.Spec.PodSubnet == b.Spec.PodSubnet {
+		t.Fatalf("node subnets %q and %q: want two distinct", a.Spec.PodSubnet, b.Spec.PodSubnet)
+	}
+
+	f := hello("example.test/hello:v1")
+	f.Spec.Scaling.MinScale = 2
+	if _, err := c.PutFunction(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "two replicas bound to two nodes", func() (bool, string) {
+		reps := replicasOf(t, c, "hello")
+		nodes := map[string]bool{}
+		for _, r := range reps {
+			nodes[r.Spec.NodeName] = true
+		}
+		return len(reps) == 2 && nodes["node-a"] && nodes["node-b"], fmt.Sprint(reps)
+	})
+
+	// A node agent watching its node sees only its own replicas.
+	l, err := client.List[api.Replica](ctx, c, "replicas", "default", url.Values{"node": {"node-a"}})
+	if err != nil || len(l.Items) != 1 || l.Items[0].Spec.NodeName != "node-a" {
+		t.Fatalf("replicas of node-a: %+v, %v", l, err)
+	}
+
+	// The agent reports Ready through the status subresource; the Scale counts it.
+	r := l.Items[0]
+	r.Status = api.ReplicaStatus{Phase: api.ReplicaReady, IP: "10.244.0.2", Port: 8080}
+	r.Spec.NodeName = "somewhere-else" // ignored: status writes keep the spec
+	if err := c.Do(ctx, "PUT", client.Path("replicas", "default", r.Metadata.Name)+"/status", &r, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Spec.NodeName != "node-a" {
+		t.Errorf("status write changed the spec: node %q", r.Spec.NodeName)
+	}
+	waitFor(t, "scale status to count the ready replica", func() (bool, string) {
+		sc, err := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00001")
+		if err != nil {
+			return false, err.Error()
+		}
+		return sc.Status.Replicas == 2 && sc.Status.ReadyReplicas == 1, fmt.Sprintf("%+v", sc.Status)
+	})
+
+	// Scale down to one: the replica that is not ready goes first.
+	sc, err := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.Spec.Replicas = 1
+	if err := c.Do(ctx, "PUT", client.Path("scales", "default", "hello-00001"), sc, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "one replica left, the ready one", func() (bool, string) {
+		reps := replicasOf(t, c, "hello")
+		return len(reps) == 1 && reps[0].Metadata.Name == r.Metadata.Name, fmt.Sprint(reps)
+	})
+}
+
+func TestDeadNodeReplicasMoveElsewhere(t *testing.T) {
+	in := controlplanetest.StartWith(t, func(c *controlplane.Config) {
+		c.Controllers.NodeTimeout = time.Second
+		c.Controllers.Resync = 100 * time.Millisecond
+	})
+	c := in.Client()
+	ctx := context.Background()
+	// node-a last beat long ago; node-b beats on.
+	registerNode(t, c, "node-a", time.Now())
+	f := hello("example.test/hello:v1")
+	if _, err := c.PutFunction(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a replica on node-a", func() (bool, string) {
+		reps := replicasOf(t, c, "hello")
+		return len(reps) == 1 && reps[0].Spec.NodeName == "node-a", fmt.Sprint(reps)
+	})
+	registerNode(t, c, "node-b", time.Now().Add(time.Hour))
+	waitFor(t, "node-a dead and its replica replaced on node-b", func() (bool, string) {
+		n, err := client.Get[api.Node](ctx, c, "nodes", "", "node-a")
+		if err != nil {
+			return false, err.Error()
+		}
+		reps := replicasOf(t, c, "hello")
+		return n.Status.State == api.NodeDead && len(reps) == 1 && reps[0].Spec.NodeName == "node-b",
+			fmt.Sprintf("node-a %s, replicas %v", n.Status.State, reps)
+	})
+}
