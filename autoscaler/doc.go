@@ -1,0 +1,74 @@
+// Package autoscaler is Surge's scaling decision core: for one revision it
+// turns per-second traffic samples into a desired replica count and the
+// reason for it. It does no I/O, starts no goroutines and reads no clock;
+// the caller passes the time in. The live runner (leader election, gateway
+// stats, writing Scale objects) lives elsewhere and drives it from a
+// one-second ticker:
+//
+//	d, err := autoscaler.NewDecider(autoscaler.DefaultConfig(), policy) // one per revision
+//	...
+//	// every second, for every revision:
+//	d.Record(now, autoscaler.Sample{Concurrency: c, Queued: q, Requests: n}) // summed over gateways
+//	dec := d.Scale(now, readyReplicas)
+//	// write dec.Desired; log dec.Reason
+//
+// # Metric-driven scale (Knative KPA)
+//
+// The algorithm follows the KPA of Knative Serving
+// (pkg/autoscaler/scaling): samples go into per-second buckets of a
+// stable window (StableWindow, 60s) and a panic window (10% of it). Each
+// metric of the policy (concurrency, rps, cpu) asks for
+// ceil(window average / target per replica) replicas and the largest ask
+// wins. The concurrency target is TargetUtilization (70%) of the
+// per-replica concurrency limit, or UnlimitedConcurrencyTarget (100)
+// without a limit. When the panic window asks for PanicThreshold (200%) of
+// the ready replicas, the decider panics: it follows the panic window and
+// never scales down until a stable window has passed without crossing the
+// threshold. One decision moves at most MaxScaleUpRate (1000x) up and
+// MaxScaleDownRate (2x) down from the ready replicas; MinReplicas and
+// MaxReplicas bound the result. CPU only counts while there is traffic, so
+// an idle revision still scales to zero.
+//
+// # Burst capacity
+//
+// With one request per replica (Lambda-like functions) a replica count at
+// the target still turns many requests into cold starts, because Poisson
+// arrivals bunch up. The number of requests in service is Poisson with the
+// observed concurrency as mean, whatever the service times (M/G/inf), so
+// the decider adds spare capacity while the cold starts the next slot
+// saves, times ColdStartCost, are worth more than the slot: square-root
+// staffing (Halfin and Whitt, 1981) with the confidence set by the price
+// of a cold start.
+//
+// # Scale to zero, keep-alive and pre-warm
+//
+// With the adaptive keep-alive off, the last replica is kept for
+// ScaleToZeroGrace after the stable window decided zero, as in Knative.
+// With it on, the decider follows the hybrid histogram policy of Shahrad
+// et al., "Serverless in the Wild: Characterizing and Optimizing the
+// Serverless Workload at a Large Cloud Provider" (USENIX ATC 2020). It
+// learns the revision's idle times between uses in 1-minute buckets over 4
+// hours (IdleHistogram), and pauses shorter than a bucket as part of a use
+// (IdleTimes). Then, after each use:
+//
+//   - while it has fewer than MinSamples idle times, it keeps one replica
+//     for the fixed keep-alive (10 minutes, as Lambda);
+//   - when most idle times are beyond 4 hours, it releases the replicas
+//     once a use is over (after a pause longer than the use's pauses);
+//   - when the idle times are predictable (coefficient of variation at
+//     most MaxCV), it releases the replicas once the use is over and
+//     starts as many as the use needed again at the 5th percentile of the
+//     idle times less 10%, keeping them until the 99th percentile plus
+//     10% (or, when the 5th percentile is within a minute, keeps one
+//     replica until then);
+//   - otherwise it keeps one replica for the keep-alive that minimises
+//     replica time plus ColdStartCost per cold start over the idle times
+//     seen, releasing at once when no keep-alive pays.
+//
+// Reasons tell which rule decided: stable, panic, to-zero, keep-alive,
+// pre-warm, rate-limit or bound.
+//
+// The replay in benchmarks/replay drives this package with a simulated
+// clock over the Azure Functions trace to compare these choices with
+// Lambda's fixed keep-alive and Knative's defaults.
+package autoscaler
