@@ -167,5 +167,14 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 		t.row("  "+r.Metadata.Name, r.Spec.Revision, r.Spec.NodeName, addr, string(r.Status.Phase),
 			itoa(r.Status.Restarts), r.Status.StartLatency, age(now, r.Metadata.CreationTimestamp))
 	}
-	return t.flush()
+	if err := t.flush(); err != nil {
+		return err
+	}
+	// Why a replica is not Ready is the first thing a user asks.
+	for _, r := range d.Replicas {
+		if r.Status.Message != "" {
+			fmt.Fprintf(w, "  %s: %s\n", r.Metadata.Name, r.Status.Message)
+		}
+	}
+	return nil
 }

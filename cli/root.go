@@ -37,6 +37,15 @@ type clientFunc func() (*client.Client, error)
 
 // newClient reads the client config and applies --api, --token, -n.
 func (g *globals) newClient() (*client.Client, error) {
+	cfg, err := g.clientConfig()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(cfg)
+}
+
+// clientConfig reads the client config and applies --api, --token, -n.
+func (g *globals) clientConfig() (*client.Config, error) {
 	path := g.configPath
 	if path == "" {
 		path = client.DefaultConfigPath()
@@ -60,7 +69,7 @@ func (g *globals) newClient() (*client.Client, error) {
 	if g.namespace != "" {
 		cfg.Namespace = g.namespace
 	}
-	return client.New(cfg)
+	return cfg, nil
 }
 
 // usageError marks a command-line mistake: exit code 2.
@@ -99,6 +108,7 @@ func NewRootCmd(s Streams, version string) *cobra.Command {
 	root.AddCommand(
 		newServerCmd(s, g),
 		newUpCmd(s, g),
+		newAgentCmd(s, g),
 		newDeployCmd(s, g.newClient),
 		newLsCmd(s, g.newClient),
 		newDescribeCmd(s, g.newClient),

@@ -24,6 +24,10 @@ type ServerOptions struct {
 	AllInOne bool
 	// OnReady, when set, is called once the API serves (tests use it).
 	OnReady func(*controlplane.Server)
+	// Agent configures the node agent of `surge up`.
+	Agent AgentOptions
+
+	cancel context.CancelFunc
 }
 
 func addServerFlags(c *cobra.Command, o *ServerOptions) {
@@ -70,6 +74,7 @@ client config so that the other verbs work at once.`,
 		},
 	}
 	addServerFlags(c, o)
+	addAgentFlags(c, &o.Agent, false)
 	return c
 }
 
@@ -109,6 +114,8 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 	if err != nil {
 		return fmt.Errorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
+	ctx, o.cancel = context.WithCancel(ctx)
+	defer o.cancel()
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 	select {
@@ -118,6 +125,15 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 	}
 	if o.OnReady != nil {
 		o.OnReady(srv)
+	}
+	agentDone := make(chan error, 1)
+	if o.AllInOne {
+		admin := srv.AdminConfig()
+		ao := o.Agent
+		ao.Streams, ao.LogLevel = o.Streams, o.LogLevel
+		ao.Client = client.Config{Server: admin.Server, CertificateAuthority: admin.CertificateAuthority, Token: srv.JoinToken()}
+		ao.StateDir = agentStateDir(o.Config.DataDir)
+		go func() { agentDone <- runAgent(ctx, &ao) }()
 	}
 	if o.AllInOne {
 		fmt.Fprintf(o.Out, `Surge is up. API: %s   data: %s
@@ -130,6 +146,21 @@ Try:
 
 Press Ctrl-C to stop.
 `, srv.AdminConfig().Server, o.Config.DataDir, o.Config.UserConfigPath)
+	} else {
+		fmt.Fprintf(o.Out, "Surge server is up. API: %s\nJoin a node agent with:\n  surge agent --api %s --token %s --ca-file %s\n",
+			srv.AdminConfig().Server, srv.AdminConfig().Server, srv.JoinToken(), filepath.Join(o.Config.DataDir, "pki", "ca.crt"))
 	}
-	return <-done
+	select {
+	case err := <-done:
+		return err
+	case err := <-agentDone:
+		// The agent failing takes the all-in-one down with a clear reason,
+		// rather than leaving a cluster that cannot run anything.
+		if ctx.Err() == nil {
+			o.cancel()
+			<-done
+			return fmt.Errorf("node agent: %w", err)
+		}
+		return <-done
+	}
 }

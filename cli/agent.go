@@ -1,0 +1,138 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/nodeagent"
+	"github.com/surgeplatform/surge/nodeagent/runtime"
+)
+
+// AgentOptions are the inputs of `surge agent`, and of the agent inside
+// `surge up`.
+type AgentOptions struct {
+	Streams
+	LogLevel string
+	// Client is the agent's API identity: server URL, CA and a node token.
+	Client            client.Config
+	CAFile            string
+	NodeName          string
+	Address           string
+	StateDir          string
+	ContainerdAddress string
+}
+
+func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
+	f := c.Flags()
+	d := nodeagent.DefaultConfig()
+	r := runtime.DefaultConfig()
+	f.StringVar(&o.NodeName, "node-name", d.NodeName, "this node's name")
+	f.StringVar(&o.Address, "node-address", d.Address, "this node's address as peers reach it")
+	f.StringVar(&o.ContainerdAddress, "containerd-address", r.ContainerdAddress,
+		"containerd socket; when none answers, a private containerd is started under the state dir")
+	if withIdentity {
+		f.StringVar(&o.StateDir, "state-dir", "/var/lib/surge/agent", "replica logs, network state, private containerd")
+		f.StringVar(&o.CAFile, "ca-file", "", "PEM of the cluster CA (default: the client config's)")
+	}
+}
+
+func newAgentCmd(s Streams, g *globals) *cobra.Command {
+	o := &AgentOptions{Streams: s}
+	c := &cobra.Command{
+		Use:   "agent --api URL --token JOIN_TOKEN",
+		Short: "Run a node agent: the replicas bound to this node, on containerd",
+		Long: `Agent registers this machine as a node and runs the replicas the scheduler
+binds to it. It authenticates with the cluster's join token, which the first
+server start prints and keeps in DATA_DIR/join-token.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.LogLevel = g.logLevel
+			cfg, err := g.clientConfig()
+			if err != nil {
+				return err
+			}
+			if o.CAFile != "" {
+				b, err := os.ReadFile(o.CAFile)
+				if err != nil {
+					return fmt.Errorf("--ca-file: %w", err)
+				}
+				cfg.CertificateAuthority = string(b)
+			}
+			o.Client = *cfg
+			return runAgent(cmd.Context(), o)
+		},
+	}
+	addAgentFlags(c, o, true)
+	return c
+}
+
+// runAgent runs a node agent until ctx ends.
+func runAgent(ctx context.Context, o *AgentOptions) error {
+	log, err := newLogger(stderrFile(o.Err), o.LogLevel)
+	if err != nil {
+		return err
+	}
+	c, err := client.New(&o.Client)
+	if err != nil {
+		return err
+	}
+	acfg := nodeagent.DefaultConfig()
+	if o.NodeName != "" {
+		acfg.NodeName = strings.ToLower(o.NodeName)
+	}
+	if o.Address != "" {
+		acfg.Address = o.Address
+	}
+	registry, err := registryHost(o.Client.Server)
+	if err != nil {
+		return err
+	}
+	newRuntime := func(ctx context.Context, node *api.Node) (nodeagent.Runtime, error) {
+		rc := runtime.DefaultConfig()
+		rc.StateDir = o.StateDir
+		if o.ContainerdAddress != "" {
+			rc.ContainerdAddress = o.ContainerdAddress
+		}
+		rc.RegistryHost = registry
+		rc.RegistryToken = o.Client.Token
+		rc.RegistryCA = []byte(o.Client.CertificateAuthority)
+		rc.Network.Subnet = node.Spec.PodSubnet
+		rc.Log = log.With("component", "runtime")
+		rc.Network.Log = log.With("component", "network")
+		return runtime.New(ctx, rc)
+	}
+	agent, err := nodeagent.New(acfg, c, newRuntime, nil, log)
+	if err != nil {
+		return err
+	}
+	return agent.Run(ctx)
+}
+
+// registryHost is the registry's host:port as image references name it:
+// the API's address.
+func registryHost(server string) (string, error) {
+	h := strings.TrimPrefix(strings.TrimPrefix(server, "https://"), "http://")
+	h = strings.TrimSuffix(h, "/")
+	if _, _, err := net.SplitHostPort(h); err != nil {
+		return "", fmt.Errorf("API URL %q has no host:port", server)
+	}
+	return h, nil
+}
+
+func stderrFile(w any) *os.File {
+	if f, ok := w.(*os.File); ok {
+		return f
+	}
+	return os.Stderr
+}
+
+// agentStateDir is where `surge up` keeps its agent's state.
+func agentStateDir(dataDir string) string { return filepath.Join(dataDir, "agent") }

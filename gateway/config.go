@@ -1,0 +1,302 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Config steers one gateway. Make it with DefaultConfig and change what you
+// need; New fills zero values from the defaults and reports every bad field.
+type Config struct {
+	// Addr is where the gateway listens when Run is given no listener.
+	Addr string
+	// Domain is the suffix of routed hosts: NAME.DOMAIN and
+	// NAME.NAMESPACE.DOMAIN. Lowercase, without a leading dot.
+	Domain string
+	// HealthPath answers 200 while the gateway is ready and 503 while it
+	// drains, on any host, for load balancer probes. Empty turns it off.
+	HealthPath string
+
+	// ReadTimeout bounds reading a request's header (and a body the gateway
+	// does not stream). Longer tolerates slow clients; shorter resists
+	// slowloris-style connection hoarding.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing an answer the gateway makes itself (404,
+	// 503, ...). Proxied answers are bounded by the function's total limit
+	// instead, so a long stream is not cut.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a client keep-alive connection that sends nothing
+	// for this long. Longer saves handshakes; shorter saves file descriptors.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes limits a request's start line and header; more is
+	// answered 431. It is also the per-connection read buffer, so it costs
+	// memory per open connection.
+	MaxHeaderBytes int
+	// MaxRequestBodyBytes limits a request body; more is answered 413.
+	MaxRequestBodyBytes int
+	// ReplayBodyBytes: request bodies of known length up to this size are
+	// read before the first attempt, so they can be sent again on a retry.
+	// Larger ones (and chunked ones) are streamed and retried only when not
+	// a byte of them was read. Costs up to this much memory per request.
+	ReplayBodyBytes int
+	// MaxConnsPerIP caps concurrent connections from one client IP (0 = no
+	// cap); more are answered 429 and closed. Clients behind one NAT share it.
+	MaxConnsPerIP int
+	// MaxConns caps concurrent client connections in total.
+	MaxConns int
+	// TrustForwardedHeaders keeps incoming X-Forwarded-For/-Proto/-Host and
+	// appends to them; set it only behind a proxy you trust, else clients
+	// can forge their address.
+	TrustForwardedHeaders bool
+
+	// DialTimeout bounds connecting to a replica. Short finds dead replicas
+	// fast; too short fails under load.
+	DialTimeout time.Duration
+	// ResponseStartTimeout bounds the wait for a replica's response header
+	// after the request was sent; 504 after. 0 means the total limit only.
+	ResponseStartTimeout time.Duration
+	// IdleStreamTimeout bounds the silence between two reads of a response
+	// body (an SSE stream with no events); the stream is cut after it.
+	IdleStreamTimeout time.Duration
+	// DefaultTimeout is a function's total limit when its spec names none.
+	DefaultTimeout time.Duration
+	// MaxConnsPerEndpoint caps connections to one replica.
+	MaxConnsPerEndpoint int
+	// UpstreamIdleConnTimeout closes pooled replica connections idle longer.
+	UpstreamIdleConnTimeout time.Duration
+	// UpstreamBufferBytes is the read and write buffer per replica
+	// connection; it also limits a replica's response header size.
+	UpstreamBufferBytes int
+
+	// QueueDepth is how many requests may wait per revision for a replica
+	// with room; more are answered 503 with Retry-After.
+	QueueDepth int
+	// MaxQueueWait caps the wait in the queue below the request's own
+	// deadline; 0 means the deadline only (cold starts may take a while).
+	MaxQueueWait time.Duration
+	// ActivationInterval spaces the "revision has no replica" calls to the
+	// Activator for one revision.
+	ActivationInterval time.Duration
+
+	// RetryBudgetRatio is the share of requests that may be retried, per
+	// revision (0.2 = 20%). Higher masks more failures; lower protects a
+	// struggling revision from retry storms.
+	RetryBudgetRatio float64
+	// RetryBudgetBurst is how many retries a revision may spend before the
+	// ratio has earned any (after start, or after a quiet period).
+	RetryBudgetBurst int
+	// MaxRetries is the most retries of one request.
+	MaxRetries int
+
+	// EjectAfter consecutive connect failures eject a replica.
+	EjectAfter int
+	// EjectBaseBackoff is the first ejection; each further one doubles it.
+	EjectBaseBackoff time.Duration
+	// EjectMaxBackoff caps an ejection.
+	EjectMaxBackoff time.Duration
+	// MaxEjectedPercent of a revision's replicas may be ejected at once, so
+	// a network blip does not take a whole revision out.
+	MaxEjectedPercent int
+
+	// Policy picks a replica among a revision's: "p2c" (power of two
+	// choices, least in-flight) or "least" (scan all; exact, O(n)).
+	Policy string
+
+	// StatsInterval is the autoscaler's reporting window.
+	StatsInterval time.Duration
+	// DrainDelay keeps serving after readiness turns false, so load
+	// balancers stop sending before the listener closes.
+	DrainDelay time.Duration
+	// DrainTimeout bounds the wait for in-flight requests at shutdown.
+	DrainTimeout time.Duration
+}
+
+// DefaultConfig returns the configuration `surge up` runs with.
+func DefaultConfig() Config {
+	return Config{
+		Addr:                    ":8080",
+		Domain:                  "surge.localhost",
+		HealthPath:              "/.surge/ready",
+		ReadTimeout:             30 * time.Second,
+		WriteTimeout:            30 * time.Second,
+		IdleTimeout:             90 * time.Second,
+		MaxHeaderBytes:          16 << 10,
+		MaxRequestBodyBytes:     10 << 20,
+		ReplayBodyBytes:         64 << 10,
+		MaxConnsPerIP:           0,
+		MaxConns:                256 * 1024,
+		DialTimeout:             2 * time.Second,
+		ResponseStartTimeout:    0,
+		IdleStreamTimeout:       5 * time.Minute,
+		DefaultTimeout:          5 * time.Minute,
+		MaxConnsPerEndpoint:     1024,
+		UpstreamIdleConnTimeout: 60 * time.Second,
+		UpstreamBufferBytes:     16 << 10,
+		QueueDepth:              256,
+		MaxQueueWait:            0,
+		ActivationInterval:      time.Second,
+		RetryBudgetRatio:        0.2,
+		RetryBudgetBurst:        10,
+		MaxRetries:              2,
+		EjectAfter:              5,
+		EjectBaseBackoff:        time.Second,
+		EjectMaxBackoff:         30 * time.Second,
+		MaxEjectedPercent:       50,
+		Policy:                  PolicyP2C,
+		StatsInterval:           time.Second,
+		DrainDelay:              0,
+		DrainTimeout:            30 * time.Second,
+	}
+}
+
+// Policies for Config.Policy.
+const (
+	PolicyP2C   = "p2c"
+	PolicyLeast = "least"
+)
+
+// ErrInvalidConfig is matched by every error Validate returns.
+var ErrInvalidConfig = errors.New("gateway: invalid config")
+
+// withDefaults returns a copy of c with zero values taken from DefaultConfig.
+// Fields where zero is meaningful (MaxConnsPerIP, ResponseStartTimeout,
+// MaxQueueWait, DrainDelay, TrustForwardedHeaders, HealthPath) are kept.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	setDur := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setInt := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	if c.Addr == "" {
+		c.Addr = d.Addr
+	}
+	if c.Domain == "" {
+		c.Domain = d.Domain
+	}
+	c.Domain = strings.TrimPrefix(strings.ToLower(c.Domain), ".")
+	setDur(&c.ReadTimeout, d.ReadTimeout)
+	setDur(&c.WriteTimeout, d.WriteTimeout)
+	setDur(&c.IdleTimeout, d.IdleTimeout)
+	setInt(&c.MaxHeaderBytes, d.MaxHeaderBytes)
+	setInt(&c.MaxRequestBodyBytes, d.MaxRequestBodyBytes)
+	setInt(&c.ReplayBodyBytes, d.ReplayBodyBytes)
+	setInt(&c.MaxConns, d.MaxConns)
+	setDur(&c.DialTimeout, d.DialTimeout)
+	setDur(&c.IdleStreamTimeout, d.IdleStreamTimeout)
+	setDur(&c.DefaultTimeout, d.DefaultTimeout)
+	setInt(&c.MaxConnsPerEndpoint, d.MaxConnsPerEndpoint)
+	setDur(&c.UpstreamIdleConnTimeout, d.UpstreamIdleConnTimeout)
+	setInt(&c.UpstreamBufferBytes, d.UpstreamBufferBytes)
+	setInt(&c.QueueDepth, d.QueueDepth)
+	setDur(&c.ActivationInterval, d.ActivationInterval)
+	if c.RetryBudgetRatio == 0 {
+		c.RetryBudgetRatio = d.RetryBudgetRatio
+	}
+	setInt(&c.RetryBudgetBurst, d.RetryBudgetBurst)
+	setInt(&c.EjectAfter, d.EjectAfter)
+	setDur(&c.EjectBaseBackoff, d.EjectBaseBackoff)
+	setDur(&c.EjectMaxBackoff, d.EjectMaxBackoff)
+	setInt(&c.MaxEjectedPercent, d.MaxEjectedPercent)
+	if c.Policy == "" {
+		c.Policy = d.Policy
+	}
+	setDur(&c.StatsInterval, d.StatsInterval)
+	setDur(&c.DrainTimeout, d.DrainTimeout)
+	return c
+}
+
+// Validate reports every bad field at once, each with its name and value.
+// MaxRetries 0 is valid (no retries); negative values are not.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field string, v any, why string) {
+		errs = append(errs, fmt.Errorf("%s = %v: %s", field, v, why))
+	}
+	pos := func(field string, v time.Duration) {
+		if v <= 0 {
+			bad(field, v, "must be positive")
+		}
+	}
+	nonNeg := func(field string, v time.Duration) {
+		if v < 0 {
+			bad(field, v, "must not be negative")
+		}
+	}
+	if c.Domain == "" || strings.ContainsAny(c.Domain, "/: ") {
+		bad("Domain", c.Domain, "must be a DNS suffix such as surge.localhost")
+	}
+	if c.HealthPath != "" && !strings.HasPrefix(c.HealthPath, "/") {
+		bad("HealthPath", c.HealthPath, "must start with /")
+	}
+	pos("ReadTimeout", c.ReadTimeout)
+	pos("WriteTimeout", c.WriteTimeout)
+	pos("IdleTimeout", c.IdleTimeout)
+	if c.MaxHeaderBytes < 1024 {
+		bad("MaxHeaderBytes", c.MaxHeaderBytes, "must be at least 1024")
+	}
+	if c.MaxRequestBodyBytes <= 0 {
+		bad("MaxRequestBodyBytes", c.MaxRequestBodyBytes, "must be positive")
+	}
+	if c.ReplayBodyBytes < 0 || c.ReplayBodyBytes > c.MaxRequestBodyBytes {
+		bad("ReplayBodyBytes", c.ReplayBodyBytes, "must be between 0 and MaxRequestBodyBytes")
+	}
+	if c.MaxConnsPerIP < 0 {
+		bad("MaxConnsPerIP", c.MaxConnsPerIP, "must not be negative")
+	}
+	if c.MaxConns <= 0 {
+		bad("MaxConns", c.MaxConns, "must be positive")
+	}
+	pos("DialTimeout", c.DialTimeout)
+	nonNeg("ResponseStartTimeout", c.ResponseStartTimeout)
+	pos("IdleStreamTimeout", c.IdleStreamTimeout)
+	pos("DefaultTimeout", c.DefaultTimeout)
+	if c.MaxConnsPerEndpoint <= 0 {
+		bad("MaxConnsPerEndpoint", c.MaxConnsPerEndpoint, "must be positive")
+	}
+	pos("UpstreamIdleConnTimeout", c.UpstreamIdleConnTimeout)
+	if c.UpstreamBufferBytes < 1024 {
+		bad("UpstreamBufferBytes", c.UpstreamBufferBytes, "must be at least 1024")
+	}
+	if c.QueueDepth < 0 {
+		bad("QueueDepth", c.QueueDepth, "must not be negative")
+	}
+	nonNeg("MaxQueueWait", c.MaxQueueWait)
+	pos("ActivationInterval", c.ActivationInterval)
+	if c.RetryBudgetRatio < 0 || c.RetryBudgetRatio > 1 {
+		bad("RetryBudgetRatio", c.RetryBudgetRatio, "must be between 0 and 1")
+	}
+	if c.RetryBudgetBurst < 0 {
+		bad("RetryBudgetBurst", c.RetryBudgetBurst, "must not be negative")
+	}
+	if c.MaxRetries < 0 || c.MaxRetries > 10 {
+		bad("MaxRetries", c.MaxRetries, "must be between 0 and 10")
+	}
+	if c.EjectAfter <= 0 {
+		bad("EjectAfter", c.EjectAfter, "must be positive")
+	}
+	pos("EjectBaseBackoff", c.EjectBaseBackoff)
+	if c.EjectMaxBackoff < c.EjectBaseBackoff {
+		bad("EjectMaxBackoff", c.EjectMaxBackoff, "must be at least EjectBaseBackoff")
+	}
+	if c.MaxEjectedPercent < 0 || c.MaxEjectedPercent > 100 {
+		bad("MaxEjectedPercent", c.MaxEjectedPercent, "must be between 0 and 100")
+	}
+	if c.Policy != PolicyP2C && c.Policy != PolicyLeast {
+		bad("Policy", c.Policy, `must be "p2c" or "least"`)
+	}
+	pos("StatsInterval", c.StatsInterval)
+	nonNeg("DrainDelay", c.DrainDelay)
+	pos("DrainTimeout", c.DrainTimeout)
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+}

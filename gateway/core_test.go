@@ -1,0 +1,488 @@
+package gateway
+
+import (
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/surgeplatform/surge/api"
+)
+
+func eps(limits ...int64) []*Endpoint {
+	var out []*Endpoint
+	for i, l := range limits {
+		out = append(out, &Endpoint{addr: string(rune('a' + i)), limit: l})
+	}
+	return out
+}
+
+func TestPickersRespectLimitsEjectionAndAvoid(t *testing.T) {
+	now := time.Unix(100, 0).UnixNano()
+	for _, p := range []Picker{P2C{}, LeastLoaded{}} {
+		t.Run(strings.TrimPrefix(strings.TrimPrefix(typeName(p), "gateway."), "*"), func(t *testing.T) {
+			if got := p.Pick(nil, nil, now, 1); got != nil {
+				t.Errorf("pick of none = %v", got)
+			}
+			// Fill two replicas of limit 2: exactly four picks succeed.
+			es := eps(2, 2)
+			r := rand.New(rand.NewPCG(1, 2))
+			for i := range 4 {
+				if p.Pick(es, nil, now, r.Uint64()) == nil {
+					t.Fatalf("pick %d found no room", i)
+				}
+			}
+			if e := p.Pick(es, nil, now, r.Uint64()); e != nil {
+				t.Fatalf("pick beyond limits returned %s", e.addr)
+			}
+			for _, e := range es {
+				if e.inflight.Load() != 2 {
+					t.Errorf("%s in flight %d, want 2", e.addr, e.inflight.Load())
+				}
+			}
+			// Ejected and draining replicas get nothing; avoid only as a last resort.
+			es = eps(0, 0, 0)
+			es[0].ejectedUntil.Store(now + 1)
+			es[1].draining.Store(true)
+			for range 20 {
+				if e := p.Pick(es, nil, now, r.Uint64()); e != es[2] {
+					t.Fatalf("picked %v, want c", e)
+				}
+			}
+			if e := p.Pick(es, es[2], now, r.Uint64()); e != es[2] {
+				t.Errorf("with only the avoided replica left, got %v", e)
+			}
+			es2 := eps(0, 0)
+			for range 20 {
+				if e := p.Pick(es2, es2[0], now, r.Uint64()); e != es2[1] {
+					t.Fatalf("avoided replica picked while another had room")
+				}
+			}
+		})
+	}
+}
+
+func typeName(p Picker) string {
+	switch p.(type) {
+	case P2C:
+		return "P2C"
+	case LeastLoaded:
+		return "LeastLoaded"
+	}
+	return "?"
+}
+
+func TestPickersPreferLeastLoadedAndBreakTiesAtRandom(t *testing.T) {
+	now := int64(0)
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, p := range []Picker{P2C{}, LeastLoaded{}} {
+		es := eps(0, 0, 0)
+		es[0].inflight.Store(5)
+		es[1].inflight.Store(5)
+		// LeastLoaded always takes c; P2C takes c whenever it samples it,
+		// and never a loaded one over c.
+		counts := map[string]int{}
+		for range 300 {
+			e := p.Pick(es, nil, now, r.Uint64())
+			counts[e.addr]++
+			e.inflight.Add(-1)
+		}
+		if _, ok := p.(LeastLoaded); ok && counts["c"] != 300 {
+			t.Errorf("LeastLoaded picks %v", counts)
+		}
+		if counts["c"] < 150 {
+			t.Errorf("%s picks %v: the least loaded should win most", typeName(p), counts)
+		}
+		// Ties: equal loads spread over every replica.
+		es = eps(0, 0, 0, 0)
+		counts = map[string]int{}
+		for range 400 {
+			e := p.Pick(es, nil, now, r.Uint64())
+			counts[e.addr]++
+			e.inflight.Add(-1)
+		}
+		for _, a := range []string{"a", "b", "c", "d"} {
+			if counts[a] < 50 {
+				t.Errorf("%s tie-breaking picks %v: not spread", typeName(p), counts)
+			}
+		}
+	}
+}
+
+func TestPickTargetFollowsWeights(t *testing.T) {
+	a, b := &revision{key: Key{"d", "a"}}, &revision{key: Key{"d", "b"}}
+	ts := []target{{rev: a, cum: 10}, {rev: b, cum: 100}}
+	counts := map[*revision]int{}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 10000 {
+		counts[pickTarget(ts, r.Uint64())]++
+	}
+	if counts[a] < 800 || counts[a] > 1200 {
+		t.Errorf("10%% target got %d of 10000", counts[a])
+	}
+	if pickTarget(nil, 1) != nil {
+		t.Error("pick from no target")
+	}
+}
+
+func TestHostKeyAndPathKey(t *testing.T) {
+	hosts := []struct {
+		host, key string
+		ok        bool
+	}{
+		{"hello.surge.localhost", "hello", true},
+		{"hello.prod.surge.localhost", "hello.prod", true},
+		{"HELLO.Surge.LocalHost:8080", "hello", true},
+		{"hello.surge.localhost.", "hello", true},
+		{"surge.localhost", "", false},
+		{".surge.localhost", "", false},
+		{"a.b.c.surge.localhost", "", false},
+		{"hello.surge.localhostx", "", false},
+		{"hellosurge.localhost", "", false},
+		{"example.com", "", false},
+		{"[::1]:80", "", false},
+		{"", "", false},
+	}
+	for _, h := range hosts {
+		key, _, ok := hostKey([]byte(h.host), "surge.localhost", nil)
+		if ok != h.ok || string(key) != h.key {
+			t.Errorf("hostKey(%q) = %q, %v; want %q, %v", h.host, key, ok, h.key, h.ok)
+		}
+	}
+	paths := []struct {
+		path, key, rest string
+		ok              bool
+	}{
+		{"/fn/hello", "hello", "/", true},
+		{"/fn/hello/", "hello", "/", true},
+		{"/fn/hello/a/b", "hello", "/a/b", true},
+		{"/fn/hello.prod/x", "hello.prod", "/x", true},
+		{"/fn/", "", "", false},
+		{"/fn", "", "", false},
+		{"/fnx/hello", "", "", false},
+		{"/", "", "", false},
+	}
+	for _, p := range paths {
+		key, rest, ok := pathKey([]byte(p.path))
+		if ok != p.ok || string(key) != p.key || string(rest) != p.rest {
+			t.Errorf("pathKey(%q) = %q, %q, %v", p.path, key, rest, ok)
+		}
+	}
+}
+
+func TestCheckFraming(t *testing.T) {
+	tests := []struct {
+		raw  string
+		want error
+	}{
+		{"Host: a\r\nContent-Length: 3\r\n\r\n", nil},
+		{"Host: a\r\nTransfer-Encoding: chunked\r\n\r\n", nil},
+		{"Host: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", errContentLengthAndChunked},
+		{"transfer-encoding: chunked\r\ncontent-length: 3\r\n", errContentLengthAndChunked},
+		{"Content-Length: 3\r\nContent-Length: 3\r\n", errDuplicateContentLength},
+		{"X-A: 1\r\n 2\r\n", errObsFold},
+		{"X-A: 1\r\n\t2\r\n", errObsFold},
+		{"X A: 1\r\n", errBadHeaderName},
+		{": 1\r\n", errBadHeaderName},
+		{"no colon\r\n", errBadHeaderName},
+		{"X-A: 1\x00\r\n", errBadHeaderValue},
+		{"X-A: tab\tok\r\n", nil},
+	}
+	for _, tt := range tests {
+		if got := checkFraming([]byte(tt.raw)); !errors.Is(got, tt.want) {
+			t.Errorf("checkFraming(%q) = %v, want %v", tt.raw, got, tt.want)
+		}
+	}
+}
+
+func TestRetryBudget(t *testing.T) {
+	var b retryBudget
+	b.init(newBudgetConfig(0.2, 2))
+	// The burst is there at once.
+	if !b.withdraw() || !b.withdraw() || b.withdraw() {
+		t.Fatal("burst of 2 not honoured")
+	}
+	// Then one retry per five requests.
+	for i := range 4 {
+		b.deposit()
+		if b.withdraw() {
+			t.Fatalf("retry allowed after %d requests", i+1)
+		}
+	}
+	b.deposit()
+	if !b.withdraw() {
+		t.Fatal("no retry after 5 requests at 20%")
+	}
+	// Deposits stop at the burst.
+	for range 1000 {
+		b.deposit()
+	}
+	n := 0
+	for b.withdraw() {
+		n++
+	}
+	if n != 2 {
+		t.Errorf("%d retries saved up, want the burst of 2", n)
+	}
+}
+
+func TestRetryable(t *testing.T) {
+	tests := []struct {
+		name string
+		f    attemptFacts
+		want bool
+	}{
+		{"refused POST", attemptFacts{failure: failConnect, replayable: true}, true},
+		{"refused, body consumed", attemptFacts{failure: failConnect}, false},
+		{"pooled conn broke before a byte", attemptFacts{failure: failNotSent, replayable: true}, true},
+		{"POST sent, conn broke", attemptFacts{failure: failBroken, replayable: true, reused: true, terminating: true}, false},
+		{"GET sent on fresh conn", attemptFacts{failure: failBroken, idempotent: true, replayable: true}, false},
+		{"GET sent on reused conn", attemptFacts{failure: failBroken, idempotent: true, replayable: true, reused: true}, true},
+		{"GET on terminating replica", attemptFacts{failure: failBroken, idempotent: true, replayable: true, terminating: true}, true},
+		{"GET timed out", attemptFacts{failure: failTimeout, idempotent: true, replayable: true, terminating: true}, false},
+		{"bad answer", attemptFacts{failure: failProtocol, idempotent: true, replayable: true}, false},
+		{"client body broke", attemptFacts{failure: failBody, replayable: true}, false},
+	}
+	for _, tt := range tests {
+		if got := retryable(tt.f); got != tt.want {
+			t.Errorf("%s: retryable = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	for m, want := range map[string]bool{"GET": true, "HEAD": true, "PUT": true, "DELETE": true, "OPTIONS": true, "TRACE": true, "POST": false, "PATCH": false} {
+		if isIdempotent([]byte(m)) != want {
+			t.Errorf("isIdempotent(%s) != %v", m, want)
+		}
+	}
+}
+
+func TestEjection(t *testing.T) {
+	p := ejectPolicy{after: 5, base: time.Second, max: 8 * time.Second, maxPercent: 50}
+	now := time.Unix(1000, 0)
+	es := eps(0, 0, 0, 0)
+	a := es[0]
+	for i := range 4 {
+		if a.connectFailed(now, es, p) {
+			t.Fatalf("ejected after %d failures", i+1)
+		}
+	}
+	if !a.connectFailed(now, es, p) {
+		t.Fatal("not ejected after 5 failures")
+	}
+	if a.eligible(now.Add(999*time.Millisecond).UnixNano()) || !a.eligible(now.Add(time.Second).UnixNano()) {
+		t.Error("first ejection is not 1s")
+	}
+	// On probation: the next failure ejects again, for twice as long.
+	now = now.Add(time.Second)
+	if !a.connectFailed(now, es, p) {
+		t.Fatal("not ejected again on probation")
+	}
+	if a.eligible(now.Add(1999*time.Millisecond).UnixNano()) || !a.eligible(now.Add(2*time.Second).UnixNano()) {
+		t.Error("second ejection is not 2s")
+	}
+	// A success ends probation.
+	a.connected()
+	if a.ejections.Load() != 0 || a.fails.Load() != 0 {
+		t.Error("connected did not reset")
+	}
+	// At most half of the replicas: b is ejected, c may not be as well... a still is.
+	b, c := es[1], es[2]
+	for range 5 {
+		b.connectFailed(now, es, p)
+	}
+	ejectedC := false
+	for range 5 {
+		ejectedC = c.connectFailed(now, es, p) || ejectedC
+	}
+	if ejectedC {
+		t.Error("a third of four replicas ejected: more than 50%")
+	}
+	if got := p.backoff(10); got != 8*time.Second {
+		t.Errorf("backoff cap: %v", got)
+	}
+	// A single replica is never ejected.
+	one := eps(0)
+	for range 10 {
+		if one[0].connectFailed(now, one, p) {
+			t.Fatal("the only replica was ejected")
+		}
+	}
+}
+
+func TestRoutesBuild(t *testing.T) {
+	r := newRoutes(routeConfig{defaultTimeout: time.Minute, queueDepth: 3, budget: newBudgetConfig(0.2, 1)}, routeHooks{})
+	r.Update(func(s *State) {
+		s.SetFunction(FunctionInfo{Namespace: "default", Name: "hello"})
+		s.SetFunction(FunctionInfo{Namespace: "prod", Name: "hello", LatestRevision: "hello-00001"})
+		for i, ns := range []string{"default", "default", "prod", "prod"} {
+			n := int64(i%2 + 1)
+			s.SetRevision(RevisionInfo{Namespace: ns, Name: "hello-0000" + string(rune('0'+n)), Function: "hello", Number: n, Concurrency: 4, Timeout: time.Second})
+		}
+		s.SetEndpoint(EndpointInfo{Namespace: "default", Replica: "r1", Function: "hello", Revision: "hello-00002", Node: "n1", Addr: "10.0.0.2:8080", Phase: api.ReplicaReady})
+		s.SetEndpoint(EndpointInfo{Namespace: "default", Replica: "r0", Function: "hello", Revision: "hello-00002", Node: "n2", Addr: "10.0.0.1:8080", Phase: api.ReplicaReady})
+		s.SetEndpoint(EndpointInfo{Namespace: "default", Replica: "r2", Function: "hello", Revision: "hello-00002", Node: "n2", Addr: "10.0.0.3:8080", Phase: api.ReplicaStarting})
+		s.SetEndpoint(EndpointInfo{Namespace: "default", Replica: "r3", Function: "hello", Revision: "hello-00002", Node: "n2", Addr: "10.0.0.4:8080", Phase: api.ReplicaTerminating})
+		s.SetEndpoint(EndpointInfo{Namespace: "default", Replica: "r9", Function: "hello", Revision: "unknown", Addr: "10.0.0.9:8080", Phase: api.ReplicaReady})
+	})
+	tbl := r.Load()
+	keys := func() []string {
+		var ks []string
+		for k := range tbl.routes {
+			ks = append(ks, k)
+		}
+		return ks
+	}
+	if diff := cmp.Diff([]string{"hello", "hello.default", "hello.prod"}, keys(), sortStrings); diff != "" {
+		t.Errorf("route keys (-want +got):\n%s", diff)
+	}
+	def := tbl.routes["hello"]
+	if def != tbl.routes["hello.default"] {
+		t.Error("default namespace keys differ")
+	}
+	// No traffic and no latest named: the highest number takes all.
+	if len(def.targets) != 1 || def.targets[0].rev.key.Name != "hello-00002" {
+		t.Errorf("default targets %+v", def.targets)
+	}
+	if tbl.routes["hello.prod"].targets[0].rev.key.Name != "hello-00001" {
+		t.Error("prod does not follow its LatestRevision")
+	}
+	rev := def.targets[0].rev
+	var addrs []string
+	for _, e := range rev.endpoints() {
+		addrs = append(addrs, e.addr)
+		if e.limit != 4 {
+			t.Errorf("endpoint limit %d", e.limit)
+		}
+	}
+	if diff := cmp.Diff([]string{"10.0.0.1:8080", "10.0.0.2:8080"}, addrs); diff != "" {
+		t.Errorf("ready endpoints (-want +got):\n%s", diff)
+	}
+	before := rev.endpoints()[0]
+
+	// Traffic split; endpoint identity survives; node death drops endpoints.
+	r.Update(func(s *State) {
+		s.SetTraffic("default", "hello", []api.TrafficTarget{{Revision: "hello-00001", Percent: 30}, {Revision: "hello-00002", Percent: 70}, {Revision: "gone", Percent: 10}})
+		s.DeleteNode("n1")
+	})
+	tbl = r.Load()
+	ts := tbl.routes["hello"].targets
+	if len(ts) != 2 || ts[0].cum != 30 || ts[1].cum != 100 {
+		t.Errorf("targets %+v", ts)
+	}
+	if got := rev.endpoints(); len(got) != 1 || got[0] != before {
+		t.Errorf("after node death: %v (identity kept: %v)", got, len(got) == 1 && got[0] == before)
+	}
+
+	// A removed revision is marked gone and its waiters woken.
+	w := acquireWaiter()
+	rev.queue.push(w)
+	r.Update(func(s *State) { s.DeleteRevision("default", "hello-00002") })
+	if !rev.gone.Load() {
+		t.Error("removed revision not marked gone")
+	}
+	select {
+	case <-w.ch:
+	default:
+		t.Error("waiter of a removed revision not woken")
+	}
+	if !before.draining.Load() {
+		t.Error("endpoint of a removed revision not draining")
+	}
+	if n := len(r.Load().routes["hello"].targets); n != 1 {
+		t.Errorf("%d targets after removal", n)
+	}
+}
+
+var sortStrings = cmp.Transformer("sort", func(in []string) []string {
+	out := append([]string(nil), in...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+})
+
+func TestWaitQueue(t *testing.T) {
+	q := waitQueue{max: 2}
+	a, b, c := acquireWaiter(), acquireWaiter(), acquireWaiter()
+	if !q.push(a) || !q.push(b) || q.push(c) {
+		t.Fatal("queue of 2 did not take exactly 2")
+	}
+	q.wakeOne()
+	select {
+	case <-a.ch:
+	default:
+		t.Fatal("FIFO: a not woken first")
+	}
+	if q.remove(a) {
+		t.Error("a still queued after wake")
+	}
+	if !q.remove(b) || q.len() != 0 {
+		t.Error("remove b")
+	}
+	q.wakeOne() // no waiter: nothing happens
+}
+
+func TestStatsCollector(t *testing.T) {
+	epoch := time.Unix(0, 0)
+	c := newStatsCollector(epoch)
+	rev := &revision{key: Key{"default", "hello-00001"}, function: "hello"}
+	at := func(ms int) int64 { return int64(ms) * 1000 }
+	// Window [0, 1000ms): one request for the whole second, another for
+	// 500ms, one arriving at 900ms still in flight: 1 + 0.5 + 0.1 = 1.6.
+	rev.stats.begin(at(0))
+	rev.stats.begin(at(100))
+	rev.stats.end(at(600))
+	rev.stats.begin(at(900))
+	st := c.collect(epoch.Add(time.Second), []*revision{rev})
+	want := []RevisionStats{{Namespace: "default", Function: "hello", Revision: "hello-00001", Window: time.Second,
+		AverageConcurrency: 1.6, Requests: 3, InFlight: 2}}
+	if diff := cmp.Diff(want, st); diff != "" {
+		t.Errorf("first window (-want +got):\n%s", diff)
+	}
+	// Window [1000, 2000): both still in flight until 1500, then one.
+	rev.stats.end(at(1500))
+	st = c.collect(epoch.Add(2*time.Second), []*revision{rev})
+	want[0].AverageConcurrency, want[0].Requests, want[0].InFlight = 1.5, 0, 1
+	if diff := cmp.Diff(want, st); diff != "" {
+		t.Errorf("second window (-want +got):\n%s", diff)
+	}
+	// A clock read that lost a race (an earlier time) adds no negative area.
+	rev.stats.end(at(1999))
+	st = c.collect(epoch.Add(3*time.Second), []*revision{rev})
+	if st[0].AverageConcurrency != 0 || st[0].InFlight != 0 {
+		t.Errorf("third window %+v", st[0])
+	}
+}
+
+func TestConfigValidateReportsEveryField(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("default config invalid: %v", err)
+	}
+	cfg := DefaultConfig()
+	cfg.Domain = "bad domain"
+	cfg.MaxHeaderBytes = 10
+	cfg.RetryBudgetRatio = 2
+	cfg.Policy = "fastest"
+	err := cfg.Validate()
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("err = %v", err)
+	}
+	for _, f := range []string{"Domain = bad domain", "MaxHeaderBytes = 10", "RetryBudgetRatio = 2", "Policy = fastest"} {
+		if !strings.Contains(err.Error(), f) {
+			t.Errorf("error %q does not name %q", err, f)
+		}
+	}
+	if _, err := New(cfg, Deps{}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("New accepted a bad config: %v", err)
+	}
+	// Zero values take defaults.
+	if _, err := New(Config{}, Deps{}); err != nil {
+		t.Errorf("New(Config{}) = %v", err)
+	}
+}

@@ -1,0 +1,135 @@
+package gateway
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Endpoint is one replica the gateway proxies to. It outlives routing
+// snapshots: every snapshot that lists the replica points at the same
+// Endpoint, so its in-flight count, ejection state and connection pool
+// carry over from one snapshot to the next.
+type Endpoint struct {
+	addr  string
+	limit int64 // concurrency limit; 0 = unlimited
+	rev   *revision
+	hc    *fasthttp.HostClient // nil in pure tests
+
+	inflight atomic.Int64
+	// draining is set when the replica leaves the ready set (Terminating,
+	// deleted, its node dead): no new requests; failures of idempotent
+	// requests on it are retried elsewhere.
+	draining atomic.Bool
+
+	fails        atomic.Int32 // consecutive connect failures
+	ejections    atomic.Int32 // consecutive ejections, for the back-off
+	ejectedUntil atomic.Int64 // unix nanoseconds; 0 = never ejected
+}
+
+// Addr is the replica's ip:port.
+func (e *Endpoint) Addr() string { return e.addr }
+
+// InFlight is how many requests the gateway has on the replica now.
+func (e *Endpoint) InFlight() int64 { return e.inflight.Load() }
+
+// eligible reports whether the endpoint may take a new request at now
+// (unix nanoseconds), ignoring its concurrency limit.
+func (e *Endpoint) eligible(now int64) bool {
+	return !e.draining.Load() && e.ejectedUntil.Load() <= now
+}
+
+// hasRoom reports whether the endpoint is under its concurrency limit.
+func (e *Endpoint) hasRoom() bool {
+	return e.limit == 0 || e.inflight.Load() < e.limit
+}
+
+// tryAcquire takes one of the endpoint's concurrency slots, or reports
+// that none is free. The compare-and-swap makes the limit exact under
+// races between gateways' goroutines.
+func (e *Endpoint) tryAcquire() bool {
+	if e.limit == 0 {
+		e.inflight.Add(1)
+		return true
+	}
+	for {
+		n := e.inflight.Load()
+		if n >= e.limit {
+			return false
+		}
+		if e.inflight.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// release returns a slot taken by tryAcquire and hands it to a queued
+// request of the revision, if any waits.
+func (e *Endpoint) release() {
+	e.inflight.Add(-1)
+	if r := e.rev; r != nil && r.queue.waiting() {
+		r.queue.wakeOne()
+	}
+}
+
+// ejectPolicy is outlier ejection's configuration.
+type ejectPolicy struct {
+	after      int32
+	base, max  time.Duration
+	maxPercent int
+}
+
+// backoff is the length of the n-th consecutive ejection (n from 0).
+func (p ejectPolicy) backoff(n int32) time.Duration {
+	d := p.base
+	for i := int32(0); i < n && d < p.max; i++ {
+		d *= 2
+	}
+	return min(d, p.max)
+}
+
+// connectFailed records a failure to connect to e at now, and ejects e
+// when it has failed p.after times in a row (once, right after a previous
+// ejection ended: it is on probation) and no more than p.maxPercent of
+// peers (e's revision's endpoints, e among them) would then be ejected. It
+// reports whether e was ejected.
+func (e *Endpoint) connectFailed(now time.Time, peers []*Endpoint, p ejectPolicy) bool {
+	n := e.fails.Add(1)
+	threshold := p.after
+	if e.ejections.Load() > 0 {
+		threshold = 1
+	}
+	if n < threshold {
+		return false
+	}
+	nowN := now.UnixNano()
+	if e.ejectedUntil.Load() > nowN {
+		return false // another goroutine ejected it already
+	}
+	ejected := 0
+	for _, q := range peers {
+		if q != e && q.ejectedUntil.Load() > nowN {
+			ejected++
+		}
+	}
+	if (ejected+1)*100 > len(peers)*p.maxPercent {
+		return false
+	}
+	k := e.ejections.Add(1) - 1
+	e.ejectedUntil.Store(now.Add(p.backoff(k)).UnixNano())
+	e.fails.Store(0)
+	return true
+}
+
+// connected records a successful connection: the failure streak and the
+// back-off end. Stores are skipped when nothing changes, to keep the
+// endpoint's cache line clean on the hot path.
+func (e *Endpoint) connected() {
+	if e.fails.Load() != 0 {
+		e.fails.Store(0)
+	}
+	if e.ejections.Load() != 0 {
+		e.ejections.Store(0)
+	}
+}

@@ -1,0 +1,290 @@
+// Package gateway is Surge's data path: an HTTP reverse proxy on fasthttp
+// that routes each request to a function's revision by traffic weight and
+// to the least-loaded ready replica with room, queues requests when none
+// has room (asking for a replica at once when a revision has none), retries
+// what is safe, ejects replicas that refuse connections, and reports
+// per-revision load to the autoscaler every second.
+//
+// Routing state comes from RouteSources (the control-plane watch,
+// ControlPlaneSource; later gossip) through Routes.Update into one
+// copy-on-write snapshot that requests read without a lock.
+//
+// Files: config.go (Config), state.go (the sources' model and interfaces),
+// routes.go (snapshot building), picker.go, endpoint.go (ejection),
+// budget.go (retry budget and policy), queue.go, stats.go — the pure cores;
+// proxy.go and upstream.go — the request path; gateway.go — the server's
+// life; cpsource.go — the control-plane watch.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/errgroup"
+)
+
+// Deps are the gateway's collaborators. Only Sources is needed to route
+// anything; every other field may be left zero.
+type Deps struct {
+	// Sources feed the routing state; Run runs each until it ends.
+	Sources []RouteSource
+	// Activator is asked for a replica when a request finds none.
+	Activator Activator
+	// Stats receives per-revision load every Config.StatsInterval.
+	Stats StatsSink
+	// Registerer receives the gateway's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Log receives operational events; nil discards them.
+	Log *slog.Logger
+	// Clock is the time source; nil means SystemClock.
+	Clock Clock
+	// Listener, when set, is served instead of listening on Config.Addr.
+	Listener net.Listener
+}
+
+// Gateway is one gateway process's proxy.
+type Gateway struct {
+	cfg       Config
+	log       *slog.Logger
+	clock     Clock
+	epoch     time.Time
+	routes    *Routes
+	picker    Picker
+	eject     ejectPolicy
+	metrics   *metrics
+	activator Activator
+	sink      StatsSink
+	sources   []RouteSource
+	listener  net.Listener
+	srv       *fasthttp.Server
+
+	draining  atomic.Bool
+	drainOnce sync.Once
+	drainCh   chan struct{} // closed when draining starts
+
+	statsMu   sync.Mutex
+	lastStats []RevisionStats
+}
+
+// New checks cfg and builds a gateway; Run serves it.
+func New(cfg Config, deps Deps) (*Gateway, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{
+		cfg:       cfg,
+		log:       deps.Log,
+		clock:     deps.Clock,
+		activator: deps.Activator,
+		sink:      deps.Stats,
+		sources:   deps.Sources,
+		listener:  deps.Listener,
+		drainCh:   make(chan struct{}),
+		eject: ejectPolicy{
+			after:      int32(cfg.EjectAfter),
+			base:       cfg.EjectBaseBackoff,
+			max:        cfg.EjectMaxBackoff,
+			maxPercent: cfg.MaxEjectedPercent,
+		},
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.clock == nil {
+		g.clock = SystemClock{}
+	}
+	g.epoch = g.clock.Now()
+	switch cfg.Policy {
+	case PolicyLeast:
+		g.picker = LeastLoaded{}
+	default:
+		g.picker = P2C{}
+	}
+	if deps.Registerer != nil {
+		m, err := newMetrics(deps.Registerer)
+		if err != nil {
+			return nil, err
+		}
+		g.metrics = m
+	}
+	hooks := routeHooks{
+		hostClient: func(addr string, limit int64) *fasthttp.HostClient { return newHostClient(addr, limit, &g.cfg) },
+	}
+	if g.metrics != nil {
+		hooks.revisionAdded = func(r *revision) {
+			r.m = g.metrics.forRevision(r)
+			q := r.m.queue
+			r.queue.onChange = func(n int) { q.Set(float64(n)) }
+		}
+		hooks.revisionRemoved = func(r *revision) { g.metrics.forget(r) }
+	}
+	g.routes = newRoutes(routeConfig{
+		defaultTimeout: cfg.DefaultTimeout,
+		queueDepth:     cfg.QueueDepth,
+		budget:         newBudgetConfig(cfg.RetryBudgetRatio, cfg.RetryBudgetBurst),
+	}, hooks)
+	g.srv = &fasthttp.Server{
+		Handler:                      g.serve,
+		ErrorHandler:                 g.parseError,
+		Logger:                       fasthttpLogger{g.log},
+		Concurrency:                  cfg.MaxConns,
+		ReadBufferSize:               cfg.MaxHeaderBytes,
+		WriteBufferSize:              16 << 10,
+		ReadTimeout:                  cfg.ReadTimeout,
+		WriteTimeout:                 cfg.WriteTimeout,
+		IdleTimeout:                  cfg.IdleTimeout,
+		MaxConnsPerIP:                cfg.MaxConnsPerIP,
+		MaxRequestBodySize:           cfg.MaxRequestBodyBytes,
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		NoDefaultDate:                true,
+		CloseOnShutdown:              true,
+		SecureErrorLogMessage:        true,
+	}
+	return g, nil
+}
+
+// Routes is the routing state, for sources the caller runs itself (gossip).
+func (g *Gateway) Routes() *Routes { return g.routes }
+
+// Handler is the gateway's request handler, for embedding and tests.
+func (g *Gateway) Handler() fasthttp.RequestHandler { return g.serve }
+
+// Ready reports whether the gateway takes traffic (false once draining).
+func (g *Gateway) Ready() bool { return !g.draining.Load() }
+
+// Stats returns the last completed stats window (nil before the first).
+func (g *Gateway) Stats() []RevisionStats {
+	g.statsMu.Lock()
+	defer g.statsMu.Unlock()
+	return g.lastStats
+}
+
+func (g *Gateway) micros(t time.Time) int64 { return t.Sub(g.epoch).Microseconds() }
+
+// Run serves until ctx ends, then drains: readiness turns false, the
+// gateway keeps serving for DrainDelay, stops accepting, lets in-flight
+// requests finish (up to DrainTimeout) while closing idle keep-alive
+// connections, and returns once everything it started has exited. It
+// returns nil after a drain that ctx started, or the error that ended it.
+// Call it once.
+func (g *Gateway) Run(ctx context.Context) error {
+	ln := g.listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", g.cfg.Addr); err != nil {
+			return fmt.Errorf("gateway listen on %s: %w", g.cfg.Addr, err)
+		}
+	}
+	g.listener = ln
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.Go(func() error {
+		if err := g.srv.Serve(ln); err != nil && !g.draining.Load() {
+			return fmt.Errorf("gateway serve on %s: %w", ln.Addr(), err)
+		}
+		return nil
+	})
+	for _, src := range g.sources {
+		eg.Go(func() error {
+			if err := src.Run(ectx, g.routes); err != nil && ectx.Err() == nil {
+				return fmt.Errorf("gateway route source: %w", err)
+			}
+			return nil
+		})
+	}
+	eg.Go(func() error { g.statsLoop(ectx); return nil })
+	eg.Go(func() error {
+		<-ectx.Done()
+		return g.drain()
+	})
+	return eg.Wait()
+}
+
+// drain stops the gateway gracefully; see Run.
+func (g *Gateway) drain() error {
+	g.drainOnce.Do(func() {
+		g.draining.Store(true)
+		close(g.drainCh)
+	})
+	if d := g.cfg.DrainDelay; d > 0 {
+		t := g.clock.NewTimer(d)
+		<-t.C()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
+	defer cancel()
+	err := g.srv.ShutdownWithContext(ctx)
+	// Shutdown does nothing if Serve has not registered the listener yet
+	// (ctx ended right away); closing it ourselves ends Serve either way.
+	_ = g.listener.Close()
+	g.routes.closeIdle()
+	if err != nil {
+		return fmt.Errorf("gateway drain: %w", err)
+	}
+	return nil
+}
+
+func (g *Gateway) statsLoop(ctx context.Context) {
+	c := newStatsCollector(g.epoch)
+	t := g.clock.NewTicker(g.cfg.StatsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		st := c.collect(g.clock.Now(), g.routes.Load().revisions)
+		g.statsMu.Lock()
+		g.lastStats = st
+		g.statsMu.Unlock()
+		if g.sink != nil {
+			g.sink.ReportStats(append([]RevisionStats(nil), st...))
+		}
+	}
+}
+
+// parseError answers requests fasthttp could not parse, with the status
+// that names the problem, as JSON like every other gateway answer.
+func (g *Gateway) parseError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.As(err, &small):
+		g.rejectUnrouted(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large")
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		g.rejectUnrouted(ctx, fasthttp.StatusRequestEntityTooLarge, msgBodyTooLarge)
+	case errors.As(err, &ne) && ne.Timeout():
+		g.rejectUnrouted(ctx, fasthttp.StatusRequestTimeout, "request not received in time")
+	default:
+		g.rejectUnrouted(ctx, fasthttp.StatusBadRequest, "malformed request")
+	}
+}
+
+// closeIdle closes every replica's idle pooled connections.
+func (r *Routes) closeIdle() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ep := range r.eps {
+		if ep.hc != nil {
+			ep.hc.CloseIdleConnections()
+		}
+	}
+}
+
+// fasthttpLogger sends fasthttp's own messages to slog.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Warn(fmt.Sprintf(format, args...), "component", "fasthttp")
+}

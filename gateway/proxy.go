@@ -1,0 +1,441 @@
+package gateway
+
+import (
+	"bufio"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// exchange is one proxied request: everything the request path needs,
+// pooled and reset between uses, so that a request in steady state
+// allocates nothing. It lives from the handler's start until the
+// response body has been written (relay.CloseWithError), which may be
+// after the handler returned; it never holds the *fasthttp.RequestCtx.
+type exchange struct {
+	g *Gateway
+
+	req  fasthttp.Request  // to the replica
+	resp fasthttp.Response // from the replica
+
+	scratch []byte // lowercased host
+	uri     []byte // request URI for the replica
+	xff     []byte // X-Forwarded-For value
+	body    []byte // replayable request body
+
+	reqBody bodyReader
+	relay   relay
+
+	rev      *revision
+	ep       *Endpoint
+	start    time.Time
+	deadline time.Time
+	code     int
+
+	head       bool // HEAD: the answer has no body
+	idempotent bool
+	streamed   bool // the request body streams from the client
+	reused     bool // the attempt's connection came from the pool
+
+	// the checked-out replica connection of a successful attempt
+	hc   *fasthttp.HostClient
+	cc   any // fasthttp's *clientConn, see connCall
+	conn *countingConn
+	br   *bufio.Reader
+}
+
+var exchangePool sync.Pool
+
+func (g *Gateway) acquireExchange() *exchange {
+	x, _ := exchangePool.Get().(*exchange)
+	if x == nil {
+		x = &exchange{}
+		x.relay.x = x
+	}
+	x.g = g
+	return x
+}
+
+func releaseExchange(x *exchange) {
+	x.req.Reset()
+	x.resp.Reset()
+	x.reqBody = bodyReader{}
+	x.relay = relay{x: x}
+	x.g, x.rev, x.ep = nil, nil, nil
+	x.code = 0
+	x.head, x.idempotent, x.streamed, x.reused = false, false, false, false
+	if cap(x.body) > 1<<20 {
+		x.body = nil // keep the pool's memory bounded
+	}
+	exchangePool.Put(x)
+}
+
+// Routing and gateway-made answers.
+var (
+	msgNoFunction     = "no function is served at this address"
+	msgNoRevision     = "no revision of this function takes traffic yet"
+	msgRevisionGone   = "the revision was removed while the request waited"
+	msgUnknownRev     = "the revision named by Surge-Revision is not a revision of this function"
+	msgQueueFull      = "too many requests are waiting for this function; retry later"
+	msgTimeout        = "the function did not answer in time"
+	msgBadGateway     = "the function's replica could not be reached or answered badly"
+	msgBodyTooLarge   = "request body too large"
+	msgBadBody        = "the request body could not be read"
+	msgBadFraming     = "malformed request framing"
+	msgDraining       = "the gateway is shutting down"
+	headerRevision    = "Surge-Revision"
+	contentTypeJSON   = "application/json"
+	retryAfterSeconds = "1"
+)
+
+// serve is the gateway's fasthttp handler.
+func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
+	if g.cfg.HealthPath != "" && string(ctx.Path()) == g.cfg.HealthPath {
+		g.health(ctx)
+		return
+	}
+	if err := checkFraming(ctx.Request.Header.RawHeaders()); err != nil {
+		ctx.SetConnectionClose()
+		g.rejectUnrouted(ctx, fasthttp.StatusBadRequest, msgBadFraming)
+		return
+	}
+
+	x := g.acquireExchange()
+	x.start = time.Now() // wall clock: deadlines become socket deadlines
+	tbl := g.routes.Load()
+
+	var fr *functionRoute
+	path := ctx.URI().PathOriginal()
+	rest := path
+	key, scratch, ok := hostKey(ctx.Request.Header.Host(), g.cfg.Domain, x.scratch)
+	x.scratch = scratch
+	if ok {
+		fr = tbl.lookup(key)
+	} else if k, r, ok := pathKey(path); ok {
+		fr, rest = tbl.lookup(k), r
+	}
+	if fr == nil {
+		releaseExchange(x)
+		g.rejectUnrouted(ctx, fasthttp.StatusNotFound, msgNoFunction)
+		return
+	}
+
+	var rev *revision
+	if name := ctx.Request.Header.Peek(headerRevision); len(name) > 0 {
+		if rev = fr.byName[string(name)]; rev == nil {
+			releaseExchange(x)
+			g.rejectUnrouted(ctx, fasthttp.StatusNotFound, msgUnknownRev)
+			return
+		}
+	} else if rev = pickTarget(fr.targets, rand.Uint64()); rev == nil {
+		releaseExchange(x)
+		g.rejectUnrouted(ctx, fasthttp.StatusServiceUnavailable, msgNoRevision)
+		return
+	}
+
+	cl := ctx.Request.Header.ContentLength()
+	if cl > g.cfg.MaxRequestBodyBytes {
+		releaseExchange(x)
+		ctx.SetConnectionClose()
+		g.rejectUnrouted(ctx, fasthttp.StatusRequestEntityTooLarge, msgBodyTooLarge)
+		return
+	}
+
+	// From here the request counts for its revision.
+	x.rev = rev
+	x.deadline = x.start.Add(rev.timeout)
+	x.head = ctx.IsHead()
+	x.idempotent = isIdempotent(ctx.Method())
+	rev.stats.begin(g.micros(g.clock.Now()))
+	rev.budget.deposit()
+	if rev.m != nil {
+		rev.m.inflight.Inc()
+	}
+
+	x.uri = append(x.uri[:0], rest...)
+	if qs := ctx.URI().QueryString(); len(qs) > 0 {
+		x.uri = append(x.uri, '?')
+		x.uri = append(x.uri, qs...)
+	}
+	fw := forwardInfo{tls: ctx.IsTLS(), trust: g.cfg.TrustForwardedHeaders}
+	if ip, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
+		fw.clientIP = ip
+	}
+	x.xff = copyRequestHeader(&x.req.Header, &ctx.Request.Header, x.uri, fw, x.xff)
+	x.req.Header.SetProtocol("HTTP/1.1")
+
+	// The body: small ones are read now so a retry can send them again;
+	// large and chunked ones stream from the client.
+	if stream := ctx.RequestBodyStream(); stream != nil && cl != 0 {
+		if cl > 0 && cl <= g.cfg.ReplayBodyBytes {
+			if cap(x.body) < cl {
+				x.body = make([]byte, cl)
+			}
+			x.body = x.body[:cl]
+			if _, err := io.ReadFull(stream, x.body); err != nil {
+				ctx.SetConnectionClose()
+				g.answer(ctx, x, fasthttp.StatusBadRequest, msgBadBody)
+				return
+			}
+			x.req.SetBodyRaw(x.body)
+		} else {
+			x.streamed = true
+			x.reqBody = bodyReader{r: stream, limit: int64(g.cfg.MaxRequestBodyBytes)}
+			x.req.SetBodyStream(&x.reqBody, cl)
+			_ = ctx.SetReadDeadline(x.deadline) // the body may take longer than ReadTimeout
+		}
+	}
+
+	g.proxy(ctx, x)
+}
+
+// proxy sends the prepared request to a replica, retrying what is safe,
+// and sets the client's answer.
+func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
+	rev := x.rev
+	var avoid *Endpoint
+	for attempt := 0; ; attempt++ {
+		ep, status, msg := g.acquire(x, avoid)
+		if ep == nil {
+			if status == fasthttp.StatusServiceUnavailable {
+				ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, retryAfterSeconds)
+			}
+			g.answer(ctx, x, status, msg)
+			return
+		}
+		x.ep = ep
+		if x.streamed && attempt > 0 {
+			x.req.SetBodyStream(&x.reqBody, x.req.Header.ContentLength())
+		}
+		f, _ := x.roundTrip(ep)
+		if f == failNone {
+			ep.connected()
+			break
+		}
+		now := time.Now()
+		if f == failConnect {
+			if rev.m != nil {
+				rev.m.connectErrors.Inc()
+			}
+			if ep.connectFailed(now, rev.endpoints(), g.eject) {
+				if rev.m != nil {
+					rev.m.ejections.Inc()
+				}
+				g.log.Warn("replica ejected after connect failures", "revision", rev.key.String(), "addr", ep.addr)
+			}
+		}
+		x.ep = nil
+		ep.release()
+		facts := attemptFacts{
+			failure:     f,
+			idempotent:  x.idempotent,
+			replayable:  !x.streamed || x.reqBody.n == 0,
+			reused:      x.reused,
+			terminating: ep.draining.Load(),
+		}
+		if attempt < g.cfg.MaxRetries && retryable(facts) && now.Before(x.deadline) && rev.budget.withdraw() {
+			if rev.m != nil {
+				rev.m.retries.Inc()
+			}
+			avoid = ep
+			continue
+		}
+		switch f {
+		case failTimeout:
+			g.answer(ctx, x, fasthttp.StatusGatewayTimeout, msgTimeout)
+		case failBody:
+			ctx.SetConnectionClose()
+			if x.reqBody.err == errBodyTooLarge {
+				g.answer(ctx, x, fasthttp.StatusRequestEntityTooLarge, msgBodyTooLarge)
+			} else {
+				g.answer(ctx, x, fasthttp.StatusBadRequest, msgBadBody)
+			}
+		default:
+			g.answer(ctx, x, fasthttp.StatusBadGateway, msgBadGateway)
+		}
+		return
+	}
+
+	// The replica answered: pass its header on, and its body as a stream.
+	x.code = x.resp.Header.StatusCode()
+	copyResponseHeader(&ctx.Response.Header, &x.resp.Header)
+	bs := x.resp.BodyStream()
+	cl := x.resp.Header.ContentLength()
+	if bs == nil || cl == 0 {
+		// HEAD, 204, 304, or an empty body: nothing to stream.
+		x.finishUpstream(bs == nil || cl == 0)
+		if x.head {
+			ctx.Response.SkipBody = true
+		}
+		g.finish(x)
+		return
+	}
+	if cl < 0 {
+		cl = -1 // chunked, or read-until-close from the replica: chunked to the client
+		ctx.Response.ImmediateHeaderFlush = true
+	}
+	_ = ctx.SetWriteDeadline(x.deadline)
+	ctx.Response.SetBodyStream(&x.relay, cl)
+}
+
+// acquire returns a replica of x's revision with a slot taken, waiting in
+// the revision's queue for one when none has room. When it returns nil,
+// status and msg say what to answer.
+func (g *Gateway) acquire(x *exchange, avoid *Endpoint) (*Endpoint, int, string) {
+	rev := x.rev
+	now := time.Now()
+	if ep := g.picker.Pick(rev.endpoints(), avoid, now.UnixNano(), rand.Uint64()); ep != nil {
+		return ep, 0, ""
+	}
+	// Slow path: wait for a slot or a new replica.
+	limit := x.deadline
+	if d := g.cfg.MaxQueueWait; d > 0 && now.Add(d).Before(limit) {
+		limit = now.Add(d)
+	}
+	w := acquireWaiter()
+	defer releaseWaiter(w)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		if rev.gone.Load() {
+			return nil, fasthttp.StatusServiceUnavailable, msgRevisionGone
+		}
+		if g.draining.Load() {
+			return nil, fasthttp.StatusServiceUnavailable, msgDraining
+		}
+		if len(rev.endpoints()) == 0 {
+			g.activate(rev, now)
+		}
+		if !rev.queue.push(w) {
+			return nil, fasthttp.StatusServiceUnavailable, msgQueueFull
+		}
+		// A slot freed between the failed pick and the push would have
+		// woken nobody: pick once more now that we are queued.
+		if ep := g.picker.Pick(rev.endpoints(), avoid, time.Now().UnixNano(), rand.Uint64()); ep != nil {
+			if !rev.queue.remove(w) {
+				<-w.ch
+				rev.queue.wakeOne() // we were woken for a slot we no longer need
+			}
+			return ep, 0, ""
+		}
+		if timer == nil {
+			timer = time.NewTimer(time.Until(limit))
+		}
+		select {
+		case <-w.ch:
+		case <-timer.C:
+			if !rev.queue.remove(w) {
+				<-w.ch
+				rev.queue.wakeOne()
+			}
+			return nil, fasthttp.StatusGatewayTimeout, msgTimeout
+		case <-g.drainCh:
+			if !rev.queue.remove(w) {
+				<-w.ch
+				rev.queue.wakeOne()
+			}
+			return nil, fasthttp.StatusServiceUnavailable, msgDraining
+		}
+		now = time.Now()
+		if ep := g.picker.Pick(rev.endpoints(), avoid, now.UnixNano(), rand.Uint64()); ep != nil {
+			return ep, 0, ""
+		}
+		avoid = nil // any replica will do after a wait
+	}
+}
+
+// activate calls the Activator for a revision with no replica, at most
+// once per ActivationInterval.
+func (g *Gateway) activate(rev *revision, now time.Time) {
+	if g.activator == nil {
+		return
+	}
+	n := now.UnixNano()
+	last := rev.lastActivation.Load()
+	if last != 0 && n-last < int64(g.cfg.ActivationInterval) {
+		return
+	}
+	if rev.lastActivation.CompareAndSwap(last, n) {
+		g.activator.Activate(rev.key.Namespace, rev.function, rev.key.Name)
+	}
+}
+
+// answer sets a gateway-made answer for a routed request and ends it.
+func (g *Gateway) answer(ctx *fasthttp.RequestCtx, x *exchange, status int, msg string) {
+	writeJSONError(ctx, status, msg)
+	x.code = status
+	g.finish(x)
+}
+
+// finish ends a routed request's accounting and returns the exchange to
+// its pool. It runs on the handler's goroutine, or on the server's after
+// the handler returned when the body was streamed.
+func (g *Gateway) finish(x *exchange) {
+	x.finishUpstream(false)
+	if x.ep != nil {
+		x.ep.release()
+		x.ep = nil
+	}
+	rev := x.rev
+	rev.stats.end(g.micros(g.clock.Now()))
+	if m := rev.m; m != nil {
+		m.inflight.Dec()
+		m.code(x.code).Inc()
+		m.duration.Observe(time.Since(x.start).Seconds())
+	}
+	releaseExchange(x)
+}
+
+// rejectUnrouted answers a request that reached no revision.
+func (g *Gateway) rejectUnrouted(ctx *fasthttp.RequestCtx, status int, msg string) {
+	writeJSONError(ctx, status, msg)
+	if g.metrics != nil {
+		g.metrics.unrouted.WithLabelValues(statusLabel(status)).Inc()
+	}
+}
+
+func (g *Gateway) health(ctx *fasthttp.RequestCtx) {
+	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+	if g.draining.Load() {
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		ctx.SetBodyString("draining\n")
+		return
+	}
+	ctx.SetBodyString("ok\n")
+}
+
+// writeJSONError sets {"error": msg} as the answer. msg is one of the
+// constant messages above, so it needs no escaping.
+func writeJSONError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType(contentTypeJSON)
+	ctx.Response.ResetBody()
+	w := ctx.Response.BodyWriter()
+	_, _ = io.WriteString(w, `{"error":"`)
+	_, _ = io.WriteString(w, msg)
+	_, _ = io.WriteString(w, "\"}\n")
+}
+
+func statusLabel(code int) string {
+	switch code {
+	case 400:
+		return "400"
+	case 404:
+		return "404"
+	case 413:
+		return "413"
+	case 431:
+		return "431"
+	case 503:
+		return "503"
+	}
+	return "other"
+}

@@ -1,0 +1,258 @@
+package gateway
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/surgeplatform/surge/api"
+)
+
+// revision is one routed revision. Like Endpoint it outlives snapshots: its
+// queue, stats, retry budget and metrics carry over.
+type revision struct {
+	key      Key
+	function string
+	limit    int64
+	// timeout is the total limit; responseStart and idle are 0 for the
+	// gateway's defaults.
+	timeout, responseStart, idle time.Duration
+
+	// eps is the ready endpoints, replaced whole on every rebuild that
+	// changes them (copy-on-write); requests read it without a lock.
+	eps  atomic.Pointer[[]*Endpoint]
+	gone atomic.Bool
+
+	queue          waitQueue
+	stats          revStats
+	budget         retryBudget
+	lastActivation atomic.Int64 // unix nanoseconds
+	m              *revMetrics  // nil without metrics
+}
+
+func (r *revision) endpoints() []*Endpoint {
+	if p := r.eps.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// functionRoute is a function in a routing snapshot.
+type functionRoute struct {
+	key     Key
+	targets []target
+	// byName holds every known revision of the function, routed by traffic
+	// or not, for the Surge-Revision header.
+	byName map[string]*revision
+}
+
+// Table is one immutable routing snapshot. Requests load the current one
+// with a single atomic read and never lock.
+type Table struct {
+	// routes is keyed "name.namespace", and also "name" for functions in
+	// the default namespace: exactly the host prefix before the domain.
+	routes map[string]*functionRoute
+	// revisions lists every live revision, for stats.
+	revisions []*revision
+}
+
+func (t *Table) lookup(key []byte) *functionRoute {
+	return t.routes[string(key)] // no allocation: the compiler keys the map with the bytes
+}
+
+// routeHooks connect the routing store to the I/O shell. All may be nil.
+type routeHooks struct {
+	hostClient      func(addr string, limit int64) *fasthttp.HostClient
+	revisionAdded   func(r *revision)
+	revisionRemoved func(r *revision)
+}
+
+type endpointKey struct {
+	ns, replica, addr string
+}
+
+// Routes holds the routing state that sources edit and the snapshot that
+// requests read. Update is serialized by a mutex; Load is one atomic read.
+type Routes struct {
+	cfg   routeConfig
+	hooks routeHooks
+
+	mu    sync.Mutex
+	state State
+	revs  map[Key]*revision
+	eps   map[endpointKey]*Endpoint
+
+	table atomic.Pointer[Table]
+}
+
+type routeConfig struct {
+	defaultTimeout time.Duration
+	queueDepth     int
+	budget         budgetConfig
+}
+
+var _ Updater = (*Routes)(nil)
+
+func newRoutes(cfg routeConfig, hooks routeHooks) *Routes {
+	r := &Routes{
+		cfg:   cfg,
+		hooks: hooks,
+		state: newState(),
+		revs:  map[Key]*revision{},
+		eps:   map[endpointKey]*Endpoint{},
+	}
+	r.table.Store(&Table{routes: map[string]*functionRoute{}})
+	return r
+}
+
+// Load returns the current snapshot.
+func (r *Routes) Load() *Table { return r.table.Load() }
+
+// Update implements Updater.
+func (r *Routes) Update(fn func(*State)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn(&r.state)
+	r.rebuild()
+}
+
+// rebuild derives a new snapshot from the state. Called with mu held.
+func (r *Routes) rebuild() {
+	s := &r.state
+
+	// Revisions: keep the persistent objects, make new ones, retire gone ones.
+	live := make(map[Key]*revision, len(s.revisions))
+	for k, ri := range s.revisions {
+		rev := r.revs[k]
+		if rev == nil {
+			// Revisions are immutable: what routing needs of one is read
+			// once, here, and never written while requests read it.
+			rev = &revision{key: k, function: ri.Function}
+			rev.limit = int64(max(ri.Concurrency, 0))
+			rev.timeout = ri.Timeout
+			if rev.timeout <= 0 {
+				rev.timeout = r.cfg.defaultTimeout
+			}
+			rev.responseStart, rev.idle = ri.ResponseStartTimeout, ri.IdleTimeout
+			rev.queue.max = r.cfg.queueDepth
+			rev.budget.init(r.cfg.budget)
+			if r.hooks.revisionAdded != nil {
+				r.hooks.revisionAdded(rev)
+			}
+		}
+		live[k] = rev
+	}
+	for k, rev := range r.revs {
+		if live[k] == nil {
+			rev.gone.Store(true)
+			empty := []*Endpoint(nil)
+			rev.eps.Store(&empty)
+			rev.queue.wakeAll()
+			if r.hooks.revisionRemoved != nil {
+				r.hooks.revisionRemoved(rev)
+			}
+		}
+	}
+	r.revs = live
+
+	// Endpoints: ready ones are routed; terminating ones stay known (for
+	// retry decisions of their in-flight requests) but get nothing new.
+	ready := map[*revision][]*Endpoint{}
+	seen := make(map[endpointKey]bool, len(s.endpoints))
+	for _, ei := range s.endpoints {
+		rev := live[Key{ei.Namespace, ei.Revision}]
+		if rev == nil || ei.Addr == "" {
+			continue // gossip may know a replica before the watch knows its revision
+		}
+		if ei.Phase != api.ReplicaReady && ei.Phase != api.ReplicaTerminating {
+			continue
+		}
+		k := endpointKey{ei.Namespace, ei.Replica, ei.Addr}
+		ep := r.eps[k]
+		if ep == nil || ep.rev != rev {
+			ep = &Endpoint{addr: ei.Addr, limit: rev.limit, rev: rev}
+			if r.hooks.hostClient != nil {
+				ep.hc = r.hooks.hostClient(ei.Addr, rev.limit)
+			}
+			r.eps[k] = ep
+		}
+		seen[k] = true
+		if ei.Phase == api.ReplicaReady {
+			ep.draining.Store(false)
+			ready[rev] = append(ready[rev], ep)
+		} else {
+			ep.draining.Store(true)
+		}
+	}
+	for k, ep := range r.eps {
+		if !seen[k] {
+			ep.draining.Store(true)
+			if ep.hc != nil {
+				ep.hc.CloseIdleConnections()
+			}
+			delete(r.eps, k)
+		}
+	}
+	for _, rev := range live {
+		eps := ready[rev]
+		slices.SortFunc(eps, func(a, b *Endpoint) int { return strings.Compare(a.addr, b.addr) })
+		if !slices.Equal(eps, rev.endpoints()) {
+			rev.eps.Store(&eps)
+			if len(eps) > 0 {
+				rev.queue.wakeAll()
+			}
+		}
+	}
+
+	// Functions.
+	byFunction := map[Key][]*revision{}
+	for k, ri := range s.revisions {
+		fk := Key{ri.Namespace, ri.Function}
+		byFunction[fk] = append(byFunction[fk], live[k])
+	}
+	numbers := func(rev *revision) int64 { return s.revisions[rev.key].Number }
+	t := &Table{routes: make(map[string]*functionRoute, 2*len(s.functions))}
+	for fk, fi := range s.functions {
+		fr := &functionRoute{key: fk, byName: map[string]*revision{}}
+		revs := byFunction[fk]
+		for _, rev := range revs {
+			fr.byName[rev.key.Name] = rev
+		}
+		if tt, ok := s.traffic[fk]; ok {
+			var cum uint32
+			for _, tg := range tt {
+				rev := fr.byName[tg.Revision]
+				if rev == nil || tg.Percent <= 0 {
+					continue
+				}
+				cum += uint32(tg.Percent)
+				fr.targets = append(fr.targets, target{rev: rev, cum: cum})
+			}
+		} else {
+			latest := fr.byName[fi.LatestRevision]
+			if latest == nil && len(revs) > 0 {
+				latest = slices.MaxFunc(revs, func(a, b *revision) int { return cmp.Compare(numbers(a), numbers(b)) })
+			}
+			if latest != nil {
+				fr.targets = []target{{rev: latest, cum: 100}}
+			}
+		}
+		t.routes[fk.Name+"."+fk.Namespace] = fr
+		if fk.Namespace == api.DefaultNamespace {
+			t.routes[fk.Name] = fr
+		}
+	}
+	t.revisions = make([]*revision, 0, len(live))
+	for _, rev := range live {
+		t.revisions = append(t.revisions, rev)
+	}
+	slices.SortFunc(t.revisions, func(a, b *revision) int {
+		return cmp.Or(strings.Compare(a.key.Namespace, b.key.Namespace), strings.Compare(a.key.Name, b.key.Name))
+	})
+	r.table.Store(t)
+}

@@ -1,0 +1,153 @@
+package gateway
+
+import (
+	"context"
+	"time"
+
+	"github.com/surgeplatform/surge/api"
+)
+
+// Key names a namespaced object.
+type Key struct {
+	Namespace, Name string
+}
+
+// String is "namespace/name".
+func (k Key) String() string { return k.Namespace + "/" + k.Name }
+
+// FunctionInfo is what routing needs of a Function.
+type FunctionInfo struct {
+	Namespace, Name string
+	// LatestRevision takes all traffic when the function has no Traffic.
+	LatestRevision string
+}
+
+// RevisionInfo is what routing needs of a Revision.
+type RevisionInfo struct {
+	Namespace, Name string
+	Function        string
+	// Number orders revisions; the highest is the latest when the function
+	// names none.
+	Number int64
+	// Concurrency is the per-replica limit; 0 means none.
+	Concurrency int32
+	// Timeout is the total limit of one request; 0 means the gateway's
+	// DefaultTimeout.
+	Timeout time.Duration
+	// ResponseStartTimeout bounds the wait for the response header after
+	// the request was sent; 0 means the gateway's ResponseStartTimeout.
+	ResponseStartTimeout time.Duration
+	// IdleTimeout bounds the silence within a response body; 0 means the
+	// gateway's IdleStreamTimeout.
+	IdleTimeout time.Duration
+}
+
+// EndpointInfo is one replica as routing sees it, from the control plane's
+// Replica objects or from gossip.
+type EndpointInfo struct {
+	// Namespace and Replica name the replica; they key the endpoint.
+	Namespace, Replica string
+	Function, Revision string
+	// Node runs the replica; DeleteNode drops all of a node's endpoints.
+	Node string
+	// Addr is ip:port.
+	Addr string
+	// Phase: only Ready endpoints get new requests; Terminating ones finish
+	// theirs, and idempotent requests that fail on them are retried.
+	Phase api.ReplicaPhase
+}
+
+// State is the gateway's model of the world, edited by route sources
+// through Routes.Update. Its methods are plain map edits; the routing table
+// is rebuilt from it once per Update.
+type State struct {
+	functions map[Key]FunctionInfo
+	revisions map[Key]RevisionInfo
+	traffic   map[Key][]api.TrafficTarget // by function
+	endpoints map[Key]EndpointInfo        // by replica
+}
+
+func newState() State {
+	return State{
+		functions: map[Key]FunctionInfo{},
+		revisions: map[Key]RevisionInfo{},
+		traffic:   map[Key][]api.TrafficTarget{},
+		endpoints: map[Key]EndpointInfo{},
+	}
+}
+
+// SetFunction adds or replaces a function.
+func (s *State) SetFunction(f FunctionInfo) { s.functions[Key{f.Namespace, f.Name}] = f }
+
+// DeleteFunction removes a function; its revisions stop being routed.
+func (s *State) DeleteFunction(ns, name string) { delete(s.functions, Key{ns, name}) }
+
+// SetRevision adds or replaces a revision.
+func (s *State) SetRevision(r RevisionInfo) { s.revisions[Key{r.Namespace, r.Name}] = r }
+
+// DeleteRevision removes a revision.
+func (s *State) DeleteRevision(ns, name string) { delete(s.revisions, Key{ns, name}) }
+
+// SetTraffic replaces a function's traffic split. The slice is copied.
+func (s *State) SetTraffic(ns, function string, targets []api.TrafficTarget) {
+	s.traffic[Key{ns, function}] = append([]api.TrafficTarget(nil), targets...)
+}
+
+// DeleteTraffic removes a function's split; its latest revision then takes all.
+func (s *State) DeleteTraffic(ns, function string) { delete(s.traffic, Key{ns, function}) }
+
+// SetEndpoint adds or replaces a replica's endpoint.
+func (s *State) SetEndpoint(e EndpointInfo) { s.endpoints[Key{e.Namespace, e.Replica}] = e }
+
+// DeleteEndpoint removes a replica's endpoint.
+func (s *State) DeleteEndpoint(ns, replica string) { delete(s.endpoints, Key{ns, replica}) }
+
+// DeleteNode removes every endpoint on a node (gossip declared it dead).
+func (s *State) DeleteNode(node string) {
+	for k, e := range s.endpoints {
+		if e.Node == node {
+			delete(s.endpoints, k)
+		}
+	}
+}
+
+// ClearFunctions, ClearRevisions, ClearTraffic and ClearEndpoints drop
+// every object of one kind, for a source that lists again after its watch
+// history was compacted; it then sets what the new list holds, in the same
+// Update, so routing never sees the gap.
+func (s *State) ClearFunctions() { clear(s.functions) }
+
+// ClearRevisions drops every revision; see ClearFunctions.
+func (s *State) ClearRevisions() { clear(s.revisions) }
+
+// ClearTraffic drops every traffic split; see ClearFunctions.
+func (s *State) ClearTraffic() { clear(s.traffic) }
+
+// ClearEndpoints drops every endpoint; see ClearFunctions.
+func (s *State) ClearEndpoints() { clear(s.endpoints) }
+
+// Updater applies a change to the routing state. Routes implements it.
+type Updater interface {
+	// Update runs fn on the state under a lock and then publishes a new
+	// routing snapshot. It may block briefly (the rebuild is O(routes));
+	// call it from a source's own goroutine, never from within fn.
+	Update(fn func(*State))
+}
+
+// RouteSource feeds route changes into an Updater until ctx ends. The
+// control-plane watch (ControlPlaneSource) is one; gossip will be another.
+// Run returns ctx.Err() when ctx ends, or an error that retrying will not
+// fix.
+type RouteSource interface {
+	Run(ctx context.Context, u Updater) error
+}
+
+// Activator asks for a replica when a request finds a revision with none,
+// without waiting for the autoscaler's next tick. The control-plane wiring
+// implements it (for instance by writing Scale to at least 1).
+type Activator interface {
+	// Activate is called from a request's goroutine, at most once per
+	// Config.ActivationInterval per revision. It must not block: hand the
+	// work to a goroutine of your own.
+	Activate(namespace, function, revision string)
+}

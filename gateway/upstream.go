@@ -1,0 +1,263 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// The gateway uses fasthttp.HostClient per replica for what it does well,
+// the connection pool (AcquireConn/ReleaseConn/CloseConn) and its buffer
+// pools, but drives each exchange itself instead of calling Do, because a
+// proxy needs what Do hides: whether a byte of the request went out (the
+// retry rule), a response-start deadline distinct from the body's idle and
+// total deadlines, and a streamed response body whose release allocates
+// nothing (Do's StreamResponseBody allocates closures per request).
+
+// newHostClient returns the connection pool of one replica. Retries are
+// the gateway's decision, so fasthttp's own retry of idempotent requests
+// is turned off, though Do is not called.
+func newHostClient(addr string, limit int64, cfg *Config) *fasthttp.HostClient {
+	maxConns := cfg.MaxConnsPerEndpoint
+	if limit > 0 && int(limit) < maxConns {
+		maxConns = int(limit)
+	}
+	dialTimeout := cfg.DialTimeout
+	return &fasthttp.HostClient{
+		Addr: addr,
+		Dial: func(addr string) (net.Conn, error) {
+			c, err := net.DialTimeout("tcp", addr, dialTimeout)
+			if err != nil {
+				return nil, &dialError{addr: addr, err: err}
+			}
+			return &countingConn{Conn: c}, nil
+		},
+		MaxConns:                  maxConns,
+		MaxIdleConnDuration:       cfg.UpstreamIdleConnTimeout,
+		ReadBufferSize:            cfg.UpstreamBufferBytes,
+		WriteBufferSize:           cfg.UpstreamBufferBytes,
+		MaxIdemponentCallAttempts: 1,
+		RetryIfErr:                func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		RetryIf:                   func(*fasthttp.Request) bool { return false },
+		DisablePathNormalizing:    true,
+		NoDefaultUserAgentHeader:  true,
+		ConnPoolStrategy:          fasthttp.LIFO, // warm connections first; idle ones age out
+	}
+}
+
+// dialError marks a failure to connect: nothing was sent.
+type dialError struct {
+	addr string
+	err  error
+}
+
+func (e *dialError) Error() string { return fmt.Sprintf("connect to replica %s: %v", e.addr, e.err) }
+func (e *dialError) Unwrap() error { return e.err }
+
+// countingConn counts the bytes that crossed a replica connection, so a
+// failed attempt can tell whether any of the request went out or any of
+// the answer came back. One goroutine uses a pooled connection at a time.
+type countingConn struct {
+	net.Conn
+	written, read int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written += int64(n)
+	return n, err
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read += int64(n)
+	return n, err
+}
+
+// connCall calls a HostClient method that takes fasthttp's unexported
+// connection type, given the connection as any. Generics name the type
+// for us, so the pooled connection can live in the exchange with no
+// allocation and no unsafe.
+func connCall[C any](hc *fasthttp.HostClient, m func(*fasthttp.HostClient, C), cc any) {
+	m(hc, cc.(C))
+}
+
+var errBodyTooLarge = errors.New("gateway: request body too large")
+
+// bodyReader streams the client's request body to the replica, counting
+// what it consumed (a body partly consumed cannot be replayed) and
+// enforcing the body limit on bodies of unknown length.
+type bodyReader struct {
+	r     io.Reader
+	n     int64
+	limit int64
+	done  bool
+	err   error // the client side's error, as opposed to the replica's
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.r == nil {
+		return 0, io.EOF
+	}
+	if b.err != nil {
+		return 0, b.err // sticky: fasthttp's chunk writer ignores an error that comes with data
+	}
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if err == io.EOF {
+		b.done = true
+	}
+	if b.n > b.limit {
+		b.err = errBodyTooLarge
+		return n, b.err
+	}
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// roundTrip sends x.req to ep and reads the response header into x.resp.
+// On success the connection stays checked out in x (x.cc, x.br) until
+// finishUpstream. On failure it is closed and the failure classified.
+func (x *exchange) roundTrip(ep *Endpoint) (failure, error) {
+	hc := ep.hc
+	cc, err := hc.AcquireConn(0, false)
+	if err != nil {
+		var de *dialError
+		if errors.As(err, &de) {
+			return failConnect, err
+		}
+		return failNotSent, err // the pool is full: nothing was sent
+	}
+	conn, ok := cc.Conn().(*countingConn)
+	if !ok {
+		connCall(hc, (*fasthttp.HostClient).CloseConn, any(cc))
+		return failNotSent, errors.New("gateway: replica connection of unexpected type")
+	}
+	x.reused = !cc.LastUseTime().IsZero()
+	written, read := conn.written, conn.read
+
+	_ = conn.SetWriteDeadline(x.deadline)
+	bw := hc.AcquireWriter(conn)
+	err = x.req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	if err == nil && x.reqBody.err != nil {
+		err = x.reqBody.err
+	}
+	if err != nil {
+		connCall(hc, (*fasthttp.HostClient).CloseConn, any(cc))
+		switch {
+		case x.reqBody.err != nil:
+			return failBody, x.reqBody.err
+		case conn.written == written:
+			return failNotSent, err
+		case isTimeout(err):
+			return failTimeout, err
+		}
+		return failBroken, err
+	}
+
+	readDeadline := x.deadline
+	d := x.rev.responseStart
+	if d <= 0 {
+		d = x.g.cfg.ResponseStartTimeout
+	}
+	if d > 0 {
+		if t := time.Now().Add(d); t.Before(readDeadline) {
+			readDeadline = t
+		}
+	}
+	_ = conn.SetReadDeadline(readDeadline)
+	br := hc.AcquireReader(conn)
+	x.resp.Reset()
+	x.resp.StreamBody = true
+	x.resp.SkipBody = x.head
+	err = x.resp.ReadLimitBody(br, 0)
+	if err != nil {
+		_ = x.resp.CloseBodyStream()
+		hc.ReleaseReader(br)
+		connCall(hc, (*fasthttp.HostClient).CloseConn, any(cc))
+		switch {
+		case isTimeout(err):
+			return failTimeout, err
+		case conn.read == read:
+			return failBroken, err
+		}
+		return failProtocol, err
+	}
+	x.hc, x.cc, x.conn, x.br = hc, cc, conn, br
+	return failNone, nil
+}
+
+// finishUpstream returns or closes the connection of a successful
+// exchange. The connection is reused only when the answer was read to its
+// end and neither side asked to close.
+func (x *exchange) finishUpstream(complete bool) {
+	if x.cc == nil {
+		return
+	}
+	_ = x.resp.CloseBodyStream() // before the reader it reads from goes back to the pool
+	x.hc.ReleaseReader(x.br)
+	if complete && !x.resp.ConnectionClose() {
+		connCall(x.hc, (*fasthttp.HostClient).ReleaseConn, x.cc)
+	} else {
+		connCall(x.hc, (*fasthttp.HostClient).CloseConn, x.cc)
+	}
+	x.hc, x.cc, x.conn, x.br = nil, nil, nil, nil
+}
+
+// relay is the response body as the client's answer streams it: fasthttp
+// reads it after the handler returned (flushing each chunk, so server-sent
+// events reach the client as the replica writes them) and closes it when
+// the answer is written or the client is gone. Close ends the exchange.
+type relay struct {
+	x   *exchange
+	eof bool
+	err error
+}
+
+var _ fasthttp.ReadCloserWithError = (*relay)(nil)
+
+func (r *relay) Read(p []byte) (int, error) {
+	x := r.x
+	idle := x.rev.idle
+	if idle <= 0 {
+		idle = x.g.cfg.IdleStreamTimeout
+	}
+	deadline := time.Now().Add(idle)
+	if x.deadline.Before(deadline) {
+		deadline = x.deadline
+	}
+	_ = x.conn.SetReadDeadline(deadline)
+	n, err := x.resp.BodyStream().Read(p)
+	if err == io.EOF {
+		r.eof = true
+	} else if err != nil {
+		r.err = err
+	}
+	return n, err
+}
+
+// CloseWithError implements fasthttp.ReadCloserWithError; err is the
+// error writing to the client, if any.
+func (r *relay) CloseWithError(err error) error {
+	x := r.x
+	x.finishUpstream(r.eof && err == nil)
+	x.g.finish(x)
+	return nil
+}
+
+// isTimeout reports a deadline error: net's, or fasthttp's ErrTimeout,
+// which has Timeout but is no net.Error.
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
+}

@@ -1,0 +1,392 @@
+// Package nodeagent is Surge's kubelet: it registers its node, watches the
+// replicas bound to it, and makes the container runtime match — create,
+// start, probe, report, restart with back-off, stop — and finds its running
+// containers again after a restart instead of restarting them.
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/client"
+	rt "github.com/surgeplatform/surge/nodeagent/runtime"
+)
+
+// Runtime is what the agent needs of the container runtime; package
+// nodeagent/runtime implements it. Its methods may block on containerd and
+// are called from the replica supervisors' goroutines, concurrently for
+// different replica IDs, never concurrently for one.
+type Runtime interface {
+	EnsureImage(ctx context.Context, ref string) error
+	Start(ctx context.Context, spec rt.Spec) (rt.Container, error)
+	Wait(ctx context.Context, id string) (<-chan rt.Exit, error)
+	Restart(ctx context.Context, id string) (rt.Container, error)
+	Stop(ctx context.Context, id string, grace time.Duration) error
+	List(ctx context.Context) ([]rt.Container, error)
+	RemoveOrphans(ctx context.Context, keep func(id string) bool) ([]string, error)
+}
+
+var _ Runtime = (*rt.Runtime)(nil)
+
+// Announcer tells the data path about endpoints at once (gossip), without
+// waiting for etcd. Its methods must not block; they are called from
+// supervisor goroutines.
+type Announcer interface {
+	EndpointReady(r *api.Replica)
+	EndpointGone(r *api.Replica)
+}
+
+// Config configures an Agent. Make it with DefaultConfig.
+type Config struct {
+	// NodeName names the node; the default is the host name.
+	NodeName string
+	// Address is the node's address as peers reach it.
+	Address string
+	// MilliCPU and MemoryBytes are what the node offers replicas; the
+	// defaults are the machine's cores and memory less a reserve for the
+	// system (Reserved*).
+	MilliCPU, MemoryBytes int64
+	// ReservedMilliCPU and ReservedMemory are kept back for the system and
+	// Surge itself.
+	ReservedMilliCPU, ReservedMemory int64
+	// Heartbeat is how often the node reports itself alive; the control
+	// plane declares it dead after missing several.
+	Heartbeat time.Duration
+	// ProbeInterval is how often a starting replica is probed: short, as a
+	// cold start waits on it.
+	ProbeInterval time.Duration
+	// StartTimeout fails a replica that is not ready this long after start.
+	StartTimeout time.Duration
+	// ReadyProbePeriod is the default probe period once Ready.
+	ReadyProbePeriod time.Duration
+	// BackoffBase and BackoffMax bound the wait before restarting a
+	// container that exited: BackoffBase × 2^(restarts-1), at most
+	// BackoffMax. A container that ran BackoffReset resets the count.
+	BackoffBase, BackoffMax, BackoffReset time.Duration
+	// StopGrace is how long a stopping replica has after SIGTERM.
+	StopGrace time.Duration
+}
+
+// DefaultConfig returns the defaults for this machine.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		NodeName:         host,
+		Address:          "127.0.0.1",
+		ReservedMilliCPU: 100,
+		ReservedMemory:   256 << 20,
+		Heartbeat:        5 * time.Second,
+		ProbeInterval:    2 * time.Millisecond,
+		StartTimeout:     time.Minute,
+		ReadyProbePeriod: 10 * time.Second,
+		BackoffBase:      100 * time.Millisecond,
+		BackoffMax:       30 * time.Second,
+		BackoffReset:     10 * time.Minute,
+		StopGrace:        10 * time.Second,
+	}
+}
+
+// Validate reports every bad field.
+func (c Config) Validate() error {
+	var errs []error
+	if err := api.ValidateName(c.NodeName); err != nil {
+		errs = append(errs, fmt.Errorf("node name %q: %s", c.NodeName, api.NameRule))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"heartbeat", c.Heartbeat}, {"probe interval", c.ProbeInterval}, {"start timeout", c.StartTimeout},
+		{"ready probe period", c.ReadyProbePeriod}, {"backoff base", c.BackoffBase}, {"backoff max", c.BackoffMax}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.name, d.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RuntimeFactory makes the runtime once the node is registered: the
+// network needs the pod subnet the control plane gave the node.
+type RuntimeFactory func(ctx context.Context, node *api.Node) (Runtime, error)
+
+// Agent runs the replicas bound to one node.
+type Agent struct {
+	cfg        Config
+	api        *client.Client
+	newRuntime RuntimeFactory
+	runtime    Runtime // set by Run
+	announce   Announcer
+	log        *slog.Logger
+	now        func() time.Time
+
+	mu          sync.Mutex
+	supervisors map[string]*supervisor // by "ns/replica"
+	revisions   map[string]*api.Revision
+	wg          sync.WaitGroup
+}
+
+// New returns an agent. announce may be nil.
+func New(cfg Config, c *client.Client, newRuntime RuntimeFactory, announce Announcer, log *slog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MilliCPU == 0 {
+		cfg.MilliCPU = int64(runtime.NumCPU())*1000 - cfg.ReservedMilliCPU
+	}
+	if cfg.MemoryBytes == 0 {
+		cfg.MemoryBytes = memTotal() - cfg.ReservedMemory
+	}
+	return &Agent{
+		cfg: cfg, api: c, newRuntime: newRuntime, announce: announce, log: log.With("component", "agent", "node", cfg.NodeName),
+		now: time.Now, supervisors: map[string]*supervisor{}, revisions: map[string]*api.Revision{},
+	}, nil
+}
+
+// Register creates or refreshes the node's object and returns it, with the
+// pod subnet the control plane gave it. Run calls it; the runtime's network
+// needs the subnet before Run, so callers may call it first.
+func Register(ctx context.Context, c *client.Client, cfg Config, milliCPU, memory int64) (*api.Node, error) {
+	res := api.NodeResources{CPU: api.FormatCPU(milliCPU), Memory: api.FormatMemory(memory)}
+	n := &api.Node{
+		Metadata: api.ObjectMeta{Name: cfg.NodeName},
+		Status: api.NodeStatus{Address: cfg.Address, Capacity: res, Allocatable: res,
+			State: api.NodeAlive, LastSeen: time.Now().UTC()},
+	}
+	var out api.Node
+	err := c.Do(ctx, "POST", client.Path("nodes", "", ""), n, &out)
+	if errors.Is(err, api.ErrAlreadyExist) {
+		err = c.Do(ctx, "PUT", client.Path("nodes", "", cfg.NodeName)+"/status", n, &out)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("register node %s: %w", cfg.NodeName, err)
+	}
+	return &out, nil
+}
+
+// Run registers the node, adopts the containers already running, and
+// supervises the node's replicas until ctx ends. Containers keep running
+// when the agent stops: a restarted agent adopts them.
+func (a *Agent) Run(ctx context.Context) error {
+	node, err := Register(ctx, a.api, a.cfg, a.cfg.MilliCPU, a.cfg.MemoryBytes)
+	if ctx.Err() != nil {
+		return nil // stopped while starting: nothing to undo
+	}
+	if err != nil {
+		return err
+	}
+	if a.runtime, err = a.newRuntime(ctx, node); err != nil {
+		return fmt.Errorf("container runtime: %w", err)
+	}
+	if c, ok := a.runtime.(io.Closer); ok {
+		defer c.Close()
+	}
+	a.log.Info("node registered", "subnet", node.Spec.PodSubnet, "cpu", api.FormatCPU(a.cfg.MilliCPU), "memory", api.FormatMemory(a.cfg.MemoryBytes))
+	q := url.Values{"node": {a.cfg.NodeName}}
+	list, err := client.List[api.Replica](ctx, a.api, "replicas", "", q)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list replicas of node %s: %w", a.cfg.NodeName, err)
+	}
+	if err := a.adopt(ctx, list.Items); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	hbDone := make(chan struct{})
+	go func() { defer close(hbDone); a.heartbeat(ctx) }()
+	defer func() { <-hbDone; a.wg.Wait() }()
+	if lr, ok := a.runtime.(interface{ RotateLogs(context.Context) error }); ok {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); _ = lr.RotateLogs(ctx) }()
+	}
+
+	rv := list.ResourceVersion
+	for {
+		err := client.Watch(ctx, a.api, "replicas", "", client.WatchOptions{ResourceVersion: rv, Query: q},
+			func(e api.WatchEvent[*api.Replica]) error {
+				rv = e.ResourceVersion
+				if e.Type == api.EventDeleted {
+					a.release(e.Object)
+				} else {
+					a.ensure(ctx, e.Object)
+				}
+				return nil
+			})
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, api.ErrGone) {
+			return fmt.Errorf("watch replicas: %w", err)
+		}
+		// History compacted: list again, and drop what is no longer ours.
+		list, err := client.List[api.Replica](ctx, a.api, "replicas", "", q)
+		if err != nil {
+			return fmt.Errorf("list replicas: %w", err)
+		}
+		a.resync(ctx, list.Items)
+		rv = list.ResourceVersion
+	}
+}
+
+func key(r *api.Replica) string { return r.Metadata.Namespace + "/" + r.Metadata.Name }
+
+// adopt matches running containers with the replicas bound here: matches
+// are supervised without a restart; the others are removed.
+func (a *Agent) adopt(ctx context.Context, replicas []api.Replica) error {
+	mine := map[string]bool{}
+	for _, r := range replicas {
+		mine[r.Metadata.Name] = true
+	}
+	removed, err := a.runtime.RemoveOrphans(ctx, func(id string) bool { return mine[id] })
+	if err != nil {
+		return fmt.Errorf("remove orphans: %w", err)
+	}
+	for _, id := range removed {
+		a.log.Info("removed a container no replica claims", "container", id)
+	}
+	running, err := a.runtime.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	have := map[string]rt.Container{}
+	for _, c := range running {
+		have[c.ID] = c
+	}
+	for i := range replicas {
+		r := &replicas[i]
+		if c, ok := have[r.Metadata.Name]; ok && c.Running {
+			a.startSupervisor(ctx, r, &c)
+		} else {
+			a.ensure(ctx, r)
+		}
+	}
+	return nil
+}
+
+func (a *Agent) resync(ctx context.Context, replicas []api.Replica) {
+	want := map[string]bool{}
+	for i := range replicas {
+		want[key(&replicas[i])] = true
+		a.ensure(ctx, &replicas[i])
+	}
+	a.mu.Lock()
+	var gone []*supervisor
+	for k, s := range a.supervisors {
+		if !want[k] {
+			gone = append(gone, s)
+		}
+	}
+	a.mu.Unlock()
+	for _, s := range gone {
+		a.release(s.replica)
+	}
+}
+
+// ensure starts supervising a replica bound here, once.
+func (a *Agent) ensure(ctx context.Context, r *api.Replica) {
+	if r.Spec.NodeName != a.cfg.NodeName {
+		return
+	}
+	a.mu.Lock()
+	_, ok := a.supervisors[key(r)]
+	a.mu.Unlock()
+	if !ok {
+		a.startSupervisor(ctx, r, nil)
+	}
+}
+
+func (a *Agent) startSupervisor(ctx context.Context, r *api.Replica, adopted *rt.Container) {
+	sctx, cancel := context.WithCancel(ctx)
+	s := &supervisor{agent: a, replica: r, cancel: cancel, done: make(chan struct{})}
+	a.mu.Lock()
+	a.supervisors[key(r)] = s
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer close(s.done)
+		s.run(sctx, adopted)
+	}()
+}
+
+// release stops a replica that was deleted or moved away.
+func (a *Agent) release(r *api.Replica) {
+	a.mu.Lock()
+	s, ok := a.supervisors[key(r)]
+	delete(a.supervisors, key(r))
+	a.mu.Unlock()
+	if !ok {
+		return
+	}
+	s.cancel()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		<-s.done
+		if a.announce != nil {
+			a.announce.EndpointGone(s.replica)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.StopGrace+5*time.Second)
+		defer cancel()
+		if err := a.runtime.Stop(ctx, r.Metadata.Name, a.cfg.StopGrace); err != nil {
+			a.log.Warn("stop replica", "replica", r.Metadata.Name, "err", err)
+		}
+	}()
+}
+
+// revision returns a revision, cached: revisions never change.
+func (a *Agent) revision(ctx context.Context, ns, name string) (*api.Revision, error) {
+	a.mu.Lock()
+	rev, ok := a.revisions[ns+"/"+name]
+	a.mu.Unlock()
+	if ok {
+		return rev, nil
+	}
+	rev, err := client.Get[api.Revision](ctx, a.api, "revisions", ns, name)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	a.revisions[ns+"/"+name] = rev
+	a.mu.Unlock()
+	return rev, nil
+}
+
+func (a *Agent) heartbeat(ctx context.Context) {
+	t := time.NewTicker(a.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := Register(ctx, a.api, a.cfg, a.cfg.MilliCPU, a.cfg.MemoryBytes); err != nil && ctx.Err() == nil {
+			a.log.Warn("heartbeat", "err", err)
+		}
+	}
+}
+
+// memTotal reads the machine's memory from /proc/meminfo.
+func memTotal() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 1 << 30
+	}
+	var kb int64
+	if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err != nil {
+		return 1 << 30
+	}
+	return kb << 10
+}

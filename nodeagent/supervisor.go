@@ -1,0 +1,332 @@
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/client"
+	rt "github.com/surgeplatform/surge/nodeagent/runtime"
+)
+
+// supervisor owns one replica's container for as long as the replica is
+// bound to this node: it is the only goroutine that starts, restarts or
+// probes it, and the only writer of its status.
+type supervisor struct {
+	agent   *Agent
+	replica *api.Replica
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	status api.ReplicaStatus
+}
+
+// backoff is the wait before the n-th restart (n ≥ 1): base × 2^(n-1),
+// capped.
+func backoff(n int32, base, maxWait time.Duration) time.Duration {
+	d := base
+	for i := int32(1); i < n && d < maxWait; i++ {
+		d *= 2
+	}
+	return min(d, maxWait)
+}
+
+// specFor resolves a replica's revision template into what the runtime runs.
+func specFor(r *api.Replica, rev *api.Revision) (rt.Spec, error) {
+	t := rev.Spec.Template
+	cpu, err := api.ParseCPU(t.Resources.CPU)
+	if err != nil {
+		return rt.Spec{}, err
+	}
+	mem, err := api.ParseMemory(t.Resources.Memory)
+	if err != nil {
+		return rt.Spec{}, err
+	}
+	env := make([]string, 0, len(t.Env))
+	for _, e := range t.Env {
+		env = append(env, e.Name+"="+e.Value)
+	}
+	port := t.Port
+	if port == 0 {
+		port = api.DefaultPort
+	}
+	return rt.Spec{
+		ID: r.Metadata.Name, Namespace: r.Metadata.Namespace, Function: r.Spec.Function, Revision: r.Spec.Revision,
+		Image: t.Image, Command: t.Command, Args: t.Args, Env: env, Port: port,
+		MilliCPU: cpu, MemoryBytes: mem,
+	}, nil
+}
+
+func (s *supervisor) run(ctx context.Context, adopted *rt.Container) {
+	a := s.agent
+	r := s.replica
+	s.status = r.Status
+	log := a.log.With("replica", r.Metadata.Name)
+	seen := a.now()
+
+	rev, err := retryGet(ctx, func() (*api.Revision, error) { return a.revision(ctx, r.Metadata.Namespace, r.Spec.Revision) })
+	if err != nil {
+		return
+	}
+	spec, err := specFor(r, rev)
+	if err != nil {
+		s.report(ctx, api.ReplicaFailed, "revision cannot run here: "+err.Error())
+		return
+	}
+	probePath := ""
+	period := a.cfg.ReadyProbePeriod
+	if p := rev.Spec.Template.Readiness; p != nil {
+		probePath = p.Path
+		if d, err := time.ParseDuration(p.Period); err == nil && d > 0 {
+			period = d
+		}
+	}
+
+	var c rt.Container
+	if adopted != nil {
+		c = *adopted
+		log.Info("adopted running container", "pid", c.PID)
+		if err := s.waitReady(ctx, c, probePath, a.cfg.StartTimeout); err != nil {
+			return
+		}
+		if s.status.Phase != api.ReplicaReady || s.status.IP != c.IP {
+			s.status.IP, s.status.Port = c.IP, c.Port
+			s.report(ctx, api.ReplicaReady, "")
+		}
+	} else {
+		for attempt := int32(0); ; attempt++ {
+			if attempt > 0 {
+				if !sleep(ctx, backoff(attempt, a.cfg.BackoffBase, a.cfg.BackoffMax)) {
+					return
+				}
+			}
+			c, err = s.start(ctx, spec, probePath, seen)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("start replica", "err", err)
+			s.report(ctx, api.ReplicaStarting, err.Error())
+			seen = a.now()
+		}
+	}
+	if a.announce != nil {
+		a.announce.EndpointReady(s.withStatus())
+	}
+
+	ranSince := a.now()
+	for {
+		exit, err := a.runtime.Wait(ctx, r.Metadata.Name)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("wait for replica", "err", err)
+			exit = nil
+		}
+		probe := time.NewTicker(period)
+		var code string
+		failures := 0
+	watching:
+		for {
+			select {
+			case <-ctx.Done():
+				probe.Stop()
+				return
+			case e := <-exit:
+				code = "exited with code " + strconv.Itoa(int(e.Code))
+				if e.Err != nil {
+					code = e.Err.Error()
+				}
+				break watching
+			case <-probe.C:
+				if err := probeOnce(ctx, c.IP, c.Port, probePath); err != nil {
+					failures++
+					if failures == 3 && s.status.Phase == api.ReplicaReady {
+						if a.announce != nil {
+							a.announce.EndpointGone(s.withStatus())
+						}
+						s.report(ctx, api.ReplicaStarting, "readiness probe failing: "+err.Error())
+					}
+				} else if failures > 0 {
+					failures = 0
+					if s.status.Phase != api.ReplicaReady {
+						s.report(ctx, api.ReplicaReady, "")
+						if a.announce != nil {
+							a.announce.EndpointReady(s.withStatus())
+						}
+					}
+				}
+			}
+		}
+		probe.Stop()
+		// The container exited: restart it in place, after a back-off that
+		// grows with consecutive crashes.
+		if a.announce != nil {
+			a.announce.EndpointGone(s.withStatus())
+		}
+		if a.now().Sub(ranSince) > a.cfg.BackoffReset {
+			s.status.Restarts = 0
+		}
+		s.status.Restarts++
+		log.Warn("replica container ended; restarting", "why", code, "restarts", s.status.Restarts)
+		s.report(ctx, api.ReplicaStarting, code)
+		for {
+			if !sleep(ctx, backoff(s.status.Restarts, a.cfg.BackoffBase, a.cfg.BackoffMax)) {
+				return
+			}
+			c, err = a.runtime.Restart(ctx, r.Metadata.Name)
+			if err == nil {
+				err = s.waitReady(ctx, c, probePath, a.cfg.StartTimeout)
+			}
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			s.status.Restarts++
+			s.report(ctx, api.ReplicaStarting, "restart: "+err.Error())
+		}
+		s.status.IP, s.status.Port = c.IP, c.Port
+		s.report(ctx, api.ReplicaReady, "")
+		if a.announce != nil {
+			a.announce.EndpointReady(s.withStatus())
+		}
+		ranSince = a.now()
+	}
+}
+
+// start pulls, creates, starts and probes a new container, and reports each
+// step with its latency.
+func (s *supervisor) start(ctx context.Context, spec rt.Spec, probePath string, seen time.Time) (rt.Container, error) {
+	a := s.agent
+	s.report(ctx, api.ReplicaStarting, "")
+	if err := a.runtime.EnsureImage(ctx, spec.Image); err != nil {
+		return rt.Container{}, fmt.Errorf("pull image %s: %w", spec.Image, err)
+	}
+	pulled := a.now()
+	c, err := a.runtime.Start(ctx, spec)
+	if err != nil {
+		return rt.Container{}, fmt.Errorf("start container: %w", err)
+	}
+	started := a.now()
+	if err := s.waitReady(ctx, c, probePath, a.cfg.StartTimeout); err != nil {
+		return rt.Container{}, err
+	}
+	ready := a.now()
+	s.status.IP, s.status.Port = c.IP, c.Port
+	s.status.StartLatency = ready.Sub(seen).Round(time.Millisecond).String()
+	s.status.StartPhases = fmt.Sprintf("image %s, start %s, ready %s",
+		pulled.Sub(seen).Round(time.Millisecond), started.Sub(pulled).Round(time.Millisecond), ready.Sub(started).Round(time.Millisecond))
+	s.report(ctx, api.ReplicaReady, "")
+	return c, nil
+}
+
+// waitReady probes a container every ProbeInterval until it answers.
+func (s *supervisor) waitReady(ctx context.Context, c rt.Container, path string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(s.agent.cfg.ProbeInterval)
+	defer t.Stop()
+	var last error
+	for {
+		if last = probeOnce(ctx, c.IP, c.Port, path); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not ready after %s: %w", timeout, last)
+		case <-t.C:
+		}
+	}
+}
+
+var probeClient = &http.Client{
+	Timeout:   time.Second,
+	Transport: &http.Transport{DisableKeepAlives: true},
+}
+
+// probeOnce checks a replica: a TCP connect, then an HTTP GET of path when
+// one is set (any status below 400 passes).
+func probeOnce(ctx context.Context, ip string, port int32, path string) error {
+	addr := net.JoinHostPort(ip, strconv.Itoa(int(port)))
+	if path == "" {
+		d := net.Dialer{Timeout: 200 * time.Millisecond}
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", "surge-probe")
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return nil
+}
+
+func (s *supervisor) withStatus() *api.Replica {
+	r := *s.replica
+	r.Status = s.status
+	return &r
+}
+
+// report writes the replica's status. A replica deleted meanwhile is not
+// an error: its supervisor is about to be cancelled.
+func (s *supervisor) report(ctx context.Context, phase api.ReplicaPhase, msg string) {
+	s.status.Phase, s.status.Message = phase, msg
+	r := s.withStatus()
+	r.Metadata.ResourceVersion = ""
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		err := s.agent.api.Do(ctx, "PUT", client.Path("replicas", r.Metadata.Namespace, r.Metadata.Name)+"/status", r, nil)
+		if err == nil || errors.Is(err, api.ErrNotFound) {
+			return
+		}
+		s.agent.log.Warn("report replica status", "replica", r.Metadata.Name, "err", err)
+		if !sleep(ctx, backoff(int32(attempt+1), 100*time.Millisecond, 5*time.Second)) {
+			return
+		}
+	}
+}
+
+// retryGet retries a read until it succeeds, is not found, or ctx ends.
+func retryGet[T any](ctx context.Context, get func() (*T, error)) (*T, error) {
+	for attempt := int32(1); ; attempt++ {
+		v, err := get()
+		if err == nil || errors.Is(err, api.ErrNotFound) || ctx.Err() != nil {
+			return v, err
+		}
+		if !sleep(ctx, backoff(attempt, 100*time.Millisecond, 5*time.Second)) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
