@@ -341,6 +341,9 @@ func (d *Decider) Scale(now time.Time, ready int) Decision {
 	}
 	want := stableN
 	dec.Reason = ReasonStable
+	if panicN > want {
+		want, dec.Reason = panicN, ReasonPanic
+	}
 	if d.panicking {
 		d.maxPanic = max(d.maxPanic, panicN, stableN)
 		want = d.maxPanic

@@ -34,7 +34,9 @@ type fakeContainer struct {
 	exit chan rt.Exit
 }
 
-func newFakeRuntime() *fakeRuntime { return &fakeRuntime{containers: map[string]*fakeContainer{}, pid: 100} }
+func newFakeRuntime() *fakeRuntime {
+	return &fakeRuntime{containers: map[string]*fakeContainer{}, pid: 100}
+}
 
 func (f *fakeRuntime) EnsureImage(context.Context, string) error { return nil }
 
