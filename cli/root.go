@@ -109,6 +109,7 @@ func NewRootCmd(s Streams, version string) *cobra.Command {
 		newServerCmd(s, g),
 		newUpCmd(s, g),
 		newAgentCmd(s, g),
+		newGatewayCmd(s, g),
 		newDeployCmd(s, g.newClient),
 		newLsCmd(s, g.newClient),
 		newDescribeCmd(s, g.newClient),

@@ -2,13 +2,17 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane"
@@ -26,8 +30,10 @@ type ServerOptions struct {
 	OnReady func(*controlplane.Server)
 	// Agent configures the node agent of `surge up`.
 	Agent AgentOptions
-
-	cancel context.CancelFunc
+	// Gateway configures the gateway of `surge up`.
+	Gateway GatewayOptions
+	// Self is how the user invoked this binary, for the commands printed.
+	Self string
 }
 
 func addServerFlags(c *cobra.Command, o *ServerOptions) {
@@ -59,7 +65,7 @@ func newServerCmd(s Streams, g *globals) *cobra.Command {
 }
 
 func newUpCmd(s Streams, g *globals) *cobra.Command {
-	o := &ServerOptions{Streams: s, Version: g.version, AllInOne: true}
+	o := &ServerOptions{Streams: s, Version: g.version, AllInOne: true, Self: selfName()}
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Run all of Surge on this machine",
@@ -75,6 +81,7 @@ client config so that the other verbs work at once.`,
 	}
 	addServerFlags(c, o)
 	addAgentFlags(c, &o.Agent, false)
+	addGatewayFlags(c, &o.Gateway)
 	return c
 }
 
@@ -102,11 +109,7 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 		o.Config.DataDir = abs
 	}
 	o.Config.WriteUserConfig = true
-	errw, ok := o.Err.(*os.File)
-	if !ok {
-		errw = os.Stderr
-	}
-	log, err := newLogger(errw, o.LogLevel)
+	log, err := newLogger(stderrFile(o.Err), o.LogLevel)
 	if err != nil {
 		return err
 	}
@@ -114,53 +117,89 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 	if err != nil {
 		return fmt.Errorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
-	ctx, o.cancel = context.WithCancel(ctx)
-	defer o.cancel()
+	// The roles run together: the first to fail stops the others, so a
+	// half-working all-in-one never looks healthy. The server stops last,
+	// after the agent and gateway have drained.
+	serverCtx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServer()
 	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
+	go func() { done <- srv.Run(serverCtx) }()
 	select {
 	case err := <-done:
 		return err
 	case <-srv.Ready():
+	case <-ctx.Done():
+		stopServer()
+		return <-done
 	}
 	if o.OnReady != nil {
 		o.OnReady(srv)
 	}
-	agentDone := make(chan error, 1)
+	admin := srv.AdminConfig()
+	roles, rctx := errgroup.WithContext(ctx)
 	if o.AllInOne {
-		admin := srv.AdminConfig()
 		ao := o.Agent
 		ao.Streams, ao.LogLevel = o.Streams, o.LogLevel
 		ao.Client = client.Config{Server: admin.Server, CertificateAuthority: admin.CertificateAuthority, Token: srv.JoinToken()}
 		ao.StateDir = agentStateDir(o.Config.DataDir)
-		go func() { agentDone <- runAgent(ctx, &ao) }()
-	}
-	if o.AllInOne {
+		roles.Go(func() error { return wrap("node agent", runAgent(rctx, &ao)) })
+		gwo := o.Gateway
+		gwo.Streams, gwo.LogLevel = o.Streams, o.LogLevel
+		gwo.Client = client.Config{Server: admin.Server, CertificateAuthority: admin.CertificateAuthority, Token: srv.GatewayToken()}
+		roles.Go(func() error { return wrap("gateway", runGateway(rctx, &gwo, prometheus.NewRegistry())) })
 		fmt.Fprintf(o.Out, `Surge is up. API: %s   data: %s
 Client config: %s
 
 Try:
-  surge deploy hello --image example.test/hello:v1
-  surge ls
-  surge describe hello
+  %s build examples/hello -t hello:v1
+  %s deploy hello --image <the image it printed>
+  curl http://hello.surge.localhost%s/
 
 Press Ctrl-C to stop.
-`, srv.AdminConfig().Server, o.Config.DataDir, o.Config.UserConfigPath)
+`, admin.Server, o.Config.DataDir, o.Config.UserConfigPath, o.Self, o.Self, portOf(o.Gateway.Addr))
 	} else {
 		fmt.Fprintf(o.Out, "Surge server is up. API: %s\nJoin a node agent with:\n  surge agent --api %s --token %s --ca-file %s\n",
-			srv.AdminConfig().Server, srv.AdminConfig().Server, srv.JoinToken(), filepath.Join(o.Config.DataDir, "pki", "ca.crt"))
+			admin.Server, admin.Server, srv.JoinToken(), filepath.Join(o.Config.DataDir, "pki", "ca.crt"))
 	}
-	select {
-	case err := <-done:
-		return err
-	case err := <-agentDone:
-		// The agent failing takes the all-in-one down with a clear reason,
-		// rather than leaving a cluster that cannot run anything.
-		if ctx.Err() == nil {
-			o.cancel()
-			<-done
-			return fmt.Errorf("node agent: %w", err)
+	roles.Go(func() error {
+		select {
+		case <-rctx.Done():
+			return nil
+		case err := <-done:
+			return wrap("server", err)
 		}
-		return <-done
+	})
+	err = roles.Wait()
+	stopServer()
+	if serr := <-done; err == nil && serr != nil {
+		err = serr
 	}
+	if ctx.Err() != nil && err == nil {
+		return nil
+	}
+	return err
+}
+
+// wrap names the role an error came from; nil stays nil.
+func wrap(role string, err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", role, err)
+}
+
+// portOf returns ":PORT" of a listen address, for the curl line.
+func portOf(addr string) string {
+	if _, p, err := net.SplitHostPort(addr); err == nil && p != "80" {
+		return ":" + p
+	}
+	return ""
+}
+
+// selfName is the command as the user typed it ("bin/surge", "surge").
+func selfName() string {
+	if len(os.Args) > 0 && strings.Contains(os.Args[0], "/") && !filepath.IsAbs(os.Args[0]) {
+		return os.Args[0]
+	}
+	return "surge"
 }

@@ -21,19 +21,24 @@ const AdminConfigFile = "admin.yaml"
 // agents present, from which the gossip encryption key is also derived.
 const JoinTokenFile = "join-token"
 
-// joinToken returns the cluster's join token, making it at the first start.
-func (s *Server) joinToken(ctx context.Context, tokens *auth.Store) (string, error) {
-	path := filepath.Join(s.cfg.DataDir, JoinTokenFile)
+// GatewayTokenFile holds a gateway-role token, for gateways this server
+// starts or that an operator starts with it.
+const GatewayTokenFile = "gateway-token"
+
+// roleToken returns the token kept in DATA_DIR/file, making one of role at
+// the first start.
+func (s *Server) roleToken(ctx context.Context, tokens *auth.Store, file string, role auth.Role) (string, error) {
+	path := filepath.Join(s.cfg.DataDir, file)
 	b, err := os.ReadFile(path)
 	if err == nil {
 		return strings.TrimSpace(string(b)), nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("read join token: %w", err)
+		return "", fmt.Errorf("read %s: %w", file, err)
 	}
-	secret, _, err := tokens.Create(ctx, auth.RoleNode, "cluster join token, made at first start")
+	secret, _, err := tokens.Create(ctx, role, file+", made at first start")
 	if err != nil {
-		return "", fmt.Errorf("make join token: %w", err)
+		return "", fmt.Errorf("make %s: %w", file, err)
 	}
 	if err := pki.WriteFileAtomic(path, []byte(secret+"\n"), 0o600); err != nil {
 		return "", err

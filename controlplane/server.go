@@ -45,6 +45,8 @@ type Server struct {
 	admin *client.Config
 	store *store.Store
 	join  string
+	// gateway is a gateway-role token.
+	gateway string
 }
 
 // New checks the configuration and returns a server ready to Run.
@@ -67,6 +69,9 @@ func (s *Server) AdminConfig() *client.Config { return s.admin }
 
 // JoinToken is the token agents join with; valid after Ready.
 func (s *Server) JoinToken() string { return s.join }
+
+// GatewayToken is a token gateways use; valid after Ready.
+func (s *Server) GatewayToken() string { return s.gateway }
 
 // Store is the object store; valid after Ready. Roles running in the same
 // process (controllers, the autoscaler) use it directly.
@@ -146,12 +151,17 @@ func (s *Server) Run(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
-	join, err := s.joinToken(ctx, tokens)
+	join, err := s.roleToken(ctx, tokens, JoinTokenFile, auth.RoleNode)
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	s.admin, s.store, s.join = admin, st, join
+	gw, err := s.roleToken(ctx, tokens, GatewayTokenFile, auth.RoleGateway)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	s.admin, s.store, s.join, s.gateway = admin, st, join, gw
 
 	mgr := controllers.New(c.Controllers, st, s.log, time.Now, c.Name)
 	mctx, stopControllers := context.WithCancel(ctx)

@@ -56,6 +56,9 @@ type Config struct {
 	Version string
 	// Now is the clock.
 	Now func() time.Time
+	// OnActivate, when set, learns of each scale-from-zero (the
+	// autoscaler, so that it does not scale the revision straight back).
+	OnActivate func(namespace, revision string)
 	// PodCIDR is split into one subnet of NodeSubnetBits per node.
 	PodCIDR        netip.Prefix
 	NodeSubnetBits int
@@ -162,6 +165,7 @@ func (s *Server) routes() {
 		},
 	})
 	s.tokenRoutes()
+	s.activateRoutes()
 	for _, rt := range s.cfg.Extra {
 		v := auth.Read
 		if m, _, _ := strings.Cut(rt.Pattern, " "); m != "GET" && m != "HEAD" {

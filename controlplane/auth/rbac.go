@@ -14,13 +14,18 @@ const (
 const (
 	ResourceTokens  = "tokens"
 	ResourceMetrics = "metrics"
+	// ResourceActivations is a gateway asking for a revision's first
+	// replica (scale from zero).
+	ResourceActivations = "activations"
+	// ResourceStats is gateways reporting per-revision load.
+	ResourceStats = "stats"
 )
 
 // writable lists, per role other than admin, the resources it may write.
 var writable = map[Role]map[string]bool{
 	RoleViewer:  {},
 	RoleNode:    {"replicas": true, "nodes": true},
-	RoleGateway: {},
+	RoleGateway: {ResourceActivations: true, ResourceStats: true},
 }
 
 // Allowed reports whether a role may do verb on resource (a kind's plural,

@@ -1,0 +1,80 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+
+	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/gateway"
+)
+
+// GatewayOptions are the inputs of `surge gateway`, and of the gateway
+// inside `surge up`.
+type GatewayOptions struct {
+	Streams
+	LogLevel string
+	// Client is the gateway's API identity: a gateway-role token.
+	Client client.Config
+	Addr   string
+	Domain string
+}
+
+func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
+	d := gateway.DefaultConfig()
+	c.Flags().StringVar(&o.Addr, "gateway-addr", d.Addr, "where the gateway serves HTTP")
+	c.Flags().StringVar(&o.Domain, "domain", d.Domain, "functions answer at NAME.DOMAIN and NAME.NAMESPACE.DOMAIN")
+}
+
+func newGatewayCmd(s Streams, g *globals) *cobra.Command {
+	o := &GatewayOptions{Streams: s}
+	c := &cobra.Command{
+		Use:   "gateway --api URL --token GATEWAY_TOKEN",
+		Short: "Run a gateway: routes and balances every request to the functions' replicas",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.LogLevel = g.logLevel
+			cfg, err := g.clientConfig()
+			if err != nil {
+				return err
+			}
+			o.Client = *cfg
+			return runGateway(cmd.Context(), o, prometheus.NewRegistry())
+		},
+	}
+	addGatewayFlags(c, o)
+	return c
+}
+
+// runGateway serves until ctx ends, then drains.
+func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registerer) error {
+	log, err := newLogger(stderrFile(o.Err), o.LogLevel)
+	if err != nil {
+		return err
+	}
+	log = log.With("component", "gateway")
+	c, err := client.New(&o.Client)
+	if err != nil {
+		return err
+	}
+	cfg := gateway.DefaultConfig()
+	if o.Addr != "" {
+		cfg.Addr = o.Addr
+	}
+	if o.Domain != "" {
+		cfg.Domain = o.Domain
+	}
+	gw, err := gateway.New(cfg, gateway.Deps{
+		Sources:    []gateway.RouteSource{&gateway.ControlPlaneSource{Client: c, Log: log}},
+		Activator:  &gateway.ControlPlaneActivator{Client: c, Log: log},
+		Registerer: reg,
+		Log:        log,
+	})
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	log.Info("gateway serving", "addr", cfg.Addr, "domain", cfg.Domain)
+	return gw.Run(ctx)
+}

@@ -1,0 +1,42 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/surgeplatform/surge/client"
+)
+
+// ControlPlaneActivator asks the control plane for a revision's first
+// replica when a request finds none, so that scale from zero does not wait
+// for the autoscaler's next tick.
+type ControlPlaneActivator struct {
+	// Client reaches the API with a token that may write activations.
+	Client *client.Client
+	// Log receives failures; nil discards them.
+	Log *slog.Logger
+	// Timeout bounds one call; zero means 5s.
+	Timeout time.Duration
+}
+
+var _ Activator = (*ControlPlaneActivator)(nil)
+
+// Activate implements Activator: it calls the API from a goroutine of its
+// own and returns at once. The gateway keeps the request queued; the new
+// replica reaches it through the route sources.
+func (a *ControlPlaneActivator) Activate(namespace, function, revision string) {
+	timeout := a.Timeout
+	if timeout == 0 {
+		timeout = 5 * time.Second
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		path := client.Path("scales", namespace, revision) + "/activate"
+		if err := a.Client.Do(ctx, http.MethodPost, path, nil, nil); err != nil && a.Log != nil {
+			a.Log.Warn("activate revision", "namespace", namespace, "function", function, "revision", revision, "err", err)
+		}
+	}()
+}
