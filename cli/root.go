@@ -110,6 +110,7 @@ func NewRootCmd(s Streams, version string) *cobra.Command {
 		newUpCmd(s, g),
 		newAgentCmd(s, g),
 		newGatewayCmd(s, g),
+		newBuildCmd(s, g.newClient),
 		newDeployCmd(s, g.newClient),
 		newLsCmd(s, g.newClient),
 		newDescribeCmd(s, g.newClient),

@@ -59,6 +59,13 @@ func New(cfg *Config) (*Client, error) {
 	}, nil
 }
 
+// Transport is the client's HTTP transport, which trusts the config's CA:
+// other protocols on the API listener (the OCI registry at /v2/) use it.
+func (c *Client) Transport() http.RoundTripper { return c.http.Transport }
+
+// Token is the bearer token the client sends.
+func (c *Client) Token() string { return c.token }
+
 // Namespace is the client's default namespace.
 func (c *Client) Namespace() string { return c.namespace }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/surgeplatform/surge/controlplane/auth"
 	"github.com/surgeplatform/surge/controlplane/controllers"
 	"github.com/surgeplatform/surge/controlplane/pki"
+	"github.com/surgeplatform/surge/controlplane/registry"
 	"github.com/surgeplatform/surge/controlplane/store"
 )
 
@@ -126,6 +127,13 @@ func (s *Server) Run(ctx context.Context) error {
 	tokens := auth.NewStore(cli, time.Now)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	images, err := registry.New(registry.Config{
+		Dir: filepath.Join(c.DataDir, "registry"),
+		Log: s.log.With("component", "registry"),
+	})
+	if err != nil {
+		return err
+	}
 	handler, err := apiserver.New(apiserver.Config{
 		Store: st, Tokens: tokens, Log: s.log, Registerer: reg, Gatherer: reg,
 		Ready: func(ctx context.Context) error {
@@ -136,6 +144,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Now:            time.Now,
 		PodCIDR:        netip.MustParsePrefix(c.PodCIDR),
 		NodeSubnetBits: c.NodeSubnetBits,
+		Extra:          registryRoutes(images),
 	})
 	if err != nil {
 		return err
@@ -168,6 +177,10 @@ func (s *Server) Run(ctx context.Context) error {
 	mdone := make(chan error, 1)
 	go func() { mdone <- mgr.Run(mctx) }()
 	defer func() { stopControllers(); <-mdone }()
+
+	gcDone := make(chan struct{})
+	go func() { defer close(gcDone); s.collectImages(mctx, st, images) }()
+	defer func() { stopControllers(); <-gcDone }()
 
 	srv := &http.Server{
 		Handler:           handler,

@@ -19,6 +19,9 @@ const (
 	ResourceActivations = "activations"
 	// ResourceStats is gateways reporting per-revision load.
 	ResourceStats = "stats"
+	// ResourceRegistry is the OCI registry at /v2/: every role pulls,
+	// only admins push.
+	ResourceRegistry = "registry"
 )
 
 // writable lists, per role other than admin, the resources it may write.

@@ -1,0 +1,73 @@
+package controlplane
+
+import (
+	"context"
+	"time"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/controlplane/apiserver"
+	"github.com/surgeplatform/surge/controlplane/auth"
+	"github.com/surgeplatform/surge/controlplane/registry"
+	"github.com/surgeplatform/surge/controlplane/store"
+)
+
+// registryRoutes mounts the OCI registry at /v2/ behind the API's token
+// check: GET (and HEAD) read, the other methods push.
+func registryRoutes(reg *registry.Registry) []apiserver.Route {
+	var rs []apiserver.Route
+	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+		rs = append(rs, apiserver.Route{Pattern: m + " /v2/", Resource: auth.ResourceRegistry, Handler: reg})
+	}
+	return rs
+}
+
+// imageGCInterval is how often the registry drops images nothing names.
+const imageGCInterval = time.Hour
+
+// collectImages runs registry GC every imageGCInterval until ctx ends.
+func (s *Server) collectImages(ctx context.Context, st *store.Store, reg *registry.Registry) {
+	t := time.NewTicker(imageGCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		res, err := collectImagesOnce(ctx, st, reg)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("registry GC skipped", "err", err)
+			}
+			continue
+		}
+		s.log.Info("registry GC", "manifests", res.Manifests, "blobs", res.Blobs, "bytes", res.Bytes)
+	}
+}
+
+// collectImagesOnce keeps the images every Function and Revision names
+// (every revision, not only the serving ones: rollback needs them). Any
+// failure to list them skips the round, since GC with a partial keep set
+// would delete live images.
+func collectImagesOnce(ctx context.Context, st *store.Store, reg *registry.Registry) (registry.GCResult, error) {
+	fns, _, err := store.List[api.Function](ctx, st, store.Functions, store.Functions.Prefix(""))
+	if err != nil {
+		return registry.GCResult{}, err
+	}
+	revs, _, err := store.List[api.Revision](ctx, st, store.Revisions, store.Revisions.Prefix(""))
+	if err != nil {
+		return registry.GCResult{}, err
+	}
+	refs := make([]string, 0, len(fns)+len(revs))
+	for _, f := range fns {
+		refs = append(refs, f.Spec.Image)
+	}
+	for _, r := range revs {
+		refs = append(refs, r.Spec.Template.Image)
+	}
+	keep, err := registry.KeepReferences(refs)
+	if err != nil {
+		return registry.GCResult{}, err
+	}
+	return reg.GC(ctx, keep)
+}
