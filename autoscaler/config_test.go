@@ -26,6 +26,7 @@ func TestConfigValidateReportsEveryBadField(t *testing.T) {
 	c.RPSTarget = 0
 	c.CPUTarget = math.Inf(1)
 	c.ColdStartCost = -time.Second
+	c.ReactionTime = -time.Second
 	c.ScaleToZeroGrace = -time.Second
 	c.KeepAlive.BucketWidth = 0
 	c.KeepAlive.HeadPercentile = 100
@@ -44,7 +45,7 @@ func TestConfigValidateReportsEveryBadField(t *testing.T) {
 		"SamplePeriod", "PanicWindowPercentage", "PanicThreshold",
 		"MaxScaleUpRate", "MaxScaleDownRate", "TargetUtilization",
 		"UnlimitedConcurrencyTarget", "RPSTarget", "CPUTarget", "ColdStartCost",
-		"ScaleToZeroGrace", "KeepAlive.BucketWidth",
+		"ReactionTime", "ScaleToZeroGrace", "KeepAlive.BucketWidth",
 		"KeepAlive.HeadPercentile", "KeepAlive.TailPercentile", "KeepAlive.Margin",
 		"KeepAlive.MinSamples", "KeepAlive.MaxCV", "KeepAlive.MaxOutOfBounds",
 		"KeepAlive.Fixed",

@@ -298,12 +298,17 @@ func (d *Decider) Scale(now time.Time, ready int) Decision {
 	// stableWant and panicWant include burst capacity; panicLoad, which
 	// decides whether to panic, does not, as in Knative.
 	var stableWant, panicWant, panicLoad float64
+	// inFlight is the demand of now's period, for the ReactionTime bound.
+	var inFlight float64
+	if d.recorded && d.lastRecorded == b {
+		inFlight = d.bucketDemand
+	}
 	for _, t := range d.targets {
 		var sv, pv, pl float64
 		switch t.metric {
 		case MetricConcurrency:
-			sv = d.replicasFor(stable.demand, stable.requests/periodSec, t.value)
-			pv = d.replicasFor(panicAvg.demand, panicAvg.requests/periodSec, t.value)
+			sv = d.replicasFor(stable.demand, stable.requests/periodSec, inFlight, t.value)
+			pv = d.replicasFor(panicAvg.demand, panicAvg.requests/periodSec, inFlight, t.value)
 			pl = panicAvg.demand / t.value
 		case MetricRPS:
 			sv = stable.requests / periodSec / t.value
@@ -341,7 +346,7 @@ func (d *Decider) Scale(now time.Time, ready int) Decision {
 	}
 	want := stableN
 	dec.Reason = ReasonStable
-	if panicN > want {
+	if d.cfg.PanicScaleUp && panicN > want {
 		want, dec.Reason = panicN, ReasonPanic
 	}
 	if d.panicking {
@@ -379,11 +384,16 @@ func (d *Decider) Scale(now time.Time, ready int) Decision {
 
 // replicasFor returns the replicas demand in-flight requests arriving at
 // lambda per second need at target requests per replica, with the burst
-// capacity ColdStartCost buys.
-func (d *Decider) replicasFor(demand, lambda, target float64) float64 {
+// capacity ColdStartCost buys. inFlight is the demand of the last period,
+// which the ReactionTime bound builds on.
+func (d *Decider) replicasFor(demand, lambda, inFlight, target float64) float64 {
 	n := demand / target
 	if v := d.cfg.ColdStartCost.Seconds(); v > 0 {
-		n = max(n, burstCapacity(demand, lambda*v)/d.capacity)
+		k := burstCapacity(demand, lambda*v)
+		if h := d.cfg.ReactionTime.Seconds(); h > 0 && k > 0 {
+			k = max(demand, min(k, math.Ceil(inFlight-1e-9)+arrivalSpare(lambda*h, v/h)))
+		}
+		n = max(n, k/d.capacity)
 	}
 	return n
 }
@@ -406,6 +416,28 @@ func burstCapacity(a, worth float64) float64 {
 		pmf *= a / k
 	}
 	return max(k, a)
+}
+
+// arrivalSpare returns the spare capacity, in requests, for the arrivals
+// of one reaction time: the least s with P(A >= s+1)*worth <= 1 for A
+// Poisson with mean m (the arrivals expected within the reaction time).
+// The (s+1)-th spare request of capacity saves a cold start when s+1 or
+// more requests arrive before capacity can be added; worth is the replica
+// time a cold start is worth over the reaction time, in reaction times.
+func arrivalSpare(m, worth float64) float64 {
+	if !(m > 0) || !(worth > 1) || math.IsInf(m, 0) {
+		return 0
+	}
+	limit := m + 50*math.Sqrt(m) + 100
+	pmf := math.Exp(-m)
+	tail := -math.Expm1(-m) // P(A >= 1)
+	s := 0.0
+	for tail*worth > 1 && s < limit {
+		s++
+		pmf *= m / s
+		tail -= pmf
+	}
+	return s
 }
 
 // poissonPMF returns P(N=k) for N Poisson with mean a, k a whole number.

@@ -50,8 +50,33 @@ func constant(s Sample) func(int) Sample { return func(int) Sample { return s } 
 func knativeConfig() Config {
 	c := DefaultConfig()
 	c.ColdStartCost = 0
+	c.ReactionTime = 0
+	c.PanicScaleUp = false
 	c.KeepAlive.Adaptive = false
 	return c
+}
+
+func withoutReactionTime() Config {
+	c := DefaultConfig()
+	c.ReactionTime = 0
+	return c
+}
+
+func withPanicScaleUp() Config {
+	c := knativeConfig()
+	c.PanicScaleUp = true
+	return c
+}
+
+// stepAt returns a load of from requests in flight (one new per second
+// each) before sec and to from sec on.
+func stepAt(sec int, from, to float64) func(int) Sample {
+	return func(s int) Sample {
+		if s >= sec {
+			return Sample{Concurrency: to, Requests: to}
+		}
+		return Sample{Concurrency: from, Requests: from}
+	}
 }
 
 type got struct {
@@ -85,6 +110,44 @@ func TestDeciderScenarios(t *testing.T) {
 				// 10 in flight, 10/s: worth 10/s * 600s per cold start,
 				// capacity 24 (P(N=24) < 1/6000 for Poisson(10)).
 				r.expect(119, got{24, ReasonStable, false})
+			},
+		},
+		{
+			name: "long requests at a low rate: spare over the requests in flight", cfg: DefaultConfig(), policy: lambdaLike,
+			play: func(r *rig) {
+				// One 15s request every 15s: 1 in flight, 1/15 per second.
+				// The stationary tail asks for 4 (P(N=4)*40 < 1 for
+				// Poisson(1)); within the 2s reaction time at most 2 more
+				// requests are worth a slot (P(A>=3)*300 < 1 for A
+				// Poisson(2/15)), so 1+2.
+				r.run(0, 120, constant(Sample{Concurrency: 1, Requests: 1.0 / 15}))
+				r.expect(119, got{3, ReasonStable, false})
+			},
+		},
+		{
+			name: "long requests at a low rate without the reaction-time bound", cfg: withoutReactionTime(), policy: lambdaLike,
+			play: func(r *rig) {
+				r.run(0, 120, constant(Sample{Concurrency: 1, Requests: 1.0 / 15}))
+				r.expect(119, got{4, ReasonStable, false})
+			},
+		},
+		{
+			name: "step below the panic threshold: KPA waits for the stable window", cfg: knativeConfig(), policy: lambdaLike,
+			play: func(r *rig) {
+				r.run(0, 106, stepAt(100, 1, 2.5))
+				r.expect(99, got{2, ReasonStable, false})
+				// 2.5/0.7 asks 4 of 2 ready: under 200%, no panic.
+				r.expect(105, got{2, ReasonStable, false})
+			},
+		},
+		{
+			name: "step below the panic threshold: PanicScaleUp follows the panic window up", cfg: withPanicScaleUp(), policy: lambdaLike,
+			play: func(r *rig) {
+				r.run(0, 160, stepAt(100, 1, 2.5))
+				r.expect(99, got{2, ReasonStable, false})
+				r.expect(105, got{4, ReasonPanic, false})
+				// The stable window catches up and takes over.
+				r.expect(159, got{4, ReasonStable, false})
 			},
 		},
 		{
@@ -379,6 +442,31 @@ func TestBurstCapacity(t *testing.T) {
 		got := burstCapacity(a, 1e6)
 		if z := (got - a) / math.Sqrt(a); z < 3.5 || z > 5 {
 			t.Errorf("burstCapacity(%v, 1e6) = %v: %.2f standard deviations, want 3.5 to 5", a, got, z)
+		}
+	}
+}
+
+func TestArrivalSpare(t *testing.T) {
+	// brute force: the least s with P(A >= s+1)*worth <= 1.
+	brute := func(m, worth float64) float64 {
+		if m <= 0 || worth <= 1 {
+			return 0
+		}
+		cdf := 0.0
+		for s := 0.0; ; s++ {
+			lg, _ := math.Lgamma(s + 1)
+			cdf += math.Exp(s*math.Log(m) - m - lg) // P(A <= s)
+			if (1-cdf)*worth <= 1 {
+				return s
+			}
+		}
+	}
+	tests := []struct{ m, worth float64 }{
+		{0, 300}, {0.5, 1}, {0.002, 300}, {2.0 / 15, 300}, {0.066, 300}, {1, 300}, {2, 300}, {19, 300}, {19, 3000}, {200, 1e4},
+	}
+	for _, tt := range tests {
+		if got, want := arrivalSpare(tt.m, tt.worth), brute(tt.m, tt.worth); got != want {
+			t.Errorf("arrivalSpare(%v, %v) = %v, want %v", tt.m, tt.worth, got, want)
 		}
 	}
 }

@@ -38,7 +38,19 @@
 // the decider adds spare capacity while the cold starts the next slot
 // saves, times ColdStartCost, are worth more than the slot: square-root
 // staffing (Halfin and Whitt, 1981) with the confidence set by the price
-// of a cold start.
+// of a cold start. That stationary tail ignores what the decider knows
+// now: it adds capacity every SamplePeriod, so a spare slot only saves a
+// cold start if more requests arrive within ReactionTime (a period plus a
+// replica's start-up, 2s) than the spare can take. Spare capacity is
+// therefore also bounded by the requests in flight in the last period
+// plus the Poisson tail of the arrivals in ReactionTime, at the same
+// price. Short requests keep the stationary tail (what is in flight now
+// says little about 2s later); long requests at low rates, which change
+// slowly, get a spare or two over what is running.
+//
+// PanicScaleUp (off by default; Knative never does it) also scales up on
+// the panic window outside panic mode, scaling down only on the stable
+// window: fewer cold starts at the start of bursts, for more replicas.
 //
 // # Scale to zero, keep-alive and pre-warm
 //

@@ -114,6 +114,11 @@ func (s *supervisor) run(ctx context.Context, adopted *rt.Container) {
 			}
 			log.Warn("start replica", "err", err)
 			s.report(ctx, api.ReplicaStarting, err.Error())
+			// Whatever the failed attempt left (a container that never got
+			// ready, a half-made one) goes, so the next attempt starts clean.
+			if err := a.runtime.Stop(ctx, r.Metadata.Name, 0); err != nil && ctx.Err() == nil {
+				log.Warn("clean up after a failed start", "err", err)
+			}
 			seen = a.now()
 		}
 	}

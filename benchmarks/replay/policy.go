@@ -37,11 +37,13 @@ func newDriver(policy string) (driver, error) {
 // KnativeConfig is the decision core set up as Knative's KPA with its
 // defaults: the same windows, targets and rates as Surge, no spare replicas
 // for bursts (Knative's target-burst-capacity only puts the activator in
-// the path) and a fixed 30s scale-to-zero grace instead of the adaptive
-// keep-alive.
+// the path), the panic window followed only in panic mode, and a fixed 30s
+// scale-to-zero grace instead of the adaptive keep-alive.
 func KnativeConfig() autoscaler.Config {
 	c := autoscaler.DefaultConfig()
 	c.ColdStartCost = 0
+	c.ReactionTime = 0
+	c.PanicScaleUp = false
 	c.ScaleToZeroGrace = 30 * time.Second
 	c.KeepAlive.Adaptive = false
 	return c

@@ -1,0 +1,149 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"slices"
+)
+
+// Mode is how replicas are networked.
+type Mode string
+
+const (
+	// ModeAuto picks ModeCNI when the CNI plugins are installed, else
+	// ModeHost.
+	ModeAuto Mode = ""
+	// ModeCNI gives each replica its own network namespace and an IP from
+	// the node's subnet (bridge + host-local).
+	ModeCNI Mode = "cni"
+	// ModeHost runs replicas in the host's network namespace, each on an
+	// allocated port of Config.HostIP: for machines without the plugins.
+	ModeHost Mode = "host"
+)
+
+// RequiredPlugins are the CNI plugin binaries ModeCNI runs.
+var RequiredPlugins = []string{"bridge", "host-local", "loopback"}
+
+// Config configures a Network. Make it with DefaultConfig.
+type Config struct {
+	// StateDir holds the attachment records (attachments/), the pinned
+	// network namespaces (netns/) and host-local's IP allocations (ipam/).
+	// It must survive agent restarts (not a tmpfs the agent owns) so that a
+	// new agent can adopt or tear down what the old one made. Required,
+	// absolute.
+	StateDir string
+	// Mode forces a mode; ModeAuto (the default) uses CNI when every
+	// RequiredPlugins binary is found in PluginDirs, and says so once.
+	Mode Mode
+	// PluginDirs are searched for the CNI plugin binaries. Debian's
+	// containernetworking-plugins installs to /usr/lib/cni; /opt/cni/bin is
+	// the upstream default.
+	PluginDirs []string
+	// Subnet is the node's pod subnet, given by the control plane, e.g.
+	// "10.244.1.0/24". The bridge takes its first address as the replicas'
+	// gateway; host-local hands out the rest. Required in ModeCNI.
+	Subnet string
+	// BridgeName is the Linux bridge the replicas' veths join. Two Networks
+	// on one machine (tests, two agents) need two names: the bridge plugin
+	// refuses a second IPv4 subnet on one bridge.
+	BridgeName string
+	// NetworkName is the CNI network name. It keys host-local's store, the
+	// CNI result cache (/var/lib/cni/results) and the masquerade chains, so
+	// like BridgeName it must be unique per Network on a machine.
+	NetworkName string
+	// MTU of the bridge and veths; 0 takes the MTU of the interface that
+	// holds the default route (a 1500 bridge on a 1400 uplink drops big
+	// packets that leave the node), else 1500.
+	MTU int
+	// HostIP is where replicas listen in ModeHost. Loopback keeps them off
+	// the network: only this node's gateway can reach them.
+	HostIP string
+	// Log receives the one line that says which mode is used, and cleanup
+	// failures nobody returns to. Nil discards.
+	Log *slog.Logger
+}
+
+// DefaultConfig returns a configuration with every default filled but
+// StateDir and Subnet.
+func DefaultConfig() Config {
+	return Config{
+		Mode:        ModeAuto,
+		PluginDirs:  []string{"/usr/lib/cni", "/opt/cni/bin"},
+		BridgeName:  "surge0",
+		NetworkName: "surge",
+		HostIP:      "127.0.0.1",
+	}
+}
+
+// withDefaults fills every zero field from DefaultConfig on a copy.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	c.PluginDirs = slices.Clone(c.PluginDirs)
+	if len(c.PluginDirs) == 0 {
+		c.PluginDirs = d.PluginDirs
+	}
+	if c.BridgeName == "" {
+		c.BridgeName = d.BridgeName
+	}
+	if c.NetworkName == "" {
+		c.NetworkName = d.NetworkName
+	}
+	if c.HostIP == "" {
+		c.HostIP = d.HostIP
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// cniName is what libcni accepts as a network name.
+var cniName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+
+// Validate reports every bad field at once. Subnet is checked only when it
+// is set or Mode is ModeCNI: ModeAuto may end up in ModeHost, which needs
+// none.
+func (c Config) Validate() error {
+	var errs []error
+	if !filepath.IsAbs(c.StateDir) {
+		errs = append(errs, fmt.Errorf("network StateDir %q: want an absolute path", c.StateDir))
+	}
+	switch c.Mode {
+	case ModeAuto, ModeCNI, ModeHost:
+	default:
+		errs = append(errs, fmt.Errorf("network Mode %q: want %q, %q or empty (auto)", c.Mode, ModeCNI, ModeHost))
+	}
+	if c.Subnet != "" || c.Mode == ModeCNI {
+		p, err := netip.ParsePrefix(c.Subnet)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("network Subnet %q: want a CIDR like 10.244.1.0/24", c.Subnet))
+		case !p.Addr().Is4() || p.Bits() > 30:
+			errs = append(errs, fmt.Errorf("network Subnet %q: want an IPv4 subnet of at least /30", c.Subnet))
+		case p.Masked() != p:
+			errs = append(errs, fmt.Errorf("network Subnet %q: host bits set, want %s", c.Subnet, p.Masked()))
+		}
+	}
+	for _, d := range c.PluginDirs {
+		if !filepath.IsAbs(d) {
+			errs = append(errs, fmt.Errorf("network PluginDirs %q: want absolute paths", d))
+		}
+	}
+	if c.BridgeName == "" || len(c.BridgeName) > 15 {
+		errs = append(errs, fmt.Errorf("network BridgeName %q: want 1 to 15 characters (a Linux interface name)", c.BridgeName))
+	}
+	if !cniName.MatchString(c.NetworkName) {
+		errs = append(errs, fmt.Errorf("network NetworkName %q: want letters, digits, '_', '.', '-'", c.NetworkName))
+	}
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+		errs = append(errs, fmt.Errorf("network MTU %d: want 0 (detect) or 576..65535", c.MTU))
+	}
+	if a, err := netip.ParseAddr(c.HostIP); err != nil || !a.Is4() {
+		errs = append(errs, fmt.Errorf("network HostIP %q: want an IPv4 address", c.HostIP))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,599 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
+	"time"
+
+	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+
+	"github.com/surgeplatform/surge/nodeagent/network"
+)
+
+// ErrExists is returned by Start for an id that already has a container.
+var ErrExists = errors.New("runtime: already exists")
+
+// Start creates and starts replica spec.ID: the image made ready by
+// EnsureImage (called here if it was not), its own network namespace and
+// IP, a hardened spec (see specOpts), stdout and stderr appended to
+// LogPath(spec.ID) by the shim itself, so the replica keeps running and
+// logging when the agent dies. It returns once the process runs; whether
+// it serves is for the caller's readiness probe.
+//
+// The CNI ADD (tens of milliseconds) runs while the container and its task
+// (the shim, runc create) are made in the already pinned namespace; the
+// process starts once both are done, so it never runs without its address.
+//
+// A failed Start leaves nothing behind. An id that already has a container
+// fails with ErrExists.
+func (r *Runtime) Start(ctx context.Context, spec Spec) (_ Container, retErr error) {
+	if err := validateSpec(spec); err != nil {
+		return Container{}, err
+	}
+	id := spec.ID
+	unlock := r.ids.lock(id)
+	defer unlock()
+	ctx = r.nsctx(ctx)
+	t0 := r.cfg.Clock.Now()
+
+	img, err := r.image(ctx, spec.Image)
+	if err != nil {
+		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+	}
+
+	// The lease keeps the new snapshot from the garbage collector until the
+	// container record refers to it.
+	ctx, done, err := r.client.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
+	if err != nil {
+		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+	}
+	defer done(context.WithoutCancel(ctx))
+
+	var cleanups []func(context.Context) error
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			if err := cleanups[i](cctx); err != nil {
+				r.cfg.Log.Warn("clean up failed start", "replica", id, "err", err)
+			}
+		}
+	}()
+
+	att, err := r.net.Reserve(ctx, id)
+	if err != nil {
+		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+	}
+	cleanups = append(cleanups, func(ctx context.Context) error { return r.net.Teardown(ctx, id) })
+	// added delivers the finished attachment. Every return below waits for
+	// it (the deferred join runs before the cleanups), so the ADD never
+	// outlives Start.
+	added := make(chan error, 1)
+	var addedAtt network.Attachment // written by the ADD goroutine, read after joinNetwork
+	if att.IP != "" {
+		addedAtt = att
+		added <- nil
+	} else {
+		actx, cancel := context.WithCancel(ctx)
+		go func() {
+			var err error
+			addedAtt, err = r.net.Setup(actx, id)
+			added <- err
+		}()
+		defer func() {
+			cancel()
+			if added != nil {
+				<-added
+			}
+		}()
+	}
+	joinNetwork := func() error {
+		err := <-added
+		added = nil
+		return err
+	}
+
+	port := spec.Port
+	if port == 0 {
+		port = defaultPort
+	}
+	if att.Port != 0 {
+		port = att.Port
+	}
+	dir := r.replicaDir(id)
+	in := specInput{
+		spec:     spec,
+		image:    img,
+		att:      att,
+		port:     port,
+		hosts:    filepath.Join(dir, "hosts"),
+		tmpSize:  r.cfg.TmpSize,
+		pidLimit: spec.PidsLimit,
+		noFile:   r.noFile,
+	}
+	if in.pidLimit == 0 {
+		in.pidLimit = r.cfg.DefaultPidsLimit
+	}
+	resolv, hasResolv := resolvConf(hostResolvConf(), att.NetNS != "")
+	if hasResolv {
+		in.resolv = filepath.Join(dir, "resolv.conf")
+	}
+	labels := map[string]string{
+		LabelReplica:  id,
+		LabelFunction: spec.Function,
+		LabelRevision: spec.Revision,
+		LabelNS:       spec.Namespace,
+		LabelIP:       att.IP,
+		LabelPort:     strconv.Itoa(int(port)),
+	}
+	ctr, err := r.client.NewContainer(ctx, id,
+		client.WithImageName(img.name),
+		client.WithSnapshotter(r.cfg.Snapshotter),
+		r.withRootfs(id, img),
+		client.WithRuntime(r.cfg.Runtime, nil),
+		client.WithContainerLabels(labels),
+		client.WithNewSpec(specOpts(in)...),
+	)
+	if err != nil {
+		if errors.Is(err, ErrExists) {
+			// Not ours to clean: the network and files belong to the
+			// existing replica (whose attachment Reserve returned as is).
+			cleanups = nil
+		}
+		if errdefs.IsNotFound(err) {
+			// The image or its snapshot went away behind our cache.
+			r.forgetImage(img.name)
+		}
+		return Container{}, fmt.Errorf("start replica %s: create container: %w", id, err)
+	}
+	cleanups = append(cleanups, func(ctx context.Context) error {
+		return ctr.Delete(ctx, client.WithSnapshotCleanup)
+	})
+
+	// The files must exist for runc create to bind them; hosts gets the
+	// replica's address once the ADD is done, written in place (the bind
+	// mount holds the inode).
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+	}
+	cleanups = append(cleanups, func(context.Context) error { return os.RemoveAll(dir) })
+	if err := os.WriteFile(in.hosts, hostsFile(id, att.IP), 0o644); err != nil {
+		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+	}
+	if hasResolv {
+		if err := os.WriteFile(in.resolv, resolv, 0o644); err != nil {
+			return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+		}
+	}
+	tCreate := r.cfg.Clock.Now()
+
+	task, err := ctr.NewTask(ctx, cio.LogFile(r.LogPath(id)))
+	if err != nil {
+		return Container{}, fmt.Errorf("start replica %s: create task: %w", id, err)
+	}
+	cleanups = append(cleanups, func(ctx context.Context) error {
+		_, err := task.Delete(ctx, client.WithProcessKill)
+		return err
+	})
+	tTask := r.cfg.Clock.Now()
+
+	if err := joinNetwork(); err != nil {
+		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+	}
+	att = addedAtt
+	tNet := r.cfg.Clock.Now()
+	if labels[LabelIP] != att.IP {
+		labels[LabelIP] = att.IP
+		if err := os.WriteFile(in.hosts, hostsFile(id, att.IP), 0o644); err != nil {
+			return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+		}
+		if _, err := ctr.SetLabels(ctx, map[string]string{LabelIP: att.IP}); err != nil {
+			return Container{}, fmt.Errorf("start replica %s: label address: %w", id, err)
+		}
+	}
+
+	c, err := r.startTask(ctx, ctr, task)
+	if err != nil {
+		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+	}
+	c.Labels = labels
+	c.IP, c.Port = att.IP, port
+	tStart := r.cfg.Clock.Now()
+	r.cfg.Log.Debug("replica started", "replica", id, "pid", c.PID, "ip", c.IP, "port", c.Port,
+		"took", tStart.Sub(t0), "container", tCreate.Sub(t0), "task", tTask.Sub(tCreate),
+		"network_wait", tNet.Sub(tTask), "start", tStart.Sub(tNet))
+	return c, nil
+}
+
+// withRootfs prepares the container's writable snapshot on the image's
+// unpacked chain, keyed by the container id. Unlike containerd's
+// WithNewSnapshot it reads nothing from the image: the chain ID is cached.
+// A snapshot left by a Start that died before creating its container is
+// replaced; one that belongs to an existing container is ErrExists.
+func (r *Runtime) withRootfs(id string, img *imageInfo) client.NewContainerOpts {
+	return func(ctx context.Context, c *client.Client, ctr *containers.Container) error {
+		sn := c.SnapshotService(r.cfg.Snapshotter)
+		_, err := sn.Prepare(ctx, id, img.chainID)
+		if errdefs.IsAlreadyExists(err) {
+			if _, lerr := c.LoadContainer(ctx, id); lerr == nil {
+				return fmt.Errorf("replica %s: %w", id, ErrExists)
+			}
+			if err = sn.Remove(ctx, id); err == nil {
+				_, err = sn.Prepare(ctx, id, img.chainID)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("prepare rootfs: %w", err)
+		}
+		ctr.SnapshotKey = id
+		return nil
+	}
+}
+
+// startTask waits on task before starting it (so no exit is missed) and
+// starts it.
+func (r *Runtime) startTask(ctx context.Context, ctr client.Container, task client.Task) (Container, error) {
+	id := ctr.ID()
+	w, err := r.newWatch(id, task)
+	if err != nil {
+		return Container{}, err
+	}
+	if err := task.Start(ctx); err != nil {
+		return Container{}, fmt.Errorf("start task: %w", err)
+	}
+	r.setWatch(id, w)
+	info, err := ctr.Info(ctx, client.WithoutRefreshedMetadata)
+	if err != nil {
+		return Container{}, err
+	}
+	return Container{ID: id, PID: task.Pid(), Running: true, Created: info.CreatedAt}, nil
+}
+
+// Restart runs a new task in replica id's container: same rootfs, same
+// network namespace and IP, same log file (appended). A task still running
+// is killed first. Use it after Wait reported an exit.
+func (r *Runtime) Restart(ctx context.Context, id string) (Container, error) {
+	unlock := r.ids.lock(id)
+	defer unlock()
+	ctx = r.nsctx(ctx)
+	ctr, err := r.loadContainer(ctx, id)
+	if err != nil {
+		return Container{}, fmt.Errorf("restart replica %s: %w", id, err)
+	}
+	if err := r.deleteTask(ctx, ctr, 0); err != nil {
+		return Container{}, fmt.Errorf("restart replica %s: %w", id, err)
+	}
+	task, err := ctr.NewTask(ctx, cio.LogFile(r.LogPath(id)))
+	if err != nil {
+		return Container{}, fmt.Errorf("restart replica %s: create task: %w", id, err)
+	}
+	c, err := r.startTask(ctx, ctr, task)
+	if err != nil {
+		task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
+		return Container{}, fmt.Errorf("restart replica %s: %w", id, err)
+	}
+	info, err := ctr.Info(ctx, client.WithoutRefreshedMetadata)
+	if err != nil {
+		return Container{}, fmt.Errorf("restart replica %s: %w", id, err)
+	}
+	fillFromLabels(&c, info.Labels)
+	return c, nil
+}
+
+// Stop ends replica id and removes everything Start made: SIGTERM, then
+// SIGKILL once grace has passed (or at once when grace is 0), then the
+// task, the container with its snapshot, the network namespace, the
+// replica's files and its log files. It is idempotent: leftovers of an id
+// without a container are removed too, and nothing left is not an error.
+// When ctx ends during the grace the task is killed anyway.
+func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
+	unlock := r.ids.lock(id)
+	defer unlock()
+	return r.stop(r.nsctx(ctx), id, grace)
+}
+
+func (r *Runtime) stop(ctx context.Context, id string, grace time.Duration) error {
+	ctr, err := r.loadContainer(ctx, id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("stop replica %s: %w", id, err)
+	default:
+		if err := r.deleteTask(ctx, ctr, grace); err != nil {
+			return fmt.Errorf("stop replica %s: %w", id, err)
+		}
+		if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("stop replica %s: delete container: %w", id, err)
+		}
+	}
+	r.dropWatch(id)
+	if err := r.net.Teardown(ctx, id); err != nil {
+		return fmt.Errorf("stop replica %s: %w", id, err)
+	}
+	if err := os.RemoveAll(r.replicaDir(id)); err != nil {
+		return fmt.Errorf("stop replica %s: %w", id, err)
+	}
+	if err := r.removeLogs(id); err != nil {
+		return fmt.Errorf("stop replica %s: %w", id, err)
+	}
+	return nil
+}
+
+// deleteTask stops ctr's task, if any (SIGTERM, SIGKILL after grace), and
+// deletes it.
+func (r *Runtime) deleteTask(ctx context.Context, ctr client.Container, grace time.Duration) error {
+	task, err := ctr.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load task: %w", err)
+	}
+	st, err := task.Status(ctx)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("task status: %w", err)
+	}
+	if err == nil && st.Status != client.Stopped {
+		// Wait on a context that outlives ctx: the task is killed even if
+		// the caller gives up during the grace.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+30*time.Second)
+		defer cancel()
+		exited, err := task.Wait(wctx)
+		if err != nil {
+			return fmt.Errorf("wait task: %w", err)
+		}
+		sig := syscall.SIGTERM
+		if grace <= 0 {
+			sig = syscall.SIGKILL
+		}
+		if err := task.Kill(wctx, sig); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("signal task: %w", err)
+		}
+		if sig == syscall.SIGTERM {
+			select {
+			case <-exited:
+			case <-r.cfg.Clock.After(grace):
+			case <-ctx.Done():
+			}
+		}
+		select {
+		case <-exited:
+		default:
+			if err := task.Kill(wctx, syscall.SIGKILL, client.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("kill task: %w", err)
+			}
+			<-exited
+		}
+	}
+	if _, err := task.Delete(context.WithoutCancel(ctx), client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete task: %w", err)
+	}
+	return nil
+}
+
+func (r *Runtime) loadContainer(ctx context.Context, id string) (client.Container, error) {
+	ctr, err := r.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil, fmt.Errorf("replica %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ctr, nil
+}
+
+// List returns every Surge replica container in the namespace, running or
+// not, with its labels, address, and its task's PID (0 without a task).
+// Two calls to containerd, whatever the number of replicas.
+func (r *Runtime) List(ctx context.Context) ([]Container, error) {
+	ctx = r.nsctx(ctx)
+	ctrs, err := r.client.ContainerService().List(ctx, fmt.Sprintf("labels.%q", LabelReplica))
+	if err != nil {
+		return nil, fmt.Errorf("list replicas: %w", err)
+	}
+	tasks, err := r.client.TaskService().List(ctx, &tasksapi.ListTasksRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("list replicas: %w", err)
+	}
+	byID := make(map[string]*tasktypes.Process, len(tasks.Tasks))
+	for _, t := range tasks.Tasks {
+		byID[t.ID] = t
+	}
+	out := make([]Container, 0, len(ctrs))
+	for _, c := range ctrs {
+		x := Container{ID: c.ID, Labels: c.Labels, Created: c.CreatedAt}
+		fillFromLabels(&x, c.Labels)
+		if t := byID[c.ID]; t != nil {
+			x.PID = t.Pid
+			x.Running = t.Status == tasktypes.Status_RUNNING || t.Status == tasktypes.Status_PAUSED
+			if !x.Running {
+				x.PID = 0
+			}
+		}
+		out = append(out, x)
+	}
+	return out, nil
+}
+
+func fillFromLabels(c *Container, labels map[string]string) {
+	c.Labels = labels
+	c.IP = labels[LabelIP]
+	if p, err := strconv.ParseInt(labels[LabelPort], 10, 32); err == nil {
+		c.Port = int32(p)
+	}
+}
+
+// RemoveOrphans stops and removes (as Stop with no grace) every replica
+// container whose id keep rejects, then tears down network attachments
+// and deletes log and replica files that no container claims: what an
+// agent killed mid-Start, or a replica deleted while the agent was down,
+// leaves behind. keep is called without locks and may block. It returns
+// the ids it removed; errors do not stop it, they are joined.
+func (r *Runtime) RemoveOrphans(ctx context.Context, keep func(id string) bool) ([]string, error) {
+	ctx = r.nsctx(ctx)
+	var (
+		removed []string
+		errs    []error
+	)
+	cs, err := r.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cs {
+		if keep(c.ID) {
+			continue
+		}
+		if err := r.Stop(ctx, c.ID, 0); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, c.ID)
+	}
+
+	// Leftovers without a container. Each is checked under its id's lock,
+	// so a Start in progress (network set up, container not yet created)
+	// is not mistaken for one.
+	atts, err := r.net.Attachments()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	ids := map[string]bool{}
+	for _, a := range atts {
+		ids[a.ID] = true
+	}
+	for _, id := range r.fileIDs() {
+		ids[id] = true
+	}
+	for id := range ids {
+		unlock := r.ids.lock(id)
+		_, err := r.loadContainer(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			if err := r.stop(ctx, id, 0); err != nil {
+				errs = append(errs, err)
+			} else if !slices.Contains(removed, id) {
+				removed = append(removed, id)
+			}
+		} else if err != nil {
+			errs = append(errs, err)
+		}
+		unlock()
+	}
+	if err := r.net.RemoveStrayNamespaces(); err != nil {
+		errs = append(errs, err)
+	}
+	return removed, errors.Join(errs...)
+}
+
+func (r *Runtime) replicaDir(id string) string {
+	return filepath.Join(r.cfg.StateDir, "replicas", id)
+}
+
+// Wait returns a channel that receives how replica id's current task ends,
+// then closes. It receives an Exit with Err set, and no code, when ctx ends
+// first or the Runtime is closed. A task that already exited is reported
+// at once. The goroutine behind the channel ends with the task or ctx.
+func (r *Runtime) Wait(ctx context.Context, id string) (<-chan Exit, error) {
+	w, err := r.watchFor(r.nsctx(ctx), id)
+	if err != nil {
+		return nil, fmt.Errorf("wait replica %s: %w", id, err)
+	}
+	out := make(chan Exit, 1)
+	go func() {
+		defer close(out)
+		select {
+		case <-w.done:
+			out <- w.exit
+		case <-ctx.Done():
+			out <- Exit{At: r.cfg.Clock.Now(), Err: ctx.Err()}
+		}
+	}()
+	return out, nil
+}
+
+// watch is one task's exit, waited for once by the Runtime and shared by
+// every Wait call.
+type watch struct {
+	pid  uint32
+	done chan struct{} // closed when exit is set
+	exit Exit
+}
+
+// newWatch waits on task on the Runtime's context (not a caller's: the
+// wait must outlive the Start that began it). It must be called before
+// the task starts.
+func (r *Runtime) newWatch(id string, task client.Task) (*watch, error) {
+	statusC, err := task.Wait(r.ctx)
+	if err != nil {
+		return nil, fmt.Errorf("wait task: %w", err)
+	}
+	w := &watch{pid: task.Pid(), done: make(chan struct{})}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		st := <-statusC
+		code, at, err := st.Result()
+		if err != nil {
+			w.exit = Exit{At: r.cfg.Clock.Now(), Err: fmt.Errorf("wait replica %s: %w", id, err)}
+		} else {
+			w.exit = Exit{Code: code, At: at}
+		}
+		close(w.done)
+	}()
+	return w, nil
+}
+
+func (r *Runtime) setWatch(id string, w *watch) {
+	r.watchMu.Lock()
+	r.watches[id] = w
+	r.watchMu.Unlock()
+}
+
+func (r *Runtime) dropWatch(id string) {
+	r.watchMu.Lock()
+	delete(r.watches, id)
+	r.watchMu.Unlock()
+}
+
+// watchFor returns the watch of id's current task, starting one for a task
+// this Runtime did not start (adopted after an agent restart).
+func (r *Runtime) watchFor(ctx context.Context, id string) (*watch, error) {
+	unlock := r.ids.lock(id)
+	defer unlock()
+	r.watchMu.Lock()
+	w := r.watches[id]
+	r.watchMu.Unlock()
+	if w != nil {
+		return w, nil
+	}
+	ctr, err := r.loadContainer(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	task, err := ctr.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil, fmt.Errorf("replica %s has no task: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if w, err = r.newWatch(id, task); err != nil {
+		return nil, err
+	}
+	r.setWatch(id, w)
+	return w, nil
+}

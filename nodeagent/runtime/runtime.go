@@ -1,0 +1,198 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/remotes"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/surgeplatform/surge/nodeagent/network"
+)
+
+// ErrNotFound is returned for a replica id that has no container (or no
+// task, where one is needed).
+var ErrNotFound = errors.New("runtime: not found")
+
+// Runtime runs Surge replicas on one node through containerd. It is safe
+// for concurrent use; calls for one replica id are serialized, calls for
+// different ids run in parallel.
+//
+// It keeps no state that containerd and the state dir do not: a Runtime
+// made by a restarted agent finds every replica (List) with the same PID,
+// IP and log file, and can Wait, Restart and Stop them.
+type Runtime struct {
+	cfg      Config
+	client   *client.Client
+	net      *network.Network
+	resolver remotes.Resolver
+	address  string
+	private  *privateContainerd // nil unless this Runtime started it
+	noFile   uint64             // RLIMIT_NOFILE of replicas
+
+	ids keyedMutex
+
+	images    sync.Map // normalized ref -> *imageInfo
+	pulls     singleflight.Group
+	logStates sync.Map // log path -> *logState
+	watchMu   sync.Mutex
+	watches   map[string]*watch
+	ctx       context.Context // ends with Close; task waits hang on it
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // task wait goroutines
+	closeErr  error
+	closed    sync.Once
+}
+
+// New checks cfg, connects to containerd and prepares replica networking.
+//
+// When nothing answers at cfg.ContainerdAddress and cfg.PrivateContainerd
+// is set, it uses the private containerd under cfg.StateDir/containerd if
+// one is already running there (left by an earlier agent), else starts it
+// and waits for it; Close stops a containerd that New started. It logs once
+// which containerd it uses.
+func New(ctx context.Context, cfg Config) (_ *Runtime, retErr error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"logs", "replicas"} {
+		if err := os.MkdirAll(filepath.Join(cfg.StateDir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("create runtime state dir: %w", err)
+		}
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	r := &Runtime{
+		cfg:     cfg,
+		watches: map[string]*watch{},
+		ctx:     namespaces.WithNamespace(rctx, cfg.Namespace),
+		cancel:  cancel,
+		noFile:  openFilesLimit(),
+	}
+	defer func() {
+		if retErr != nil {
+			r.Close()
+		}
+	}()
+
+	if err := r.connect(ctx); err != nil {
+		return nil, err
+	}
+	var err error
+	if r.net, err = network.New(cfg.Network); err != nil {
+		return nil, err
+	}
+	if r.resolver, err = newResolver(cfg); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Runtime) connect(ctx context.Context) error {
+	addr := r.cfg.ContainerdAddress
+	version, ok := probe(ctx, addr)
+	which := "containerd"
+	if !ok {
+		if !r.cfg.PrivateContainerd {
+			return fmt.Errorf("runtime: no containerd answers at %s: start it (containerd &) or enable PrivateContainerd", addr)
+		}
+		dir := filepath.Join(r.cfg.StateDir, "containerd")
+		addr = filepath.Join(dir, "containerd.sock")
+		which = "private containerd left running by an earlier agent"
+		if version, ok = probe(ctx, addr); !ok {
+			p, err := startPrivateContainerd(ctx, r.cfg.ContainerdBinary, dir)
+			if err != nil {
+				return fmt.Errorf("runtime: no containerd answers at %s, and %w", r.cfg.ContainerdAddress, err)
+			}
+			r.private = p
+			which = "private containerd started by this agent"
+			version, _ = probe(ctx, addr)
+		}
+	}
+	c, err := client.New(addr, client.WithDefaultNamespace(r.cfg.Namespace), client.WithDefaultRuntime(r.cfg.Runtime))
+	if err != nil {
+		return fmt.Errorf("runtime: connect to containerd at %s: %w", addr, err)
+	}
+	r.client, r.address = c, addr
+	r.cfg.Log.Info("runtime: using "+which, "address", addr, "version", version, "namespace", r.cfg.Namespace)
+	return nil
+}
+
+// ContainerdAddress is the socket of the containerd in use: the configured
+// one, or the private one's.
+func (r *Runtime) ContainerdAddress() string { return r.address }
+
+// Client is the containerd client, namespaced to Config.Namespace, for
+// callers that need containerd itself (tests, diagnostics).
+func (r *Runtime) Client() *client.Client { return r.client }
+
+// Network is the replica networking, for peer routes.
+func (r *Runtime) Network() *network.Network { return r.net }
+
+// Close stops the runtime's waits and, if New started a private
+// containerd, stops it (its replicas keep running in their shims). It does
+// not stop replicas. It is safe to call more than once.
+func (r *Runtime) Close() error {
+	r.closed.Do(func() {
+		r.cancel()
+		r.wg.Wait()
+		var errs []error
+		if r.client != nil {
+			errs = append(errs, r.client.Close())
+		}
+		if r.private != nil {
+			errs = append(errs, r.private.stop())
+		}
+		r.closeErr = errors.Join(errs...)
+	})
+	return r.closeErr
+}
+
+// nsctx namespaces ctx for containerd.
+func (r *Runtime) nsctx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, r.cfg.Namespace)
+}
+
+// keyedMutex serializes work on one id while letting different ids run in
+// parallel.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lock locks id and returns its unlock function.
+func (k *keyedMutex) lock(id string) func() {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = make(map[string]*keyedEntry)
+	}
+	e := k.locks[id]
+	if e == nil {
+		e = &keyedEntry{}
+		k.locks[id] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		e.refs--
+		if e.refs == 0 {
+			delete(k.locks, id)
+		}
+		k.mu.Unlock()
+	}
+}
