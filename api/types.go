@@ -347,3 +347,30 @@ type WatchEvent[T any] struct {
 	// Error is set on EventError.
 	Error *Error `json:"error,omitempty"`
 }
+
+// RevisionLoad is one gateway's view of one revision over a window.
+type RevisionLoad struct {
+	Namespace string `json:"namespace"`
+	Function  string `json:"function"`
+	Revision  string `json:"revision"`
+	// Concurrency is the time-averaged number of requests in flight,
+	// queued ones included.
+	Concurrency float64 `json:"concurrency"`
+	// Requests is how many requests arrived in the window.
+	Requests int64 `json:"requests"`
+	// InFlight and Queued are the counts at the window's end.
+	InFlight int64 `json:"inFlight,omitempty"`
+	Queued   int64 `json:"queued,omitempty"`
+}
+
+// GatewayStats is what a gateway reports every second for the autoscaler:
+// POST /v1/stats.
+type GatewayStats struct {
+	// Gateway names the reporting gateway instance.
+	Gateway string `json:"gateway"`
+	// Window is the length of the period the numbers cover, e.g. "1s".
+	Window string `json:"window"`
+	// At is when the window ended, by the gateway's clock.
+	At        time.Time      `json:"at"`
+	Revisions []RevisionLoad `json:"revisions"`
+}

@@ -28,6 +28,7 @@ type AgentOptions struct {
 	Address           string
 	StateDir          string
 	ContainerdAddress string
+	Bridge            string
 }
 
 func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
@@ -38,6 +39,7 @@ func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
 	f.StringVar(&o.Address, "node-address", d.Address, "this node's address as peers reach it")
 	f.StringVar(&o.ContainerdAddress, "containerd-address", r.ContainerdAddress,
 		"containerd socket; when none answers, a private containerd is started under the state dir")
+	f.StringVar(&o.Bridge, "bridge", r.Network.BridgeName, "Linux bridge of the replicas' network (one per agent on a machine)")
 	if withIdentity {
 		f.StringVar(&o.StateDir, "state-dir", "/var/lib/surge/agent", "replica logs, network state, private containerd")
 		f.StringVar(&o.CAFile, "ca-file", "", "PEM of the cluster CA (default: the client config's)")
@@ -105,6 +107,9 @@ func runAgent(ctx context.Context, o *AgentOptions) error {
 		rc.RegistryToken = o.Client.Token
 		rc.RegistryCA = []byte(o.Client.CertificateAuthority)
 		rc.Network.Subnet = node.Spec.PodSubnet
+		if o.Bridge != "" {
+			rc.Network.BridgeName, rc.Network.NetworkName = o.Bridge, o.Bridge
+		}
 		rc.Log = log.With("component", "runtime")
 		rc.Network.Log = log.With("component", "network")
 		return runtime.New(ctx, rc)

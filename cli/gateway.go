@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -69,6 +71,7 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 	gw, err := gateway.New(cfg, gateway.Deps{
 		Sources:    []gateway.RouteSource{&gateway.ControlPlaneSource{Client: c, Log: log}},
 		Activator:  &gateway.ControlPlaneActivator{Client: c, Log: log},
+		Stats:      &gateway.ControlPlaneStatsSink{Client: c, Gateway: gatewayName(cfg.Addr), Log: log},
 		Registerer: reg,
 		Log:        log,
 	})
@@ -77,4 +80,10 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 	}
 	log.Info("gateway serving", "addr", cfg.Addr, "domain", cfg.Domain)
 	return gw.Run(ctx)
+}
+
+// gatewayName names this gateway instance in its load reports.
+func gatewayName(addr string) string {
+	host, _ := os.Hostname()
+	return strings.NewReplacer("[", "", "]", "").Replace(host + "_" + addr)
 }

@@ -46,6 +46,7 @@ func addServerFlags(c *cobra.Command, o *ServerOptions) {
 	f.StringVar(&o.Config.EtcdPeerAddr, "etcd-peer-addr", d.EtcdPeerAddr, "embedded etcd's peer listen address (TLS, client certificates)")
 	f.StringVar(&o.Config.Name, "name", "", "this server's member name (default: the host name)")
 	f.StringSliceVar(&o.Config.TLSSANs, "tls-san", nil, "extra host names or IPs for the API certificate")
+	f.StringVar(&o.Config.PodCIDR, "pod-cidr", d.PodCIDR, "replica addresses; each node gets a /24 of it")
 }
 
 func newServerCmd(s Streams, g *globals) *cobra.Command {

@@ -148,14 +148,23 @@ func TestStaleWritesConflict(t *testing.T) {
 	if err := c.Do(ctx, "PUT", client.Path("traffic", "default", "hello"), tr, nil); !errors.Is(err, api.ErrConflict) {
 		t.Errorf("stale traffic replace: got %v, want conflict", err)
 	}
-	sc, err := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00002")
-	if err != nil {
-		t.Fatal(err)
-	}
-	staleSc := sc.Metadata.ResourceVersion
-	sc.Spec.Replicas = 3
-	if err := c.Do(ctx, "PUT", client.Path("scales", "default", sc.Metadata.Name), sc, nil); err != nil {
-		t.Fatalf("replace scale: %v", err)
+	// The controllers write a Scale's status as they work, so a client
+	// read-modify-writes until its version is current, as any client must.
+	var sc *api.Scale
+	var staleSc string
+	for attempt := 0; ; attempt++ {
+		if sc, err = client.Get[api.Scale](ctx, c, "scales", "default", "hello-00002"); err != nil {
+			t.Fatal(err)
+		}
+		staleSc = sc.Metadata.ResourceVersion
+		sc.Spec.Replicas = 3
+		err = c.Do(ctx, "PUT", client.Path("scales", "default", sc.Metadata.Name), sc, nil)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, api.ErrConflict) || attempt == 20 {
+			t.Fatalf("replace scale: %v", err)
+		}
 	}
 	sc.Metadata.ResourceVersion = staleSc
 	if err := c.Do(ctx, "PUT", client.Path("scales", "default", sc.Metadata.Name), sc, nil); !errors.Is(err, api.ErrConflict) {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/surgeplatform/surge/controlplane/autoscaling"
 	"github.com/surgeplatform/surge/controlplane/controllers"
 )
 
@@ -47,6 +48,8 @@ type Config struct {
 	NodeSubnetBits int
 	// Controllers tunes the reconcilers.
 	Controllers controllers.Config
+	// Autoscaling tunes the autoscaler.
+	Autoscaling autoscaling.Config
 }
 
 // DefaultConfig returns the configuration of a single, all-in-one server.
@@ -61,6 +64,7 @@ func DefaultConfig() Config {
 		PodCIDR:             "10.244.0.0/16",
 		NodeSubnetBits:      24,
 		Controllers:         controllers.DefaultConfig(),
+		Autoscaling:         autoscaling.DefaultConfig(),
 	}
 }
 
@@ -100,6 +104,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Controllers == (controllers.Config{}) {
 		c.Controllers = d.Controllers
+	}
+	if c.Autoscaling.Tick == 0 {
+		c.Autoscaling = d.Autoscaling
 	}
 	if c.Name == "" {
 		h, err := os.Hostname()

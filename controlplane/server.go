@@ -24,6 +24,7 @@ import (
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane/apiserver"
 	"github.com/surgeplatform/surge/controlplane/auth"
+	"github.com/surgeplatform/surge/controlplane/autoscaling"
 	"github.com/surgeplatform/surge/controlplane/controllers"
 	"github.com/surgeplatform/surge/controlplane/pki"
 	"github.com/surgeplatform/surge/controlplane/registry"
@@ -127,6 +128,10 @@ func (s *Server) Run(ctx context.Context) error {
 	tokens := auth.NewStore(cli, time.Now)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	scaler, err := autoscaling.New(c.Autoscaling, st, s.log, time.Now, reg)
+	if err != nil {
+		return fmt.Errorf("autoscaler: %w", err)
+	}
 	images, err := registry.New(registry.Config{
 		Dir: filepath.Join(c.DataDir, "registry"),
 		Log: s.log.With("component", "registry"),
@@ -145,6 +150,7 @@ func (s *Server) Run(ctx context.Context) error {
 		PodCIDR:        netip.MustParsePrefix(c.PodCIDR),
 		NodeSubnetBits: c.NodeSubnetBits,
 		Extra:          registryRoutes(images),
+		OnActivate:     scaler.Activated,
 	})
 	if err != nil {
 		return err
@@ -172,7 +178,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.admin, s.store, s.join, s.gateway = admin, st, join, gw
 
-	mgr := controllers.New(c.Controllers, st, s.log, time.Now, c.Name)
+	mgr := controllers.New(c.Controllers, st, s.log, time.Now, c.Name, scaler.Run)
 	mctx, stopControllers := context.WithCancel(ctx)
 	mdone := make(chan error, 1)
 	go func() { mdone <- mgr.Run(mctx) }()

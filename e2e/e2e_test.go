@@ -5,9 +5,9 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -64,6 +64,8 @@ type cluster struct {
 	flags   []string
 	cmd     *exec.Cmd
 	out     *bytes.Buffer
+	// gateway is the gateway's address (surge up only).
+	gateway string
 }
 
 func newCluster(t *testing.T, verb string) *cluster {
@@ -75,8 +77,43 @@ func newCluster(t *testing.T, verb string) *cluster {
 	}
 	c.flags = []string{"--data-dir", c.dataDir, "--api-addr", freeAddr(t),
 		"--etcd-client-addr", freeAddr(t), "--etcd-peer-addr", freeAddr(t)}
-	t.Cleanup(func() { c.stop(syscall.SIGKILL) })
+	if verb == "up" {
+		// Its own bridge and addresses, so it cannot clash with a `make
+		// run` on the same machine.
+		c.gateway = freeAddr(t)
+		c.flags = append(c.flags, "--gateway-addr", c.gateway, "--pod-cidr", "10.245.0.0/16", "--bridge", "surge-e2e0")
+	}
+	t.Cleanup(func() {
+		if verb == "up" && c.cmd != nil {
+			c.removeReplicas()
+		}
+		c.stop(syscall.SIGKILL)
+	})
 	return c
+}
+
+// removeReplicas deletes every function and waits until the agent has
+// stopped their containers and released their network namespaces, which
+// outlive the surge process by design (a restarted agent adopts them).
+func (c *cluster) removeReplicas() {
+	c.t.Helper()
+	out, _, _ := c.surge("ls", "-A", "-o", "json")
+	var fns []api.Function
+	_ = json.Unmarshal([]byte(out), &fns)
+	for _, f := range fns {
+		c.surge("rm", "-n", f.Metadata.Namespace, f.Metadata.Name)
+	}
+	netns := filepath.Join(c.dataDir, "agent", "network", "netns")
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		ents, err := os.ReadDir(netns)
+		if err != nil || len(ents) == 0 {
+			c.stop(syscall.SIGTERM)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Errorf("replicas still have network namespaces 60s after their functions were removed")
 }
 
 // start runs the server and waits until the CLI can talk to it.
@@ -153,8 +190,9 @@ func (c *cluster) client() *client.Client {
 	return cl
 }
 
-// readmeTryLines returns the commands of the README's "try" block.
-func readmeTryLines(t *testing.T) []string {
+// readmeTryBlock returns the README's "try" block, the commands a new
+// user runs after `make run`.
+func readmeTryBlock(t *testing.T) string {
 	t.Helper()
 	b, err := os.ReadFile("../README.md")
 	if err != nil {
@@ -165,34 +203,84 @@ func readmeTryLines(t *testing.T) []string {
 	if !ok || !ok2 {
 		t.Fatal("README has no <!-- e2e:try --> block")
 	}
-	var lines []string
-	sc := bufio.NewScanner(strings.NewReader(block))
-	for sc.Scan() {
-		if l := strings.TrimSpace(sc.Text()); strings.HasPrefix(l, "bin/surge ") {
-			lines = append(lines, strings.TrimPrefix(l, "bin/surge "))
-		}
-	}
-	if len(lines) == 0 {
+	block = strings.TrimSpace(block)
+	block = strings.TrimPrefix(block, "```sh")
+	block = strings.TrimSuffix(block, "```")
+	if !strings.Contains(block, "bin/surge ") {
 		t.Fatal("README's try block has no bin/surge lines")
 	}
-	return lines
+	return block
 }
 
+// requireRuntime checks what running replicas needs: root, containerd,
+// runc and the CNI plugins. Under CI=true their absence fails the test.
+func requireRuntime(t *testing.T) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, bin := range []string{"containerd", "runc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	if _, err := os.Stat("/usr/lib/cni/bridge"); err != nil {
+		missing = append(missing, "containernetworking-plugins")
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := "needs " + strings.Join(missing, ", ") + " (scripts/setup.sh installs them)"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// TestReadmeQuickStart runs the README's try block, as written, against a
+// fresh `surge up`: build, deploy, curl through the gateway, describe.
 func TestReadmeQuickStart(t *testing.T) {
+	requireRuntime(t)
 	c := newCluster(t, "up")
 	c.start()
-	for _, line := range readmeTryLines(t) {
-		c.mustSurge(strings.Fields(line)...)
+
+	// The block as a user runs it from the repository root: bin/surge is
+	// the binary under test, and the gateway is on this test's port.
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "bin"), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	out := c.mustSurge("revisions", "hello")
-	if !strings.Contains(out, "hello-00002   100%") || !strings.Contains(out, "hello-00001   0%") {
-		t.Errorf("after the README's commands, revisions shows:\n%s", out)
+	if err := os.Symlink(surgeBin, filepath.Join(root, "bin", "surge")); err != nil {
+		t.Fatal(err)
+	}
+	examples, _ := filepath.Abs("../examples")
+	if err := os.Symlink(examples, filepath.Join(root, "examples")); err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(c.gateway)
+	script := "set -euo pipefail\n" + strings.ReplaceAll(readmeTryBlock(t), ":8080/", ":"+port+"/")
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "SURGE_CONFIG="+c.config)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("README try block failed: %v\n%s\nserver output:\n%s", err, out, c.out)
+	}
+	got := string(out)
+	if n := strings.Count(got, "hello from surge"); n != 2 {
+		t.Errorf("want two answers from the function through the gateway, got %d:\n%s", n, got)
+	}
+	for _, want := range []string{"hello-00001", "Ready", "hello-00002   100%"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("README output lacks %q:\n%s", want, got)
+		}
 	}
 }
 
 // TestIssueDoneWhen walks the foundation issue's acceptance steps.
 func TestIssueDoneWhen(t *testing.T) {
-	c := newCluster(t, "up")
+	c := newCluster(t, "server")
 	c.start()
 	c.mustSurge("deploy", "hello", "--image", "example.test/hello:v1")
 	if out := c.mustSurge("ls"); !strings.Contains(out, "hello-00001") {

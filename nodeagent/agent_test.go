@@ -227,6 +227,7 @@ func TestAgentRunsRestartsAndStopsReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	sc.Spec.Replicas = 0
+	sc.Metadata.ResourceVersion = ""
 	fn.Spec.Scaling.MinScale = 0
 	if _, err := c.PutFunction(context.Background(), fn); err != nil {
 		t.Fatal(err)

@@ -166,6 +166,7 @@ func (s *Server) routes() {
 	})
 	s.tokenRoutes()
 	s.activateRoutes()
+	s.statsRoutes()
 	for _, rt := range s.cfg.Extra {
 		v := auth.Read
 		if m, _, _ := strings.Cut(rt.Pattern, " "); m != "GET" && m != "HEAD" {

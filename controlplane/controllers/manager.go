@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/surgeplatform/surge/api"
@@ -44,11 +46,18 @@ type Manager struct {
 	log   *slog.Logger
 	now   func() time.Time
 	id    string
+	tasks []LeaderTask
 }
 
-// New returns a Manager. id names this server in the election.
-func New(cfg Config, st *store.Store, log *slog.Logger, now func() time.Time, id string) *Manager {
-	return &Manager{cfg: cfg, store: st, log: log.With("component", "controllers"), now: now, id: id}
+// LeaderTask is a loop that runs only on the leader (the autoscaler): it
+// is started when this server wins the election and its ctx ends when the
+// server loses it. It returns when ctx ends.
+type LeaderTask func(ctx context.Context) error
+
+// New returns a Manager. id names this server in the election; tasks run
+// beside the controllers while this server leads.
+func New(cfg Config, st *store.Store, log *slog.Logger, now func() time.Time, id string, tasks ...LeaderTask) *Manager {
+	return &Manager{cfg: cfg, store: st, log: log.With("component", "controllers"), now: now, id: id, tasks: tasks}
 }
 
 const electionKey = store.Prefix + "leader/controllers"
@@ -91,7 +100,12 @@ func (m *Manager) lead(ctx context.Context) error {
 		case <-lctx.Done():
 		}
 	}()
-	err = m.loop(lctx)
+	g, gctx := errgroup.WithContext(lctx)
+	g.Go(func() error { return m.loop(gctx) })
+	for _, task := range m.tasks {
+		g.Go(func() error { return task(gctx) })
+	}
+	err = g.Wait()
 	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 	_ = el.Resign(rctx)
 	rcancel()
@@ -107,28 +121,53 @@ func (m *Manager) loop(ctx context.Context) error {
 		if err := m.Pass(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("pass failed; retrying", "err", err)
 		}
+		if err := m.waitForChange(ctx, wch, tick.C); err != nil {
+			return err
+		}
+	}
+}
+
+// waitForChange blocks until a resync tick or a relevant change, then lets
+// a burst of writes land and drains what queued up behind it.
+func (m *Manager) waitForChange(ctx context.Context, wch clientv3.WatchChan, tick <-chan time.Time) error {
+	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-tick.C:
-		case _, ok := <-wch:
+		case <-tick:
+			return nil
+		case wr, ok := <-wch:
 			if !ok {
 				return errors.New("watch closed")
 			}
-			// Let a burst of writes land, then drain what queued up.
+			if !relevant(wr) {
+				continue
+			}
 			time.Sleep(m.cfg.Debounce)
-			for drained := false; !drained; {
+			for {
 				select {
 				case _, ok := <-wch:
 					if !ok {
 						return errors.New("watch closed")
 					}
 				default:
-					drained = true
+					return nil
 				}
 			}
 		}
 	}
+}
+
+// relevant reports whether a watch batch touches what the controllers
+// reconcile: the gateways' per-second stats and the leader keys do not.
+func relevant(wr clientv3.WatchResponse) bool {
+	for _, ev := range wr.Events {
+		k := string(ev.Kv.Key)
+		if !strings.HasPrefix(k, store.StatsPrefix) && !strings.HasPrefix(k, store.Prefix+"leader/") {
+			return true
+		}
+	}
+	return false
 }
 
 // state is one consistent read of what the controllers look at.

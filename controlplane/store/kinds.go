@@ -88,3 +88,6 @@ func (k Kind) FunctionPrefix(namespace, function string) string {
 // GroupedByFunction reports whether the kind's objects are keyed under
 // their function, so that FunctionPrefix applies.
 func (k Kind) GroupedByFunction() bool { return k.function != nil }
+
+// StatsPrefix holds the gateways' latest load reports, one key per gateway.
+const StatsPrefix = Prefix + "stats/"

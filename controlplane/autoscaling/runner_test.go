@@ -1,0 +1,123 @@
+package autoscaling_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/controlplane/autoscaling"
+	"github.com/surgeplatform/surge/controlplane/controlplanetest"
+)
+
+func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
+	in := controlplanetest.Start(t)
+	c := in.Client()
+	gw := in.ClientWithToken(in.Server().GatewayToken())
+	ctx := context.Background()
+
+	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1", Concurrency: 1}}
+	fn.Spec.Scaling.ScaleToZeroGrace = "30s"
+	if _, err := c.PutFunction(ctx, fn); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	clock := func() time.Time { return now }
+	r, err := autoscaling.New(autoscaling.DefaultConfig(), in.Store(), slog.New(slog.NewTextHandler(io.Discard, nil)), clock, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := func(concurrency float64, requests int64) {
+		t.Helper()
+		st := api.GatewayStats{Gateway: "gw-1", Window: "1s", Revisions: []api.RevisionLoad{{
+			Namespace: "default", Function: "hello", Revision: "hello-00001", Concurrency: concurrency, Requests: requests,
+		}}}
+		if err := gw.Do(ctx, "POST", "/v1/stats", &st, nil); err != nil {
+			t.Fatalf("report stats: %v", err)
+		}
+	}
+	desired := func() int32 {
+		t.Helper()
+		sc, err := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00001")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sc.Spec.Replicas
+	}
+
+	// 10 requests in flight at a limit of 1 per replica: well over one replica.
+	for range 3 {
+		report(10, 50)
+		if err := r.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(time.Second)
+	}
+	if got := desired(); got < 10 {
+		t.Fatalf("desired %d under 10 in flight at concurrency 1, want at least 10", got)
+	}
+	sc, _ := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00001")
+	if sc.Status.Reason == "" || sc.Status.Mode == "" {
+		t.Errorf("scale status has no mode/reason: %+v", sc.Status)
+	}
+
+	// Idle: the reports age out; after the stable window and the grace, zero.
+	for i := 0; i < 200 && desired() > 0; i++ {
+		now = now.Add(time.Second)
+		if err := r.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := desired(); got != 0 {
+		t.Fatalf("after 200 idle seconds desired is %d, want 0", got)
+	}
+
+	// From zero: an activation raises it to one, and the next tick keeps it.
+	var act struct{ Activated bool }
+	if err := gw.Do(ctx, "POST", client.Path("scales", "default", "hello-00001")+"/activate", nil, &act); err != nil || !act.Activated {
+		t.Fatalf("activate: %+v, %v", act, err)
+	}
+	r.Activated("default", "hello-00001")
+	if err := r.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := desired(); got != 1 {
+		t.Errorf("after activation and a tick desired is %d, want 1", got)
+	}
+}
+
+func TestRevisionWithoutTrafficDrainsToZero(t *testing.T) {
+	in := controlplanetest.Start(t)
+	c := in.Client()
+	ctx := context.Background()
+	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1"}}
+	fn.Spec.Scaling.MinScale = 1
+	for _, img := range []string{"example.test/hello:v1", "example.test/hello:v2"} {
+		fn.Spec.Image = img
+		if _, err := c.PutFunction(ctx, fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := autoscaling.New(autoscaling.DefaultConfig(), in.Store(), slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for rev, want := range map[string]int32{"hello-00001": 0, "hello-00002": 1} {
+		sc, err := client.Get[api.Scale](ctx, c, "scales", "default", rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sc.Spec.Replicas != want {
+			t.Errorf("%s: desired %d, want %d (%s)", rev, sc.Spec.Replicas, want, fmt.Sprint(sc.Status))
+		}
+	}
+}
