@@ -10,8 +10,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"golang.org/x/sync/errgroup"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/controlplane/scheduler"
