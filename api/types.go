@@ -99,6 +99,10 @@ type ScalingPolicy struct {
 	// ScaleToZeroGrace is how long an idle revision keeps its last replica,
 	// e.g. "30s"; empty means the autoscaler's default.
 	ScaleToZeroGrace string `json:"scaleToZeroGrace,omitempty"`
+	// StableWindow is how much history the autoscaler averages over, e.g.
+	// "60s" (Knative's window); shorter follows load faster and flaps more.
+	// Empty means the autoscaler's default.
+	StableWindow string `json:"stableWindow,omitempty"`
 }
 
 // FunctionSpec is what a user deploys. Every Revision holds a copy of it.

@@ -250,6 +250,7 @@ func (v *validator) functionSpec(p string, s *FunctionSpec) {
 		v.add(p+".scaling.target", "must be between 0 (the default) and 1000000")
 	}
 	v.duration(p+".scaling.scaleToZeroGrace", sc.ScaleToZeroGrace, 0, MaxTimeout)
+	v.duration(p+".scaling.stableWindow", sc.StableWindow, 6*time.Second, MaxTimeout)
 }
 
 // ValidateTraffic checks a Traffic object of the named function.

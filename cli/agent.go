@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +13,9 @@ import (
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/gossip"
 	"github.com/surgeplatform/surge/nodeagent"
+	"github.com/surgeplatform/surge/nodeagent/network"
 	"github.com/surgeplatform/surge/nodeagent/runtime"
 )
 
@@ -29,6 +32,8 @@ type AgentOptions struct {
 	StateDir          string
 	ContainerdAddress string
 	Bridge            string
+	GossipAddr        string
+	Join              []string
 }
 
 func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
@@ -40,6 +45,14 @@ func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
 	f.StringVar(&o.ContainerdAddress, "containerd-address", r.ContainerdAddress,
 		"containerd socket; when none answers, a private containerd is started under the state dir")
 	f.StringVar(&o.Bridge, "bridge", r.Network.BridgeName, "Linux bridge of the replicas' network (one per agent on a machine)")
+	defGossip := "0.0.0.0:7946"
+	if !withIdentity {
+		defGossip = "127.0.0.1:7946" // surge up: one machine, nothing to reach
+	}
+	f.StringVar(&o.GossipAddr, "gossip-addr", defGossip, "where this node gossips (UDP and TCP)")
+	if withIdentity {
+		f.StringSliceVar(&o.Join, "join", nil, "gossip addresses of nodes already in the cluster (HOST:PORT)")
+	}
 	if withIdentity {
 		f.StringVar(&o.StateDir, "state-dir", "/var/lib/surge/agent", "replica logs, network state, private containerd")
 		f.StringVar(&o.CAFile, "ca-file", "", "PEM of the cluster CA (default: the client config's)")
@@ -97,6 +110,22 @@ func runAgent(ctx context.Context, o *AgentOptions) error {
 	if err != nil {
 		return err
 	}
+	// Gossip: the key comes from the join token, which is this agent's
+	// API token too.
+	peers := nodeagent.NewPeers(acfg.NodeName, log)
+	gcfg := gossip.DefaultConfig()
+	gcfg.NodeName, gcfg.Role, gcfg.JoinToken = acfg.NodeName, gossip.RoleAgent, o.Client.Token
+	if ip, err := netip.ParseAddr(acfg.Address); err == nil {
+		gcfg.Meta.Address = ip
+	}
+	gctx, stopGossip := context.WithCancel(context.WithoutCancel(ctx))
+	g, waitGossip, err := startGossip(gctx, gcfg, o.GossipAddr, o.Join, peers, log)
+	if err != nil {
+		stopGossip()
+		return err
+	}
+	defer func() { stopGossip(); waitGossip() }()
+	peers.SetGossip(g)
 	newRuntime := func(ctx context.Context, node *api.Node) (nodeagent.Runtime, error) {
 		rc := runtime.DefaultConfig()
 		rc.StateDir = o.StateDir
@@ -112,9 +141,22 @@ func runAgent(ctx context.Context, o *AgentOptions) error {
 		}
 		rc.Log = log.With("component", "runtime")
 		rc.Network.Log = log.With("component", "network")
-		return runtime.New(ctx, rc)
+		r, err := runtime.New(ctx, rc)
+		if err != nil {
+			return nil, err
+		}
+		peers.SetRouter(r.Network())
+		meta := gcfg.Meta
+		meta.CPUMillis, meta.MemoryBytes = acfg.MilliCPU, acfg.MemoryBytes
+		if p, err := netip.ParsePrefix(node.Spec.PodSubnet); err == nil && r.Network().Mode() == network.ModeCNI {
+			meta.PodCIDR = p
+		}
+		if err := g.UpdateMeta(ctx, meta); err != nil {
+			log.Warn("gossip metadata", "err", err)
+		}
+		return r, nil
 	}
-	agent, err := nodeagent.New(acfg, c, newRuntime, nil, log)
+	agent, err := nodeagent.New(acfg, c, newRuntime, peers, log)
 	if err != nil {
 		return err
 	}

@@ -33,6 +33,10 @@ type DeployOptions struct {
 	CPU         string
 	Memory      string
 	Timeout     string
+	Target      float64
+	Metric      string
+	Grace       string
+	Window      string
 }
 
 func newDeployCmd(s Streams, newClient clientFunc) *cobra.Command {
@@ -64,7 +68,17 @@ moves all traffic to it; deploying the same thing twice changes nothing.`,
 	f.StringVar(&o.CPU, "cpu", "", "CPU per replica, e.g. 250m or 1 (default 100m)")
 	f.StringVar(&o.Memory, "memory", "", "memory per replica, e.g. 128Mi or 1Gi (default 128Mi)")
 	f.StringVar(&o.Timeout, "timeout", "", "request timeout, e.g. 30s (default 5m)")
+	addScalingFlags(c, o)
 	return c
+}
+
+// addScalingFlags adds the autoscaling knobs deploy and scale share.
+func addScalingFlags(c *cobra.Command, o *DeployOptions) {
+	f := c.Flags()
+	f.Float64Var(&o.Target, "target", 0, "metric value one replica should carry; 0 = 70% of --concurrency, or 100")
+	f.StringVar(&o.Metric, "metric", "", "what the autoscaler targets: concurrency (default) or rps")
+	f.StringVar(&o.Grace, "scale-to-zero-grace", "", "keep the last replica this long after the last request, e.g. 5m; default: learned per function")
+	f.StringVar(&o.Window, "window", "", "autoscaler stable window, e.g. 60s: shorter follows load faster and flaps more")
 }
 
 // applyEnv applies K=V and K- edits to an env list, keeping its order.
@@ -106,6 +120,9 @@ func runDeploy(ctx context.Context, o *DeployOptions) error {
 		fn.Metadata.ResourceVersion = cur.Metadata.ResourceVersion
 		before = cur.Status.LatestRevision
 	case errors.Is(err, api.ErrNotFound):
+		if o.Set["exists"] {
+			return fmt.Errorf("function %q not found: `surge ls` lists them", o.Name)
+		}
 		if !o.Set["image"] {
 			return usagef("function %q does not exist yet: --image is required to create it", o.Name)
 		}
@@ -126,6 +143,10 @@ func runDeploy(ctx context.Context, o *DeployOptions) error {
 	setIf(o.Set["cpu"], &s.Resources.CPU, o.CPU)
 	setIf(o.Set["memory"], &s.Resources.Memory, o.Memory)
 	setIf(o.Set["timeout"], &s.Timeout, o.Timeout)
+	setIf(o.Set["target"], &s.Scaling.Target, o.Target)
+	setIf(o.Set["metric"], &s.Scaling.Metric, o.Metric)
+	setIf(o.Set["scale-to-zero-grace"], &s.Scaling.ScaleToZeroGrace, o.Grace)
+	setIf(o.Set["window"], &s.Scaling.StableWindow, o.Window)
 	// Check here first, with the server's own rules, so that a typo costs
 	// no round trip; the server checks again.
 	api.SetDefaults(s)

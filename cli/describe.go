@@ -137,17 +137,17 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 		ready[sc.Metadata.Name] = sc.Status.ReadyReplicas
 	}
 	fmt.Fprintln(w, "\nRevisions:")
-	t := newTable(w, "  NAME", "TRAFFIC", "DESIRED", "READY", "MODE", "IMAGE", "AGE")
+	t := newTable(w, "  NAME", "TRAFFIC", "DESIRED", "READY", "MODE", "REASON", "IMAGE", "AGE")
 	for i := len(d.Revisions) - 1; i >= 0; i-- {
 		r := d.Revisions[i]
 		n := r.Metadata.Name
-		mode := ""
+		mode, reason := "", ""
 		for _, sc := range d.Scales {
 			if sc.Metadata.Name == n {
-				mode = sc.Status.Mode
+				mode, reason = sc.Status.Mode, sc.Status.Reason
 			}
 		}
-		t.row("  "+n, fmt.Sprintf("%d%%", share[n]), itoa(desired[n]), itoa(ready[n]), mode, r.Spec.Template.Image, age(now, r.Metadata.CreationTimestamp))
+		t.row("  "+n, fmt.Sprintf("%d%%", share[n]), itoa(desired[n]), itoa(ready[n]), mode, reason, r.Spec.Template.Image, age(now, r.Metadata.CreationTimestamp))
 	}
 	if err := t.flush(); err != nil {
 		return err

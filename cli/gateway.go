@@ -11,6 +11,7 @@ import (
 
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/gateway"
+	"github.com/surgeplatform/surge/gossip"
 )
 
 // GatewayOptions are the inputs of `surge gateway`, and of the gateway
@@ -22,12 +23,23 @@ type GatewayOptions struct {
 	Client client.Config
 	Addr   string
 	Domain string
+	// JoinToken keys gossip; GossipAddr and Join place this gateway in it.
+	// Without a join token the gateway learns endpoints from etcd alone.
+	JoinToken  string
+	GossipAddr string
+	Join       []string
 }
 
 func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 	d := gateway.DefaultConfig()
 	c.Flags().StringVar(&o.Addr, "gateway-addr", d.Addr, "where the gateway serves HTTP")
 	c.Flags().StringVar(&o.Domain, "domain", d.Domain, "functions answer at NAME.DOMAIN and NAME.NAMESPACE.DOMAIN")
+}
+
+func addGatewayGossipFlags(c *cobra.Command, o *GatewayOptions) {
+	c.Flags().StringVar(&o.JoinToken, "join-token", "", "the cluster's join token, to learn endpoints by gossip at once")
+	c.Flags().StringVar(&o.GossipAddr, "gossip-addr", "0.0.0.0:7947", "where this gateway gossips")
+	c.Flags().StringSliceVar(&o.Join, "join", nil, "gossip addresses of cluster nodes (HOST:PORT)")
 }
 
 func newGatewayCmd(s Streams, g *globals) *cobra.Command {
@@ -47,6 +59,7 @@ func newGatewayCmd(s Streams, g *globals) *cobra.Command {
 		},
 	}
 	addGatewayFlags(c, o)
+	addGatewayGossipFlags(c, o)
 	return c
 }
 
@@ -68,8 +81,23 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 	if o.Domain != "" {
 		cfg.Domain = o.Domain
 	}
+	sources := []gateway.RouteSource{&gateway.ControlPlaneSource{Client: c, Log: log}}
+	if o.JoinToken != "" {
+		gs := gateway.NewGossipSource()
+		gcfg := gossip.DefaultConfig()
+		gcfg.NodeName, gcfg.Role, gcfg.JoinToken = "gw-"+gatewayName(cfg.Addr), gossip.RoleGateway, o.JoinToken
+		gctx, stopGossip := context.WithCancel(context.WithoutCancel(ctx))
+		_, waitGossip, err := startGossip(gctx, gcfg, o.GossipAddr, o.Join, gs, log)
+		if err != nil {
+			stopGossip()
+			return err
+		}
+		// Leave gossip only after the gateway has drained.
+		defer func() { stopGossip(); waitGossip() }()
+		sources = append(sources, gs)
+	}
 	gw, err := gateway.New(cfg, gateway.Deps{
-		Sources:    []gateway.RouteSource{&gateway.ControlPlaneSource{Client: c, Log: log}},
+		Sources:    sources,
 		Activator:  &gateway.ControlPlaneActivator{Client: c, Log: log},
 		Stats:      &gateway.ControlPlaneStatsSink{Client: c, Gateway: gatewayName(cfg.Addr), Log: log},
 		Registerer: reg,
@@ -85,5 +113,5 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 // gatewayName names this gateway instance in its load reports.
 func gatewayName(addr string) string {
 	host, _ := os.Hostname()
-	return strings.NewReplacer("[", "", "]", "").Replace(host + "_" + addr)
+	return strings.NewReplacer("[", "", "]", "", ":", "-").Replace(host + "_" + addr)
 }

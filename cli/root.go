@@ -116,6 +116,7 @@ func NewRootCmd(s Streams, version string) *cobra.Command {
 		newDescribeCmd(s, g.newClient),
 		newRevisionsCmd(s, g.newClient),
 		newRmCmd(s, g.newClient),
+		newScaleCmd(s, g.newClient),
 		newVersionCmd(s, g),
 	)
 	root.CompletionOptions.HiddenDefaultCmd = false
@@ -201,6 +202,7 @@ var flagOf = map[string]string{
 	"spec.scaling.metric":           "--metric",
 	"spec.scaling.target":           "--target",
 	"spec.scaling.scaleToZeroGrace": "--scale-to-zero-grace",
+	"spec.scaling.stableWindow":     "--window",
 }
 
 func fieldSentence(field, msg string) string {

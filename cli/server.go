@@ -147,6 +147,7 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 		gwo := o.Gateway
 		gwo.Streams, gwo.LogLevel = o.Streams, o.LogLevel
 		gwo.Client = client.Config{Server: admin.Server, CertificateAuthority: admin.CertificateAuthority, Token: srv.GatewayToken()}
+		gwo.JoinToken, gwo.GossipAddr, gwo.Join = srv.JoinToken(), "127.0.0.1:0", []string{ao.GossipAddr}
 		roles.Go(func() error { return wrap("gateway", runGateway(rctx, &gwo, prometheus.NewRegistry())) })
 		fmt.Fprintf(o.Out, `Surge is up. API: %s   data: %s
 Client config: %s

@@ -115,6 +115,9 @@ func PolicyFor(t *api.FunctionSpec) autoscaler.Policy {
 		metric = autoscaler.MetricRPS
 	}
 	p.Targets = []autoscaler.Target{{Metric: metric, Value: t.Scaling.Target}}
+	if d, err := time.ParseDuration(t.Scaling.StableWindow); err == nil && d > 0 {
+		p.StableWindow = d
+	}
 	if d, err := time.ParseDuration(t.Scaling.ScaleToZeroGrace); err == nil && d > 0 {
 		p.ScaleToZeroGrace = d
 		// An explicit grace is a fixed keep-alive: the user asked for it.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/surgeplatform/surge/nodeagent/gossip"
+	"github.com/surgeplatform/surge/gossip"
 )
 
 const testToken = "abc123.test-join-token-0123456789"

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/surgeplatform/surge/nodeagent/gossip"
-	"github.com/surgeplatform/surge/nodeagent/gossip/gossiptest"
+	"github.com/surgeplatform/surge/gossip"
+	"github.com/surgeplatform/surge/gossip/gossiptest"
 )
 
 // testConfig is a member on loopback with a free port and timings short

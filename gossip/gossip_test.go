@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/surgeplatform/surge/nodeagent/gossip"
-	"github.com/surgeplatform/surge/nodeagent/gossip/gossiptest"
+	"github.com/surgeplatform/surge/gossip"
+	"github.com/surgeplatform/surge/gossip/gossiptest"
 )
 
 // TestLoopbackCluster runs real memberlist members on 127.0.0.1: they find

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/surgeplatform/surge/nodeagent/gossip"
+	"github.com/surgeplatform/surge/gossip"
 )
 
 // Recorder is a gossip.Handler that records every event and keeps the

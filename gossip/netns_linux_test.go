@@ -19,7 +19,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/vishvananda/netns"
 
-	"github.com/surgeplatform/surge/nodeagent/gossip"
+	"github.com/surgeplatform/surge/gossip"
 )
 
 // The test's private link. Its addresses exist only inside the network

@@ -1,0 +1,43 @@
+package cli
+
+import (
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+func newScaleCmd(s Streams, newClient clientFunc) *cobra.Command {
+	o := &DeployOptions{Streams: s, NewClient: newClient}
+	c := &cobra.Command{
+		Use:   "scale NAME [--min N] [--max N] [--target N] [--metric concurrency|rps] [--scale-to-zero-grace D]",
+		Short: "Set a function's autoscaling policy",
+		Long: `Scale changes how the autoscaler sizes a function: the bounds, the target per
+replica and the metric. Like every spec change it makes a new revision, which
+takes the traffic (as Knative does for its autoscaling annotations).`,
+		Example: `  surge scale hello --min 1 --max 20
+  surge scale hello --target 50 --metric rps`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Name = args[0]
+			o.Set = map[string]bool{}
+			cmd.Flags().Visit(func(f *pflag.Flag) {
+				switch f.Name {
+				case "min":
+					o.Set["min-scale"] = true
+				case "max":
+					o.Set["max-scale"] = true
+				default:
+					o.Set[f.Name] = true
+				}
+			})
+			if len(o.Set) == 0 {
+				return usagef("surge scale %s: give at least one of --min, --max, --target, --metric, --scale-to-zero-grace", o.Name)
+			}
+			o.Set["exists"] = true
+			return runDeploy(cmd.Context(), o)
+		},
+	}
+	c.Flags().Int32Var(&o.MinScale, "min", 0, "fewest replicas, even when idle (0 allows scale to zero)")
+	c.Flags().Int32Var(&o.MaxScale, "max", 0, "most replicas; 0 = no limit")
+	addScalingFlags(c, o)
+	return c
+}
