@@ -81,7 +81,8 @@ func newCluster(t *testing.T, verb string) *cluster {
 		// Its own bridge and addresses, so it cannot clash with a `make
 		// run` on the same machine.
 		c.gateway = freeAddr(t)
-		c.flags = append(c.flags, "--gateway-addr", c.gateway, "--pod-cidr", "10.245.0.0/16", "--bridge", "surge-e2e0")
+		c.flags = append(c.flags, "--gateway-addr", c.gateway, "--pod-cidr", "10.245.0.0/16", "--bridge", "surge-e2e0",
+			"--gossip-addr", freeAddr(t))
 	}
 	t.Cleanup(func() {
 		if verb == "up" && c.cmd != nil {
