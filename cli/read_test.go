@@ -1,11 +1,18 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/client"
 )
 
 // TestReadVerbsGolden pins the output of ls, describe and revisions in
@@ -130,5 +137,36 @@ func TestReadVerbsRequests(t *testing.T) {
 				t.Errorf("a read verb wrote %d times", other)
 			}
 		})
+	}
+}
+
+func TestNodesTable(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/nodes":
+			writeFakeJSON(w, http.StatusOK, api.List[api.Node]{Items: []api.Node{{
+				Metadata: api.ObjectMeta{Name: "node-a", CreationTimestamp: testNow.Add(-time.Hour)},
+				Spec:     api.NodeSpec{PodSubnet: "10.244.0.0/24"},
+				Status: api.NodeStatus{Address: "192.0.2.10", State: api.NodeAlive, LastSeen: testNow.Add(-3 * time.Second),
+					Allocatable: api.NodeResources{CPU: "1900m", Memory: "3Gi"}},
+			}}})
+		case "/v1/replicas":
+			writeFakeJSON(w, http.StatusOK, api.List[api.Replica]{Items: []api.Replica{
+				{Spec: api.ReplicaSpec{NodeName: "node-a"}}, {Spec: api.ReplicaSpec{NodeName: "node-a"}}}})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	var out bytes.Buffer
+	o := &NodesOptions{Streams: Streams{Out: &out, Err: io.Discard}, Now: fixedNow, Output: "table",
+		NewClient: func() (*client.Client, error) { return client.New(&client.Config{Server: srv.URL, Token: "t"}) }}
+	if err := runNodes(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	want := "NAME     STATE   ADDRESS      SUBNET          CPU     MEMORY   REPLICAS   LAST SEEN   AGE\n" +
+		"node-a   alive   192.0.2.10   10.244.0.0/24   1900m   3Gi      2          3s ago      60m\n"
+	if out.String() != want {
+		t.Errorf("nodes table:\n%s\nwant:\n%s", out.String(), want)
 	}
 }

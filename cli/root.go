@@ -117,6 +117,7 @@ func NewRootCmd(s Streams, version string) *cobra.Command {
 		newRevisionsCmd(s, g.newClient),
 		newRmCmd(s, g.newClient),
 		newScaleCmd(s, g.newClient),
+		newNodesCmd(s, g.newClient),
 		newVersionCmd(s, g),
 	)
 	root.CompletionOptions.HiddenDefaultCmd = false
