@@ -126,6 +126,7 @@ func TestDeadNodeReplicasMoveElsewhere(t *testing.T) {
 	// node-a last beat long ago; node-b beats on.
 	registerNode(t, c, "node-a", time.Now())
 	f := hello("example.test/hello:v1")
+	f.Spec.Scaling.MinScale = 1 // no traffic here: keep the autoscaler from scaling to zero
 	if _, err := c.PutFunction(ctx, f); err != nil {
 		t.Fatal(err)
 	}

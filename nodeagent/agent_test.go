@@ -254,6 +254,7 @@ func TestRestartedAgentAdoptsRunningContainers(t *testing.T) {
 	f := newFakeRuntime()
 	stop := startAgent(t, in, f)
 	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1"}}
+	fn.Spec.Scaling.MinScale = 1 // no traffic here: keep the autoscaler from scaling to zero
 	if _, err := c.PutFunction(context.Background(), fn); err != nil {
 		t.Fatal(err)
 	}
