@@ -34,6 +34,7 @@ type AgentOptions struct {
 	Bridge            string
 	GossipAddr        string
 	Join              []string
+	LogAddr           string
 }
 
 func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
@@ -50,6 +51,11 @@ func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
 		defGossip = "127.0.0.1:7946" // surge up: one machine, nothing to reach
 	}
 	f.StringVar(&o.GossipAddr, "gossip-addr", defGossip, "where this node gossips (UDP and TCP)")
+	defLogs := "0.0.0.0:7073"
+	if !withIdentity {
+		defLogs = "127.0.0.1:7073"
+	}
+	f.StringVar(&o.LogAddr, "agent-addr", defLogs, "where this agent serves replica logs (HTTPS, token auth)")
 	if withIdentity {
 		f.StringSliceVar(&o.Join, "join", nil, "gossip addresses of nodes already in the cluster (HOST:PORT)")
 	}
@@ -106,6 +112,7 @@ func runAgent(ctx context.Context, o *AgentOptions) error {
 	if o.Address != "" {
 		acfg.Address = o.Address
 	}
+	acfg.LogAddr = o.LogAddr
 	registry, err := registryHost(o.Client.Server)
 	if err != nil {
 		return err

@@ -22,7 +22,7 @@ func startGossip(ctx context.Context, cfg gossip.Config, addr string, seeds []st
 	if cfg.BindPort, err = strconv.Atoi(port); err != nil {
 		return nil, nil, fmt.Errorf("--gossip-addr %q: bad port", addr)
 	}
-	cfg.Logger = log.With("component", "gossip")
+	cfg.Logger = log
 	g, err = gossip.New(cfg, h)
 	if err != nil {
 		return nil, nil, fmt.Errorf("gossip: %w", err)

@@ -118,6 +118,7 @@ func NewRootCmd(s Streams, version string) *cobra.Command {
 		newRmCmd(s, g.newClient),
 		newScaleCmd(s, g.newClient),
 		newNodesCmd(s, g.newClient),
+		newLogsCmd(s, g.newClient),
 		newVersionCmd(s, g),
 	)
 	root.CompletionOptions.HiddenDefaultCmd = false

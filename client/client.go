@@ -298,3 +298,36 @@ func cmpOr(d, def time.Duration) time.Duration {
 
 // FormatVersion turns an etcd revision into a ResourceVersion.
 func FormatVersion(rev int64) string { return strconv.FormatInt(rev, 10) }
+
+// WithToken returns a client like c that sends another token; it shares
+// c's connections.
+func (c *Client) WithToken(token string) *Client {
+	cc := *c
+	cc.token = token
+	return &cc
+}
+
+// Open sends a GET to any URL with the client's token and TLS trust (a node
+// agent's endpoint, say) and returns the streaming answer; a non-2xx answer
+// is an *api.Error.
+func (c *Client) Open(ctx context.Context, url string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w at %s: %v", ErrUnreachable, url, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, readError(resp)
+	}
+	return resp.Body, nil
+}

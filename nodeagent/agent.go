@@ -74,6 +74,11 @@ type Config struct {
 	BackoffBase, BackoffMax, BackoffReset time.Duration
 	// StopGrace is how long a stopping replica has after SIGTERM.
 	StopGrace time.Duration
+	// LogAddr is where the agent serves replica logs over HTTPS; empty
+	// serves none.
+	LogAddr string
+	// agentURL is where it does, once it does (sent with the heartbeat).
+	agentURL string
 }
 
 // DefaultConfig returns the defaults for this machine.
@@ -158,7 +163,7 @@ func Register(ctx context.Context, c *client.Client, cfg Config, milliCPU, memor
 	n := &api.Node{
 		Metadata: api.ObjectMeta{Name: cfg.NodeName},
 		Status: api.NodeStatus{Address: cfg.Address, Capacity: res, Allocatable: res,
-			State: api.NodeAlive, LastSeen: time.Now().UTC()},
+			State: api.NodeAlive, LastSeen: time.Now().UTC(), AgentURL: cfg.agentURL},
 	}
 	var out api.Node
 	err := c.Do(ctx, "POST", client.Path("nodes", "", ""), n, &out)
@@ -187,6 +192,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if c, ok := a.runtime.(io.Closer); ok {
 		defer c.Close()
+	}
+	if ls, ok := a.runtime.(LogSource); ok && a.cfg.LogAddr != "" {
+		url, stop, err := a.serveLogs(ctx, a.cfg.LogAddr, ls)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		a.cfg.agentURL = url
+		if _, err := Register(ctx, a.api, a.cfg, a.cfg.MilliCPU, a.cfg.MemoryBytes); err != nil && ctx.Err() == nil {
+			return err
+		}
 	}
 	a.log.Info("node registered", "subnet", node.Spec.PodSubnet, "cpu", api.FormatCPU(a.cfg.MilliCPU), "memory", api.FormatMemory(a.cfg.MemoryBytes))
 	q := url.Values{"node": {a.cfg.NodeName}}

@@ -56,6 +56,9 @@ type Config struct {
 	Version string
 	// Now is the clock.
 	Now func() time.Time
+	// SignCSR, when set, signs node agents' serving certificates with the
+	// cluster CA; it returns the certificate and the CA, both PEM.
+	SignCSR func(csrPEM []byte, commonName string, hosts []string) (cert, ca []byte, err error)
 	// OnActivate, when set, learns of each scale-from-zero (the
 	// autoscaler, so that it does not scale the revision straight back).
 	OnActivate func(namespace, revision string)
@@ -167,6 +170,7 @@ func (s *Server) routes() {
 	s.tokenRoutes()
 	s.activateRoutes()
 	s.statsRoutes()
+	s.certificateRoutes()
 	for _, rt := range s.cfg.Extra {
 		v := auth.Read
 		if m, _, _ := strings.Cut(rt.Pattern, " "); m != "GET" && m != "HEAD" {
