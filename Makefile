@@ -23,9 +23,12 @@ unit: ## Unit and integration tests, with the race detector.
 e2e: ## End-to-end tests: build the binary and use it as a user would.
 	$(GO) test -race -count=1 -timeout 10m -tags e2e ./e2e/...
 
+TRACE     ?= ../shared/traces/azure2019-100
+
 bench: ## Benchmarks, side by side with their baselines; prints ratios.
 	SURGE_BENCH_DEPS=1 scripts/setup.sh
 	$(GO) run ./benchmarks/cmd/bench
+	$(GO) run ./benchmarks/replay -trace $(TRACE) -policy all
 
 lint: fmt-check vet
 
