@@ -54,6 +54,24 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// syncBuffer is a bytes.Buffer a process writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // cluster is one surge process with its own data dir, ports and client
 // config, that a test can kill and start again.
 type cluster struct {
@@ -63,7 +81,7 @@ type cluster struct {
 	config  string
 	flags   []string
 	cmd     *exec.Cmd
-	out     *bytes.Buffer
+	out     *syncBuffer
 	// gateway is the gateway's address (surge up only).
 	gateway string
 }
@@ -82,7 +100,7 @@ func newCluster(t *testing.T, verb string) *cluster {
 		// run` on the same machine.
 		c.gateway = freeAddr(t)
 		c.flags = append(c.flags, "--gateway-addr", c.gateway, "--pod-cidr", "10.245.0.0/16", "--bridge", "surge-e2e0",
-			"--gossip-addr", freeAddr(t))
+			"--gossip-addr", freeAddr(t), "--agent-addr", freeAddr(t))
 	}
 	t.Cleanup(func() {
 		if verb == "up" && c.cmd != nil {
@@ -122,7 +140,7 @@ func (c *cluster) start() {
 	c.t.Helper()
 	c.cmd = exec.Command(surgeBin, append([]string{c.verb}, c.flags...)...)
 	c.cmd.Env = append(os.Environ(), "SURGE_CONFIG="+c.config)
-	c.out = &bytes.Buffer{}
+	c.out = &syncBuffer{}
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
 	if err := c.cmd.Start(); err != nil {
 		c.t.Fatal(err)

@@ -29,7 +29,7 @@ type proc struct {
 	args []string
 	env  []string
 	cmd  *exec.Cmd
-	out  bytes.Buffer
+	out  syncBuffer
 }
 
 func (p *proc) start() {
