@@ -29,6 +29,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/netns"
 	gocni "github.com/containerd/go-cni"
 	"github.com/vishvananda/netlink"
+
+	"github.com/surgeplatform/surge/internal/keyed"
 )
 
 // ErrNotFound is returned for an id that has no attachment.
@@ -62,7 +64,7 @@ type Network struct {
 	records  store
 	netnsDir string
 
-	ids keyedMutex
+	ids keyed.Mutex
 	// sweep is held shared from the moment Reserve creates a netns until
 	// its record names it, and exclusively by RemoveStrayNamespaces while
 	// it removes netns files that no record names.
@@ -232,7 +234,7 @@ func (n *Network) Setup(ctx context.Context, id string) (Attachment, error) {
 	if err := checkID(id); err != nil {
 		return Attachment{}, err
 	}
-	unlock := n.ids.lock(id)
+	unlock := n.ids.Lock(id)
 	defer unlock()
 	a, err := n.reserve(ctx, id)
 	if err != nil || n.complete(a) {
@@ -250,7 +252,7 @@ func (n *Network) Reserve(ctx context.Context, id string) (Attachment, error) {
 	if err := checkID(id); err != nil {
 		return Attachment{}, err
 	}
-	unlock := n.ids.lock(id)
+	unlock := n.ids.Lock(id)
 	defer unlock()
 	return n.reserve(ctx, id)
 }
@@ -423,7 +425,7 @@ func (n *Network) Teardown(ctx context.Context, id string) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
-	unlock := n.ids.lock(id)
+	unlock := n.ids.Lock(id)
 	defer unlock()
 	a, err := n.records.get(id)
 	if errors.Is(err, ErrNotFound) {
@@ -465,7 +467,7 @@ func (n *Network) Check(ctx context.Context, id string) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
-	unlock := n.ids.lock(id)
+	unlock := n.ids.Lock(id)
 	defer unlock()
 	a, err := n.records.get(id)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 )
 
 // store keeps one JSON record per attachment under dir, so that a new
@@ -107,43 +106,4 @@ func (s store) list() ([]Attachment, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, errors.Join(errs...)
-}
-
-// keyedMutex serializes work on one id while letting different ids run in
-// parallel: CNI ADD takes tens of milliseconds and cold starts of
-// different replicas should not queue behind each other.
-type keyedMutex struct {
-	mu    sync.Mutex
-	locks map[string]*keyedEntry
-}
-
-type keyedEntry struct {
-	mu   sync.Mutex
-	refs int
-}
-
-// lock locks id and returns its unlock function.
-func (k *keyedMutex) lock(id string) func() {
-	k.mu.Lock()
-	if k.locks == nil {
-		k.locks = make(map[string]*keyedEntry)
-	}
-	e := k.locks[id]
-	if e == nil {
-		e = &keyedEntry{}
-		k.locks[id] = e
-	}
-	e.refs++
-	k.mu.Unlock()
-
-	e.mu.Lock()
-	return func() {
-		e.mu.Unlock()
-		k.mu.Lock()
-		e.refs--
-		if e.refs == 0 {
-			delete(k.locks, id)
-		}
-		k.mu.Unlock()
-	}
 }

@@ -43,7 +43,7 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (_ Container, retErr err
 		return Container{}, err
 	}
 	id := spec.ID
-	unlock := r.ids.lock(id)
+	unlock := r.ids.Lock(id)
 	defer unlock()
 	ctx = r.nsctx(ctx)
 	t0 := r.cfg.Clock.Now()
@@ -268,7 +268,7 @@ func (r *Runtime) startTask(ctx context.Context, ctr client.Container, task clie
 // network namespace and IP, same log file (appended). A task still running
 // is killed first. Use it after Wait reported an exit.
 func (r *Runtime) Restart(ctx context.Context, id string) (Container, error) {
-	unlock := r.ids.lock(id)
+	unlock := r.ids.Lock(id)
 	defer unlock()
 	ctx = r.nsctx(ctx)
 	ctr, err := r.loadContainer(ctx, id)
@@ -302,7 +302,7 @@ func (r *Runtime) Restart(ctx context.Context, id string) (Container, error) {
 // without a container are removed too, and nothing left is not an error.
 // When ctx ends during the grace the task is killed anyway.
 func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
-	unlock := r.ids.lock(id)
+	unlock := r.ids.Lock(id)
 	defer unlock()
 	return r.stop(r.nsctx(ctx), id, grace)
 }
@@ -480,7 +480,7 @@ func (r *Runtime) RemoveOrphans(ctx context.Context, keep func(id string) bool) 
 		ids[id] = true
 	}
 	for id := range ids {
-		unlock := r.ids.lock(id)
+		unlock := r.ids.Lock(id)
 		_, err := r.loadContainer(ctx, id)
 		if errors.Is(err, ErrNotFound) {
 			if err := r.stop(ctx, id, 0); err != nil {
@@ -572,7 +572,7 @@ func (r *Runtime) dropWatch(id string) {
 // watchFor returns the watch of id's current task, starting one for a task
 // this Runtime did not start (adopted after an agent restart).
 func (r *Runtime) watchFor(ctx context.Context, id string) (*watch, error) {
-	unlock := r.ids.lock(id)
+	unlock := r.ids.Lock(id)
 	defer unlock()
 	r.watchMu.Lock()
 	w := r.watches[id]

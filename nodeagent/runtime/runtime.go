@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/surgeplatform/surge/internal/keyed"
 	"github.com/surgeplatform/surge/nodeagent/network"
 )
 
@@ -36,7 +37,7 @@ type Runtime struct {
 	private  *privateContainerd // nil unless this Runtime started it
 	noFile   uint64             // RLIMIT_NOFILE of replicas
 
-	ids keyedMutex
+	ids keyed.Mutex
 
 	images    sync.Map // normalized ref -> *imageInfo
 	pulls     singleflight.Group
@@ -157,42 +158,4 @@ func (r *Runtime) Close() error {
 // nsctx namespaces ctx for containerd.
 func (r *Runtime) nsctx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, r.cfg.Namespace)
-}
-
-// keyedMutex serializes work on one id while letting different ids run in
-// parallel.
-type keyedMutex struct {
-	mu    sync.Mutex
-	locks map[string]*keyedEntry
-}
-
-type keyedEntry struct {
-	mu   sync.Mutex
-	refs int
-}
-
-// lock locks id and returns its unlock function.
-func (k *keyedMutex) lock(id string) func() {
-	k.mu.Lock()
-	if k.locks == nil {
-		k.locks = make(map[string]*keyedEntry)
-	}
-	e := k.locks[id]
-	if e == nil {
-		e = &keyedEntry{}
-		k.locks[id] = e
-	}
-	e.refs++
-	k.mu.Unlock()
-
-	e.mu.Lock()
-	return func() {
-		e.mu.Unlock()
-		k.mu.Lock()
-		e.refs--
-		if e.refs == 0 {
-			delete(k.locks, id)
-		}
-		k.mu.Unlock()
-	}
 }
