@@ -222,6 +222,13 @@ func (r *Runner) Tick(ctx context.Context) error {
 		d.d.Record(now, l.sample)
 		dec := d.d.Scale(now, int(sc.Status.ReadyReplicas))
 		desired, reason := int32(dec.Desired), dec.Reason.String()
+		if initial := max(rev.Spec.Template.Scaling.MinScale, 1); desired < initial && serving[k] &&
+			now.Sub(rev.Metadata.CreationTimestamp) < r.window(rev) {
+			// A new revision keeps its initial scale for one stable window,
+			// as Knative's does: long enough to become Ready and take its
+			// first requests, rather than being judged idle before it ran.
+			desired, reason = initial, "initial scale"
+		}
 		if !serving[k] && l.sample.Concurrency == 0 && l.sample.Requests == 0 {
 			// A revision that gets no traffic any more drains to zero once
 			// its last requests are done, whatever its policy says.
@@ -244,6 +251,14 @@ func (r *Runner) Tick(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// window is the revision's effective stable window.
+func (r *Runner) window(rev *api.Revision) time.Duration {
+	if d, err := time.ParseDuration(rev.Spec.Template.Scaling.StableWindow); err == nil && d > 0 {
+		return d
+	}
+	return r.cfg.Autoscaler.StableWindow
 }
 
 func (r *Runner) deciderFor(k string, rev *api.Revision) (*decider, error) {

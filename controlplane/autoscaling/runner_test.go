@@ -121,3 +121,48 @@ func TestRevisionWithoutTrafficDrainsToZero(t *testing.T) {
 		}
 	}
 }
+
+func TestNewRevisionKeepsItsInitialScaleForAWindow(t *testing.T) {
+	in := controlplanetest.Start(t)
+	c := in.Client()
+	ctx := context.Background()
+	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1"}}
+	fn.Spec.Scaling.StableWindow = "10s"
+	f, err := c.PutFunction(ctx, fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := f.Metadata.CreationTimestamp
+	r, err := autoscaling.New(autoscaling.DefaultConfig(), in.Store(), slog.New(slog.NewTextHandler(io.Discard, nil)),
+		func() time.Time { return now }, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	desired := func() int32 {
+		sc, err := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00001")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sc.Spec.Replicas
+	}
+	// Never used, within its first window: it keeps the one replica.
+	for range 5 {
+		now = now.Add(time.Second)
+		if err := r.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := desired(); got != 1 {
+		t.Fatalf("a 5s-old revision was scaled to %d, want its initial 1", got)
+	}
+	// Long after, still unused: zero.
+	for range 120 {
+		now = now.Add(time.Second)
+		if err := r.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := desired(); got != 0 {
+		t.Errorf("an idle revision 2 minutes old has %d replicas, want 0", got)
+	}
+}
