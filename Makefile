@@ -26,7 +26,7 @@ e2e: ## End-to-end tests: build the binary and use it as a user would.
 TRACE     ?= ../shared/traces/azure2019-100
 
 bench: ## Benchmarks, side by side with their baselines; prints ratios.
-	SURGE_BENCH_DEPS=1 scripts/setup.sh
+	scripts/setup.sh
 	$(GO) run ./benchmarks/cmd/bench
 	$(GO) run ./benchmarks/replay -trace $(TRACE) -policy all
 

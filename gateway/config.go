@@ -44,7 +44,9 @@ type Config struct {
 	// MaxConnsPerIP caps concurrent connections from one client IP (0 = no
 	// cap); more are answered 429 and closed. Clients behind one NAT share it.
 	MaxConnsPerIP int
-	// MaxConns caps concurrent client connections in total.
+	// MaxConns caps concurrent client connections in total, and, counted
+	// apart, open WebSockets: fasthttp stops counting a connection once
+	// the gateway takes it over for a tunnel.
 	MaxConns int
 	// TrustForwardedHeaders keeps incoming X-Forwarded-For/-Proto/-Host and
 	// appends to them; set it only behind a proxy you trust, else clients
@@ -58,9 +60,11 @@ type Config struct {
 	// after the request was sent; 504 after. 0 means the total limit only.
 	ResponseStartTimeout time.Duration
 	// IdleStreamTimeout bounds the silence between two reads of a response
-	// body (an SSE stream with no events); the stream is cut after it.
+	// body (an SSE stream with no events), and of a WebSocket (no byte
+	// either way); the stream is cut after it.
 	IdleStreamTimeout time.Duration
 	// DefaultTimeout is a function's total limit when its spec names none.
+	// It bounds a WebSocket's whole life too.
 	DefaultTimeout time.Duration
 	// MaxConnsPerEndpoint caps connections to one replica.
 	MaxConnsPerEndpoint int

@@ -2,8 +2,9 @@
 // that routes each request to a function's revision by traffic weight and
 // to the least-loaded ready replica with room, queues requests when none
 // has room (asking for a replica at once when a revision has none), retries
-// what is safe, ejects replicas that refuse connections, and reports
-// per-revision load to the autoscaler every second.
+// what is safe, ejects replicas that refuse connections, passes WebSocket
+// upgrades through, and reports per-revision load to the autoscaler every
+// second.
 //
 // Routing state comes from RouteSources (the control-plane watch,
 // ControlPlaneSource; later gossip) through Routes.Update into one
@@ -12,8 +13,9 @@
 // Files: config.go (Config), state.go (the sources' model and interfaces),
 // routes.go (snapshot building), picker.go, endpoint.go (ejection),
 // budget.go (retry budget and policy), queue.go, stats.go — the pure cores;
-// proxy.go and upstream.go — the request path; gateway.go — the server's
-// life; cpsource.go — the control-plane watch.
+// proxy.go and upstream.go — the request path; upgrade.go — WebSocket
+// tunnels; gateway.go — the server's life; cpsource.go — the
+// control-plane watch.
 package gateway
 
 import (
@@ -65,6 +67,7 @@ type Gateway struct {
 	sources   []RouteSource
 	listener  net.Listener
 	srv       *fasthttp.Server
+	tunnels   tunnelSet // upgraded connections fasthttp handed over
 
 	draining  atomic.Bool
 	drainOnce sync.Once
@@ -133,7 +136,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		budget:         newBudgetConfig(cfg.RetryBudgetRatio, cfg.RetryBudgetBurst),
 	}, hooks)
 	g.srv = &fasthttp.Server{
-		Handler:                      g.serve,
+		Handler:                      g.handle,
 		ErrorHandler:                 g.parseError,
 		Logger:                       fasthttpLogger{g.log},
 		Concurrency:                  cfg.MaxConns,
@@ -159,7 +162,19 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 func (g *Gateway) Routes() *Routes { return g.routes }
 
 // Handler is the gateway's request handler, for embedding and tests.
-func (g *Gateway) Handler() fasthttp.RequestHandler { return g.serve }
+func (g *Gateway) Handler() fasthttp.RequestHandler { return g.handle }
+
+// handle serves a request, and while the gateway drains asks the client
+// to close its connection after the answer: a keep-alive client that
+// went on sending would otherwise be cut off by the listener's close at
+// the end of DrainDelay, with a request written on a connection the drain
+// closes as idle (RFC 9112 §9.6). A WebSocket's 101 keeps its connection.
+func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
+	g.serve(ctx)
+	if g.draining.Load() && !ctx.Hijacked() {
+		ctx.SetConnectionClose()
+	}
+}
 
 // Ready reports whether the gateway takes traffic (false once draining).
 func (g *Gateway) Ready() bool { return !g.draining.Load() }
@@ -175,10 +190,11 @@ func (g *Gateway) micros(t time.Time) int64 { return t.Sub(g.epoch).Microseconds
 
 // Run serves until ctx ends, then drains: readiness turns false, the
 // gateway keeps serving for DrainDelay, stops accepting, lets in-flight
-// requests finish (up to DrainTimeout) while closing idle keep-alive
-// connections, and returns once everything it started has exited. It
-// returns nil after a drain that ctx started, or the error that ended it.
-// Call it once.
+// requests and open WebSockets finish (up to DrainTimeout, for both
+// together) while closing idle keep-alive connections, closes the
+// WebSockets still open, and returns once everything it started has
+// exited. It returns nil after a drain that ctx started, or the error that
+// ended it. Call it once.
 func (g *Gateway) Run(ctx context.Context) error {
 	ln := g.listener
 	if ln == nil {
@@ -227,6 +243,7 @@ func (g *Gateway) drain() error {
 	// Shutdown does nothing if Serve has not registered the listener yet
 	// (ctx ended right away); closing it ourselves ends Serve either way.
 	_ = g.listener.Close()
+	g.tunnels.drain(ctx)
 	g.routes.closeIdle()
 	if err != nil {
 		return fmt.Errorf("gateway drain: %w", err)

@@ -40,12 +40,15 @@ type exchange struct {
 	idempotent bool
 	streamed   bool // the request body streams from the client
 	reused     bool // the attempt's connection came from the pool
+	upgrade    bool // a WebSocket handshake: tunnel on 101 (upgrade.go)
 
-	// the checked-out replica connection of a successful attempt
-	hc   *fasthttp.HostClient
-	cc   any // fasthttp's *clientConn, see connCall
-	conn *countingConn
-	br   *bufio.Reader
+	// the checked-out replica connection of a successful attempt: from
+	// the pool (cc), or dialed for an upgrade (dialed)
+	hc     *fasthttp.HostClient
+	cc     any // fasthttp's *clientConn, see connCall
+	dialed bool
+	conn   *countingConn
+	br     *bufio.Reader
 }
 
 var exchangePool sync.Pool
@@ -67,7 +70,7 @@ func releaseExchange(x *exchange) {
 	x.relay = relay{x: x}
 	x.g, x.rev, x.ep = nil, nil, nil
 	x.code = 0
-	x.head, x.idempotent, x.streamed, x.reused = false, false, false, false
+	x.head, x.idempotent, x.streamed, x.reused, x.upgrade = false, false, false, false, false
 	if cap(x.body) > 1<<20 {
 		x.body = nil // keep the pool's memory bounded
 	}
@@ -87,6 +90,7 @@ var (
 	msgBadBody        = "the request body could not be read"
 	msgBadFraming     = "malformed request framing"
 	msgDraining       = "the gateway is shutting down"
+	msgBadUpgrade     = "the function's replica switched to a protocol that was not asked for"
 	headerRevision    = "Surge-Revision"
 	contentTypeJSON   = "application/json"
 	retryAfterSeconds = "1"
@@ -167,6 +171,12 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 	}
 	x.xff = copyRequestHeader(&x.req.Header, &ctx.Request.Header, x.uri, fw, x.xff)
 	x.req.Header.SetProtocol("HTTP/1.1")
+	if isWebSocketUpgrade(&ctx.Request.Header) {
+		// The one hop-by-hop exchange that is passed on: see upgrade.go.
+		x.upgrade = true
+		x.req.Header.Set(fasthttp.HeaderConnection, "Upgrade")
+		x.req.Header.Set(fasthttp.HeaderUpgrade, "websocket")
+	}
 
 	// The body: small ones are read now so a retry can send them again;
 	// large and chunked ones stream from the client.
@@ -262,6 +272,19 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 
 	// The replica answered: pass its header on, and its body as a stream.
 	x.code = x.resp.Header.StatusCode()
+	if x.code == fasthttp.StatusSwitchingProtocols {
+		if x.upgrade && isWebSocketAccept(&x.resp.Header) {
+			g.tunnel(ctx, x)
+			return
+		}
+		// Switching protocols unasked, or to another protocol than the
+		// one asked for, would leave the client's connection in a state
+		// that no longer is HTTP.
+		x.finishUpstream(false)
+		ctx.SetConnectionClose()
+		g.answer(ctx, x, fasthttp.StatusBadGateway, msgBadUpgrade)
+		return
+	}
 	copyResponseHeader(&ctx.Response.Header, &x.resp.Header)
 	bs := x.resp.BodyStream()
 	cl := x.resp.Header.ContentLength()

@@ -37,8 +37,8 @@ type RevisionInfo struct {
 	// ResponseStartTimeout bounds the wait for the response header after
 	// the request was sent; 0 means the gateway's ResponseStartTimeout.
 	ResponseStartTimeout time.Duration
-	// IdleTimeout bounds the silence within a response body; 0 means the
-	// gateway's IdleStreamTimeout.
+	// IdleTimeout bounds the silence within a response body or a
+	// WebSocket; 0 means the gateway's IdleStreamTimeout.
 	IdleTimeout time.Duration
 }
 

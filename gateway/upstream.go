@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -122,10 +123,32 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 }
 
 // roundTrip sends x.req to ep and reads the response header into x.resp.
-// On success the connection stays checked out in x (x.cc, x.br) until
-// finishUpstream. On failure it is closed and the failure classified.
+// On success the connection stays checked out in x (x.cc or x.dialed,
+// x.br) until finishUpstream. On failure it is closed and the failure
+// classified. An upgrade gets a connection of its own, dialed for it
+// rather than taken from the pool: a WebSocket may stay open for the
+// function's whole time limit, and the pool's MaxConns is for requests.
 func (x *exchange) roundTrip(ep *Endpoint) (failure, error) {
 	hc := ep.hc
+	if x.upgrade {
+		c, err := hc.Dial(ep.addr)
+		if err != nil {
+			return failConnect, err
+		}
+		conn, ok := c.(*countingConn)
+		if !ok {
+			_ = c.Close()
+			return failNotSent, errors.New("gateway: replica connection of unexpected type")
+		}
+		x.reused = false
+		br, f, err := x.send(hc, conn)
+		if f != failNone {
+			_ = conn.Close()
+			return f, err
+		}
+		x.hc, x.conn, x.br, x.dialed = hc, conn, br, true
+		return failNone, nil
+	}
 	cc, err := hc.AcquireConn(0, false)
 	if err != nil {
 		var de *dialError
@@ -140,11 +163,24 @@ func (x *exchange) roundTrip(ep *Endpoint) (failure, error) {
 		return failNotSent, errors.New("gateway: replica connection of unexpected type")
 	}
 	x.reused = !cc.LastUseTime().IsZero()
+	br, f, err := x.send(hc, conn)
+	if f != failNone {
+		connCall(hc, (*fasthttp.HostClient).CloseConn, any(cc))
+		return f, err
+	}
+	x.hc, x.cc, x.conn, x.br = hc, cc, conn, br
+	return failNone, nil
+}
+
+// send writes x.req to conn and reads the response header into x.resp,
+// returning the reader the body (or an upgraded protocol) continues in.
+// On failure the caller closes conn.
+func (x *exchange) send(hc *fasthttp.HostClient, conn *countingConn) (*bufio.Reader, failure, error) {
 	written, read := conn.written, conn.read
 
 	_ = conn.SetWriteDeadline(x.deadline)
 	bw := hc.AcquireWriter(conn)
-	err = x.req.Write(bw)
+	err := x.req.Write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -153,16 +189,15 @@ func (x *exchange) roundTrip(ep *Endpoint) (failure, error) {
 		err = x.reqBody.err
 	}
 	if err != nil {
-		connCall(hc, (*fasthttp.HostClient).CloseConn, any(cc))
 		switch {
 		case x.reqBody.err != nil:
-			return failBody, x.reqBody.err
+			return nil, failBody, x.reqBody.err
 		case conn.written == written:
-			return failNotSent, err
+			return nil, failNotSent, err
 		case isTimeout(err):
-			return failTimeout, err
+			return nil, failTimeout, err
 		}
-		return failBroken, err
+		return nil, failBroken, err
 	}
 
 	readDeadline := x.deadline
@@ -184,34 +219,35 @@ func (x *exchange) roundTrip(ep *Endpoint) (failure, error) {
 	if err != nil {
 		_ = x.resp.CloseBodyStream()
 		hc.ReleaseReader(br)
-		connCall(hc, (*fasthttp.HostClient).CloseConn, any(cc))
 		switch {
 		case isTimeout(err):
-			return failTimeout, err
+			return nil, failTimeout, err
 		case conn.read == read:
-			return failBroken, err
+			return nil, failBroken, err
 		}
-		return failProtocol, err
+		return nil, failProtocol, err
 	}
-	x.hc, x.cc, x.conn, x.br = hc, cc, conn, br
-	return failNone, nil
+	return br, failNone, nil
 }
 
 // finishUpstream returns or closes the connection of a successful
-// exchange. The connection is reused only when the answer was read to its
-// end and neither side asked to close.
+// exchange. A pooled connection is reused only when the answer was read
+// to its end and neither side asked to close; a dialed one is closed.
 func (x *exchange) finishUpstream(complete bool) {
-	if x.cc == nil {
+	if x.cc == nil && !x.dialed {
 		return
 	}
 	_ = x.resp.CloseBodyStream() // before the reader it reads from goes back to the pool
 	x.hc.ReleaseReader(x.br)
-	if complete && !x.resp.ConnectionClose() {
+	switch {
+	case x.dialed:
+		_ = x.conn.Close()
+	case complete && !x.resp.ConnectionClose():
 		connCall(x.hc, (*fasthttp.HostClient).ReleaseConn, x.cc)
-	} else {
+	default:
 		connCall(x.hc, (*fasthttp.HostClient).CloseConn, x.cc)
 	}
-	x.hc, x.cc, x.conn, x.br = nil, nil, nil, nil
+	x.hc, x.cc, x.conn, x.br, x.dialed = nil, nil, nil, nil, false
 }
 
 // relay is the response body as the client's answer streams it: fasthttp

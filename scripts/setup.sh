@@ -5,9 +5,8 @@
 set -euo pipefail
 
 packages=(containerd runc containernetworking-plugins iptables)
-if [[ "${SURGE_BENCH_DEPS:-}" == 1 ]]; then
-  packages+=(nginx haproxy wrk)
-fi
+# The benchmarks' peers; their configs are also checked by `make test`.
+packages+=(nginx haproxy wrk)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,80 @@
+// Command gwbench runs one side of the gateway benchmarks in a process of
+// its own, so that the benchmark runner (benchmarks/cmd/bench) can pin it
+// to a core with taskset:
+//
+//	gwbench backend  -addr A                 a fasthttp "hello" server
+//	gwbench surge    -addr A -backend B      Surge's gateway, routing hello.surge.localhost to B
+//	gwbench httputil -addr A -backend B      net/http/httputil.ReverseProxy to B
+//
+// Servers run until they are killed or interrupted.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/surgeplatform/surge/benchmarks"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: gwbench backend|surge|httputil [flags]")
+		os.Exit(2)
+	}
+	role := os.Args[1]
+	fs := flag.NewFlagSet(role, flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
+	backend := fs.String("backend", "", "backend address (surge, httputil)")
+	_ = fs.Parse(os.Args[2:])
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch role {
+	case "backend":
+		err = runBackend(ctx, *addr)
+	case "surge":
+		err = runSurge(ctx, *addr, *backend)
+	case "httputil":
+		err = runHTTPUtil(ctx, *addr, *backend)
+	default:
+		err = fmt.Errorf("unknown role %q", role)
+	}
+	if err != nil && ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "gwbench %s: %v\n", role, err)
+		os.Exit(1)
+	}
+}
+
+func runBackend(ctx context.Context, addr string) error {
+	srv := benchmarks.HelloBackend()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	go func() { <-ctx.Done(); _ = srv.Shutdown() }()
+	return srv.Serve(ln)
+}
+
+func runSurge(ctx context.Context, addr, backend string) error {
+	g, err := benchmarks.SurgeGateway(addr, backend, nil)
+	if err != nil {
+		return err
+	}
+	return g.Run(ctx)
+}
+
+func runHTTPUtil(ctx context.Context, addr, backend string) error {
+	srv := benchmarks.HTTPUtilServer(addr, backend)
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}
