@@ -62,6 +62,8 @@ func newServerCmd(s Streams, g *globals) *cobra.Command {
 		},
 	}
 	addServerFlags(c, o)
+	c.Flags().StringVar(&o.Config.GossipAddr, "gossip-addr", "0.0.0.0:7945", "where the server gossips, to hear of dead nodes at once (\"\" for none)")
+	c.Flags().StringSliceVar(&o.Config.GossipJoin, "join", nil, "gossip addresses of cluster members (HOST:PORT)")
 	return c
 }
 
@@ -114,6 +116,9 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.AllInOne {
+		o.Config.GossipAddr = "127.0.0.1:0" // the agent and gateway join it
+	}
 	srv, err := controlplane.New(o.Config, log, o.Version)
 	if err != nil {
 		return fmt.Errorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
@@ -143,6 +148,7 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 		ao.Streams, ao.LogLevel = o.Streams, o.LogLevel
 		ao.Client = client.Config{Server: admin.Server, CertificateAuthority: admin.CertificateAuthority, Token: srv.JoinToken()}
 		ao.StateDir = agentStateDir(o.Config.DataDir)
+		ao.Join = []string{srv.GossipAddr()}
 		roles.Go(func() error { return wrap("node agent", runAgent(rctx, &ao)) })
 		gwo := o.Gateway
 		gwo.Streams, gwo.LogLevel = o.Streams, o.LogLevel

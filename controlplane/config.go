@@ -50,6 +50,11 @@ type Config struct {
 	Controllers controllers.Config
 	// Autoscaling tunes the autoscaler.
 	Autoscaling autoscaling.Config
+	// GossipAddr, when set, makes the server a gossip member there
+	// (HOST:PORT; port 0 picks one), so node deaths reach the node
+	// controller at gossip speed. GossipJoin are members to join.
+	GossipAddr string
+	GossipJoin []string
 }
 
 // DefaultConfig returns the configuration of a single, all-in-one server.

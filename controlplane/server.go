@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,7 @@ import (
 	"github.com/surgeplatform/surge/controlplane/pki"
 	"github.com/surgeplatform/surge/controlplane/registry"
 	"github.com/surgeplatform/surge/controlplane/store"
+	"github.com/surgeplatform/surge/gossip"
 )
 
 // shutdownGrace bounds how long in-flight API requests may take to finish
@@ -49,6 +51,38 @@ type Server struct {
 	join  string
 	// gateway is a gateway-role token.
 	gateway string
+	// gossipAddr is where the server's gossip member listens.
+	gossipAddr string
+}
+
+// GossipAddr is where the server gossips ("" when it does not); valid
+// after Ready. Agents and gateways may join there.
+func (s *Server) GossipAddr() string { return s.gossipAddr }
+
+// startGossip runs the server's gossip member until ctx ends; stop waits
+// for it to leave.
+func (s *Server) startGossip(ctx context.Context, joinToken string, h gossip.Handler) (*gossip.Gossip, func(), error) {
+	host, port, err := net.SplitHostPort(s.cfg.GossipAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--gossip-addr %q: want HOST:PORT", s.cfg.GossipAddr)
+	}
+	cfg := gossip.DefaultConfig()
+	cfg.NodeName, cfg.Role, cfg.JoinToken, cfg.Logger = "server-"+s.cfg.Name, gossip.RoleServer, joinToken, s.log
+	cfg.BindAddr = host
+	if cfg.BindPort, err = strconv.Atoi(port); err != nil {
+		return nil, nil, fmt.Errorf("--gossip-addr %q: bad port", s.cfg.GossipAddr)
+	}
+	g, err := gossip.New(cfg, h)
+	if err != nil {
+		return nil, nil, fmt.Errorf("gossip: %w", err)
+	}
+	gctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); _ = g.Run(gctx) }()
+	if len(s.cfg.GossipJoin) > 0 {
+		go func() { _, _ = g.Join(gctx, s.cfg.GossipJoin) }()
+	}
+	return g, func() { cancel(); <-done }, nil
 }
 
 // New checks the configuration and returns a server ready to Run.
@@ -183,6 +217,19 @@ func (s *Server) Run(ctx context.Context) error {
 	s.admin, s.store, s.join, s.gateway = admin, st, join, gw
 
 	mgr := controllers.New(c.Controllers, st, s.log, time.Now, c.Name, scaler.Run)
+	if c.GossipAddr != "" {
+		// The server is a gossip member too, so that the node controller
+		// hears of a dead node when gossip does.
+		live := newLiveness()
+		g, stopGossip, err := s.startGossip(ctx, join, live)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopGossip()
+		s.gossipAddr = g.LocalNode().Addr.String()
+		mgr.UseLiveness(live, live.changed)
+	}
 	mctx, stopControllers := context.WithCancel(ctx)
 	mdone := make(chan error, 1)
 	go func() { mdone <- mgr.Run(mctx) }()

@@ -95,6 +95,9 @@ func newCluster(t *testing.T, verb string) *cluster {
 	}
 	c.flags = []string{"--data-dir", c.dataDir, "--api-addr", freeAddr(t),
 		"--etcd-client-addr", freeAddr(t), "--etcd-peer-addr", freeAddr(t)}
+	if verb == "server" {
+		c.flags = append(c.flags, "--gossip-addr", "127.0.0.1:0")
+	}
 	if verb == "up" {
 		// Its own bridge and addresses, so it cannot clash with a `make
 		// run` on the same machine.

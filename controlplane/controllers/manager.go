@@ -47,6 +47,22 @@ type Manager struct {
 	now   func() time.Time
 	id    string
 	tasks []LeaderTask
+	// live, when set, declares nodes dead as soon as gossip does.
+	live Liveness
+	// wake, when set, triggers a pass (gossip changed).
+	wake <-chan struct{}
+}
+
+// UseLiveness makes the node controller follow gossip: a node gossip
+// declares dead is dead at once, not after NodeTimeout. wake signals a
+// change. Call before Run.
+func (m *Manager) UseLiveness(l Liveness, wake <-chan struct{}) { m.live, m.wake = l, wake }
+
+// Liveness is what gossip says of nodes. State may be called from the
+// controllers' goroutine at any time and must not block; ok is false for a
+// node gossip has not seen.
+type Liveness interface {
+	State(node string) (state api.NodeState, ok bool)
 }
 
 // LeaderTask is a loop that runs only on the leader (the autoscaler): it
@@ -135,6 +151,8 @@ func (m *Manager) waitForChange(ctx context.Context, wch clientv3.WatchChan, tic
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick:
+			return nil
+		case <-m.wake:
 			return nil
 		case wr, ok := <-wch:
 			if !ok {
@@ -227,8 +245,13 @@ func (m *Manager) nodes(ctx context.Context, st *state) error {
 			dead[n.Metadata.Name] = true
 			continue
 		}
-		if nodeStale(n, now, m.cfg.NodeTimeout) {
-			m.log.Warn("node missed its heartbeats: dead", "node", n.Metadata.Name, "lastSeen", n.Status.LastSeen)
+		gossipDead := false
+		if m.live != nil {
+			st, ok := m.live.State(n.Metadata.Name)
+			gossipDead = ok && st == api.NodeDead
+		}
+		if gossipDead || nodeStale(n, now, m.cfg.NodeTimeout) {
+			m.log.Warn("node dead", "node", n.Metadata.Name, "lastSeen", n.Status.LastSeen, "gossip", gossipDead)
 			n.Status.State = api.NodeDead
 			if _, err := store.UpdateNodeStatus(ctx, m.store, n); err != nil {
 				if !benign(err) {

@@ -1,0 +1,77 @@
+package controlplane_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/controlplane"
+	"github.com/surgeplatform/surge/controlplane/controlplanetest"
+	"github.com/surgeplatform/surge/gossip"
+)
+
+type nopHandler struct{}
+
+func (nopHandler) OnNode(gossip.NodeEvent)         {}
+func (nopHandler) OnEndpoint(gossip.EndpointEvent) {}
+
+// TestGossipDeathMovesReplicasAtOnce: a node agent's gossip member dies
+// while its heartbeats are still fresh; the node controller declares the
+// node dead from gossip, long before the heartbeat timeout, and its replica
+// moves to another node.
+func TestGossipDeathMovesReplicasAtOnce(t *testing.T) {
+	in := controlplanetest.StartWith(t, func(c *controlplane.Config) {
+		c.GossipAddr = "127.0.0.1:0"
+		c.Controllers.NodeTimeout = time.Hour
+	})
+	c := in.Client()
+	ctx := context.Background()
+
+	// node-a's agent, as far as gossip goes.
+	gcfg := gossip.DefaultConfig()
+	gcfg.NodeName, gcfg.Role, gcfg.JoinToken = "node-a", gossip.RoleAgent, in.Server().JoinToken()
+	gcfg.BindAddr, gcfg.BindPort = "127.0.0.1", 0
+	gcfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	g, err := gossip.New(gcfg, nopHandler{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = g.Run(gctx) }()
+	if _, err := g.Join(ctx, []string{in.Server().GossipAddr()}); err != nil {
+		t.Fatalf("join the server's gossip: %v", err)
+	}
+
+	registerNode(t, c, "node-a", time.Now())
+	f := hello("example.test/hello:v1")
+	f.Spec.Scaling.MinScale = 1
+	if _, err := c.PutFunction(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a replica on node-a", func() (bool, string) {
+		reps := replicasOf(t, c, "hello")
+		return len(reps) == 1 && reps[0].Spec.NodeName == "node-a", fmt.Sprint(reps)
+	})
+	registerNode(t, c, "node-b", time.Now())
+
+	// node-a's process dies without leaving: its heartbeat is fresh, but
+	// gossip notices within seconds.
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node-a dead by gossip and its replica on node-b", func() (bool, string) {
+		n, err := client.Get[api.Node](ctx, c, "nodes", "", "node-a")
+		if err != nil {
+			return false, err.Error()
+		}
+		reps := replicasOf(t, c, "hello")
+		return n.Status.State == api.NodeDead && len(reps) == 1 && reps[0].Spec.NodeName == "node-b",
+			fmt.Sprintf("node-a %s, replicas %v", n.Status.State, reps)
+	})
+}
