@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -20,9 +21,10 @@ type GatewayOptions struct {
 	Streams
 	LogLevel string
 	// Client is the gateway's API identity: a gateway-role token.
-	Client client.Config
-	Addr   string
-	Domain string
+	Client     client.Config
+	Addr       string
+	Domain     string
+	DrainDelay time.Duration
 	// JoinToken keys gossip; GossipAddr and Join place this gateway in it.
 	// Without a join token the gateway learns endpoints from etcd alone.
 	JoinToken  string
@@ -34,6 +36,10 @@ func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 	d := gateway.DefaultConfig()
 	c.Flags().StringVar(&o.Addr, "gateway-addr", d.Addr, "where the gateway serves HTTP")
 	c.Flags().StringVar(&o.Domain, "domain", d.Domain, "functions answer at NAME.DOMAIN and NAME.NAMESPACE.DOMAIN")
+	// A second of drain lets load balancers see the failing health check
+	// and keep-alive clients be told to leave, so no request is caught by
+	// the close; 0 stops at once.
+	c.Flags().DurationVar(&o.DrainDelay, "drain-delay", time.Second, "on SIGTERM, keep serving this long with readiness false before closing")
 }
 
 func addGatewayGossipFlags(c *cobra.Command, o *GatewayOptions) {
@@ -81,6 +87,7 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 	if o.Domain != "" {
 		cfg.Domain = o.Domain
 	}
+	cfg.DrainDelay = o.DrainDelay
 	sources := []gateway.RouteSource{&gateway.ControlPlaneSource{Client: c, Log: log}}
 	if o.JoinToken != "" {
 		gs := gateway.NewGossipSource()

@@ -51,6 +51,33 @@ func (p *proc) stop(sig syscall.Signal) {
 	p.cmd = nil
 }
 
+// killUnder kills every process whose command line names dir (a private
+// containerd and its shims) and waits for them to go.
+func killUnder(t *testing.T, dir string) {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	var procs []*os.Process
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !bytes.Contains(b, []byte(dir)) {
+			continue
+		}
+		if p, err := os.FindProcess(pid); err == nil && p.Signal(syscall.SIGKILL) == nil {
+			procs = append(procs, p)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, p := range procs {
+		for p.Signal(syscall.Signal(0)) == nil && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
 // functionPIDs returns the PIDs of the named replicas' processes on this
 // host: the hello image's /function whose parent, the containerd shim, runs
 // with "-id REPLICA".
@@ -148,6 +175,9 @@ func TestAgentSIGKILLUnderTraffic(t *testing.T) {
 		}
 		gw.stop(syscall.SIGTERM)
 		agent.stop(syscall.SIGTERM)
+		// The agent reused a private containerd an earlier (killed) agent
+		// started, so none of them stops it: the test does.
+		killUnder(t, stateDir)
 		if t.Failed() {
 			t.Logf("agent output:\n%s\ngateway output:\n%s", agent.out.String(), gw.out.String())
 		}
