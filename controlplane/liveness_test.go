@@ -20,14 +20,16 @@ type nopHandler struct{}
 func (nopHandler) OnNode(gossip.NodeEvent)         {}
 func (nopHandler) OnEndpoint(gossip.EndpointEvent) {}
 
-// TestGossipDeathMovesReplicasAtOnce: a node agent's gossip member dies
-// while its heartbeats are still fresh; the node controller declares the
-// node dead from gossip, long before the heartbeat timeout, and its replica
-// moves to another node.
+// TestGossipDeathMovesReplicasAtOnce: a node agent's gossip member dies;
+// the node controller declares the node dead from gossip once a beat is
+// missed (GossipConfirm), long before the heartbeat timeout, and its
+// replica moves to another node.
 func TestGossipDeathMovesReplicasAtOnce(t *testing.T) {
 	in := controlplanetest.StartWith(t, func(c *controlplane.Config) {
 		c.GossipAddr = "127.0.0.1:0"
 		c.Controllers.NodeTimeout = time.Hour
+		c.Controllers.GossipConfirm = time.Second // the test's node never beats again
+		c.Controllers.Resync = 100 * time.Millisecond
 	})
 	c := in.Client()
 	ctx := context.Background()
@@ -74,4 +76,49 @@ func TestGossipDeathMovesReplicasAtOnce(t *testing.T) {
 		return n.Status.State == api.NodeDead && len(reps) == 1 && reps[0].Spec.NodeName == "node-b",
 			fmt.Sprintf("node-a %s, replicas %v", n.Status.State, reps)
 	})
+}
+
+// TestGossipDeathOfABeatingNodeIsNotBelieved: gossip can misfire on a
+// starved machine; a node whose heartbeats keep coming keeps its replicas.
+func TestGossipDeathOfABeatingNodeIsNotBelieved(t *testing.T) {
+	in := controlplanetest.StartWith(t, func(c *controlplane.Config) {
+		c.GossipAddr = "127.0.0.1:0"
+		c.Controllers.Resync = 100 * time.Millisecond
+	})
+	c := in.Client()
+	ctx := context.Background()
+	gcfg := gossip.DefaultConfig()
+	gcfg.NodeName, gcfg.Role, gcfg.JoinToken = "node-a", gossip.RoleAgent, in.Server().JoinToken()
+	gcfg.BindAddr, gcfg.BindPort = "127.0.0.1", 0
+	gcfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	g, err := gossip.New(gcfg, nopHandler{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = g.Run(gctx) }()
+	if _, err := g.Join(ctx, []string{in.Server().GossipAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	registerNode(t, c, "node-a", time.Now())
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Keep beating for 8s, well past gossip's detection (about 1-6s).
+	for end := time.Now().Add(8 * time.Second); time.Now().Before(end); {
+		n, err := client.Get[api.Node](ctx, c, "nodes", "", "node-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Status.State == api.NodeDead {
+			t.Fatal("a node that keeps beating was declared dead on gossip's word alone")
+		}
+		n.Status.LastSeen = time.Now().UTC()
+		n.Metadata.ResourceVersion = ""
+		if err := c.Do(ctx, "PUT", client.Path("nodes", "", "node-a")+"/status", n, nil); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

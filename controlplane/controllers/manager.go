@@ -29,6 +29,11 @@ type Config struct {
 	// NodeTimeout is how long a node may miss heartbeats before it is dead
 	// and its replicas are replaced elsewhere. Agents beat every 5s.
 	NodeTimeout time.Duration
+	// GossipConfirm is how long a node gossip declares dead must also have
+	// missed heartbeats before its replicas move: gossip's fast failure
+	// detection misfires on a starved CPU, and moving every replica of a
+	// live node is an outage. Two missed beats confirm a real death.
+	GossipConfirm time.Duration
 	// LeaseTTL is the leader's etcd session TTL in seconds: how long a
 	// crashed leader blocks the next one.
 	LeaseTTL int
@@ -36,7 +41,8 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Resync: 5 * time.Second, Debounce: 5 * time.Millisecond, NodeTimeout: 30 * time.Second, LeaseTTL: 10}
+	return Config{Resync: 5 * time.Second, Debounce: 5 * time.Millisecond, NodeTimeout: 30 * time.Second,
+		GossipConfirm: 10 * time.Second, LeaseTTL: 10}
 }
 
 // Manager runs the controllers while this server is the leader.
@@ -248,7 +254,7 @@ func (m *Manager) nodes(ctx context.Context, st *state) error {
 		gossipDead := false
 		if m.live != nil {
 			st, ok := m.live.State(n.Metadata.Name)
-			gossipDead = ok && st == api.NodeDead
+			gossipDead = ok && st == api.NodeDead && nodeStale(n, now, m.cfg.GossipConfirm)
 		}
 		if gossipDead || nodeStale(n, now, m.cfg.NodeTimeout) {
 			m.log.Warn("node dead", "node", n.Metadata.Name, "lastSeen", n.Status.LastSeen, "gossip", gossipDead)
