@@ -10,10 +10,18 @@
 //	    core, and to the backend directly.
 //	B2  Gateway added latency: open-loop p50/p99 at 25/50/75% of each
 //	    proxy's B1 maximum, minus the backend's own at the same rate.
+//	B3  Cold start: a replica started by Surge's runtime until it answers
+//	    HTTP, vs bare containerd (create, start, first answer) through the
+//	    same client; and through a whole `surge up`.
+//	B4  Burst: a step from 1 to 10 clients, until more replicas are
+//	    requested and until they are Ready (no baseline).
 //	B7  API mutating latency: create/replace a Function through the HTTPS
 //	    API vs a raw etcd Put from the same process.
 //	B8  Gateway cost: allocations per proxied request, and memory per
 //	    10,000 idle keep-alive client connections.
+//
+// The autoscaler's policies are judged separately, on a real trace, by
+// benchmarks/replay (`make bench` runs it after these).
 package benchmarks
 
 import (
