@@ -26,7 +26,6 @@ type AgentOptions struct {
 	LogLevel string
 	// Client is the agent's API identity: server URL, CA and a node token.
 	Client            client.Config
-	CAFile            string
 	NodeName          string
 	Address           string
 	StateDir          string
@@ -61,7 +60,6 @@ func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
 	}
 	if withIdentity {
 		f.StringVar(&o.StateDir, "state-dir", "/var/lib/surge/agent", "replica logs, network state, private containerd")
-		f.StringVar(&o.CAFile, "ca-file", "", "PEM of the cluster CA (default: the client config's)")
 	}
 }
 
@@ -79,13 +77,6 @@ server start prints and keeps in DATA_DIR/join-token.`,
 			cfg, err := g.clientConfig()
 			if err != nil {
 				return err
-			}
-			if o.CAFile != "" {
-				b, err := os.ReadFile(o.CAFile)
-				if err != nil {
-					return fmt.Errorf("--ca-file: %w", err)
-				}
-				cfg.CertificateAuthority = string(b)
 			}
 			o.Client = *cfg
 			return runAgent(cmd.Context(), o)

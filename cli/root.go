@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -28,6 +29,7 @@ type globals struct {
 	server     string
 	token      string
 	namespace  string
+	caFile     string
 	logLevel   string
 	version    string
 }
@@ -69,6 +71,13 @@ func (g *globals) clientConfig() (*client.Config, error) {
 	if g.namespace != "" {
 		cfg.Namespace = g.namespace
 	}
+	if g.caFile != "" {
+		b, err := os.ReadFile(g.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		cfg.CertificateAuthority = string(b)
+	}
 	return cfg, nil
 }
 
@@ -102,6 +111,7 @@ func NewRootCmd(s Streams, version string) *cobra.Command {
 	pf.StringVar(&g.configPath, "config", "", "client config file (default $SURGE_CONFIG, else ~/.surge/config.yaml)")
 	pf.StringVar(&g.server, "api", "", "API server URL, overriding the config's")
 	pf.StringVar(&g.token, "token", "", "API token, overriding the config's")
+	pf.StringVar(&g.caFile, "ca-file", "", "PEM of the CA that signed the API's certificate, overriding the config's")
 	pf.StringVarP(&g.namespace, "namespace", "n", "", "namespace (default: the config's, else \"default\")")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level of server roles: debug, info, warn, error")
 

@@ -166,8 +166,14 @@ Try:
 Press Ctrl-C to stop.
 `, admin.Server, o.Config.DataDir, o.Config.UserConfigPath, o.Self, o.Self, portOf(o.Gateway.Addr))
 	} else {
-		fmt.Fprintf(o.Out, "Surge server is up. API: %s\nJoin a node agent with:\n  surge agent --api %s --token %s --ca-file %s\n",
-			admin.Server, admin.Server, srv.JoinToken(), filepath.Join(o.Config.DataDir, "pki", "ca.crt"))
+		ca := filepath.Join(o.Config.DataDir, "pki", "ca.crt")
+		join := ""
+		if a := srv.GossipAddr(); a != "" {
+			join = " --join " + a
+		}
+		fmt.Fprintf(o.Out, "Surge server is up. API: %s\n\nJoin a node agent with:\n  surge agent --api %s --token %s --ca-file %s%s\n"+
+			"Run a gateway with:\n  surge gateway --api %s --token %s --ca-file %s --join-token %s%s\n",
+			admin.Server, admin.Server, srv.JoinToken(), ca, join, admin.Server, srv.GatewayToken(), ca, srv.JoinToken(), join)
 	}
 	roles.Go(func() error {
 		select {

@@ -125,17 +125,22 @@ func (c *cluster) removeReplicas() {
 	for _, f := range fns {
 		c.surge("rm", "-n", f.Metadata.Namespace, f.Metadata.Name)
 	}
+	// Every container gone: no shim of this cluster's containerd left, and
+	// no network namespace.
 	netns := filepath.Join(c.dataDir, "agent", "network", "netns")
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		ents, err := os.ReadDir(netns)
-		if err != nil || len(ents) == 0 {
+		if (err != nil || len(ents) == 0) && len(shimsUnder(c.dataDir)) == 0 {
 			c.stop(syscall.SIGTERM)
+			killUnder(c.t, c.dataDir)
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	c.t.Errorf("replicas still have network namespaces 60s after their functions were removed")
+	c.t.Errorf("replicas still running 60s after their functions were removed")
+	c.stop(syscall.SIGTERM)
+	killUnder(c.t, c.dataDir)
 }
 
 // start runs the server and waits until the CLI can talk to it.

@@ -51,21 +51,52 @@ func (p *proc) stop(sig syscall.Signal) {
 	p.cmd = nil
 }
 
+// shimsUnder returns the PIDs of containerd shims serving a containerd
+// whose socket is under dir.
+func shimsUnder(dir string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(b, []byte("containerd-shim")) && bytes.Contains(b, []byte(dir)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 // killUnder kills every process whose command line names dir (a private
-// containerd and its shims) and waits for them to go.
+// containerd, its shims) and the shims' containers, and waits for them.
 func killUnder(t *testing.T, dir string) {
 	t.Helper()
+	shims := map[string]bool{}
+	for _, pid := range shimsUnder(dir) {
+		shims[strconv.Itoa(pid)] = true
+	}
 	ents, _ := os.ReadDir("/proc")
-	var procs []*os.Process
+	var victims []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !bytes.Contains(b, []byte(dir)) {
+		if err != nil {
 			continue
 		}
+		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		child := len(fields) > 1 && shims[fields[1]]
+		if child || bytes.Contains(b, []byte(dir)) {
+			victims = append(victims, pid)
+		}
+	}
+	var procs []*os.Process
+	for _, pid := range victims {
 		if p, err := os.FindProcess(pid); err == nil && p.Signal(syscall.SIGKILL) == nil {
 			procs = append(procs, p)
 		}
