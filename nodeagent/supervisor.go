@@ -94,6 +94,7 @@ func (s *supervisor) run(ctx context.Context, adopted *rt.Container) {
 		if err := s.waitReady(ctx, c, probePath, a.cfg.StartTimeout); err != nil {
 			return
 		}
+		s.settle(ctx)
 		if s.status.Phase != api.ReplicaReady || s.status.IP != c.IP {
 			s.status.IP, s.status.Port = c.IP, c.Port
 			s.report(ctx, api.ReplicaReady, "")
@@ -192,6 +193,7 @@ func (s *supervisor) run(ctx context.Context, adopted *rt.Container) {
 				err = s.waitReady(ctx, c, probePath, a.cfg.StartTimeout)
 			}
 			if err == nil {
+				s.settle(ctx)
 				break
 			}
 			if ctx.Err() != nil {
@@ -227,12 +229,29 @@ func (s *supervisor) start(ctx context.Context, spec rt.Spec, probePath string, 
 		return rt.Container{}, err
 	}
 	ready := a.now()
+	s.settle(ctx)
 	s.status.IP, s.status.Port = c.IP, c.Port
 	s.status.StartLatency = ready.Sub(seen).Round(time.Millisecond).String()
 	s.status.StartPhases = fmt.Sprintf("image %s, start %s, ready %s",
 		pulled.Sub(seen).Round(time.Millisecond), started.Sub(pulled).Round(time.Millisecond), ready.Sub(started).Round(time.Millisecond))
 	s.report(ctx, api.ReplicaReady, "")
 	return c, nil
+}
+
+// cpuLimiter is implemented by runtimes that start replicas without their
+// CPU quota (the start-up boost) and set it once they are Ready.
+type cpuLimiter interface {
+	ApplyCPULimit(ctx context.Context, id string) error
+}
+
+// settle ends a replica's start-up boost: from Ready on it runs under its
+// CPU quota.
+func (s *supervisor) settle(ctx context.Context) {
+	if l, ok := s.agent.runtime.(cpuLimiter); ok {
+		if err := l.ApplyCPULimit(ctx, s.replica.Metadata.Name); err != nil && ctx.Err() == nil {
+			s.agent.log.Warn("apply cpu limit", "replica", s.replica.Metadata.Name, "err", err)
+		}
+	}
 }
 
 // waitReady probes a container every ProbeInterval until it answers.

@@ -74,6 +74,12 @@ type Config struct {
 	// DefaultPidsLimit applies when a Spec sets no PidsLimit: a fork bomb
 	// stops there instead of at the node's limit.
 	DefaultPidsLimit int64
+	// StartupCPUBoost starts replicas without their CPU quota and lets
+	// ApplyCPULimit set it once they are Ready: a cold start throttled to
+	// 100m takes twice as long (runc's set-up and the function's own start
+	// run under the quota). CPU shares still weigh replicas against each
+	// other meanwhile. Off, the quota applies from the first instruction.
+	StartupCPUBoost bool
 	// DefaultUID and DefaultGID run replicas whose image names no user or
 	// names root. 65532 is distroless' "nonroot".
 	DefaultUID, DefaultGID uint32
@@ -105,6 +111,7 @@ func DefaultConfig() Config {
 		LogPollInterval:   250 * time.Millisecond,
 		TmpSize:           64 << 20,
 		DefaultPidsLimit:  1024,
+		StartupCPUBoost:   true,
 		DefaultUID:        65532,
 		DefaultGID:        65532,
 		Network:           network.DefaultConfig(),

@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/surgeplatform/surge/nodeagent/network"
 )
@@ -125,6 +126,7 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (_ Container, retErr err
 		tmpSize:  r.cfg.TmpSize,
 		pidLimit: spec.PidsLimit,
 		noFile:   r.noFile,
+		boost:    r.cfg.StartupCPUBoost,
 	}
 	if in.pidLimit == 0 {
 		in.pidLimit = r.cfg.DefaultPidsLimit
@@ -140,6 +142,7 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (_ Container, retErr err
 		LabelNS:       spec.Namespace,
 		LabelIP:       att.IP,
 		LabelPort:     strconv.Itoa(int(port)),
+		LabelCPU:      strconv.FormatInt(spec.MilliCPU, 10),
 	}
 	ctr, err := r.client.NewContainer(ctx, id,
 		client.WithImageName(img.name),
@@ -596,4 +599,38 @@ func (r *Runtime) watchFor(ctx context.Context, id string) (*watch, error) {
 	}
 	r.setWatch(id, w)
 	return w, nil
+}
+
+// ApplyCPULimit sets replica id's CPU quota from its spec. With
+// Config.StartupCPUBoost the replica starts without one, so that its
+// start-up (the runtime's, then the function's own) is not throttled to
+// its steady-state share; the agent calls this once the replica is Ready,
+// and again after every restart. It is idempotent.
+func (r *Runtime) ApplyCPULimit(ctx context.Context, id string) error {
+	unlock := r.ids.Lock(id)
+	defer unlock()
+	ctx = r.nsctx(ctx)
+	ctr, err := r.loadContainer(ctx, id)
+	if err != nil {
+		return err
+	}
+	labels, err := ctr.Labels(ctx)
+	if err != nil {
+		return fmt.Errorf("cpu limit of replica %s: %w", id, err)
+	}
+	milli, _ := strconv.ParseInt(labels[LabelCPU], 10, 64)
+	if milli <= 0 {
+		return nil
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("cpu limit of replica %s: %w", id, err)
+	}
+	quota, period := cpuQuota(milli), uint64(cpuPeriod)
+	if err := task.Update(ctx, client.WithResources(&specs.LinuxResources{
+		CPU: &specs.LinuxCPU{Quota: &quota, Period: &period},
+	})); err != nil {
+		return fmt.Errorf("cpu limit of replica %s: %w", id, err)
+	}
+	return nil
 }

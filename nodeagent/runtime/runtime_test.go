@@ -152,8 +152,15 @@ func TestStartServeLimitsStop(t *testing.T) {
 	if got := cgroupValue(t, c.PID, "pids", "pids.max", "pids.max"); got != "64" {
 		t.Errorf("pids limit %s, want 64", got)
 	}
+	// Started with the boost on, the quota is off until ApplyCPULimit.
+	if got := cgroupValue(t, c.PID, "cpu", "cpu.cfs_quota_us", "cpu.max"); got != "-1" && !strings.HasPrefix(got, "max") {
+		t.Errorf("cpu quota %s during start-up, want none (the start-up boost)", got)
+	}
+	if err := r.ApplyCPULimit(ctx, spec.ID); err != nil {
+		t.Fatal(err)
+	}
 	if got := cgroupValue(t, c.PID, "cpu", "cpu.cfs_quota_us", "cpu.max"); got != "50000" && got != "50000 100000" {
-		t.Errorf("cpu quota %s, want 50000 of 100000", got)
+		t.Errorf("cpu quota %s after ApplyCPULimit, want 50000 of 100000", got)
 	}
 
 	list, err := r.List(ctx)

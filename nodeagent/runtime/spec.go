@@ -47,7 +47,13 @@ type specInput struct {
 	tmpSize  int64
 	pidLimit int64
 	noFile   uint64 // RLIMIT_NOFILE, soft and hard
+	// boost starts the replica without its CPU quota (see
+	// Config.StartupCPUBoost); ApplyCPULimit sets it.
+	boost bool
 }
+
+// cpuQuota is the CFS quota of millicores per cpuPeriod.
+func cpuQuota(milli int64) int64 { return max(milli*cpuPeriod/1000, minCPUQuota) }
 
 // specOpts returns the OCI spec options of a replica, in the order they
 // must apply: the image's process, then the hardening (capabilities before
@@ -105,11 +111,13 @@ func specOpts(in specInput) []oci.SpecOpts {
 		opts = append(opts, oci.WithMemoryLimit(uint64(in.spec.MemoryBytes)))
 	}
 	if in.spec.MilliCPU > 0 {
-		quota := max(in.spec.MilliCPU*cpuPeriod/1000, minCPUQuota)
 		// Shares weigh replicas against each other when the node is
 		// contended below their quotas, as Kubernetes does from requests.
 		shares := uint64(max(in.spec.MilliCPU*1024/1000, 2))
-		opts = append(opts, oci.WithCPUCFS(quota, cpuPeriod), oci.WithCPUShares(shares))
+		opts = append(opts, oci.WithCPUShares(shares))
+		if !in.boost {
+			opts = append(opts, oci.WithCPUCFS(cpuQuota(in.spec.MilliCPU), cpuPeriod))
+		}
 	}
 	if in.att.NetNS != "" {
 		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: in.att.NetNS}))

@@ -15,6 +15,8 @@ const (
 	LabelFunction = "surge.dev/function"
 	LabelRevision = "surge.dev/revision"
 	LabelNS       = "surge.dev/namespace"
+	// LabelCPU keeps the replica's millicores, for ApplyCPULimit.
+	LabelCPU = "surge.dev/cpu-millis"
 	// LabelIP and LabelPort say where the replica serves (Container.IP and
 	// Port), so that List needs nothing but containerd.
 	LabelIP   = "surge.dev/ip"

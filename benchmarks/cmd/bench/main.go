@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -14,6 +15,8 @@ import (
 )
 
 func main() {
+	only := flag.String("only", "", "run only the benchmarks whose name contains this, e.g. B3")
+	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	var rows []benchmarks.Row
@@ -29,6 +32,9 @@ func main() {
 	} {
 		if ctx.Err() != nil {
 			break
+		}
+		if !strings.Contains(b.name, *only) {
+			continue
 		}
 		fmt.Fprintf(os.Stderr, "running %s...\n", b.name)
 		r, err := b.run(ctx)
