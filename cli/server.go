@@ -175,18 +175,25 @@ Press Ctrl-C to stop.
 			"Run a gateway with:\n  surge gateway --api %s --token %s --ca-file %s --join-token %s%s\n",
 			admin.Server, admin.Server, srv.JoinToken(), ca, join, admin.Server, srv.GatewayToken(), ca, srv.JoinToken(), join)
 	}
+	// The server's own end: if it stops first, it takes the others along.
+	var serverErr error
+	serverDone := false
 	roles.Go(func() error {
 		select {
 		case <-rctx.Done():
 			return nil
-		case err := <-done:
-			return wrap("server", err)
+		case serverErr = <-done:
+			serverDone = true
+			return wrap("server", serverErr)
 		}
 	})
 	err = roles.Wait()
 	stopServer()
-	if serr := <-done; err == nil && serr != nil {
-		err = serr
+	if !serverDone {
+		serverErr = <-done
+	}
+	if err == nil && serverErr != nil {
+		err = serverErr
 	}
 	if ctx.Err() != nil && err == nil {
 		return nil
