@@ -116,13 +116,12 @@ func runAgent(ctx context.Context, o *AgentOptions) error {
 	if ip, err := netip.ParseAddr(acfg.Address); err == nil {
 		gcfg.Meta.Address = ip
 	}
-	gctx, stopGossip := context.WithCancel(context.WithoutCancel(ctx))
-	g, waitGossip, err := startGossip(gctx, gcfg, o.GossipAddr, o.Join, peers, log)
+	gcfg.Logger = log
+	g, stopGossip, err := gossip.Start(gcfg, o.GossipAddr, o.Join, peers)
 	if err != nil {
-		stopGossip()
-		return err
+		return fmt.Errorf("--gossip-addr: %w", err)
 	}
-	defer func() { stopGossip(); waitGossip() }()
+	defer stopGossip()
 	peers.SetGossip(g)
 	newRuntime := func(ctx context.Context, node *api.Node) (nodeagent.Runtime, error) {
 		rc := runtime.DefaultConfig()

@@ -93,14 +93,13 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 		gs := gateway.NewGossipSource()
 		gcfg := gossip.DefaultConfig()
 		gcfg.NodeName, gcfg.Role, gcfg.JoinToken = "gw-"+gatewayName(cfg.Addr), gossip.RoleGateway, o.JoinToken
-		gctx, stopGossip := context.WithCancel(context.WithoutCancel(ctx))
-		_, waitGossip, err := startGossip(gctx, gcfg, o.GossipAddr, o.Join, gs, log)
+		gcfg.Logger = log
+		_, stopGossip, err := gossip.Start(gcfg, o.GossipAddr, o.Join, gs)
 		if err != nil {
-			stopGossip()
-			return err
+			return fmt.Errorf("--gossip-addr: %w", err)
 		}
 		// Leave gossip only after the gateway has drained.
-		defer func() { stopGossip(); waitGossip() }()
+		defer stopGossip()
 		sources = append(sources, gs)
 	}
 	gw, err := gateway.New(cfg, gateway.Deps{

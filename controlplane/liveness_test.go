@@ -15,6 +15,24 @@ import (
 	"github.com/surgeplatform/surge/gossip"
 )
 
+// agentMember joins the server's gossip as the agent of node name; the
+// test stops it when it ends (Close before that to simulate a crash).
+func agentMember(t *testing.T, in *controlplanetest.Instance, name string) *gossip.Gossip {
+	t.Helper()
+	cfg := gossip.DefaultConfig()
+	cfg.NodeName, cfg.Role, cfg.JoinToken = name, gossip.RoleAgent, in.Server().JoinToken()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	g, stop, err := gossip.Start(cfg, "127.0.0.1:0", nil, nopHandler{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	if _, err := g.Join(context.Background(), []string{in.Server().GossipAddr()}); err != nil {
+		t.Fatalf("join the server's gossip: %v", err)
+	}
+	return g
+}
+
 type nopHandler struct{}
 
 func (nopHandler) OnNode(gossip.NodeEvent)         {}
@@ -34,21 +52,7 @@ func TestGossipDeathMovesReplicasAtOnce(t *testing.T) {
 	c := in.Client()
 	ctx := context.Background()
 
-	// node-a's agent, as far as gossip goes.
-	gcfg := gossip.DefaultConfig()
-	gcfg.NodeName, gcfg.Role, gcfg.JoinToken = "node-a", gossip.RoleAgent, in.Server().JoinToken()
-	gcfg.BindAddr, gcfg.BindPort = "127.0.0.1", 0
-	gcfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	g, err := gossip.New(gcfg, nopHandler{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() { _ = g.Run(gctx) }()
-	if _, err := g.Join(ctx, []string{in.Server().GossipAddr()}); err != nil {
-		t.Fatalf("join the server's gossip: %v", err)
-	}
+	g := agentMember(t, in, "node-a") // node-a's agent, as far as gossip goes
 
 	registerNode(t, c, "node-a", time.Now())
 	f := hello("example.test/hello:v1")
@@ -87,20 +91,7 @@ func TestGossipDeathOfABeatingNodeIsNotBelieved(t *testing.T) {
 	})
 	c := in.Client()
 	ctx := context.Background()
-	gcfg := gossip.DefaultConfig()
-	gcfg.NodeName, gcfg.Role, gcfg.JoinToken = "node-a", gossip.RoleAgent, in.Server().JoinToken()
-	gcfg.BindAddr, gcfg.BindPort = "127.0.0.1", 0
-	gcfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	g, err := gossip.New(gcfg, nopHandler{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() { _ = g.Run(gctx) }()
-	if _, err := g.Join(ctx, []string{in.Server().GossipAddr()}); err != nil {
-		t.Fatal(err)
-	}
+	g := agentMember(t, in, "node-a")
 	registerNode(t, c, "node-a", time.Now())
 	if err := g.Close(); err != nil {
 		t.Fatal(err)

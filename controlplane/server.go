@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,32 +57,6 @@ type Server struct {
 // GossipAddr is where the server gossips ("" when it does not); valid
 // after Ready. Agents and gateways may join there.
 func (s *Server) GossipAddr() string { return s.gossipAddr }
-
-// startGossip runs the server's gossip member until ctx ends; stop waits
-// for it to leave.
-func (s *Server) startGossip(ctx context.Context, joinToken string, h gossip.Handler) (*gossip.Gossip, func(), error) {
-	host, port, err := net.SplitHostPort(s.cfg.GossipAddr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--gossip-addr %q: want HOST:PORT", s.cfg.GossipAddr)
-	}
-	cfg := gossip.DefaultConfig()
-	cfg.NodeName, cfg.Role, cfg.JoinToken, cfg.Logger = "server-"+s.cfg.Name, gossip.RoleServer, joinToken, s.log
-	cfg.BindAddr = host
-	if cfg.BindPort, err = strconv.Atoi(port); err != nil {
-		return nil, nil, fmt.Errorf("--gossip-addr %q: bad port", s.cfg.GossipAddr)
-	}
-	g, err := gossip.New(cfg, h)
-	if err != nil {
-		return nil, nil, fmt.Errorf("gossip: %w", err)
-	}
-	gctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() { defer close(done); _ = g.Run(gctx) }()
-	if len(s.cfg.GossipJoin) > 0 {
-		go func() { _, _ = g.Join(gctx, s.cfg.GossipJoin) }()
-	}
-	return g, func() { cancel(); <-done }, nil
-}
 
 // New checks the configuration and returns a server ready to Run.
 func New(cfg Config, log *slog.Logger, version string) (*Server, error) {
@@ -221,7 +194,9 @@ func (s *Server) Run(ctx context.Context) error {
 		// The server is a gossip member too, so that the node controller
 		// hears of a dead node when gossip does.
 		live := newLiveness()
-		g, stopGossip, err := s.startGossip(ctx, join, live)
+		gcfg := gossip.DefaultConfig()
+		gcfg.NodeName, gcfg.Role, gcfg.JoinToken, gcfg.Logger = "server-"+c.Name, gossip.RoleServer, join, s.log
+		g, stopGossip, err := gossip.Start(gcfg, c.GossipAddr, c.GossipJoin, live)
 		if err != nil {
 			ln.Close()
 			return err

@@ -52,10 +52,8 @@ func (s *Server) activate(ctx context.Context, ns, name string) (*ActivateRespon
 			}
 			return &ActivateResponse{Revision: name, Replicas: out.Spec.Replicas, Activated: true}, nil
 		}
-		if !errorsIsConflict(err) {
+		if !errors.Is(err, api.ErrConflict) {
 			return nil, err
 		}
 	}
 }
-
-func errorsIsConflict(err error) bool { return errors.Is(err, api.ErrConflict) }
