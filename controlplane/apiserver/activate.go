@@ -44,16 +44,16 @@ func (s *Server) activate(ctx context.Context, ns, name string) (*ActivateRespon
 		if sc.Spec.Replicas > 0 {
 			return &ActivateResponse{Revision: name, Replicas: sc.Spec.Replicas}, nil
 		}
-		sc.Spec.Replicas = 1
-		out, err := store.UpdateScaleSpec(ctx, s.cfg.Store, sc)
-		if err == nil {
-			if s.cfg.OnActivate != nil {
-				s.cfg.OnActivate(ns, name)
-			}
-			return &ActivateResponse{Revision: name, Replicas: out.Spec.Replicas, Activated: true}, nil
+		out, err := store.SetScaleReplicas(ctx, s.cfg.Store, ns, name, 0, 1)
+		if errors.Is(err, api.ErrConflict) {
+			continue // someone else raised it: report what they set
 		}
-		if !errors.Is(err, api.ErrConflict) {
+		if err != nil {
 			return nil, err
 		}
+		if s.cfg.OnActivate != nil {
+			s.cfg.OnActivate(ns, name)
+		}
+		return &ActivateResponse{Revision: name, Replicas: out.Spec.Replicas, Activated: true}, nil
 	}
 }

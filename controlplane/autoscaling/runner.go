@@ -281,12 +281,10 @@ func (r *Runner) deciderFor(k string, rev *api.Revision) (*decider, error) {
 func (r *Runner) write(ctx context.Context, sc *api.Scale, desired int32, mode, reason string) error {
 	if sc.Spec.Replicas != desired {
 		r.log.Info("scale", "revision", sc.Metadata.Name, "from", sc.Spec.Replicas, "to", desired, "reason", reason)
-		next := *sc
-		next.Spec.Replicas = desired
-		out, err := store.UpdateScaleSpec(ctx, r.store, &next)
+		out, err := store.SetScaleReplicas(ctx, r.store, sc.Metadata.Namespace, sc.Metadata.Name, sc.Spec.Replicas, desired)
 		if err != nil {
 			if errors.Is(err, api.ErrConflict) || errors.Is(err, api.ErrNotFound) {
-				return nil // changed under us (an activation): decide again next tick
+				return nil // the count changed under us (an activation): decide again next tick
 			}
 			return err
 		}

@@ -12,12 +12,17 @@ import (
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/controlplane"
 	"github.com/surgeplatform/surge/controlplane/autoscaling"
 	"github.com/surgeplatform/surge/controlplane/controlplanetest"
 )
 
+// manual turns off the server's own autoscaler, so that the runner a test
+// drives with its own clock is the only writer of desired counts.
+func manual(c *controlplane.Config) { c.Autoscaling.Manual = true }
+
 func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
-	in := controlplanetest.Start(t)
+	in := controlplanetest.StartWith(t, manual) // this test's runner is the only one
 	c := in.Client()
 	gw := in.ClientWithToken(in.Server().GatewayToken())
 	ctx := context.Background()
@@ -93,7 +98,7 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 }
 
 func TestRevisionWithoutTrafficDrainsToZero(t *testing.T) {
-	in := controlplanetest.Start(t)
+	in := controlplanetest.StartWith(t, manual) // this test's runner is the only one
 	c := in.Client()
 	ctx := context.Background()
 	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1"}}
@@ -123,7 +128,7 @@ func TestRevisionWithoutTrafficDrainsToZero(t *testing.T) {
 }
 
 func TestNewRevisionKeepsItsInitialScaleForAWindow(t *testing.T) {
-	in := controlplanetest.Start(t)
+	in := controlplanetest.StartWith(t, manual) // this test's runner is the only one
 	c := in.Client()
 	ctx := context.Background()
 	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1"}}

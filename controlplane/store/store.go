@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -343,4 +344,27 @@ func UpdateScaleStatus(ctx context.Context, s *Store, sc *api.Scale) (*api.Scale
 		next.Spec = stored.Spec
 		next.Metadata.Labels = stored.Metadata.Labels
 	})
+}
+
+// SetScaleReplicas changes a Scale's desired count from one value to
+// another: a compare-and-swap on the count alone, so that the status
+// writes the controllers make all the time do not make it fail, while a
+// concurrent change of the count itself (an activation, a user) does, with
+// api.ErrConflict.
+func SetScaleReplicas(ctx context.Context, s *Store, ns, name string, from, to int32) (*api.Scale, error) {
+	for {
+		sc, err := Get[api.Scale](ctx, s, Scales, ns, name)
+		if err != nil {
+			return nil, err
+		}
+		if sc.Spec.Replicas != from {
+			return nil, conflict(Scales, name)
+		}
+		sc.Spec.Replicas = to
+		out, err := UpdateScaleSpec(ctx, s, sc)
+		if errors.Is(err, api.ErrConflict) {
+			continue // the status moved under us: read again
+		}
+		return out, err
+	}
 }
