@@ -501,6 +501,9 @@ func (d *Decider) keepAlive(now time.Time, b int64, want int, reason Reason) (in
 		if idleFor < pred.Until {
 			return 1, ReasonKeepAlive
 		}
+		if idleFor >= pred.RepeatFrom && idleFor < pred.RepeatUntil {
+			return hold, ReasonPrewarm
+		}
 		return 0, ReasonToZero
 	}
 }

@@ -283,6 +283,14 @@ func timer(starts ...int) func(int) Sample {
 	}
 }
 
+// keepAliveConfig is the default config without PanicScaleUp, so that a
+// keep-alive test's single requests ask for one replica each.
+func keepAliveConfig() Config {
+	c := DefaultConfig()
+	c.PanicScaleUp = false
+	return c
+}
+
 func TestDeciderKeepAlive(t *testing.T) {
 	every5m := make([]int, 12)
 	for i := range every5m {
@@ -307,7 +315,28 @@ func TestDeciderKeepAlive(t *testing.T) {
 				909: {1, ReasonKeepAlive, false},
 				910: {0, ReasonToZero, false}, // 10m after the end of the last use
 			},
-			pred: Prediction{Kind: PredictFixed, Until: 10 * time.Minute},
+			// One idle time of 4m59s: a pre-warm again from 3m36s to
+			// 5m30s, inside the fixed keep-alive here.
+			pred: Prediction{Kind: PredictFixed, Until: 10 * time.Minute, RepeatFrom: 216 * time.Second, RepeatUntil: 330 * time.Second},
+		},
+		{
+			name:   "learning: a timer every 15m is pre-warmed from its third use",
+			starts: []int{10, 910, 1810},
+			until:  1900,
+			// The second use outlives the 10m keep-alive and is cold; its
+			// idle time of 14m59s has the third pre-warmed from 12m36s.
+			want: map[int]got{
+				909:  {0, ReasonToZero, false},
+				910:  {1, ReasonStable, false},
+				1509: {1, ReasonKeepAlive, false},
+				1510: {0, ReasonToZero, false},
+				1665: {0, ReasonToZero, false},
+				1666: {1, ReasonPrewarm, false},
+				1809: {1, ReasonPrewarm, false},
+				1810: {1, ReasonStable, false}, // the use comes to a warm replica
+				1899: {1, ReasonKeepAlive, false},
+			},
+			pred: Prediction{Kind: PredictFixed, Until: 10 * time.Minute, RepeatFrom: 756 * time.Second, RepeatUntil: 990 * time.Second},
 		},
 		{
 			name:   "timer: release right after each use, pre-warm before the next",
@@ -342,7 +371,7 @@ func TestDeciderKeepAlive(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newRig(t, DefaultConfig(), Policy{ContainerConcurrency: 1})
+			r := newRig(t, keepAliveConfig(), Policy{ContainerConcurrency: 1})
 			r.run(0, tt.until, timer(tt.starts...))
 			for sec, want := range tt.want {
 				r.expect(sec, want)

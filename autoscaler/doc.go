@@ -48,7 +48,7 @@
 // says little about 2s later); long requests at low rates, which change
 // slowly, get a spare or two over what is running.
 //
-// PanicScaleUp (off by default; Knative never does it) also scales up on
+// PanicScaleUp (on by default; Knative never does it) also scales up on
 // the panic window outside panic mode, scaling down only on the stable
 // window: fewer cold starts at the start of bursts, for more replicas.
 //
@@ -64,7 +64,9 @@
 // (IdleTimes). Then, after each use:
 //
 //   - while it has fewer than MinSamples idle times, it keeps one replica
-//     for the fixed keep-alive (10 minutes, as Lambda);
+//     for the fixed keep-alive (10 minutes, as Lambda), and pre-warms
+//     again from the shortest to the longest idle time seen, widened by
+//     10%, so that a periodic caller is warm from its third use;
 //   - when most idle times are beyond 4 hours, it releases the replicas
 //     once a use is over (after a pause longer than the use's pauses);
 //   - when the idle times are predictable (coefficient of variation at

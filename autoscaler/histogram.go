@@ -112,7 +112,9 @@ type PredictionKind int
 
 const (
 	// PredictFixed: too few idle times, or too spread, to predict; keep the
-	// last replica for the fixed keep-alive.
+	// last replica for the fixed keep-alive. While the histogram is still
+	// learning, a replica is also pre-warmed again around the idle times
+	// seen so far (see Prediction.RepeatFrom).
 	PredictFixed PredictionKind = iota
 	// PredictKeepAlive: the next use may come at once (the head percentile
 	// is in the first bucket); keep the last replica until the tail.
@@ -156,11 +158,21 @@ type Prediction struct {
 	// released, for PredictPrewarm and PredictRelease: long enough
 	// to ride out the pauses within a use (see IdleTimes).
 	Linger time.Duration
+	// RepeatFrom and RepeatUntil bound a second window, after the fixed
+	// keep-alive, in which a replica is pre-warmed again: from the
+	// shortest to the longest idle time seen so far, widened by Margin.
+	// They are set only for PredictFixed while the histogram holds fewer
+	// than MinSamples idle times but at least one: many callers are
+	// periodic, and waiting for the histogram would make their next uses
+	// cold (a timer every 15 minutes outlives a 10-minute keep-alive).
+	RepeatFrom, RepeatUntil time.Duration
 }
 
 // Predict applies the hybrid histogram policy of Shahrad et al.:
 //
-//   - fewer than MinSamples idle times: the fixed keep-alive cfg.Fixed;
+//   - fewer than MinSamples idle times: the fixed keep-alive cfg.Fixed,
+//     and a pre-warm again from the shortest to the longest idle time
+//     seen so far, widened by Margin;
 //   - more than MaxOutOfBounds of the idle times beyond the range: release
 //     at once, no pre-warm;
 //   - idle times with a coefficient of variation above MaxCV (too spread to
@@ -177,6 +189,12 @@ func (h *IdleHistogram) Predict(cfg KeepAliveConfig, coldStartCost time.Duration
 	fixed := Prediction{Kind: PredictFixed, Until: cfg.Fixed}
 	all := h.total + h.oob
 	if all < uint64(cfg.MinSamples) {
+		if h.total > 0 {
+			shortest, _ := h.Percentile(0)
+			_, longest := h.Percentile(100)
+			fixed.RepeatFrom = time.Duration(float64(shortest) * (1 - cfg.Margin))
+			fixed.RepeatUntil = time.Duration(float64(longest) * (1 + cfg.Margin))
+		}
 		return fixed
 	}
 	if float64(h.oob) > cfg.MaxOutOfBounds*float64(all) {

@@ -85,7 +85,7 @@ func (t *IdleTimes) Clone() *IdleTimes {
 
 func (t *IdleTimes) predict() Prediction {
 	p := t.idle.Predict(t.cfg, t.cost)
-	if p.Kind == PredictFixed && p.Until == 0 {
+	if p.Kind == PredictFixed && p.Until == 0 && p.RepeatUntil == 0 {
 		p.Kind = PredictRelease // keeping is not worth it: release
 	}
 	if p.Kind == PredictPrewarm || p.Kind == PredictRelease {

@@ -157,7 +157,7 @@ func predString(p Prediction) string {
 	for _, f := range []struct {
 		name string
 		d    time.Duration
-	}{{"prewarm", p.Prewarm}, {"until", p.Until}, {"linger", p.Linger}} {
+	}{{"prewarm", p.Prewarm}, {"until", p.Until}, {"linger", p.Linger}, {"repeat-from", p.RepeatFrom}, {"repeat-until", p.RepeatUntil}} {
 		if f.d != 0 {
 			s += fmt.Sprintf(",%s=%v", f.name, f.d)
 		}

@@ -16,6 +16,10 @@ type Result struct {
 	Invocations int64 `json:"invocations"`
 	// ColdStarts is the number of requests that found no free replica.
 	ColdStarts int64 `json:"cold_starts"`
+	// ColdStartsFromZero is the part of ColdStarts that found no replica
+	// at all, not even a starting one; the others found every replica
+	// busy.
+	ColdStartsFromZero int64 `json:"-"`
 	// ColdStartFraction is ColdStarts / Invocations.
 	ColdStartFraction float64 `json:"cold_start_fraction"`
 	// FunctionColdStartP50, P75 and P90 are percentiles over functions
@@ -121,6 +125,7 @@ feed:
 			fr := per[fi][pi]
 			r.Invocations += fr.invocations
 			r.ColdStarts += fr.coldStarts
+			r.ColdStartsFromZero += fr.coldZero
 			replicaNs += fr.replicaNs
 			busyNs += fr.busyNs
 			if fr.invocations > 0 {

@@ -49,10 +49,10 @@ func writeTable(w io.Writer, tr *Trace, opts Options, results []Result) error {
 	fmt.Fprintf(w, "trace %s: %d functions, %d minutes%s; seed %d, cold start %v, concurrency 1 per replica\n\n",
 		opts.Trace, len(tr.Functions), tr.Minutes, shard, opts.Seed, opts.ColdStart)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "policy\tinvocations\tcold starts\tcold fraction\tfn p50\tfn p75\tfn p90\treplica-s\tidle replica-s\tpeak replicas\t")
+	fmt.Fprintln(tw, "policy\tinvocations\tcold starts\tfrom zero\tcold fraction\tfn p50\tfn p75\tfn p90\treplica-s\tidle replica-s\tpeak replicas\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.4f\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\t%d\t\n",
-			r.Policy, r.Invocations, r.ColdStarts, r.ColdStartFraction,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.4f\t%.3f\t%.3f\t%.3f\t%.0f\t%.0f\t%d\t\n",
+			r.Policy, r.Invocations, r.ColdStarts, r.ColdStartsFromZero, r.ColdStartFraction,
 			r.FunctionColdStartP50, r.FunctionColdStartP75, r.FunctionColdStartP90,
 			r.ReplicaSeconds, r.IdleReplicaSeconds, r.PeakReplicas)
 	}

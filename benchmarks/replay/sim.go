@@ -48,6 +48,7 @@ func arrivals(f *Function, seed uint64) (at, dur []time.Duration) {
 type fnResult struct {
 	invocations int64
 	coldStarts  int64
+	coldZero    int64 // cold starts that found no replica, not even a starting one
 	replicaNs   int64
 	busyNs      int64
 	peaks       []int32 // most replicas alive within each second
@@ -260,6 +261,9 @@ func simulate(at, dur []time.Duration, drv driver, coldStart, end time.Duration)
 				serve(d)
 			} else {
 				res.coldStarts++
+				if replicas() == 0 {
+					res.coldZero++
+				}
 				queue.push(d)
 				if starting.len() < queue.len() {
 					starting.push(now + coldStart)

@@ -21,20 +21,21 @@ func TestSimulateFixedKeepAlive(t *testing.T) {
 			// Cold at 10s (ready 11s, busy to 12s); warm at 300s (busy to
 			// 301s); the replica goes 10m after its last use, at 901s.
 			at: []time.Duration{10 * s, 300 * s}, dur: []time.Duration{s, s},
-			want: fnResult{invocations: 2, coldStarts: 1, replicaNs: int64(891 * s), busyNs: int64(2 * s)},
+			want: fnResult{invocations: 2, coldStarts: 1, coldZero: 1, replicaNs: int64(891 * s), busyNs: int64(2 * s)},
 		},
 		{
 			name: "a use after the keep-alive is cold again",
 			at:   []time.Duration{10 * s, 700 * s}, dur: []time.Duration{s, s},
 			// 10s..612s (ready 11s, busy to 12s), then 700s..1200s (the end).
-			want: fnResult{invocations: 2, coldStarts: 2, replicaNs: int64(602*s + 500*s), busyNs: int64(2 * s)},
+			want: fnResult{invocations: 2, coldStarts: 2, coldZero: 2, replicaNs: int64(602*s + 500*s), busyNs: int64(2 * s)},
 		},
 		{
 			name: "requests that find every replica busy are cold, one replica each",
 			at:   []time.Duration{10 * s, 10 * s, 10 * s, 20 * s}, dur: []time.Duration{5 * s, 5 * s, 5 * s, s},
 			// Three replicas ready at 11s, busy to 16s; the fourth request is
-			// warm (the most recently freed replica).
-			want: fnResult{invocations: 4, coldStarts: 3, replicaNs: int64(3*600*s + 3*6*s + 5*s), busyNs: int64(16 * s)},
+			// warm (the most recently freed replica). Only the first found
+			// no replica at all; the others found one starting.
+			want: fnResult{invocations: 4, coldStarts: 3, coldZero: 1, replicaNs: int64(3*600*s + 3*6*s + 5*s), busyNs: int64(16 * s)},
 		},
 	}
 	for _, tt := range tests {
@@ -81,7 +82,7 @@ func TestSimulateFollowsTheDriver(t *testing.T) {
 	drv := scripted{5 * s: 2, 20 * s: 0}
 	got := simulate([]time.Duration{10 * s, 30 * s}, []time.Duration{s, s}, drv, s, 40*s)
 	got.peaks = nil
-	want := fnResult{invocations: 2, coldStarts: 1, replicaNs: int64(2*15*s + 10*s), busyNs: int64(2 * s)}
+	want := fnResult{invocations: 2, coldStarts: 1, coldZero: 1, replicaNs: int64(2*15*s + 10*s), busyNs: int64(2 * s)}
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(fnResult{})); diff != "" {
 		t.Errorf("simulate() mismatch (-want +got):\n%s", diff)
 	}

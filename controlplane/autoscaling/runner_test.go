@@ -92,8 +92,9 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 	if err := r.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := desired(); got != 1 {
-		t.Errorf("after activation and a tick desired is %d, want 1", got)
+	// At least one: PanicScaleUp may add spares for more requests like it.
+	if got := desired(); got < 1 {
+		t.Errorf("after activation and a tick desired is %d, want at least 1", got)
 	}
 }
 
