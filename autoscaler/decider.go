@@ -308,7 +308,10 @@ func (d *Decider) Scale(now time.Time, ready int) Decision {
 		switch t.metric {
 		case MetricConcurrency:
 			sv = d.replicasFor(stable.demand, stable.requests/periodSec, inFlight, t.value)
-			pv = d.replicasFor(panicAvg.demand, panicAvg.requests/periodSec, inFlight, t.value)
+			// The panic window's spares are priced on the stable window's
+			// arrival rate: 6s hold too few arrivals to estimate one (a lone
+			// request reads as ten a minute).
+			pv = d.replicasFor(panicAvg.demand, stable.requests/periodSec, inFlight, t.value)
 			pl = panicAvg.demand / t.value
 		case MetricRPS:
 			sv = stable.requests / periodSec / t.value

@@ -513,3 +513,28 @@ func TestDeciderDoesNotAllocate(t *testing.T) {
 		t.Errorf("Record+Scale allocate %v times per tick, want 0", allocs)
 	}
 }
+
+func TestDeciderPanicScaleUpPricesSparesOnTheStableRate(t *testing.T) {
+	// One 1-second request every 5 minutes. The panic window (6s) sees it
+	// as ten requests a minute and would price two spares on that; the
+	// stable window's rate, one a minute, is worth one spare at most.
+	r := newRig(t, DefaultConfig(), Policy{ContainerConcurrency: 1})
+	r.run(0, 1211, timer(10, 310, 610, 910, 1210))
+	for _, sec := range []int{310, 610, 910, 1210} {
+		if d := r.dec[sec]; d.Desired > 2 {
+			t.Errorf("t=%d: a lone request got %+v, want at most 2 replicas", sec, summary(d))
+		}
+	}
+
+	// A real burst still scales up on the panic window, within it.
+	b := newRig(t, DefaultConfig(), Policy{ContainerConcurrency: 1})
+	b.run(0, 300, func(sec int) Sample {
+		if sec >= 200 {
+			return Sample{Concurrency: 20, Requests: 20}
+		}
+		return Sample{Concurrency: 1, Requests: 1}
+	})
+	if d, want := b.dec[205], int(math.Ceil(20/0.7)); d.Desired < want {
+		t.Errorf("5s into a step from 1 to 20 in flight got %+v, want at least %d replicas", summary(d), want)
+	}
+}

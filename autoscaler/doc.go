@@ -51,6 +51,8 @@
 // PanicScaleUp (on by default; Knative never does it) also scales up on
 // the panic window outside panic mode, scaling down only on the stable
 // window: fewer cold starts at the start of bursts, for more replicas.
+// Spare capacity is always priced on the stable window's arrival rate:
+// six seconds hold too few arrivals to estimate one.
 //
 // # Scale to zero, keep-alive and pre-warm
 //
@@ -66,7 +68,9 @@
 //   - while it has fewer than MinSamples idle times, it keeps one replica
 //     for the fixed keep-alive (10 minutes, as Lambda), and pre-warms
 //     again from the shortest to the longest idle time seen, widened by
-//     10%, so that a periodic caller is warm from its third use;
+//     10%, so that a periodic caller is warm from its third use (unless
+//     that window is longer than ColdStartCost: it saves one cold start
+//     at most);
 //   - when most idle times are beyond 4 hours, it releases the replicas
 //     once a use is over (after a pause longer than the use's pauses);
 //   - when the idle times are predictable (coefficient of variation at
@@ -74,7 +78,9 @@
 //     starts as many as the use needed again at the 5th percentile of the
 //     idle times less 10%, keeping them until the 99th percentile plus
 //     10% (or, when the 5th percentile is within a minute, keeps one
-//     replica until then);
+//     replica until then), if that window would have cost less replica
+//     time over the idle times seen than ColdStartCost per cold start it
+//     saved, and releases without pre-warm otherwise;
 //   - otherwise it keeps one replica for the keep-alive that minimises
 //     replica time plus ColdStartCost per cold start over the idle times
 //     seen, releasing at once when no keep-alive pays.

@@ -192,8 +192,17 @@ func (h *IdleHistogram) Predict(cfg KeepAliveConfig, coldStartCost time.Duration
 		if h.total > 0 {
 			shortest, _ := h.Percentile(0)
 			_, longest := h.Percentile(100)
-			fixed.RepeatFrom = time.Duration(float64(shortest) * (1 - cfg.Margin))
-			fixed.RepeatUntil = time.Duration(float64(longest) * (1 + cfg.Margin))
+			from := time.Duration(float64(shortest) * (1 - cfg.Margin))
+			until := time.Duration(float64(longest) * (1 + cfg.Margin))
+			// Too few idle times to price the window on: it saves at most
+			// one cold start, so it may cost at most one.
+			budget := coldStartCost
+			if budget <= 0 {
+				budget = cfg.Fixed
+			}
+			if until-from <= budget {
+				fixed.RepeatFrom, fixed.RepeatUntil = from, until
+			}
 		}
 		return fixed
 	}
@@ -210,10 +219,39 @@ func (h *IdleHistogram) Predict(cfg KeepAliveConfig, coldStartCost time.Duration
 	_, tail := h.Percentile(cfg.TailPercentile)
 	until := time.Duration(float64(tail) * (1 + cfg.Margin))
 	prewarm := time.Duration(float64(head) * (1 - cfg.Margin))
+	if coldStartCost > 0 && !h.windowPays(max(prewarm, 0), until, coldStartCost) {
+		return Prediction{Kind: PredictRelease}
+	}
 	if prewarm <= 0 {
 		return Prediction{Kind: PredictKeepAlive, Until: until}
 	}
 	return Prediction{Kind: PredictPrewarm, Prewarm: prewarm, Until: until}
+}
+
+// windowPays reports whether holding a replica from `from` to `until` after
+// each use would have cost less replica time, over the idle times seen
+// (each at the middle of its bucket, out of bounds ones as longer than
+// until), than the cold starts it saved are worth at cost each.
+func (h *IdleHistogram) windowPays(from, until, cost time.Duration) bool {
+	w := h.width.Seconds()
+	f, u := from.Seconds(), until.Seconds()
+	var kept, saved float64
+	for j, c := range h.counts {
+		if c == 0 {
+			continue
+		}
+		x := (float64(j) + 0.5) * w
+		switch {
+		case x < f:
+		case x < u:
+			kept += float64(c) * (x - f)
+			saved += float64(c)
+		default:
+			kept += float64(c) * (u - f)
+		}
+	}
+	kept += float64(h.oob) * (u - f)
+	return kept < saved*cost.Seconds()
 }
 
 // cheapestKeepAlive returns the keep-alive K, a multiple of the bucket

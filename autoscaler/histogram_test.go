@@ -114,6 +114,28 @@ func TestIdleHistogramPredict(t *testing.T) {
 			want: Prediction{Kind: PredictFixed, Until: cfg.Fixed, RepeatFrom: 270 * time.Second, RepeatUntil: 396 * time.Second},
 		},
 		{
+			// 4m30s to 66m would cost more than the one cold start it may
+			// save, whatever the next idle time.
+			name: "too few idle times, too far apart to pre-warm around: fixed keep-alive only",
+			idle: []time.Duration{5 * time.Minute, time.Hour}[:cfg.MinSamples-1],
+			cost: 10 * time.Minute,
+			want: Prediction{Kind: PredictFixed, Until: cfg.Fixed},
+		},
+		{
+			// Idle times of 30m to 60m: a window from 27m to 67m6s would
+			// have held a replica 18m30s on average to save a cold start.
+			name: "predictable, but the window costs more than its cold starts: release",
+			idle: evenly(30*time.Minute, 60*time.Minute, 11),
+			cost: 10 * time.Minute,
+			want: Prediction{Kind: PredictRelease},
+		},
+		{
+			name: "predictable, and a cold start is worth more than the window: pre-warm",
+			idle: evenly(30*time.Minute, 60*time.Minute, 11),
+			cost: 30 * time.Minute,
+			want: Prediction{Kind: PredictPrewarm, Prewarm: 27 * time.Minute, Until: 67*time.Minute + 6*time.Second},
+		},
+		{
 			name: "timer: pre-warm at the head less 10%, keep to the tail plus 10%",
 			idle: append(repeat(4*time.Minute+30*time.Second, 10), repeat(5*time.Minute+10*time.Second, 10)...),
 			cost: 10 * time.Minute,
@@ -165,6 +187,15 @@ func TestIdleHistogramPredict(t *testing.T) {
 			}
 		})
 	}
+}
+
+// evenly returns n idle times from lo to hi, evenly spaced.
+func evenly(lo, hi time.Duration, n int) []time.Duration {
+	out := make([]time.Duration, n)
+	for i := range out {
+		out[i] = lo + (hi-lo)*time.Duration(i)/time.Duration(n-1)
+	}
+	return out
 }
 
 func TestIdleHistogramCloneIsIndependent(t *testing.T) {

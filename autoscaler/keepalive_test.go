@@ -39,9 +39,9 @@ func TestIdleTimes(t *testing.T) {
 			name:     "pauses within a use are not idle times",
 			gaps:     []time.Duration{0, 5 * time.Second, 59 * time.Second, time.Minute, 90 * time.Minute},
 			wantIdle: []bool{false, false, false, true, true},
-			// Two idle times (1m and 90m) are too few: the fixed keep-alive,
-			// and a pre-warm again from 1m to 91m, each widened by 10%.
-			want: Prediction{Kind: PredictFixed, Until: 10 * time.Minute, RepeatFrom: 54 * time.Second, RepeatUntil: 6006 * time.Second},
+			// Two idle times (1m and 90m) are too few, and too far apart to
+			// pre-warm around: the fixed keep-alive alone.
+			want: Prediction{Kind: PredictFixed, Until: 10 * time.Minute},
 		},
 		{
 			name: "bursty timer: release after the pauses, pre-warm before the next burst",

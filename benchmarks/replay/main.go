@@ -45,6 +45,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/surgeplatform/surge/autoscaler"
 )
 
 // Options are the replay's inputs.
@@ -59,6 +61,10 @@ type Options struct {
 	Seed uint64
 	// ColdStart is how long a new replica takes to become ready.
 	ColdStart time.Duration
+	// ColdStartCost, when positive, replaces the surge policy's
+	// autoscaler.Config.ColdStartCost: the replica time one avoided cold
+	// start is worth, the dial between the two goals.
+	ColdStartCost time.Duration
 	// Shard, when Shards > 1, keeps the functions whose key hash modulo
 	// Shards is Shard: a held-out split that does not depend on file order.
 	Shard, Shards int
@@ -94,6 +100,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (Options, error) {
 	fs.StringVar(&opts.Output, "o", "table", "output format: table, json, or functions (one line per function)")
 	fs.Uint64Var(&opts.Seed, "seed", 1, "random seed for arrival and busy times; the same seed gives the same numbers")
 	fs.DurationVar(&opts.ColdStart, "cold-start", time.Second, "time a new replica takes to become ready")
+	fs.DurationVar(&opts.ColdStartCost, "cold-start-cost", 0, "replica time one avoided cold start is worth to the surge policy (default: the autoscaler's, "+autoscaler.DefaultConfig().ColdStartCost.String()+")")
 	fs.StringVar(&shard, "shard", "", "replay only shard I of N functions, split by key hash (I/N, e.g. 0/2)")
 	fs.IntVar(&opts.Workers, "workers", runtime.GOMAXPROCS(0), "functions replayed in parallel (results do not depend on it)")
 	if err := fs.Parse(args); err != nil {
@@ -132,8 +139,11 @@ func run(ctx context.Context, opts Options) error {
 	if opts.ColdStart < 0 {
 		return fmt.Errorf("-cold-start %v: must not be negative", opts.ColdStart)
 	}
+	if opts.ColdStartCost < 0 {
+		return fmt.Errorf("-cold-start-cost %v: must not be negative", opts.ColdStartCost)
+	}
 	for _, p := range opts.Policies {
-		if _, err := newDriver(p); err != nil {
+		if _, err := newDriver(p, opts); err != nil {
 			return err
 		}
 	}

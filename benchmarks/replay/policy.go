@@ -10,8 +10,9 @@ import (
 // Policies lists the policies -policy all replays, in output order.
 var Policies = []string{"fixed10", "knative", "surge"}
 
-// newDriver returns a fresh driver (one function's state) for a policy.
-func newDriver(policy string) (driver, error) {
+// newDriver returns a fresh driver (one function's state) for a policy
+// under opts.
+func newDriver(policy string, opts Options) (driver, error) {
 	// Every function replays with a per-replica concurrency of 1, as on
 	// Lambda.
 	pol := autoscaler.Policy{ContainerConcurrency: 1}
@@ -25,7 +26,11 @@ func newDriver(policy string) (driver, error) {
 		}
 		return coreDriver{d}, nil
 	case "surge":
-		d, err := autoscaler.NewDecider(autoscaler.DefaultConfig(), pol)
+		cfg := autoscaler.DefaultConfig()
+		if opts.ColdStartCost > 0 {
+			cfg.ColdStartCost = opts.ColdStartCost
+		}
+		d, err := autoscaler.NewDecider(cfg, pol)
 		if err != nil {
 			return nil, fmt.Errorf("policy surge: %w", err)
 		}

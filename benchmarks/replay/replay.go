@@ -78,7 +78,7 @@ func Replay(ctx context.Context, tr *Trace, opts Options) ([]Result, error) {
 				at, dur := arrivals(f, opts.Seed)
 				rs := make([]fnResult, np)
 				for pi, p := range opts.Policies {
-					drv, err := newDriver(p)
+					drv, err := newDriver(p, opts)
 					if err != nil {
 						mu.Lock()
 						firstErr = cmpErr(firstErr, err)
