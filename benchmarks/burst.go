@@ -3,6 +3,7 @@ package benchmarks
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -388,12 +389,28 @@ func (s *surgeUp) build(ctx context.Context, tag string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// netnsLeft lists the network namespaces the agent still holds.
+// netnsLeft lists the network namespaces the agent still holds for
+// replicas: those of its warm pool (network.Config.PoolSize), recorded
+// under network/pool, are no replica's while surge runs, and go when it
+// stops.
 func (s *surgeUp) netnsLeft() []string {
-	ents, _ := os.ReadDir(filepath.Join(s.dataDir, "agent", "network", "netns"))
+	dir := filepath.Join(s.dataDir, "agent", "network")
+	pooled := map[string]bool{}
+	recs, _ := filepath.Glob(filepath.Join(dir, "pool", "*.json"))
+	for _, f := range recs {
+		var e struct {
+			NetNS string `json:"netns"`
+		}
+		if b, err := os.ReadFile(f); err == nil && json.Unmarshal(b, &e) == nil {
+			pooled[filepath.Base(e.NetNS)] = true
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "netns"))
 	names := make([]string, 0, len(ents))
 	for _, e := range ents {
-		names = append(names, e.Name())
+		if !pooled[e.Name()] {
+			names = append(names, e.Name())
+		}
 	}
 	return names
 }

@@ -26,6 +26,7 @@ type fakeRuntime struct {
 	starts     int
 	stops      []string
 	pid        uint32
+	startTime  time.Duration // how long Start takes
 }
 
 type fakeContainer struct {
@@ -61,6 +62,10 @@ func (f *fakeRuntime) listen(id string) (*fakeContainer, error) {
 }
 
 func (f *fakeRuntime) Start(_ context.Context, s rt.Spec) (rt.Container, error) {
+	f.mu.Lock()
+	took := f.startTime
+	f.mu.Unlock()
+	time.Sleep(took)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, err := f.listen(s.ID)
@@ -292,3 +297,59 @@ func TestRestartedAgentAdoptsRunningContainers(t *testing.T) {
 		t.Errorf("restarts %d, want 0", r[0].Status.Restarts)
 	}
 }
+
+func TestStartingIsReportedOnlyForSlowStarts(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		startTime time.Duration
+		want      []api.ReplicaPhase
+	}{
+		// One status write: Pending (the controller's) to Ready.
+		{"fast start", 0, []api.ReplicaPhase{api.ReplicaReady}},
+		{"slow start", 3 * startingReportDelay, []api.ReplicaPhase{api.ReplicaStarting, api.ReplicaReady}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			in := controlplanetest.Start(t)
+			c := in.Client()
+			f := newFakeRuntime()
+			f.startTime = tt.startTime
+			stop := startAgent(t, in, f)
+			defer stop()
+
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			before, err := client.List[api.Replica](ctx, c, "replicas", "default", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var phases []api.ReplicaPhase
+			watched := make(chan error, 1)
+			go func() {
+				opts := client.WatchOptions{ResourceVersion: before.ResourceVersion}
+				watched <- client.Watch(ctx, c, "replicas", "default", opts, func(ev api.WatchEvent[*api.Replica]) error {
+					p := ev.Object.Status.Phase
+					if p == "" || p == api.ReplicaPending || len(phases) > 0 && phases[len(phases)-1] == p {
+						return nil
+					}
+					if phases = append(phases, p); p == api.ReplicaReady {
+						return errStopWatch
+					}
+					return nil
+				})
+			}()
+			fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1"}}
+			fn.Spec.Scaling.MinScale = 1
+			if _, err := c.PutFunction(ctx, fn); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-watched; !errors.Is(err, errStopWatch) {
+				t.Fatalf("watch: %v", err)
+			}
+			if fmt.Sprint(phases) != fmt.Sprint(tt.want) {
+				t.Errorf("phases reported %v, want %v", phases, tt.want)
+			}
+		})
+	}
+}
+
+var errStopWatch = errors.New("seen Ready")

@@ -24,6 +24,9 @@ type supervisor struct {
 	done    chan struct{}
 
 	status api.ReplicaStatus
+	// pending is the status write reportLater scheduled, if any: every
+	// report settles it first (see settleReport).
+	pending *pendingReport
 }
 
 // backoff is the wait before the n-th restart (n ≥ 1): base × 2^(n-1),
@@ -68,6 +71,7 @@ func (s *supervisor) run(ctx context.Context, adopted *rt.Container) {
 	s.status = r.Status
 	log := a.log.With("replica", r.Metadata.Name)
 	seen := a.now()
+	defer s.settleReport()
 
 	rev, err := retryGet(ctx, func() (*api.Revision, error) { return a.revision(ctx, r.Metadata.Namespace, r.Spec.Revision) })
 	if err != nil {
@@ -215,7 +219,7 @@ func (s *supervisor) run(ctx context.Context, adopted *rt.Container) {
 // step with its latency.
 func (s *supervisor) start(ctx context.Context, spec rt.Spec, probePath string, seen time.Time) (rt.Container, error) {
 	a := s.agent
-	s.report(ctx, api.ReplicaStarting, "")
+	s.reportLater(ctx, startingReportDelay, api.ReplicaStarting, "")
 	if err := a.runtime.EnsureImage(ctx, spec.Image); err != nil {
 		return rt.Container{}, fmt.Errorf("pull image %s: %w", spec.Image, err)
 	}
@@ -312,11 +316,58 @@ func (s *supervisor) withStatus() *api.Replica {
 	return &r
 }
 
-// report writes the replica's status. A replica deleted meanwhile is not
-// an error: its supervisor is about to be cancelled.
+// report writes the replica's status. A write reportLater scheduled is
+// dropped if it has not begun, and waited for if it has, so that writes
+// land in order. A replica deleted meanwhile is not an error: its
+// supervisor is about to be cancelled.
 func (s *supervisor) report(ctx context.Context, phase api.ReplicaPhase, msg string) {
+	s.settleReport()
 	s.status.Phase, s.status.Message = phase, msg
-	r := s.withStatus()
+	s.put(ctx, s.withStatus())
+}
+
+// startingReportDelay is how long a start may take before the agent says
+// it is Starting. Most cold starts are Ready sooner (B3), and go from
+// Pending to Ready in one status write instead of two, with no etcd
+// write beside runc's create; a slow one (an image pull, a slow function)
+// shows Starting soon enough for a person running surge describe.
+const startingReportDelay = 100 * time.Millisecond
+
+// reportLater is report after a delay, in a goroutine of its own, for a
+// status the next report supersedes (Starting, on the cold start path):
+// if that report comes first, this one is never written. The end of the
+// supervisor's run settles it like a report.
+func (s *supervisor) reportLater(ctx context.Context, after time.Duration, phase api.ReplicaPhase, msg string) {
+	s.settleReport()
+	s.status.Phase, s.status.Message = phase, msg
+	r, done := s.withStatus(), make(chan struct{})
+	s.pending = &pendingReport{done: done, timer: time.AfterFunc(after, func() {
+		defer close(done)
+		s.put(ctx, r)
+	})}
+}
+
+// pendingReport is a status write reportLater scheduled.
+type pendingReport struct {
+	timer *time.Timer
+	done  chan struct{} // closed once the write, begun, is over
+}
+
+// settleReport drops the scheduled write if it has not begun, or waits
+// until it is over.
+func (s *supervisor) settleReport() {
+	p := s.pending
+	if p == nil {
+		return
+	}
+	s.pending = nil
+	if !p.timer.Stop() {
+		<-p.done
+	}
+}
+
+// put writes r's status, retrying until it lands or ctx ends.
+func (s *supervisor) put(ctx context.Context, r *api.Replica) {
 	r.Metadata.ResourceVersion = ""
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		err := s.agent.api.Do(ctx, "PUT", client.Path("replicas", r.Metadata.Namespace, r.Metadata.Name)+"/status", r, nil)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"time"
 )
 
 // Mode is how replicas are networked.
@@ -30,8 +31,9 @@ var RequiredPlugins = []string{"bridge", "host-local", "loopback"}
 
 // Config configures a Network. Make it with DefaultConfig.
 type Config struct {
-	// StateDir holds the attachment records (attachments/), the pinned
-	// network namespaces (netns/) and host-local's IP allocations (ipam/).
+	// StateDir holds the attachment records (attachments/), the warm
+	// pool's records (pool/), the pinned network namespaces (netns/) and
+	// host-local's IP allocations (ipam/).
 	// It must survive agent restarts (not a tmpfs the agent owns) so that a
 	// new agent can adopt or tear down what the old one made. Required,
 	// absolute.
@@ -62,6 +64,18 @@ type Config struct {
 	// HostIP is where replicas listen in ModeHost. Loopback keeps them off
 	// the network: only this node's gateway can reach them.
 	HostIP string
+	// PoolSize is how many network namespaces RunPool keeps ready, CNI ADD
+	// done, for replica starts to take (ModeCNI). A start that finds one
+	// skips the ADD (tens of milliseconds of plugins and iptables, which
+	// also slow runc's create on a small node); a burst of starts past the
+	// pool does the ADD itself as without one. Each holds an IP of the
+	// subnet and a veth. 0 turns the pool off.
+	PoolSize int
+	// PoolRefillDelay is how long RunPool waits after a take before it
+	// refills, so that the refill's ADD does not compete for the CPU with
+	// the start that took the entry. Longer leaves the pool short for
+	// longer after a start.
+	PoolRefillDelay time.Duration
 	// Log receives the one line that says which mode is used, and cleanup
 	// failures nobody returns to. Nil discards.
 	Log *slog.Logger
@@ -71,15 +85,18 @@ type Config struct {
 // StateDir and Subnet.
 func DefaultConfig() Config {
 	return Config{
-		Mode:        ModeAuto,
-		PluginDirs:  []string{"/usr/lib/cni", "/opt/cni/bin"},
-		BridgeName:  "surge0",
-		NetworkName: "surge",
-		HostIP:      "127.0.0.1",
+		Mode:            ModeAuto,
+		PluginDirs:      []string{"/usr/lib/cni", "/opt/cni/bin"},
+		BridgeName:      "surge0",
+		NetworkName:     "surge",
+		HostIP:          "127.0.0.1",
+		PoolSize:        2,
+		PoolRefillDelay: 250 * time.Millisecond,
 	}
 }
 
-// withDefaults fills every zero field from DefaultConfig on a copy.
+// withDefaults fills every zero field from DefaultConfig on a copy, but
+// PoolSize and PoolRefillDelay, whose zero is a choice.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	c.PluginDirs = slices.Clone(c.PluginDirs)
@@ -141,6 +158,12 @@ func (c Config) Validate() error {
 	}
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
 		errs = append(errs, fmt.Errorf("network MTU %d: want 0 (detect) or 576..65535", c.MTU))
+	}
+	if c.PoolSize < 0 || c.PoolSize > 64 {
+		errs = append(errs, fmt.Errorf("network PoolSize %d: want 0 (no warm pool) to 64", c.PoolSize))
+	}
+	if c.PoolRefillDelay < 0 {
+		errs = append(errs, fmt.Errorf("network PoolRefillDelay %s: want >= 0", c.PoolRefillDelay))
 	}
 	if a, err := netip.ParseAddr(c.HostIP); err != nil || !a.Is4() {
 		errs = append(errs, fmt.Errorf("network HostIP %q: want an IPv4 address", c.HostIP))

@@ -53,6 +53,18 @@ type Attachment struct {
 	// listen on (the runtime passes it as PORT); 0 in ModeCNI, where the
 	// replica listens on its own port in its own namespace.
 	Port int32 `json:"port,omitempty"`
+	// CNIID is the container id the CNI ADD was run with, when it is not
+	// ID: a namespace taken from the warm pool was added under its pool
+	// entry's id, and DEL and CHECK must be given the same.
+	CNIID string `json:"cniId,omitempty"`
+}
+
+// cniID is the container id CNI knows a's namespace by.
+func (a Attachment) cniID() string {
+	if a.CNIID != "" {
+		return a.CNIID
+	}
+	return a.ID
 }
 
 // Network sets up and tears down replica networking on one node. It is
@@ -61,8 +73,9 @@ type Network struct {
 	cfg      Config
 	mode     Mode
 	cni      gocni.CNI // nil in ModeHost
-	records  store
+	records  store[Attachment]
 	netnsDir string
+	pool     pool
 
 	ids keyed.Mutex
 	// sweep is held shared from the moment Reserve creates a netns until
@@ -85,10 +98,14 @@ func New(cfg Config) (*Network, error) {
 	}
 	n := &Network{
 		cfg:      cfg,
-		records:  store{dir: filepath.Join(cfg.StateDir, "attachments")},
+		records:  store[Attachment]{dir: filepath.Join(cfg.StateDir, "attachments")},
 		netnsDir: filepath.Join(cfg.StateDir, "netns"),
 	}
-	for _, d := range []string{n.records.dir, n.netnsDir, filepath.Join(cfg.StateDir, "ipam")} {
+	var err error
+	if n.pool, err = newPool(filepath.Join(cfg.StateDir, "pool")); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{n.records.dir, n.netnsDir, n.pool.records.dir, filepath.Join(cfg.StateDir, "ipam")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("create network state dir: %w", err)
 		}
@@ -228,8 +245,10 @@ func checkID(id string) error {
 // a namespace lost to a reboot) is torn down and made anew. A failed ADD
 // leaves nothing behind.
 //
-// In ModeCNI it creates and pins a network namespace and runs CNI ADD in it
-// (bridge and lo). In ModeHost it allocates a free port on Config.HostIP.
+// In ModeCNI it takes a namespace from the warm pool (see RunPool) when
+// one is ready, else creates and pins a network namespace and runs CNI ADD
+// in it (bridge and lo). In ModeHost it allocates a free port on
+// Config.HostIP.
 func (n *Network) Setup(ctx context.Context, id string) (Attachment, error) {
 	if err := checkID(id); err != nil {
 		return Attachment{}, err
@@ -246,8 +265,10 @@ func (n *Network) Setup(ctx context.Context, id string) (Attachment, error) {
 // Reserve is the fast first half of Setup, for callers that want to start
 // work in the namespace while the CNI ADD runs: in ModeCNI it creates,
 // pins and records the namespace and returns the attachment without an
-// IP; a later Setup (or Teardown) of the id finishes (or undoes) it. In
-// ModeHost it is all of Setup. It is idempotent like Setup.
+// IP; a later Setup (or Teardown) of the id finishes (or undoes) it. When
+// the warm pool has a namespace ready it returns that one instead,
+// complete with its IP: nothing is left to do. In ModeHost it is all of
+// Setup. It is idempotent like Setup.
 func (n *Network) Reserve(ctx context.Context, id string) (Attachment, error) {
 	if err := checkID(id); err != nil {
 		return Attachment{}, err
@@ -271,6 +292,9 @@ func (n *Network) reserve(ctx context.Context, id string) (Attachment, error) {
 	}
 	if n.mode == ModeHost {
 		return n.setupHost(id)
+	}
+	if a, ok := n.take(ctx, id); ok {
+		return a, nil
 	}
 	return n.reserveCNI(id)
 }
@@ -439,25 +463,36 @@ func (n *Network) Teardown(ctx context.Context, id string) error {
 
 // teardown is Teardown with id locked.
 func (n *Network) teardown(ctx context.Context, a Attachment) error {
-	if a.Mode == ModeCNI {
-		path := a.NetNS
-		if !netnsAlive(path) {
-			path = ""
-		}
-		if n.cni != nil {
-			if err := n.cni.Remove(ctx, a.ID, path); err != nil {
-				return fmt.Errorf("tear down network of %s: CNI del: %w", a.ID, err)
-			}
-		} else {
-			n.cfg.Log.Warn("tear down network without CNI: its IP stays allocated in host-local's store", "id", a.ID, "ip", a.IP)
-		}
-		if a.NetNS != "" {
-			if err := netns.LoadNetNS(a.NetNS).Remove(); err != nil {
-				return fmt.Errorf("tear down network of %s: %w", a.ID, err)
-			}
-		}
+	if err := n.release(ctx, a); err != nil {
+		return err
 	}
 	return n.records.remove(a.ID)
+}
+
+// release undoes a's kernel side, leaving its record: CNI DEL with the
+// recorded netns path (or none, when the namespace is already gone), then
+// unpins the namespace.
+func (n *Network) release(ctx context.Context, a Attachment) error {
+	if a.Mode != ModeCNI {
+		return nil
+	}
+	path := a.NetNS
+	if !netnsAlive(path) {
+		path = ""
+	}
+	if n.cni != nil {
+		if err := n.cni.Remove(ctx, a.cniID(), path); err != nil {
+			return fmt.Errorf("tear down network of %s: CNI del: %w", a.ID, err)
+		}
+	} else {
+		n.cfg.Log.Warn("tear down network without CNI: its IP stays allocated in host-local's store", "id", a.ID, "ip", a.IP)
+	}
+	if a.NetNS != "" {
+		if err := netns.LoadNetNS(a.NetNS).Remove(); err != nil {
+			return fmt.Errorf("tear down network of %s: %w", a.ID, err)
+		}
+	}
+	return nil
 }
 
 // Check verifies that id's attachment is still as Setup left it: the
@@ -477,14 +512,15 @@ func (n *Network) Check(ctx context.Context, id string) error {
 		return fmt.Errorf("check network of %s: attachment incomplete or its netns %q is gone", id, a.NetNS)
 	}
 	if a.Mode == ModeCNI {
-		if err := n.cni.Check(ctx, id, a.NetNS); err != nil {
+		if err := n.cni.Check(ctx, a.cniID(), a.NetNS); err != nil {
 			return fmt.Errorf("check network of %s: %w", id, err)
 		}
 	}
 	return nil
 }
 
-// RemoveOrphans tears down every attachment whose id keep rejects, and
+// RemoveOrphans tears down every attachment whose id keep rejects, the
+// warm pool entries of agents that are gone (ReleaseStalePool), and
 // unpins every namespace under the state dir that no record names (left
 // by an agent killed inside Setup). keep is called with no lock held and
 // may block; it must not call back into n. It returns the ids it removed;
@@ -506,6 +542,9 @@ func (n *Network) RemoveOrphans(ctx context.Context, keep func(id string) bool) 
 		}
 		removed = append(removed, a.ID)
 	}
+	if err := n.ReleaseStalePool(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if err := n.RemoveStrayNamespaces(); err != nil {
 		errs = append(errs, err)
 	}
@@ -513,8 +552,9 @@ func (n *Network) RemoveOrphans(ctx context.Context, keep func(id string) bool) 
 }
 
 // RemoveStrayNamespaces unpins every namespace under the state dir that
-// no record names: left by an agent killed inside Setup, between pinning
-// the namespace and recording it. It waits for Setups in that window.
+// no record names, of a replica or of a warm pool entry: left by an agent
+// killed inside Setup or a pool refill, between pinning the namespace and
+// recording it. It waits for Setups and refills in that window.
 func (n *Network) RemoveStrayNamespaces() error {
 	n.sweep.Lock()
 	defer n.sweep.Unlock()
@@ -523,9 +563,16 @@ func (n *Network) RemoveStrayNamespaces() error {
 		// Without every record we cannot tell strays from live ones.
 		return err
 	}
+	entries, err := n.pool.records.list()
+	if err != nil {
+		return err
+	}
 	named := map[string]bool{}
 	for _, a := range recs {
 		named[a.NetNS] = true
+	}
+	for _, e := range entries {
+		named[e.NetNS] = true
 	}
 	ents, err := os.ReadDir(n.netnsDir)
 	if err != nil {

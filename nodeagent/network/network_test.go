@@ -41,7 +41,10 @@ func TestConfigValidate(t *testing.T) {
 			c.MTU = 10
 			c.HostIP = "::1"
 			c.PluginDirs = []string{"lib/cni"}
-		}, []string{"StateDir", "Mode", "Subnet", "BridgeName", "NetworkName", "MTU", "HostIP", "PluginDirs"}},
+			c.PoolSize = -1
+			c.PoolRefillDelay = -time.Second
+		}, []string{"StateDir", "Mode", "Subnet", "BridgeName", "NetworkName", "MTU", "HostIP", "PluginDirs", "PoolSize", "PoolRefillDelay"}},
+		{"no warm pool", func(c *Config) { c.PoolSize = 0 }, nil},
 		{"ipv6 subnet", func(c *Config) { c.Subnet = "fd00::/64" }, []string{"IPv4"}},
 	}
 	for _, tt := range tests {
@@ -68,7 +71,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestStoreRoundTrip(t *testing.T) {
-	s := store{dir: t.TempDir()}
+	s := store[Attachment]{dir: t.TempDir()}
 	a := Attachment{ID: "r1", Mode: ModeCNI, NetNS: "/x/netns/cni-1", IP: "10.0.0.2"}
 	b := Attachment{ID: "r0", Mode: ModeHost, IP: "127.0.0.1", Port: 4000}
 	for _, x := range []Attachment{a, b} {

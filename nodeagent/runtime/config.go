@@ -74,11 +74,13 @@ type Config struct {
 	// DefaultPidsLimit applies when a Spec sets no PidsLimit: a fork bomb
 	// stops there instead of at the node's limit.
 	DefaultPidsLimit int64
-	// StartupCPUBoost starts replicas without their CPU quota and lets
-	// ApplyCPULimit set it once they are Ready: a cold start throttled to
-	// 100m takes twice as long (runc's set-up and the function's own start
-	// run under the quota). CPU shares still weigh replicas against each
-	// other meanwhile. Off, the quota applies from the first instruction.
+	// StartupCPUBoost starts replicas without their CPU quota and weight
+	// (shares), and lets ApplyCPULimit set them once they are Ready: a
+	// cold start throttled to 100m takes twice as long (runc's set-up and
+	// the function's own start run under the quota), and at 100m's weight
+	// (a tenth of a core's) a busy node starves it further. The boost ends
+	// at Ready or at the start timeout, whichever comes first. Off, the
+	// limits apply from the first instruction.
 	StartupCPUBoost bool
 	// DefaultUID and DefaultGID run replicas whose image names no user or
 	// names root. 65532 is distroless' "nonroot".

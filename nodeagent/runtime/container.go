@@ -33,9 +33,11 @@ var ErrExists = errors.New("runtime: already exists")
 // logging when the agent dies. It returns once the process runs; whether
 // it serves is for the caller's readiness probe.
 //
-// The CNI ADD (tens of milliseconds) runs while the container and its task
-// (the shim, runc create) are made in the already pinned namespace; the
-// process starts once both are done, so it never runs without its address.
+// The network namespace comes from the network's warm pool, its CNI ADD
+// done, when the pool has one. Otherwise the ADD (tens of milliseconds)
+// runs while the container and its task (the shim, runc create) are made
+// in the already pinned namespace; the process starts once both are done,
+// so it never runs without its address.
 //
 // A failed Start leaves nothing behind. An id that already has a container
 // fails with ErrExists.
@@ -445,7 +447,8 @@ func fillFromLabels(c *Container, labels map[string]string) {
 // container whose id keep rejects, then tears down network attachments
 // and deletes log and replica files that no container claims: what an
 // agent killed mid-Start, or a replica deleted while the agent was down,
-// leaves behind. keep is called without locks and may block. It returns
+// leaves behind, and the network's warm pool namespaces of an agent that
+// is gone. keep is called without locks and may block. It returns
 // the ids it removed; errors do not stop it, they are joined.
 func (r *Runtime) RemoveOrphans(ctx context.Context, keep func(id string) bool) ([]string, error) {
 	ctx = r.nsctx(ctx)
@@ -495,6 +498,11 @@ func (r *Runtime) RemoveOrphans(ctx context.Context, keep func(id string) bool) 
 			errs = append(errs, err)
 		}
 		unlock()
+	}
+	// The network's warm pool entries are no replica's: only those of an
+	// agent that is gone go.
+	if err := r.net.ReleaseStalePool(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if err := r.net.RemoveStrayNamespaces(); err != nil {
 		errs = append(errs, err)
@@ -601,11 +609,12 @@ func (r *Runtime) watchFor(ctx context.Context, id string) (*watch, error) {
 	return w, nil
 }
 
-// ApplyCPULimit sets replica id's CPU quota from its spec. With
-// Config.StartupCPUBoost the replica starts without one, so that its
-// start-up (the runtime's, then the function's own) is not throttled to
-// its steady-state share; the agent calls this once the replica is Ready,
-// and again after every restart. It is idempotent.
+// ApplyCPULimit sets replica id's CPU quota and weight (shares) from its
+// spec. With Config.StartupCPUBoost the replica starts without them, so
+// that its start-up (the runtime's, then the function's own) is neither
+// throttled to its steady-state share nor outweighed on a busy node; the
+// agent calls this once the replica is Ready, and again after every
+// restart. It is idempotent.
 func (r *Runtime) ApplyCPULimit(ctx context.Context, id string) error {
 	unlock := r.ids.Lock(id)
 	defer unlock()
@@ -626,9 +635,9 @@ func (r *Runtime) ApplyCPULimit(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("cpu limit of replica %s: %w", id, err)
 	}
-	quota, period := cpuQuota(milli), uint64(cpuPeriod)
+	quota, period, shares := cpuQuota(milli), uint64(cpuPeriod), cpuShares(milli)
 	if err := task.Update(ctx, client.WithResources(&specs.LinuxResources{
-		CPU: &specs.LinuxCPU{Quota: &quota, Period: &period},
+		CPU: &specs.LinuxCPU{Shares: &shares, Quota: &quota, Period: &period},
 	})); err != nil {
 		return fmt.Errorf("cpu limit of replica %s: %w", id, err)
 	}

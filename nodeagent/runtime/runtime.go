@@ -46,7 +46,7 @@ type Runtime struct {
 	watches   map[string]*watch
 	ctx       context.Context // ends with Close; task waits hang on it
 	cancel    context.CancelFunc
-	wg        sync.WaitGroup // task wait goroutines
+	wg        sync.WaitGroup // task wait goroutines and the network's warm pool
 	closeErr  error
 	closed    sync.Once
 }
@@ -89,6 +89,15 @@ func New(ctx context.Context, cfg Config) (_ *Runtime, retErr error) {
 	if r.net, err = network.New(cfg.Network); err != nil {
 		return nil, err
 	}
+	// The warm pool of network namespaces lives as long as the Runtime;
+	// Close waits for it to release what it holds.
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := r.net.RunPool(r.ctx); err != nil {
+			r.cfg.Log.Warn("warm network namespaces", "err", err)
+		}
+	}()
 	if r.resolver, err = newResolver(cfg); err != nil {
 		return nil, err
 	}
@@ -136,7 +145,8 @@ func (r *Runtime) Client() *client.Client { return r.client }
 // Network is the replica networking, for peer routes.
 func (r *Runtime) Network() *network.Network { return r.net }
 
-// Close stops the runtime's waits and, if New started a private
+// Close stops the runtime's waits, releases the network's warm pool (CNI
+// DEL of the namespaces no replica took) and, if New started a private
 // containerd, stops it (its replicas keep running in their shims). It does
 // not stop replicas. It is safe to call more than once.
 func (r *Runtime) Close() error {

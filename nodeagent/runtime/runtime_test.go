@@ -27,6 +27,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/vishvananda/netlink"
 
 	"github.com/surgeplatform/surge/nodeagent/network"
 )
@@ -152,15 +153,23 @@ func TestStartServeLimitsStop(t *testing.T) {
 	if got := cgroupValue(t, c.PID, "pids", "pids.max", "pids.max"); got != "64" {
 		t.Errorf("pids limit %s, want 64", got)
 	}
-	// Started with the boost on, the quota is off until ApplyCPULimit.
+	// Started with the boost on, the quota is off and the weight is a
+	// whole core's until ApplyCPULimit.
 	if got := cgroupValue(t, c.PID, "cpu", "cpu.cfs_quota_us", "cpu.max"); got != "-1" && !strings.HasPrefix(got, "max") {
 		t.Errorf("cpu quota %s during start-up, want none (the start-up boost)", got)
+	}
+	if got := cgroupValue(t, c.PID, "cpu", "cpu.shares", "cpu.weight"); got != "1024" && got != "100" {
+		t.Errorf("cpu weight %s during start-up, want the default, 1024 shares (weight 100)", got)
 	}
 	if err := r.ApplyCPULimit(ctx, spec.ID); err != nil {
 		t.Fatal(err)
 	}
 	if got := cgroupValue(t, c.PID, "cpu", "cpu.cfs_quota_us", "cpu.max"); got != "50000" && got != "50000 100000" {
 		t.Errorf("cpu quota %s after ApplyCPULimit, want 50000 of 100000", got)
+	}
+	// 500m weighs 512 shares (cgroup v2: weight 1+(512-2)*9999/262142).
+	if got := cgroupValue(t, c.PID, "cpu", "cpu.shares", "cpu.weight"); got != "512" && got != "20" {
+		t.Errorf("cpu weight %s after ApplyCPULimit, want 512 shares (weight 20)", got)
 	}
 
 	list, err := r.List(ctx)
@@ -855,4 +864,80 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestWarmNetworkPool: a replica starts in a network namespace of the
+// warm pool (CNI ADD done ahead) and serves; Close releases what the pool
+// still holds. It runs on a state dir, bridge and subnet of its own, so
+// that no other runtime of the tests shares its pool directory.
+func TestWarmNetworkPool(t *testing.T) {
+	e := needEnv(t)
+	ctx := testContext(t, 2*time.Minute)
+	const bridge = "surgetr9"
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName(bridge); err == nil {
+			netlink.LinkDel(l)
+		}
+	})
+	dir := t.TempDir()
+	r := e.newRuntime(t, func(c *Config) {
+		c.StateDir = dir
+		c.Network = network.DefaultConfig()
+		c.Network.Mode = network.ModeCNI
+		c.Network.Subnet = "10.244.244.0/24"
+		c.Network.BridgeName = bridge
+		c.Network.NetworkName = "surge-test-rt-pool"
+		c.Network.PoolSize = 2
+	})
+	if err := r.Network().WaitPool(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.Network().Pooled(); n != 2 {
+		t.Fatalf("warm pool holds %d, want 2", n)
+	}
+	c, err := r.Start(ctx, Spec{ID: "warm-1", Image: e.imageRef})
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, err := r.Network().Get("warm-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if att.CNIID == "" || att.IP != c.IP || c.Labels[LabelIP] != c.IP {
+		t.Errorf("attachment %+v, container %+v: want a warm namespace's, its IP in the labels", att, c)
+	}
+	if _, err := waitHTTP(ctx, replicaURL(c, "/")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Stop(ctx, "warm-1", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(att.NetNS); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("netns %q after Stop: %v", att.NetNS, err)
+	}
+	// A restarted agent's orphan sweep leaves a live pool alone.
+	if err := r.Network().WaitPool(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.newRuntime(t, func(c *Config) { *c = r.cfg; c.Network.PoolSize = 0 }).RemoveOrphans(ctx, func(string) bool { return false }); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.Network().Pooled(); n != 2 {
+		t.Fatalf("warm pool holds %d after another runtime's RemoveOrphans, want 2", n)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"network/pool", "network/netns", "network/ipam/surge-test-rt-pool"} {
+		ents, _ := os.ReadDir(filepath.Join(dir, sub))
+		var left []string
+		for _, e := range ents {
+			if e.Name() != "lock" && e.Name() != "last_reserved_ip.0" {
+				left = append(left, e.Name())
+			}
+		}
+		if len(left) > 0 {
+			t.Errorf("%s after Close: %v", sub, left)
+		}
+	}
 }

@@ -47,13 +47,18 @@ type specInput struct {
 	tmpSize  int64
 	pidLimit int64
 	noFile   uint64 // RLIMIT_NOFILE, soft and hard
-	// boost starts the replica without its CPU quota (see
-	// Config.StartupCPUBoost); ApplyCPULimit sets it.
+	// boost starts the replica without its CPU quota and weight (see
+	// Config.StartupCPUBoost); ApplyCPULimit sets them.
 	boost bool
 }
 
 // cpuQuota is the CFS quota of millicores per cpuPeriod.
 func cpuQuota(milli int64) int64 { return max(milli*cpuPeriod/1000, minCPUQuota) }
+
+// cpuShares is the CPU weight of millicores, 1024 a core: shares weigh
+// replicas against each other when the node is contended below their
+// quotas, as Kubernetes does from requests.
+func cpuShares(milli int64) uint64 { return uint64(max(milli*1024/1000, 2)) }
 
 // specOpts returns the OCI spec options of a replica, in the order they
 // must apply: the image's process, then the hardening (capabilities before
@@ -110,14 +115,8 @@ func specOpts(in specInput) []oci.SpecOpts {
 	if in.spec.MemoryBytes > 0 {
 		opts = append(opts, oci.WithMemoryLimit(uint64(in.spec.MemoryBytes)))
 	}
-	if in.spec.MilliCPU > 0 {
-		// Shares weigh replicas against each other when the node is
-		// contended below their quotas, as Kubernetes does from requests.
-		shares := uint64(max(in.spec.MilliCPU*1024/1000, 2))
-		opts = append(opts, oci.WithCPUShares(shares))
-		if !in.boost {
-			opts = append(opts, oci.WithCPUCFS(cpuQuota(in.spec.MilliCPU), cpuPeriod))
-		}
+	if in.spec.MilliCPU > 0 && !in.boost {
+		opts = append(opts, oci.WithCPUShares(cpuShares(in.spec.MilliCPU)), oci.WithCPUCFS(cpuQuota(in.spec.MilliCPU), cpuPeriod))
 	}
 	if in.att.NetNS != "" {
 		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: in.att.NetNS}))

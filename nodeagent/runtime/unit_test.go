@@ -194,8 +194,14 @@ func TestSpecHardening(t *testing.T) {
 		}
 	}
 	res := s.Linux.Resources
-	if *res.Memory.Limit != 64<<20 || *res.CPU.Quota != 25000 || *res.CPU.Period != 100000 || *res.Pids.Limit != 100 {
-		t.Errorf("resources memory %d quota %d/%d pids %d", *res.Memory.Limit, *res.CPU.Quota, *res.CPU.Period, *res.Pids.Limit)
+	if *res.Memory.Limit != 64<<20 || *res.CPU.Shares != 256 || *res.CPU.Quota != 25000 || *res.CPU.Period != 100000 || *res.Pids.Limit != 100 {
+		t.Errorf("resources memory %d shares %d quota %d/%d pids %d", *res.Memory.Limit, *res.CPU.Shares, *res.CPU.Quota, *res.CPU.Period, *res.Pids.Limit)
+	}
+	// With the start-up boost, the memory and pids limits stay; the CPU
+	// quota and weight wait for ApplyCPULimit.
+	in.boost = true
+	if cpu := genSpec(t, in).Linux.Resources.CPU; cpu != nil && (cpu.Shares != nil || cpu.Quota != nil) {
+		t.Errorf("boosted cpu resources %+v, want no shares and no quota", cpu)
 	}
 	if !slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool {
 		return n.Type == specs.NetworkNamespace && n.Path == "/state/netns/cni-1"
