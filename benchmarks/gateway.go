@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
 )
 
 // Gateway benchmark parameters. Every run is bounded; B1, B2 and B8
@@ -34,7 +35,7 @@ const (
 	// only ever slows a run down.
 	b1Rounds   = 3
 	b1Duration = 2 * time.Second
-	// B2 alternates b2Rounds slices of the direct run and the proxy's at
+	// B2 alternates b2Rounds slices of the reference run and the proxy's at
 	// each load level, so that a burst of other work hits both alike, and
 	// judges the median of the rounds' differences.
 	b2Rounds   = 5
@@ -65,10 +66,12 @@ const surgeName = "surge gateway"
 //
 // Core 0 runs the load (wrk, or the open-loop generator on a pinned thread
 // of this process) and the backend the proxies forward to; core 1 runs the
-// proxy under test, so every proxy gets one core. "Direct" is a second
-// backend on core 1, reached with no proxy: B1's ceiling and B2's
-// reference. All traffic stays on 127.0.0.1, every run is bounded in time,
-// and every subprocess is killed when Gateway returns, whatever happened.
+// proxy under test, so every proxy gets one core; this process keeps to
+// core 0 too. "Direct" is a second backend on core 1, reached with no
+// proxy: B1's ceiling. B2's reference is the proxies' own backend on core
+// 0, reached with no proxy. All traffic stays on 127.0.0.1, every run is
+// bounded in time, and every subprocess is killed when Gateway returns,
+// whatever happened.
 func Gateway(ctx context.Context) ([]Row, error) {
 	if err := requireTools(); err != nil {
 		return nil, err
@@ -149,6 +152,14 @@ func Gateway(ctx context.Context) ([]Row, error) {
 		subjects = append(subjects, s)
 	}
 
+	// This process (the open-loop generator, and the runtime's own threads:
+	// garbage collection, sysmon) keeps off the proxy core.
+	unpin, err := pinProcess(loadCPU)
+	if err != nil {
+		return nil, err
+	}
+	defer unpin()
+
 	// B1: every subject, round-robin; the best round of each counts.
 	fmt.Fprintf(os.Stderr, "  B1")
 	best := make([]closedLoopRun, len(subjects))
@@ -196,13 +207,18 @@ func Gateway(ctx context.Context) ([]Row, error) {
 			rps[surgeName]/rps[peer], perCPU[surgeName]/perCPU[peer], limit))
 	}
 
-	// B2: each proxy at shares of its own B1 maximum, against direct at
-	// the same rate.
+	// B2: each proxy at shares of its own B1 maximum, against the same
+	// backend reached directly at the same rate. That is the backend the
+	// proxies forward to, on the load core: the generator shares its core
+	// with the backend in both runs alike, so the difference is the
+	// proxy's hop and nothing else. (Against the B1 "direct" backend, on a
+	// core of its own, every proxy was charged the generator and the
+	// backend taking turns on one core.)
 	fmt.Fprintf(os.Stderr, ", B2")
 	var b2 []Row
 	for _, s := range subjects[1:] {
 		for _, level := range loadLevels {
-			row, err := addedLatency(ctx, s.name, level, rps[s.name], direct.p, s.p, direct.addr, s.addr)
+			row, err := addedLatency(ctx, s.name, level, rps[s.name], backend.p, s.p, backend.addr, s.addr)
 			if err != nil {
 				return nil, err
 			}
@@ -237,6 +253,42 @@ func Gateway(ctx context.Context) ([]Row, error) {
 	rows := append(b1, b2...)
 	rows = append(rows, allocs...)
 	return append(rows, b8mem...), nil
+}
+
+// pinProcess pins every thread of this process to cpu (threads started
+// later inherit it), and returns a function that undoes it.
+func pinProcess(cpu string) (func(), error) {
+	n, err := strconv.Atoi(cpu)
+	if err != nil {
+		return nil, fmt.Errorf("pin to CPU %q: %w", cpu, err)
+	}
+	var old, pin unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		return nil, fmt.Errorf("read CPU affinity: %w", err)
+	}
+	pin.Set(n)
+	set := func(s *unix.CPUSet) error {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil {
+				continue
+			}
+			// A thread may have exited since the listing.
+			if err := unix.SchedSetaffinity(tid, s); err != nil && err != unix.ESRCH {
+				return fmt.Errorf("set CPU affinity of thread %d: %w", tid, err)
+			}
+		}
+		return nil
+	}
+	if err := set(&pin); err != nil {
+		_ = set(&old)
+		return nil, fmt.Errorf("pin to CPU %d: %w", n, err)
+	}
+	return func() { _ = set(&old) }, nil
 }
 
 // closedLoopRun is one wrk run of B1.
@@ -297,11 +349,11 @@ func closedLoop(ctx context.Context, p *process, addr string, warm bool) (closed
 }
 
 // addedLatency is one B2 row: the open-loop latency through the proxy p
-// at addr at level × maxRPS requests per second, against the direct
-// backend's at the same rate. Slices of the two alternate, b2Rounds
-// pairs; the table shows all slices together, and the goal is judged on
-// the median of the pairs' p99 differences, which one burst of other work
-// cannot move. A round is disturbed when other work took more than
+// at addr at level × maxRPS requests per second, against the backend's
+// reached directly (direct, the backend p forwards to) at the same rate.
+// Slices of the two alternate, b2Rounds pairs; the table shows all slices
+// together, and the goal is judged on the median of the pairs' p99
+// differences, which one burst of other work cannot move. A round is disturbed when other work took more than
 // noisyForeign of a core or the generator was late on over 1% of it.
 func addedLatency(ctx context.Context, name string, level, maxRPS float64, direct, p *process, directAddr, addr string) (Row, error) {
 	rate := level * maxRPS
@@ -313,7 +365,11 @@ func addedLatency(ctx context.Context, name string, level, maxRPS float64, direc
 		if err != nil {
 			return OpenLoopResult{}, 0, 0, err
 		}
-		meter, err := startCPUMeter(target.pid())
+		pids := []int{target.pid()}
+		if target != direct {
+			pids = append(pids, direct.pid()) // the backend works in both
+		}
+		meter, err := startCPUMeter(pids...)
 		if err != nil {
 			return OpenLoopResult{}, 0, 0, err
 		}

@@ -404,7 +404,10 @@ func parseAnswer(b []byte) (status, size int, closeAfter, ok bool) {
 		status = 0
 	}
 	cl, chunked := -1, false
-	for _, line := range bytes.Split(head, []byte("\r\n"))[1:] {
+	_, rest, _ := bytes.Cut(head, []byte("\r\n")) // the status line
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
 		name, value, found := bytes.Cut(line, []byte(":"))
 		if !found {
 			continue

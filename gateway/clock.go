@@ -6,7 +6,9 @@ import "time"
 // windows (and the request timestamps they integrate), the drain delay and
 // the control-plane source's back-off, so tests can drive them by hand.
 // Request deadlines use the wall clock, because they become socket
-// deadlines. Now is called twice per request and must not allocate.
+// deadlines. Now is called twice per request (unless the Clock is
+// SystemClock, whose reading the request path shares) and must not
+// allocate.
 type Clock interface {
 	Now() time.Time
 	// NewTimer fires once after d.

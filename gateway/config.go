@@ -24,8 +24,10 @@ type Config struct {
 	// slowloris-style connection hoarding.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds writing an answer the gateway makes itself (404,
-	// 503, ...). Proxied answers are bounded by the function's total limit
-	// instead, so a long stream is not cut.
+	// 503, ...) or holds whole (a small proxied answer that came in one
+	// piece; the function's total limit when that comes first). Streamed
+	// answers are bounded by the function's total limit instead, so a
+	// long stream is not cut.
 	WriteTimeout time.Duration
 	// IdleTimeout closes a client keep-alive connection that sends nothing
 	// for this long. Longer saves handshakes; shorter saves file descriptors.

@@ -131,3 +131,40 @@ func FuzzForwardResponseHeader(f *testing.F) {
 		}
 	})
 }
+
+// TestRepeatedForwardedFieldsAreReplacedWhole: a client that repeats
+// X-Forwarded-* fields must not get one of its own values past the
+// gateway, which replaces the fields rather than only their first line.
+func TestRepeatedForwardedFieldsAreReplacedWhole(t *testing.T) {
+	raw := "GET /x HTTP/1.1\r\nHost: a\r\n" +
+		"X-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n" +
+		"X-Forwarded-Proto: https\r\nX-Forwarded-Proto: https\r\n" +
+		"X-Forwarded-Host: evil\r\nX-Forwarded-Host: evil\r\n\r\n"
+	var src fasthttp.RequestHeader
+	if err := src.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		trust             bool
+		xff, proto, xhost string
+	}{
+		{false, "192.0.2.7", "http", "a"},
+		{true, "1.1.1.1, 2.2.2.2, 192.0.2.7", "https", "evil"},
+	} {
+		var dst fasthttp.RequestHeader
+		copyRequestHeader(&dst, &src, []byte("/y"), forwardInfo{clientIP: netip.MustParseAddr("192.0.2.7"), trust: tt.trust}, nil)
+		got := func(k string) string {
+			var vs []string
+			for _, v := range dst.PeekAll(k) {
+				vs = append(vs, string(v))
+			}
+			return strings.Join(vs, " | ")
+		}
+		if got("X-Forwarded-For") != tt.xff {
+			t.Errorf("trust %v: X-Forwarded-For %q, want %q", tt.trust, got("X-Forwarded-For"), tt.xff)
+		}
+		if !tt.trust && (got("X-Forwarded-Proto") != tt.proto || got("X-Forwarded-Host") != tt.xhost) {
+			t.Errorf("trust %v: X-Forwarded-Proto %q, -Host %q, want %q, %q", tt.trust, got("X-Forwarded-Proto"), got("X-Forwarded-Host"), tt.proto, tt.xhost)
+		}
+	}
+}

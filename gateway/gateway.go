@@ -57,6 +57,7 @@ type Gateway struct {
 	cfg       Config
 	log       *slog.Logger
 	clock     Clock
+	sysClock  bool // clock is SystemClock: see schedNow
 	epoch     time.Time
 	routes    *Routes
 	picker    Picker
@@ -105,6 +106,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if g.clock == nil {
 		g.clock = SystemClock{}
 	}
+	_, g.sysClock = g.clock.(SystemClock)
 	g.epoch = g.clock.Now()
 	switch cfg.Policy {
 	case PolicyLeast:
@@ -187,6 +189,16 @@ func (g *Gateway) Stats() []RevisionStats {
 }
 
 func (g *Gateway) micros(t time.Time) int64 { return t.Sub(g.epoch).Microseconds() }
+
+// schedNow is the Clock's now, given the wall clock's: the same reading
+// when the Clock is the wall clock, which saves the request path a clock
+// read (each is tens of nanoseconds, more in a virtual machine).
+func (g *Gateway) schedNow(wall time.Time) time.Time {
+	if g.sysClock {
+		return wall
+	}
+	return g.clock.Now()
+}
 
 // Run serves until ctx ends, then drains: readiness turns false, the
 // gateway keeps serving for DrainDelay, stops accepting, lets in-flight

@@ -3,7 +3,9 @@ package gateway
 import (
 	"bytes"
 	"errors"
+	"iter"
 	"net/netip"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 )
@@ -139,36 +141,139 @@ type forwardInfo struct {
 	trust    bool // keep and extend the client's X-Forwarded-* headers
 }
 
+// fieldSet is a set of the header fields the gateway treats specially, so
+// that copying a header costs a deletion only for the fields a message has:
+// fasthttp's Del normalises its key and scans the header on every call,
+// and most messages carry none of these fields.
+type fieldSet uint32
+
+// The fields of a fieldSet: hopHeaders[i] is 1<<i, then these.
+const (
+	fieldExpect fieldSet = 1 << (16 + iota)
+	fieldXForwardedFor
+	fieldXForwardedProto
+	fieldXForwardedHost
+	fieldConnection = 1 // hopHeaders[0]
+)
+
+var specialFields = []struct {
+	name string // lowercase
+	bit  fieldSet
+}{
+	{"expect", fieldExpect},
+	{"x-forwarded-for", fieldXForwardedFor},
+	{"x-forwarded-proto", fieldXForwardedProto},
+	{"x-forwarded-host", fieldXForwardedHost},
+}
+
+// Canonical names the gateway sets, for SetCanonical, which skips
+// normalising the key.
+var (
+	strXForwardedFor   = []byte("X-Forwarded-For")
+	strXForwardedProto = []byte("X-Forwarded-Proto")
+	strXForwardedHost  = []byte("X-Forwarded-Host")
+	strHTTP            = []byte("http")
+	strHTTPS           = []byte("https")
+)
+
+// fieldOf returns name's bit, or 0 for a field the gateway passes as is.
+func fieldOf(name []byte) fieldSet {
+	for i, h := range hopHeaders {
+		if len(name) == len(h) && asciiEqualFold(name, lowerHopHeaders[i]) {
+			return 1 << i
+		}
+	}
+	for _, f := range specialFields {
+		if len(name) == len(f.name) && asciiEqualFold(name, f.name) {
+			return f.bit
+		}
+	}
+	return 0
+}
+
+var lowerHopHeaders = func() []string {
+	l := make([]string, len(hopHeaders))
+	for i, h := range hopHeaders {
+		l[i] = strings.ToLower(h)
+	}
+	return l
+}()
+
+// presentFields returns the special fields among a header's, as its All
+// iterator yields them (the parsed header, not its raw bytes, so that no
+// field fasthttp keeps apart is missed).
+func presentFields(all iter.Seq2[[]byte, []byte]) fieldSet {
+	var s fieldSet
+	for k := range all {
+		s |= fieldOf(k)
+	}
+	return s
+}
+
+// headerDeleter is a request or a response header.
+type headerDeleter interface {
+	Del(key string)
+	DelBytes(key []byte)
+}
+
+var (
+	_ headerDeleter = (*fasthttp.RequestHeader)(nil)
+	_ headerDeleter = (*fasthttp.ResponseHeader)(nil)
+)
+
+// deleteHopHeaders deletes from dst the hop-by-hop fields of present, and
+// the fields that src's Connection names (but not the framing ones).
+func deleteHopHeaders(dst headerDeleter, connection [][]byte, present fieldSet) {
+	if present&fieldConnection != 0 {
+		for _, v := range connection {
+			forEachToken(v, func(tok []byte) {
+				if !isFramingField(tok) {
+					dst.DelBytes(tok)
+				}
+			})
+		}
+	}
+	for i, h := range hopHeaders {
+		if present&(1<<i) != 0 {
+			dst.Del(h)
+		}
+	}
+}
+
 // copyRequestHeader fills dst (an outgoing request header) from src (the
 // client's), without hop-by-hop headers or the headers that src's
 // Connection names, with X-Forwarded-For/-Proto/-Host set, and with the
 // request URI replaced by uri. scratch is a buffer to reuse; the grown
 // buffer is returned. The caller sets the body and its framing.
 func copyRequestHeader(dst, src *fasthttp.RequestHeader, uri []byte, fw forwardInfo, scratch []byte) []byte {
+	present := presentFields(src.All())
 	src.CopyTo(dst)
-	for _, v := range src.PeekAll("Connection") {
-		forEachToken(v, func(tok []byte) {
-			if !isFramingField(tok) {
-				dst.DelBytes(tok)
-			}
-		})
+	var connection [][]byte
+	if present&fieldConnection != 0 {
+		connection = src.PeekAll("Connection")
 	}
-	for _, h := range hopHeaders {
-		dst.Del(h)
+	deleteHopHeaders(dst, connection, present)
+	if present&fieldExpect != 0 {
+		dst.Del("Expect")
 	}
-	dst.Del("Expect")
 	dst.ResetConnectionClose()
 	dst.SetRequestURIBytes(uri)
 
 	// X-Forwarded-For: the client's chain (when trusted), then its address.
+	// A field the client sent is deleted whole before it is set: Set
+	// replaces only the first of repeated fields, and a second one would
+	// pass a forged address on.
 	scratch = scratch[:0]
-	if fw.trust {
-		for _, v := range src.PeekAll("X-Forwarded-For") {
-			if len(scratch) > 0 {
-				scratch = append(scratch, ", "...)
+	if present&fieldXForwardedFor != 0 {
+		if fw.trust {
+			for _, v := range src.PeekAll("X-Forwarded-For") {
+				if len(scratch) > 0 {
+					scratch = append(scratch, ", "...)
+				}
+				scratch = append(scratch, v...)
 			}
-			scratch = append(scratch, v...)
 		}
+		dst.Del("X-Forwarded-For")
 	}
 	if fw.clientIP.IsValid() {
 		if len(scratch) > 0 {
@@ -177,22 +282,24 @@ func copyRequestHeader(dst, src *fasthttp.RequestHeader, uri []byte, fw forwardI
 		scratch = fw.clientIP.Unmap().AppendTo(scratch)
 	}
 	if len(scratch) > 0 {
-		dst.SetBytesV("X-Forwarded-For", scratch)
-	} else {
-		dst.Del("X-Forwarded-For")
+		dst.SetCanonical(strXForwardedFor, scratch)
 	}
 	if !fw.trust || len(src.Peek("X-Forwarded-Proto")) == 0 {
+		if present&fieldXForwardedProto != 0 {
+			dst.Del("X-Forwarded-Proto")
+		}
 		if fw.tls {
-			dst.Set("X-Forwarded-Proto", "https")
+			dst.SetCanonical(strXForwardedProto, strHTTPS)
 		} else {
-			dst.Set("X-Forwarded-Proto", "http")
+			dst.SetCanonical(strXForwardedProto, strHTTP)
 		}
 	}
 	if !fw.trust || len(src.Peek("X-Forwarded-Host")) == 0 {
-		if host := src.Host(); len(host) > 0 {
-			dst.SetBytesV("X-Forwarded-Host", host)
-		} else {
+		if present&fieldXForwardedHost != 0 {
 			dst.Del("X-Forwarded-Host")
+		}
+		if host := src.Host(); len(host) > 0 {
+			dst.SetCanonical(strXForwardedHost, host)
 		}
 	}
 	return scratch
@@ -202,17 +309,13 @@ func copyRequestHeader(dst, src *fasthttp.RequestHeader, uri []byte, fw forwardI
 // replica's), without hop-by-hop headers or the headers src's Connection
 // names. The caller sets the body and its framing.
 func copyResponseHeader(dst, src *fasthttp.ResponseHeader) {
+	present := presentFields(src.All())
 	src.CopyTo(dst)
-	for _, v := range src.PeekAll("Connection") {
-		forEachToken(v, func(tok []byte) {
-			if !isFramingField(tok) {
-				dst.DelBytes(tok)
-			}
-		})
+	var connection [][]byte
+	if present&fieldConnection != 0 {
+		connection = src.PeekAll("Connection")
 	}
-	for _, h := range hopHeaders {
-		dst.Del(h)
-	}
+	deleteHopHeaders(dst, connection, present)
 	dst.ResetConnectionClose()
 }
 

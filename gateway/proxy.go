@@ -109,7 +109,12 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 	}
 
 	x := g.acquireExchange()
-	x.start = time.Now() // wall clock: deadlines become socket deadlines
+	// Wall clock (deadlines become socket deadlines): fasthttp read it
+	// as the request began.
+	x.start = ctx.Time()
+	if x.start.IsZero() {
+		x.start = time.Now()
+	}
 	tbl := g.routes.Load()
 
 	var fr *functionRoute
@@ -154,7 +159,7 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 	x.deadline = x.start.Add(rev.timeout)
 	x.head = ctx.IsHead()
 	x.idempotent = isIdempotent(ctx.Method())
-	rev.stats.begin(g.micros(g.clock.Now()))
+	rev.stats.begin(g.micros(g.schedNow(x.start)))
 	rev.budget.deposit()
 	if rev.m != nil {
 		rev.m.inflight.Inc()
@@ -209,7 +214,11 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 	rev := x.rev
 	var avoid *Endpoint
 	for attempt := 0; ; attempt++ {
-		ep, status, msg := g.acquire(x, avoid)
+		now := x.start
+		if attempt > 0 {
+			now = time.Now()
+		}
+		ep, status, msg := g.acquire(x, avoid, now)
 		if ep == nil {
 			if status == fasthttp.StatusServiceUnavailable {
 				ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, retryAfterSeconds)
@@ -226,7 +235,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 			ep.connected()
 			break
 		}
-		now := time.Now()
+		now = time.Now()
 		if f == failConnect {
 			if rev.m != nil {
 				rev.m.connectErrors.Inc()
@@ -286,17 +295,26 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 		return
 	}
 	copyResponseHeader(&ctx.Response.Header, &x.resp.Header)
-	bs := x.resp.BodyStream()
-	cl := x.resp.Header.ContentLength()
-	if bs == nil || cl == 0 {
-		// HEAD, 204, 304, or an empty body: nothing to stream.
-		x.finishUpstream(bs == nil || cl == 0)
+	if x.resp.BodyStream() == nil {
+		// HEAD, 204, 304, or a body that came whole with the header
+		// (readResponse): the answer is complete, and the replica's
+		// connection free for the next request.
+		if body := x.resp.Body(); len(body) > 0 {
+			ctx.Response.SetBody(body)
+		}
+		x.finishUpstream(true)
 		if x.head {
 			ctx.Response.SkipBody = true
+		}
+		// fasthttp bounds writing it by WriteTimeout; the function's own
+		// limit too, when that comes first.
+		if x.deadline.Before(x.start.Add(g.cfg.WriteTimeout)) {
+			_ = ctx.SetWriteDeadline(x.deadline)
 		}
 		g.finish(x)
 		return
 	}
+	cl := x.resp.Header.ContentLength()
 	if cl < 0 {
 		cl = -1 // chunked, or read-until-close from the replica: chunked to the client
 		ctx.Response.ImmediateHeaderFlush = true
@@ -306,11 +324,10 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 }
 
 // acquire returns a replica of x's revision with a slot taken, waiting in
-// the revision's queue for one when none has room. When it returns nil,
+// the revision's queue for one when none has room; now is the wall clock. When it returns nil,
 // status and msg say what to answer.
-func (g *Gateway) acquire(x *exchange, avoid *Endpoint) (*Endpoint, int, string) {
+func (g *Gateway) acquire(x *exchange, avoid *Endpoint, now time.Time) (*Endpoint, int, string) {
 	rev := x.rev
-	now := time.Now()
 	if ep := g.picker.Pick(rev.endpoints(), avoid, now.UnixNano(), rand.Uint64()); ep != nil {
 		return ep, 0, ""
 	}
@@ -408,11 +425,12 @@ func (g *Gateway) finish(x *exchange) {
 		x.ep = nil
 	}
 	rev := x.rev
-	rev.stats.end(g.micros(g.clock.Now()))
+	now := time.Now()
+	rev.stats.end(g.micros(g.schedNow(now)))
 	if m := rev.m; m != nil {
 		m.inflight.Dec()
 		m.code(x.code).Inc()
-		m.duration.Observe(time.Since(x.start).Seconds())
+		m.duration.Observe(now.Sub(x.start).Seconds())
 	}
 	releaseExchange(x)
 }

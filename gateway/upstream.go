@@ -178,7 +178,17 @@ func (x *exchange) roundTrip(ep *Endpoint) (failure, error) {
 func (x *exchange) send(hc *fasthttp.HostClient, conn *countingConn) (*bufio.Reader, failure, error) {
 	written, read := conn.written, conn.read
 
-	_ = conn.SetWriteDeadline(x.deadline)
+	// With no response-start timeout the read deadline is the write's:
+	// one call sets both, and the runtime arms one timer for them.
+	start := x.rev.responseStart
+	if start <= 0 {
+		start = x.g.cfg.ResponseStartTimeout
+	}
+	if start <= 0 {
+		_ = conn.SetDeadline(x.deadline)
+	} else {
+		_ = conn.SetWriteDeadline(x.deadline)
+	}
 	bw := hc.AcquireWriter(conn)
 	err := x.req.Write(bw)
 	if err == nil {
@@ -200,22 +210,17 @@ func (x *exchange) send(hc *fasthttp.HostClient, conn *countingConn) (*bufio.Rea
 		return nil, failBroken, err
 	}
 
-	readDeadline := x.deadline
-	d := x.rev.responseStart
-	if d <= 0 {
-		d = x.g.cfg.ResponseStartTimeout
-	}
-	if d > 0 {
-		if t := time.Now().Add(d); t.Before(readDeadline) {
+	if start > 0 {
+		readDeadline := x.deadline
+		if t := time.Now().Add(start); t.Before(readDeadline) {
 			readDeadline = t
 		}
+		_ = conn.SetReadDeadline(readDeadline)
 	}
-	_ = conn.SetReadDeadline(readDeadline)
 	br := hc.AcquireReader(conn)
 	x.resp.Reset()
-	x.resp.StreamBody = true
 	x.resp.SkipBody = x.head
-	err = x.resp.ReadLimitBody(br, 0)
+	err = readResponse(&x.resp, br)
 	if err != nil {
 		_ = x.resp.CloseBodyStream()
 		hc.ReleaseReader(br)
@@ -229,6 +234,41 @@ func (x *exchange) send(hc *fasthttp.HostClient, conn *countingConn) (*bufio.Rea
 	}
 	return br, failNone, nil
 }
+
+// maxInterimResponses bounds the 1xx answers (other than 101) a replica
+// may send before its final one, as fasthttp's own reader does.
+const maxInterimResponses = 100
+
+// readResponse reads a replica's answer from br into resp: the header,
+// after any interim 1xx answers, and the body. A body that arrived whole
+// with the header (the common small answer) is read into resp, so the
+// replica's connection can go back to the pool at once and the client's
+// answer is written in one piece, with no per-read deadlines; any other
+// body (chunked, unknown length, or still on its way: a stream, an SSE
+// feed, a download) is left to stream through BodyStream.
+func readResponse(resp *fasthttp.Response, br *bufio.Reader) error {
+	for n := 0; ; n++ {
+		if err := resp.Header.Read(br); err != nil {
+			return err
+		}
+		code := resp.Header.StatusCode()
+		if code < 100 || code > 199 || code == fasthttp.StatusSwitchingProtocols {
+			break
+		}
+		if n >= maxInterimResponses {
+			return errTooManyInterim
+		}
+	}
+	code := resp.Header.StatusCode()
+	if resp.SkipBody || code < 200 || code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified {
+		return nil
+	}
+	cl := resp.Header.ContentLength()
+	resp.StreamBody = cl < 0 || br.Buffered() < cl
+	return resp.ReadBody(br, 0)
+}
+
+var errTooManyInterim = errors.New("gateway: too many interim responses from the replica")
 
 // finishUpstream returns or closes the connection of a successful
 // exchange. A pooled connection is reused only when the answer was read
