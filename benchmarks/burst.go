@@ -3,7 +3,6 @@ package benchmarks
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/nodeagent/network"
 )
 
 // B4's shape, from e2e's TestAutoscaleStepToZeroAndBack: one request per
@@ -390,27 +390,22 @@ func (s *surgeUp) build(ctx context.Context, tag string) (string, error) {
 }
 
 // netnsLeft lists the network namespaces the agent still holds for
-// replicas: those of its warm pool (network.Config.PoolSize), recorded
-// under network/pool, are no replica's while surge runs, and go when it
-// stops.
+// replicas (not those of its warm pool, which go when it stops).
 func (s *surgeUp) netnsLeft() []string {
-	dir := filepath.Join(s.dataDir, "agent", "network")
-	pooled := map[string]bool{}
-	recs, _ := filepath.Glob(filepath.Join(dir, "pool", "*.json"))
-	for _, f := range recs {
-		var e struct {
-			NetNS string `json:"netns"`
-		}
-		if b, err := os.ReadFile(f); err == nil && json.Unmarshal(b, &e) == nil {
-			pooled[filepath.Base(e.NetNS)] = true
-		}
+	left, err := network.ReplicaNamespaces(filepath.Join(s.dataDir, "agent", "network"))
+	if err != nil {
+		return []string{err.Error()}
 	}
-	ents, _ := os.ReadDir(filepath.Join(dir, "netns"))
+	return left
+}
+
+// netnsAll lists every network namespace pinned under the agent's state,
+// its warm pool's included: none may be left once surge has stopped.
+func (s *surgeUp) netnsAll() []string {
+	ents, _ := os.ReadDir(filepath.Join(s.dataDir, "agent", "network", "netns"))
 	names := make([]string, 0, len(ents))
 	for _, e := range ents {
-		if !pooled[e.Name()] {
-			names = append(names, e.Name())
-		}
+		names = append(names, e.Name())
 	}
 	return names
 }
@@ -476,7 +471,7 @@ func (s *surgeUp) close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("surge up ignored SIGTERM for 30s; killed (its private containerd may be left running); output ends:\n%s", tail(s.log, 2000)))
 		}
 	}
-	if left := s.netnsLeft(); len(left) > 0 {
+	if left := s.netnsAll(); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("network namespaces left under %s: %v", s.dataDir, left))
 	}
 	errs = append(errs, deleteBridge(s.bridge))

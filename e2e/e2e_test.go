@@ -22,6 +22,7 @@ import (
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/nodeagent/network"
 )
 
 var surgeBin string
@@ -126,20 +127,25 @@ func (c *cluster) removeReplicas() {
 		c.surge("rm", "-n", f.Metadata.Namespace, f.Metadata.Name)
 	}
 	// Every container gone: no shim of this cluster's containerd left, and
-	// no network namespace.
-	netns := filepath.Join(c.dataDir, "agent", "network", "netns")
+	// no replica's network namespace. The agent's warm pool of namespaces
+	// is released when surge stops.
+	state := filepath.Join(c.dataDir, "agent", "network")
 	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		ents, err := os.ReadDir(netns)
-		if (err != nil || len(ents) == 0) && len(shimsUnder(c.dataDir)) == 0 {
-			c.stop(syscall.SIGTERM)
-			killUnder(c.t, c.dataDir)
-			return
+	for {
+		left, err := network.ReplicaNamespaces(state)
+		if err == nil && len(left) == 0 && len(shimsUnder(c.dataDir)) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			c.t.Errorf("replicas still running 60s after their functions were removed: namespaces %v (%v), shims %v", left, err, shimsUnder(c.dataDir))
+			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	c.t.Errorf("replicas still running 60s after their functions were removed")
 	c.stop(syscall.SIGTERM)
+	if ents, _ := os.ReadDir(filepath.Join(state, "netns")); len(ents) > 0 {
+		c.t.Errorf("%d network namespaces left after surge stopped (its warm pool's are released on SIGTERM)", len(ents))
+	}
 	killUnder(c.t, c.dataDir)
 }
 

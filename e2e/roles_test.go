@@ -21,6 +21,7 @@ import (
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/nodeagent/network"
 )
 
 // proc is one surge role run as its own process.
@@ -199,7 +200,7 @@ func TestAgentSIGKILLUnderTraffic(t *testing.T) {
 		srv.surge("rm", "hello")
 		deadline := time.Now().Add(60 * time.Second)
 		for time.Now().Before(deadline) {
-			if ents, err := os.ReadDir(filepath.Join(stateDir, "network", "netns")); err != nil || len(ents) == 0 {
+			if left, err := network.ReplicaNamespaces(filepath.Join(stateDir, "network")); err != nil || len(left) == 0 {
 				break
 			}
 			time.Sleep(50 * time.Millisecond)

@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -387,4 +389,34 @@ func (n *Network) ReleaseStalePool(ctx context.Context) error {
 		return fmt.Errorf("release stale warm network namespaces: %w", err)
 	}
 	return nil
+}
+
+// ReplicaNamespaces lists the network namespaces pinned under stateDir (a
+// Config.StateDir) that are not warm pool entries: those of replicas, and
+// strays. It reads the records without a Network, for tests and tools
+// that check what an agent holds; the pool's namespaces are no replica's
+// while the agent runs, and go when it stops.
+func ReplicaNamespaces(stateDir string) ([]string, error) {
+	entries, err := store[poolEntry]{dir: filepath.Join(stateDir, "pool")}.list()
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	pooled := map[string]bool{}
+	for _, e := range entries {
+		pooled[filepath.Base(e.NetNS)] = true
+	}
+	ents, err := os.ReadDir(filepath.Join(stateDir, "netns"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list netns dir: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if !pooled[e.Name()] {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
 }

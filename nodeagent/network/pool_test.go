@@ -258,3 +258,28 @@ func TestPoolOff(t *testing.T) {
 		t.Fatalf("WaitPool without a pool = %v, %d pooled", err, n.Pooled())
 	}
 }
+
+func TestReplicaNamespacesLeavesOutThePool(t *testing.T) {
+	dir := t.TempDir()
+	if got, err := ReplicaNamespaces(dir); err != nil || len(got) != 0 {
+		t.Fatalf("empty state dir: %v, %v; want none", got, err)
+	}
+	for _, d := range []string{"netns", "pool"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"cni-replica", "cni-pooled"} {
+		if err := os.WriteFile(filepath.Join(dir, "netns", name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := poolEntry{Attachment: Attachment{ID: "surge-pool-1", Mode: ModeCNI, NetNS: filepath.Join(dir, "netns", "cni-pooled")}}
+	if err := (store[poolEntry]{dir: filepath.Join(dir, "pool")}).put(e); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReplicaNamespaces(dir)
+	if err != nil || len(got) != 1 || got[0] != "cni-replica" {
+		t.Errorf("ReplicaNamespaces = %v, %v; want [cni-replica]", got, err)
+	}
+}
