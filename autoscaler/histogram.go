@@ -184,7 +184,9 @@ type Prediction struct {
 //   - otherwise head = lower bound of the HeadPercentile bucket and tail =
 //     upper bound of the TailPercentile bucket, widened by Margin:
 //     pre-warm at head*(1-Margin) and release at tail*(1+Margin); a head of
-//     zero means keep the replica from the end of the use.
+//     zero means keep the replica from the end of the use. When that
+//     window would have cost more replica time over the idle times seen
+//     than coldStartCost per cold start it saved, release instead.
 func (h *IdleHistogram) Predict(cfg KeepAliveConfig, coldStartCost time.Duration) Prediction {
 	fixed := Prediction{Kind: PredictFixed, Until: cfg.Fixed}
 	all := h.total + h.oob
