@@ -124,6 +124,9 @@ func New(cfg Config) (*Network, error) {
 		if len(missing) > 0 {
 			return nil, fmt.Errorf("network: CNI plugins %v not found in %v: install containernetworking-plugins or use host mode", missing, cfg.PluginDirs)
 		}
+		if err := subnetClash(cfg.Subnet, cfg.BridgeName); err != nil {
+			return nil, err
+		}
 		if err := n.loadCNI(); err != nil {
 			return nil, err
 		}
@@ -139,6 +142,45 @@ func New(cfg Config) (*Network, error) {
 		cfg.Log.Warn("replica networking: host network, each replica on an allocated port of "+cfg.HostIP+" (no per-replica IP, not reachable from other nodes)", "reason", why)
 	}
 	return n, nil
+}
+
+// subnetClash returns an error naming the route that already covers part
+// of subnet on a link other than bridge (another cluster's bridge, a VPN,
+// a container network): replicas given addresses there would be
+// unreachable, each start failing its readiness probe with a timeout.
+// Peer routes, which this package manages, do not count.
+func subnetClash(subnet, bridge string) error {
+	p, err := netip.ParsePrefix(subnet)
+	if err != nil {
+		return nil // Validate has said so
+	}
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("network: list routes: %w", err)
+	}
+	for _, r := range routes {
+		if r.Dst == nil || r.Protocol == PeerRouteProtocol {
+			continue
+		}
+		addr, ok := netip.AddrFromSlice(r.Dst.IP.To4())
+		ones, _ := r.Dst.Mask.Size()
+		if !ok || ones == 0 {
+			continue
+		}
+		q := netip.PrefixFrom(addr, ones).Masked()
+		if !p.Overlaps(q) {
+			continue
+		}
+		name := fmt.Sprintf("link %d", r.LinkIndex)
+		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+			name = l.Attrs().Name
+		}
+		if name == bridge {
+			continue
+		}
+		return fmt.Errorf("network: pod subnet %s overlaps the route to %s on %s: replicas there would be unreachable; remove %s or give this cluster another --pod-cidr", p, q, name, name)
+	}
+	return nil
 }
 
 func missingPlugins(dirs []string) []string {

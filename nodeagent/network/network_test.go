@@ -3,11 +3,13 @@ package network
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	cnins "github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -442,5 +445,60 @@ func TestHostFallback(t *testing.T) {
 	}
 	if _, err := n.Setup(ctx, "../etc"); err == nil {
 		t.Errorf("Setup with a path in the id: want an error")
+	}
+}
+
+func TestSubnetClashNamesTheRoute(t *testing.T) {
+	needCNI(t)
+	// In a network namespace of its own, on a thread that never leaves it
+	// (the goroutine ends locked, so the runtime discards the thread).
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		ns, err := vnetns.New()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer ns.Close()
+		for _, l := range []netlink.Link{
+			&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "other0"}},
+			&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "surgetc0"}},
+		} {
+			if err := netlink.LinkAdd(l); err != nil {
+				errc <- err
+				return
+			}
+			if err := netlink.LinkSetUp(l); err != nil {
+				errc <- err
+				return
+			}
+		}
+		for link, cidr := range map[string]string{"other0": "10.77.0.1/24", "surgetc0": "10.78.0.1/24"} {
+			l, _ := netlink.LinkByName(link)
+			addr, _ := netlink.ParseAddr(cidr)
+			if err := netlink.AddrAdd(l, addr); err != nil {
+				errc <- err
+				return
+			}
+		}
+		var errs []error
+		err = subnetClash("10.77.0.0/24", "surgetc0")
+		if err == nil || !strings.Contains(err.Error(), "10.77.0.0/24 on other0") {
+			errs = append(errs, fmt.Errorf("a subnet on another link: %v, want the route and link named", err))
+		}
+		if err := subnetClash("10.77.0.0/16", "surgetc0"); err == nil {
+			errs = append(errs, errors.New("a subnet holding another link's: no error"))
+		}
+		if err := subnetClash("10.78.0.0/24", "surgetc0"); err != nil {
+			errs = append(errs, fmt.Errorf("the subnet of our own bridge (a restarted agent): %v", err))
+		}
+		if err := subnetClash("10.79.0.0/24", "surgetc0"); err != nil {
+			errs = append(errs, fmt.Errorf("a free subnet: %v", err))
+		}
+		errc <- errors.Join(errs...)
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }
