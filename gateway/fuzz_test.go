@@ -46,6 +46,27 @@ func FuzzForwardRequestHeader(f *testing.F) {
 		for _, v := range src.PeekAll("Connection") {
 			forEachToken(v, func(tok []byte) { named = append(named, append([]byte(nil), tok...)) })
 		}
+		// The raw path, when it applies, forwards the same.
+		if wire, ok := appendRawRequestHead(nil, &src, []byte("/y"), forwardInfo{clientIP: ip}); ok {
+			var fast fasthttp.RequestHeader
+			if err := fast.Read(bufio.NewReader(bytes.NewReader(wire))); err != nil {
+				t.Fatalf("raw forwarded header does not parse: %v\n%q", err, wire)
+			}
+			if err := checkFraming(fast.RawHeaders()); err != nil {
+				t.Fatalf("raw forwarded header fails the framing check: %v\n%q", err, wire)
+			}
+			checkForwarded(t, &fast, named)
+			if got := string(fast.Peek("X-Forwarded-For")); got != "192.0.2.7" {
+				t.Fatalf("raw path: X-Forwarded-For = %q", got)
+			}
+			if got, want := string(fast.Host()), string(src.Host()); got != want {
+				t.Fatalf("raw path: Host = %q, want %q", got, want)
+			}
+			if got := string(fast.RequestURI()); got != "/y" {
+				t.Fatalf("raw path: request URI = %q", got)
+			}
+		}
+
 		var dst fasthttp.RequestHeader
 		copyRequestHeader(&dst, &src, []byte("/y"), forwardInfo{clientIP: ip}, nil)
 		checkForwarded(t, &dst, named)

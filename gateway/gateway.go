@@ -13,7 +13,8 @@
 // Files: config.go (Config), state.go (the sources' model and interfaces),
 // routes.go (snapshot building), picker.go, endpoint.go (ejection),
 // budget.go (retry budget and policy), queue.go, stats.go — the pure cores;
-// proxy.go and upstream.go — the request path; upgrade.go — WebSocket
+// proxy.go and upstream.go — the request path; clientconn.go and
+// deadline.go — its connections' system calls and timers; upgrade.go — WebSocket
 // tunnels; gateway.go — the server's life; cpsource.go — the
 // control-plane watch.
 package gateway
@@ -216,9 +217,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 	}
 	g.listener = ln
+	serveLn := net.Listener(clientListener{ln})
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error {
-		if err := g.srv.Serve(ln); err != nil && !g.draining.Load() {
+		if err := g.srv.Serve(serveLn); err != nil && !g.draining.Load() {
 			return fmt.Errorf("gateway serve on %s: %w", ln.Addr(), err)
 		}
 		return nil

@@ -325,3 +325,76 @@ func copyResponseHeader(dst, src *fasthttp.ResponseHeader) {
 func isFramingField(name []byte) bool {
 	return asciiEqualFold(name, "host") || asciiEqualFold(name, "content-length")
 }
+
+// appendRawRequestHead appends to dst the header of the request to the
+// replica, made from the client's header block as it came off the wire,
+// when that block may go on as it is: it holds no field the gateway
+// removes or sets (hop-by-hop, Expect, X-Forwarded-*), every line ends in
+// CRLF, and Host comes once at most. Then the request line is rebuilt with
+// uri, the X-Forwarded-For/-Proto/-Host lines are added, and it reports
+// true; this saves copying the parsed header field by field and writing
+// it out again (copyRequestHeader), which is most of the gateway's own
+// work on a small request. Otherwise it reports false and dst is
+// unchanged. The caller has run checkFraming on the block, and sends no
+// body.
+func appendRawRequestHead(dst []byte, src *fasthttp.RequestHeader, uri []byte, fw forwardInfo) ([]byte, bool) {
+	block, ok := forwardableBlock(src.RawHeaders())
+	if !ok {
+		return dst, false
+	}
+	dst = append(dst, src.Method()...)
+	dst = append(dst, ' ')
+	dst = append(dst, uri...)
+	dst = append(dst, " HTTP/1.1\r\n"...)
+	dst = append(dst, block...)
+	if fw.clientIP.IsValid() {
+		dst = append(dst, "X-Forwarded-For: "...)
+		dst = fw.clientIP.Unmap().AppendTo(dst)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "X-Forwarded-Proto: "...)
+	if fw.tls {
+		dst = append(dst, strHTTPS...)
+	} else {
+		dst = append(dst, strHTTP...)
+	}
+	dst = append(dst, "\r\n"...)
+	if host := src.Host(); len(host) > 0 {
+		dst = append(dst, "X-Forwarded-Host: "...)
+		dst = append(dst, host...)
+		dst = append(dst, "\r\n"...)
+	}
+	return append(dst, "\r\n"...), true
+}
+
+// forwardableBlock returns raw's field lines, without the empty line that
+// ends them, if appendRawRequestHead may send them as they are.
+func forwardableBlock(raw []byte) ([]byte, bool) {
+	end, hosts := 0, 0
+	for rest := raw; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 1 || rest[i-1] != '\r' {
+			return nil, false // a bare LF, or an unterminated line
+		}
+		line := rest[:i-1]
+		rest = rest[i+1:]
+		if len(line) == 0 {
+			continue
+		}
+		end = len(raw) - len(rest)
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return nil, false
+		}
+		name := line[:colon]
+		if fieldOf(name) != 0 {
+			return nil, false
+		}
+		if asciiEqualFold(name, "host") {
+			if hosts++; hosts > 1 {
+				return nil, false
+			}
+		}
+	}
+	return raw[:end], end > 0
+}

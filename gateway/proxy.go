@@ -26,6 +26,7 @@ type exchange struct {
 	uri     []byte // request URI for the replica
 	xff     []byte // X-Forwarded-For value
 	body    []byte // replayable request body
+	wire    []byte // the request header as sent, when made by appendRawRequestHead
 
 	reqBody bodyReader
 	relay   relay
@@ -67,6 +68,7 @@ func releaseExchange(x *exchange) {
 	x.req.Reset()
 	x.resp.Reset()
 	x.reqBody = bodyReader{}
+	x.wire = x.wire[:0]
 	x.relay = relay{x: x}
 	x.g, x.rev, x.ep = nil, nil, nil
 	x.code = 0
@@ -174,6 +176,15 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 	if ip, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
 		fw.clientIP = ip
 	}
+	stream := ctx.RequestBodyStream()
+	if stream == nil || cl == 0 {
+		// No body: the client's header block may go on as it came.
+		if wire, ok := appendRawRequestHead(x.wire[:0], &ctx.Request.Header, x.uri, fw); ok {
+			x.wire = wire
+			g.proxy(ctx, x)
+			return
+		}
+	}
 	x.xff = copyRequestHeader(&x.req.Header, &ctx.Request.Header, x.uri, fw, x.xff)
 	x.req.Header.SetProtocol("HTTP/1.1")
 	if isWebSocketUpgrade(&ctx.Request.Header) {
@@ -185,7 +196,7 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 
 	// The body: small ones are read now so a retry can send them again;
 	// large and chunked ones stream from the client.
-	if stream := ctx.RequestBodyStream(); stream != nil && cl != 0 {
+	if stream != nil && cl != 0 {
 		if cl > 0 && cl <= g.cfg.ReplayBodyBytes {
 			if cap(x.body) < cl {
 				x.body = make([]byte, cl)
@@ -310,6 +321,8 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 		// limit too, when that comes first.
 		if x.deadline.Before(x.start.Add(g.cfg.WriteTimeout)) {
 			_ = ctx.SetWriteDeadline(x.deadline)
+		} else {
+			holdAnswer(ctx.Conn()) // see clientconn.go
 		}
 		g.finish(x)
 		return

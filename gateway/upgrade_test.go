@@ -488,6 +488,10 @@ func TestWebSocketsAreCappedByMaxConns(t *testing.T) {
 	b := startWSBackend(t)
 	tg.route("ws", "ws-00001", 0, 0, b.addr)
 	first := tg.dialWS(t, "ws", "/")
+	// fasthttp counts the first connection until its worker has handed it
+	// over; a dial before that meets fasthttp's own limit, not the tunnel
+	// cap under test.
+	eventually(t, "fasthttp to hand the first socket over", func() bool { return tg.srv.GetCurrentConcurrency() == 0 })
 
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	_, resp, err := d.Dial("ws://"+tg.addr+"/", http.Header{"Host": {"ws.surge.localhost"}})

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -35,7 +37,7 @@ func newHostClient(addr string, limit int64, cfg *Config) *fasthttp.HostClient {
 			if err != nil {
 				return nil, &dialError{addr: addr, err: err}
 			}
-			return &countingConn{Conn: c}, nil
+			return newCountingConn(c), nil
 		},
 		MaxConns:                  maxConns,
 		MaxIdleConnDuration:       cfg.UpstreamIdleConnTimeout,
@@ -62,21 +64,108 @@ func (e *dialError) Unwrap() error { return e.err }
 // countingConn counts the bytes that crossed a replica connection, so a
 // failed attempt can tell whether any of the request went out or any of
 // the answer came back. One goroutine uses a pooled connection at a time.
+//
+// It also saves the request path a system call: see writeAndWait.
 type countingConn struct {
 	net.Conn
+	dl            lazyDeadlines
 	written, read int64
+
+	raw      syscall.RawConn // nil when the connection has no descriptor
+	rawFn    func(fd uintptr) bool
+	waitNext bool // the next Write is the request's last: see writeAndWait
+	pending  []byte
+	n        int
+	err      error
+}
+
+func newCountingConn(c net.Conn) *countingConn {
+	cc := &countingConn{Conn: c}
+	cc.dl.conn = c
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			cc.raw = raw
+			cc.rawFn = cc.writeThenPoll // bound once: a method value per call would allocate
+		}
+	}
+	return cc
 }
 
 func (c *countingConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
+	if c.waitNext && c.raw != nil {
+		c.waitNext = false
+		return c.writeAndWait(p)
+	}
+	n, err := c.dl.write(p)
 	c.written += int64(n)
 	return n, err
 }
 
 func (c *countingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+	n, err := c.dl.read(p)
 	c.read += int64(n)
 	return n, err
+}
+
+// SetDeadline implements net.Conn; see lazyDeadlines.
+func (c *countingConn) SetDeadline(t time.Time) error { return c.dl.SetDeadline(t) }
+
+// SetReadDeadline implements net.Conn; see lazyDeadlines.
+func (c *countingConn) SetReadDeadline(t time.Time) error { return c.dl.SetReadDeadline(t) }
+
+// SetWriteDeadline implements net.Conn; see lazyDeadlines.
+func (c *countingConn) SetWriteDeadline(t time.Time) error { return c.dl.SetWriteDeadline(t) }
+
+// writeAndWait writes p, the last of a request, and returns once the
+// answer has begun to arrive (or the read deadline passed), without the
+// read that would find nothing yet. Go's reads try the system call first
+// and wait for the poller only when it fails: right after a request that
+// read always fails, one wasted system call per request (nginx waits
+// for readiness instead). Waiting before the first read is only safe when
+// the poller's readiness was reset before the write, or an answer that
+// came in between would be missed: so the write happens inside RawConn.Read,
+// which resets it first. A write the socket does not take whole at once
+// (a full send buffer) is finished the ordinary way, and the answer read
+// as usual.
+func (c *countingConn) writeAndWait(p []byte) (int, error) {
+	c.pending, c.n, c.err = p, 0, nil
+	rerr := c.raw.Read(c.rawFn)
+	n, err := c.n, c.err
+	c.pending = nil
+	c.written += int64(n)
+	switch {
+	case err != nil:
+		return n, err
+	case n < len(p):
+		m, err := c.dl.write(p[n:])
+		c.written += int64(m)
+		return n + m, err
+	case rerr != nil && !errors.Is(rerr, os.ErrDeadlineExceeded):
+		// The request went out; the wait for the answer failed (a
+		// closed connection).
+		return n, rerr
+	}
+	// The request went out, and the answer has begun to come or a
+	// deadline passed (perhaps early, see lazyDeadlines): the read says.
+	return n, nil
+}
+
+// writeThenPoll is writeAndWait's RawConn.Read callback: the first call
+// writes and asks to wait for readability; the next one, called when the
+// connection is readable, ends the wait.
+func (c *countingConn) writeThenPoll(fd uintptr) bool {
+	if c.pending == nil {
+		return true
+	}
+	p := c.pending
+	c.pending = nil
+	n, err := rawWrite(fd, p)
+	c.n = n
+	if err != nil {
+		c.err = err
+		return true
+	}
+	return n < len(p)
 }
 
 // connCall calls a HostClient method that takes fasthttp's unexported
@@ -172,8 +261,9 @@ func (x *exchange) roundTrip(ep *Endpoint) (failure, error) {
 	return failNone, nil
 }
 
-// send writes x.req to conn and reads the response header into x.resp,
-// returning the reader the body (or an upgraded protocol) continues in.
+// send writes x.req (or x.wire, see appendRawRequestHead) to conn and
+// reads the response header into x.resp, returning the reader the body
+// (or an upgraded protocol) continues in.
 // On failure the caller closes conn.
 func (x *exchange) send(hc *fasthttp.HostClient, conn *countingConn) (*bufio.Reader, failure, error) {
 	written, read := conn.written, conn.read
@@ -190,9 +280,17 @@ func (x *exchange) send(hc *fasthttp.HostClient, conn *countingConn) (*bufio.Rea
 		_ = conn.SetWriteDeadline(x.deadline)
 	}
 	bw := hc.AcquireWriter(conn)
-	err := x.req.Write(bw)
+	var err error
+	if len(x.wire) > 0 {
+		_, err = bw.Write(x.wire)
+	} else {
+		err = x.req.Write(bw)
+	}
 	if err == nil {
+		// Flush writes what is left of the request in one Write: the last.
+		conn.waitNext = start <= 0
 		err = bw.Flush()
+		conn.waitNext = false
 	}
 	hc.ReleaseWriter(bw)
 	if err == nil && x.reqBody.err != nil {
@@ -336,4 +434,22 @@ func (r *relay) CloseWithError(err error) error {
 func isTimeout(err error) bool {
 	var te interface{ Timeout() bool }
 	return errors.As(err, &te) && te.Timeout()
+}
+
+// rawWrite writes p to the non-blocking descriptor fd once. A socket that
+// takes nothing now (EAGAIN) is no error: the caller writes the rest the
+// ordinary way.
+func rawWrite(fd uintptr, p []byte) (int, error) {
+	for {
+		n, err := syscall.Write(int(fd), p)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return 0, nil
+		case err != nil:
+			return 0, &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", err)}
+		}
+		return n, nil
+	}
 }
