@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,6 +61,28 @@ func cpuQuota(milli int64) int64 { return max(milli*cpuPeriod/1000, minCPUQuota)
 // quotas, as Kubernetes does from requests.
 func cpuShares(milli int64) uint64 { return uint64(max(milli*1024/1000, 2)) }
 
+// withNativeSeccompABI narrows the seccomp profile to the node's own
+// system call ABI. containerd's profile also admits the 32-bit ones (x86
+// and x32 beside x86-64, arm beside arm64), and runc has libseccomp build
+// the filter for every one of them at each container start: about 15ms of
+// a cold start on a small node, where the native ABI's alone costs under
+// 2ms. Replicas run images built or pulled for the node's architecture, so
+// only a 32-bit program loses (its system calls are refused), and the
+// compat entry points, a long record of kernel vulnerabilities, are out of
+// reach.
+func withNativeSeccompABI(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+	if s.Linux == nil || s.Linux.Seccomp == nil {
+		return nil
+	}
+	switch goruntime.GOARCH {
+	case "amd64":
+		s.Linux.Seccomp.Architectures = []specs.Arch{specs.ArchX86_64}
+	case "arm64":
+		s.Linux.Seccomp.Architectures = []specs.Arch{specs.ArchAARCH64}
+	}
+	return nil
+}
+
 // specOpts returns the OCI spec options of a replica, in the order they
 // must apply: the image's process, then the hardening (capabilities before
 // the seccomp profile, which allows syscalls by the capabilities held),
@@ -69,7 +92,8 @@ func cpuShares(milli int64) uint64 { return uint64(max(milli*1024/1000, 2)) }
 // uts and mount namespaces; the default masked and read-only /proc paths;
 // no devices beyond the default ones), a read-only root filesystem with a
 // size-bounded tmpfs at /tmp, no capabilities in any set,
-// no_new_privs, containerd's default seccomp profile, a non-root user,
+// no_new_privs, containerd's default seccomp profile for the node's own
+// system call ABI (withNativeSeccompABI), a non-root user,
 // and cgroup limits on memory, CPU and pids. The only files from outside
 // the image are the generated hosts and resolv.conf, read-only.
 func specOpts(in specInput) []oci.SpecOpts {
@@ -109,6 +133,7 @@ func specOpts(in specInput) []oci.SpecOpts {
 		oci.WithCapabilities(nil),
 		oci.WithAmbientCapabilities(nil),
 		seccomp.WithDefaultProfile(),
+		withNativeSeccompABI,
 		oci.WithRlimit(&specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Hard: in.noFile, Soft: in.noFile}),
 		oci.WithPidsLimit(in.pidLimit),
 	}

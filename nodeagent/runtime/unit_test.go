@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -186,6 +187,9 @@ func TestSpecHardening(t *testing.T) {
 	}
 	if s.Linux.Seccomp == nil || s.Linux.Seccomp.DefaultAction != specs.ActErrno || len(s.Linux.Seccomp.Syscalls) == 0 {
 		t.Errorf("seccomp %+v, want containerd's default profile", s.Linux.Seccomp)
+	}
+	if goruntime.GOARCH == "amd64" && !slices.Equal(s.Linux.Seccomp.Architectures, []specs.Arch{specs.ArchX86_64}) {
+		t.Errorf("seccomp architectures %v, want the native x86-64 ABI alone", s.Linux.Seccomp.Architectures)
 	}
 	// The profile allows by the capabilities held: with none, no mount.
 	for _, sc := range s.Linux.Seccomp.Syscalls {
