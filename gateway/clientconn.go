@@ -5,7 +5,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -16,8 +15,7 @@ import (
 // the answer yet) before the goroutine parks. clientConn saves that read,
 // as countingConn.writeAndWait saves it on the replica's side: the last
 // write of a complete answer is held back and made by the next Read,
-// inside RawConn.Read, which then waits for the next request before it
-// reads.
+// which then waits for the next request before it reads (writeWaiter).
 
 // clientListener wraps each accepted connection in a clientConn.
 type clientListener struct {
@@ -41,9 +39,8 @@ const maxHeldWrite = 4 << 10
 // calls Read and Write, its owner; Close may come from any (a drain).
 type clientConn struct {
 	net.Conn
-	dl    lazyDeadlines
-	raw   syscall.RawConn // nil when the connection has no descriptor
-	rawFn func(fd uintptr) bool
+	dl lazyDeadlines
+	ww writeWaiter
 
 	// holdNext is set by the handler when the answer is complete: its
 	// writes are held back, each until the next, the last until Read.
@@ -51,20 +48,12 @@ type clientConn struct {
 	mu       sync.Mutex // guards held, which Close takes from any goroutine
 	held     []byte
 	buf      []byte // the owner's buffer for held, between uses
-	pending  []byte // what writeThenPoll writes
-	n        int
-	err      error
 }
 
 func newClientConn(c net.Conn) net.Conn {
 	cc := &clientConn{Conn: c}
 	cc.dl.conn = c
-	if sc, ok := c.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			cc.raw = raw
-			cc.rawFn = cc.writeThenPoll
-		}
-	}
+	cc.ww.init(c)
 	return cc
 }
 
@@ -91,7 +80,7 @@ func (c *clientConn) Write(p []byte) (int, error) {
 	if err := c.flushHeld(); err != nil {
 		return 0, err
 	}
-	if c.holdNext && c.raw != nil && len(p) <= maxHeldWrite {
+	if c.holdNext && c.ww.ok() && len(p) <= maxHeldWrite {
 		b := append(c.buf[:0], p...)
 		c.buf = nil
 		c.mu.Lock()
@@ -130,10 +119,7 @@ func (c *clientConn) Read(p []byte) (int, error) {
 	if len(held) == 0 {
 		return c.dl.read(p)
 	}
-	c.pending, c.n, c.err = held, 0, nil
-	rerr := c.raw.Read(c.rawFn)
-	n, err := c.n, c.err
-	c.pending = nil
+	n, err, rerr := c.ww.writeThenWait(held)
 	switch {
 	case err != nil:
 		return 0, err
@@ -158,20 +144,4 @@ func (c *clientConn) Close() error {
 		_, _ = c.dl.write(p)
 	}
 	return c.Conn.Close()
-}
-
-// writeThenPoll is Read's RawConn.Read callback: see countingConn's.
-func (c *clientConn) writeThenPoll(fd uintptr) bool {
-	if c.pending == nil {
-		return true
-	}
-	p := c.pending
-	c.pending = nil
-	n, err := rawWrite(fd, p)
-	c.n = n
-	if err != nil {
-		c.err = err
-		return true
-	}
-	return n < len(p)
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -69,30 +68,20 @@ func (e *dialError) Unwrap() error { return e.err }
 type countingConn struct {
 	net.Conn
 	dl            lazyDeadlines
+	ww            writeWaiter
 	written, read int64
-
-	raw      syscall.RawConn // nil when the connection has no descriptor
-	rawFn    func(fd uintptr) bool
-	waitNext bool // the next Write is the request's last: see writeAndWait
-	pending  []byte
-	n        int
-	err      error
+	waitNext      bool // the next Write is the request's last: see writeAndWait
 }
 
 func newCountingConn(c net.Conn) *countingConn {
 	cc := &countingConn{Conn: c}
 	cc.dl.conn = c
-	if sc, ok := c.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			cc.raw = raw
-			cc.rawFn = cc.writeThenPoll // bound once: a method value per call would allocate
-		}
-	}
+	cc.ww.init(c)
 	return cc
 }
 
 func (c *countingConn) Write(p []byte) (int, error) {
-	if c.waitNext && c.raw != nil {
+	if c.waitNext && c.ww.ok() {
 		c.waitNext = false
 		return c.writeAndWait(p)
 	}
@@ -118,20 +107,11 @@ func (c *countingConn) SetWriteDeadline(t time.Time) error { return c.dl.SetWrit
 
 // writeAndWait writes p, the last of a request, and returns once the
 // answer has begun to arrive (or the read deadline passed), without the
-// read that would find nothing yet. Go's reads try the system call first
-// and wait for the poller only when it fails: right after a request that
-// read always fails, one wasted system call per request (nginx waits
-// for readiness instead). Waiting before the first read is only safe when
-// the poller's readiness was reset before the write, or an answer that
-// came in between would be missed: so the write happens inside RawConn.Read,
-// which resets it first. A write the socket does not take whole at once
-// (a full send buffer) is finished the ordinary way, and the answer read
-// as usual.
+// read that would find nothing yet (see writeWaiter). A write the socket
+// does not take whole at once (a full send buffer) is finished the
+// ordinary way, and the answer read as usual.
 func (c *countingConn) writeAndWait(p []byte) (int, error) {
-	c.pending, c.n, c.err = p, 0, nil
-	rerr := c.raw.Read(c.rawFn)
-	n, err := c.n, c.err
-	c.pending = nil
+	n, err, rerr := c.ww.writeThenWait(p)
 	c.written += int64(n)
 	switch {
 	case err != nil:
@@ -148,24 +128,6 @@ func (c *countingConn) writeAndWait(p []byte) (int, error) {
 	// The request went out, and the answer has begun to come or a
 	// deadline passed (perhaps early, see lazyDeadlines): the read says.
 	return n, nil
-}
-
-// writeThenPoll is writeAndWait's RawConn.Read callback: the first call
-// writes and asks to wait for readability; the next one, called when the
-// connection is readable, ends the wait.
-func (c *countingConn) writeThenPoll(fd uintptr) bool {
-	if c.pending == nil {
-		return true
-	}
-	p := c.pending
-	c.pending = nil
-	n, err := rawWrite(fd, p)
-	c.n = n
-	if err != nil {
-		c.err = err
-		return true
-	}
-	return n < len(p)
 }
 
 // connCall calls a HostClient method that takes fasthttp's unexported
@@ -434,22 +396,4 @@ func (r *relay) CloseWithError(err error) error {
 func isTimeout(err error) bool {
 	var te interface{ Timeout() bool }
 	return errors.As(err, &te) && te.Timeout()
-}
-
-// rawWrite writes p to the non-blocking descriptor fd once. A socket that
-// takes nothing now (EAGAIN) is no error: the caller writes the rest the
-// ordinary way.
-func rawWrite(fd uintptr, p []byte) (int, error) {
-	for {
-		n, err := syscall.Write(int(fd), p)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return 0, nil
-		case err != nil:
-			return 0, &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", err)}
-		}
-		return n, nil
-	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/internal/wait"
 	rt "github.com/surgeplatform/surge/nodeagent/runtime"
 )
 
@@ -106,7 +107,7 @@ func (s *supervisor) run(ctx context.Context, adopted *rt.Container) {
 	} else {
 		for attempt := int32(0); ; attempt++ {
 			if attempt > 0 {
-				if !sleep(ctx, backoff(attempt, a.cfg.BackoffBase, a.cfg.BackoffMax)) {
+				if !wait.Sleep(ctx, backoff(attempt, a.cfg.BackoffBase, a.cfg.BackoffMax)) {
 					return
 				}
 			}
@@ -189,7 +190,7 @@ func (s *supervisor) run(ctx context.Context, adopted *rt.Container) {
 		log.Warn("replica container ended; restarting", "why", code, "restarts", s.status.Restarts)
 		s.report(ctx, api.ReplicaStarting, code)
 		for {
-			if !sleep(ctx, backoff(s.status.Restarts, a.cfg.BackoffBase, a.cfg.BackoffMax)) {
+			if !wait.Sleep(ctx, backoff(s.status.Restarts, a.cfg.BackoffBase, a.cfg.BackoffMax)) {
 				return
 			}
 			c, err = a.runtime.Restart(ctx, r.Metadata.Name)
@@ -375,7 +376,7 @@ func (s *supervisor) put(ctx context.Context, r *api.Replica) {
 			return
 		}
 		s.agent.log.Warn("report replica status", "replica", r.Metadata.Name, "err", err)
-		if !sleep(ctx, backoff(int32(attempt+1), 100*time.Millisecond, 5*time.Second)) {
+		if !wait.Sleep(ctx, backoff(int32(attempt+1), 100*time.Millisecond, 5*time.Second)) {
 			return
 		}
 	}
@@ -388,20 +389,8 @@ func retryGet[T any](ctx context.Context, get func() (*T, error)) (*T, error) {
 		if err == nil || errors.Is(err, api.ErrNotFound) || ctx.Err() != nil {
 			return v, err
 		}
-		if !sleep(ctx, backoff(attempt, 100*time.Millisecond, 5*time.Second)) {
+		if !wait.Sleep(ctx, backoff(attempt, 100*time.Millisecond, 5*time.Second)) {
 			return nil, ctx.Err()
 		}
-	}
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

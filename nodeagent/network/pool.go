@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/netns"
+
+	"github.com/surgeplatform/surge/internal/wait"
 )
 
 // The warm pool keeps Config.PoolSize network namespaces with their CNI
@@ -165,9 +167,9 @@ func (n *Network) RunPool(ctx context.Context) error {
 				continue
 			}
 			failures++
-			wait := min(100*time.Millisecond<<min(failures-1, 9), 30*time.Second)
-			n.cfg.Log.Warn("refill warm network namespaces", "err", err, "retry_in", wait)
-			if !sleepCtx(ctx, wait) {
+			delay := min(100*time.Millisecond<<min(failures-1, 9), 30*time.Second)
+			n.cfg.Log.Warn("refill warm network namespaces", "err", err, "retry_in", delay)
+			if !wait.Sleep(ctx, delay) {
 				return nil
 			}
 		}
@@ -176,23 +178,9 @@ func (n *Network) RunPool(ctx context.Context) error {
 			return nil
 		case <-p.taken:
 		}
-		if !sleepCtx(ctx, n.cfg.PoolRefillDelay) {
+		if !wait.Sleep(ctx, n.cfg.PoolRefillDelay) {
 			return nil
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
