@@ -13,10 +13,10 @@
 // Files: config.go (Config), state.go (the sources' model and interfaces),
 // routes.go (snapshot building), picker.go, endpoint.go (ejection),
 // budget.go (retry budget and policy), queue.go, stats.go — the pure cores;
-// proxy.go and upstream.go — the request path; clientconn.go and
-// deadline.go — its connections' system calls and timers; upgrade.go — WebSocket
-// tunnels; gateway.go — the server's life; cpsource.go — the
-// control-plane watch.
+// proxy.go and upstream.go — the request path; clientconn.go,
+// writewait.go and deadline.go — its connections' system calls and
+// timers; upgrade.go — WebSocket tunnels; gateway.go — the server's
+// life; cpsource.go — the control-plane watch.
 package gateway
 
 import (
