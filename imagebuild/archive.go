@@ -32,21 +32,39 @@ func LoadArchive(file string) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load archive %s: %w", file, err)
 	}
+	var img v1.Image
 	switch {
 	case names["oci-layout"] && names["index.json"]:
-		img, err := loadOCI(file, small["index.json"])
-		if err != nil {
+		if img, err = loadOCI(file, small["index.json"]); err != nil {
 			return nil, fmt.Errorf("load OCI archive %s: %w", file, err)
 		}
-		return img, nil
 	case names["manifest.json"]:
-		img, err := tarball.ImageFromPath(file, nil)
-		if err != nil {
+		if img, err = tarball.ImageFromPath(file, nil); err != nil {
 			return nil, fmt.Errorf("load docker archive %s: %w", file, err)
 		}
-		return img, nil
+	default:
+		return nil, fmt.Errorf("load archive %s: neither an OCI layout (no oci-layout and index.json) nor a docker save tarball (no manifest.json)", file)
 	}
-	return nil, fmt.Errorf("load archive %s: neither an OCI layout (no oci-layout and index.json) nor a docker save tarball (no manifest.json)", file)
+	if err := checkPlatform(img); err != nil {
+		return nil, fmt.Errorf("load archive %s: %w", file, err)
+	}
+	return img, nil
+}
+
+// checkPlatform refuses an image its config says is for another platform
+// than this machine's, linux/GOARCH: its programs could not run on the
+// nodes. (A 32-bit one, linux/386 on amd64, would have every system call
+// refused: replicas' seccomp profile admits the native ABI alone.) An
+// image that names no platform passes.
+func checkPlatform(img v1.Image) error {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return fmt.Errorf("read image config: %w", err)
+	}
+	if (cf.OS == "" || cf.OS == "linux") && (cf.Architecture == "" || cf.Architecture == runtime.GOARCH) {
+		return nil
+	}
+	return fmt.Errorf("the image is for %s/%s; nodes here run linux/%s images", cf.OS, cf.Architecture, runtime.GOARCH)
 }
 
 // cleanName is a tar entry's name without "./" or a leading slash.

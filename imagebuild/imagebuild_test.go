@@ -359,6 +359,17 @@ func TestLoadArchive(t *testing.T) {
 		!strings.Contains(err.Error(), "want exactly one") {
 		t.Errorf("two images for one platform: %v", err)
 	}
+	// One image, but for another platform: refused, naming it.
+	otherTar := filepath.Join(dir, "other.tar")
+	if err := tarball.WriteToFile(otherTar, tag, other); err != nil {
+		t.Fatal(err)
+	}
+	otherArch, _ := other.ConfigFile()
+	for _, file := range []string{otherTar, ociTar("other", platform(other, otherArch.Architecture))} {
+		if _, err := imagebuild.LoadArchive(file); err == nil || !strings.Contains(err.Error(), "for linux/"+otherArch.Architecture) {
+			t.Errorf("an image for linux/%s alone: %v, want it refused, naming the platform", otherArch.Architecture, err)
+		}
+	}
 	notTar := filepath.Join(dir, "hello.go")
 	os.WriteFile(notTar, []byte("package main\n"), 0o644)
 	if _, err := imagebuild.LoadArchive(notTar); err == nil {
