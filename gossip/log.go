@@ -5,6 +5,7 @@ import (
 	"context"
 	"log"
 	"log/slog"
+	"net"
 )
 
 // newMemberlistLogger returns a *log.Logger, which memberlist needs, that
@@ -36,6 +37,12 @@ func (w slogWriter) Write(p []byte) (int, error) {
 		}
 	}
 	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
+	if level == slog.LevelError && bytes.Contains(msg, []byte(net.ErrClosed.Error())) {
+		// memberlist's probe and gossip goroutines still send for a moment
+		// after Shutdown closed this member's own sockets: that is the
+		// member stopping, not a fault.
+		level = slog.LevelDebug
+	}
 	w.l.Log(context.Background(), level, string(msg))
 	return len(p), nil
 }
