@@ -111,6 +111,9 @@ func newCluster(t *testing.T, verb string) *cluster {
 			c.removeReplicas()
 		}
 		c.stop(syscall.SIGKILL)
+		if verb == "up" {
+			deleteBridge(t, "surge-e2e0")
+		}
 	})
 	return c
 }

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/nodeagent/network"
@@ -68,6 +70,17 @@ func shimsUnder(dir string) []int {
 		}
 	}
 	return pids
+}
+
+// deleteBridge removes a bridge an agent of the test made: the agent
+// leaves it by design (a restarted agent keeps using it), a test must not.
+func deleteBridge(t *testing.T, name string) {
+	t.Helper()
+	if l, err := netlink.LinkByName(name); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			t.Errorf("delete bridge %s: %v", name, err)
+		}
+	}
 }
 
 // killUnder kills every process whose command line names dir (a private
@@ -210,6 +223,7 @@ func TestAgentSIGKILLUnderTraffic(t *testing.T) {
 		// The agent reused a private containerd an earlier (killed) agent
 		// started, so none of them stops it: the test does.
 		killUnder(t, stateDir)
+		deleteBridge(t, "surge-e2e1")
 		if t.Failed() {
 			t.Logf("agent output:\n%s\ngateway output:\n%s", agent.out.String(), gw.out.String())
 		}
