@@ -146,7 +146,13 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (_ Container, retErr err
 		LabelPort:     strconv.Itoa(int(port)),
 		LabelCPU:      strconv.FormatInt(spec.MilliCPU, 10),
 	}
-	ctr, err := r.client.NewContainer(ctx, id,
+	// NewContainer and NewTask run to their end even when ctx ends
+	// meanwhile: a call cut short may still make its container or task
+	// after it returned, and no cleanup would know to delete it. ctx is
+	// checked after each.
+	octx, cancelOp := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancelOp()
+	ctr, err := r.client.NewContainer(octx, id,
 		client.WithImageName(img.name),
 		client.WithSnapshotter(r.cfg.Snapshotter),
 		r.withRootfs(id, img),
@@ -169,6 +175,9 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (_ Container, retErr err
 	cleanups = append(cleanups, func(ctx context.Context) error {
 		return ctr.Delete(ctx, client.WithSnapshotCleanup)
 	})
+	if err := ctx.Err(); err != nil {
+		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+	}
 
 	// The files must exist for runc create to bind them; hosts gets the
 	// replica's address once the ADD is done, written in place (the bind
@@ -187,7 +196,7 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (_ Container, retErr err
 	}
 	tCreate := r.cfg.Clock.Now()
 
-	task, err := ctr.NewTask(ctx, cio.LogFile(r.LogPath(id)))
+	task, err := ctr.NewTask(octx, cio.LogFile(r.LogPath(id)))
 	if err != nil {
 		return Container{}, fmt.Errorf("start replica %s: create task: %w", id, err)
 	}
@@ -195,6 +204,9 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (_ Container, retErr err
 		_, err := task.Delete(ctx, client.WithProcessKill)
 		return err
 	})
+	if err := ctx.Err(); err != nil {
+		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+	}
 	tTask := r.cfg.Clock.Now()
 
 	if err := joinNetwork(); err != nil {

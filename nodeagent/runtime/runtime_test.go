@@ -26,6 +26,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vishvananda/netlink"
 
@@ -938,6 +939,52 @@ func TestWarmNetworkPool(t *testing.T) {
 		}
 		if len(left) > 0 {
 			t.Errorf("%s after Close: %v", sub, left)
+		}
+	}
+}
+
+// TestStartCutShortLeavesNothing: a Start whose context ends at any point
+// (a replica deleted while it starts) leaves no container, task, shim or
+// network behind, even when containerd made the task before the cancelled
+// call could hear so.
+func TestStartCutShortLeavesNothing(t *testing.T) {
+	e := needEnv(t)
+	ctx := testContext(t, 2*time.Minute)
+	r := e.base
+	if err := r.EnsureImage(ctx, e.imageRef); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 24 {
+		id := fmt.Sprintf("cut-%d", i)
+		sctx, cancel := context.WithTimeout(ctx, time.Duration(i)*4*time.Millisecond)
+		c, err := r.Start(sctx, Spec{ID: id, Image: e.imageRef})
+		cancel()
+		if err == nil {
+			// Fast enough: an ordinary replica, stopped the ordinary way.
+			if err := r.Stop(ctx, c.ID, 5*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if _, err := r.client.LoadContainer(r.nsctx(ctx), id); !errdefs.IsNotFound(err) {
+			t.Errorf("Start of %s cut short at %dms: container left behind (%v)", id, i*4, err)
+		}
+		if _, err := r.Network().Get(id); !errors.Is(err, network.ErrNotFound) {
+			t.Errorf("Start of %s cut short at %dms: network attachment left behind (%v)", id, i*4, err)
+		}
+	}
+	// No shim of this containerd serves a cut-* task (one made after its
+	// Start gave up would be a container nobody deletes).
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if i := slices.Index(args, "-id"); i >= 0 && i+1 < len(args) && strings.HasPrefix(args[i+1], "cut-") &&
+			slices.Contains(args, r.ContainerdAddress()) {
+			t.Errorf("shim %s left for %s", ent.Name(), args[i+1])
 		}
 	}
 }
