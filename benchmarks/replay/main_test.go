@@ -128,10 +128,27 @@ func TestParseFlagsRejectsBadInput(t *testing.T) {
 		{Trace: tiny, Policies: []string{"lambda"}, Output: "table"},
 		{Trace: tiny, Policies: Policies, Output: "yaml"},
 		{Trace: t.TempDir(), Policies: Policies, Output: "table"},
+		{Trace: tiny, Policies: Policies, Output: "table", ColdStartCost: -time.Minute},
 	} {
 		o.Stdout, o.Stderr = &bytes.Buffer{}, &bytes.Buffer{}
 		if err := run(context.Background(), o); err == nil {
 			t.Errorf("run(%+v) = nil error, want one", o)
+		}
+	}
+}
+
+func TestColdStartCostDialsSurgeOnly(t *testing.T) {
+	opts := replayOpts(realTrace(t), 1, 2)
+	cheap, dear := opts, opts
+	cheap.ColdStartCost, dear.ColdStartCost = time.Minute, time.Hour
+	a, b := replay(t, cheap), replay(t, dear)
+	for i, p := range Policies {
+		switch {
+		case p == "surge" && !(b[i].ColdStarts < a[i].ColdStarts && b[i].ReplicaSeconds > a[i].ReplicaSeconds):
+			t.Errorf("surge at 1h a cold start: %d cold starts, %.0f replica-s; at 1m: %d, %.0f; want fewer cold starts for more replica time",
+				b[i].ColdStarts, b[i].ReplicaSeconds, a[i].ColdStarts, a[i].ReplicaSeconds)
+		case p != "surge" && (a[i].ColdStarts != b[i].ColdStarts || a[i].ReplicaSeconds != b[i].ReplicaSeconds):
+			t.Errorf("%s changed with -cold-start-cost", p)
 		}
 	}
 }
