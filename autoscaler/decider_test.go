@@ -56,8 +56,17 @@ func knativeConfig() Config {
 	return c
 }
 
-func withoutReactionTime() Config {
+// burstConfig is the default config with a cold start worth 10 minutes,
+// the value the burst capacity tests work their numbers out at, so that
+// they do not move with the default's dial.
+func burstConfig() Config {
 	c := DefaultConfig()
+	c.ColdStartCost = 10 * time.Minute
+	return c
+}
+
+func withoutReactionTime() Config {
+	c := burstConfig()
 	c.ReactionTime = 0
 	return c
 }
@@ -104,7 +113,7 @@ func TestDeciderScenarios(t *testing.T) {
 			},
 		},
 		{
-			name: "steady load with burst capacity: Poisson spare replicas", cfg: DefaultConfig(), policy: lambdaLike,
+			name: "steady load with burst capacity: Poisson spare replicas", cfg: burstConfig(), policy: lambdaLike,
 			play: func(r *rig) {
 				r.run(0, 120, constant(Sample{Concurrency: 10, Requests: 10}))
 				// 10 in flight, 10/s: worth 10/s * 600s per cold start,
@@ -113,7 +122,7 @@ func TestDeciderScenarios(t *testing.T) {
 			},
 		},
 		{
-			name: "long requests at a low rate: spare over the requests in flight", cfg: DefaultConfig(), policy: lambdaLike,
+			name: "long requests at a low rate: spare over the requests in flight", cfg: burstConfig(), policy: lambdaLike,
 			play: func(r *rig) {
 				// One 15s request every 15s: 1 in flight, 1/15 per second.
 				// The stationary tail asks for 4 (P(N=4)*40 < 1 for
@@ -315,48 +324,49 @@ func TestDeciderKeepAlive(t *testing.T) {
 				909: {1, ReasonKeepAlive, false},
 				910: {0, ReasonToZero, false}, // 10m after the end of the last use
 			},
-			// One idle time of 4m59s: a pre-warm again from 3m36s to
-			// 5m30s, inside the fixed keep-alive here.
-			pred: Prediction{Kind: PredictFixed, Until: 10 * time.Minute, RepeatFrom: 216 * time.Second, RepeatUntil: 330 * time.Second},
+			// One idle time of 4m59s: a pre-warm again from 3m48s to
+			// 5m15s (the 4m bucket, widened by 5%), inside the fixed
+			// keep-alive here.
+			pred: Prediction{Kind: PredictFixed, Until: 10 * time.Minute, RepeatFrom: 228 * time.Second, RepeatUntil: 315 * time.Second},
 		},
 		{
 			name:   "learning: a timer every 15m is pre-warmed from its third use",
 			starts: []int{10, 910, 1810},
 			until:  1900,
 			// The second use outlives the 10m keep-alive and is cold; its
-			// idle time of 14m59s has the third pre-warmed from 12m36s.
+			// idle time of 14m59s has the third pre-warmed from 13m18s.
 			want: map[int]got{
 				909:  {0, ReasonToZero, false},
 				910:  {1, ReasonStable, false},
 				1509: {1, ReasonKeepAlive, false},
 				1510: {0, ReasonToZero, false},
-				1665: {0, ReasonToZero, false},
-				1666: {1, ReasonPrewarm, false},
+				1707: {0, ReasonToZero, false},
+				1708: {1, ReasonPrewarm, false},
 				1809: {1, ReasonPrewarm, false},
 				1810: {1, ReasonStable, false}, // the use comes to a warm replica
 				1899: {1, ReasonKeepAlive, false},
 			},
-			pred: Prediction{Kind: PredictFixed, Until: 10 * time.Minute, RepeatFrom: 756 * time.Second, RepeatUntil: 990 * time.Second},
+			pred: Prediction{Kind: PredictFixed, Until: 10 * time.Minute, RepeatFrom: 798 * time.Second, RepeatUntil: 945 * time.Second},
 		},
 		{
 			name:   "timer: release right after each use, pre-warm before the next",
 			starts: every5m,
 			until:  3700,
-			// Idle times of 4m59s: pre-warm 3m36s after a use (4m less
-			// 10%), keep until 5m30s (5m plus 10%).
+			// Idle times of 4m59s: pre-warm 3m48s after a use (4m less
+			// 5%), keep until 5m15s (5m plus 5%).
 			want: map[int]got{
 				3010: {1, ReasonStable, false},
 				3011: {0, ReasonToZero, false},
-				3225: {0, ReasonToZero, false},
-				3226: {1, ReasonPrewarm, false},
+				3237: {0, ReasonToZero, false},
+				3238: {1, ReasonPrewarm, false},
 				3309: {1, ReasonPrewarm, false},
 				3310: {1, ReasonStable, false}, // the use comes to a warm replica
 				3311: {0, ReasonToZero, false},
-				3526: {1, ReasonPrewarm, false},
-				3639: {1, ReasonPrewarm, false},
-				3640: {0, ReasonToZero, false}, // no use came by the tail
+				3538: {1, ReasonPrewarm, false},
+				3624: {1, ReasonPrewarm, false},
+				3625: {0, ReasonToZero, false}, // no use came by the tail
 			},
-			pred: Prediction{Kind: PredictPrewarm, Prewarm: 216 * time.Second, Until: 330 * time.Second},
+			pred: Prediction{Kind: PredictPrewarm, Prewarm: 228 * time.Second, Until: 315 * time.Second},
 		},
 		{
 			name:   "spread idle times: keeping does not pay, release after each use",

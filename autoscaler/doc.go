@@ -68,7 +68,7 @@
 //   - while it has fewer than MinSamples idle times, it keeps one replica
 //     for the fixed keep-alive (10 minutes, as Lambda), and pre-warms
 //     again from the shortest to the longest idle time seen, widened by
-//     10%, so that a periodic caller is warm from its third use (unless
+//     Margin (5%), so that a periodic caller is warm from its third use (unless
 //     that window is longer than ColdStartCost: it saves one cold start
 //     at most);
 //   - when most idle times are beyond 4 hours, it releases the replicas
@@ -76,8 +76,8 @@
 //   - when the idle times are predictable (coefficient of variation at
 //     most MaxCV), it releases the replicas once the use is over and
 //     starts as many as the use needed again at the 5th percentile of the
-//     idle times less 10%, keeping them until the 99th percentile plus
-//     10% (or, when the 5th percentile is within a minute, keeps one
+//     idle times less 5%, keeping them until the 99th percentile plus
+//     5% (or, when the 5th percentile is within a minute, keeps one
 //     replica until then), if that window would have cost less replica
 //     time over the idle times seen than ColdStartCost per cold start it
 //     saved, and releases without pre-warm otherwise;

@@ -110,8 +110,8 @@ func TestIdleHistogramPredict(t *testing.T) {
 			idle: repeat(5*time.Minute, cfg.MinSamples-1),
 			cost: 10 * time.Minute,
 			// While learning, also pre-warm again around the idle times
-			// seen: the 5m bucket less and plus 10%.
-			want: Prediction{Kind: PredictFixed, Until: cfg.Fixed, RepeatFrom: 270 * time.Second, RepeatUntil: 396 * time.Second},
+			// seen: the 5m bucket less and plus the 5% margin.
+			want: Prediction{Kind: PredictFixed, Until: cfg.Fixed, RepeatFrom: 285 * time.Second, RepeatUntil: 378 * time.Second},
 		},
 		{
 			// 4m30s to 66m would cost more than the one cold start it may
@@ -122,8 +122,9 @@ func TestIdleHistogramPredict(t *testing.T) {
 			want: Prediction{Kind: PredictFixed, Until: cfg.Fixed},
 		},
 		{
-			// Idle times of 30m to 60m: a window from 27m to 67m6s would
-			// have held a replica 18m30s on average to save a cold start.
+			// Idle times of 30m to 60m: a window from 28m30s to 64m3s
+			// would have held a replica 17m on average to save a cold
+			// start.
 			name: "predictable, but the window costs more than its cold starts: release",
 			idle: evenly(30*time.Minute, 60*time.Minute, 11),
 			cost: 10 * time.Minute,
@@ -133,19 +134,19 @@ func TestIdleHistogramPredict(t *testing.T) {
 			name: "predictable, and a cold start is worth more than the window: pre-warm",
 			idle: evenly(30*time.Minute, 60*time.Minute, 11),
 			cost: 30 * time.Minute,
-			want: Prediction{Kind: PredictPrewarm, Prewarm: 27 * time.Minute, Until: 67*time.Minute + 6*time.Second},
+			want: Prediction{Kind: PredictPrewarm, Prewarm: 28*time.Minute + 30*time.Second, Until: 64*time.Minute + 3*time.Second},
 		},
 		{
-			name: "timer: pre-warm at the head less 10%, keep to the tail plus 10%",
+			name: "timer: pre-warm at the head less the margin, keep to the tail plus it",
 			idle: append(repeat(4*time.Minute+30*time.Second, 10), repeat(5*time.Minute+10*time.Second, 10)...),
 			cost: 10 * time.Minute,
-			want: Prediction{Kind: PredictPrewarm, Prewarm: 216 * time.Second, Until: 396 * time.Second},
+			want: Prediction{Kind: PredictPrewarm, Prewarm: 228 * time.Second, Until: 378 * time.Second},
 		},
 		{
 			name: "head in the first bucket: keep-alive to the tail",
 			idle: append(repeat(30*time.Second, 10), repeat(40*time.Second, 10)...),
 			cost: 10 * time.Minute,
-			want: Prediction{Kind: PredictKeepAlive, Until: 66 * time.Second},
+			want: Prediction{Kind: PredictKeepAlive, Until: 63 * time.Second},
 		},
 		{
 			name: "mostly beyond the range: release",

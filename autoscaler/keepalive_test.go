@@ -52,10 +52,10 @@ func TestIdleTimes(t *testing.T) {
 				9*time.Minute + 15*time.Second, 9*time.Minute + 25*time.Second,
 			},
 			wantIdle: []bool{false, false, true, false, true, false, true, true, true},
-			// Pauses: 99th percentile in the [10s, 11s) bucket, +10%.
-			// Idle times in the [9m, 10m) bucket: pre-warm at 9m-10%, keep
-			// until 10m+10%.
-			want: Prediction{Kind: PredictPrewarm, Prewarm: 486 * time.Second, Until: 11 * time.Minute, Linger: 12100 * time.Millisecond},
+			// Pauses: 99th percentile in the [10s, 11s) bucket, +5%.
+			// Idle times in the [9m, 10m) bucket: pre-warm at 9m-5%, keep
+			// until 10m+5%.
+			want: Prediction{Kind: PredictPrewarm, Prewarm: 513 * time.Second, Until: 630 * time.Second, Linger: 11550 * time.Millisecond},
 		},
 		{
 			name: "every minute or so: pauses reach the pre-warm, so keep alive",
@@ -64,7 +64,7 @@ func TestIdleTimes(t *testing.T) {
 				65 * time.Second, 80 * time.Second, 75 * time.Second,
 			},
 			wantIdle: []bool{false, false, true, true, true, true, true},
-			want:     Prediction{Kind: PredictKeepAlive, Until: 132 * time.Second},
+			want:     Prediction{Kind: PredictKeepAlive, Until: 126 * time.Second},
 		},
 		{
 			name: "spread and long: release after each use",

@@ -46,6 +46,7 @@ type FunctionResult struct {
 	Key                string
 	Invocations        int64
 	ColdStarts         int64
+	ColdStartsFromZero int64
 	ReplicaSeconds     float64
 	IdleReplicaSeconds float64
 }
@@ -135,6 +136,7 @@ feed:
 				Key:                tr.Functions[fi].Key,
 				Invocations:        fr.invocations,
 				ColdStarts:         fr.coldStarts,
+				ColdStartsFromZero: fr.coldZero,
 				ReplicaSeconds:     time.Duration(fr.replicaNs).Seconds(),
 				IdleReplicaSeconds: time.Duration(fr.replicaNs - fr.busyNs).Seconds(),
 			})

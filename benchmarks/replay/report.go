@@ -23,7 +23,7 @@ func writeFunctions(w io.Writer, tr *Trace, results []Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	fmt.Fprint(tw, "function\ttrigger\tinvocations")
 	for _, r := range results {
-		fmt.Fprintf(tw, "\t%s cold\t%s replica-s\t%s idle-s", r.Policy, r.Policy, r.Policy)
+		fmt.Fprintf(tw, "\t%s cold\t%s from zero\t%s replica-s\t%s idle-s", r.Policy, r.Policy, r.Policy, r.Policy)
 	}
 	fmt.Fprintln(tw)
 	for fi, f := range tr.Functions {
@@ -31,7 +31,7 @@ func writeFunctions(w io.Writer, tr *Trace, results []Result) error {
 		fmt.Fprintf(tw, "%.12s\t%s\t%d", name, f.Trigger, results[0].PerFunction[fi].Invocations)
 		for _, r := range results {
 			pf := r.PerFunction[fi]
-			fmt.Fprintf(tw, "\t%d\t%.0f\t%.0f", pf.ColdStarts, pf.ReplicaSeconds, pf.IdleReplicaSeconds)
+			fmt.Fprintf(tw, "\t%d\t%d\t%.0f\t%.0f", pf.ColdStarts, pf.ColdStartsFromZero, pf.ReplicaSeconds, pf.IdleReplicaSeconds)
 		}
 		fmt.Fprintln(tw)
 	}
