@@ -68,11 +68,13 @@
 //   - while it has fewer than MinSamples idle times, it keeps one replica
 //     for the fixed keep-alive (10 minutes, as Lambda), and pre-warms
 //     again from the shortest to the longest idle time seen, widened by
-//     Margin (5%), so that a periodic caller is warm from its third use (unless
-//     that window is longer than ColdStartCost: it saves one cold start
-//     at most);
+//     Margin (5%), so that a periodic caller is warm from its third use
+//     (unless that window is longer than ColdStartCost: it saves one cold
+//     start at most);
 //   - when most idle times are beyond 4 hours, it releases the replicas
-//     once a use is over (after a pause longer than the use's pauses);
+//     once a use is over: after a pause longer than the use's pauses
+//     (the linger, at most a minute, chosen so that what it keeps after
+//     every use costs less than the cold starts it saves);
 //   - when the idle times are predictable (coefficient of variation at
 //     most MaxCV), it releases the replicas once the use is over and
 //     starts as many as the use needed again at the 5th percentile of the

@@ -155,8 +155,12 @@ type Prediction struct {
 	// Until is when the warm replica is released if no use came.
 	Until time.Duration
 	// Linger is how long replicas stay after a use before they are
-	// released, for PredictPrewarm and PredictRelease: long enough
-	// to ride out the pauses within a use (see IdleTimes).
+	// released, for PredictPrewarm and PredictRelease: long enough to
+	// ride out the pauses within a use (see IdleTimes). With a cold-start
+	// cost it is the linger that minimises, over the gaps seen, the
+	// replica time it keeps after every use plus the cost of each pause it
+	// does not cover; without one, the TailPercentile of the pauses.
+	// Either is widened by Margin and capped at a bucket.
 	Linger time.Duration
 	// RepeatFrom and RepeatUntil bound a second window, after the fixed
 	// keep-alive, in which a replica is pre-warmed again: from the

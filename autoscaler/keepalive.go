@@ -92,7 +92,12 @@ func (t *IdleTimes) predict() Prediction {
 		// Release only after a pause longer than the uses' pauses, at most
 		// a bucket (then the gap is an idle time and the histogram rules).
 		if t.pauses.Count() > 0 {
-			_, tail := t.pauses.Percentile(t.cfg.TailPercentile)
+			var tail time.Duration
+			if t.cost > 0 {
+				tail = t.cheapestLinger()
+			} else {
+				_, tail = t.pauses.Percentile(t.cfg.TailPercentile)
+			}
 			p.Linger = min(time.Duration(float64(tail)*(1+t.cfg.Margin)), t.cfg.BucketWidth)
 		}
 		if p.Kind == PredictPrewarm && p.Prewarm <= p.Linger {
@@ -101,4 +106,30 @@ func (t *IdleTimes) predict() Prediction {
 		}
 	}
 	return p
+}
+
+// cheapestLinger returns how long to keep a use's replicas after its last
+// traffic: the L, a multiple of the pause bucket up to a bucket of the
+// idle-time histogram, that minimises over the gaps seen the replica time
+// kept (min(gap, L) for a pause, L after every use) plus the cold-start
+// cost for each pause longer than L, which would find the replicas gone.
+// Pauses are taken at the middle of their bucket; ties go to the shorter L.
+func (t *IdleTimes) cheapestLinger() time.Duration {
+	h := t.pauses
+	w := h.width.Seconds()
+	v := t.cost.Seconds()
+	uses := float64(t.idle.Count() + t.idle.OutOfBounds())
+	longer := float64(h.Count()) // pauses longer than L
+	best, bestCost := 0, longer*v
+	var kept float64 // pause time below L
+	for j := 1; j <= len(h.counts); j++ {
+		c := float64(h.counts[j-1])
+		kept += c * (float64(j) - 0.5) * w
+		longer -= c
+		l := float64(j) * w
+		if total := kept + longer*(l+v) + uses*l; total < bestCost {
+			best, bestCost = j, total
+		}
+	}
+	return time.Duration(best) * h.width
 }

@@ -58,6 +58,24 @@ func TestIdleTimes(t *testing.T) {
 			want: Prediction{Kind: PredictPrewarm, Prewarm: 513 * time.Second, Until: 630 * time.Second, Linger: 11550 * time.Millisecond},
 		},
 		{
+			// 150 pauses of 2s and one of 40s: the 99th percentile would
+			// release after 3s and make the 40s pause's next request cold,
+			// but lingering 41s after each of the 3 uses costs less than
+			// that cold start.
+			name:     "a rare long pause is worth lingering for when uses are few",
+			gaps:     append(append(repeat(2*time.Second, 150), 40*time.Second), repeat(9*time.Minute+10*time.Second, 3)...),
+			wantIdle: append(make([]bool, 151), true, true, true),
+			want:     Prediction{Kind: PredictPrewarm, Prewarm: 513 * time.Second, Until: 630 * time.Second, Linger: 43050 * time.Millisecond},
+		},
+		{
+			// The same long pause among 30 uses: lingering 41s after each
+			// would cost more than the one cold start it saves.
+			name:     "a rare long pause is not worth lingering for after every use",
+			gaps:     append(append(repeat(2*time.Second, 20), 40*time.Second), repeat(9*time.Minute+10*time.Second, 30)...),
+			wantIdle: append(make([]bool, 21), repeatBool(true, 30)...),
+			want:     Prediction{Kind: PredictPrewarm, Prewarm: 513 * time.Second, Until: 630 * time.Second, Linger: 3150 * time.Millisecond},
+		},
+		{
 			name: "every minute or so: pauses reach the pre-warm, so keep alive",
 			gaps: []time.Duration{
 				50 * time.Second, 59 * time.Second, 61 * time.Second, 70 * time.Second,
@@ -106,4 +124,12 @@ func TestIdleTimesCloneIsIndependent(t *testing.T) {
 	if it.Idle().Count() != 0 || it.Pauses().Count() != 0 || c.Idle().Count() != 1 || c.Pauses().Count() != 1 {
 		t.Errorf("clone shares state with the original")
 	}
+}
+
+func repeatBool(v bool, n int) []bool {
+	out := make([]bool, n)
+	for i := range out {
+		out[i] = v
+	}
+	return out
 }

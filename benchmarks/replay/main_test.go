@@ -240,20 +240,21 @@ func TestReplayRealTrace(t *testing.T) {
 				}
 			}
 		}
-		checkGoals(t, fmt.Sprintf("shard %d/2", shard), half)
+		checkGoals(t, fmt.Sprintf("shard %d/2", shard), half, false)
 	}
-	checkGoals(t, "whole trace", whole)
+	checkGoals(t, "whole trace", whole, true)
 }
 
 // checkGoals requires Surge to have fewer cold starts and fewer idle
 // replica-seconds than fixed10, and at least 3x fewer cold starts than
-// knative at no more than 1.5x its replica-seconds. It only logs whether
-// Surge is also 2x better than fixed10 on one of the two: with seed 1 it
-// has 1.98x fewer cold starts on the whole trace and 2.10x and 1.79x on
-// the halves, and 1.3x fewer idle replica-seconds (seeds 2 and 3 give
-// 1.87x and 2.01x on the whole); replica-seconds are 1.47x to 1.50x
+// knative at no more than 1.5x its replica-seconds. When whole is true it
+// also requires the goal against fixed10, 2x better on one of the
+// two; on a half it only logs it. With seed 1 Surge has 2.03x fewer cold
+// starts than fixed10 on the whole trace, 2.17x and 1.81x on the halves,
+// and 1.32x fewer idle replica-seconds (seeds 2 and 3 give 1.92x and 2.06x
+// fewer cold starts on the whole); replica-seconds are 1.48x to 1.50x
 // knative's.
-func checkGoals(t *testing.T, name string, res []Result) {
+func checkGoals(t *testing.T, name string, res []Result, whole bool) {
 	t.Helper()
 	by := map[string]Result{}
 	for _, r := range res {
@@ -268,5 +269,9 @@ func checkGoals(t *testing.T, name string, res []Result) {
 	if !CheckKnative(s, k) {
 		t.Errorf("%s: surge misses >= 3x fewer cold starts than knative at <= 1.5x its replica-seconds", name)
 	}
-	t.Logf("%s: 2x better than fixed10 on one of the two: %v", name, CheckFixed10(s, f))
+	met := CheckFixed10(s, f)
+	t.Logf("%s: 2x better than fixed10 on one of the two: %v", name, met)
+	if whole && !met {
+		t.Errorf("%s: surge is not 2x better than fixed10 on cold starts or idle replica-seconds", name)
+	}
 }
