@@ -6,7 +6,9 @@
 //	gwbench surge    -addr A -backend B      Surge's gateway, routing hello.surge.localhost to B
 //	gwbench httputil -addr A -backend B      net/http/httputil.ReverseProxy to B
 //
-// Servers run until they are killed or interrupted.
+// Servers run until they are killed or interrupted. -cpuprofile FILE writes
+// a CPU profile of the server until then (go tool pprof FILE), to see where
+// a proxy's core goes under load.
 package main
 
 import (
@@ -17,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/surgeplatform/surge/benchmarks"
@@ -31,7 +34,19 @@ func main() {
 	fs := flag.NewFlagSet(role, flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
 	backend := fs.String("backend", "", "backend address (surge, httputil)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until the server stops")
 	_ = fs.Parse(os.Args[2:])
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "gwbench: cpu profile: %v\n", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
