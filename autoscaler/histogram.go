@@ -219,7 +219,7 @@ func (h *IdleHistogram) Predict(cfg KeepAliveConfig, coldStartCost time.Duration
 		if coldStartCost <= 0 {
 			return fixed
 		}
-		return Prediction{Kind: PredictFixed, Until: h.cheapestKeepAlive(coldStartCost)}
+		return Prediction{Kind: PredictFixed, Until: h.cheapestKeepAlive(coldStartCost, 0)}
 	}
 	head, _ := h.Percentile(cfg.HeadPercentile)
 	_, tail := h.Percentile(cfg.TailPercentile)
@@ -264,8 +264,12 @@ func (h *IdleHistogram) windowPays(from, until, cost time.Duration) bool {
 // width up to the range, that minimises the sum over the idle times x seen
 // of min(x, K) (replica time kept) plus cost for each x > K (a cold
 // start), taking each idle time at the middle of its bucket and out of
-// bounds ones as longer than the range. Ties go to the shorter K.
-func (h *IdleHistogram) cheapestKeepAlive(cost time.Duration) time.Duration {
+// bounds ones as longer than the range. free more gaps, all longer than
+// the range, are kept K too, but a cold start after them is not charged:
+// keeping cannot save it (IdleTimes prices a use's linger so, the idle
+// times between uses being longer than any pause). Ties go to the
+// shorter K.
+func (h *IdleHistogram) cheapestKeepAlive(cost time.Duration, free float64) time.Duration {
 	w := h.width.Seconds()
 	v := cost.Seconds()
 	n := float64(h.total + h.oob)
@@ -276,7 +280,7 @@ func (h *IdleHistogram) cheapestKeepAlive(cost time.Duration) time.Duration {
 		kept += c * (float64(j) - 0.5) * w
 		below += c
 		k := float64(j) * w
-		if total := kept + (n-below)*(k+v); total < bestCost {
+		if total := kept + (n-below)*(k+v) + free*k; total < bestCost {
 			best, bestCost = j, total
 		}
 	}

@@ -94,7 +94,10 @@ func (t *IdleTimes) predict() Prediction {
 		if t.pauses.Count() > 0 {
 			var tail time.Duration
 			if t.cost > 0 {
-				tail = t.cheapestLinger()
+				// The linger that pays at the cold-start cost: pauses
+				// longer than it end in a cold start, and it is kept after
+				// every use (each idle time).
+				tail = t.pauses.cheapestKeepAlive(t.cost, float64(t.idle.Count()+t.idle.OutOfBounds()))
 			} else {
 				_, tail = t.pauses.Percentile(t.cfg.TailPercentile)
 			}
@@ -106,30 +109,4 @@ func (t *IdleTimes) predict() Prediction {
 		}
 	}
 	return p
-}
-
-// cheapestLinger returns how long to keep a use's replicas after its last
-// traffic: the L, a multiple of the pause bucket up to a bucket of the
-// idle-time histogram, that minimises over the gaps seen the replica time
-// kept (min(gap, L) for a pause, L after every use) plus the cold-start
-// cost for each pause longer than L, which would find the replicas gone.
-// Pauses are taken at the middle of their bucket; ties go to the shorter L.
-func (t *IdleTimes) cheapestLinger() time.Duration {
-	h := t.pauses
-	w := h.width.Seconds()
-	v := t.cost.Seconds()
-	uses := float64(t.idle.Count() + t.idle.OutOfBounds())
-	longer := float64(h.Count()) // pauses longer than L
-	best, bestCost := 0, longer*v
-	var kept float64 // pause time below L
-	for j := 1; j <= len(h.counts); j++ {
-		c := float64(h.counts[j-1])
-		kept += c * (float64(j) - 0.5) * w
-		longer -= c
-		l := float64(j) * w
-		if total := kept + longer*(l+v) + uses*l; total < bestCost {
-			best, bestCost = j, total
-		}
-	}
-	return time.Duration(best) * h.width
 }
