@@ -34,9 +34,10 @@ func (l clientListener) Accept() (net.Conn, error) {
 // answer; longer writes go out at once.
 const maxHeldWrite = 4 << 10
 
-// clientConn is a client's connection. One goroutine at a time (the
-// fasthttp worker serving it, or a WebSocket tunnel after the hijack)
-// calls Read and Write, its owner; Close may come from any (a drain).
+// clientConn is a client's connection. One goroutine at a time, the
+// fasthttp worker serving it, calls Read and Write, its owner; Close may
+// come from any (a drain). A WebSocket tunnel reads it on one goroutine
+// and writes it on another: see holdNothing.
 type clientConn struct {
 	net.Conn
 	dl lazyDeadlines
@@ -45,6 +46,9 @@ type clientConn struct {
 	// holdNext is set by the handler when the answer is complete: its
 	// writes are held back, each until the next, the last until Read.
 	holdNext bool
+	// tunneled is set, before the hijack, on a connection a tunnel takes
+	// over; Read and Write then only read and write.
+	tunneled bool
 	mu       sync.Mutex // guards held, which Close takes from any goroutine
 	held     []byte
 	buf      []byte // the owner's buffer for held, between uses
@@ -76,7 +80,19 @@ func holdAnswer(c net.Conn) {
 	}
 }
 
+// holdNothing readies c, if it is a clientConn, for a tunnel: its owner
+// calls it before the hijack, and from then on Read and Write may run at
+// once and hold nothing back.
+func holdNothing(c net.Conn) {
+	if cc, ok := c.(*clientConn); ok {
+		cc.tunneled = true
+	}
+}
+
 func (c *clientConn) Write(p []byte) (int, error) {
+	if c.tunneled {
+		return c.dl.write(p)
+	}
 	if err := c.flushHeld(); err != nil {
 		return 0, err
 	}
@@ -114,6 +130,9 @@ func (c *clientConn) flushHeld() error {
 // Read writes what is held back, then waits for the client's next bytes
 // and reads them.
 func (c *clientConn) Read(p []byte) (int, error) {
+	if c.tunneled {
+		return c.dl.read(p)
+	}
 	c.holdNext = false
 	held := c.takeHeld()
 	if len(held) == 0 {

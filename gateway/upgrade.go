@@ -146,6 +146,8 @@ func (g *Gateway) tunnel(ctx *fasthttp.RequestCtx, x *exchange) {
 	ctx.Response.Header.Set(fasthttp.HeaderUpgrade, "websocket")
 	ctx.Response.Header.Set(fasthttp.HeaderConnection, "Upgrade")
 
+	// The 101 goes out unheld, and the tunnel reads and writes at once.
+	holdNothing(ctx.Conn())
 	ctx.Hijack(func(c net.Conn) {
 		if !t.state.CompareAndSwap(tunnelPending, tunnelRunning) {
 			return
