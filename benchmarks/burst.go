@@ -11,13 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/internal/closedloop"
 	"github.com/surgeplatform/surge/nodeagent/network"
 )
 
@@ -127,39 +126,11 @@ func (s *surgeUp) burstRound(ctx context.Context, fn, image string) (res burstRe
 		return burstResult{}, fmt.Errorf("first request to %s: %w", fn, err)
 	}
 
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	loop := func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if err := get(); err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err.Error())
-				if ctx.Err() != nil {
-					return
-				}
-			} else {
-				ok.Add(1)
-			}
-		}
-	}
+	load := closedloop.Start(ctx, 1, get)
 	defer func() {
-		close(stop)
-		wg.Wait()
-		res.ok, res.failed = ok.Load(), failed.Load()
-		if e, _ := firstErr.Load().(string); e != "" {
-			res.firstErr = e
-		}
+		r := load.Stop()
+		res.ok, res.failed, res.firstErr = r.OK, r.Failed, r.FirstErr
 	}()
-	wg.Add(1)
-	go loop()
 	select { // one client's steady state before the step
 	case <-time.After(burstSteady):
 	case <-ctx.Done():
@@ -170,10 +141,7 @@ func (s *surgeUp) burstRound(ctx context.Context, fn, image string) (res burstRe
 		return res, err
 	}
 	w := stepWatch{before: max(sc.Spec.Replicas, sc.Status.ReadyReplicas), step: time.Now()}
-	for range burstClients - 1 {
-		wg.Add(1)
-		go loop()
-	}
+	load.Add(burstClients - 1)
 	err = poll(ctx, 60*time.Second, burstPoll, func() error {
 		sc, err := scale()
 		if err != nil {

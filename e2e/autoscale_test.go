@@ -8,13 +8,12 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/internal/closedloop"
 )
 
 // TestAutoscaleStepToZeroAndBack drives the real path — gateway, stats,
@@ -59,35 +58,11 @@ func TestAutoscaleStepToZeroAndBack(t *testing.T) {
 	}
 
 	// Load: clients in closed loops; the step raises them from 1 to 10.
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	client := func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if err := get(); err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err.Error())
-			} else {
-				ok.Add(1)
-			}
-		}
-	}
-	wg.Add(1)
-	go client()
+	load := closedloop.Start(ctx, 1, get)
 	time.Sleep(3 * time.Second) // one client's steady state before the step
 	before := scale().Spec.Replicas
 	step := time.Now()
-	for range 9 {
-		wg.Add(1)
-		go client()
-	}
+	load.Add(9)
 	var asked, ready time.Duration
 	deadline := time.Now().Add(60 * time.Second)
 	for (asked == 0 || ready == 0) && time.Now().Before(deadline) {
@@ -100,14 +75,13 @@ func TestAutoscaleStepToZeroAndBack(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
+	r := load.Stop()
 	if asked == 0 || ready == 0 {
 		t.Fatalf("no scale-up within 60s of a 10x step (replicas before %d, now %+v)", before, scale())
 	}
-	t.Logf("10x step: more replicas asked after %s, ready after %s; %d requests, %d failed", asked, ready, ok.Load(), failed.Load())
-	if failed.Load() > 0 {
-		t.Errorf("%d of %d requests failed under the step; first: %v", failed.Load(), ok.Load()+failed.Load(), firstErr.Load())
+	t.Logf("10x step: more replicas asked after %s, ready after %s; %d requests, %d failed", asked, ready, r.OK, r.Failed)
+	if r.Failed > 0 {
+		t.Errorf("%d of %d requests failed under the step; first: %v", r.Failed, r.OK+r.Failed, r.FirstErr)
 	}
 
 	// Silence: after the window and the grace, zero replicas.
