@@ -37,6 +37,18 @@ type DeployOptions struct {
 	Metric      string
 	Grace       string
 	Window      string
+	// Flags maps spec fields to the flags that set them, for errors: nil
+	// for deploy's (flagOf); surge scale names its own --min and --max.
+	Flags map[string]string
+}
+
+// describeError is describeAPIError with the command's own flag names.
+func (o *DeployOptions) describeError(err error) error {
+	flags := o.Flags
+	if flags == nil {
+		flags = flagOf
+	}
+	return describeAPIErrorFlags("function", o.Name, err, flags)
 }
 
 func newDeployCmd(s Streams, newClient clientFunc) *cobra.Command {
@@ -127,7 +139,7 @@ func runDeploy(ctx context.Context, o *DeployOptions) error {
 			return usagef("function %q does not exist yet: --image is required to create it", o.Name)
 		}
 	default:
-		return describeAPIError("function", o.Name, err)
+		return o.describeError(err)
 	}
 	s := &fn.Spec
 	if o.Set["image"] {
@@ -153,14 +165,14 @@ func runDeploy(ctx context.Context, o *DeployOptions) error {
 	if err := api.ValidateFunction(fn); err != nil {
 		var fe api.FieldErrors
 		errors.As(err, &fe)
-		return describeAPIError("function", o.Name, api.Invalid(api.KindFunction, o.Name, fe))
+		return o.describeError(api.Invalid(api.KindFunction, o.Name, fe))
 	}
 	out, err := c.PutFunction(ctx, fn)
 	if errors.Is(err, api.ErrConflict) {
 		return fmt.Errorf("function %q changed while deploying: run the deploy again", o.Name)
 	}
 	if err != nil {
-		return describeAPIError("function", o.Name, err)
+		return o.describeError(err)
 	}
 	rev := out.Status.LatestRevision
 	switch {

@@ -175,9 +175,15 @@ func oneLine(err error) string {
 }
 
 // describeAPIError turns an API error about an object into the sentence a
-// user reads: the object, then the field (as its flag where there is one),
-// then what is wrong.
+// user reads: the object, then the field (as its flag where there is one,
+// see flagOf), then what is wrong.
 func describeAPIError(kind, name string, err error) error {
+	return describeAPIErrorFlags(kind, name, err, flagOf)
+}
+
+// describeAPIErrorFlags is describeAPIError for a command whose flags for
+// some fields are not flagOf's: flags maps fields to them.
+func describeAPIErrorFlags(kind, name string, err error, flags map[string]string) error {
 	var ae *api.Error
 	if !errors.As(err, &ae) {
 		return err
@@ -191,11 +197,11 @@ func describeAPIError(kind, name string, err error) error {
 	case len(ae.Causes) > 0:
 		parts := make([]string, len(ae.Causes))
 		for i, c := range ae.Causes {
-			parts[i] = fieldSentence(c.Field, c.Message)
+			parts[i] = fieldSentence(c.Field, c.Message, flags)
 		}
 		return fmt.Errorf("%s: %s", obj, strings.Join(parts, "; "))
 	case ae.Field != "":
-		return fmt.Errorf("%s: %s", obj, fieldSentence(ae.Field, ae.Message))
+		return fmt.Errorf("%s: %s", obj, fieldSentence(ae.Field, ae.Message, flags))
 	}
 	return fmt.Errorf("%s", ae.Message)
 }
@@ -217,11 +223,11 @@ var flagOf = map[string]string{
 	"spec.scaling.stableWindow":     "--window",
 }
 
-func fieldSentence(field, msg string) string {
+func fieldSentence(field, msg string, flags map[string]string) string {
 	if field == "metadata.name" {
 		return "name " + api.NameRule
 	}
-	if f, ok := flagOf[field]; ok {
+	if f, ok := flags[field]; ok {
 		return f + " " + msg
 	}
 	if strings.HasPrefix(field, "spec.env[") {

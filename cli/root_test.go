@@ -66,6 +66,10 @@ func TestExecute(t *testing.T) {
 			wantErr: `surge: function "hello": --cpu cpu quantity "0.0001": finer than one millicore; ` +
 				`--memory must be between 4Mi and 1Ti, got "3Mi"; ` +
 				`--timeout "abc" is not a duration: use a number with a unit, like "30s" or "2m"`},
+		{name: "scale names its own flags", args: "scale hello --min -1", wantCode: 1,
+			wantErr: `surge: function "hello": --min must not be negative`},
+		{name: "deploy names its own flags", args: "deploy hello --min-scale -1", wantCode: 1,
+			wantErr: `surge: function "hello": --min-scale must not be negative`},
 		{name: "env PORT", args: "deploy hello --env PORT=80", wantCode: 1,
 			wantErr: `surge: function "hello": --env PORT is set by Surge from spec.port`},
 		{name: "bad namespace", args: "-n Bad_NS deploy hello --image x", wantCode: 1,

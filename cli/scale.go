@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"maps"
+
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
 func newScaleCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := &DeployOptions{Streams: s, NewClient: newClient}
+	o := &DeployOptions{Streams: s, NewClient: newClient, Flags: scaleFlagOf}
 	c := &cobra.Command{
 		Use:   "scale NAME [--min N] [--max N] [--target N] [--metric concurrency|rps] [--scale-to-zero-grace D]",
 		Short: "Set a function's autoscaling policy",
@@ -41,3 +43,11 @@ takes the traffic (as Knative does for its autoscaling annotations).`,
 	addScalingFlags(c, o)
 	return c
 }
+
+// scaleFlagOf is flagOf with surge scale's names for the bounds.
+var scaleFlagOf = func() map[string]string {
+	m := maps.Clone(flagOf)
+	m["spec.scaling.minScale"] = "--min"
+	m["spec.scaling.maxScale"] = "--max"
+	return m
+}()
