@@ -139,18 +139,24 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		budget:         newBudgetConfig(cfg.RetryBudgetRatio, cfg.RetryBudgetBurst),
 	}, hooks)
 	g.srv = &fasthttp.Server{
-		Handler:                      g.handle,
-		ErrorHandler:                 g.parseError,
-		Logger:                       fasthttpLogger{g.log},
-		Concurrency:                  cfg.MaxConns,
-		ReadBufferSize:               cfg.MaxHeaderBytes,
-		WriteBufferSize:              16 << 10,
-		ReadTimeout:                  cfg.ReadTimeout,
-		WriteTimeout:                 cfg.WriteTimeout,
-		IdleTimeout:                  cfg.IdleTimeout,
-		MaxConnsPerIP:                cfg.MaxConnsPerIP,
-		MaxRequestBodySize:           cfg.MaxRequestBodyBytes,
-		StreamRequestBody:            true,
+		Handler:            g.handle,
+		ErrorHandler:       g.parseError,
+		Logger:             fasthttpLogger{g.log},
+		Concurrency:        cfg.MaxConns,
+		ReadBufferSize:     cfg.MaxHeaderBytes,
+		WriteBufferSize:    16 << 10,
+		ReadTimeout:        cfg.ReadTimeout,
+		WriteTimeout:       cfg.WriteTimeout,
+		IdleTimeout:        cfg.IdleTimeout,
+		MaxConnsPerIP:      cfg.MaxConnsPerIP,
+		MaxRequestBodySize: cfg.MaxRequestBodyBytes,
+		StreamRequestBody:  true,
+		// An idle keep-alive connection gives its 16 KiB write buffer
+		// back to the pool after each answer (its read buffer stays: a
+		// streamed body may still be in it). 10,000 idle connections
+		// then cost 13 KiB each instead of 17 (B8), for no allocation and
+		// no throughput we could measure.
+		ReduceMemoryUsage:            true,
 		DisablePreParseMultipartForm: true,
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,
