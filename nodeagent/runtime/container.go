@@ -53,7 +53,7 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (_ Container, retErr err
 
 	img, err := r.image(ctx, spec.Image)
 	if err != nil {
-		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+		return Container{}, fmt.Errorf("start replica %s: image %s: %w", id, spec.Image, err)
 	}
 
 	// The lease keeps the new snapshot from the garbage collector until the

@@ -116,7 +116,7 @@ func (r *Runtime) image(ctx context.Context, ref string) (*imageInfo, error) {
 		return info, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ensure image %s: %w", ref, err)
+		return nil, err // the caller names the image; containerd's errors name it too
 	}
 	return v.(*imageInfo), nil
 }
@@ -134,7 +134,7 @@ func (r *Runtime) ensureImage(ctx context.Context, name string) (*imageInfo, err
 			client.WithPullUnpack,
 			client.WithPullSnapshotter(r.cfg.Snapshotter))
 		if err != nil {
-			return nil, fmt.Errorf("pull: %w", err)
+			return nil, err // "failed to resolve reference ...", "...: not found"
 		}
 	case err != nil:
 		return nil, err
