@@ -133,9 +133,22 @@ type FunctionSpec struct {
 type FunctionStatus struct {
 	// LatestRevision is the name of the newest Revision.
 	LatestRevision string `json:"latestRevision,omitempty"`
+	// LatestReadyRevision is the newest Revision that has had a Ready
+	// replica. A deploy moves the function's traffic to its revision when
+	// that revision becomes this one, so a revision that never starts
+	// (a missing image, a crash at start-up) never takes traffic from
+	// the one before it.
+	LatestReadyRevision string `json:"latestReadyRevision,omitempty"`
 	// URL is where the gateway serves the function, when known.
 	URL string `json:"url,omitempty"`
 }
+
+// InitialScale is how many replicas a new revision asks for before the
+// autoscaler has seen any traffic: its MinScale, and at least one, so that
+// a broken image shows up at deploy time rather than on the first request
+// (Knative's initial-scale does the same), and so that a deploy's revision
+// can prove it starts before it takes the traffic.
+func InitialScale(s *FunctionSpec) int32 { return max(s.Scaling.MinScale, 1) }
 
 // Function is a deployable HTTP function.
 type Function struct {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -40,6 +42,11 @@ type DeployOptions struct {
 	// Flags maps spec fields to the flags that set them, for errors: nil
 	// for deploy's (flagOf); surge scale names its own --min and --max.
 	Flags map[string]string
+	// Wait is how long to wait for a new revision to have a Ready replica
+	// and take the traffic; 0 returns once the revision is made.
+	Wait time.Duration
+	// Poll is how often the wait looks; 0 means every 250ms.
+	Poll time.Duration
 }
 
 // describeError is describeAPIError with the command's own flag names.
@@ -57,8 +64,12 @@ func newDeployCmd(s Streams, newClient clientFunc) *cobra.Command {
 		Use:   "deploy NAME [--image REF] [flags]",
 		Short: "Create a function, or change it: each change makes a new revision",
 		Long: `Deploy creates the function NAME, or updates it with the flags given (the
-others keep their values). A change makes a new immutable revision NAME-0000N and
-moves all traffic to it; deploying the same thing twice changes nothing.`,
+others keep their values). A change makes a new immutable revision NAME-0000N;
+all traffic moves to it once one of its replicas is Ready, and until then stays
+on the revision before, so a revision that cannot start (an image that does not
+pull, a crash at start-up) takes none. Deploy waits for that (--wait-timeout)
+and says why a revision is not Ready. Deploying the same thing twice changes
+nothing.`,
 		Example: `  surge deploy hello --image registry.example/hello:v1
   surge deploy hello --env GREETING=hi --concurrency 10
   surge deploy hello --env GREETING-          # remove a variable`,
@@ -81,7 +92,30 @@ moves all traffic to it; deploying the same thing twice changes nothing.`,
 	f.StringVar(&o.Memory, "memory", "", "memory per replica, e.g. 128Mi or 1Gi (default 128Mi)")
 	f.StringVar(&o.Timeout, "timeout", "", "request timeout, e.g. 30s (default 5m)")
 	addScalingFlags(c, o)
+	addWaitFlags(c, o)
 	return c
+}
+
+// addWaitFlags adds the flags of the wait for a new revision, which deploy
+// and scale share.
+func addWaitFlags(c *cobra.Command, o *DeployOptions) {
+	var noWait bool
+	f := c.Flags()
+	f.DurationVar(&o.Wait, "wait-timeout", 2*time.Minute, "how long to wait for the new revision to be Ready and take the traffic")
+	f.BoolVar(&noWait, "no-wait", false, "return once the revision is made, without waiting for it to be Ready")
+	prev := c.PreRunE
+	c.PreRunE = func(cmd *cobra.Command, args []string) error {
+		if o.Wait < 0 {
+			return usagef("--wait-timeout %s: must not be negative", o.Wait)
+		}
+		if noWait {
+			o.Wait = 0
+		}
+		if prev != nil {
+			return prev(cmd, args)
+		}
+		return nil
+	}
 }
 
 // addScalingFlags adds the autoscaling knobs deploy and scale share.
@@ -175,15 +209,93 @@ func runDeploy(ctx context.Context, o *DeployOptions) error {
 		return o.describeError(err)
 	}
 	rev := out.Status.LatestRevision
+	verb := "updated"
 	switch {
 	case cur == nil:
-		fmt.Fprintf(o.Out, "function %q created: revision %s takes all traffic\n", o.Name, rev)
-	case rev != before:
-		fmt.Fprintf(o.Out, "function %q updated: revision %s takes all traffic\n", o.Name, rev)
-	default:
+		verb = "created"
+	case rev == before:
+		if out.Status.LatestReadyRevision != rev {
+			fmt.Fprintf(o.Out, "function %q unchanged: revision %s, which has no Ready replica yet\n", o.Name, rev)
+			return nil
+		}
 		fmt.Fprintf(o.Out, "function %q unchanged: revision %s\n", o.Name, rev)
+		return nil
 	}
+	if out.Status.LatestReadyRevision == rev {
+		fmt.Fprintf(o.Out, "function %q %s: revision %s takes all traffic\n", o.Name, verb, rev)
+		return nil
+	}
+	if o.Wait == 0 {
+		fmt.Fprintf(o.Out, "function %q %s: revision %s takes all traffic once a replica is Ready\n", o.Name, verb, rev)
+		return nil
+	}
+	if err := waitRollout(ctx, c, o, rev, out.Status.LatestReadyRevision); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "function %q %s: revision %s takes all traffic\n", o.Name, verb, rev)
 	return nil
+}
+
+// waitRollout waits until rev is the function's latest ready revision (a
+// replica of it is Ready and the traffic moved to it), for at most o.Wait.
+// What the replicas of rev report on the way (a pull that fails, a crash)
+// goes to o.Err, each message once, so that a deploy that cannot succeed
+// says why long before the wait ends. prev is the revision the traffic is
+// on meanwhile, "" for a new function.
+func waitRollout(ctx context.Context, c *client.Client, o *DeployOptions, rev, prev string) error {
+	poll := o.Poll
+	if poll <= 0 {
+		poll = 250 * time.Millisecond
+	}
+	wctx, cancel := context.WithTimeout(ctx, o.Wait)
+	defer cancel()
+	seen := map[string]bool{}
+	var last string // the latest message of a replica of rev
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		fn, err := client.Get[api.Function](wctx, c, "functions", c.Namespace(), o.Name)
+		if err == nil && fn.Status.LatestReadyRevision == rev {
+			return nil
+		}
+		if err == nil && fn.Status.LatestRevision != rev {
+			return fmt.Errorf("function %q: revision %s was deployed while waiting for %s", o.Name, fn.Status.LatestRevision, rev)
+		}
+		if err != nil && wctx.Err() == nil {
+			return o.describeError(err)
+		}
+		reps, err := client.List[api.Replica](wctx, c, "replicas", c.Namespace(), url.Values{"function": {o.Name}})
+		if err == nil {
+			for _, r := range reps.Items {
+				if r.Spec.Revision != rev || r.Status.Message == "" {
+					continue
+				}
+				msg := fmt.Sprintf("replica %s: %s", r.Metadata.Name, r.Status.Message)
+				last = msg
+				if key := r.Status.Message; !seen[key] {
+					seen[key] = true
+					fmt.Fprintf(o.Err, "waiting for %s: %s\n", rev, msg)
+				}
+			}
+		}
+		select {
+		case <-tick.C:
+			continue
+		case <-wctx.Done():
+		}
+		why := ""
+		if last != "" {
+			why = " (" + last + ")"
+		}
+		stays := fmt.Sprintf("the traffic stays on %s", prev)
+		if prev == "" {
+			stays = "requests to it wait for a Ready replica"
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("function %q: stopped waiting for revision %s, which has no Ready replica yet%s; %s", o.Name, rev, why, stays)
+		}
+		return fmt.Errorf("function %q: revision %s has no Ready replica after %s%s; %s (surge describe %s shows more)", o.Name, rev, o.Wait, why, stays, o.Name)
+	}
 }
 
 func setIf[T any](set bool, dst *T, v T) {

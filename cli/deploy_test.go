@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -358,4 +360,78 @@ func TestApplyEnv(t *testing.T) {
 	if diff := cmp.Diff([]api.EnvVar{{Name: "X", Value: "a-"}, {Name: "Y", Value: ""}}, got); diff != "" {
 		t.Errorf("applyEnv (-want +got):\n%s", diff)
 	}
+}
+
+func TestDeployWaitsForTheRevisionToBeReady(t *testing.T) {
+	const pullErr = `pull image example.test/hello:v2: not found`
+	v2 := func(o *DeployOptions) { o.Image, o.Set["image"] = "example.test/hello:v2", true }
+
+	t.Run("a revision that never gets Ready keeps the traffic where it was", func(t *testing.T) {
+		f := newFakeAPI(t)
+		f.deploy(t, helloV1())
+		f.edit(func() { f.stuck["hello-00002"] = pullErr })
+		s, out, errb := testStreams()
+		o := deployOpts(f, s, "hello", v2)
+		o.Wait, o.Poll = 300*time.Millisecond, 10*time.Millisecond
+		err := runDeploy(t.Context(), o)
+		want := `function "hello": revision hello-00002 has no Ready replica after 300ms (replica hello-00002-stuck: ` + pullErr +
+			`); the traffic stays on hello-00001 (surge describe hello shows more)`
+		if err == nil || err.Error() != want {
+			t.Fatalf("error = %v, want %s", err, want)
+		}
+		if out.Len() > 0 {
+			t.Errorf("stdout = %q, want nothing", out)
+		}
+		// What the replica reports is said as soon as it is seen, once.
+		if got, want := errb.String(), "waiting for hello-00002: replica hello-00002-stuck: "+pullErr+"\n"; got != want {
+			t.Errorf("stderr = %q, want %q", got, want)
+		}
+		f.edit(func() {
+			if got := f.traffic["hello"].Spec.Targets; len(got) != 1 || got[0].Revision != "hello-00001" {
+				t.Errorf("traffic %v, want all on hello-00001", got)
+			}
+		})
+
+		// Deploying it again changes nothing, and says it is not Ready.
+		s, out, _ = testStreams()
+		if err := runDeploy(t.Context(), deployOpts(f, s, "hello", v2)); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := out.String(), "function \"hello\" unchanged: revision hello-00002, which has no Ready replica yet\n"; got != want {
+			t.Errorf("stdout = %q, want %q", got, want)
+		}
+	})
+
+	t.Run("--no-wait returns at once", func(t *testing.T) {
+		f := newFakeAPI(t)
+		f.deploy(t, helloV1())
+		f.edit(func() { f.stuck["hello-00002"] = pullErr })
+		s, out, errb := testStreams()
+		o := deployOpts(f, s, "hello", v2) // Wait 0, as --no-wait sets it
+		if err := runDeploy(t.Context(), o); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := out.String(), "function \"hello\" updated: revision hello-00002 takes all traffic once a replica is Ready\n"; got != want {
+			t.Errorf("stdout = %q, want %q", got, want)
+		}
+		if errb.Len() > 0 {
+			t.Errorf("stderr = %q, want nothing", errb)
+		}
+	})
+
+	t.Run("an interrupted wait says the deploy stands", func(t *testing.T) {
+		f := newFakeAPI(t)
+		f.edit(func() { f.stuck["hello-00001"] = pullErr })
+		s, _, _ := testStreams()
+		o := deployOpts(f, s, "hello", func(o *DeployOptions) { o.Image, o.Set["image"] = "example.test/hello:v2", true })
+		o.Wait, o.Poll = time.Minute, 10*time.Millisecond
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		err := runDeploy(ctx, o)
+		want := `function "hello": stopped waiting for revision hello-00001, which has no Ready replica yet (replica hello-00001-stuck: ` + pullErr +
+			`); requests to it wait for a Ready replica`
+		if err == nil || err.Error() != want {
+			t.Fatalf("error = %v, want %s", err, want)
+		}
+	})
 }

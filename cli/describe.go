@@ -120,7 +120,11 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 		policy += fmt.Sprintf(", target %g", sc.Target)
 	}
 	kv.row("Scaling:", policy)
-	kv.row("Latest revision:", f.Status.LatestRevision)
+	latest := f.Status.LatestRevision
+	if ready := f.Status.LatestReadyRevision; latest != "" && ready != latest {
+		latest += " (rolling out: no Ready replica yet)"
+	}
+	kv.row("Latest revision:", latest)
 	if err := kv.flush(); err != nil {
 		return err
 	}

@@ -26,9 +26,11 @@ const fakeToken = "test-token"
 // fakeAPI is an in-memory API server for the routes the verbs call. It
 // keeps the objects of the namespace "default" (others answer 404), checks
 // the bearer token, and mirrors the real server's deploy semantics: a PUT
-// of a changed spec makes revision N and its Scale and moves all Traffic
-// to it; an unchanged spec makes nothing. Its fields are guarded by mu:
-// change them with edit.
+// of a changed spec makes revision N and its Scale; a new function's
+// Traffic goes to it at once, an existing one's when the revision is
+// Ready, which here is at once too unless the revision is in stuck; an
+// unchanged spec makes nothing. Its fields are guarded by mu: change them
+// with edit.
 type fakeAPI struct {
 	URL string
 
@@ -41,6 +43,9 @@ type fakeAPI struct {
 	revisions map[string]*api.Revision
 	scales    map[string]*api.Scale
 	replicas  map[string]*api.Replica
+	// stuck names revisions that never get a Ready replica, with what
+	// their replica reports instead (a pull error, say).
+	stuck map[string]string
 	// fail answers a route ("GET /v1/namespaces/default/functions/hello")
 	// with an error instead.
 	fail     map[string]*api.Error
@@ -64,6 +69,7 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		scales:    map[string]*api.Scale{},
 		replicas:  map[string]*api.Replica{},
 		fail:      map[string]*api.Error{},
+		stuck:     map[string]string{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/version", func(w http.ResponseWriter, r *http.Request) {
@@ -251,10 +257,24 @@ func (f *fakeAPI) put(fn *api.Function) (*api.Function, int, error) {
 		Metadata: f.meta(api.KindScale, rev, map[string]string{api.LabelFunction: m.Name, api.LabelRevision: rev}),
 		Spec:     api.ScaleSpec{Replicas: max(next.Spec.Scaling.MinScale, 1)},
 	}
-	f.traffic[m.Name] = &api.Traffic{
-		Kind:     api.KindTraffic,
-		Metadata: f.meta(api.KindTraffic, m.Name, labels),
-		Spec:     api.TrafficSpec{Targets: []api.TrafficTarget{{Revision: rev, Percent: 100}}},
+	msg, stuck := f.stuck[rev]
+	if stuck {
+		name := rev + "-stuck"
+		f.replicas[name] = &api.Replica{
+			Kind:     api.KindReplica,
+			Metadata: f.meta(api.KindReplica, name, map[string]string{api.LabelFunction: m.Name, api.LabelRevision: rev}),
+			Spec:     api.ReplicaSpec{Function: m.Name, Revision: rev, NodeName: "node-a"},
+			Status:   api.ReplicaStatus{Phase: api.ReplicaStarting, Message: msg},
+		}
+	} else {
+		next.Status.LatestReadyRevision = rev
+	}
+	if cur == nil || !stuck {
+		f.traffic[m.Name] = &api.Traffic{
+			Kind:     api.KindTraffic,
+			Metadata: f.meta(api.KindTraffic, m.Name, labels),
+			Spec:     api.TrafficSpec{Targets: []api.TrafficTarget{{Revision: rev, Percent: 100}}},
+		}
 	}
 	f.functions[m.Name] = &next
 	return &next, code, nil

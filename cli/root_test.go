@@ -70,6 +70,8 @@ func TestExecute(t *testing.T) {
 			wantErr: `surge: function "hello": --min must not be negative`},
 		{name: "deploy names its own flags", args: "deploy hello --min-scale -1", wantCode: 1,
 			wantErr: `surge: function "hello": --min-scale must not be negative`},
+		{name: "negative wait", args: "deploy hello --image x --wait-timeout -1s", wantCode: 2,
+			wantErr: `surge: --wait-timeout -1s: must not be negative`},
 		{name: "env PORT", args: "deploy hello --env PORT=80", wantCode: 1,
 			wantErr: `surge: function "hello": --env PORT is set by Surge from spec.port`},
 		{name: "bad namespace", args: "-n Bad_NS deploy hello --image x", wantCode: 1,

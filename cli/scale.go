@@ -14,7 +14,8 @@ func newScaleCmd(s Streams, newClient clientFunc) *cobra.Command {
 		Short: "Set a function's autoscaling policy",
 		Long: `Scale changes how the autoscaler sizes a function: the bounds, the target per
 replica and the metric. Like every spec change it makes a new revision, which
-takes the traffic (as Knative does for its autoscaling annotations).`,
+takes the traffic once a replica of it is Ready (as Knative does for its
+autoscaling annotations).`,
 		Example: `  surge scale hello --min 1 --max 20
   surge scale hello --target 50 --metric rps`,
 		Args: cobra.ExactArgs(1),
@@ -41,6 +42,7 @@ takes the traffic (as Knative does for its autoscaling annotations).`,
 	c.Flags().Int32Var(&o.MinScale, "min", 0, "fewest replicas, even when idle (0 allows scale to zero)")
 	c.Flags().Int32Var(&o.MaxScale, "max", 0, "most replicas; 0 = no limit")
 	addScalingFlags(c, o)
+	addWaitFlags(c, o)
 	return c
 }
 

@@ -145,3 +145,89 @@ func TestDeadNodeReplicasMoveElsewhere(t *testing.T) {
 			fmt.Sprintf("node-a %s, replicas %v", n.Status.State, reps)
 	})
 }
+
+func TestDeployMovesTrafficOnceTheRevisionIsReady(t *testing.T) {
+	in := controlplanetest.StartWith(t, func(c *controlplane.Config) { c.Controllers.Resync = 100 * time.Millisecond })
+	c := in.Client()
+	ctx := context.Background()
+	registerNode(t, c, "node-a", time.Now().Add(time.Hour))
+	f := hello("example.test/hello:v1")
+	f.Spec.Scaling.MinScale = 1 // no traffic here: keep the autoscaler from scaling to zero
+	if _, err := c.PutFunction(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	traffic := func() string {
+		tr, err := client.Get[api.Traffic](ctx, c, "traffic", "default", "hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(tr.Spec.Targets)
+	}
+	// ready reports the bound replica of rev Ready, as its agent would.
+	ready := func(rev string) {
+		t.Helper()
+		var r api.Replica
+		waitFor(t, "a replica of "+rev+" bound to node-a", func() (bool, string) {
+			for _, x := range replicasOf(t, c, "hello") {
+				if x.Spec.Revision == rev && x.Spec.NodeName == "node-a" {
+					r = x
+					return true, ""
+				}
+			}
+			return false, fmt.Sprint(replicasOf(t, c, "hello"))
+		})
+		r.Status = api.ReplicaStatus{Phase: api.ReplicaReady, IP: "10.244.0.2", Port: 8080}
+		if err := c.Do(ctx, "PUT", client.Path("replicas", "default", r.Metadata.Name)+"/status", &r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	latestReady := func() string {
+		got, err := client.Get[api.Function](ctx, c, "functions", "default", "hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Status.LatestReadyRevision
+	}
+
+	// The first revision takes the traffic at once, and is recorded as
+	// ready when its replica is.
+	if got := traffic(); got != "[{hello-00001 100}]" {
+		t.Fatalf("first deploy: traffic %s, want all on hello-00001", got)
+	}
+	ready("hello-00001")
+	waitFor(t, "hello-00001 recorded as the latest ready revision", func() (bool, string) {
+		got := latestReady()
+		return got == "hello-00001", got
+	})
+
+	// A second deploy: the traffic stays on hello-00001 while hello-00002
+	// has no Ready replica (an image that does not pull, say)...
+	f.Spec.Image = "example.test/hello:v2"
+	if _, err := c.PutFunction(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // five controller passes
+	if got := traffic(); got != "[{hello-00001 100}]" {
+		t.Fatalf("traffic moved to a revision with no Ready replica: %s", got)
+	}
+	// ... and moves, all of it, once hello-00002 has one.
+	ready("hello-00002")
+	waitFor(t, "traffic on hello-00002", func() (bool, string) {
+		got := traffic()
+		return got == "[{hello-00002 100}]" && latestReady() == "hello-00002", got
+	})
+
+	// After the rollout, traffic someone sets by hand stays as set.
+	tr, err := client.Get[api.Traffic](ctx, c, "traffic", "default", "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Spec.Targets = []api.TrafficTarget{{Revision: "hello-00001", Percent: 100}}
+	if err := c.Do(ctx, "PUT", client.Path("traffic", "default", "hello"), tr, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got := traffic(); got != "[{hello-00001 100}]" {
+		t.Errorf("a pass overrode the traffic set by hand: %s", got)
+	}
+}

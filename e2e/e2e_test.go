@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -312,17 +314,45 @@ func TestReadmeQuickStart(t *testing.T) {
 			t.Errorf("README output lacks %q:\n%s", want, got)
 		}
 	}
+
+	// A deploy whose image does not pull takes no traffic: it fails after
+	// its wait, saying why, and hello-00002 goes on answering.
+	registry := c.flags[3] // --api-addr: the registry is on the API's address
+	_, errOut, code := c.surge("deploy", "hello", "--image", registry+"/default/nope:v9", "--wait-timeout", "10s")
+	for _, want := range []string{"waiting for hello-00003: replica hello-00003-", "not found",
+		"revision hello-00003 has no Ready replica after 10s", "the traffic stays on hello-00002"} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("deploy of a missing image: exit %d, stderr lacks %q:\n%s", code, want, errOut)
+		}
+	}
+	for i := range 20 {
+		req, _ := http.NewRequest("GET", "http://"+c.gateway+"/", nil)
+		req.Host = "hello.surge.localhost"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("request %d after the failed deploy: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "host: hello-00002-") {
+			t.Fatalf("request %d after the failed deploy: %s %q, want 200 from a replica of hello-00002", i, resp.Status, body)
+		}
+	}
+	if out := c.mustSurge("describe", "hello"); !strings.Contains(out, "hello-00003 (rolling out: no Ready replica yet)") {
+		t.Errorf("describe after the failed deploy does not say hello-00003 is rolling out:\n%s", out)
+	}
 }
 
 // TestIssueDoneWhen walks the foundation issue's acceptance steps.
 func TestIssueDoneWhen(t *testing.T) {
 	c := newCluster(t, "server")
 	c.start()
-	c.mustSurge("deploy", "hello", "--image", "example.test/hello:v1")
+	// A server alone runs no replica: the deploys do not wait for one.
+	c.mustSurge("deploy", "hello", "--image", "example.test/hello:v1", "--no-wait")
 	if out := c.mustSurge("ls"); !strings.Contains(out, "hello-00001") {
 		t.Errorf("ls after the first deploy:\n%s", out)
 	}
-	if out := c.mustSurge("deploy", "hello", "--env", "A=1"); !strings.Contains(out, "hello-00002") {
+	if out := c.mustSurge("deploy", "hello", "--env", "A=1", "--no-wait"); !strings.Contains(out, "hello-00002") {
 		t.Errorf("second deploy: %s", out)
 	}
 	if out := c.mustSurge("deploy", "hello", "--env", "A=1"); !strings.Contains(out, "unchanged") {

@@ -32,6 +32,13 @@ type Config struct {
 	StatsMaxAge time.Duration
 	// Autoscaler is the decision core's configuration.
 	Autoscaler autoscaler.Config
+	// ProgressDeadline is how long a deploy's revision keeps its initial
+	// scale while it has never had a Ready replica and so takes no
+	// traffic (a missing image, a crash at start-up): after it, the
+	// revision is given up and scaled to zero, as Knative's
+	// progress-deadline does, and the traffic stays where it was.
+	// Default 10m, Knative's.
+	ProgressDeadline time.Duration
 	// Manual turns the runner off: Scales change only when someone writes
 	// them (tests of the controllers, operators debugging a revision).
 	Manual bool
@@ -39,7 +46,8 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Tick: time.Second, StatsMaxAge: 3 * time.Second, Autoscaler: autoscaler.DefaultConfig()}
+	return Config{Tick: time.Second, StatsMaxAge: 3 * time.Second, ProgressDeadline: 10 * time.Minute,
+		Autoscaler: autoscaler.DefaultConfig()}
 }
 
 // Runner decides the scale of every revision while its Run is running.
@@ -183,6 +191,18 @@ func (r *Runner) Tick(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	fns, _, err := store.List[api.Function](ctx, r.store, store.Functions, store.Functions.Prefix(""))
+	if err != nil {
+		return err
+	}
+	// rollingOut: each function's latest revision while it has never had
+	// a Ready replica; the rollout controller gives it the traffic then.
+	rollingOut := map[string]bool{}
+	for _, f := range fns {
+		if latest := f.Status.LatestRevision; latest != "" && latest != f.Status.LatestReadyRevision {
+			rollingOut[f.Metadata.Namespace+"/"+latest] = true
+		}
+	}
 	revByKey := make(map[string]*api.Revision, len(revs))
 	for i := range revs {
 		revByKey[revs[i].Metadata.Namespace+"/"+revs[i].Metadata.Name] = &revs[i]
@@ -222,14 +242,21 @@ func (r *Runner) Tick(ctx context.Context) error {
 		d.d.Record(now, l.sample)
 		dec := d.d.Scale(now, int(sc.Status.ReadyReplicas))
 		desired, reason := int32(dec.Desired), dec.Reason.String()
-		if initial := max(rev.Spec.Template.Scaling.MinScale, 1); desired < initial && serving[k] &&
+		if initial := api.InitialScale(&rev.Spec.Template); desired < initial && serving[k] &&
 			now.Sub(rev.Metadata.CreationTimestamp) < r.window(rev) {
 			// A new revision keeps its initial scale for one stable window,
 			// as Knative's does: long enough to become Ready and take its
 			// first requests, rather than being judged idle before it ran.
 			desired, reason = initial, "initial scale"
 		}
-		if !serving[k] && l.sample.Concurrency == 0 && l.sample.Requests == 0 {
+		switch age := now.Sub(rev.Metadata.CreationTimestamp); {
+		case rollingOut[k] && !serving[k] && age < r.cfg.ProgressDeadline:
+			// A deploy's revision keeps its initial scale until a replica
+			// is Ready and the traffic moves to it.
+			desired, reason = max(desired, api.InitialScale(&rev.Spec.Template)), "rolling out"
+		case rollingOut[k] && !serving[k]:
+			desired, reason = 0, fmt.Sprintf("not ready in %s", r.cfg.ProgressDeadline)
+		case !serving[k] && l.sample.Concurrency == 0 && l.sample.Requests == 0:
 			// A revision that gets no traffic any more drains to zero once
 			// its last requests are done, whatever its policy says.
 			desired, reason = 0, "no traffic"

@@ -2,7 +2,6 @@ package autoscaling_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -110,22 +109,45 @@ func TestRevisionWithoutTrafficDrainsToZero(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r, err := autoscaling.New(autoscaling.DefaultConfig(), in.Store(), slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, prometheus.NewRegistry())
+	now := time.Now()
+	r, err := autoscaling.New(autoscaling.DefaultConfig(), in.Store(), slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return now }, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Tick(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for rev, want := range map[string]int32{"hello-00001": 0, "hello-00002": 1} {
-		sc, err := client.Get[api.Scale](ctx, c, "scales", "default", rev)
-		if err != nil {
+	expect := func(when string, want map[string]int32, reasons map[string]string) {
+		t.Helper()
+		if err := r.Tick(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if sc.Spec.Replicas != want {
-			t.Errorf("%s: desired %d, want %d (%s)", rev, sc.Spec.Replicas, want, fmt.Sprint(sc.Status))
+		for rev, n := range want {
+			sc, err := client.Get[api.Scale](ctx, c, "scales", "default", rev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sc.Spec.Replicas != n || (reasons[rev] != "" && sc.Status.Reason != reasons[rev]) {
+				t.Errorf("%s: %s desired %d (%s), want %d (%s)", when, rev, sc.Spec.Replicas, sc.Status.Reason, n, reasons[rev])
+			}
 		}
 	}
+	// Until hello-00002 has a Ready replica the traffic stays on
+	// hello-00001, and both keep a replica.
+	expect("rolling out", map[string]int32{"hello-00001": 1, "hello-00002": 1}, map[string]string{"hello-00002": "rolling out"})
+
+	// The rollout ends: hello-00001 gets no traffic and drains to zero.
+	if moved, err := in.Store().PromoteRevision(ctx, "default", "hello", "hello-00002"); err != nil || !moved {
+		t.Fatalf("promote hello-00002: moved %v, %v", moved, err)
+	}
+	expect("rolled out", map[string]int32{"hello-00001": 0, "hello-00002": 1}, map[string]string{"hello-00001": "no traffic"})
+
+	// A revision that is never Ready is given up after the progress
+	// deadline; the one serving keeps its replica.
+	fn.Spec.Image = "example.test/hello:broken"
+	if _, err := c.PutFunction(ctx, fn); err != nil {
+		t.Fatal(err)
+	}
+	expect("broken, rolling out", map[string]int32{"hello-00002": 1, "hello-00003": 1}, nil)
+	now = now.Add(autoscaling.DefaultConfig().ProgressDeadline + time.Second)
+	expect("broken, past the deadline", map[string]int32{"hello-00002": 1, "hello-00003": 0}, map[string]string{"hello-00003": "not ready in 10m0s"})
 }
 
 func TestNewRevisionKeepsItsInitialScaleForAWindow(t *testing.T) {

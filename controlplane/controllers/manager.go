@@ -196,6 +196,7 @@ func relevant(wr clientv3.WatchResponse) bool {
 
 // state is one consistent read of what the controllers look at.
 type state struct {
+	functions []api.Function
 	scales    []api.Scale
 	replicas  []api.Replica
 	revisions map[string]*api.Revision // "ns/name"
@@ -205,6 +206,9 @@ type state struct {
 func (m *Manager) read(ctx context.Context) (*state, error) {
 	var s state
 	var err error
+	if s.functions, _, err = store.List[api.Function](ctx, m.store, store.Functions, store.Functions.Prefix("")); err != nil {
+		return nil, err
+	}
 	if s.scales, _, err = store.List[api.Scale](ctx, m.store, store.Scales, store.Scales.Prefix("")); err != nil {
 		return nil, err
 	}
@@ -236,7 +240,39 @@ func (m *Manager) Pass(ctx context.Context) error {
 		m.replicaSets(ctx, st),
 		m.schedule(ctx, st),
 		m.statuses(ctx, st),
+		m.rollouts(ctx, st),
 	)
+}
+
+// rollouts moves each function's traffic to its latest revision once that
+// revision has a Ready replica (the count statuses just wrote), as
+// Knative's routes follow the latest ready revision. Until then the
+// traffic stays on the revision before, and a revision that never gets a
+// Ready replica never takes any.
+func (m *Manager) rollouts(ctx context.Context, st *state) error {
+	ready := map[string]int32{}
+	for _, sc := range st.scales {
+		ready[sc.Metadata.Namespace+"/"+sc.Metadata.Name] = sc.Status.ReadyReplicas
+	}
+	var errs []error
+	for _, f := range st.functions {
+		latest := f.Status.LatestRevision
+		if latest == "" || latest == f.Status.LatestReadyRevision || ready[f.Metadata.Namespace+"/"+latest] == 0 {
+			continue
+		}
+		moved, err := m.store.PromoteRevision(ctx, f.Metadata.Namespace, f.Metadata.Name, latest)
+		if err != nil {
+			if !benign(err) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if moved {
+			m.log.Info("rolled out", "function", f.Metadata.Name, "namespace", f.Metadata.Namespace,
+				"revision", latest, "from", f.Status.LatestReadyRevision)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // nodes marks nodes that stopped beating dead, and removes their replicas

@@ -1,7 +1,9 @@
 // Package controllers holds the control plane's reconcilers: the replica
 // controller (Scale → Replicas), the scheduler's shell (unbound Replicas →
-// nodes) and the node controller (stale nodes → dead, their replicas
-// replaced). One leader runs them, elected through etcd.
+// nodes), the node controller (stale nodes → dead, their replicas
+// replaced) and the rollout controller (a deploy's revision with a Ready
+// replica → the function's traffic). One leader runs them, elected
+// through etcd.
 //
 // Each is level-triggered, as in Kubernetes: a pass reads the whole state,
 // computes the difference with pure functions (plan.go), and writes it. A

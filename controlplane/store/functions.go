@@ -36,20 +36,15 @@ type FunctionResult struct {
 	Revision string
 }
 
-// initialScale is how many replicas a new revision asks for before the
-// autoscaler has seen any traffic: at least one, so that a broken image
-// shows up at deploy time rather than on the first request (Knative's
-// initial-scale does the same).
-func initialScale(s *api.FunctionSpec) int32 {
-	return max(s.Scaling.MinScale, 1)
-}
-
 // PutFunction writes a Function with the deploy semantics users expect:
 //
 //   - a new spec, or one that differs from the stored one, makes a new
-//     immutable Revision NAME-0000N (N = the function's generation), a Scale
-//     for it, and moves the function's Traffic to it, all in one etcd
-//     transaction;
+//     immutable Revision NAME-0000N (N = the function's generation) and a
+//     Scale for it, in one etcd transaction;
+//   - a new function's Traffic goes to its first revision in that
+//     transaction; an existing function's stays where it is until the new
+//     revision has a Ready replica, when the rollout controller moves it
+//     (PromoteRevision): a revision that cannot start takes no traffic;
 //   - an unchanged spec makes no revision: deploys are idempotent;
 //   - a ResourceVersion on f makes the write conditional (api.ErrConflict).
 //
@@ -132,7 +127,7 @@ func (s *Store) PutFunction(ctx context.Context, f *api.Function, mode WriteMode
 		revName := api.RevisionName(m.Name, next.Metadata.Generation)
 		next.Status.LatestRevision = revName
 
-		ops, err := s.revisionOps(&next, revName)
+		ops, err := s.revisionOps(&next, revName, cur == nil)
 		if err != nil {
 			return nil, err
 		}
@@ -165,8 +160,8 @@ func (s *Store) PutFunction(ctx context.Context, f *api.Function, mode WriteMode
 }
 
 // revisionOps are the writes that go with a new revision of fn: the
-// Revision itself, its Scale, and the function's Traffic moved to it.
-func (s *Store) revisionOps(fn *api.Function, revName string) ([]clientv3.Op, error) {
+// Revision itself, its Scale, and, when first, the function's Traffic to it.
+func (s *Store) revisionOps(fn *api.Function, revName string, first bool) ([]clientv3.Op, error) {
 	ns := fn.Metadata.Namespace
 	labels := map[string]string{api.LabelFunction: fn.Metadata.Name}
 	rev := &api.Revision{
@@ -176,20 +171,20 @@ func (s *Store) revisionOps(fn *api.Function, revName string) ([]clientv3.Op, er
 	s.stampNew(Revisions, rev)
 	scale := &api.Scale{
 		Metadata: api.ObjectMeta{Name: revName, Namespace: ns, Labels: map[string]string{api.LabelFunction: fn.Metadata.Name, api.LabelRevision: revName}},
-		Spec:     api.ScaleSpec{Replicas: initialScale(&fn.Spec)},
+		Spec:     api.ScaleSpec{Replicas: api.InitialScale(&fn.Spec)},
 	}
 	s.stampNew(Scales, scale)
-	traffic := &api.Traffic{
-		Metadata: api.ObjectMeta{Name: fn.Metadata.Name, Namespace: ns, Labels: labels},
-		Spec:     api.TrafficSpec{Targets: []api.TrafficTarget{{Revision: revName, Percent: 100}}},
-	}
-	s.stampNew(Traffics, traffic)
-
-	var ops []clientv3.Op
-	for _, o := range []struct {
+	type write struct {
 		k   Kind
 		obj api.Object
-	}{{Revisions, rev}, {Scales, scale}, {Traffics, traffic}} {
+	}
+	writes := []write{{Revisions, rev}, {Scales, scale}}
+	if first {
+		writes = append(writes, write{Traffics, allTrafficTo(fn, revName)})
+		s.stampNew(Traffics, writes[2].obj)
+	}
+	var ops []clientv3.Op
+	for _, o := range writes {
 		val, err := encode(o.obj)
 		if err != nil {
 			return nil, err
@@ -198,6 +193,74 @@ func (s *Store) revisionOps(fn *api.Function, revName string) ([]clientv3.Op, er
 		ops = append(ops, clientv3.OpPut(key, val))
 	}
 	return ops, nil
+}
+
+// allTrafficTo is fn's Traffic with every request going to revName.
+func allTrafficTo(fn *api.Function, revName string) *api.Traffic {
+	return &api.Traffic{
+		Metadata: api.ObjectMeta{Name: fn.Metadata.Name, Namespace: fn.Metadata.Namespace,
+			Labels: map[string]string{api.LabelFunction: fn.Metadata.Name}},
+		Spec: api.TrafficSpec{Targets: []api.TrafficTarget{{Revision: revName, Percent: 100}}},
+	}
+}
+
+// PromoteRevision ends a deploy's rollout once its revision has a Ready
+// replica: the function's Traffic moves to revName, all of it, and the
+// function records revName as its LatestReadyRevision, in one
+// transaction. It does so only while revName is still the function's
+// latest revision and not yet promoted, and only if neither the function
+// nor its Traffic changed since they were read (else api.ErrConflict:
+// read again). It reports whether it moved the traffic.
+func (s *Store) PromoteRevision(ctx context.Context, ns, fnName, revName string) (bool, error) {
+	fkey, _ := Functions.Key(ns, fnName)
+	tkey, _ := Traffics.Key(ns, fnName)
+	resp, err := s.c.Txn(ctx).Then(clientv3.OpGet(fkey), clientv3.OpGet(tkey)).Commit()
+	if err != nil {
+		return false, fmt.Errorf("promote revision %s: %w", revName, err)
+	}
+	fkvs, tkvs := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs
+	if len(fkvs) == 0 {
+		return false, notFound(Functions, fnName)
+	}
+	fn, err := decode[api.Function](Functions, fkvs[0].Value, fkvs[0].ModRevision)
+	if err != nil {
+		return false, err
+	}
+	if fn.Status.LatestRevision != revName || fn.Status.LatestReadyRevision == revName {
+		return false, nil
+	}
+	traffic := allTrafficTo(fn, revName)
+	tguard := clientv3.Compare(clientv3.CreateRevision(tkey), "=", 0)
+	if len(tkvs) > 0 {
+		cur, err := decode[api.Traffic](Traffics, tkvs[0].Value, tkvs[0].ModRevision)
+		if err != nil {
+			return false, err
+		}
+		traffic.Metadata.UID, traffic.Metadata.CreationTimestamp = cur.Metadata.UID, cur.Metadata.CreationTimestamp
+		traffic.Metadata.Generation = cur.Metadata.Generation
+		tguard = clientv3.Compare(clientv3.ModRevision(tkey), "=", tkvs[0].ModRevision)
+	} else {
+		s.stampNew(Traffics, traffic)
+	}
+	fn.Status.LatestReadyRevision = revName
+	tval, err := encode(traffic)
+	if err != nil {
+		return false, err
+	}
+	fval, err := encode(fn)
+	if err != nil {
+		return false, err
+	}
+	tr, err := s.c.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(fkey), "=", fkvs[0].ModRevision), tguard).
+		Then(clientv3.OpPut(fkey, fval), clientv3.OpPut(tkey, tval)).Commit()
+	if err != nil {
+		return false, fmt.Errorf("promote revision %s: %w", revName, err)
+	}
+	if !tr.Succeeded {
+		return false, conflict(Functions, fnName)
+	}
+	return true, nil
 }
 
 // sameSpec compares two specs by their JSON form, which is what is stored.
