@@ -50,7 +50,7 @@ var _ gateway.RouteSource = HelloRoute{}
 func (s HelloRoute) Run(ctx context.Context, u gateway.Updater) error {
 	u.Update(func(st *gateway.State) {
 		ns := api.DefaultNamespace
-		st.SetFunction(gateway.FunctionInfo{Namespace: ns, Name: "hello", LatestRevision: "hello-00001"})
+		st.SetFunction(gateway.FunctionInfo{Namespace: ns, Name: "hello", DefaultRevision: "hello-00001"})
 		st.SetRevision(gateway.RevisionInfo{Namespace: ns, Name: "hello-00001", Function: "hello", Number: 1})
 		st.SetEndpoint(gateway.EndpointInfo{Namespace: ns, Replica: "hello-00001-a", Function: "hello",
 			Revision: "hello-00001", Node: "bench", Addr: s.Addr, Phase: api.ReplicaReady})

@@ -156,31 +156,79 @@ func runDeploy(ctx context.Context, o *DeployOptions) error {
 	if err != nil {
 		return err
 	}
+	// The flags are edits of the stored spec: when the function changed
+	// between the read and the write (a rollout ending writes its status),
+	// read it again and apply them again.
+	var cur, out *api.Function
+	for attempt := 1; ; attempt++ {
+		cur, out, err = deployOnce(ctx, c, o)
+		if !errors.Is(err, api.ErrConflict) {
+			break
+		}
+		if attempt == 3 {
+			return fmt.Errorf("function %q changed while deploying: run the deploy again", o.Name)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	rev := out.Status.LatestRevision
+	verb := "updated"
+	switch {
+	case cur == nil:
+		verb = "created"
+	case rev == cur.Status.LatestRevision:
+		verb = "unchanged"
+	}
+	if out.Status.LatestReadyRevision == rev {
+		if verb == "unchanged" {
+			fmt.Fprintf(o.Out, "function %q unchanged: revision %s\n", o.Name, rev)
+		} else {
+			fmt.Fprintf(o.Out, "function %q %s: revision %s takes all traffic\n", o.Name, verb, rev)
+		}
+		return nil
+	}
+	if o.Wait == 0 {
+		fmt.Fprintf(o.Out, "function %q %s: revision %s takes all traffic once a replica is Ready\n", o.Name, verb, rev)
+		return nil
+	}
+	// An unchanged deploy of a revision still rolling out waits too: a
+	// retried deploy must not succeed where the first one failed.
+	if err := waitRollout(ctx, c, o, rev); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "function %q %s: revision %s takes all traffic\n", o.Name, verb, rev)
+	return nil
+}
+
+// deployOnce reads the function, applies o's flags to its spec and writes
+// it back, conditional on what it read. It returns the function as read
+// (nil when new) and as written.
+func deployOnce(ctx context.Context, c *client.Client, o *DeployOptions) (cur, out *api.Function, err error) {
 	fn := &api.Function{Metadata: api.ObjectMeta{Name: o.Name, Namespace: c.Namespace()}}
-	before := ""
-	cur, err := client.Get[api.Function](ctx, c, "functions", c.Namespace(), o.Name)
+	cur, err = client.Get[api.Function](ctx, c, "functions", c.Namespace(), o.Name)
 	switch {
 	case err == nil:
 		fn.Spec = cur.Spec
 		fn.Metadata.Labels = cur.Metadata.Labels
 		fn.Metadata.ResourceVersion = cur.Metadata.ResourceVersion
-		before = cur.Status.LatestRevision
 	case errors.Is(err, api.ErrNotFound):
+		cur = nil
 		if o.Set["exists"] {
-			return fmt.Errorf("function %q not found: `surge ls` lists them", o.Name)
+			return nil, nil, fmt.Errorf("function %q not found: `surge ls` lists them", o.Name)
 		}
 		if !o.Set["image"] {
-			return usagef("function %q does not exist yet: --image is required to create it", o.Name)
+			return nil, nil, usagef("function %q does not exist yet: --image is required to create it", o.Name)
 		}
 	default:
-		return o.describeError(err)
+		return nil, nil, o.describeError(err)
 	}
 	s := &fn.Spec
 	if o.Set["image"] {
 		s.Image = o.Image
 	}
 	if s.Env, err = applyEnv(s.Env, o.Env); err != nil {
-		return err
+		return nil, nil, err
 	}
 	setIf(o.Set["port"], &s.Port, o.Port)
 	setIf(o.Set["concurrency"], &s.Concurrency, o.Concurrency)
@@ -199,50 +247,25 @@ func runDeploy(ctx context.Context, o *DeployOptions) error {
 	if err := api.ValidateFunction(fn); err != nil {
 		var fe api.FieldErrors
 		errors.As(err, &fe)
-		return o.describeError(api.Invalid(api.KindFunction, o.Name, fe))
+		return nil, nil, o.describeError(api.Invalid(api.KindFunction, o.Name, fe))
 	}
-	out, err := c.PutFunction(ctx, fn)
+	out, err = c.PutFunction(ctx, fn)
 	if errors.Is(err, api.ErrConflict) {
-		return fmt.Errorf("function %q changed while deploying: run the deploy again", o.Name)
+		return nil, nil, err
 	}
 	if err != nil {
-		return o.describeError(err)
+		return nil, nil, o.describeError(err)
 	}
-	rev := out.Status.LatestRevision
-	verb := "updated"
-	switch {
-	case cur == nil:
-		verb = "created"
-	case rev == before:
-		if out.Status.LatestReadyRevision != rev {
-			fmt.Fprintf(o.Out, "function %q unchanged: revision %s, which has no Ready replica yet\n", o.Name, rev)
-			return nil
-		}
-		fmt.Fprintf(o.Out, "function %q unchanged: revision %s\n", o.Name, rev)
-		return nil
-	}
-	if out.Status.LatestReadyRevision == rev {
-		fmt.Fprintf(o.Out, "function %q %s: revision %s takes all traffic\n", o.Name, verb, rev)
-		return nil
-	}
-	if o.Wait == 0 {
-		fmt.Fprintf(o.Out, "function %q %s: revision %s takes all traffic once a replica is Ready\n", o.Name, verb, rev)
-		return nil
-	}
-	if err := waitRollout(ctx, c, o, rev, out.Status.LatestReadyRevision); err != nil {
-		return err
-	}
-	fmt.Fprintf(o.Out, "function %q %s: revision %s takes all traffic\n", o.Name, verb, rev)
-	return nil
+	return cur, out, nil
 }
 
 // waitRollout waits until rev is the function's latest ready revision (a
 // replica of it is Ready and the traffic moved to it), for at most o.Wait.
 // What the replicas of rev report on the way (a pull that fails, a crash)
 // goes to o.Err, each message once, so that a deploy that cannot succeed
-// says why long before the wait ends. prev is the revision the traffic is
-// on meanwhile, "" for a new function.
-func waitRollout(ctx context.Context, c *client.Client, o *DeployOptions, rev, prev string) error {
+// says why long before the wait ends. An error of the API is retried until
+// then, unless it is final (the function gone, the token refused).
+func waitRollout(ctx context.Context, c *client.Client, o *DeployOptions, rev string) error {
 	poll := o.Poll
 	if poll <= 0 {
 		poll = 250 * time.Millisecond
@@ -250,19 +273,20 @@ func waitRollout(ctx context.Context, c *client.Client, o *DeployOptions, rev, p
 	wctx, cancel := context.WithTimeout(ctx, o.Wait)
 	defer cancel()
 	seen := map[string]bool{}
-	var last string // the latest message of a replica of rev
+	var last string // the latest message of a replica of rev, or of the API
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for {
 		fn, err := client.Get[api.Function](wctx, c, "functions", c.Namespace(), o.Name)
-		if err == nil && fn.Status.LatestReadyRevision == rev {
+		switch {
+		case err == nil && fn.Status.LatestReadyRevision == rev:
 			return nil
-		}
-		if err == nil && fn.Status.LatestRevision != rev {
+		case err == nil && fn.Status.LatestRevision != rev:
 			return fmt.Errorf("function %q: revision %s was deployed while waiting for %s", o.Name, fn.Status.LatestRevision, rev)
-		}
-		if err != nil && wctx.Err() == nil {
+		case errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrForbidden):
 			return o.describeError(err)
+		case err != nil && wctx.Err() == nil:
+			last = "the API: " + err.Error()
 		}
 		reps, err := client.List[api.Replica](wctx, c, "replicas", c.Namespace(), url.Values{"function": {o.Name}})
 		if err == nil {
@@ -270,11 +294,10 @@ func waitRollout(ctx context.Context, c *client.Client, o *DeployOptions, rev, p
 				if r.Spec.Revision != rev || r.Status.Message == "" {
 					continue
 				}
-				msg := fmt.Sprintf("replica %s: %s", r.Metadata.Name, r.Status.Message)
-				last = msg
-				if key := r.Status.Message; !seen[key] {
-					seen[key] = true
-					fmt.Fprintf(o.Err, "waiting for %s: %s\n", rev, msg)
+				last = fmt.Sprintf("replica %s: %s", r.Metadata.Name, r.Status.Message)
+				if !seen[r.Status.Message] {
+					seen[r.Status.Message] = true
+					fmt.Fprintf(o.Err, "waiting for %s: %s\n", rev, last)
 				}
 			}
 		}
@@ -287,15 +310,39 @@ func waitRollout(ctx context.Context, c *client.Client, o *DeployOptions, rev, p
 		if last != "" {
 			why = " (" + last + ")"
 		}
-		stays := fmt.Sprintf("the traffic stays on %s", prev)
-		if prev == "" {
-			stays = "requests to it wait for a Ready replica"
-		}
+		// Where the traffic is meanwhile, read afresh: ctx may be done.
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		stays := trafficNow(rctx, c, o.Name, rev)
+		rcancel()
 		if ctx.Err() != nil {
 			return fmt.Errorf("function %q: stopped waiting for revision %s, which has no Ready replica yet%s; %s", o.Name, rev, why, stays)
 		}
 		return fmt.Errorf("function %q: revision %s has no Ready replica after %s%s; %s (surge describe %s shows more)", o.Name, rev, o.Wait, why, stays, o.Name)
 	}
+}
+
+// trafficNow says where fn's traffic is while rev rolls out.
+func trafficNow(ctx context.Context, c *client.Client, fn, rev string) string {
+	tr, err := client.Get[api.Traffic](ctx, c, "traffic", c.Namespace(), fn)
+	if err != nil {
+		return "the traffic stays where it was"
+	}
+	var on []string
+	for _, t := range tr.Spec.Targets {
+		switch {
+		case t.Percent <= 0:
+		case t.Revision == rev && t.Percent == 100:
+			return "requests to it wait for a Ready replica"
+		case t.Percent == 100:
+			on = append(on, t.Revision)
+		default:
+			on = append(on, fmt.Sprintf("%s (%d%%)", t.Revision, t.Percent))
+		}
+	}
+	if len(on) == 0 {
+		return "the function has no traffic"
+	}
+	return "the traffic stays on " + strings.Join(on, ", ")
 }
 
 func setIf[T any](set bool, dst *T, v T) {

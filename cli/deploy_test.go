@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -392,13 +393,24 @@ func TestDeployWaitsForTheRevisionToBeReady(t *testing.T) {
 			}
 		})
 
-		// Deploying it again changes nothing, and says it is not Ready.
+		// Deploying it again changes nothing, and fails the same way: a
+		// retried deploy does not pass where the first one failed.
 		s, out, _ = testStreams()
-		if err := runDeploy(t.Context(), deployOpts(f, s, "hello", v2)); err != nil {
-			t.Fatal(err)
+		o = deployOpts(f, s, "hello", v2)
+		o.Wait, o.Poll = 100*time.Millisecond, 10*time.Millisecond
+		if err := runDeploy(t.Context(), o); err == nil || !strings.Contains(err.Error(), "revision hello-00002 has no Ready replica after 100ms") {
+			t.Errorf("the same deploy again: %v, want it to fail as the first", err)
 		}
-		if got, want := out.String(), "function \"hello\" unchanged: revision hello-00002, which has no Ready replica yet\n"; got != want {
-			t.Errorf("stdout = %q, want %q", got, want)
+
+		// A split set by hand meanwhile is named as it is.
+		f.edit(func() {
+			f.traffic["hello"].Spec.Targets = []api.TrafficTarget{{Revision: "hello-00001", Percent: 90}, {Revision: "hello-00002", Percent: 10}}
+		})
+		s, _, _ = testStreams()
+		o = deployOpts(f, s, "hello", v2)
+		o.Wait, o.Poll = 50*time.Millisecond, 10*time.Millisecond
+		if err := runDeploy(t.Context(), o); err == nil || !strings.Contains(err.Error(), "the traffic stays on hello-00001 (90%), hello-00002 (10%)") {
+			t.Errorf("with a split: %v", err)
 		}
 	})
 
@@ -434,4 +446,24 @@ func TestDeployWaitsForTheRevisionToBeReady(t *testing.T) {
 			t.Fatalf("error = %v, want %s", err, want)
 		}
 	})
+}
+
+func TestDeployRetriesAWriteThatRacedAStatusChange(t *testing.T) {
+	f := newFakeAPI(t)
+	f.deploy(t, helloV1())
+	// A rollout ending between the deploy's read and its write changes
+	// the function's status, and so its resourceVersion: 409 once.
+	f.edit(func() {
+		f.failOnce["PUT /v1/namespaces/default/functions/hello"] = api.NewError(http.StatusConflict, api.ReasonConflict, "function \"hello\" was changed since you read it")
+	})
+	s, out, _ := testStreams()
+	if err := runDeploy(t.Context(), deployOpts(f, s, "hello", func(o *DeployOptions) { o.Env, o.Set["env"] = []string{"A=1"}, true })); err != nil {
+		t.Fatalf("deploy after one conflict: %v", err)
+	}
+	if got, want := out.String(), "function \"hello\" updated: revision hello-00002 takes all traffic\n"; got != want {
+		t.Errorf("stdout = %q, want %q", got, want)
+	}
+	if n := len(f.paths(http.MethodPut)); n != 2 {
+		t.Errorf("%d PUTs, want 2 (one refused, one retried)", n)
+	}
 }

@@ -121,7 +121,7 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 	}
 	kv.row("Scaling:", policy)
 	latest := f.Status.LatestRevision
-	if ready := f.Status.LatestReadyRevision; latest != "" && ready != latest {
+	if latest != "" && latest != f.Status.LatestReadyRevision && !takesTraffic(d.Traffic, latest) {
 		latest += " (rolling out: no Ready replica yet)"
 	}
 	kv.row("Latest revision:", latest)
@@ -181,4 +181,17 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// takesTraffic reports whether t sends rev a share of the requests.
+func takesTraffic(t *api.Traffic, rev string) bool {
+	if t == nil {
+		return false
+	}
+	for _, tt := range t.Spec.Targets {
+		if tt.Revision == rev && tt.Percent > 0 {
+			return true
+		}
+	}
+	return false
 }

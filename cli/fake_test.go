@@ -48,7 +48,9 @@ type fakeAPI struct {
 	stuck map[string]string
 	// fail answers a route ("GET /v1/namespaces/default/functions/hello")
 	// with an error instead.
-	fail     map[string]*api.Error
+	fail map[string]*api.Error
+	// failOnce is fail for the next request of a route only.
+	failOnce map[string]*api.Error
 	requests []fakeRequest
 }
 
@@ -70,6 +72,7 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		replicas:  map[string]*api.Replica{},
 		fail:      map[string]*api.Error{},
 		stuck:     map[string]string{},
+		failOnce:  map[string]*api.Error{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/version", func(w http.ResponseWriter, r *http.Request) {
@@ -122,6 +125,11 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 			return
 		}
 		if e := f.fail[r.Method+" "+r.URL.Path]; e != nil {
+			writeFakeJSON(w, e.Code, e)
+			return
+		}
+		if e := f.failOnce[r.Method+" "+r.URL.Path]; e != nil {
+			delete(f.failOnce, r.Method+" "+r.URL.Path)
 			writeFakeJSON(w, e.Code, e)
 			return
 		}

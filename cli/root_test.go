@@ -70,6 +70,8 @@ func TestExecute(t *testing.T) {
 			wantErr: `surge: function "hello": --min must not be negative`},
 		{name: "deploy names its own flags", args: "deploy hello --min-scale -1", wantCode: 1,
 			wantErr: `surge: function "hello": --min-scale must not be negative`},
+		{name: "scale with only how to wait", args: "scale hello --no-wait", wantCode: 2,
+			wantErr: `surge: surge scale hello: give at least one of --min, --max, --target, --metric, --scale-to-zero-grace`},
 		{name: "negative wait", args: "deploy hello --image x --wait-timeout -1s", wantCode: 2,
 			wantErr: `surge: --wait-timeout -1s: must not be negative`},
 		{name: "env PORT", args: "deploy hello --env PORT=80", wantCode: 1,

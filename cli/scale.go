@@ -22,12 +22,18 @@ autoscaling annotations).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = args[0]
 			o.Set = map[string]bool{}
-			cmd.Flags().Visit(func(f *pflag.Flag) {
+			// Its own flags only: --api or --config change nothing.
+			cmd.LocalNonPersistentFlags().VisitAll(func(f *pflag.Flag) {
+				if !f.Changed {
+					return
+				}
 				switch f.Name {
 				case "min":
 					o.Set["min-scale"] = true
 				case "max":
 					o.Set["max-scale"] = true
+				case "wait-timeout", "no-wait":
+					// how to wait, not what to change
 				default:
 					o.Set[f.Name] = true
 				}

@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"testing"
@@ -229,5 +230,85 @@ func TestDeployMovesTrafficOnceTheRevisionIsReady(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if got := traffic(); got != "[{hello-00001 100}]" {
 		t.Errorf("a pass overrode the traffic set by hand: %s", got)
+	}
+
+	// A split set by hand while a revision rolls out stays when it is
+	// Ready: the user spoke after the deploy.
+	setTraffic := func(targets ...api.TrafficTarget) {
+		t.Helper()
+		tr, err := client.Get[api.Traffic](ctx, c, "traffic", "default", "hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.Spec.Targets = targets
+		if err := c.Do(ctx, "PUT", client.Path("traffic", "default", "hello"), tr, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Spec.Image = "example.test/hello:v3"
+	if _, err := c.PutFunction(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	setTraffic(api.TrafficTarget{Revision: "hello-00001", Percent: 90}, api.TrafficTarget{Revision: "hello-00003", Percent: 10})
+	ready("hello-00003")
+	waitFor(t, "hello-00003 recorded as ready", func() (bool, string) {
+		got := latestReady()
+		return got == "hello-00003", got
+	})
+	if got := traffic(); got != "[{hello-00001 90} {hello-00003 10}]" {
+		t.Errorf("the rollout overrode a split set during it: %s", got)
+	}
+
+	// The next deploy moves the traffic again: the split predates it.
+	f.Spec.Image = "example.test/hello:v4"
+	if _, err := c.PutFunction(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	ready("hello-00004")
+	waitFor(t, "traffic on hello-00004", func() (bool, string) {
+		got := traffic()
+		return got == "[{hello-00004 100}]", got
+	})
+}
+
+func TestPromoteRevisionOnlyTheLatestOnce(t *testing.T) {
+	in := controlplanetest.StartWith(t, func(c *controlplane.Config) { c.Autoscaling.Manual = true })
+	c := in.Client()
+	ctx := context.Background()
+	st := in.Store()
+	f := hello("example.test/hello:v1")
+	for _, img := range []string{"example.test/hello:v1", "example.test/hello:v2"} {
+		f.Spec.Image = img
+		if _, err := c.PutFunction(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if moved, err := st.PromoteRevision(ctx, "default", "hello", "hello-00001"); err != nil || moved {
+		t.Errorf("promote a revision that is not the latest: moved %v, %v; want neither", moved, err)
+	}
+	if moved, err := st.PromoteRevision(ctx, "default", "hello", "hello-00002"); err != nil || !moved {
+		t.Errorf("promote the latest: moved %v, %v; want moved", moved, err)
+	}
+	if moved, err := st.PromoteRevision(ctx, "default", "hello", "hello-00002"); err != nil || moved {
+		t.Errorf("promote it again: moved %v, %v; want nothing done", moved, err)
+	}
+	if _, err := st.PromoteRevision(ctx, "default", "nope", "nope-00001"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("promote in a missing function: %v, want not found", err)
+	}
+	got, err := client.Get[api.Function](ctx, c, "functions", "default", "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.LatestReadyRevision != "hello-00002" || got.Status.LatestRevision != "hello-00002" {
+		t.Errorf("status after the promotion: %+v", got.Status)
+	}
+	// A deploy keeps what the rollout recorded.
+	f.Spec.Image = "example.test/hello:v3"
+	out, err := c.PutFunction(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Status.LatestReadyRevision != "hello-00002" || out.Status.LatestRevision != "hello-00003" {
+		t.Errorf("status after the next deploy: %+v", out.Status)
 	}
 }

@@ -85,6 +85,8 @@ type cluster struct {
 	flags   []string
 	cmd     *exec.Cmd
 	out     *syncBuffer
+	// api is the API's address, which the registry shares.
+	api string
 	// gateway is the gateway's address (surge up only).
 	gateway string
 }
@@ -96,7 +98,8 @@ func newCluster(t *testing.T, verb string) *cluster {
 		dataDir: filepath.Join(dir, "data"),
 		config:  filepath.Join(dir, "config.yaml"),
 	}
-	c.flags = []string{"--data-dir", c.dataDir, "--api-addr", freeAddr(t),
+	c.api = freeAddr(t)
+	c.flags = []string{"--data-dir", c.dataDir, "--api-addr", c.api,
 		"--etcd-client-addr", freeAddr(t), "--etcd-peer-addr", freeAddr(t)}
 	if verb == "server" {
 		c.flags = append(c.flags, "--gossip-addr", "127.0.0.1:0")
@@ -317,8 +320,7 @@ func TestReadmeQuickStart(t *testing.T) {
 
 	// A deploy whose image does not pull takes no traffic: it fails after
 	// its wait, saying why, and hello-00002 goes on answering.
-	registry := c.flags[3] // --api-addr: the registry is on the API's address
-	_, errOut, code := c.surge("deploy", "hello", "--image", registry+"/default/nope:v9", "--wait-timeout", "10s")
+	_, errOut, code := c.surge("deploy", "hello", "--image", c.api+"/default/nope:v9", "--wait-timeout", "10s")
 	for _, want := range []string{"waiting for hello-00003: replica hello-00003-", "not found",
 		"revision hello-00003 has no Ready replica after 10s", "the traffic stays on hello-00002"} {
 		if code != 1 || !strings.Contains(errOut, want) {
@@ -355,7 +357,7 @@ func TestIssueDoneWhen(t *testing.T) {
 	if out := c.mustSurge("deploy", "hello", "--env", "A=1", "--no-wait"); !strings.Contains(out, "hello-00002") {
 		t.Errorf("second deploy: %s", out)
 	}
-	if out := c.mustSurge("deploy", "hello", "--env", "A=1"); !strings.Contains(out, "unchanged") {
+	if out := c.mustSurge("deploy", "hello", "--env", "A=1", "--no-wait"); !strings.Contains(out, "unchanged") {
 		t.Errorf("same deploy again: %s", out)
 	}
 	_, errOut, code := c.surge("deploy", "Bad_Name", "--image", "x")

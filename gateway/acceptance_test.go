@@ -51,7 +51,7 @@ func TestTrafficSplitWithinThreePointsOver10000Requests(t *testing.T) {
 	}
 	tg.Routes().Update(func(s *State) {
 		ns := api.DefaultNamespace
-		s.SetFunction(FunctionInfo{Namespace: ns, Name: "split", LatestRevision: revs[1]})
+		s.SetFunction(FunctionInfo{Namespace: ns, Name: "split", DefaultRevision: revs[1]})
 		for i, rev := range revs {
 			s.SetRevision(RevisionInfo{Namespace: ns, Name: rev, Function: "split", Number: int64(i + 1)})
 			s.SetEndpoint(EndpointInfo{Namespace: ns, Replica: rev + "-r", Function: "split", Revision: rev,

@@ -315,7 +315,7 @@ func TestRoutesBuild(t *testing.T) {
 	r := newRoutes(routeConfig{defaultTimeout: time.Minute, queueDepth: 3, budget: newBudgetConfig(0.2, 1)}, routeHooks{})
 	r.Update(func(s *State) {
 		s.SetFunction(FunctionInfo{Namespace: "default", Name: "hello"})
-		s.SetFunction(FunctionInfo{Namespace: "prod", Name: "hello", LatestRevision: "hello-00001"})
+		s.SetFunction(FunctionInfo{Namespace: "prod", Name: "hello", DefaultRevision: "hello-00001"})
 		for i, ns := range []string{"default", "default", "prod", "prod"} {
 			n := int64(i%2 + 1)
 			s.SetRevision(RevisionInfo{Namespace: ns, Name: "hello-0000" + string(rune('0'+n)), Function: "hello", Number: n, Concurrency: 4, Timeout: time.Second})
@@ -346,7 +346,7 @@ func TestRoutesBuild(t *testing.T) {
 		t.Errorf("default targets %+v", def.targets)
 	}
 	if tbl.routes["hello.prod"].targets[0].rev.key.Name != "hello-00001" {
-		t.Error("prod does not follow its LatestRevision")
+		t.Error("prod does not follow its DefaultRevision")
 	}
 	rev := def.targets[0].rev
 	var addrs []string

@@ -148,7 +148,11 @@ func nsOf(m api.ObjectMeta) string {
 }
 
 func functionInfo(f *api.Function) FunctionInfo {
-	return FunctionInfo{Namespace: nsOf(f.Metadata), Name: f.Metadata.Name, LatestRevision: f.Status.LatestRevision}
+	def := f.Status.LatestReadyRevision
+	if def == "" {
+		def = f.Status.LatestRevision
+	}
+	return FunctionInfo{Namespace: nsOf(f.Metadata), Name: f.Metadata.Name, DefaultRevision: def}
 }
 
 func revisionInfo(r *api.Revision) RevisionInfo {

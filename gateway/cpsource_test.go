@@ -168,3 +168,20 @@ func TestControlPlaneSourceStopsOnUnauthorized(t *testing.T) {
 		t.Errorf("Run = %v, want ErrUnauthorized", err)
 	}
 }
+
+func TestFunctionWithoutTrafficFallsBackToItsLatestReadyRevision(t *testing.T) {
+	for _, tt := range []struct {
+		status api.FunctionStatus
+		want   string
+	}{
+		{api.FunctionStatus{LatestRevision: "hello-00001"}, "hello-00001"},
+		{api.FunctionStatus{LatestRevision: "hello-00001", LatestReadyRevision: "hello-00001"}, "hello-00001"},
+		// hello-00002 is rolling out: it has no Ready replica yet.
+		{api.FunctionStatus{LatestRevision: "hello-00002", LatestReadyRevision: "hello-00001"}, "hello-00001"},
+	} {
+		got := functionInfo(&api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Status: tt.status}).DefaultRevision
+		if got != tt.want {
+			t.Errorf("%+v: DefaultRevision %q, want %q", tt.status, got, tt.want)
+		}
+	}
+}

@@ -81,7 +81,7 @@ func (tg *testGateway) route(fn, rev string, concurrency int32, timeout time.Dur
 func setRoute(u Updater, fn, rev string, concurrency int32, timeout time.Duration, addrs ...string) {
 	u.Update(func(s *State) {
 		ns := api.DefaultNamespace
-		s.SetFunction(FunctionInfo{Namespace: ns, Name: fn, LatestRevision: rev})
+		s.SetFunction(FunctionInfo{Namespace: ns, Name: fn, DefaultRevision: rev})
 		s.SetRevision(RevisionInfo{Namespace: ns, Name: rev, Function: fn, Number: 1, Concurrency: concurrency, Timeout: timeout})
 		for k, e := range s.endpoints {
 			if e.Revision == rev {

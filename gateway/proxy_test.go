@@ -44,7 +44,7 @@ func TestProxyRoutesAndRewritesHeaders(t *testing.T) {
 	tg := startGateway(t, testConfig(), Deps{})
 	tg.route("hello", "hello-00001", 0, 0, backend(t, echoHandler))
 	tg.Routes().Update(func(s *State) {
-		s.SetFunction(FunctionInfo{Namespace: "prod", Name: "hello", LatestRevision: "hello-00007"})
+		s.SetFunction(FunctionInfo{Namespace: "prod", Name: "hello", DefaultRevision: "hello-00007"})
 		s.SetRevision(RevisionInfo{Namespace: "prod", Name: "hello-00007", Function: "hello", Number: 7})
 		s.SetEndpoint(EndpointInfo{Namespace: "prod", Replica: "p1", Function: "hello", Revision: "hello-00007", Addr: backend(t, func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprint(w, "prod")

@@ -234,7 +234,7 @@ func (r *Routes) rebuild() {
 				fr.targets = append(fr.targets, target{rev: rev, cum: cum})
 			}
 		} else {
-			latest := fr.byName[fi.LatestRevision]
+			latest := fr.byName[fi.DefaultRevision]
 			if latest == nil && len(revs) > 0 {
 				latest = slices.MaxFunc(revs, func(a, b *revision) int { return cmp.Compare(numbers(a), numbers(b)) })
 			}

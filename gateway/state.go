@@ -18,8 +18,10 @@ func (k Key) String() string { return k.Namespace + "/" + k.Name }
 // FunctionInfo is what routing needs of a Function.
 type FunctionInfo struct {
 	Namespace, Name string
-	// LatestRevision takes all traffic when the function has no Traffic.
-	LatestRevision string
+	// DefaultRevision takes all traffic when the function has no Traffic
+	// (yet): its latest ready revision, or its latest while none has been
+	// ready, never one still rolling out after another was ready.
+	DefaultRevision string
 }
 
 // RevisionInfo is what routing needs of a Revision.
@@ -93,7 +95,7 @@ func (s *State) SetTraffic(ns, function string, targets []api.TrafficTarget) {
 	s.traffic[Key{ns, function}] = append([]api.TrafficTarget(nil), targets...)
 }
 
-// DeleteTraffic removes a function's split; its latest revision then takes all.
+// DeleteTraffic removes a function's split; its DefaultRevision then takes all.
 func (s *State) DeleteTraffic(ns, function string) { delete(s.traffic, Key{ns, function}) }
 
 // SetEndpoint adds or replaces a replica's endpoint.

@@ -118,7 +118,7 @@ func (tg *testGateway) inflight(fn string) int64 {
 func (tg *testGateway) routeLimits(fn string, timeout, idle time.Duration, addr string) {
 	tg.Routes().Update(func(s *State) {
 		ns, rev := api.DefaultNamespace, fn+"-00001"
-		s.SetFunction(FunctionInfo{Namespace: ns, Name: fn, LatestRevision: rev})
+		s.SetFunction(FunctionInfo{Namespace: ns, Name: fn, DefaultRevision: rev})
 		s.SetRevision(RevisionInfo{Namespace: ns, Name: rev, Function: fn, Number: 1, Timeout: timeout, IdleTimeout: idle})
 		s.SetEndpoint(EndpointInfo{Namespace: ns, Replica: rev + "-a", Function: fn, Revision: rev, Node: "n1", Addr: addr, Phase: api.ReplicaReady})
 	})

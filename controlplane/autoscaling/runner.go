@@ -37,7 +37,7 @@ type Config struct {
 	// traffic (a missing image, a crash at start-up): after it, the
 	// revision is given up and scaled to zero, as Knative's
 	// progress-deadline does, and the traffic stays where it was.
-	// Default 10m, Knative's.
+	// Default (and when 0) 10m, Knative's.
 	ProgressDeadline time.Duration
 	// Manual turns the runner off: Scales change only when someone writes
 	// them (tests of the controllers, operators debugging a revision).
@@ -75,6 +75,9 @@ func New(cfg Config, st *store.Store, log *slog.Logger, now func() time.Time, re
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.ProgressDeadline <= 0 {
+		cfg.ProgressDeadline = DefaultConfig().ProgressDeadline
 	}
 	return &Runner{cfg: cfg, store: st, log: log.With("component", "autoscaler"), now: now, metrics: m,
 		deciders: map[string]*decider{}, activated: map[string]time.Time{}}, nil
@@ -187,11 +190,14 @@ func (r *Runner) Tick(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	traffic, _, err := store.List[api.Traffic](ctx, r.store, store.Traffics, store.Traffics.Prefix(""))
+	// Functions before Traffic: a rollout that ends between the two reads
+	// then leaves its revision rolling out or serving, never neither (which
+	// would read as "no traffic" and scale it to zero).
+	fns, _, err := store.List[api.Function](ctx, r.store, store.Functions, store.Functions.Prefix(""))
 	if err != nil {
 		return err
 	}
-	fns, _, err := store.List[api.Function](ctx, r.store, store.Functions, store.Functions.Prefix(""))
+	traffic, _, err := store.List[api.Traffic](ctx, r.store, store.Traffics, store.Traffics.Prefix(""))
 	if err != nil {
 		return err
 	}

@@ -205,22 +205,33 @@ func allTrafficTo(fn *api.Function, revName string) *api.Traffic {
 }
 
 // PromoteRevision ends a deploy's rollout once its revision has a Ready
-// replica: the function's Traffic moves to revName, all of it, and the
-// function records revName as its LatestReadyRevision, in one
-// transaction. It does so only while revName is still the function's
-// latest revision and not yet promoted, and only if neither the function
-// nor its Traffic changed since they were read (else api.ErrConflict:
-// read again). It reports whether it moved the traffic.
+// replica: the function records revName as its LatestReadyRevision, and
+// its Traffic moves to revName, all of it, in the same transaction. It
+// does so only while revName is still the function's latest revision and
+// not yet promoted, and only if neither the function nor its Traffic
+// changed since they were read (else api.ErrConflict: read again).
+//
+// The traffic moves only if nobody set it since the deploy made revName:
+// a split or a rollback written while the revision was starting (or after
+// the deploy, on a function stored before this rule) is the user's word
+// and stays; the revision is then only recorded as ready. PromoteRevision
+// reports whether it moved the traffic.
 func (s *Store) PromoteRevision(ctx context.Context, ns, fnName, revName string) (bool, error) {
 	fkey, _ := Functions.Key(ns, fnName)
 	tkey, _ := Traffics.Key(ns, fnName)
-	resp, err := s.c.Txn(ctx).Then(clientv3.OpGet(fkey), clientv3.OpGet(tkey)).Commit()
+	rkey, _ := Revisions.Key(ns, revName)
+	resp, err := s.c.Txn(ctx).Then(clientv3.OpGet(fkey), clientv3.OpGet(tkey), clientv3.OpGet(rkey)).Commit()
 	if err != nil {
 		return false, fmt.Errorf("promote revision %s: %w", revName, err)
 	}
-	fkvs, tkvs := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs
+	fkvs := resp.Responses[0].GetResponseRange().Kvs
+	tkvs := resp.Responses[1].GetResponseRange().Kvs
+	rkvs := resp.Responses[2].GetResponseRange().Kvs
 	if len(fkvs) == 0 {
 		return false, notFound(Functions, fnName)
+	}
+	if len(rkvs) == 0 {
+		return false, notFound(Revisions, revName)
 	}
 	fn, err := decode[api.Function](Functions, fkvs[0].Value, fkvs[0].ModRevision)
 	if err != nil {
@@ -229,38 +240,43 @@ func (s *Store) PromoteRevision(ctx context.Context, ns, fnName, revName string)
 	if fn.Status.LatestRevision != revName || fn.Status.LatestReadyRevision == revName {
 		return false, nil
 	}
-	traffic := allTrafficTo(fn, revName)
-	tguard := clientv3.Compare(clientv3.CreateRevision(tkey), "=", 0)
-	if len(tkvs) > 0 {
-		cur, err := decode[api.Traffic](Traffics, tkvs[0].Value, tkvs[0].ModRevision)
-		if err != nil {
-			return false, err
-		}
-		traffic.Metadata.UID, traffic.Metadata.CreationTimestamp = cur.Metadata.UID, cur.Metadata.CreationTimestamp
-		traffic.Metadata.Generation = cur.Metadata.Generation
-		tguard = clientv3.Compare(clientv3.ModRevision(tkey), "=", tkvs[0].ModRevision)
-	} else {
-		s.stampNew(Traffics, traffic)
-	}
 	fn.Status.LatestReadyRevision = revName
-	tval, err := encode(traffic)
-	if err != nil {
-		return false, err
-	}
 	fval, err := encode(fn)
 	if err != nil {
 		return false, err
 	}
-	tr, err := s.c.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(fkey), "=", fkvs[0].ModRevision), tguard).
-		Then(clientv3.OpPut(fkey, fval), clientv3.OpPut(tkey, tval)).Commit()
+	guards := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(fkey), "=", fkvs[0].ModRevision)}
+	ops := []clientv3.Op{clientv3.OpPut(fkey, fval)}
+	// The deploy wrote the revision; a Traffic written since is the user's.
+	move := len(tkvs) == 0 || tkvs[0].ModRevision <= rkvs[0].CreateRevision
+	if move {
+		traffic := allTrafficTo(fn, revName)
+		if len(tkvs) > 0 {
+			cur, err := decode[api.Traffic](Traffics, tkvs[0].Value, tkvs[0].ModRevision)
+			if err != nil {
+				return false, err
+			}
+			traffic.Metadata = cur.Metadata
+			traffic.Metadata.ResourceVersion = ""
+			guards = append(guards, clientv3.Compare(clientv3.ModRevision(tkey), "=", tkvs[0].ModRevision))
+		} else {
+			s.stampNew(Traffics, traffic)
+			guards = append(guards, clientv3.Compare(clientv3.CreateRevision(tkey), "=", 0))
+		}
+		tval, err := encode(traffic)
+		if err != nil {
+			return false, err
+		}
+		ops = append(ops, clientv3.OpPut(tkey, tval))
+	}
+	tr, err := s.c.Txn(ctx).If(guards...).Then(ops...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("promote revision %s: %w", revName, err)
 	}
 	if !tr.Succeeded {
 		return false, conflict(Functions, fnName)
 	}
-	return true, nil
+	return move, nil
 }
 
 // sameSpec compares two specs by their JSON form, which is what is stored.
