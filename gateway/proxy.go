@@ -87,6 +87,8 @@ var (
 	msgUnknownRev     = "the revision named by Surge-Revision is not a revision of this function"
 	msgQueueFull      = "too many requests are waiting for this function; retry later"
 	msgTimeout        = "the function did not answer in time"
+	msgNoReplicaReady = "no replica of the function was Ready in the time the request could wait"
+	msgAllBusy        = "every replica of the function stayed at its concurrency limit for as long as the request could wait"
 	msgBadGateway     = "the function's replica could not be reached or answered badly"
 	msgBodyTooLarge   = "request body too large"
 	msgBadBody        = "the request body could not be read"
@@ -389,7 +391,10 @@ func (g *Gateway) acquire(x *exchange, avoid *Endpoint, now time.Time) (*Endpoin
 				<-w.ch
 				rev.queue.wakeOne()
 			}
-			return nil, fasthttp.StatusGatewayTimeout, msgTimeout
+			if len(rev.endpoints()) == 0 {
+				return nil, fasthttp.StatusGatewayTimeout, msgNoReplicaReady
+			}
+			return nil, fasthttp.StatusGatewayTimeout, msgAllBusy
 		case <-g.drainCh:
 			if !rev.queue.remove(w) {
 				<-w.ch

@@ -39,12 +39,32 @@ func TestQueueDeadlineAnswers504(t *testing.T) {
 	tg := startGateway(t, testConfig(), Deps{})
 	tg.route("cold", "cold-00001", 0, 50*time.Millisecond) // no replica ever comes
 	resp, body := tg.do(t, "GET", "cold.surge.localhost", "/", nil, nil)
-	if resp.StatusCode != http.StatusGatewayTimeout {
-		t.Fatalf("got %d %q, want 504", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, msgNoReplicaReady) {
+		t.Fatalf("got %d %q, want 504 saying %q", resp.StatusCode, body, msgNoReplicaReady)
 	}
 	if got := testutil.ToFloat64(tg.metrics.requests.WithLabelValues("default", "cold", "cold-00001", "504")); got != 1 {
 		t.Errorf("requests{504} = %v", got)
 	}
+}
+
+func TestQueueDeadlineSaysTheReplicasWereBusy(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxQueueWait = 100 * time.Millisecond
+	tg := startGateway(t, cfg, Deps{})
+	addr, entered, release := blockingBackend(t)
+	tg.route("busy", "busy-00001", 1, time.Minute, addr) // one request at a time
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tg.do(t, "GET", "busy.surge.localhost", "/", nil, nil)
+	}()
+	<-entered // the replica's only slot is taken until release
+	resp, body := tg.do(t, "GET", "busy.surge.localhost", "/", nil, nil)
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, msgAllBusy) {
+		t.Errorf("got %d %q, want 504 saying %q", resp.StatusCode, body, msgAllBusy)
+	}
+	close(release)
+	<-done
 }
 
 // blockingBackend holds every request until release is closed.
