@@ -215,7 +215,9 @@ func allTrafficTo(fn *api.Function, revName string) *api.Traffic {
 // a split or a rollback written while the revision was starting (or after
 // the deploy, on a function stored before this rule) is the user's word
 // and stays; the revision is then only recorded as ready. PromoteRevision
-// reports whether it moved the traffic.
+// reports whether the traffic followed the deploy: moved to revName, or
+// found all on it already (a new function's first revision), in which
+// case the Traffic is not written again.
 func (s *Store) PromoteRevision(ctx context.Context, ns, fnName, revName string) (bool, error) {
 	fkey, _ := Functions.Key(ns, fnName)
 	tkey, _ := Traffics.Key(ns, fnName)
@@ -249,13 +251,16 @@ func (s *Store) PromoteRevision(ctx context.Context, ns, fnName, revName string)
 	ops := []clientv3.Op{clientv3.OpPut(fkey, fval)}
 	// The deploy wrote the revision; a Traffic written since is the user's.
 	move := len(tkvs) == 0 || tkvs[0].ModRevision <= rkvs[0].CreateRevision
-	if move {
+	var cur *api.Traffic
+	if len(tkvs) > 0 {
+		if cur, err = decode[api.Traffic](Traffics, tkvs[0].Value, tkvs[0].ModRevision); err != nil {
+			return false, err
+		}
+	}
+	already := cur != nil && len(cur.Spec.Targets) == 1 && cur.Spec.Targets[0] == api.TrafficTarget{Revision: revName, Percent: 100}
+	if move && !already {
 		traffic := allTrafficTo(fn, revName)
-		if len(tkvs) > 0 {
-			cur, err := decode[api.Traffic](Traffics, tkvs[0].Value, tkvs[0].ModRevision)
-			if err != nil {
-				return false, err
-			}
+		if cur != nil {
 			traffic.Metadata = cur.Metadata
 			traffic.Metadata.ResourceVersion = ""
 			guards = append(guards, clientv3.Compare(clientv3.ModRevision(tkey), "=", tkvs[0].ModRevision))
@@ -276,7 +281,7 @@ func (s *Store) PromoteRevision(ctx context.Context, ns, fnName, revName string)
 	if !tr.Succeeded {
 		return false, conflict(Functions, fnName)
 	}
-	return move, nil
+	return move, nil // already counts as moved: the traffic followed
 }
 
 // sameSpec compares two specs by their JSON form, which is what is stored.
