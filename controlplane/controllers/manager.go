@@ -248,7 +248,8 @@ func (m *Manager) Pass(ctx context.Context) error {
 // revision has a Ready replica (the count statuses just wrote), as
 // Knative's routes follow the latest ready revision. Until then the
 // traffic stays on the revision before, and a revision that never gets a
-// Ready replica never takes any.
+// Ready replica never takes any. Traffic a user set after the deploy
+// stays as set (store.PromoteRevision).
 func (m *Manager) rollouts(ctx context.Context, st *state) error {
 	ready := map[string]int32{}
 	for _, sc := range st.scales {
