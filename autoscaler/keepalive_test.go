@@ -2,6 +2,7 @@ package autoscaler
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -72,7 +73,7 @@ func TestIdleTimes(t *testing.T) {
 			// would cost more than the one cold start it saves.
 			name:     "a rare long pause is not worth lingering for after every use",
 			gaps:     append(append(repeat(2*time.Second, 20), 40*time.Second), repeat(9*time.Minute+10*time.Second, 30)...),
-			wantIdle: append(make([]bool, 21), repeatBool(true, 30)...),
+			wantIdle: append(make([]bool, 21), slices.Repeat([]bool{true}, 30)...),
 			want:     Prediction{Kind: PredictPrewarm, Prewarm: 513 * time.Second, Until: 630 * time.Second, Linger: 3150 * time.Millisecond},
 		},
 		{
@@ -124,12 +125,4 @@ func TestIdleTimesCloneIsIndependent(t *testing.T) {
 	if it.Idle().Count() != 0 || it.Pauses().Count() != 0 || c.Idle().Count() != 1 || c.Pauses().Count() != 1 {
 		t.Errorf("clone shares state with the original")
 	}
-}
-
-func repeatBool(v bool, n int) []bool {
-	out := make([]bool, n)
-	for i := range out {
-		out[i] = v
-	}
-	return out
 }

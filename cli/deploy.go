@@ -103,16 +103,12 @@ func addWaitFlags(c *cobra.Command, o *DeployOptions) {
 	f := c.Flags()
 	f.DurationVar(&o.Wait, "wait-timeout", 2*time.Minute, "how long to wait for the new revision to be Ready and take the traffic")
 	f.BoolVar(&noWait, "no-wait", false, "return once the revision is made, without waiting for it to be Ready")
-	prev := c.PreRunE
-	c.PreRunE = func(cmd *cobra.Command, args []string) error {
+	c.PreRunE = func(*cobra.Command, []string) error {
 		if o.Wait < 0 {
 			return usagef("--wait-timeout %s: must not be negative", o.Wait)
 		}
 		if noWait {
 			o.Wait = 0
-		}
-		if prev != nil {
-			return prev(cmd, args)
 		}
 		return nil
 	}

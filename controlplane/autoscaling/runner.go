@@ -248,18 +248,18 @@ func (r *Runner) Tick(ctx context.Context) error {
 		d.d.Record(now, l.sample)
 		dec := d.d.Scale(now, int(sc.Status.ReadyReplicas))
 		desired, reason := int32(dec.Desired), dec.Reason.String()
-		if initial := api.InitialScale(&rev.Spec.Template); desired < initial && serving[k] &&
-			now.Sub(rev.Metadata.CreationTimestamp) < r.window(rev) {
+		initial, age := api.InitialScale(&rev.Spec.Template), now.Sub(rev.Metadata.CreationTimestamp)
+		if desired < initial && serving[k] && age < r.window(rev) {
 			// A new revision keeps its initial scale for one stable window,
 			// as Knative's does: long enough to become Ready and take its
 			// first requests, rather than being judged idle before it ran.
 			desired, reason = initial, "initial scale"
 		}
-		switch age := now.Sub(rev.Metadata.CreationTimestamp); {
+		switch {
 		case rollingOut[k] && !serving[k] && age < r.cfg.ProgressDeadline:
 			// A deploy's revision keeps its initial scale until a replica
 			// is Ready and the traffic moves to it.
-			desired, reason = max(desired, api.InitialScale(&rev.Spec.Template)), "rolling out"
+			desired, reason = max(desired, initial), "rolling out"
 		case rollingOut[k] && !serving[k]:
 			desired, reason = 0, fmt.Sprintf("not ready in %s", r.cfg.ProgressDeadline)
 		case !serving[k] && l.sample.Concurrency == 0 && l.sample.Requests == 0:

@@ -180,8 +180,9 @@ func (s *Store) revisionOps(fn *api.Function, revName string, first bool) ([]cli
 	}
 	writes := []write{{Revisions, rev}, {Scales, scale}}
 	if first {
-		writes = append(writes, write{Traffics, allTrafficTo(fn, revName)})
-		s.stampNew(Traffics, writes[2].obj)
+		traffic := allTrafficTo(fn, revName)
+		s.stampNew(Traffics, traffic)
+		writes = append(writes, write{Traffics, traffic})
 	}
 	var ops []clientv3.Op
 	for _, o := range writes {
