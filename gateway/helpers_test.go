@@ -46,6 +46,11 @@ func startGateway(t *testing.T, cfg Config, deps Deps) *testGateway {
 	tg := &testGateway{Gateway: g, addr: ln.Addr().String(), reg: reg, cancel: cancel, done: make(chan struct{})}
 	go func() { tg.err = g.Run(ctx); close(tg.done) }()
 	t.Cleanup(func() {
+		// A connection the client dialed and never used counts as busy for
+		// its first 5s (fasthttp, like net/http, gives a new connection
+		// that long to send its request), which would hold the drain past
+		// DrainTimeout: hang up the client's idle connections first.
+		httpClient.CloseIdleConnections()
 		cancel()
 		if err := tg.wait(t); err != nil {
 			t.Errorf("Run: %v", err)
