@@ -23,10 +23,10 @@ unit: ## Unit and integration tests, with the race detector.
 e2e: ## End-to-end tests: build the binary and use it as a user would.
 	$(GO) test -race -count=1 -timeout 10m -tags e2e ./e2e/...
 
-TRACE     ?= ../shared/traces/azure2019-100
+TRACE     ?= benchmarks/testdata/azure2019-100
 
 bench: ## Benchmarks, side by side with their baselines; prints ratios.
-	scripts/setup.sh
+	scripts/setup.sh bench
 	$(GO) run ./benchmarks/cmd/bench
 	$(GO) run ./benchmarks/replay -trace $(TRACE) -policy all
 

@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
-# Installs what Surge needs on Debian and is missing; does nothing when all
-# is there. As root it installs; otherwise it prints one line saying what to
-# install and exits non-zero.
+# Installs from Debian what is missing and does nothing when all is there.
+#
+#   scripts/setup.sh          what Surge needs to run (make run)
+#   scripts/setup.sh bench    that, and the peers the benchmarks measure
+#                             Surge against (make bench, and CI, whose tests
+#                             check the peers' configs)
+#
+# As root it installs; otherwise it prints one line saying what to install
+# and exits non-zero.
 set -euo pipefail
 
 packages=(containerd runc containernetworking-plugins iptables)
-# The benchmarks' peers; their configs are also checked by `make test`.
-packages+=(nginx haproxy wrk)
+case "${1:-}" in
+"") ;;
+bench) packages+=(nginx haproxy wrk) ;;
+*)
+  echo "usage: $0 [bench]" >&2
+  exit 2
+  ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do

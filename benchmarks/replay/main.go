@@ -5,8 +5,8 @@
 //	go run ./benchmarks/replay -trace DIR [-policy fixed10|knative|surge|all] [-o table|json|functions]
 //	                           [-seed N] [-cold-start 1s] [-shard I/N] [-workers N]
 //
-// The trace is in the format of shared/traces (the Azure Functions 2019
-// trace): per-minute invocation counts per function. The model:
+// The trace is in the format of benchmarks/testdata/azure2019-100 (the
+// Azure Functions 2019 trace): per-minute invocation counts per function. The model:
 //
 //   - Each minute's invocations arrive as a Poisson process inside the
 //     minute (uniform times given the count), each busy for a duration drawn

@@ -200,17 +200,13 @@ func repoRoot(t *testing.T) string {
 	}
 }
 
-// realTrace returns the Azure 2019 sample trace, which CI places in
-// ../shared beside the repository. It fails under CI=true when the trace
-// is missing, and skips elsewhere.
+// realTrace returns the Azure 2019 sample trace kept in the repository
+// (benchmarks/testdata/azure2019-100).
 func realTrace(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(repoRoot(t), "..", "shared", "traces", "azure2019-100")
+	dir := filepath.Join(repoRoot(t), "benchmarks", "testdata", "azure2019-100")
 	if _, err := os.Stat(filepath.Join(dir, "invocations.csv")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("real trace missing under CI: %v", err)
-		}
-		t.Skipf("real trace not found: %v", err)
+		t.Fatalf("real trace missing: %v", err)
 	}
 	return dir
 }

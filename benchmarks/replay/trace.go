@@ -72,7 +72,7 @@ type Trace struct {
 }
 
 // LoadTrace reads invocations.csv and durations.csv of dir, in the format
-// of the Azure Functions 2019 trace (see shared/traces/README.md).
+// of the Azure Functions 2019 trace (see benchmarks/testdata/azure2019-100/README.md).
 func LoadTrace(dir string) (*Trace, error) {
 	durs, err := loadDurations(filepath.Join(dir, "durations.csv"))
 	if err != nil {
