@@ -11,7 +11,7 @@ import (
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
-	"github.com/surgeplatform/surge/internal/wait"
+	"github.com/surgeplatform/surge/internal/clock"
 	rt "github.com/surgeplatform/surge/nodeagent/runtime"
 )
 
@@ -107,7 +107,7 @@ func (s *supervisor) run(ctx context.Context, adopted *rt.Container) {
 	} else {
 		for attempt := int32(0); ; attempt++ {
 			if attempt > 0 {
-				if !wait.Sleep(ctx, backoff(attempt, a.cfg.BackoffBase, a.cfg.BackoffMax)) {
+				if !clock.Sleep(ctx, clock.Real(), backoff(attempt, a.cfg.BackoffBase, a.cfg.BackoffMax)) {
 					return
 				}
 			}
@@ -190,7 +190,7 @@ func (s *supervisor) run(ctx context.Context, adopted *rt.Container) {
 		log.Warn("replica container ended; restarting", "why", code, "restarts", s.status.Restarts)
 		s.report(ctx, api.ReplicaStarting, code)
 		for {
-			if !wait.Sleep(ctx, backoff(s.status.Restarts, a.cfg.BackoffBase, a.cfg.BackoffMax)) {
+			if !clock.Sleep(ctx, clock.Real(), backoff(s.status.Restarts, a.cfg.BackoffBase, a.cfg.BackoffMax)) {
 				return
 			}
 			c, err = a.runtime.Restart(ctx, r.Metadata.Name)
@@ -376,7 +376,7 @@ func (s *supervisor) put(ctx context.Context, r *api.Replica) {
 			return
 		}
 		s.agent.log.Warn("report replica status", "replica", r.Metadata.Name, "err", err)
-		if !wait.Sleep(ctx, backoff(int32(attempt+1), 100*time.Millisecond, 5*time.Second)) {
+		if !clock.Sleep(ctx, clock.Real(), backoff(int32(attempt+1), 100*time.Millisecond, 5*time.Second)) {
 			return
 		}
 	}
@@ -389,7 +389,7 @@ func retryGet[T any](ctx context.Context, get func() (*T, error)) (*T, error) {
 		if err == nil || errors.Is(err, api.ErrNotFound) || ctx.Err() != nil {
 			return v, err
 		}
-		if !wait.Sleep(ctx, backoff(attempt, 100*time.Millisecond, 5*time.Second)) {
+		if !clock.Sleep(ctx, clock.Real(), backoff(attempt, 100*time.Millisecond, 5*time.Second)) {
 			return nil, ctx.Err()
 		}
 	}

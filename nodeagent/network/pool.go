@@ -17,7 +17,7 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/netns"
 
-	"github.com/surgeplatform/surge/internal/wait"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // The warm pool keeps Config.PoolSize network namespaces with their CNI
@@ -169,7 +169,7 @@ func (n *Network) RunPool(ctx context.Context) error {
 			failures++
 			delay := min(100*time.Millisecond<<min(failures-1, 9), 30*time.Second)
 			n.cfg.Log.Warn("refill warm network namespaces", "err", err, "retry_in", delay)
-			if !wait.Sleep(ctx, delay) {
+			if !clock.Sleep(ctx, clock.Real(), delay) {
 				return nil
 			}
 		}
@@ -178,7 +178,7 @@ func (n *Network) RunPool(ctx context.Context) error {
 			return nil
 		case <-p.taken:
 		}
-		if !wait.Sleep(ctx, n.cfg.PoolRefillDelay) {
+		if !clock.Sleep(ctx, clock.Real(), n.cfg.PoolRefillDelay) {
 			return nil
 		}
 	}
