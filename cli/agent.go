@@ -15,8 +15,8 @@ import (
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/gossip"
 	"github.com/surgeplatform/surge/nodeagent"
+	"github.com/surgeplatform/surge/nodeagent/containers"
 	"github.com/surgeplatform/surge/nodeagent/network"
-	"github.com/surgeplatform/surge/nodeagent/runtime"
 )
 
 // AgentOptions are the inputs of `surge agent`, and of the agent inside
@@ -39,7 +39,7 @@ type AgentOptions struct {
 func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
 	f := c.Flags()
 	d := nodeagent.DefaultConfig()
-	r := runtime.DefaultConfig()
+	r := containers.DefaultConfig()
 	f.StringVar(&o.NodeName, "node-name", d.NodeName, "this node's name")
 	f.StringVar(&o.Address, "node-address", d.Address, "this node's address as peers reach it")
 	f.StringVar(&o.ContainerdAddress, "containerd-address", r.ContainerdAddress,
@@ -124,7 +124,7 @@ func runAgent(ctx context.Context, o *AgentOptions) error {
 	defer stopGossip()
 	peers.SetGossip(g)
 	newRuntime := func(ctx context.Context, node *api.Node) (nodeagent.Runtime, error) {
-		rc := runtime.DefaultConfig()
+		rc := containers.DefaultConfig()
 		rc.StateDir = o.StateDir
 		if o.ContainerdAddress != "" {
 			rc.ContainerdAddress = o.ContainerdAddress
@@ -138,7 +138,7 @@ func runAgent(ctx context.Context, o *AgentOptions) error {
 		}
 		rc.Log = log.With("component", "runtime")
 		rc.Network.Log = log.With("component", "network")
-		r, err := runtime.New(ctx, rc)
+		r, err := containers.New(ctx, rc)
 		if err != nil {
 			return nil, err
 		}

@@ -18,24 +18,24 @@ import (
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
-	rt "github.com/surgeplatform/surge/nodeagent/runtime"
+	"github.com/surgeplatform/surge/nodeagent/containers"
 )
 
 // Runtime is what the agent needs of the container runtime; package
-// nodeagent/runtime implements it. Its methods may block on containerd and
-// are called from the replica supervisors' goroutines, concurrently for
-// different replica IDs, never concurrently for one.
+// nodeagent/containers implements it. Its methods may block on containerd
+// and are called from the replica supervisors' goroutines, concurrently
+// for different replica IDs, never concurrently for one.
 type Runtime interface {
 	EnsureImage(ctx context.Context, ref string) error
-	Start(ctx context.Context, spec rt.Spec) (rt.Container, error)
-	Wait(ctx context.Context, id string) (<-chan rt.Exit, error)
-	Restart(ctx context.Context, id string) (rt.Container, error)
+	Start(ctx context.Context, spec containers.Spec) (containers.Container, error)
+	Wait(ctx context.Context, id string) (<-chan containers.Exit, error)
+	Restart(ctx context.Context, id string) (containers.Container, error)
 	Stop(ctx context.Context, id string, grace time.Duration) error
-	List(ctx context.Context) ([]rt.Container, error)
+	List(ctx context.Context) ([]containers.Container, error)
 	RemoveOrphans(ctx context.Context, keep func(id string) bool) ([]string, error)
 }
 
-var _ Runtime = (*rt.Runtime)(nil)
+var _ Runtime = (*containers.Runtime)(nil)
 
 // Announcer tells the data path about endpoints at once (gossip), without
 // waiting for etcd. Its methods must not block; they are called from
@@ -275,7 +275,7 @@ func (a *Agent) adopt(ctx context.Context, replicas []api.Replica) error {
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
-	have := map[string]rt.Container{}
+	have := map[string]containers.Container{}
 	for _, c := range running {
 		have[c.ID] = c
 	}
@@ -322,7 +322,7 @@ func (a *Agent) ensure(ctx context.Context, r *api.Replica) {
 	}
 }
 
-func (a *Agent) startSupervisor(ctx context.Context, r *api.Replica, adopted *rt.Container) {
+func (a *Agent) startSupervisor(ctx context.Context, r *api.Replica, adopted *containers.Container) {
 	sctx, cancel := context.WithCancel(ctx)
 	s := &supervisor{agent: a, replica: r, cancel: cancel, done: make(chan struct{})}
 	a.mu.Lock()

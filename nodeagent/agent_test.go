@@ -15,7 +15,7 @@ import (
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane/controlplanetest"
-	rt "github.com/surgeplatform/surge/nodeagent/runtime"
+	"github.com/surgeplatform/surge/nodeagent/containers"
 )
 
 // fakeRuntime runs each "container" as a TCP listener on loopback, so the
@@ -30,9 +30,9 @@ type fakeRuntime struct {
 }
 
 type fakeContainer struct {
-	c    rt.Container
+	c    containers.Container
 	ln   net.Listener
-	exit chan rt.Exit
+	exit chan containers.Exit
 }
 
 func newFakeRuntime() *fakeRuntime {
@@ -57,11 +57,11 @@ func (f *fakeRuntime) listen(id string) (*fakeContainer, error) {
 	}()
 	port := ln.Addr().(*net.TCPAddr).Port
 	f.pid++
-	return &fakeContainer{ln: ln, exit: make(chan rt.Exit, 1),
-		c: rt.Container{ID: id, IP: "127.0.0.1", Port: int32(port), PID: f.pid, Running: true}}, nil
+	return &fakeContainer{ln: ln, exit: make(chan containers.Exit, 1),
+		c: containers.Container{ID: id, IP: "127.0.0.1", Port: int32(port), PID: f.pid, Running: true}}, nil
 }
 
-func (f *fakeRuntime) Start(_ context.Context, s rt.Spec) (rt.Container, error) {
+func (f *fakeRuntime) Start(_ context.Context, s containers.Spec) (containers.Container, error) {
 	f.mu.Lock()
 	took := f.startTime
 	f.mu.Unlock()
@@ -70,14 +70,14 @@ func (f *fakeRuntime) Start(_ context.Context, s rt.Spec) (rt.Container, error) 
 	defer f.mu.Unlock()
 	c, err := f.listen(s.ID)
 	if err != nil {
-		return rt.Container{}, err
+		return containers.Container{}, err
 	}
 	f.containers[s.ID] = c
 	f.starts++
 	return c.c, nil
 }
 
-func (f *fakeRuntime) Wait(_ context.Context, id string) (<-chan rt.Exit, error) {
+func (f *fakeRuntime) Wait(_ context.Context, id string) (<-chan containers.Exit, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, ok := f.containers[id]
@@ -87,12 +87,12 @@ func (f *fakeRuntime) Wait(_ context.Context, id string) (<-chan rt.Exit, error)
 	return c.exit, nil
 }
 
-func (f *fakeRuntime) Restart(_ context.Context, id string) (rt.Container, error) {
+func (f *fakeRuntime) Restart(_ context.Context, id string) (containers.Container, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, err := f.listen(id)
 	if err != nil {
-		return rt.Container{}, err
+		return containers.Container{}, err
 	}
 	f.containers[id] = c
 	return c.c, nil
@@ -109,10 +109,10 @@ func (f *fakeRuntime) Stop(_ context.Context, id string, _ time.Duration) error 
 	return nil
 }
 
-func (f *fakeRuntime) List(context.Context) ([]rt.Container, error) {
+func (f *fakeRuntime) List(context.Context) ([]containers.Container, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []rt.Container
+	var out []containers.Container
 	for _, c := range f.containers {
 		out = append(out, c.c)
 	}
@@ -140,7 +140,7 @@ func (f *fakeRuntime) crash(id string) {
 	c := f.containers[id]
 	c.ln.Close()
 	c.c.Running = false
-	c.exit <- rt.Exit{Code: 2, At: time.Now()}
+	c.exit <- containers.Exit{Code: 2, At: time.Now()}
 }
 
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {

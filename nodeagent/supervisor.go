@@ -12,7 +12,7 @@ import (
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/internal/clock"
-	rt "github.com/surgeplatform/surge/nodeagent/runtime"
+	"github.com/surgeplatform/surge/nodeagent/containers"
 )
 
 // supervisor owns one replica's container for as long as the replica is
@@ -41,15 +41,15 @@ func backoff(n int32, base, maxWait time.Duration) time.Duration {
 }
 
 // specFor resolves a replica's revision template into what the runtime runs.
-func specFor(r *api.Replica, rev *api.Revision) (rt.Spec, error) {
+func specFor(r *api.Replica, rev *api.Revision) (containers.Spec, error) {
 	t := rev.Spec.Template
 	cpu, err := api.ParseCPU(t.Resources.CPU)
 	if err != nil {
-		return rt.Spec{}, err
+		return containers.Spec{}, err
 	}
 	mem, err := api.ParseMemory(t.Resources.Memory)
 	if err != nil {
-		return rt.Spec{}, err
+		return containers.Spec{}, err
 	}
 	env := make([]string, 0, len(t.Env))
 	for _, e := range t.Env {
@@ -59,14 +59,14 @@ func specFor(r *api.Replica, rev *api.Revision) (rt.Spec, error) {
 	if port == 0 {
 		port = api.DefaultPort
 	}
-	return rt.Spec{
+	return containers.Spec{
 		ID: r.Metadata.Name, Namespace: r.Metadata.Namespace, Function: r.Spec.Function, Revision: r.Spec.Revision,
 		Image: t.Image, Command: t.Command, Args: t.Args, Env: env, Port: port,
 		MilliCPU: cpu, MemoryBytes: mem,
 	}, nil
 }
 
-func (s *supervisor) run(ctx context.Context, adopted *rt.Container) {
+func (s *supervisor) run(ctx context.Context, adopted *containers.Container) {
 	a := s.agent
 	r := s.replica
 	s.status = r.Status
@@ -92,7 +92,7 @@ func (s *supervisor) run(ctx context.Context, adopted *rt.Container) {
 		}
 	}
 
-	var c rt.Container
+	var c containers.Container
 	if adopted != nil {
 		c = *adopted
 		log.Info("adopted running container", "pid", c.PID)
@@ -218,20 +218,20 @@ func (s *supervisor) run(ctx context.Context, adopted *rt.Container) {
 
 // start pulls, creates, starts and probes a new container, and reports each
 // step with its latency.
-func (s *supervisor) start(ctx context.Context, spec rt.Spec, probePath string, seen time.Time) (rt.Container, error) {
+func (s *supervisor) start(ctx context.Context, spec containers.Spec, probePath string, seen time.Time) (containers.Container, error) {
 	a := s.agent
 	s.reportLater(ctx, startingReportDelay, api.ReplicaStarting, "")
 	if err := a.runtime.EnsureImage(ctx, spec.Image); err != nil {
-		return rt.Container{}, fmt.Errorf("pull image %s: %w", spec.Image, err)
+		return containers.Container{}, fmt.Errorf("pull image %s: %w", spec.Image, err)
 	}
 	pulled := a.now()
 	c, err := a.runtime.Start(ctx, spec)
 	if err != nil {
-		return rt.Container{}, fmt.Errorf("start container: %w", err)
+		return containers.Container{}, fmt.Errorf("start container: %w", err)
 	}
 	started := a.now()
 	if err := s.waitReady(ctx, c, probePath, a.cfg.StartTimeout); err != nil {
-		return rt.Container{}, err
+		return containers.Container{}, err
 	}
 	ready := a.now()
 	s.settle(ctx)
@@ -260,7 +260,7 @@ func (s *supervisor) settle(ctx context.Context) {
 }
 
 // waitReady probes a container every ProbeInterval until it answers.
-func (s *supervisor) waitReady(ctx context.Context, c rt.Container, path string, timeout time.Duration) error {
+func (s *supervisor) waitReady(ctx context.Context, c containers.Container, path string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t := time.NewTicker(s.agent.cfg.ProbeInterval)

@@ -1,4 +1,4 @@
-package runtime
+package containers
 
 import (
 	"context"
@@ -24,7 +24,7 @@ import (
 )
 
 // ErrExists is returned by Start for an id that already has a container.
-var ErrExists = errors.New("runtime: already exists")
+var ErrExists = errors.New("containers: already exists")
 
 // Start creates and starts replica spec.ID: the image made ready by
 // EnsureImage (called here if it was not), its own network namespace and

@@ -1,4 +1,4 @@
-package runtime
+package containers
 
 import (
 	"context"
@@ -50,7 +50,7 @@ func newResolver(cfg Config) (remotes.Resolver, error) {
 		if len(cfg.RegistryCA) > 0 {
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(cfg.RegistryCA) {
-				return nil, errors.New("runtime: RegistryCA holds no PEM certificate")
+				return nil, errors.New("containers: RegistryCA holds no PEM certificate")
 			}
 			tr.TLSClientConfig.RootCAs = pool
 		}
