@@ -382,11 +382,13 @@ func (r *Runtime) deleteTask(ctx context.Context, ctr client.Container, grace ti
 			return fmt.Errorf("signal task: %w", err)
 		}
 		if sig == syscall.SIGTERM {
+			t := r.cfg.Clock.NewTimer(grace)
 			select {
 			case <-exited:
-			case <-r.cfg.Clock.After(grace):
+			case <-t.Chan():
 			case <-ctx.Done():
 			}
+			t.Stop()
 		}
 		select {
 		case <-exited:

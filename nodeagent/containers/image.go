@@ -2,8 +2,10 @@ package containers
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -186,7 +188,11 @@ func (r *Runtime) withImageFS(ctx context.Context, chainID string, f func(fs.FS)
 	}
 	defer done(context.WithoutCancel(ctx))
 	sn := r.client.SnapshotService(r.cfg.Snapshotter)
-	key := fmt.Sprintf("surge-user-lookup-%d", time.Now().UnixNano())
+	// A random key: a view left by an agent that died here must not
+	// collide with this one.
+	var b [8]byte
+	rand.Read(b[:])
+	key := "surge-user-lookup-" + hex.EncodeToString(b[:])
 	mounts, err := sn.View(ctx, key, chainID)
 	if err != nil {
 		return fmt.Errorf("view image rootfs: %w", err)

@@ -116,7 +116,7 @@ func (r *Runtime) connect(ctx context.Context) error {
 		addr = filepath.Join(dir, "containerd.sock")
 		which = "private containerd left running by an earlier agent"
 		if version, ok = probe(ctx, addr); !ok {
-			p, err := startPrivateContainerd(ctx, r.cfg.ContainerdBinary, dir)
+			p, err := startPrivateContainerd(ctx, r.cfg.Clock, r.cfg.ContainerdBinary, dir)
 			if err != nil {
 				return fmt.Errorf("containers: no containerd answers at %s, and %w", r.cfg.ContainerdAddress, err)
 			}
