@@ -18,6 +18,7 @@ import (
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/internal/clock"
 	"github.com/surgeplatform/surge/nodeagent/containers"
 )
 
@@ -68,6 +69,11 @@ type Config struct {
 	StartTimeout time.Duration
 	// ReadyProbePeriod is the default probe period once Ready.
 	ReadyProbePeriod time.Duration
+	// ProbeFailureThreshold is how many probes in a row a Ready replica
+	// must fail before it leaves the data path and is reported Starting
+	// until one passes. Lower reacts sooner to a replica that hangs;
+	// higher rides out a slow probe or a long GC pause.
+	ProbeFailureThreshold int
 	// BackoffBase and BackoffMax bound the wait before restarting a
 	// container that exited: BackoffBase × 2^(restarts-1), at most
 	// BackoffMax. A container that ran BackoffReset resets the count.
@@ -77,6 +83,10 @@ type Config struct {
 	// LogAddr is where the agent serves replica logs over HTTPS; empty
 	// serves none.
 	LogAddr string
+	// Clock paces every wait of the agent (heartbeat, probes, back-offs,
+	// the delayed Starting write, the whoami cache) and stamps the node's
+	// LastSeen. Nil is the wall clock.
+	Clock clock.Clock
 	// agentURL is where it does, once it does (sent with the heartbeat).
 	agentURL string
 }
@@ -93,11 +103,28 @@ func DefaultConfig() Config {
 		ProbeInterval:    2 * time.Millisecond,
 		StartTimeout:     time.Minute,
 		ReadyProbePeriod: 10 * time.Second,
-		BackoffBase:      100 * time.Millisecond,
-		BackoffMax:       30 * time.Second,
-		BackoffReset:     10 * time.Minute,
-		StopGrace:        10 * time.Second,
+		// Three failures at the 10s period: half a minute of a hung
+		// replica before the data path stops sending it requests.
+		ProbeFailureThreshold: 3,
+		BackoffBase:           100 * time.Millisecond,
+		BackoffMax:            30 * time.Second,
+		BackoffReset:          10 * time.Minute,
+		StopGrace:             10 * time.Second,
+		Clock:                 clock.Real(),
 	}
+}
+
+// withDefaults fills, on a copy, what DefaultConfig leaves to the machine
+// (the capacity: its cores and memory less the reserve) and a nil Clock.
+func (c Config) withDefaults() Config {
+	if c.MilliCPU == 0 {
+		c.MilliCPU = int64(runtime.NumCPU())*1000 - c.ReservedMilliCPU
+	}
+	if c.MemoryBytes == 0 {
+		c.MemoryBytes = memTotal() - c.ReservedMemory
+	}
+	c.Clock = clock.Or(c.Clock)
+	return c
 }
 
 // Validate reports every bad field.
@@ -115,6 +142,12 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.name, d.v))
 		}
 	}
+	if c.ProbeFailureThreshold < 1 {
+		errs = append(errs, fmt.Errorf("probe failure threshold %d: must be at least 1", c.ProbeFailureThreshold))
+	}
+	if c.StopGrace < 0 {
+		errs = append(errs, fmt.Errorf("stop grace %s: must not be negative", c.StopGrace))
+	}
 	return errors.Join(errs...)
 }
 
@@ -130,11 +163,12 @@ type Agent struct {
 	runtime    Runtime // set by Run
 	announce   Announcer
 	log        *slog.Logger
-	now        func() time.Time
+	clock      clock.Clock
+	replicas   replicaAPI
+	probe      probeFunc
 
 	mu          sync.Mutex
 	supervisors map[string]*supervisor // by "ns/replica"
-	revisions   map[string]*api.Revision
 	wg          sync.WaitGroup
 }
 
@@ -143,15 +177,11 @@ func New(cfg Config, c *client.Client, newRuntime RuntimeFactory, announce Annou
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.MilliCPU == 0 {
-		cfg.MilliCPU = int64(runtime.NumCPU())*1000 - cfg.ReservedMilliCPU
-	}
-	if cfg.MemoryBytes == 0 {
-		cfg.MemoryBytes = memTotal() - cfg.ReservedMemory
-	}
+	cfg = cfg.withDefaults()
 	return &Agent{
 		cfg: cfg, api: c, newRuntime: newRuntime, announce: announce, log: log.With("component", "agent", "node", cfg.NodeName),
-		now: time.Now, supervisors: map[string]*supervisor{}, revisions: map[string]*api.Revision{},
+		clock: cfg.Clock, replicas: &apiReplicas{api: c, revisions: map[string]*api.Revision{}}, probe: probeOnce,
+		supervisors: map[string]*supervisor{},
 	}, nil
 }
 
@@ -163,7 +193,7 @@ func Register(ctx context.Context, c *client.Client, cfg Config, milliCPU, memor
 	n := &api.Node{
 		Metadata: api.ObjectMeta{Name: cfg.NodeName},
 		Status: api.NodeStatus{Address: cfg.Address, Capacity: res, Allocatable: res,
-			State: api.NodeAlive, LastSeen: time.Now().UTC(), AgentURL: cfg.agentURL},
+			State: api.NodeAlive, LastSeen: clock.Or(cfg.Clock).Now().UTC(), AgentURL: cfg.agentURL},
 	}
 	var out api.Node
 	err := c.Do(ctx, "POST", client.Path("nodes", "", ""), n, &out)
@@ -353,7 +383,7 @@ func (a *Agent) release(r *api.Replica) {
 		if a.announce != nil {
 			a.announce.EndpointGone(s.replica)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.StopGrace+5*time.Second)
+		ctx, cancel := clock.WithTimeout(context.Background(), a.clock, a.cfg.StopGrace+5*time.Second)
 		defer cancel()
 		if err := a.runtime.Stop(ctx, r.Metadata.Name, a.cfg.StopGrace); err != nil {
 			a.log.Warn("stop replica", "replica", r.Metadata.Name, "err", err)
@@ -361,32 +391,60 @@ func (a *Agent) release(r *api.Replica) {
 	}()
 }
 
-// revision returns a revision, cached: revisions never change.
-func (a *Agent) revision(ctx context.Context, ns, name string) (*api.Revision, error) {
-	a.mu.Lock()
-	rev, ok := a.revisions[ns+"/"+name]
-	a.mu.Unlock()
+// replicaAPI is what supervisors read and write through the control
+// plane. Its methods block on the network and are called from supervisor
+// goroutines and reportLater's timers, concurrently.
+type replicaAPI interface {
+	// revision returns a revision; a missing one is api.ErrNotFound.
+	revision(ctx context.Context, ns, name string) (*api.Revision, error)
+	// putStatus writes r's status.
+	putStatus(ctx context.Context, r *api.Replica) error
+}
+
+// probeFunc checks once whether a replica at ip:port answers (an HTTP GET
+// of path, or a TCP connect when path is empty). It blocks at most about a
+// second, and is called from supervisor goroutines.
+type probeFunc func(ctx context.Context, ip string, port int32, path string) error
+
+// apiReplicas is replicaAPI on the API server.
+type apiReplicas struct {
+	api *client.Client
+
+	mu        sync.Mutex
+	revisions map[string]*api.Revision // by "ns/name": revisions never change
+}
+
+var _ replicaAPI = (*apiReplicas)(nil)
+
+func (c *apiReplicas) revision(ctx context.Context, ns, name string) (*api.Revision, error) {
+	c.mu.Lock()
+	rev, ok := c.revisions[ns+"/"+name]
+	c.mu.Unlock()
 	if ok {
 		return rev, nil
 	}
-	rev, err := client.Get[api.Revision](ctx, a.api, "revisions", ns, name)
+	rev, err := client.Get[api.Revision](ctx, c.api, "revisions", ns, name)
 	if err != nil {
 		return nil, err
 	}
-	a.mu.Lock()
-	a.revisions[ns+"/"+name] = rev
-	a.mu.Unlock()
+	c.mu.Lock()
+	c.revisions[ns+"/"+name] = rev
+	c.mu.Unlock()
 	return rev, nil
 }
 
+func (c *apiReplicas) putStatus(ctx context.Context, r *api.Replica) error {
+	return c.api.Do(ctx, "PUT", client.Path("replicas", r.Metadata.Namespace, r.Metadata.Name)+"/status", r, nil)
+}
+
 func (a *Agent) heartbeat(ctx context.Context) {
-	t := time.NewTicker(a.cfg.Heartbeat)
+	t := a.clock.NewTicker(a.cfg.Heartbeat)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 		if _, err := Register(ctx, a.api, a.cfg, a.cfg.MilliCPU, a.cfg.MemoryBytes); err != nil && ctx.Err() == nil {
 			a.log.Warn("heartbeat", "err", err)
