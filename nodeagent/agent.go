@@ -383,7 +383,9 @@ func (a *Agent) release(r *api.Replica) {
 		if a.announce != nil {
 			a.announce.EndpointGone(s.replica)
 		}
-		ctx, cancel := clock.WithTimeout(context.Background(), a.clock, a.cfg.StopGrace+5*time.Second)
+		// A bound on real I/O (containerd), so on real time: the grace
+		// itself is timed by the runtime's clock.
+		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.StopGrace+5*time.Second)
 		defer cancel()
 		if err := a.runtime.Stop(ctx, r.Metadata.Name, a.cfg.StopGrace); err != nil {
 			a.log.Warn("stop replica", "replica", r.Metadata.Name, "err", err)

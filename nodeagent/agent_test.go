@@ -27,6 +27,8 @@ type fakeRuntime struct {
 	stops      []string
 	pid        uint32
 	startTime  time.Duration // how long Start takes
+	startHook  func()        // called as Start begins, when set
+	pullErr    error         // what EnsureImage returns
 }
 
 type fakeContainer struct {
@@ -39,7 +41,11 @@ func newFakeRuntime() *fakeRuntime {
 	return &fakeRuntime{containers: map[string]*fakeContainer{}, pid: 100}
 }
 
-func (f *fakeRuntime) EnsureImage(context.Context, string) error { return nil }
+func (f *fakeRuntime) EnsureImage(context.Context, string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pullErr
+}
 
 func (f *fakeRuntime) listen(id string) (*fakeContainer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -63,8 +69,11 @@ func (f *fakeRuntime) listen(id string) (*fakeContainer, error) {
 
 func (f *fakeRuntime) Start(_ context.Context, s containers.Spec) (containers.Container, error) {
 	f.mu.Lock()
-	took := f.startTime
+	took, hook := f.startTime, f.startHook
 	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	time.Sleep(took)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -131,6 +140,16 @@ func (f *fakeRuntime) RemoveOrphans(_ context.Context, keep func(string) bool) (
 		}
 	}
 	return removed, nil
+}
+
+// closeAll closes every container's listener, so that no accept loop
+// outlives the test.
+func (f *fakeRuntime) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.containers {
+		c.ln.Close()
+	}
 }
 
 // crash makes a container's process exit.

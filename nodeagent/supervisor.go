@@ -126,14 +126,14 @@ func (s *supervisor) run(ctx context.Context, adopted *containers.Container) {
 		from := m.state
 		var acts []action
 		m, acts = transition(m, ev, policy)
+		if !m.running() {
+			w.stop() // before the actions: no probe of a container that is gone
+			w = nil
+		}
 		s.status.Restarts = m.restarts
 		s.logEvent(from, ev, m)
 		for _, act := range acts {
 			s.perform(ctx, act)
-		}
-		if !m.running() {
-			w.stop()
-			w = nil
 		}
 	}
 }
@@ -308,21 +308,24 @@ func (s *supervisor) settle(ctx context.Context) {
 }
 
 // waitReady probes a container every ProbeInterval until it answers, for
-// at most StartTimeout.
+// at most StartTimeout. The timeout is a timer, not a context deadline:
+// the probes' own I/O deadlines are real time, whatever the clock.
 func (s *supervisor) waitReady(ctx context.Context, c containers.Container) error {
 	a := s.agent
-	ctx, cancel := clock.WithTimeout(ctx, a.clock, a.cfg.StartTimeout)
-	defer cancel()
+	expired := a.clock.NewTimer(a.cfg.StartTimeout)
+	defer expired.Stop()
 	t := a.clock.NewTicker(a.cfg.ProbeInterval)
 	defer t.Stop()
-	var last error
 	for {
-		if last = a.probe(ctx, c.IP, c.Port, s.probe.path); last == nil {
+		err := a.probe(ctx, c.IP, c.Port, s.probe.path)
+		if err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("not ready after %s: %w", a.cfg.StartTimeout, last)
+			return fmt.Errorf("not ready: %w", ctx.Err())
+		case <-expired.Chan():
+			return fmt.Errorf("not ready after %s: %w", a.cfg.StartTimeout, err)
 		case <-t.Chan():
 		}
 	}

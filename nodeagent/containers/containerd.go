@@ -113,20 +113,25 @@ func startPrivateContainerd(ctx context.Context, clk clock.Clock, binary, dir st
 		close(p.exited)
 	}()
 
-	deadline, cancel := clock.WithTimeout(ctx, clk, 30*time.Second)
-	defer cancel()
+	// Timers, not a context deadline: probe's own I/O deadlines are real
+	// time, whatever the clock.
+	expired := clk.NewTimer(30 * time.Second)
+	defer expired.Stop()
 	poll := clk.NewTicker(20 * time.Millisecond)
 	defer poll.Stop()
 	for {
-		if _, ok := probe(deadline, addr); ok {
+		if _, ok := probe(ctx, addr); ok {
 			return p, nil
 		}
 		select {
 		case <-p.exited:
 			return nil, fmt.Errorf("start private containerd: exited (%v); see %s", p.err, logPath)
-		case <-deadline.Done():
+		case <-ctx.Done():
 			p.stop()
-			return nil, fmt.Errorf("start private containerd: not answering at %s: %w; see %s", addr, deadline.Err(), logPath)
+			return nil, fmt.Errorf("start private containerd: not answering at %s: %w; see %s", addr, ctx.Err(), logPath)
+		case <-expired.Chan():
+			p.stop()
+			return nil, fmt.Errorf("start private containerd: not answering at %s after 30s; see %s", addr, logPath)
 		case <-poll.Chan():
 		}
 	}
