@@ -126,9 +126,11 @@ func DefaultConfig() Config {
 	}
 }
 
-// withDefaults fills zero fields from DefaultConfig on a copy. Booleans
-// and LogMaxFiles keep their zero values: zero is a meaningful choice.
-func (c Config) withDefaults() Config {
+// WithDefaults fills zero fields from DefaultConfig on a copy, as New
+// does before Validate; callers check a Config ahead of New with
+// c.WithDefaults().Validate(). Booleans and LogMaxFiles keep their zero
+// values: zero is a meaningful choice.
+func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
 	if c.ContainerdAddress == "" {
 		c.ContainerdAddress = d.ContainerdAddress

@@ -59,7 +59,7 @@ type Runtime struct {
 // and waits for it; Close stops a containerd that New started. It logs once
 // which containerd it uses.
 func New(ctx context.Context, cfg Config) (_ *Runtime, retErr error) {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

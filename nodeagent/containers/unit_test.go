@@ -59,7 +59,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := good
 			tt.mutate(&c)
-			err := c.withDefaults().Validate()
+			err := c.WithDefaults().Validate()
 			if len(tt.want) == 0 {
 				if err != nil {
 					t.Fatalf("Validate() = %v", err)
@@ -82,13 +82,13 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestWithDefaultsFillsNetwork(t *testing.T) {
-	c := Config{StateDir: "/s"}.withDefaults()
+	c := Config{StateDir: "/s"}.WithDefaults()
 	if c.Network.StateDir != "/s/network" || c.Network.Log == nil || c.Clock == nil || c.Namespace != Namespace {
-		t.Errorf("withDefaults: %+v", c)
+		t.Errorf("WithDefaults: %+v", c)
 	}
 	fake := clock.NewFake()
-	if c := (Config{StateDir: "/s", Clock: fake}).withDefaults(); c.Network.Clock != fake {
-		t.Errorf("withDefaults: network clock %v, want the runtime's", c.Network.Clock)
+	if c := (Config{StateDir: "/s", Clock: fake}).WithDefaults(); c.Network.Clock != fake {
+		t.Errorf("WithDefaults: network clock %v, want the runtime's", c.Network.Clock)
 	}
 }
 
@@ -296,7 +296,7 @@ func logRuntime(t *testing.T, keep int) *Runtime {
 	cfg.LogMaxSize = 4096
 	cfg.LogMaxFiles = keep
 	cfg.LogPollInterval = time.Millisecond
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "logs"), 0o700); err != nil {
 		t.Fatal(err)
 	}
