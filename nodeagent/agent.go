@@ -2,6 +2,12 @@
 // replicas bound to it, and makes the container runtime match — create,
 // start, probe, report, restart with back-off, stop — and finds its running
 // containers again after a restart instead of restarting them.
+//
+// Run(ctx, Options) is the role: it builds the API client, the gossip
+// member, the peer routes and the container runtime (package
+// nodeagent/containers) and runs an Agent until ctx ends. Each replica's
+// container is driven by a supervisor through the lifecycle state machine
+// of lifecycle.go.
 package nodeagent
 
 import (
@@ -185,11 +191,12 @@ func New(cfg Config, c *client.Client, newRuntime RuntimeFactory, announce Annou
 	}, nil
 }
 
-// Register creates or refreshes the node's object and returns it, with the
-// pod subnet the control plane gave it. Run calls it; the runtime's network
-// needs the subnet before Run, so callers may call it first.
-func Register(ctx context.Context, c *client.Client, cfg Config, milliCPU, memory int64) (*api.Node, error) {
-	res := api.NodeResources{CPU: api.FormatCPU(milliCPU), Memory: api.FormatMemory(memory)}
+// register creates or refreshes the node's object and returns it, with the
+// pod subnet the control plane gave it (which the runtime's network
+// needs). Run calls it as it starts, once the log server has its URL, and
+// with every heartbeat.
+func register(ctx context.Context, c *client.Client, cfg Config) (*api.Node, error) {
+	res := api.NodeResources{CPU: api.FormatCPU(cfg.MilliCPU), Memory: api.FormatMemory(cfg.MemoryBytes)}
 	n := &api.Node{
 		Metadata: api.ObjectMeta{Name: cfg.NodeName},
 		Status: api.NodeStatus{Address: cfg.Address, Capacity: res, Allocatable: res,
@@ -210,7 +217,7 @@ func Register(ctx context.Context, c *client.Client, cfg Config, milliCPU, memor
 // supervises the node's replicas until ctx ends. Containers keep running
 // when the agent stops: a restarted agent adopts them.
 func (a *Agent) Run(ctx context.Context) error {
-	node, err := Register(ctx, a.api, a.cfg, a.cfg.MilliCPU, a.cfg.MemoryBytes)
+	node, err := register(ctx, a.api, a.cfg)
 	if ctx.Err() != nil {
 		return nil // stopped while starting: nothing to undo
 	}
@@ -230,7 +237,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		defer stop()
 		a.cfg.agentURL = url
-		if _, err := Register(ctx, a.api, a.cfg, a.cfg.MilliCPU, a.cfg.MemoryBytes); err != nil && ctx.Err() == nil {
+		if _, err := register(ctx, a.api, a.cfg); err != nil && ctx.Err() == nil {
 			return err
 		}
 	}
@@ -448,7 +455,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 			return
 		case <-t.Chan():
 		}
-		if _, err := Register(ctx, a.api, a.cfg, a.cfg.MilliCPU, a.cfg.MemoryBytes); err != nil && ctx.Err() == nil {
+		if _, err := register(ctx, a.api, a.cfg); err != nil && ctx.Err() == nil {
 			a.log.Warn("heartbeat", "err", err)
 		}
 	}

@@ -37,8 +37,12 @@ type fakeContainer struct {
 	exit chan containers.Exit
 }
 
-func newFakeRuntime() *fakeRuntime {
-	return &fakeRuntime{containers: map[string]*fakeContainer{}, pid: 100}
+// newFakeRuntime returns a fake runtime whose containers stop listening
+// when the test ends.
+func newFakeRuntime(t *testing.T) *fakeRuntime {
+	f := &fakeRuntime{containers: map[string]*fakeContainer{}, pid: 100}
+	t.Cleanup(f.closeAll)
+	return f
 }
 
 func (f *fakeRuntime) EnsureImage(context.Context, string) error {
@@ -213,7 +217,7 @@ func replicas(t *testing.T, c *client.Client) []api.Replica {
 func TestAgentRunsRestartsAndStopsReplicas(t *testing.T) {
 	in := controlplanetest.Start(t)
 	c := in.Client()
-	f := newFakeRuntime()
+	f := newFakeRuntime(t)
 	stop := startAgent(t, in, f)
 	defer stop()
 
@@ -275,7 +279,7 @@ func TestAgentRunsRestartsAndStopsReplicas(t *testing.T) {
 func TestRestartedAgentAdoptsRunningContainers(t *testing.T) {
 	in := controlplanetest.Start(t)
 	c := in.Client()
-	f := newFakeRuntime()
+	f := newFakeRuntime(t)
 	stop := startAgent(t, in, f)
 	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1"}}
 	fn.Spec.Scaling.MinScale = 1 // no traffic here: keep the autoscaler from scaling to zero
@@ -330,7 +334,7 @@ func TestStartingIsReportedOnlyForSlowStarts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			in := controlplanetest.Start(t)
 			c := in.Client()
-			f := newFakeRuntime()
+			f := newFakeRuntime(t)
 			f.startTime = tt.startTime
 			stop := startAgent(t, in, f)
 			defer stop()

@@ -7,8 +7,8 @@ import (
 )
 
 // registerMetrics registers the agent's metrics on reg (none when reg is
-// nil) and returns what unregisters them. There is one so far, read when
-// scraped; the agent's metrics proper are still to come.
+// nil) and returns what unregisters them: the number of replicas it
+// supervises, read when scraped.
 func registerMetrics(reg prometheus.Registerer, a *Agent) (unregister func(), err error) {
 	if reg == nil {
 		return func() {}, nil

@@ -100,8 +100,7 @@ func newSupervised(t *testing.T, configure func(*Config)) *supervised {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := newFakeRuntime()
-	t.Cleanup(rt.closeAll)
+	rt := newFakeRuntime(t)
 	rev := &api.Revision{Metadata: api.ObjectMeta{Name: "hello-00001", Namespace: "default"}}
 	rev.Spec.Template.Image = "example.test/hello:v1"
 	rev.Spec.Template.Resources = api.Resources{CPU: "100m", Memory: "128Mi"}
