@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -252,6 +253,51 @@ func (c *Cluster) Replicas(function string) ([]api.Replica, error) {
 	}
 	return l.Items, nil
 }
+
+// Tracker records which node each replica of a function was bound to, for
+// replicas that come and go during a scenario.
+type Tracker struct {
+	stop context.CancelFunc
+	done chan struct{}
+
+	mu     sync.Mutex
+	nodeOf map[string]string
+}
+
+// Track starts polling a function's replicas every 100ms until Stop.
+func (c *Cluster) Track(function string) *Tracker {
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := &Tracker{stop: cancel, done: make(chan struct{}), nodeOf: map[string]string{}}
+	go func() {
+		defer close(tr.done)
+		for ctx.Err() == nil {
+			if reps, err := c.Replicas(function); err == nil {
+				tr.mu.Lock()
+				for _, r := range reps {
+					if r.Spec.NodeName != "" {
+						tr.nodeOf[r.Metadata.Name] = r.Spec.NodeName
+					}
+				}
+				tr.mu.Unlock()
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return tr
+}
+
+// Node returns the node a replica was seen bound to ("" if never seen).
+func (tr *Tracker) Node(replica string) string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.nodeOf[replica]
+}
+
+// Stop ends the polling.
+func (tr *Tracker) Stop() { tr.stop(); <-tr.done }
 
 // Surge runs a client verb from the test's own namespace with the admin
 // config, and returns its stdout, stderr and exit code.

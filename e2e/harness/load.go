@@ -25,6 +25,11 @@ type LoadOptions struct {
 	Duration   time.Duration
 	// Timeout bounds one request.
 	Timeout time.Duration
+	// HealthPath, when set, makes the load behave like a TCP load
+	// balancer in front of the targets: it checks HealthPath on each every
+	// 200ms, sends only to those that answer 200 (round robin), and sends a
+	// request whose connection was refused once more to another target.
+	HealthPath string
 }
 
 // Sample is one request's outcome.
@@ -55,6 +60,8 @@ type Load struct {
 
 	mu      sync.Mutex
 	samples []Sample
+	healthy []string // with HealthPath: the targets that pass it
+	next    int
 }
 
 // StartLoad starts the clients. They send only to opts.Targets and stop by
@@ -73,13 +80,25 @@ func StartLoad(opts LoadOptions) *Load {
 		DialContext:         (&net.Dialer{Timeout: opts.Timeout}).DialContext,
 	}
 	hc := &http.Client{Transport: tr, Timeout: opts.Timeout}
+	if opts.HealthPath != "" {
+		l.healthy = append([]string(nil), opts.Targets...)
+		l.wg.Add(1)
+		go func() { defer l.wg.Done(); l.checkHealth(ctx, hc) }()
+	}
 	for i := range opts.Clients {
-		target := opts.Targets[i%len(opts.Targets)]
+		fixed := opts.Targets[i%len(opts.Targets)]
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
 			for ctx.Err() == nil {
+				target := fixed
+				if opts.HealthPath != "" {
+					target = l.pick("")
+				}
 				s := l.one(ctx, hc, target)
+				if opts.HealthPath != "" && s.Status == 0 && strings.Contains(s.Err, "connection refused") {
+					s = l.one(ctx, hc, l.pick(target)) // as a load balancer redispatches
+				}
 				if ctx.Err() != nil && !s.OK() {
 					return // cut short by the end of the load, not a failure
 				}
@@ -91,6 +110,50 @@ func StartLoad(opts LoadOptions) *Load {
 	}
 	go func() { l.wg.Wait(); tr.CloseIdleConnections() }()
 	return l
+}
+
+// checkHealth keeps l.healthy current until ctx ends.
+func (l *Load) checkHealth(ctx context.Context, hc *http.Client) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		var ok []string
+		for _, target := range l.opts.Targets {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+target+l.opts.HealthPath, nil)
+			if resp, err := hc.Do(req); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					ok = append(ok, target)
+				}
+			}
+		}
+		l.mu.Lock()
+		l.healthy = ok
+		l.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pick returns the next healthy target other than not (any target when
+// none is healthy).
+func (l *Load) pick(not string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	candidates := l.healthy
+	if len(candidates) == 0 {
+		candidates = l.opts.Targets
+	}
+	for range candidates {
+		l.next++
+		if t := candidates[l.next%len(candidates)]; t != not || len(candidates) == 1 {
+			return t
+		}
+	}
+	return candidates[0]
 }
 
 func (l *Load) one(ctx context.Context, hc *http.Client, target string) Sample {
