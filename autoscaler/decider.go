@@ -221,20 +221,6 @@ func (d *Decider) SetPolicy(p Policy) error {
 	return nil
 }
 
-// Inherit copies prev's idle times into d, so that a new revision of a
-// function starts with what its callers' habits taught the previous one:
-// idle times depend on who calls, not on the code.
-func (d *Decider) Inherit(prev *Decider) {
-	if prev.cfg.KeepAlive != d.cfg.KeepAlive || prev.cfg.SamplePeriod != d.cfg.SamplePeriod || prev.cfg.ColdStartCost != d.cfg.ColdStartCost {
-		return
-	}
-	d.gaps = prev.gaps.Clone()
-}
-
-// IdleTimes returns the revision's learned gaps between uses. It is the
-// Decider's own; do not change it.
-func (d *Decider) IdleTimes() *IdleTimes { return d.gaps }
-
 func (d *Decider) bucket(t time.Time) int64 {
 	ns := t.UnixNano()
 	p := int64(d.period)
