@@ -30,6 +30,7 @@ import (
 	"github.com/surgeplatform/surge/controlplane/registry"
 	"github.com/surgeplatform/surge/controlplane/store"
 	"github.com/surgeplatform/surge/gossip"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // shutdownGrace bounds how long in-flight API requests may take to finish
@@ -135,7 +136,7 @@ func (s *Server) Run(ctx context.Context) error {
 	tokens := auth.NewStore(cli, time.Now)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	scaler, err := autoscaling.New(c.Autoscaling, st, s.log, time.Now, reg)
+	scaler, err := autoscaling.New(c.Autoscaling, st, store.NewGatewayLoad(st, c.Autoscaling.StatsMaxAge), clock.Real(), s.log, reg)
 	if err != nil {
 		return fmt.Errorf("autoscaler: %w", err)
 	}
