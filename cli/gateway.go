@@ -91,15 +91,13 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 	sources := []gateway.RouteSource{&gateway.ControlPlaneSource{Client: c, Log: log}}
 	if o.JoinToken != "" {
 		gs := gateway.NewGossipSource()
-		gcfg := gossip.DefaultConfig()
-		gcfg.NodeName, gcfg.Role, gcfg.JoinToken = "gw-"+gatewayName(cfg.Addr), gossip.RoleGateway, o.JoinToken
-		gcfg.Logger = log
-		_, stopGossip, err := gossip.Start(gcfg, o.GossipAddr, o.Join, gs)
+		g, err := gossip.Start(gossip.Options{Role: gossip.RoleGateway, NodeName: "gw-" + gatewayName(cfg.Addr),
+			Addr: o.GossipAddr, Seeds: o.Join, JoinToken: o.JoinToken, Handler: gs, Logger: log})
 		if err != nil {
-			return fmt.Errorf("--gossip-addr: %w", err)
+			return fmt.Errorf("join gossip: %w", err)
 		}
 		// Leave gossip only after the gateway has drained.
-		defer stopGossip()
+		defer g.Stop()
 		sources = append(sources, gs)
 	}
 	gw, err := gateway.New(cfg, gateway.Deps{

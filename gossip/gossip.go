@@ -11,10 +11,14 @@
 // ready endpoints of every alive member. How views of one origin's
 // endpoints merge is described on table.
 //
-// Life cycle: New binds the listeners and starts memberlist; Join contacts
-// seeds; Run delivers events to the Handler and, when its ctx ends, leaves
-// the cluster and stops everything. Leave and Close stop a member that is
-// not run, or stop it early.
+// Every role (server, agent, gateway) joins with Start, which takes
+// Options and returns a running member that Stop ends; the roles differ
+// only in the values they pass. Start is made of the parts below, which
+// tests use directly with a Config of their own (an in-memory transport,
+// short timings): New binds the listeners and starts memberlist; Join
+// contacts seeds; Run delivers events to the Handler and, when its ctx
+// ends, leaves the cluster and stops everything. Leave and Close stop a
+// member that is not run, or stop it early.
 //
 // Everything Gossip knows of other members it copies in memberlist's event
 // callbacks, which run under memberlist's lock: the *Node pointers that
