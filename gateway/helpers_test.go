@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // testGateway is a gateway serving on a loopback port for one test.
@@ -69,6 +70,15 @@ func (tg *testGateway) wait(t *testing.T) error {
 		t.Fatalf("Run did not return")
 		return nil
 	}
+}
+
+// newFakeClock returns a clock.Fake that reads the wall time of the call:
+// the socket deadlines the gateway computes from its Clock then lie ahead
+// of the wall clock, as they would on the real one (see Deps.Clock).
+func newFakeClock() *clock.Fake {
+	c := clock.NewFake()
+	c.Advance(time.Since(c.Now()))
+	return c
 }
 
 func testConfig() Config {
