@@ -7,8 +7,13 @@
 // second.
 //
 // Routing state comes from RouteSources (the control-plane watch,
-// ControlPlaneSource; later gossip) through Routes.Update into one
-// copy-on-write snapshot that requests read without a lock.
+// ControlPlaneSource, and gossip, GossipSource) through Routes.Update into
+// one copy-on-write snapshot that requests read without a lock.
+//
+// Run(ctx, Options) is the gateway role: it assembles a Gateway with its
+// sources, activator and stats sink from one Options, and runs it. New and
+// Gateway.Run are its parts, for embedding and tests. All of it reads time
+// from one clock (see Deps.Clock).
 //
 // Files: config.go (Config), state.go (the sources' model and interfaces),
 // routes.go (snapshot building), picker.go, endpoint.go (ejection),
@@ -16,7 +21,9 @@
 // proxy.go and upstream.go — the request path; clientconn.go,
 // writewait.go and deadline.go — its connections' system calls and
 // timers; upgrade.go — WebSocket tunnels; gateway.go — the server's
-// life; cpsource.go — the control-plane watch.
+// life; run.go — the role's assembly; cpsource.go, gossipsource.go,
+// activator.go and statssink.go — its links to the control plane and
+// gossip.
 package gateway
 
 import (
@@ -184,7 +191,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	return g, nil
 }
 
-// Routes is the routing state, for sources the caller runs itself (gossip).
+// Routes is the routing state, for sources the caller runs itself and
+// for tests.
 func (g *Gateway) Routes() *Routes { return g.routes }
 
 // Handler is the gateway's request handler, for embedding and tests.
