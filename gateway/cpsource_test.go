@@ -26,11 +26,12 @@ type fakeAPI struct {
 	// failLists answers that many next lists of a kind 503.
 	failLists map[string]int
 	events    map[string]chan string // plural -> JSON lines
+	watched   map[string]int         // plural -> watches begun
 	stats     []api.GatewayStats
 }
 
 func newFakeAPI() *fakeAPI {
-	f := &fakeAPI{lists: map[string]any{}, listed: map[string]int{}, failLists: map[string]int{}, events: map[string]chan string{}}
+	f := &fakeAPI{lists: map[string]any{}, listed: map[string]int{}, failLists: map[string]int{}, events: map[string]chan string{}, watched: map[string]int{}}
 	for _, k := range []string{"functions", "revisions", "traffic", "replicas"} {
 		f.events[k] = make(chan string, 16)
 		f.lists[k] = api.List[struct{}]{ResourceVersion: "1", Items: []struct{}{}}
@@ -79,6 +80,9 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(l)
 		return
 	}
+	f.mu.Lock()
+	f.watched[kind]++
+	f.mu.Unlock()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(200)
 	w.(http.Flusher).Flush()
@@ -100,6 +104,14 @@ func (f *fakeAPI) listCount(kind string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.listed[kind]
+}
+
+// watchCount is how many watches of kind began: a source watches a kind
+// once it has applied its list.
+func (f *fakeAPI) watchCount(kind string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.watched[kind]
 }
 
 // requestsReported sums the requests that gateway reported for revision.

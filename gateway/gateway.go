@@ -60,8 +60,9 @@ type Deps struct {
 	// Clock is the gateway's one source of time; nil means the wall
 	// clock. It times what the gateway waits for (stats windows, the
 	// drain's delay and timeout, a queued request's wait, a WebSocket's
-	// guard, the control-plane source's back-off) and stamps what it
-	// measures (a request's start and end, ejections, activations).
+	// guard) and stamps what it measures (a request's start and end,
+	// ejections, activations). Run gives the same Clock to the parts it
+	// builds (the control-plane source's back-off, gossip).
 	//
 	// Socket deadlines are computed from it too, and the kernel applies
 	// them on the wall clock, so they are exact only when the Clock is the

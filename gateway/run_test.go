@@ -118,7 +118,7 @@ func TestRunRoutesWhatTheAPIListsAndReportsStats(t *testing.T) {
 func TestRunRoutesAnEndpointGossipAnnounces(t *testing.T) {
 	const token = "abc123.test-join-token-0123456789"
 	replica := helloReplica(t)
-	_, apiCfg := helloAPI(t, "")
+	fake, apiCfg := helloAPI(t, "")
 	agent, err := gossip.Start(gossip.Options{Role: gossip.RoleAgent, NodeName: "node-a", Addr: "127.0.0.1:0",
 		JoinToken: token, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -129,6 +129,9 @@ func TestRunRoutesAnEndpointGossipAnnounces(t *testing.T) {
 	opts.API, opts.JoinToken = apiCfg, token
 	opts.GossipAddr, opts.GossipSeeds = "127.0.0.1:0", []string{agent.LocalNode().Addr.String()}
 	rg := startRun(t, opts)
+	// The source's list of replicas replaces every endpoint, gossip's too:
+	// announce once it has been applied.
+	eventually(t, "the API's replicas to be watched", func() bool { return fake.watchCount("replicas") > 0 })
 
 	host, port, _ := net.SplitHostPort(replica)
 	p, _ := strconv.Atoi(port)
