@@ -111,18 +111,17 @@ func runAgent(ctx context.Context, o *AgentOptions) error {
 	// Gossip: the key comes from the join token, which is this agent's
 	// API token too.
 	peers := nodeagent.NewPeers(acfg.NodeName, log)
-	gcfg := gossip.DefaultConfig()
-	gcfg.NodeName, gcfg.Role, gcfg.JoinToken = acfg.NodeName, gossip.RoleAgent, o.Client.Token
+	var gmeta gossip.NodeMeta
 	if ip, err := netip.ParseAddr(acfg.Address); err == nil {
-		gcfg.Meta.Address = ip
+		gmeta.Address = ip
 	}
-	gcfg.Logger = log
-	g, stopGossip, err := gossip.Start(gcfg, o.GossipAddr, o.Join, peers)
+	g, err := gossip.Start(gossip.Options{Role: gossip.RoleAgent, NodeName: acfg.NodeName, Addr: o.GossipAddr,
+		Seeds: o.Join, JoinToken: o.Client.Token, Meta: gmeta, Handler: peers, Logger: log})
 	if err != nil {
-		return fmt.Errorf("--gossip-addr: %w", err)
+		return fmt.Errorf("join gossip: %w", err)
 	}
-	defer stopGossip()
-	peers.SetGossip(g)
+	defer g.Stop()
+	peers.SetGossip(g.Gossip)
 	newRuntime := func(ctx context.Context, node *api.Node) (nodeagent.Runtime, error) {
 		rc := runtime.DefaultConfig()
 		rc.StateDir = o.StateDir
@@ -143,7 +142,7 @@ func runAgent(ctx context.Context, o *AgentOptions) error {
 			return nil, err
 		}
 		peers.SetRouter(r.Network())
-		meta := gcfg.Meta
+		meta := gmeta
 		meta.CPUMillis, meta.MemoryBytes = acfg.MilliCPU, acfg.MemoryBytes
 		if p, err := netip.ParsePrefix(node.Spec.PodSubnet); err == nil && r.Network().Mode() == network.ModeCNI {
 			meta.PodCIDR = p

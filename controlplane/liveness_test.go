@@ -19,18 +19,16 @@ import (
 // test stops it when it ends (Close before that to simulate a crash).
 func agentMember(t *testing.T, in *controlplanetest.Instance, name string) *gossip.Gossip {
 	t.Helper()
-	cfg := gossip.DefaultConfig()
-	cfg.NodeName, cfg.Role, cfg.JoinToken = name, gossip.RoleAgent, in.Server().JoinToken()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	g, stop, err := gossip.Start(cfg, "127.0.0.1:0", nil, nopHandler{})
+	g, err := gossip.Start(gossip.Options{Role: gossip.RoleAgent, NodeName: name, Addr: "127.0.0.1:0",
+		JoinToken: in.Server().JoinToken(), Handler: nopHandler{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(stop)
+	t.Cleanup(g.Stop)
 	if _, err := g.Join(context.Background(), []string{in.Server().GossipAddr()}); err != nil {
 		t.Fatalf("join the server's gossip: %v", err)
 	}
-	return g
+	return g.Gossip
 }
 
 type nopHandler struct{}

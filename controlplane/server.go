@@ -195,14 +195,13 @@ func (s *Server) Run(ctx context.Context) error {
 		// The server is a gossip member too, so that the node controller
 		// hears of a dead node when gossip does.
 		live := newLiveness()
-		gcfg := gossip.DefaultConfig()
-		gcfg.NodeName, gcfg.Role, gcfg.JoinToken, gcfg.Logger = "server-"+c.Name, gossip.RoleServer, join, s.log
-		g, stopGossip, err := gossip.Start(gcfg, c.GossipAddr, c.GossipJoin, live)
+		g, err := gossip.Start(gossip.Options{Role: gossip.RoleServer, NodeName: "server-" + c.Name, Addr: c.GossipAddr,
+			Seeds: c.GossipJoin, JoinToken: join, Handler: live, Logger: s.log})
 		if err != nil {
 			ln.Close()
 			return err
 		}
-		defer stopGossip()
+		defer g.Stop()
 		s.gossipAddr = g.LocalNode().Addr.String()
 		mgr.UseLiveness(live, live.changed)
 	}
