@@ -178,7 +178,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	gw, err := New(o.Config, Deps{
 		Sources:    sources,
 		Activator:  act,
-		Stats:      &ControlPlaneStatsSink{Client: c, Gateway: o.Name, Log: log},
+		Stats:      &ControlPlaneStatsSink{Client: c, Gateway: o.Name, Log: log, Clock: o.Clock},
 		Registerer: o.Registerer,
 		Log:        log,
 		Clock:      o.Clock,
