@@ -199,8 +199,10 @@ type state struct {
 	functions []api.Function
 	scales    []api.Scale
 	replicas  []api.Replica
-	revisions map[string]*api.Revision // "ns/name"
-	nodes     []api.Node
+	// revisionList is every revision; revisions indexes it by "ns/name".
+	revisionList []api.Revision
+	revisions    map[string]*api.Revision
+	nodes        []api.Node
 }
 
 func (m *Manager) read(ctx context.Context) (*state, error) {
@@ -215,13 +217,13 @@ func (m *Manager) read(ctx context.Context) (*state, error) {
 	if s.replicas, _, err = store.List[api.Replica](ctx, m.store, store.Replicas, store.Replicas.Prefix("")); err != nil {
 		return nil, err
 	}
-	revs, _, err := store.List[api.Revision](ctx, m.store, store.Revisions, store.Revisions.Prefix(""))
-	if err != nil {
+	if s.revisionList, _, err = store.List[api.Revision](ctx, m.store, store.Revisions, store.Revisions.Prefix("")); err != nil {
 		return nil, err
 	}
-	s.revisions = make(map[string]*api.Revision, len(revs))
-	for i := range revs {
-		s.revisions[revs[i].Metadata.Namespace+"/"+revs[i].Metadata.Name] = &revs[i]
+	s.revisions = make(map[string]*api.Revision, len(s.revisionList))
+	for i := range s.revisionList {
+		r := &s.revisionList[i]
+		s.revisions[r.Metadata.Namespace+"/"+r.Metadata.Name] = r
 	}
 	if s.nodes, _, err = store.List[api.Node](ctx, m.store, store.Nodes, store.Nodes.Prefix("")); err != nil {
 		return nil, err
@@ -381,52 +383,21 @@ func suffix() string {
 	return string(b[:])
 }
 
-// request is what a replica of rev reserves on its node.
-func request(rev *api.Revision) scheduler.Request {
-	s := rev.Spec.Template
-	cpu, _ := api.ParseCPU(s.Resources.CPU)
-	mem, _ := api.ParseMemory(s.Resources.Memory)
-	return scheduler.Request{Function: rev.Metadata.Namespace + "/" + rev.Spec.Function, MilliCPU: cpu, MemoryBytes: mem}
-}
-
-// schedule binds every unbound replica to a node.
+// schedule binds every unbound replica to a node: the scheduler places,
+// this shell writes each binding and tells the scheduler it holds.
 func (m *Manager) schedule(ctx context.Context, st *state) error {
-	nodes := make([]scheduler.Node, 0, len(st.nodes))
-	index := map[string]int{}
-	for _, n := range st.nodes {
-		cpu, _ := api.ParseCPU(n.Status.Allocatable.CPU)
-		mem, _ := api.ParseMemory(n.Status.Allocatable.Memory)
-		index[n.Metadata.Name] = len(nodes)
-		nodes = append(nodes, scheduler.Node{
-			Name:          n.Metadata.Name,
-			Schedulable:   !n.Spec.Unschedulable && n.Status.State == api.NodeAlive && n.Spec.PodSubnet != "",
-			MilliCPU:      cpu,
-			MemoryBytes:   mem,
-			FunctionCount: map[string]int{},
-		})
-	}
-	var unbound []*api.Replica
+	cluster := scheduler.NewCluster(st.nodes, st.replicas, st.revisionList)
+	var errs []error
 	for i := range st.replicas {
 		r := &st.replicas[i]
-		rev := st.revisions[r.Metadata.Namespace+"/"+r.Spec.Revision]
-		if rev == nil {
+		if r.Spec.NodeName != "" {
 			continue
 		}
-		if r.Spec.NodeName == "" {
-			unbound = append(unbound, r)
+		req, ok := cluster.Request(r)
+		if !ok {
 			continue
 		}
-		if i, ok := index[r.Spec.NodeName]; ok {
-			req := request(rev)
-			nodes[i].UsedMilliCPU += req.MilliCPU
-			nodes[i].UsedMemory += req.MemoryBytes
-			nodes[i].FunctionCount[req.Function]++
-		}
-	}
-	var errs []error
-	for _, r := range unbound {
-		req := request(st.revisions[r.Metadata.Namespace+"/"+r.Spec.Revision])
-		name, err := scheduler.Pick(nodes, req)
+		name, err := cluster.Pick(req)
 		if err != nil {
 			msg := err.Error()
 			if r.Status.Message != msg {
@@ -445,10 +416,7 @@ func (m *Manager) schedule(ctx context.Context, st *state) error {
 			}
 			continue
 		}
-		n := &nodes[index[name]]
-		n.UsedMilliCPU += req.MilliCPU
-		n.UsedMemory += req.MemoryBytes
-		n.FunctionCount[req.Function]++
+		cluster.Bind(name, req)
 	}
 	return errors.Join(errs...)
 }
