@@ -41,7 +41,7 @@ func (s *Server) statsRoutes() {
 			return
 		}
 		// The server's clock, not the gateway's, decides freshness.
-		st.At = s.cfg.Now().UTC()
+		st.At = s.cfg.Clock.Now().UTC()
 		b, _ := json.Marshal(&st)
 		key := store.StatsPrefix + principal(r.Context()).ID + "/" + st.Gateway
 		if _, err := s.cfg.Store.Client().Put(r.Context(), key, string(b)); err != nil {
