@@ -17,8 +17,9 @@
 //	POST   /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/ID
 //
 // A watch answers newline-delimited JSON api.WatchEvent values. It resumes
-// from ?resourceVersion=N (the list's, or the last event's) and answers 410
-// when N has been compacted away.
+// from ?resourceVersion=N (the list's, or the last event's). When N has been
+// compacted away it answers 410, or, when etcd tells so only once the
+// stream has begun, ends the stream with an ERROR event carrying the 410.
 package apiserver
 
 import (
@@ -73,9 +74,8 @@ type Config struct {
 	// PodCIDR is split into one subnet of NodeSubnetBits per node.
 	PodCIDR        netip.Prefix
 	NodeSubnetBits int
-	// Extra mounts more handlers on the authenticated mux (the registry,
-	// later roles' endpoints), keyed by pattern, with the resource name the
-	// role check uses.
+	// Extra mounts more handlers on the authenticated mux (the registry),
+	// keyed by pattern, with the resource name the role check uses.
 	Extra []Route
 }
 
