@@ -173,7 +173,9 @@ func TestProbesAndVersion(t *testing.T) {
 		t.Errorf("version: %d %s", a.code, a.body)
 	}
 
-	down := newEnv(t, func(c *apiserver.Config) { c.Ready = func(context.Context) error { return errors.New("etcd unreachable") } })
+	down := newEnv(t, func(c *apiserver.Config) {
+		c.Ready = func(context.Context) error { return errors.New("etcd unreachable") }
+	})
 	a = down.do("GET", "/readyz", "", "")
 	if a.code != http.StatusServiceUnavailable || !strings.Contains(string(a.body), "etcd unreachable") {
 		t.Errorf("readyz with etcd down: %d %s, want 503 saying why", a.code, a.body)
@@ -213,7 +215,7 @@ func TestRolesAreChecked(t *testing.T) {
 	replica := `{"metadata":{"name":"hello-00001-abcde"},"spec":{"function":"hello","revision":"hello-00001"}}`
 	for _, tc := range []struct {
 		name, token, method, path, body string
-		code                             int
+		code                            int
 	}{
 		{"viewer reads", viewer, "GET", "/v1/namespaces/default/functions/hello", "", 200},
 		{"viewer deploys", viewer, "PUT", "/v1/namespaces/default/functions/hello", `{"spec":{"image":"x"}}`, 403},
