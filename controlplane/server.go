@@ -147,7 +147,8 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopGossip()
-	defer s.runInBackground(ctx, parts)()
+	stopBackground := s.runInBackground(ctx, parts)
+	defer stopBackground()
 
 	return s.serve(ctx, ln, parts.api, certs.api, db.errs())
 }
