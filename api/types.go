@@ -298,9 +298,8 @@ type NodeState string
 
 // Node states.
 const (
-	NodeAlive   NodeState = "alive"
-	NodeSuspect NodeState = "suspect"
-	NodeDead    NodeState = "dead"
+	NodeAlive NodeState = "alive"
+	NodeDead  NodeState = "dead"
 )
 
 // NodeSpec is what the control plane decides about a node.

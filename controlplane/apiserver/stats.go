@@ -38,7 +38,7 @@ func (s *Server) statsRoutes() {
 			return
 		}
 		// The server's clock, not the gateway's, decides freshness.
-		st.At = s.cfg.Now().UTC()
+		st.At = s.cfg.Clock.Now().UTC()
 		if err := s.cfg.Store.PutGatewayStats(r.Context(), principal(r.Context()).ID, &st); err != nil {
 			writeError(w, s.cfg.Log, err)
 			return
