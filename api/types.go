@@ -34,6 +34,9 @@ const (
 type Object interface {
 	// GetMetadata returns the object's metadata, for the store to read and set.
 	GetMetadata() *ObjectMeta
+	// ObjectKind returns the object's kind; it reads nothing of the
+	// object, so a nil or zero object answers too.
+	ObjectKind() Kind
 }
 
 // ObjectMeta is the metadata every object carries.
@@ -295,9 +298,8 @@ type NodeState string
 
 // Node states.
 const (
-	NodeAlive   NodeState = "alive"
-	NodeSuspect NodeState = "suspect"
-	NodeDead    NodeState = "dead"
+	NodeAlive NodeState = "alive"
+	NodeDead  NodeState = "dead"
 )
 
 // NodeSpec is what the control plane decides about a node.

@@ -129,7 +129,8 @@ func TestStrings(t *testing.T) {
 	for want, s := range map[string]interface{ String() string }{
 		"stable": ReasonStable, "panic": ReasonPanic, "to-zero": ReasonToZero,
 		"keep-alive": ReasonKeepAlive, "pre-warm": ReasonPrewarm, "rate-limit": ReasonRateLimit,
-		"bound": ReasonBound, "Reason(99)": Reason(99),
+		"bound": ReasonBound, "initial scale": ReasonInitialScale, "rolling out": ReasonRollingOut,
+		"not ready": ReasonNotReady, "no traffic": ReasonNoTraffic, "Reason(99)": Reason(99),
 		"fixed": KeepAliveFixed, "adaptive": KeepAliveAdaptive, "default": KeepAliveDefault,
 		"release": PredictRelease, "PredictionKind(9)": PredictionKind(9),
 	} {

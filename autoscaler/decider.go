@@ -22,50 +22,6 @@ type Sample struct {
 
 func (s Sample) active() bool { return s.Concurrency > 0 || s.Queued > 0 || s.Requests > 0 }
 
-// Reason says which rule set a Decision's Desired.
-type Reason int
-
-const (
-	// ReasonStable: the stable window's desired scale.
-	ReasonStable Reason = iota
-	// ReasonPanic: the panic window's desired scale, or holding the panic
-	// peak (no scale-down while panicking).
-	ReasonPanic
-	// ReasonToZero: no traffic and no reason to keep a replica.
-	ReasonToZero
-	// ReasonKeepAlive: the metrics ask for zero but the last replica is
-	// kept, for the scale-to-zero grace or the keep-alive.
-	ReasonKeepAlive
-	// ReasonPrewarm: a replica is started (or kept) because the idle-time
-	// histogram predicts a use soon.
-	ReasonPrewarm
-	// ReasonRateLimit: clamped by MaxScaleUpRate or MaxScaleDownRate.
-	ReasonRateLimit
-	// ReasonBound: clamped by MinReplicas or MaxReplicas.
-	ReasonBound
-)
-
-// String returns the reason's name.
-func (r Reason) String() string {
-	switch r {
-	case ReasonStable:
-		return "stable"
-	case ReasonPanic:
-		return "panic"
-	case ReasonToZero:
-		return "to-zero"
-	case ReasonKeepAlive:
-		return "keep-alive"
-	case ReasonPrewarm:
-		return "pre-warm"
-	case ReasonRateLimit:
-		return "rate-limit"
-	case ReasonBound:
-		return "bound"
-	}
-	return fmt.Sprintf("Reason(%d)", int(r))
-}
-
 // Decision is the outcome of one Scale call.
 type Decision struct {
 	// Desired is the number of replicas the revision should have.
@@ -220,20 +176,6 @@ func (d *Decider) SetPolicy(p Policy) error {
 	}
 	return nil
 }
-
-// Inherit copies prev's idle times into d, so that a new revision of a
-// function starts with what its callers' habits taught the previous one:
-// idle times depend on who calls, not on the code.
-func (d *Decider) Inherit(prev *Decider) {
-	if prev.cfg.KeepAlive != d.cfg.KeepAlive || prev.cfg.SamplePeriod != d.cfg.SamplePeriod || prev.cfg.ColdStartCost != d.cfg.ColdStartCost {
-		return
-	}
-	d.gaps = prev.gaps.Clone()
-}
-
-// IdleTimes returns the revision's learned gaps between uses. It is the
-// Decider's own; do not change it.
-func (d *Decider) IdleTimes() *IdleTimes { return d.gaps }
 
 func (d *Decider) bucket(t time.Time) int64 {
 	ns := t.UnixNano()

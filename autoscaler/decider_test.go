@@ -435,27 +435,6 @@ func TestDeciderSamplesOfOnePeriodAddUp(t *testing.T) {
 	}
 }
 
-func TestDeciderInheritKeepsIdleTimes(t *testing.T) {
-	var starts []int
-	for i := range 8 {
-		starts = append(starts, 10+300*i)
-	}
-	old := newRig(t, DefaultConfig(), Policy{ContainerConcurrency: 1})
-	old.run(0, 2500, timer(starts...))
-	next, err := NewDecider(DefaultConfig(), Policy{ContainerConcurrency: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	next.Inherit(old.d)
-	if diff := cmp.Diff(old.d.IdleTimes().Prediction(), next.IdleTimes().Prediction()); diff != "" {
-		t.Errorf("inherited prediction mismatch (-old +new):\n%s", diff)
-	}
-	next.IdleTimes().Add(time.Hour)
-	if old.d.IdleTimes().Idle().Count() == next.IdleTimes().Idle().Count() {
-		t.Errorf("the new revision's idle times are shared with the old one's")
-	}
-}
-
 func TestBurstCapacity(t *testing.T) {
 	// brute force: the least k >= a with P(N=k)*worth <= 1.
 	brute := func(a, worth float64) float64 {

@@ -1,9 +1,22 @@
-// Package autoscaler is Surge's scaling decision core: for one revision it
-// turns per-second traffic samples into a desired replica count and the
-// reason for it. It does no I/O, starts no goroutines and reads no clock;
-// the caller passes the time in. The live runner (leader election, gateway
-// stats, writing Scale objects) lives elsewhere and drives it from a
-// one-second ticker:
+// Package autoscaler is Surge's scaling decision core. It does no I/O,
+// starts no goroutines and reads no clock; the caller passes the time in.
+//
+// A Decider turns one revision's per-second traffic samples into a desired
+// replica count and the reason for it. A Scaler keeps a Decider per
+// revision and decides every revision of the cluster at once, overriding
+// the Deciders with the rules of a revision's life: its initial scale, a
+// deploy rolling out or given up, a revision that no longer takes traffic,
+// and a request waiting at zero. The live runner, controlplane/autoscaling,
+// reads the cluster and the gateways' load every second on the leader,
+// calls the Scaler, and writes the desired counts to the Scale objects:
+//
+//	s, err := autoscaler.NewScaler(autoscaler.DefaultScalerConfig())
+//	...
+//	// every second:
+//	res, err := s.Decide(now, autoscaler.Input{Scales: ..., Revisions: ..., Functions: ..., Traffic: ..., Load: ...})
+//	// write each res.Revisions[i].Desired, with its StatusReason
+//
+// A Decider alone, as benchmarks/replay drives it:
 //
 //	d, err := autoscaler.NewDecider(autoscaler.DefaultConfig(), policy) // one per revision
 //	...
@@ -87,8 +100,24 @@
 //     replica time plus ColdStartCost per cold start over the idle times
 //     seen, releasing at once when no keep-alive pays.
 //
-// Reasons tell which rule decided: stable, panic, to-zero, keep-alive,
-// pre-warm, rate-limit or bound.
+// A Decider's reasons tell which rule decided: stable, panic, to-zero,
+// keep-alive, pre-warm, rate-limit or bound.
+//
+// # A revision's life (Scaler)
+//
+// On top of its Decider, in this order of precedence (each later rule
+// overrides the earlier ones):
+//
+//   - a request waiting for a revision at zero counts as one in flight for
+//     ActivationHold, until the gateways' reports show it;
+//   - a new revision that takes traffic keeps its initial scale (MinScale,
+//     at least one) for its first stable window, as Knative's does;
+//   - a deploy's latest revision keeps its initial scale (or more, with
+//     load) until it has a Ready replica and the traffic moves to it
+//     ("rolling out"), and is given up at zero after ProgressDeadline
+//     ("not ready in 10m0s"), as Knative's progress deadline;
+//   - a revision that takes no traffic drains to zero once the gateways
+//     show no requests for it ("no traffic"), whatever its policy says.
 //
 // The replay in benchmarks/replay drives this package with a simulated
 // clock over the Azure Functions trace to compare these choices with

@@ -2,9 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,7 +9,6 @@ import (
 
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/gateway"
-	"github.com/surgeplatform/surge/gossip"
 )
 
 // GatewayOptions are the inputs of `surge gateway`, and of the gateway
@@ -44,7 +40,7 @@ func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 
 func addGatewayGossipFlags(c *cobra.Command, o *GatewayOptions) {
 	c.Flags().StringVar(&o.JoinToken, "join-token", "", "the cluster's join token, to learn endpoints by gossip at once")
-	c.Flags().StringVar(&o.GossipAddr, "gossip-addr", "0.0.0.0:7947", "where this gateway gossips")
+	c.Flags().StringVar(&o.GossipAddr, "gossip-addr", gateway.DefaultOptions().GossipAddr, "where this gateway gossips")
 	c.Flags().StringSliceVar(&o.Join, "join", nil, "gossip addresses of cluster nodes (HOST:PORT)")
 }
 
@@ -69,55 +65,27 @@ func newGatewayCmd(s Streams, g *globals) *cobra.Command {
 	return c
 }
 
-// runGateway serves until ctx ends, then drains.
+// runGateway turns the flags into gateway.Options and runs the gateway
+// until ctx ends; the gateway assembles and drains itself.
 func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registerer) error {
 	log, err := newLogger(stderrFile(o.Err), o.LogLevel)
 	if err != nil {
 		return err
 	}
-	log = log.With("component", "gateway")
-	c, err := client.New(&o.Client)
-	if err != nil {
-		return err
-	}
-	cfg := gateway.DefaultConfig()
+	opts := gateway.DefaultOptions()
+	opts.API = o.Client
 	if o.Addr != "" {
-		cfg.Addr = o.Addr
+		opts.Config.Addr = o.Addr
 	}
 	if o.Domain != "" {
-		cfg.Domain = o.Domain
+		opts.Config.Domain = o.Domain
 	}
-	cfg.DrainDelay = o.DrainDelay
-	sources := []gateway.RouteSource{&gateway.ControlPlaneSource{Client: c, Log: log}}
-	if o.JoinToken != "" {
-		gs := gateway.NewGossipSource()
-		gcfg := gossip.DefaultConfig()
-		gcfg.NodeName, gcfg.Role, gcfg.JoinToken = "gw-"+gatewayName(cfg.Addr), gossip.RoleGateway, o.JoinToken
-		gcfg.Logger = log
-		_, stopGossip, err := gossip.Start(gcfg, o.GossipAddr, o.Join, gs)
-		if err != nil {
-			return fmt.Errorf("--gossip-addr: %w", err)
-		}
-		// Leave gossip only after the gateway has drained.
-		defer stopGossip()
-		sources = append(sources, gs)
+	opts.Config.DrainDelay = o.DrainDelay
+	opts.JoinToken, opts.GossipSeeds = o.JoinToken, o.Join
+	if o.GossipAddr != "" {
+		opts.GossipAddr = o.GossipAddr
 	}
-	gw, err := gateway.New(cfg, gateway.Deps{
-		Sources:    sources,
-		Activator:  &gateway.ControlPlaneActivator{Client: c, Log: log},
-		Stats:      &gateway.ControlPlaneStatsSink{Client: c, Gateway: gatewayName(cfg.Addr), Log: log},
-		Registerer: reg,
-		Log:        log,
-	})
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
-	log.Info("gateway serving", "addr", cfg.Addr, "domain", cfg.Domain)
-	return gw.Run(ctx)
-}
-
-// gatewayName names this gateway instance in its load reports.
-func gatewayName(addr string) string {
-	host, _ := os.Hostname()
-	return strings.NewReplacer("[", "", "]", "", ":", "-").Replace(host + "_" + addr)
+	opts.Registerer = reg
+	opts.Log = log.With("component", "gateway")
+	return gateway.Run(ctx, opts)
 }

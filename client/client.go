@@ -15,7 +15,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -295,9 +294,6 @@ func cmpOr(d, def time.Duration) time.Duration {
 	}
 	return def
 }
-
-// FormatVersion turns an etcd revision into a ResourceVersion.
-func FormatVersion(rev int64) string { return strconv.FormatInt(rev, 10) }
 
 // WithToken returns a client like c that sends another token; it shares
 // c's connections.

@@ -9,8 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/surgeplatform/surge/controlplane/autoscaling"
 	"github.com/surgeplatform/surge/controlplane/controllers"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // Config configures one control-plane server. Make it with DefaultConfig.
@@ -55,6 +58,18 @@ type Config struct {
 	// controller at gossip speed. GossipJoin are members to join.
 	GossipAddr string
 	GossipJoin []string
+	// Registerer takes the server's metrics (the API's, the autoscaler's),
+	// and the API serves them at /metrics, so it must be a
+	// prometheus.Gatherer too (a *prometheus.Registry); it takes the
+	// metrics of one run. Nil is a private registry that also has the Go
+	// and process collectors.
+	Registerer prometheus.Registerer
+	// Clock is the server's clock: object and token timestamps,
+	// certificates, node liveness, and the pace of the server's own work
+	// (the controllers' resync and debounce, the election's back-off, image
+	// GC). Deadlines on I/O (etcd's start, requests in flight at shutdown)
+	// stay on the wall clock. Nil is the wall clock; tests pass a fake.
+	Clock clock.Clock
 }
 
 // DefaultConfig returns the configuration of a single, all-in-one server.
@@ -113,6 +128,7 @@ func (c Config) withDefaults() Config {
 	if c.Autoscaling.Tick == 0 {
 		c.Autoscaling = d.Autoscaling
 	}
+	c.Clock = clock.Or(c.Clock)
 	if c.Name == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
@@ -145,6 +161,11 @@ func (c Config) Validate() error {
 	}
 	if !filepath.IsAbs(c.DataDir) {
 		errs = append(errs, fmt.Errorf("--data-dir %q: want an absolute path", c.DataDir))
+	}
+	if c.Registerer != nil {
+		if _, ok := c.Registerer.(prometheus.Gatherer); !ok {
+			errs = append(errs, fmt.Errorf("config Registerer %T: want one that is also a prometheus.Gatherer (a *prometheus.Registry), for /metrics", c.Registerer))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"path/filepath"
 	"time"
@@ -11,11 +12,61 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+
+	"github.com/surgeplatform/surge/controlplane/pki"
 )
 
 // etcdStartTimeout bounds how long a member may take to join its cluster
-// and elect a leader before start fails.
+// and elect a leader before start fails. Like every deadline on etcd, it
+// is wall-clock time, not the server's Clock.
 const etcdStartTimeout = time.Minute
+
+// etcdConn is the server's etcd: a client, and the member when the server
+// embeds it.
+type etcdConn struct {
+	client *clientv3.Client
+	member *embed.Etcd // nil for an external etcd
+}
+
+// errs reports the embedded member's fatal errors; nil (never ready) for
+// an external etcd.
+func (e *etcdConn) errs() <-chan error {
+	if e.member == nil {
+		return nil
+	}
+	return e.member.Err()
+}
+
+// close closes the client, then stops the embedded member.
+func (e *etcdConn) close() {
+	e.client.Close()
+	if e.member != nil {
+		e.member.Close()
+	}
+}
+
+// startEtcd connects to the external etcd when EtcdEndpoints are set, and
+// otherwise starts the embedded member, with a certificate from the
+// cluster CA.
+func (s *Server) startEtcd(ctx context.Context, c *certs) (*etcdConn, error) {
+	if len(s.cfg.EtcdEndpoints) > 0 {
+		cli, err := dialEtcd(ctx, s.cfg.EtcdEndpoints)
+		if err != nil {
+			return nil, err
+		}
+		return &etcdConn{client: cli}, nil
+	}
+	if _, err := c.ca.LoadOrIssue(filepath.Join(c.dir, "etcd"), pki.Leaf{
+		CommonName: "surge-etcd-" + s.cfg.Name, Server: true, Client: true, Hosts: etcdHosts(s.cfg),
+	}, s.clock.Now()); err != nil {
+		return nil, fmt.Errorf("etcd certificate: %w", err)
+	}
+	e, cli, err := startEmbeddedEtcd(ctx, s.cfg, c.dir)
+	if err != nil {
+		return nil, err
+	}
+	return &etcdConn{client: cli, member: e}, nil
+}
 
 // startEmbeddedEtcd starts the member this server embeds and returns it
 // with an in-process client, which skips the network and TLS for the
@@ -47,12 +98,14 @@ func startEmbeddedEtcd(ctx context.Context, c Config, pkiDir string) (*embed.Etc
 	if err != nil {
 		return nil, nil, fmt.Errorf("start embedded etcd: %w", err)
 	}
+	timeout := time.NewTimer(etcdStartTimeout)
+	defer timeout.Stop()
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
 		e.Close()
 		return nil, nil, fmt.Errorf("embedded etcd: %w", err)
-	case <-time.After(etcdStartTimeout):
+	case <-timeout.C:
 		e.Server.Stop()
 		e.Close()
 		return nil, nil, fmt.Errorf("embedded etcd not ready after %s: see %s", etcdStartTimeout, cfg.LogOutputs[0])
@@ -70,4 +123,15 @@ func dialEtcd(ctx context.Context, endpoints []string) (*clientv3.Client, error)
 		return nil, fmt.Errorf("connect to etcd %v: %w", endpoints, err)
 	}
 	return cli, nil
+}
+
+// etcdHosts are the names the embedded member's certificate is valid for.
+func etcdHosts(c Config) []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	for _, a := range []string{c.EtcdClientAddr, c.EtcdPeerAddr} {
+		if h, _, err := net.SplitHostPort(a); err == nil && h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
 }

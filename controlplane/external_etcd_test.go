@@ -31,7 +31,9 @@ func TestServerOnExternalEtcd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	// A cleanup, registered before the server's, so that the server stops
+	// first, while its etcd still answers.
+	t.Cleanup(e.Close)
 	select {
 	case <-e.Server.ReadyNotify():
 	case <-time.After(time.Minute):

@@ -26,13 +26,13 @@ const imageGCInterval = time.Hour
 
 // collectImages runs registry GC every imageGCInterval until ctx ends.
 func (s *Server) collectImages(ctx context.Context, st *store.Store, reg *registry.Registry) {
-	t := time.NewTicker(imageGCInterval)
+	t := s.clock.NewTicker(imageGCInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 		res, err := collectImagesOnce(ctx, st, reg)
 		if err != nil {

@@ -1,6 +1,12 @@
 // Package controlplane runs Surge's control plane: etcd (embedded or
-// external), the API server, and, as later parts land, the scheduler,
-// controllers and autoscaler leader.
+// external), the HTTPS API with the built-in image registry, and, on the
+// server elected leader, the controllers (replicas, scheduling, nodes,
+// rollouts) and the autoscaler. A server may also be a gossip member, to
+// hear of dead nodes at gossip speed.
+//
+// Server.Run goes through its steps in order — data directory and PKI,
+// etcd, the API handler, tokens, gossip, the leader's work and image GC,
+// serving — and undoes them in reverse when its context ends.
 package controlplane
 
 import (
@@ -14,12 +20,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane/apiserver"
@@ -30,10 +36,13 @@ import (
 	"github.com/surgeplatform/surge/controlplane/registry"
 	"github.com/surgeplatform/surge/controlplane/store"
 	"github.com/surgeplatform/surge/gossip"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // shutdownGrace bounds how long in-flight API requests may take to finish
-// once the server is told to stop; watches are cut at once.
+// once the server is told to stop; watches are cut at once. It is a
+// deadline on the network, in wall-clock time like every deadline on I/O,
+// so that a fake Clock never holds a stop.
 const shutdownGrace = 5 * time.Second
 
 // Server is one control-plane server.
@@ -41,7 +50,12 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	version string
-	ready   chan struct{}
+	clock   clock.Clock
+	// registerer takes the server's metrics; gatherer serves them at the
+	// API's /metrics.
+	registerer prometheus.Registerer
+	gatherer   prometheus.Gatherer
+	ready      chan struct{}
 
 	// Set before ready is closed; read-only after.
 	addr  string
@@ -58,13 +72,22 @@ type Server struct {
 // after Ready. Agents and gateways may join there.
 func (s *Server) GossipAddr() string { return s.gossipAddr }
 
-// New checks the configuration and returns a server ready to Run.
+// New checks the configuration and returns a server ready to Run. A
+// Server runs once.
 func New(cfg Config, log *slog.Logger, version string) (*Server, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: log, version: version, ready: make(chan struct{})}, nil
+	s := &Server{cfg: cfg, log: log, version: version, clock: cfg.Clock, ready: make(chan struct{})}
+	if cfg.Registerer == nil {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		s.registerer, s.gatherer = reg, reg
+	} else {
+		s.registerer, s.gatherer = cfg.Registerer, cfg.Registerer.(prometheus.Gatherer) // checked by Validate
+	}
+	return s, nil
 }
 
 // Ready is closed once the API is serving.
@@ -86,160 +109,218 @@ func (s *Server) GatewayToken() string { return s.gateway }
 // process (controllers, the autoscaler) use it directly.
 func (s *Server) Store() *store.Store { return s.store }
 
-// Run starts etcd and the API and serves until ctx ends, then stops both
-// and returns. It returns early with an error if either fails to start.
+// Run starts the control plane and serves the API until ctx ends, then
+// stops everything it started, in reverse, and returns. It returns early
+// with an error if a step fails to start, or if the API or embedded etcd
+// fails while serving.
 func (s *Server) Run(ctx context.Context) error {
-	c := s.cfg
-	if err := os.MkdirAll(filepath.Join(c.DataDir, "logs"), 0o700); err != nil {
-		return fmt.Errorf("create data dir: %w", err)
+	if err := s.prepareDataDir(); err != nil {
+		return err
 	}
-	if err := os.Chmod(c.DataDir, 0o700); err != nil {
-		return fmt.Errorf("secure data dir: %w", err)
-	}
-	pkiDir := filepath.Join(c.DataDir, "pki")
-	now := time.Now()
-	ca, err := pki.LoadOrCreateCA(pkiDir, now)
+	certs, err := s.loadPKI()
 	if err != nil {
 		return err
 	}
-	apiCert, err := ca.LoadOrIssue(filepath.Join(pkiDir, "apiserver"), pki.Leaf{
+	db, err := s.startEtcd(ctx, certs)
+	if err != nil {
+		return err
+	}
+	defer db.close()
+
+	parts, err := s.build(db.client, certs.ca)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", s.cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("listen on --api-addr %s: %w", s.cfg.APIAddr, err)
+	}
+	defer ln.Close() // serving closes it too; this covers the steps before
+	s.addr = ln.Addr().String()
+	if err := s.bootstrapTokens(ctx, parts.tokens, certs.ca.CertPEM); err != nil {
+		return err
+	}
+	s.store = parts.store
+
+	stopGossip, err := s.startGossip(parts.controllers)
+	if err != nil {
+		return err
+	}
+	defer stopGossip()
+	stopBackground := s.runInBackground(ctx, parts)
+	defer stopBackground()
+
+	return s.serve(ctx, ln, parts.api, certs.api, db.errs())
+}
+
+// prepareDataDir makes the data directory, private to this user.
+func (s *Server) prepareDataDir() error {
+	if err := os.MkdirAll(filepath.Join(s.cfg.DataDir, "logs"), 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	if err := os.Chmod(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("secure data dir: %w", err)
+	}
+	return nil
+}
+
+// certs are the cluster CA and the API's serving certificate.
+type certs struct {
+	dir string
+	ca  *pki.CA
+	api tls.Certificate
+}
+
+// loadPKI loads the CA and the API's certificate from the data dir,
+// making them at the first start and renewing the certificate when it
+// nears its expiry or lacks a host.
+func (s *Server) loadPKI() (*certs, error) {
+	dir := filepath.Join(s.cfg.DataDir, "pki")
+	now := s.clock.Now()
+	ca, err := pki.LoadOrCreateCA(dir, now)
+	if err != nil {
+		return nil, err
+	}
+	api, err := ca.LoadOrIssue(filepath.Join(dir, "apiserver"), pki.Leaf{
 		CommonName: "surge-apiserver", Server: true, Hosts: s.apiHosts(),
 	}, now)
 	if err != nil {
-		return fmt.Errorf("API certificate: %w", err)
+		return nil, fmt.Errorf("API certificate: %w", err)
 	}
+	return &certs{dir: dir, ca: ca, api: api}, nil
+}
 
-	var etcd *embed.Etcd
-	var cli *clientv3.Client
-	if len(c.EtcdEndpoints) > 0 {
-		cli, err = dialEtcd(ctx, c.EtcdEndpoints)
-	} else {
-		if _, err = ca.LoadOrIssue(filepath.Join(pkiDir, "etcd"), pki.Leaf{
-			CommonName: "surge-etcd-" + c.Name, Server: true, Client: true, Hosts: etcdHosts(c),
-		}, now); err != nil {
-			return fmt.Errorf("etcd certificate: %w", err)
-		}
-		etcd, cli, err = startEmbeddedEtcd(ctx, c, pkiDir)
+// build makes the parts the server runs on etcd, before any of them
+// starts: the stores, the autoscaler, the registry, the controllers and the
+// API handler.
+func (s *Server) build(cli *clientv3.Client, ca *pki.CA) (*parts, error) {
+	p := &parts{store: store.New(cli, s.clock), tokens: auth.NewStore(cli, s.clock)}
+	var err error
+	if p.scaler, err = autoscaling.New(s.cfg.Autoscaling, p.store, store.NewGatewayLoad(p.store, s.cfg.Autoscaling.StatsMaxAge), s.clock, s.log, s.registerer); err != nil {
+		return nil, fmt.Errorf("autoscaler: %w", err)
 	}
-	if err != nil {
-		return err
+	if p.images, err = registry.New(registry.Config{
+		Dir:   filepath.Join(s.cfg.DataDir, "registry"),
+		Log:   s.log.With("component", "registry"),
+		Clock: s.clock,
+	}); err != nil {
+		return nil, err
 	}
-	defer func() {
-		cli.Close()
-		if etcd != nil {
-			etcd.Close()
-		}
-	}()
-
-	st := store.New(cli, time.Now)
-	tokens := auth.NewStore(cli, time.Now)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	scaler, err := autoscaling.New(c.Autoscaling, st, s.log, time.Now, reg)
-	if err != nil {
-		return fmt.Errorf("autoscaler: %w", err)
+	if p.controllers, err = controllers.New(s.cfg.Controllers, p.store, s.log, s.clock, s.cfg.Name, p.scaler.Run); err != nil {
+		return nil, err
 	}
-	images, err := registry.New(registry.Config{
-		Dir: filepath.Join(c.DataDir, "registry"),
-		Log: s.log.With("component", "registry"),
-	})
-	if err != nil {
-		return err
-	}
-	handler, err := apiserver.New(apiserver.Config{
-		Store: st, Tokens: tokens, Log: s.log, Registerer: reg, Gatherer: reg,
-		Ready: func(ctx context.Context) error {
-			_, err := cli.Get(ctx, store.Prefix+"readyz", clientv3.WithCountOnly())
-			return err
-		},
+	p.api, err = apiserver.New(apiserver.Config{
+		Store: p.store, Tokens: p.tokens, Log: s.log, Registerer: s.registerer, Gatherer: s.gatherer,
 		Version:        s.version,
-		Now:            time.Now,
-		PodCIDR:        netip.MustParsePrefix(c.PodCIDR),
-		NodeSubnetBits: c.NodeSubnetBits,
-		Extra:          registryRoutes(images),
-		OnActivate:     scaler.Activated,
+		Clock:          s.clock,
+		PodCIDR:        netip.MustParsePrefix(s.cfg.PodCIDR), // checked by Validate
+		NodeSubnetBits: s.cfg.NodeSubnetBits,
+		Extra:          registryRoutes(p.images),
+		OnActivate:     p.scaler.Activated,
 		SignCSR: func(csr []byte, cn string, hosts []string) ([]byte, []byte, error) {
-			cert, err := ca.SignCSR(csr, cn, hosts, time.Now())
+			cert, err := ca.SignCSR(csr, cn, hosts, s.clock.Now())
 			return cert, ca.CertPEM, err
 		},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	return p, nil
+}
 
-	ln, err := net.Listen("tcp", c.APIAddr)
+// parts are what the server runs on etcd.
+type parts struct {
+	store       *store.Store
+	tokens      *auth.Store
+	scaler      *autoscaling.Runner
+	images      *registry.Registry
+	controllers *controllers.Manager
+	api         *apiserver.Server
+}
+
+// bootstrapTokens makes, at the first start, the admin token (and client
+// config), the join token and a gateway token, and reads them at later
+// ones.
+func (s *Server) bootstrapTokens(ctx context.Context, tokens *auth.Store, caPEM []byte) error {
+	admin, err := s.bootstrap(ctx, tokens, caPEM)
 	if err != nil {
-		return fmt.Errorf("listen on --api-addr %s: %w", c.APIAddr, err)
-	}
-	s.addr = ln.Addr().String()
-	admin, err := s.bootstrap(ctx, tokens, ca.CertPEM)
-	if err != nil {
-		ln.Close()
 		return err
 	}
 	join, err := s.roleToken(ctx, tokens, JoinTokenFile, auth.RoleNode)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	gw, err := s.roleToken(ctx, tokens, GatewayTokenFile, auth.RoleGateway)
 	if err != nil {
-		ln.Close()
 		return err
 	}
-	s.admin, s.store, s.join, s.gateway = admin, st, join, gw
+	s.admin, s.join, s.gateway = admin, join, gw
+	return nil
+}
 
-	mgr := controllers.New(c.Controllers, st, s.log, time.Now, c.Name, scaler.Run)
-	if c.GossipAddr != "" {
-		// The server is a gossip member too, so that the node controller
-		// hears of a dead node when gossip does.
-		live := newLiveness()
-		gcfg := gossip.DefaultConfig()
-		gcfg.NodeName, gcfg.Role, gcfg.JoinToken, gcfg.Logger = "server-"+c.Name, gossip.RoleServer, join, s.log
-		g, stopGossip, err := gossip.Start(gcfg, c.GossipAddr, c.GossipJoin, live)
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		defer stopGossip()
-		s.gossipAddr = g.LocalNode().Addr.String()
-		mgr.UseLiveness(live, live.changed)
+// startGossip makes the server a gossip member when GossipAddr is set, so
+// that the node controller hears of a dead node when gossip does. It
+// returns how to leave.
+func (s *Server) startGossip(mgr *controllers.Manager) (stop func(), err error) {
+	if s.cfg.GossipAddr == "" {
+		return func() {}, nil
 	}
-	mctx, stopControllers := context.WithCancel(ctx)
-	mdone := make(chan error, 1)
-	go func() { mdone <- mgr.Run(mctx) }()
-	defer func() { stopControllers(); <-mdone }()
+	live := newLiveness()
+	g, err := gossip.Start(gossip.Options{Role: gossip.RoleServer, NodeName: "server-" + s.cfg.Name, Addr: s.cfg.GossipAddr,
+		Seeds: s.cfg.GossipJoin, JoinToken: s.join, Handler: live, Logger: s.log, Clock: s.clock})
+	if err != nil {
+		return nil, err
+	}
+	s.gossipAddr = g.LocalNode().Addr.String()
+	mgr.UseLiveness(live, live.changed)
+	return g.Stop, nil
+}
 
-	gcDone := make(chan struct{})
-	go func() { defer close(gcDone); s.collectImages(mctx, st, images) }()
-	defer func() { stopControllers(); <-gcDone }()
+// runInBackground starts what runs beside the API — the controllers,
+// which campaign and run the leader's work, and image GC — and returns
+// how to stop them and wait for them.
+func (s *Server) runInBackground(ctx context.Context, p *parts) (stop func()) {
+	bctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := p.controllers.Run(bctx); err != nil {
+			s.log.Error("controllers stopped", "err", err)
+		}
+	})
+	wg.Go(func() { s.collectImages(bctx, p.store, p.images) })
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
 
+// serve serves the API on ln until ctx ends or the API or etcd fails, and
+// then shuts the API down.
+func (s *Server) serve(ctx context.Context, ln net.Listener, h http.Handler, cert tls.Certificate, etcdErr <-chan error) error {
 	srv := &http.Server{
-		Handler:           handler,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{apiCert}, MinVersion: tls.VersionTLS12},
+		Handler:           h,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// Requests, watches above all, end when ctx does.
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
-	s.log.Info("API serving", "addr", "https://"+s.addr, "data-dir", c.DataDir, "embedded-etcd", etcd != nil)
+	s.log.Info("API serving", "addr", "https://"+s.addr, "data-dir", s.cfg.DataDir, "embedded-etcd", etcdErr != nil)
 	close(s.ready)
 
-	var etcdErr <-chan error
-	if etcd != nil {
-		etcdErr = etcd.Err()
-	}
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
 		return fmt.Errorf("API server: %w", err)
 	case err := <-etcdErr:
 		srv.Close()
+		<-errc
 		return fmt.Errorf("embedded etcd: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		srv.Close()
@@ -260,14 +341,4 @@ func (s *Server) apiHosts() []string {
 		hosts = append(hosts, h)
 	}
 	return append(hosts, s.cfg.TLSSANs...)
-}
-
-func etcdHosts(c Config) []string {
-	hosts := []string{"localhost", "127.0.0.1", "::1"}
-	for _, a := range []string{c.EtcdClientAddr, c.EtcdPeerAddr} {
-		if h, _, err := net.SplitHostPort(a); err == nil && h != "" {
-			hosts = append(hosts, h)
-		}
-	}
-	return hosts
 }

@@ -406,10 +406,14 @@ func TestDrainUnderLoadFailsNoRequest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clock := newFakeClock()
+			clk := newFakeClock()
 			cfg := testConfig()
 			cfg.DrainDelay = tt.drainDelay
-			tg := startGateway(t, cfg, Deps{Clock: clock})
+			// The drain's timeout is on the Fake too, which the test
+			// advances until the listener closes: far enough off that the
+			// drain ends by the requests' end, not by the timeout.
+			cfg.DrainTimeout = time.Hour
+			tg := startGateway(t, cfg, Deps{Clock: clk})
 			var seen sync.Map // request ids that reached the replica
 			var served atomic.Int64
 			tg.route("drain", "drain-00001", 0, 0, backend(t, func(w http.ResponseWriter, r *http.Request) {
@@ -439,7 +443,7 @@ func TestDrainUnderLoadFailsNoRequest(t *testing.T) {
 					t.Error("clients still sending at the end of the drain delay")
 				}
 				eventually(t, "the listener to close", func() bool {
-					clock.Advance(tt.drainDelay)
+					clk.Advance(tt.drainDelay)
 					c, err := net.Dial("tcp", tg.addr)
 					if err == nil {
 						c.Close()

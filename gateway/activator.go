@@ -4,9 +4,11 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // ControlPlaneActivator asks the control plane for a revision's first
@@ -19,6 +21,10 @@ type ControlPlaneActivator struct {
 	Log *slog.Logger
 	// Timeout bounds one call; zero means 5s.
 	Timeout time.Duration
+	// Clock times Timeout; nil means the wall clock.
+	Clock clock.Clock
+
+	calls sync.WaitGroup
 }
 
 var _ Activator = (*ControlPlaneActivator)(nil)
@@ -31,12 +37,17 @@ func (a *ControlPlaneActivator) Activate(namespace, function, revision string) {
 	if timeout == 0 {
 		timeout = 5 * time.Second
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	a.calls.Go(func() {
+		ctx, cancel := clock.WithTimeout(context.Background(), clock.Or(a.Clock), timeout)
 		defer cancel()
 		path := client.Path("scales", namespace, revision) + "/activate"
 		if err := a.Client.Do(ctx, http.MethodPost, path, nil, nil); err != nil && a.Log != nil {
 			a.Log.Warn("activate revision", "namespace", namespace, "function", function, "revision", revision, "err", err)
 		}
-	}()
+	})
 }
+
+// Wait returns once every call that Activate started has ended, each
+// within Timeout. Call it when no more calls come: after the gateway's
+// Run returned.
+func (a *ControlPlaneActivator) Wait() { a.calls.Wait() }

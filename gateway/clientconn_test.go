@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 )
@@ -44,6 +45,10 @@ func TestLazyDeadlinesFireWhenAsked(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			client, server := tcpPair(t)
+			sig := &deadlineSignal{Conn: server, fired: make(chan struct{})}
+			if tt.wantData {
+				server = sig // to write once the first deadline fired
+			}
 			c := newClientConn(server)
 			start := time.Now()
 			for _, d := range tt.set {
@@ -57,7 +62,12 @@ func TestLazyDeadlinesFireWhenAsked(t *testing.T) {
 			}
 			if tt.wantData {
 				go func() {
-					time.Sleep(100 * time.Millisecond) // past the first deadline
+					// Past the first deadline, which the read must outlive;
+					// the failsafe only keeps a broken read from hanging.
+					select {
+					case <-sig.fired:
+					case <-time.After(5 * time.Second):
+					}
 					_, _ = client.Write([]byte("x"))
 				}()
 			}
@@ -77,6 +87,21 @@ func TestLazyDeadlinesFireWhenAsked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// deadlineSignal closes fired when a Read first fails on a deadline.
+type deadlineSignal struct {
+	net.Conn
+	once  sync.Once
+	fired chan struct{}
+}
+
+func (c *deadlineSignal) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.once.Do(func() { close(c.fired) })
+	}
+	return n, err
 }
 
 func TestClientConnHeldAnswer(t *testing.T) {

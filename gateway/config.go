@@ -163,7 +163,8 @@ const (
 	PolicyLeast = "least"
 )
 
-// ErrInvalidConfig is matched by every error Validate returns.
+// ErrInvalidConfig is matched by every error Config.Validate and
+// Options.Validate return.
 var ErrInvalidConfig = errors.New("gateway: invalid config")
 
 // withDefaults returns a copy of c with zero values taken from DefaultConfig.
@@ -222,9 +223,19 @@ func (c Config) withDefaults() Config {
 // Validate reports every bad field at once, each with its name and value.
 // MaxRetries 0 is valid (no retries); negative values are not.
 func (c Config) Validate() error {
+	errs := c.problems("")
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+}
+
+// problems is every bad field of c, each named (after prefix) with its
+// value.
+func (c Config) problems(prefix string) []error {
 	var errs []error
 	bad := func(field string, v any, why string) {
-		errs = append(errs, fmt.Errorf("%s = %v: %s", field, v, why))
+		errs = append(errs, fmt.Errorf("%s%s = %v: %s", prefix, field, v, why))
 	}
 	pos := func(field string, v time.Duration) {
 		if v <= 0 {
@@ -301,8 +312,5 @@ func (c Config) Validate() error {
 	pos("StatsInterval", c.StatsInterval)
 	nonNeg("DrainDelay", c.DrainDelay)
 	pos("DrainTimeout", c.DrainTimeout)
-	if len(errs) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	return errs
 }

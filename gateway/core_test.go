@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/internal/backoff"
 )
 
 func eps(limits ...int64) []*Endpoint {
@@ -259,7 +260,7 @@ func TestRetryable(t *testing.T) {
 }
 
 func TestEjection(t *testing.T) {
-	p := ejectPolicy{after: 5, base: time.Second, max: 8 * time.Second, maxPercent: 50}
+	p := ejectPolicy{after: 5, backoff: backoff.Policy{Base: time.Second, Max: 8 * time.Second}, maxPercent: 50}
 	now := time.Unix(1000, 0)
 	es := eps(0, 0, 0, 0)
 	a := es[0]
@@ -299,7 +300,7 @@ func TestEjection(t *testing.T) {
 	if ejectedC {
 		t.Error("a third of four replicas ejected: more than 50%")
 	}
-	if got := p.backoff(10); got != 8*time.Second {
+	if got := p.backoff.Delay(11); got != 8*time.Second {
 		t.Errorf("backoff cap: %v", got)
 	}
 	// A single replica is never ejected.

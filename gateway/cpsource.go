@@ -13,14 +13,17 @@ import (
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/internal/backoff"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // ControlPlaneSource feeds routes from the API server: it lists and then
 // watches functions, revisions, traffic and replicas, and applies every
 // change to the routing state. When the API is unreachable it keeps the
 // last state (the data path does not need the control plane) and tries
-// again with back-off; when its watch history was compacted it lists again
-// and replaces that kind's objects in one Update.
+// again with back-off, jittered so that the gateways do not all come back
+// at once when the API does; when its watch history was compacted it lists
+// again and replaces that kind's objects in one Update.
 //
 // Use one ControlPlaneSource per Routes: a relist clears every object of
 // its kind.
@@ -31,11 +34,13 @@ type ControlPlaneSource struct {
 	Namespace string
 	// Log receives reconnects and errors; nil discards them.
 	Log *slog.Logger
-	// RetryDelay is the first wait after a failed list; it doubles up to
-	// MaxRetryDelay. Zero values mean 200ms and 10s.
+	// RetryDelay is the first wait after a failed list or a broken watch;
+	// it doubles with each failure in a row, up to MaxRetryDelay, less up
+	// to half of it at random (see backoff.Policy). Zero values mean 200ms
+	// and 10s.
 	RetryDelay, MaxRetryDelay time.Duration
-	// Clock times the back-off; nil means SystemClock.
-	Clock Clock
+	// Clock times the back-off; nil means the wall clock.
+	Clock clock.Clock
 }
 
 var _ RouteSource = (*ControlPlaneSource)(nil)
@@ -78,13 +83,13 @@ func syncKind[T any](ctx context.Context, s *ControlPlaneSource, u Updater, plur
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	clock := s.Clock
-	if clock == nil {
-		clock = SystemClock{}
+	clk := clock.Or(s.Clock)
+	policy := backoff.Policy{
+		Base:   cmpDur(s.RetryDelay, 200*time.Millisecond),
+		Max:    cmpDur(s.MaxRetryDelay, 10*time.Second),
+		Jitter: 0.5,
 	}
-	first := cmpDur(s.RetryDelay, 200*time.Millisecond)
-	maxDelay := cmpDur(s.MaxRetryDelay, 10*time.Second)
-	delay := first
+	failures := 0 // in a row: a list that succeeds ends the streak
 	for {
 		list, err := client.List[T](ctx, s.Client, plural, s.Namespace, nil)
 		if err == nil {
@@ -94,7 +99,7 @@ func syncKind[T any](ctx context.Context, s *ControlPlaneSource, u Updater, plur
 					set(st, &list.Items[i])
 				}
 			})
-			delay = first
+			failures = 0
 			err = client.Watch(ctx, s.Client, plural, s.Namespace, client.WatchOptions{ResourceVersion: list.ResourceVersion},
 				func(e api.WatchEvent[*T]) error {
 					if e.Object == nil {
@@ -121,15 +126,12 @@ func syncKind[T any](ctx context.Context, s *ControlPlaneSource, u Updater, plur
 		case errors.Is(err, api.ErrUnauthorized), errors.Is(err, api.ErrForbidden):
 			return fmt.Errorf("watch %s: %w", plural, err)
 		}
+		failures++
+		delay := policy.Delay(failures)
 		log.Warn("route watch broke; keeping the last routes and retrying", "kind", plural, "err", err, "retry_in", delay)
-		t := clock.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !clock.Sleep(ctx, clk, delay) {
 			return ctx.Err()
-		case <-t.C():
 		}
-		delay = min(2*delay, maxDelay)
 	}
 }
 

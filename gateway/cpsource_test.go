@@ -13,19 +13,25 @@ import (
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // fakeAPI serves list and watch for the four kinds the source reads, the
-// way controlplane/apiserver does: a list, then newline-delimited events.
+// way controlplane/apiserver does: a list, then newline-delimited events;
+// and it keeps the stats windows gateways post.
 type fakeAPI struct {
 	mu     sync.Mutex
 	lists  map[string]any // plural -> api.List[T]
 	listed map[string]int
-	events map[string]chan string // plural -> JSON lines
+	// failLists answers that many next lists of a kind 503.
+	failLists map[string]int
+	events    map[string]chan string // plural -> JSON lines
+	watched   map[string]int         // plural -> watches begun
+	stats     []api.GatewayStats
 }
 
 func newFakeAPI() *fakeAPI {
-	f := &fakeAPI{lists: map[string]any{}, listed: map[string]int{}, events: map[string]chan string{}}
+	f := &fakeAPI{lists: map[string]any{}, listed: map[string]int{}, failLists: map[string]int{}, events: map[string]chan string{}, watched: map[string]int{}}
 	for _, k := range []string{"functions", "revisions", "traffic", "replicas"} {
 		f.events[k] = make(chan string, 16)
 		f.lists[k] = api.List[struct{}]{ResourceVersion: "1", Items: []struct{}{}}
@@ -40,6 +46,18 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(api.Error{Code: 401, Reason: api.ReasonUnauthorized, Message: "no"})
 		return
 	}
+	if r.Method == http.MethodPost && kind == "stats" {
+		var st api.GatewayStats
+		if err := json.NewDecoder(r.Body).Decode(&st); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		f.mu.Lock()
+		f.stats = append(f.stats, st)
+		f.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
 	ch, ok := f.events[kind]
 	if !ok {
 		http.NotFound(w, r)
@@ -49,10 +67,22 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		f.listed[kind]++
 		l := f.lists[kind]
+		fail := f.failLists[kind] > 0
+		if fail {
+			f.failLists[kind]--
+		}
 		f.mu.Unlock()
+		if fail {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			json.NewEncoder(w).Encode(api.Error{Code: 503, Reason: "Unavailable", Message: "try later"})
+			return
+		}
 		json.NewEncoder(w).Encode(l)
 		return
 	}
+	f.mu.Lock()
+	f.watched[kind]++
+	f.mu.Unlock()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(200)
 	w.(http.Flusher).Flush()
@@ -74,6 +104,29 @@ func (f *fakeAPI) listCount(kind string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.listed[kind]
+}
+
+// watchCount is how many watches of kind began: a source watches a kind
+// once it has applied its list.
+func (f *fakeAPI) watchCount(kind string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.watched[kind]
+}
+
+// requestsReported sums the requests that gateway reported for revision.
+func (f *fakeAPI) requestsReported(gateway, revision string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var n int64
+	for _, st := range f.stats {
+		for _, r := range st.Revisions {
+			if st.Gateway == gateway && r.Revision == revision {
+				n += r.Requests
+			}
+		}
+	}
+	return n
 }
 
 func event[T any](typ string, obj T, rv string) string {
@@ -152,6 +205,42 @@ func TestControlPlaneSourceListsWatchesAndRelists(t *testing.T) {
 		return r != nil && len(r.targets) == 1 && r.targets[0].cum == 100
 	})
 
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run = %v, want context.Canceled", err)
+	}
+}
+
+// TestControlPlaneSourceBacksOffOnItsClock: a failed list is tried again
+// after a back-off on the source's Clock, and only then.
+func TestControlPlaneSourceBacksOffOnItsClock(t *testing.T) {
+	fake := newFakeAPI()
+	fake.failLists["functions"] = 2
+	srv := httptest.NewServer(fake)
+	defer srv.Close()
+	c, err := client.New(&client.Config{Server: srv.URL, Token: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := newRoutes(routeConfig{defaultTimeout: time.Minute, queueDepth: 1, budget: newBudgetConfig(0.2, 1)}, routeHooks{})
+	clk := clock.NewFake()
+	src := &ControlPlaneSource{Client: c, Clock: clk, RetryDelay: time.Minute, MaxRetryDelay: 2 * time.Minute}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, routes) }()
+	for n := 1; n <= 2; n++ {
+		// Only the functions' sync fails, so the one timer is its wait.
+		wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := clk.BlockUntilContext(wctx, 1); err != nil {
+			t.Fatalf("the source does not wait on its clock after failed list %d: %v", n, err)
+		}
+		wcancel()
+		if got := fake.listCount("functions"); got != n {
+			t.Fatalf("functions listed %d times during wait %d, want %d", got, n, n)
+		}
+		clk.Advance(src.MaxRetryDelay) // the longest a wait can be
+	}
+	eventually(t, "the third list", func() bool { return fake.listCount("functions") == 3 })
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("Run = %v, want context.Canceled", err)

@@ -19,6 +19,11 @@ import (
 // against the deadline asked for. A deadline moved earlier is armed at
 // once. A read or write therefore fails on a deadline exactly when it
 // would have without this.
+//
+// No clock is read here: whether the deadline asked for has passed is
+// left to the connection. Re-armed in the past, it fails the retried call
+// at once, and that second failure, on the deadline asked for, ends the
+// retries.
 type lazyDeadlines struct {
 	conn net.Conn
 	mu   sync.Mutex // Set*Deadline may come from any goroutine (a drain)
@@ -71,8 +76,9 @@ func (d *lazyDeadlines) SetReadDeadline(t time.Time) error { return d.set(dirRea
 // SetWriteDeadline implements net.Conn.
 func (d *lazyDeadlines) SetWriteDeadline(t time.Time) error { return d.set(dirWrite, t) }
 
-// early reports whether err is an armed deadline that fired before the
-// one asked for, and if so arms the one asked for: the caller retries.
+// early reports whether err is an armed deadline that differs from the
+// one asked for (it fired early), and if so arms the one asked for: the
+// caller retries.
 func (d *lazyDeadlines) early(dir int, err error) bool {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		return false
@@ -80,11 +86,8 @@ func (d *lazyDeadlines) early(dir int, err error) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	asked := d.asked[dir]
-	if !asked.IsZero() && !time.Now().Before(asked) {
-		return false
-	}
 	if d.armed[dir] == asked {
-		return false // fired on the deadline asked for (a clock step): do not spin
+		return false // fired on the deadline asked for: do not spin
 	}
 	d.armed[dir] = asked
 	if dir == dirRead {

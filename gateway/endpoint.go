@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/surgeplatform/surge/internal/backoff"
 )
 
 // Endpoint is one replica the gateway proxies to. It outlives routing
@@ -75,18 +77,11 @@ func (e *Endpoint) release() {
 
 // ejectPolicy is outlier ejection's configuration.
 type ejectPolicy struct {
-	after      int32
-	base, max  time.Duration
+	after int32
+	// backoff is the length of consecutive ejections: Delay(1) the first.
+	// It has no jitter: a replica's ejections are its own, not a crowd's.
+	backoff    backoff.Policy
 	maxPercent int
-}
-
-// backoff is the length of the n-th consecutive ejection (n from 0).
-func (p ejectPolicy) backoff(n int32) time.Duration {
-	d := p.base
-	for i := int32(0); i < n && d < p.max; i++ {
-		d *= 2
-	}
-	return min(d, p.max)
 }
 
 // connectFailed records a failure to connect to e at now, and ejects e
@@ -117,7 +112,7 @@ func (e *Endpoint) connectFailed(now time.Time, peers []*Endpoint, p ejectPolicy
 		return false
 	}
 	k := e.ejections.Add(1) - 1
-	e.ejectedUntil.Store(now.Add(p.backoff(k)).UnixNano())
+	e.ejectedUntil.Store(now.Add(p.backoff.Delay(int(k) + 1)).UnixNano())
 	e.fails.Store(0)
 	return true
 }

@@ -7,8 +7,13 @@
 // second.
 //
 // Routing state comes from RouteSources (the control-plane watch,
-// ControlPlaneSource; later gossip) through Routes.Update into one
-// copy-on-write snapshot that requests read without a lock.
+// ControlPlaneSource, and gossip, GossipSource) through Routes.Update into
+// one copy-on-write snapshot that requests read without a lock.
+//
+// Run(ctx, Options) is the gateway role: it assembles a Gateway with its
+// sources, activator and stats sink from one Options, and runs it. New and
+// Gateway.Run are its parts, for embedding and tests. All of it reads time
+// from one clock (see Deps.Clock).
 //
 // Files: config.go (Config), state.go (the sources' model and interfaces),
 // routes.go (snapshot building), picker.go, endpoint.go (ejection),
@@ -16,7 +21,9 @@
 // proxy.go and upstream.go — the request path; clientconn.go,
 // writewait.go and deadline.go — its connections' system calls and
 // timers; upgrade.go — WebSocket tunnels; gateway.go — the server's
-// life; cpsource.go — the control-plane watch.
+// life; run.go — the role's assembly; cpsource.go, gossipsource.go,
+// activator.go and statssink.go — its links to the control plane and
+// gossip.
 package gateway
 
 import (
@@ -32,6 +39,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/surgeplatform/surge/internal/backoff"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // Deps are the gateway's collaborators. Only Sources is needed to route
@@ -47,8 +57,26 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Log receives operational events; nil discards them.
 	Log *slog.Logger
-	// Clock is the time source; nil means SystemClock.
-	Clock Clock
+	// Clock is the gateway's one source of time; nil means the wall
+	// clock. It times what the gateway waits for (stats windows, the
+	// drain's delay and timeout, a queued request's wait, a WebSocket's
+	// guard) and stamps what it measures (a request's start and end,
+	// ejections, activations). Run gives the same Clock to the parts it
+	// builds (the control-plane source's back-off, gossip).
+	//
+	// Socket deadlines are computed from it too, and the kernel applies
+	// them on the wall clock, so they are exact only when the Clock is the
+	// wall clock. A test that drives a clock.Fake gets deadlines on the
+	// Fake's time: harmless for a test that does not depend on them, as
+	// long as the Fake does not lag the wall clock (a deadline in the past
+	// fires at once), so such a test starts its Fake at the wall time.
+	// fasthttp's own deadlines (ReadTimeout, WriteTimeout, IdleTimeout)
+	// are always on the wall clock.
+	//
+	// The wall clock's reading is shared: a request's start is fasthttp's
+	// reading as the request began, which saves the request path a clock
+	// read (tens of nanoseconds, more in a virtual machine).
+	Clock clock.Clock
 	// Listener, when set, is served instead of listening on Config.Addr.
 	Listener net.Listener
 }
@@ -57,8 +85,8 @@ type Deps struct {
 type Gateway struct {
 	cfg       Config
 	log       *slog.Logger
-	clock     Clock
-	sysClock  bool // clock is SystemClock: see schedNow
+	clock     clock.Clock
+	sysClock  bool // clock is the wall clock: see requestStart
 	epoch     time.Time
 	routes    *Routes
 	picker    Picker
@@ -96,18 +124,15 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		drainCh:   make(chan struct{}),
 		eject: ejectPolicy{
 			after:      int32(cfg.EjectAfter),
-			base:       cfg.EjectBaseBackoff,
-			max:        cfg.EjectMaxBackoff,
+			backoff:    backoff.Policy{Base: cfg.EjectBaseBackoff, Max: cfg.EjectMaxBackoff},
 			maxPercent: cfg.MaxEjectedPercent,
 		},
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
-	if g.clock == nil {
-		g.clock = SystemClock{}
-	}
-	_, g.sysClock = g.clock.(SystemClock)
+	g.clock = clock.Or(g.clock)
+	g.sysClock = g.clock == clock.Real()
 	g.epoch = g.clock.Now()
 	switch cfg.Policy {
 	case PolicyLeast:
@@ -167,7 +192,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	return g, nil
 }
 
-// Routes is the routing state, for sources the caller runs itself (gossip).
+// Routes is the routing state, for sources the caller runs itself and
+// for tests.
 func (g *Gateway) Routes() *Routes { return g.routes }
 
 // Handler is the gateway's request handler, for embedding and tests.
@@ -197,12 +223,14 @@ func (g *Gateway) Stats() []RevisionStats {
 
 func (g *Gateway) micros(t time.Time) int64 { return t.Sub(g.epoch).Microseconds() }
 
-// schedNow is the Clock's now, given the wall clock's: the same reading
-// when the Clock is the wall clock, which saves the request path a clock
-// read (each is tens of nanoseconds, more in a virtual machine).
-func (g *Gateway) schedNow(wall time.Time) time.Time {
+// requestStart is when the request of ctx began, on the gateway's Clock:
+// fasthttp's reading as the request began when the Clock is the wall
+// clock (see Deps.Clock), else the Clock's now.
+func (g *Gateway) requestStart(ctx *fasthttp.RequestCtx) time.Time {
 	if g.sysClock {
-		return wall
+		if t := ctx.Time(); !t.IsZero() {
+			return t
+		}
 	}
 	return g.clock.Now()
 }
@@ -253,11 +281,8 @@ func (g *Gateway) drain() error {
 		g.draining.Store(true)
 		close(g.drainCh)
 	})
-	if d := g.cfg.DrainDelay; d > 0 {
-		t := g.clock.NewTimer(d)
-		<-t.C()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.DrainTimeout)
+	clock.Sleep(context.Background(), g.clock, g.cfg.DrainDelay)
+	ctx, cancel := clock.WithTimeout(context.Background(), g.clock, g.cfg.DrainTimeout)
 	defer cancel()
 	err := g.srv.ShutdownWithContext(ctx)
 	// Shutdown does nothing if Serve has not registered the listener yet
@@ -279,7 +304,7 @@ func (g *Gateway) statsLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C():
+		case <-t.Chan():
 		}
 		st := c.collect(g.clock.Now(), g.routes.Load().revisions)
 		g.statsMu.Lock()

@@ -20,8 +20,8 @@ type GossipSource struct {
 	wake    chan struct{}
 }
 
-// NewGossipSource returns a source to pass to gossip.New as its handler
-// and to Deps.Sources.
+// NewGossipSource returns a source to pass to gossip.Start as the
+// member's Handler and to Deps.Sources.
 func NewGossipSource() *GossipSource { return &GossipSource{wake: make(chan struct{}, 1)} }
 
 var (

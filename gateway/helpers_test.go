@@ -13,9 +13,31 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
 
 	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/internal/clock"
 )
+
+// TestMain fails the package's tests if any goroutine outlives them,
+// but fasthttp's housekeepers, which nothing can stop: each sleeps
+// between rounds without a way to wake it. They are matched anywhere in
+// the stack, because the one on top of a sleeping one is time.Sleep.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Closes a HostClient's idle connections; ends, once it has none
+		// left, when its sleep of MaxIdleConnDuration does.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
+		// Retires a server's idle workers; ends after Shutdown, when its
+		// sleep (10s) does.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+		// The package-wide Date header, refreshed every second for good.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+		// The package-wide dialer's DNS cache, cleaned while it holds
+		// entries (a minute after the last dial).
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*TCPDialer).tcpAddrsClean"),
+	)
+}
 
 // testGateway is a gateway serving on a loopback port for one test.
 type testGateway struct {
@@ -69,6 +91,15 @@ func (tg *testGateway) wait(t *testing.T) error {
 		t.Fatalf("Run did not return")
 		return nil
 	}
+}
+
+// newFakeClock returns a clock.Fake that reads the wall time of the call:
+// the socket deadlines the gateway computes from its Clock then lie ahead
+// of the wall clock, as they would on the real one (see Deps.Clock).
+func newFakeClock() *clock.Fake {
+	c := clock.NewFake()
+	c.Advance(time.Since(c.Now()))
+	return c
 }
 
 func testConfig() Config {

@@ -15,10 +15,14 @@ import (
 )
 
 func TestGracefulDrain(t *testing.T) {
-	clock := newFakeClock()
+	clk := newFakeClock()
 	cfg := testConfig()
 	cfg.DrainDelay = time.Second
-	tg := startGateway(t, cfg, Deps{Clock: clock})
+	// The drain's timeout is on the Fake too, which the test advances a
+	// second at a time until the listener closes: far enough off that the
+	// request in flight is not cut.
+	cfg.DrainTimeout = time.Hour
+	tg := startGateway(t, cfg, Deps{Clock: clk})
 	addr, entered, release := blockingBackend(t)
 	tg.route("slow", "slow-00001", 0, 0, addr)
 
@@ -59,7 +63,7 @@ func TestGracefulDrain(t *testing.T) {
 	}
 	// After the delay the listener closes and idle keep-alives are closed.
 	eventually(t, "the listener to close", func() bool {
-		clock.Advance(time.Second)
+		clk.Advance(time.Second)
 		c, err := net.Dial("tcp", tg.addr)
 		if err == nil {
 			c.Close()
@@ -107,15 +111,15 @@ func (s *sumSink) get(k string) int64 {
 }
 
 func TestStatsReportedEveryInterval(t *testing.T) {
-	clock := newFakeClock()
+	clk := newFakeClock()
 	sink := &sumSink{requests: map[string]int64{}}
-	tg := startGateway(t, testConfig(), Deps{Clock: clock, Stats: sink})
+	tg := startGateway(t, testConfig(), Deps{Clock: clk, Stats: sink})
 	tg.route("hello", "hello-00001", 0, 0, backend(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
 	for range 3 {
 		tg.do(t, "GET", "hello.surge.localhost", "/", nil, nil)
 	}
 	eventually(t, "3 requests in the stats", func() bool {
-		clock.Advance(time.Second)
+		clk.Advance(time.Second)
 		return sink.get("default/hello-00001") == 3
 	})
 	st := tg.Stats()

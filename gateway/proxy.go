@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // exchange is one proxied request: everything the request path needs,
@@ -113,12 +115,7 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 	}
 
 	x := g.acquireExchange()
-	// Wall clock (deadlines become socket deadlines): fasthttp read it
-	// as the request began.
-	x.start = ctx.Time()
-	if x.start.IsZero() {
-		x.start = time.Now()
-	}
+	x.start = g.requestStart(ctx)
 	tbl := g.routes.Load()
 
 	var fr *functionRoute
@@ -163,7 +160,7 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 	x.deadline = x.start.Add(rev.timeout)
 	x.head = ctx.IsHead()
 	x.idempotent = isIdempotent(ctx.Method())
-	rev.stats.begin(g.micros(g.schedNow(x.start)))
+	rev.stats.begin(g.micros(x.start))
 	rev.budget.deposit()
 	if rev.m != nil {
 		rev.m.inflight.Inc()
@@ -229,7 +226,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 	for attempt := 0; ; attempt++ {
 		now := x.start
 		if attempt > 0 {
-			now = time.Now()
+			now = g.clock.Now()
 		}
 		ep, status, msg := g.acquire(x, avoid, now)
 		if ep == nil {
@@ -248,7 +245,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 			ep.connected()
 			break
 		}
-		now = time.Now()
+		now = g.clock.Now()
 		if f == failConnect {
 			if rev.m != nil {
 				rev.m.connectErrors.Inc()
@@ -339,8 +336,8 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 }
 
 // acquire returns a replica of x's revision with a slot taken, waiting in
-// the revision's queue for one when none has room; now is the wall clock. When it returns nil,
-// status and msg say what to answer.
+// the revision's queue for one when none has room; now is the Clock's.
+// When it returns nil, status and msg say what to answer.
 func (g *Gateway) acquire(x *exchange, avoid *Endpoint, now time.Time) (*Endpoint, int, string) {
 	rev := x.rev
 	if ep := g.picker.Pick(rev.endpoints(), avoid, now.UnixNano(), rand.Uint64()); ep != nil {
@@ -353,7 +350,7 @@ func (g *Gateway) acquire(x *exchange, avoid *Endpoint, now time.Time) (*Endpoin
 	}
 	w := acquireWaiter()
 	defer releaseWaiter(w)
-	var timer *time.Timer
+	var timer clock.Timer
 	defer func() {
 		if timer != nil {
 			timer.Stop()
@@ -374,7 +371,7 @@ func (g *Gateway) acquire(x *exchange, avoid *Endpoint, now time.Time) (*Endpoin
 		}
 		// A slot freed between the failed pick and the push would have
 		// woken nobody: pick once more now that we are queued.
-		if ep := g.picker.Pick(rev.endpoints(), avoid, time.Now().UnixNano(), rand.Uint64()); ep != nil {
+		if ep := g.picker.Pick(rev.endpoints(), avoid, g.clock.Now().UnixNano(), rand.Uint64()); ep != nil {
 			if !rev.queue.remove(w) {
 				<-w.ch
 				rev.queue.wakeOne() // we were woken for a slot we no longer need
@@ -382,11 +379,11 @@ func (g *Gateway) acquire(x *exchange, avoid *Endpoint, now time.Time) (*Endpoin
 			return ep, 0, ""
 		}
 		if timer == nil {
-			timer = time.NewTimer(time.Until(limit))
+			timer = g.clock.NewTimer(g.clock.Until(limit))
 		}
 		select {
 		case <-w.ch:
-		case <-timer.C:
+		case <-timer.Chan():
 			if !rev.queue.remove(w) {
 				<-w.ch
 				rev.queue.wakeOne()
@@ -402,7 +399,7 @@ func (g *Gateway) acquire(x *exchange, avoid *Endpoint, now time.Time) (*Endpoin
 			}
 			return nil, fasthttp.StatusServiceUnavailable, msgDraining
 		}
-		now = time.Now()
+		now = g.clock.Now()
 		if ep := g.picker.Pick(rev.endpoints(), avoid, now.UnixNano(), rand.Uint64()); ep != nil {
 			return ep, 0, ""
 		}
@@ -443,8 +440,8 @@ func (g *Gateway) finish(x *exchange) {
 		x.ep = nil
 	}
 	rev := x.rev
-	now := time.Now()
-	rev.stats.end(g.micros(g.schedNow(now)))
+	now := g.clock.Now()
+	rev.stats.end(g.micros(now))
 	if m := rev.m; m != nil {
 		m.inflight.Dec()
 		m.code(x.code).Inc()

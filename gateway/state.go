@@ -137,7 +137,8 @@ type Updater interface {
 }
 
 // RouteSource feeds route changes into an Updater until ctx ends. The
-// control-plane watch (ControlPlaneSource) is one; gossip will be another.
+// control-plane watch (ControlPlaneSource) is one, gossip (GossipSource)
+// another.
 // Run returns ctx.Err() when ctx ends, or an error that retrying will not
 // fix.
 type RouteSource interface {

@@ -8,10 +8,18 @@ import (
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
+// statsSendTimeout bounds one report's send: the next window waits for
+// it, and carries fresher numbers than a late one.
+const statsSendTimeout = time.Second
+
 // ControlPlaneStatsSink sends each stats window to the control plane,
-// where the autoscaler leader sums the windows of every gateway.
+// where the autoscaler leader sums the windows of every gateway. The
+// control plane owns how reports are kept (store.PutGatewayStats) and
+// summed (store.GatewayLoad); this is the gateway's side of that one
+// typed path.
 type ControlPlaneStatsSink struct {
 	// Client reaches the API with a token that may write stats.
 	Client *client.Client
@@ -19,8 +27,10 @@ type ControlPlaneStatsSink struct {
 	Gateway string
 	// Log receives failures; nil discards them.
 	Log *slog.Logger
-	// Now stamps the windows; nil means time.Now.
-	Now func() time.Time
+	// Clock stamps the windows and times out their sends; nil means the
+	// wall clock. The control plane stamps reports again on arrival, with
+	// its own clock, to judge their age.
+	Clock clock.Clock
 }
 
 var _ StatsSink = (*ControlPlaneStatsSink)(nil)
@@ -29,11 +39,8 @@ var _ StatsSink = (*ControlPlaneStatsSink)(nil)
 // autoscaler can tell an idle gateway from a silent one. A failed send is
 // dropped: the next window carries fresh numbers.
 func (s *ControlPlaneStatsSink) ReportStats(stats []RevisionStats) {
-	now := time.Now
-	if s.Now != nil {
-		now = s.Now
-	}
-	body := api.GatewayStats{Gateway: s.Gateway, At: now().UTC(), Revisions: make([]api.RevisionLoad, 0, len(stats))}
+	clk := clock.Or(s.Clock)
+	body := api.GatewayStats{Gateway: s.Gateway, At: clk.Now().UTC(), Revisions: make([]api.RevisionLoad, 0, len(stats))}
 	for _, st := range stats {
 		body.Window = st.Window.String()
 		body.Revisions = append(body.Revisions, api.RevisionLoad{
@@ -41,9 +48,9 @@ func (s *ControlPlaneStatsSink) ReportStats(stats []RevisionStats) {
 			Concurrency: st.AverageConcurrency, Requests: st.Requests, InFlight: st.InFlight, Queued: st.QueueLength,
 		})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := clock.WithTimeout(context.Background(), clk, statsSendTimeout)
 	defer cancel()
 	if err := s.Client.Do(ctx, http.MethodPost, "/v1/stats", &body, nil); err != nil && s.Log != nil {
-		s.Log.Debug("report stats", "err", err)
+		s.Log.Debug("report stats", "gateway", s.Gateway, "err", err)
 	}
 }

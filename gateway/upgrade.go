@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // WebSocket passthrough. A GET that asks to switch to WebSocket (RFC 6455
@@ -104,7 +106,7 @@ type tunnel struct {
 	last    atomic.Int64 // unix nanoseconds of the last byte either way
 	state   atomic.Int32
 	stopped atomic.Bool
-	guard   *time.Timer
+	guard   clock.Timer
 	endOnce sync.Once
 
 	// mu guards client, the hijacked connection, which is only valid
@@ -121,12 +123,12 @@ func (g *Gateway) tunnel(ctx *fasthttp.RequestCtx, x *exchange) {
 		idle = g.cfg.IdleStreamTimeout
 	}
 	t := &tunnel{g: g, x: x, up: x.conn, upR: x.br, idle: idle, deadline: x.deadline}
-	t.last.Store(time.Now().UnixNano())
+	t.touch()
 	// fasthttp does not call the hijack handler when writing the 101 fails
 	// or the server is shutting down; the guard then ends the tunnel, once
 	// the write would have timed out. It is set before the tunnel is
 	// registered, where a drain may stop it.
-	t.guard = time.AfterFunc(g.cfg.WriteTimeout+time.Second, func() {
+	t.guard = g.clock.AfterFunc(g.cfg.WriteTimeout+time.Second, func() {
 		if t.state.CompareAndSwap(tunnelPending, tunnelDone) {
 			t.end()
 		}
@@ -208,7 +210,7 @@ func (t *tunnel) pipe(dst net.Conn, src io.Reader, srcConn net.Conn, buf []byte)
 			t.touch()
 		}
 		if err != nil {
-			if isTimeout(err) && !t.stopped.Load() && time.Now().Before(t.nextDeadline()) {
+			if isTimeout(err) && !t.stopped.Load() && t.g.clock.Now().Before(t.nextDeadline()) {
 				continue // the other direction kept the tunnel alive
 			}
 			return err
@@ -216,7 +218,7 @@ func (t *tunnel) pipe(dst net.Conn, src io.Reader, srcConn net.Conn, buf []byte)
 	}
 }
 
-func (t *tunnel) touch() { t.last.Store(time.Now().UnixNano()) }
+func (t *tunnel) touch() { t.last.Store(t.g.clock.Now().UnixNano()) }
 
 // nextDeadline is when the tunnel ends if no byte crosses it before.
 func (t *tunnel) nextDeadline() time.Time {

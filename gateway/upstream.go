@@ -272,7 +272,7 @@ func (x *exchange) send(hc *fasthttp.HostClient, conn *countingConn) (*bufio.Rea
 
 	if start > 0 {
 		readDeadline := x.deadline
-		if t := time.Now().Add(start); t.Before(readDeadline) {
+		if t := x.g.clock.Now().Add(start); t.Before(readDeadline) {
 			readDeadline = t
 		}
 		_ = conn.SetReadDeadline(readDeadline)
@@ -368,7 +368,7 @@ func (r *relay) Read(p []byte) (int, error) {
 	if idle <= 0 {
 		idle = x.g.cfg.IdleStreamTimeout
 	}
-	deadline := time.Now().Add(idle)
+	deadline := x.g.clock.Now().Add(idle)
 	if x.deadline.Before(deadline) {
 		deadline = x.deadline
 	}

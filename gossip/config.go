@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // Role is what a member does in the cluster. It travels in NodeMeta so that
@@ -74,37 +76,6 @@ func (m NodeMeta) validate(prefix string) []error {
 	}
 	return errs
 }
-
-// Clock is where Gossip reads the time and gets its ticker, so tests can
-// drive it. Gossip calls Now for endpoint sequence numbers and member
-// timestamps, and NewTicker once per Run.
-type Clock interface {
-	Now() time.Time
-	// NewTicker fires every d until stopped.
-	NewTicker(d time.Duration) Ticker
-}
-
-// Ticker is a stoppable periodic timer.
-type Ticker interface {
-	C() <-chan time.Time
-	Stop()
-}
-
-// SystemClock is the wall clock.
-type SystemClock struct{}
-
-var _ Clock = SystemClock{}
-
-// Now implements Clock.
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// NewTicker implements Clock.
-func (SystemClock) NewTicker(d time.Duration) Ticker { return sysTicker{time.NewTicker(d)} }
-
-type sysTicker struct{ t *time.Ticker }
-
-func (t sysTicker) C() <-chan time.Time { return t.t.C }
-func (t sysTicker) Stop()               { t.t.Stop() }
 
 // Config configures one gossip member. Make it with DefaultConfig, set
 // NodeName, JoinToken and Meta, and hand it to New, which copies it.
@@ -221,8 +192,11 @@ type Config struct {
 	Transport memberlist.Transport
 	// Logger receives Gossip's and memberlist's logs. Default slog.Default.
 	Logger *slog.Logger
-	// Clock is the time source. Default SystemClock.
-	Clock Clock
+	// Clock is where Gossip reads the time (endpoint sequence numbers, how
+	// long a member has been dead, the leave's deadline) and gets the
+	// ticker of its reconnect loop. Default: the wall clock. memberlist
+	// keeps its own timers (probes, suspicion), which no Clock drives.
+	Clock clock.Clock
 }
 
 // MinJoinTokenLen is the shortest join token accepted, in bytes.
@@ -254,7 +228,7 @@ func DefaultConfig() Config {
 		LeaveTimeout:            3 * time.Second,
 		DeadRetention:           30 * time.Minute,
 		Logger:                  slog.Default(),
-		Clock:                   SystemClock{},
+		Clock:                   clock.Real(),
 	}
 }
 
@@ -305,9 +279,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
-	if c.Clock == nil {
-		c.Clock = d.Clock
-	}
+	c.Clock = clock.Or(c.Clock)
 	if c.Meta.Name == "" {
 		c.Meta.Name = c.NodeName
 	}
@@ -324,6 +296,15 @@ var ErrInvalidConfig = errors.New("gossip: invalid config")
 // New calls it after filling defaults; call it directly to check a Config
 // built from flags before starting anything.
 func (c Config) Validate() error {
+	errs := c.problems()
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+}
+
+// problems is every bad field of c, each named with its value.
+func (c Config) problems() []error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.NodeName == "" {
@@ -407,10 +388,7 @@ func (c Config) Validate() error {
 	if c.Clock == nil {
 		add("Clock is nil")
 	}
-	if len(errs) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	return errs
 }
 
 // The gossip key is HKDF-SHA256 (RFC 5869) of the join token with this

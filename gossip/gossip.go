@@ -11,10 +11,14 @@
 // ready endpoints of every alive member. How views of one origin's
 // endpoints merge is described on table.
 //
-// Life cycle: New binds the listeners and starts memberlist; Join contacts
-// seeds; Run delivers events to the Handler and, when its ctx ends, leaves
-// the cluster and stops everything. Leave and Close stop a member that is
-// not run, or stop it early.
+// Every role (server, agent, gateway) joins with Start, which takes
+// Options and returns a running member that Stop ends; the roles differ
+// only in the values they pass. Start is made of the parts below, which
+// tests use directly with a Config of their own (an in-memory transport,
+// short timings): New binds the listeners and starts memberlist; Join
+// contacts seeds; Run delivers events to the Handler and, when its ctx
+// ends, leaves the cluster and stops everything. Leave and Close stop a
+// member that is not run, or stop it early.
 //
 // Everything Gossip knows of other members it copies in memberlist's event
 // callbacks, which run under memberlist's lock: the *Node pointers that
@@ -36,6 +40,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // Errors returned by Gossip.
@@ -55,7 +61,7 @@ var (
 type Gossip struct {
 	cfg   Config
 	log   *slog.Logger
-	clock Clock
+	clock clock.Clock
 	h     Handler
 	ml    *memberlist.Memberlist
 	// queue holds endpoint events to send or pass on; memberlist drains it
@@ -256,7 +262,7 @@ func (g *Gossip) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			stopMaintain()
 			wg.Wait()
-			lctx, cancel := context.WithTimeout(context.Background(), g.cfg.LeaveTimeout)
+			lctx, cancel := clock.WithTimeout(context.Background(), g.clock, g.cfg.LeaveTimeout)
 			defer cancel()
 			if err := g.Leave(lctx); err != nil && !errors.Is(err, ErrClosed) {
 				g.log.Warn("left the cluster without telling it", "err", err)
@@ -279,7 +285,7 @@ func (g *Gossip) maintain(ctx context.Context) {
 			return
 		case <-g.done:
 			return
-		case <-tick.C():
+		case <-tick.Chan():
 			g.prune()
 			g.reconnect()
 		}
@@ -336,7 +342,7 @@ func (g *Gossip) Leave(ctx context.Context) error {
 		return ErrClosed
 	}
 	timeout := g.timeout(ctx, g.cfg.LeaveTimeout)
-	deadline := time.Now().Add(timeout)
+	deadline := g.clock.Now().Add(timeout)
 	g.mu.Lock()
 	b, err := encodeMeta(wireMeta{NodeMeta: g.local, Epoch: g.epoch, Leaving: true})
 	g.mu.Unlock()
@@ -347,7 +353,7 @@ func (g *Gossip) Leave(ctx context.Context) error {
 	if err != nil {
 		g.log.Warn("could not mark this member as leaving; others may report it dead", "err", err)
 	}
-	err = g.ml.Leave(max(time.Until(deadline), time.Millisecond))
+	err = g.ml.Leave(max(g.clock.Until(deadline), time.Millisecond))
 	g.stop()
 	if err != nil {
 		return fmt.Errorf("leave gossip: %w", err)
@@ -389,13 +395,16 @@ func (g *Gossip) isClosed() bool {
 	return g.closed
 }
 
-// timeout turns ctx's deadline into memberlist's timeout argument.
+// timeout turns ctx's deadline into memberlist's timeout argument. The
+// deadline is read on the member's Clock, as clock.WithTimeout sets it (a
+// context.WithTimeout's, on the wall clock, is the same when the Clock is
+// the wall clock).
 func (g *Gossip) timeout(ctx context.Context, def time.Duration) time.Duration {
 	dl, ok := ctx.Deadline()
 	if !ok {
 		return def
 	}
-	return max(time.Until(dl), time.Millisecond)
+	return max(g.clock.Until(dl), time.Millisecond)
 }
 
 // Broadcast tells every member that an endpoint of a replica on this node

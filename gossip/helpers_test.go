@@ -10,9 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/surgeplatform/surge/gossip"
 	"github.com/surgeplatform/surge/gossip/gossiptest"
 )
+
+// TestMain fails the package's tests if any goroutine outlives them: every
+// member a test starts must be stopped, and memberlist's goroutines with it.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // testConfig is a member on loopback with a free port and timings short
 // enough for tests. Logs are kept and printed only if the test fails.

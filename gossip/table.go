@@ -54,9 +54,6 @@ func (t *table) view(origin string) *view {
 	return v
 }
 
-// has reports whether the table holds a view of origin.
-func (t *table) has(origin string) bool { _, ok := t.views[origin]; return ok }
-
 // apply records one event of ev.Node learned from gossip. It reports
 // whether the event was news (then it is worth passing on), and the visible
 // change.

@@ -156,15 +156,15 @@ func Run(ctx context.Context, o Options) error {
 	defer closeIdleConnections(c)
 
 	peers := NewPeers(o.Agent.NodeName, o.Log)
-	gcfg := o.gossipConfig()
-	g, stopGossip, err := gossip.Start(gcfg, o.GossipAddr, o.Join, peers)
+	gopts := o.gossipOptions(peers)
+	g, err := gossip.Start(gopts)
 	if err != nil {
 		return fmt.Errorf("join gossip at %s: %w", o.GossipAddr, err)
 	}
-	defer stopGossip()
-	peers.SetGossip(g)
+	defer g.Stop()
+	peers.SetGossip(g.Gossip)
 
-	agent, err := New(o.Agent, c, o.runtimeFactory(registry, g, gcfg.Meta, peers), peers, o.Log)
+	agent, err := New(o.Agent, c, o.runtimeFactory(registry, g.Gossip, gopts.Meta, peers), peers, o.Log)
 	if err != nil {
 		return err
 	}
@@ -176,15 +176,19 @@ func Run(ctx context.Context, o Options) error {
 	return agent.Run(ctx)
 }
 
-// gossipConfig is the agent's gossip member: named after the node, keyed
-// by the join token, telling peers the node's address.
-func (o Options) gossipConfig() gossip.Config {
-	g := gossip.DefaultConfig()
-	g.NodeName, g.Role, g.JoinToken = o.Agent.NodeName, gossip.RoleAgent, o.Client.Token
+// gossipOptions is the agent's gossip member: named after the node, keyed
+// by the join token, telling peers the node's address, handled by peers.
+func (o Options) gossipOptions(peers *Peers) gossip.Options {
+	g := gossip.Options{
+		Role: gossip.RoleAgent, NodeName: o.Agent.NodeName, Addr: o.GossipAddr, Seeds: o.Join,
+		JoinToken: o.Client.Token, Logger: o.Log, Clock: o.Clock,
+	}
+	if peers != nil {
+		g.Handler = peers
+	}
 	if ip, err := netip.ParseAddr(o.Agent.Address); err == nil {
 		g.Meta.Address = ip
 	}
-	g.Logger = o.Log
 	return g
 }
 

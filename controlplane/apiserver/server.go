@@ -17,8 +17,9 @@
 //	POST   /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/ID
 //
 // A watch answers newline-delimited JSON api.WatchEvent values. It resumes
-// from ?resourceVersion=N (the list's, or the last event's) and answers 410
-// when N has been compacted away.
+// from ?resourceVersion=N (the list's, or the last event's). When N has been
+// compacted away it answers 410, or, when etcd tells so only once the
+// stream has begun, ends the stream with an ERROR event carrying the 410.
 package apiserver
 
 import (
@@ -33,29 +34,37 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/controlplane/auth"
 	"github.com/surgeplatform/surge/controlplane/store"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
-// Config is what the API server needs.
+// Config is what the API server needs. Store and Tokens are required; the
+// other fields have defaults.
 type Config struct {
 	// Store keeps the objects.
 	Store *store.Store
 	// Tokens authenticates requests.
 	Tokens *auth.Store
-	// Log receives request errors.
+	// Log receives request errors; nil discards them.
 	Log *slog.Logger
 	// Registerer receives the server's metrics; Gatherer serves /metrics.
+	// A nil Registerer is a private registry; a nil Gatherer is the
+	// Registerer when that is a Gatherer too (a *prometheus.Registry).
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
-	// Ready reports whether the server can serve (etcd reachable), for /readyz.
+	// Ready reports whether the server can serve, for /readyz; it is called
+	// with a context that ends after readyTimeout. Nil reads from the
+	// store's etcd.
 	Ready func(ctx context.Context) error
 	// Version is reported by /v1/version.
 	Version string
-	// Now is the clock.
-	Now func() time.Time
+	// Clock times requests and stamps what the server records; nil is the
+	// wall clock.
+	Clock clock.Clock
 	// SignCSR, when set, signs node agents' serving certificates with the
 	// cluster CA; it returns the certificate and the CA, both PEM.
 	SignCSR func(csrPEM []byte, commonName string, hosts []string) (cert, ca []byte, err error)
@@ -65,9 +74,8 @@ type Config struct {
 	// PodCIDR is split into one subnet of NodeSubnetBits per node.
 	PodCIDR        netip.Prefix
 	NodeSubnetBits int
-	// Extra mounts more handlers on the authenticated mux (the registry,
-	// later roles' endpoints), keyed by pattern, with the resource name the
-	// role check uses.
+	// Extra mounts more handlers on the authenticated mux (the registry),
+	// keyed by pattern, with the resource name the role check uses.
 	Extra []Route
 }
 
@@ -85,8 +93,17 @@ type Server struct {
 	metrics *metrics
 }
 
+// readyTimeout bounds a /readyz check: a probe that hangs is a failed probe.
+// It is a deadline on a call to etcd, so it runs on the wall clock, as
+// etcd does, not on Config.Clock.
+const readyTimeout = 2 * time.Second
+
 // New builds the API handler.
 func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -94,6 +111,47 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, mux: http.NewServeMux(), metrics: m}
 	s.routes()
 	return s, nil
+}
+
+// withDefaults returns a copy with the empty fields filled, or an error
+// naming every required field that is missing.
+func (c Config) withDefaults() (Config, error) {
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("apiserver config: Store is required"))
+	}
+	if c.Tokens == nil {
+		errs = append(errs, errors.New("apiserver config: Tokens is required"))
+	}
+	if c.Registerer == nil {
+		reg := prometheus.NewRegistry()
+		c.Registerer = reg
+		if c.Gatherer == nil {
+			c.Gatherer = reg
+		}
+	}
+	if c.Gatherer == nil {
+		g, ok := c.Registerer.(prometheus.Gatherer)
+		if !ok {
+			errs = append(errs, errors.New("apiserver config: Gatherer is required when the Registerer does not gather"))
+		}
+		c.Gatherer = g
+	}
+	if len(errs) > 0 {
+		return c, errors.Join(errs...)
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	c.Clock = clock.Or(c.Clock)
+	if c.Ready == nil {
+		cli := c.Store.Client()
+		c.Ready = func(ctx context.Context) error {
+			_, err := cli.Get(ctx, store.Prefix+"readyz", clientv3.WithCountOnly())
+			return err
+		}
+	}
+	return c, nil
 }
 
 // ServeHTTP implements http.Handler.
@@ -112,7 +170,7 @@ func (s *Server) routes() {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 		defer cancel()
 		if err := s.cfg.Ready(ctx); err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
@@ -190,10 +248,10 @@ func (s *Server) routes() {
 // handle mounts an authenticated, authorised, measured handler.
 func (s *Server) handle(pattern, resource string, verb auth.Verb, h http.HandlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		start := s.cfg.Now()
+		start := s.cfg.Clock.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		defer func() {
-			s.metrics.observe(resource, r.Method, sw.code, s.cfg.Now().Sub(start), isWatch(r))
+			s.metrics.observe(resource, r.Method, sw.code, s.cfg.Clock.Since(start), isWatch(r))
 		}()
 		tok, err := s.authenticate(r)
 		if err != nil {

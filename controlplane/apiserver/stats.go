@@ -1,22 +1,19 @@
 package apiserver
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"regexp"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/controlplane/auth"
-	"github.com/surgeplatform/surge/controlplane/store"
 )
 
 var gatewayName = regexp.MustCompile(`^[A-Za-z0-9][-A-Za-z0-9_.:]{0,127}$`)
 
-// statsRoutes takes the gateways' per-second load reports. Each is kept in
-// etcd under the gateway's name, overwritten every second, so that the
-// autoscaler leader — on whichever server — sums the latest window of every
-// gateway, and a gateway that stops reporting ages out by its timestamp.
+// statsRoutes takes the gateways' per-second load reports. The store keeps
+// each gateway's latest (Store.PutGatewayStats), for the autoscaler leader,
+// on whichever server, to sum (store.GatewayLoad).
 func (s *Server) statsRoutes() {
 	s.handle("POST /v1/stats", auth.ResourceStats, auth.Write, func(w http.ResponseWriter, r *http.Request) {
 		var st api.GatewayStats
@@ -41,11 +38,9 @@ func (s *Server) statsRoutes() {
 			return
 		}
 		// The server's clock, not the gateway's, decides freshness.
-		st.At = s.cfg.Now().UTC()
-		b, _ := json.Marshal(&st)
-		key := store.StatsPrefix + principal(r.Context()).ID + "/" + st.Gateway
-		if _, err := s.cfg.Store.Client().Put(r.Context(), key, string(b)); err != nil {
-			writeError(w, s.cfg.Log, fmt.Errorf("store stats: %w", err))
+		st.At = s.cfg.Clock.Now().UTC()
+		if err := s.cfg.Store.PutGatewayStats(r.Context(), principal(r.Context()).ID, &st); err != nil {
+			writeError(w, s.cfg.Log, err)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)

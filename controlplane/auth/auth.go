@@ -21,6 +21,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // Role is what a token may do.
@@ -68,12 +70,15 @@ const tokenPrefix = "/surge/v1/tokens/"
 
 // Store keeps tokens in etcd.
 type Store struct {
-	c   *clientv3.Client
-	now func() time.Time
+	c     *clientv3.Client
+	clock clock.Clock
 }
 
-// NewStore returns a token store on an etcd client.
-func NewStore(c *clientv3.Client, now func() time.Time) *Store { return &Store{c: c, now: now} }
+// NewStore returns a token store on an etcd client. clk stamps the tokens'
+// creation times; nil is the wall clock.
+func NewStore(c *clientv3.Client, clk clock.Clock) *Store {
+	return &Store{c: c, clock: clock.Or(clk)}
+}
 
 func hashSecret(secret string) string {
 	sum := sha256.Sum256([]byte(secret))
@@ -91,7 +96,7 @@ func (s *Store) Create(ctx context.Context, role Role, description string) (stri
 	_, _ = rand.Read(sec[:])
 	id := hex.EncodeToString(idb[:])
 	secret := base64.RawURLEncoding.EncodeToString(sec[:])
-	t := Token{ID: id, Role: role, Description: description, Created: s.now().UTC().Truncate(time.Second), Hash: hashSecret(secret)}
+	t := Token{ID: id, Role: role, Description: description, Created: s.clock.Now().UTC().Truncate(time.Second), Hash: hashSecret(secret)}
 	b, _ := json.Marshal(t)
 	resp, err := s.c.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(tokenPrefix+id), "=", 0)).

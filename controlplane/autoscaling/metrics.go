@@ -1,9 +1,11 @@
 package autoscaling
 
 import (
-	"strings"
+	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/surgeplatform/surge/autoscaler"
 )
 
 // metrics are the autoscaler's, per revision. Revisions come and go; their
@@ -27,7 +29,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.desired, m.ready, m.panic, m.concurrency, m.rps} {
 		if err := reg.Register(c); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("register autoscaler metrics: %w", err)
 		}
 	}
 	return m, nil
@@ -45,10 +47,9 @@ func (m *metrics) observe(ns, fn, rev string, desired, ready int32, panicking bo
 	m.rps.WithLabelValues(ns, fn, rev).Set(rps)
 }
 
-// forget deletes a revision's series; key is "ns/revision".
-func (m *metrics) forget(key string) {
-	ns, rev, _ := strings.Cut(key, "/")
-	match := prometheus.Labels{"namespace": ns, "revision": rev}
+// forget deletes a revision's series.
+func (m *metrics) forget(k autoscaler.RevisionKey) {
+	match := prometheus.Labels{"namespace": k.Namespace, "revision": k.Name}
 	for _, v := range []*prometheus.GaugeVec{m.desired, m.ready, m.panic, m.concurrency, m.rps} {
 		v.DeletePartialMatch(match)
 	}

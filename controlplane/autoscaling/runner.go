@@ -1,13 +1,13 @@
 // Package autoscaling is the autoscaler's live runner: on the leader, every
-// second, it sums the gateways' latest load reports per revision, feeds them
-// to each revision's decision core (package autoscaler), and writes the
-// desired replica counts to the revisions' Scale objects, which the replica
-// controller then makes true.
+// Tick, it reads the revisions, their traffic and the gateways' load, asks
+// the decision core (autoscaler.Scaler) for every revision's scale, and
+// writes the desired replica counts to the revisions' Scale objects, which
+// the replica controller then makes true. It reads, decides and writes;
+// every rule is the Scaler's.
 package autoscaling
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,11 +15,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/autoscaler"
 	"github.com/surgeplatform/surge/controlplane/store"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // Config configures the runner.
@@ -28,7 +28,9 @@ type Config struct {
 	// burst should not wait for capacity.
 	Tick time.Duration
 	// StatsMaxAge is how old a gateway's last report may be and still
-	// count; a gateway that stopped reporting is ignored after it.
+	// count; a gateway that stopped reporting is ignored after it. It is
+	// also how long an activation counts as a request in flight before
+	// the reports show it (autoscaler.ScalerConfig.ActivationHold).
 	StatsMaxAge time.Duration
 	// Autoscaler is the decision core's configuration.
 	Autoscaler autoscaler.Config
@@ -50,62 +52,98 @@ func DefaultConfig() Config {
 		Autoscaler: autoscaler.DefaultConfig()}
 }
 
+// validate reports every bad field of c at once; the Scaler's
+// configuration, made from c, reports its own.
+func (c Config) validate() error {
+	var errs []error
+	if c.Tick <= 0 {
+		errs = append(errs, fmt.Errorf("%w: Tick = %v: must be positive", autoscaler.ErrInvalidConfig, c.Tick))
+	}
+	if c.StatsMaxAge <= 0 {
+		errs = append(errs, fmt.Errorf("%w: StatsMaxAge = %v: must be positive", autoscaler.ErrInvalidConfig, c.StatsMaxAge))
+	}
+	return errors.Join(errs...)
+}
+
+// StatsSource gives the gateways' load to the runner.
+type StatsSource interface {
+	// Load returns every revision's demand over the last sample period,
+	// summed over the gateways whose reports are fresh at now; a revision
+	// missing from it had none. The runner calls it from its own
+	// goroutine once per tick; it may block on I/O until ctx ends.
+	Load(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error)
+}
+
+var _ StatsSource = (*store.GatewayLoad)(nil)
+
+// StatsFunc is a function that is a StatsSource, for fakes in tests.
+type StatsFunc func(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error)
+
+// Load implements StatsSource.
+func (f StatsFunc) Load(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error) {
+	return f(ctx, now)
+}
+
 // Runner decides the scale of every revision while its Run is running.
 type Runner struct {
 	cfg     Config
 	store   *store.Store
+	stats   StatsSource
+	clock   clock.Clock
 	log     *slog.Logger
-	now     func() time.Time
 	metrics *metrics
 
-	mu        sync.Mutex
-	deciders  map[string]*decider // "ns/revision"
-	activated map[string]time.Time
+	mu     sync.Mutex // Activated comes from API handlers, Tick from Run
+	scaler *autoscaler.Scaler
 }
 
-type decider struct {
-	d *autoscaler.Decider
-}
-
-// New returns a runner; its metrics go to reg.
-func New(cfg Config, st *store.Store, log *slog.Logger, now func() time.Time, reg prometheus.Registerer) (*Runner, error) {
-	if err := cfg.Autoscaler.Validate(); err != nil {
-		return nil, err
-	}
-	m, err := newMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
+// New returns a runner that reads and writes the cluster's objects in st,
+// the gateways' load from stats, and ticks on clk (nil: the wall clock);
+// its metrics go to reg.
+// It returns an error wrapping autoscaler.ErrInvalidConfig, naming every
+// bad field, when cfg is invalid.
+func New(cfg Config, st *store.Store, stats StatsSource, clk clock.Clock, log *slog.Logger, reg prometheus.Registerer) (*Runner, error) {
 	if cfg.ProgressDeadline <= 0 {
 		cfg.ProgressDeadline = DefaultConfig().ProgressDeadline
 	}
-	return &Runner{cfg: cfg, store: st, log: log.With("component", "autoscaler"), now: now, metrics: m,
-		deciders: map[string]*decider{}, activated: map[string]time.Time{}}, nil
+	scaler, err := autoscaler.NewScaler(autoscaler.ScalerConfig{
+		Decider: cfg.Autoscaler, ProgressDeadline: cfg.ProgressDeadline, ActivationHold: cfg.StatsMaxAge,
+	})
+	if err := errors.Join(cfg.validate(), err); err != nil {
+		return nil, fmt.Errorf("new autoscaling runner: %w", err)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("new autoscaling runner: %w", err)
+	}
+	return &Runner{cfg: cfg, store: st, stats: stats, clock: clock.Or(clk), log: log.With("component", "autoscaler"),
+		metrics: m, scaler: scaler}, nil
 }
 
 // Activated tells the runner that a request raised a revision from zero,
 // so that the decision core counts that demand before the gateways' next
 // report and does not scale the revision straight back to zero. It may be
-// called from any goroutine.
+// called from any goroutine and does not block on I/O.
 func (r *Runner) Activated(namespace, revision string) {
 	r.mu.Lock()
-	r.activated[namespace+"/"+revision] = r.now()
+	r.scaler.Activated(autoscaler.RevisionKey{Namespace: namespace, Name: revision}, r.clock.Now())
 	r.mu.Unlock()
 }
 
-// Run decides every Tick until ctx ends. It is a controllers.LeaderTask.
+// Run decides every Tick of the runner's clock until ctx ends. It is a
+// controllers.LeaderTask.
 func (r *Runner) Run(ctx context.Context) error {
 	if r.cfg.Manual {
 		<-ctx.Done()
 		return nil
 	}
-	t := time.NewTicker(r.cfg.Tick)
+	t := r.clock.NewTicker(r.cfg.Tick)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-t.Chan():
 		}
 		if err := r.Tick(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("autoscaler tick", "err", err)
@@ -113,200 +151,61 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
-// PolicyFor turns a revision's scaling spec into the decision core's policy.
-func PolicyFor(t *api.FunctionSpec) autoscaler.Policy {
-	p := autoscaler.Policy{
-		MinReplicas:          int(t.Scaling.MinScale),
-		MaxReplicas:          int(t.Scaling.MaxScale),
-		ContainerConcurrency: int(t.Concurrency),
-		KeepAlive:            autoscaler.KeepAliveAdaptive,
-	}
-	metric := autoscaler.MetricConcurrency
-	if t.Scaling.Metric == api.MetricRPS {
-		metric = autoscaler.MetricRPS
-	}
-	p.Targets = []autoscaler.Target{{Metric: metric, Value: t.Scaling.Target}}
-	if d, err := time.ParseDuration(t.Scaling.StableWindow); err == nil && d > 0 {
-		p.StableWindow = d
-	}
-	if d, err := time.ParseDuration(t.Scaling.ScaleToZeroGrace); err == nil && d > 0 {
-		p.ScaleToZeroGrace = d
-		// An explicit grace is a fixed keep-alive: the user asked for it.
-		p.KeepAlive = autoscaler.KeepAliveFixed
-	}
-	return p
-}
-
-// load is one revision's demand, summed over the gateways.
-type load struct {
-	sample autoscaler.Sample
-	rps    float64
-}
-
-// readStats sums the fresh gateway reports per "ns/revision".
-func (r *Runner) readStats(ctx context.Context, now time.Time) (map[string]load, error) {
-	resp, err := r.store.Client().Get(ctx, store.StatsPrefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("read gateway stats: %w", err)
-	}
-	out := map[string]load{}
-	for _, kv := range resp.Kvs {
-		var gs api.GatewayStats
-		if err := json.Unmarshal(kv.Value, &gs); err != nil {
-			continue
-		}
-		if now.Sub(gs.At) > r.cfg.StatsMaxAge {
-			continue
-		}
-		window, err := time.ParseDuration(gs.Window)
-		if err != nil || window <= 0 {
-			window = time.Second
-		}
-		for _, l := range gs.Revisions {
-			k := l.Namespace + "/" + l.Revision
-			v := out[k]
-			// The gateway's average includes queued requests already.
-			v.sample.Concurrency += l.Concurrency
-			v.sample.Requests += float64(l.Requests)
-			v.rps += float64(l.Requests) / window.Seconds()
-			out[k] = v
-		}
-	}
-	return out, nil
-}
-
-// Tick makes one round of decisions. It is exported for tests.
+// Tick makes one round of decisions: read, decide, write. It is exported
+// for tests.
 func (r *Runner) Tick(ctx context.Context) error {
-	now := r.now()
-	stats, err := r.readStats(ctx, now)
+	now := r.clock.Now()
+	in, err := r.read(ctx, now)
 	if err != nil {
 		return err
 	}
-	scales, _, err := store.List[api.Scale](ctx, r.store, store.Scales, store.Scales.Prefix(""))
-	if err != nil {
-		return err
-	}
-	revs, _, err := store.List[api.Revision](ctx, r.store, store.Revisions, store.Revisions.Prefix(""))
-	if err != nil {
-		return err
-	}
-	// Functions before Traffic: a rollout that ends between the two reads
-	// then leaves its revision rolling out or serving, never neither (which
-	// would read as "no traffic" and scale it to zero).
-	fns, _, err := store.List[api.Function](ctx, r.store, store.Functions, store.Functions.Prefix(""))
-	if err != nil {
-		return err
-	}
-	traffic, _, err := store.List[api.Traffic](ctx, r.store, store.Traffics, store.Traffics.Prefix(""))
-	if err != nil {
-		return err
-	}
-	// rollingOut: each function's latest revision while it has never had
-	// a Ready replica; the rollout controller gives it the traffic then.
-	rollingOut := map[string]bool{}
-	for _, f := range fns {
-		if latest := f.Status.LatestRevision; latest != "" && latest != f.Status.LatestReadyRevision {
-			rollingOut[f.Metadata.Namespace+"/"+latest] = true
-		}
-	}
-	revByKey := make(map[string]*api.Revision, len(revs))
-	for i := range revs {
-		revByKey[revs[i].Metadata.Namespace+"/"+revs[i].Metadata.Name] = &revs[i]
-	}
-	serving := map[string]bool{}
-	for _, t := range traffic {
-		for _, tt := range t.Spec.Targets {
-			if tt.Percent > 0 {
-				serving[t.Metadata.Namespace+"/"+tt.Revision] = true
-			}
-		}
-	}
-
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	seen := map[string]bool{}
-	var errs []error
-	for i := range scales {
-		sc := &scales[i]
-		k := sc.Metadata.Namespace + "/" + sc.Metadata.Name
-		rev := revByKey[k]
-		if rev == nil {
-			continue
-		}
-		seen[k] = true
-		d, err := r.deciderFor(k, rev)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		l := stats[k]
-		if at, ok := r.activated[k]; ok && now.Sub(at) < r.cfg.StatsMaxAge && l.sample.Concurrency == 0 {
-			// A request is waiting for this revision's first replica; the
-			// gateways' reports have not caught up yet.
-			l.sample.Concurrency, l.sample.Requests = 1, 1
-		}
-		d.d.Record(now, l.sample)
-		dec := d.d.Scale(now, int(sc.Status.ReadyReplicas))
-		desired, reason := int32(dec.Desired), dec.Reason.String()
-		initial, age := api.InitialScale(&rev.Spec.Template), now.Sub(rev.Metadata.CreationTimestamp)
-		if desired < initial && serving[k] && age < r.window(rev) {
-			// A new revision keeps its initial scale for one stable window,
-			// as Knative's does: long enough to become Ready and take its
-			// first requests, rather than being judged idle before it ran.
-			desired, reason = initial, "initial scale"
-		}
-		switch {
-		case rollingOut[k] && !serving[k] && age < r.cfg.ProgressDeadline:
-			// A deploy's revision keeps its initial scale until a replica
-			// is Ready and the traffic moves to it.
-			desired, reason = max(desired, initial), "rolling out"
-		case rollingOut[k] && !serving[k]:
-			desired, reason = 0, fmt.Sprintf("not ready in %s", r.cfg.ProgressDeadline)
-		case !serving[k] && l.sample.Concurrency == 0 && l.sample.Requests == 0:
-			// A revision that gets no traffic any more drains to zero once
-			// its last requests are done, whatever its policy says.
-			desired, reason = 0, "no traffic"
-		}
+	res, decideErr := r.scaler.Decide(now, in)
+	r.mu.Unlock()
+
+	for _, k := range res.Gone {
+		r.metrics.forget(k)
+	}
+	scales := make(map[autoscaler.RevisionKey]*api.Scale, len(in.Scales))
+	for i := range in.Scales {
+		scales[autoscaler.RevisionKey{Namespace: in.Scales[i].Metadata.Namespace, Name: in.Scales[i].Metadata.Name}] = &in.Scales[i]
+	}
+	errs := []error{decideErr}
+	for _, d := range res.Revisions {
+		sc := scales[d.Revision]
 		mode := "stable"
-		if dec.Panic {
+		if d.Panic {
 			mode = "panic"
 		}
-		r.metrics.observe(sc.Metadata.Namespace, rev.Spec.Function, sc.Metadata.Name, desired, sc.Status.ReadyReplicas, dec.Panic, l.sample.Concurrency, l.rps)
-		if err := r.write(ctx, sc, desired, mode, reason); err != nil {
+		r.metrics.observe(d.Revision.Namespace, d.Function, d.Revision.Name, d.Desired, sc.Status.ReadyReplicas, d.Panic, d.Load.Sample.Concurrency, d.Load.RPS)
+		if err := r.write(ctx, sc, d.Desired, mode, d.StatusReason()); err != nil {
 			errs = append(errs, err)
-		}
-	}
-	for k := range r.deciders {
-		if !seen[k] {
-			delete(r.deciders, k)
-			delete(r.activated, k)
-			r.metrics.forget(k)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// window is the revision's effective stable window.
-func (r *Runner) window(rev *api.Revision) time.Duration {
-	if d, err := time.ParseDuration(rev.Spec.Template.Scaling.StableWindow); err == nil && d > 0 {
-		return d
+// read is one tick's view of the cluster: the load first, then the
+// objects, Functions before Traffic (see autoscaler.Input).
+func (r *Runner) read(ctx context.Context, now time.Time) (autoscaler.Input, error) {
+	var in autoscaler.Input
+	var err error
+	if in.Load, err = r.stats.Load(ctx, now); err != nil {
+		return in, err
 	}
-	return r.cfg.Autoscaler.StableWindow
-}
-
-func (r *Runner) deciderFor(k string, rev *api.Revision) (*decider, error) {
-	p := PolicyFor(&rev.Spec.Template)
-	d, ok := r.deciders[k]
-	if ok {
-		return d, nil
+	if in.Scales, _, err = store.List[api.Scale](ctx, r.store, store.Scales, store.Scales.Prefix("")); err != nil {
+		return in, err
 	}
-	ad, err := autoscaler.NewDecider(r.cfg.Autoscaler, p)
-	if err != nil {
-		return nil, fmt.Errorf("revision %s: %w", k, err)
+	if in.Revisions, _, err = store.List[api.Revision](ctx, r.store, store.Revisions, store.Revisions.Prefix("")); err != nil {
+		return in, err
 	}
-	d = &decider{d: ad}
-	r.deciders[k] = d
-	return d, nil
+	if in.Functions, _, err = store.List[api.Function](ctx, r.store, store.Functions, store.Functions.Prefix("")); err != nil {
+		return in, err
+	}
+	if in.Traffic, _, err = store.List[api.Traffic](ctx, r.store, store.Traffics, store.Traffics.Prefix("")); err != nil {
+		return in, err
+	}
+	return in, nil
 }
 
 // write sets the Scale's desired count and the decision's mode and reason,

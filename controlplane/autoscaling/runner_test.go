@@ -2,23 +2,47 @@ package autoscaling_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/autoscaler"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane"
 	"github.com/surgeplatform/surge/controlplane/autoscaling"
 	"github.com/surgeplatform/surge/controlplane/controlplanetest"
+	"github.com/surgeplatform/surge/controlplane/store"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // manual turns off the server's own autoscaler, so that the runner a test
 // drives with its own clock is the only writer of desired counts.
 func manual(c *controlplane.Config) { c.Autoscaling.Manual = true }
+
+// fakeAt returns a fake clock reading t. The API server stamps objects and
+// gateway reports with the wall clock, so a runner that reads them starts
+// its clock at a wall-clock time; from there it moves only by hand.
+func fakeAt(t time.Time) *clock.Fake { return clockwork.NewFakeClockAt(t) }
+
+// newRunner returns a runner on in's store and gateway reports, ticking on
+// clk.
+func newRunner(t *testing.T, in *controlplanetest.Instance, clk clock.Clock) *autoscaling.Runner {
+	t.Helper()
+	cfg := autoscaling.DefaultConfig()
+	r, err := autoscaling.New(cfg, in.Store(), store.NewGatewayLoad(in.Store(), cfg.StatsMaxAge), clk,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
 
 func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 	in := controlplanetest.StartWith(t, manual) // this test's runner is the only one
@@ -31,12 +55,8 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 	if _, err := c.PutFunction(ctx, fn); err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	clock := func() time.Time { return now }
-	r, err := autoscaling.New(autoscaling.DefaultConfig(), in.Store(), slog.New(slog.NewTextHandler(io.Discard, nil)), clock, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	clk := fakeAt(time.Now())
+	r := newRunner(t, in, clk)
 	report := func(concurrency float64, requests int64) {
 		t.Helper()
 		st := api.GatewayStats{Gateway: "gw-1", Window: "1s", Revisions: []api.RevisionLoad{{
@@ -61,7 +81,7 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 		if err := r.Tick(ctx); err != nil {
 			t.Fatal(err)
 		}
-		now = now.Add(time.Second)
+		clk.Advance(time.Second)
 	}
 	if got := desired(); got < 10 {
 		t.Fatalf("desired %d under 10 in flight at concurrency 1, want at least 10", got)
@@ -73,7 +93,7 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 
 	// Idle: the reports age out; after the stable window and the grace, zero.
 	for i := 0; i < 200 && desired() > 0; i++ {
-		now = now.Add(time.Second)
+		clk.Advance(time.Second)
 		if err := r.Tick(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -109,11 +129,8 @@ func TestRevisionWithoutTrafficDrainsToZero(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	now := time.Now()
-	r, err := autoscaling.New(autoscaling.DefaultConfig(), in.Store(), slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return now }, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	clk := fakeAt(time.Now())
+	r := newRunner(t, in, clk)
 	expect := func(when string, want map[string]int32, reasons map[string]string) {
 		t.Helper()
 		if err := r.Tick(ctx); err != nil {
@@ -146,7 +163,7 @@ func TestRevisionWithoutTrafficDrainsToZero(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("broken, rolling out", map[string]int32{"hello-00002": 1, "hello-00003": 1}, nil)
-	now = now.Add(autoscaling.DefaultConfig().ProgressDeadline + time.Second)
+	clk.Advance(autoscaling.DefaultConfig().ProgressDeadline + time.Second)
 	expect("broken, past the deadline", map[string]int32{"hello-00002": 1, "hello-00003": 0}, map[string]string{"hello-00003": "not ready in 10m0s"})
 }
 
@@ -160,12 +177,8 @@ func TestNewRevisionKeepsItsInitialScaleForAWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := f.Metadata.CreationTimestamp
-	r, err := autoscaling.New(autoscaling.DefaultConfig(), in.Store(), slog.New(slog.NewTextHandler(io.Discard, nil)),
-		func() time.Time { return now }, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	clk := fakeAt(f.Metadata.CreationTimestamp)
+	r := newRunner(t, in, clk)
 	desired := func() int32 {
 		sc, err := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00001")
 		if err != nil {
@@ -175,7 +188,7 @@ func TestNewRevisionKeepsItsInitialScaleForAWindow(t *testing.T) {
 	}
 	// Never used, within its first window: it keeps the one replica.
 	for range 5 {
-		now = now.Add(time.Second)
+		clk.Advance(time.Second)
 		if err := r.Tick(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -185,12 +198,89 @@ func TestNewRevisionKeepsItsInitialScaleForAWindow(t *testing.T) {
 	}
 	// Long after, still unused: zero.
 	for range 120 {
-		now = now.Add(time.Second)
+		clk.Advance(time.Second)
 		if err := r.Tick(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if got := desired(); got != 0 {
 		t.Errorf("an idle revision 2 minutes old has %d replicas, want 0", got)
+	}
+}
+
+func TestRunDecidesOnEveryTickOfItsClock(t *testing.T) {
+	in := controlplanetest.StartWith(t, manual) // this test's runner is the only one
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1"}}
+	f, err := in.Client().PutFunction(ctx, fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := fakeAt(f.Metadata.CreationTimestamp)
+	start := clk.Now()
+	// Each tick reads the load first: the source hands the tick's time to
+	// the test and so marks where the runner is.
+	ticks := make(chan time.Time)
+	stats := autoscaling.StatsFunc(func(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error) {
+		select {
+		case ticks <- now:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	cfg := autoscaling.DefaultConfig()
+	r, err := autoscaling.New(cfg, in.Store(), stats, clk, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	tick := func(n int) {
+		t.Helper()
+		select {
+		case now := <-ticks:
+			if want := start.Add(time.Duration(n) * cfg.Tick); !now.Equal(want) {
+				t.Errorf("tick %d decided at %v, want %v", n, now, want)
+			}
+		case err := <-done:
+			t.Fatalf("Run returned before tick %d: %v", n, err)
+		}
+	}
+
+	if err := clk.BlockUntilContext(ctx, 1); err != nil { // the ticker
+		t.Fatal(err)
+	}
+	clk.Advance(cfg.Tick)
+	tick(1)
+	// The second tick waits in the ticker until the first one is written.
+	clk.Advance(cfg.Tick)
+	tick(2) // it decides as the first did, so it writes nothing
+	sc, err := client.Get[api.Scale](ctx, in.Client(), "scales", "default", "hello-00001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Spec.Replicas != 1 || sc.Status.Mode != "stable" || sc.Status.Reason != "initial scale" {
+		t.Errorf("after the first tick the scale is %d (%s, %s), want 1 (stable, initial scale)", sc.Spec.Replicas, sc.Status.Mode, sc.Status.Reason)
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v after its context ended, want nil", err)
+	}
+}
+
+func TestNewReportsEveryBadField(t *testing.T) {
+	cfg := autoscaling.DefaultConfig()
+	cfg.Tick, cfg.StatsMaxAge, cfg.Autoscaler.StableWindow = 0, -time.Second, 0
+	_, err := autoscaling.New(cfg, nil, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if !errors.Is(err, autoscaler.ErrInvalidConfig) {
+		t.Fatalf("New = %v, want ErrInvalidConfig", err)
+	}
+	for _, field := range []string{"Tick", "StatsMaxAge", "StableWindow"} {
+		if !strings.Contains(err.Error(), field) {
+			t.Errorf("error %q does not name %s", err, field)
+		}
 	}
 }

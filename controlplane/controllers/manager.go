@@ -10,12 +10,12 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/controlplane/leader"
 	"github.com/surgeplatform/surge/controlplane/scheduler"
 	"github.com/surgeplatform/surge/controlplane/store"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // Config configures the controllers. Make it with DefaultConfig.
@@ -34,8 +34,8 @@ type Config struct {
 	// detection misfires on a starved CPU, and moving every replica of a
 	// live node is an outage. Two missed beats confirm a real death.
 	GossipConfirm time.Duration
-	// LeaseTTL is the leader's etcd session TTL in seconds: how long a
-	// crashed leader blocks the next one.
+	// LeaseTTL is the leader's etcd lease TTL in seconds: how long a
+	// crashed leader blocks the next one (leader.Config.TTL).
 	LeaseTTL int
 }
 
@@ -47,12 +47,12 @@ func DefaultConfig() Config {
 
 // Manager runs the controllers while this server is the leader.
 type Manager struct {
-	cfg   Config
-	store *store.Store
-	log   *slog.Logger
-	now   func() time.Time
-	id    string
-	tasks []LeaderTask
+	cfg     Config
+	store   *store.Store
+	log     *slog.Logger
+	clock   clock.Clock
+	elector *leader.Elector
+	tasks   []LeaderTask
 	// live, when set, declares nodes dead as soon as gossip does.
 	live Liveness
 	// wake, when set, triggers a pass (gossip changed).
@@ -74,83 +74,53 @@ type Liveness interface {
 // LeaderTask is a loop that runs only on the leader (the autoscaler): it
 // is started when this server wins the election and its ctx ends when the
 // server loses it. It returns when ctx ends.
-type LeaderTask func(ctx context.Context) error
+type LeaderTask = leader.Task
 
 // New returns a Manager. id names this server in the election; tasks run
-// beside the controllers while this server leads.
-func New(cfg Config, st *store.Store, log *slog.Logger, now func() time.Time, id string, tasks ...LeaderTask) *Manager {
-	return &Manager{cfg: cfg, store: st, log: log.With("component", "controllers"), now: now, id: id, tasks: tasks}
+// beside the controllers while this server leads. clk is the clock of the
+// passes, the resync and the debounce; nil is the wall clock.
+func New(cfg Config, st *store.Store, log *slog.Logger, clk clock.Clock, id string, tasks ...LeaderTask) (*Manager, error) {
+	clk = clock.Or(clk)
+	log = log.With("component", "controllers")
+	lc := leader.DefaultConfig()
+	lc.Key, lc.ID, lc.TTL, lc.Clock, lc.Log = electionKey, id, cfg.LeaseTTL, clk, log
+	el, err := leader.New(st.Client(), lc)
+	if err != nil {
+		return nil, fmt.Errorf("controllers: %w", err)
+	}
+	return &Manager{cfg: cfg, store: st, log: log, clock: clk, elector: el, tasks: tasks}, nil
 }
 
 const electionKey = store.Prefix + "leader/controllers"
 
-// Run campaigns for leadership and runs passes while leading, until ctx
-// ends. Losing the etcd session (a partition) stops the passes and
-// campaigns again.
+// Run campaigns for leadership and, while leading, runs passes and the
+// leader tasks, until ctx ends (package leader).
 func (m *Manager) Run(ctx context.Context) error {
-	for ctx.Err() == nil {
-		err := m.lead(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		m.log.Warn("leadership lost, campaigning again", "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-	return nil
-}
-
-func (m *Manager) lead(ctx context.Context) error {
-	sess, err := concurrency.NewSession(m.store.Client(), concurrency.WithTTL(m.cfg.LeaseTTL), concurrency.WithContext(ctx))
-	if err != nil {
-		return fmt.Errorf("etcd session: %w", err)
-	}
-	defer sess.Close()
-	el := concurrency.NewElection(sess, electionKey)
-	if err := el.Campaign(ctx, m.id); err != nil {
-		return fmt.Errorf("campaign: %w", err)
-	}
-	m.log.Info("leading the controllers", "id", m.id)
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-sess.Done():
-			cancel()
-		case <-lctx.Done():
-		}
-	}()
-	g, gctx := errgroup.WithContext(lctx)
-	g.Go(func() error { return m.loop(gctx) })
-	for _, task := range m.tasks {
-		g.Go(func() error { return task(gctx) })
-	}
-	err = g.Wait()
-	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
-	_ = el.Resign(rctx)
-	rcancel()
-	return err
+	return m.elector.Run(ctx, append([]LeaderTask{m.loop}, m.tasks...)...)
 }
 
 // loop runs a pass on every change and every resync period.
 func (m *Manager) loop(ctx context.Context) error {
 	wch := m.store.Client().Watch(clientv3.WithRequireLeader(ctx), store.Prefix, clientv3.WithPrefix())
-	tick := time.NewTicker(m.cfg.Resync)
+	tick := m.clock.NewTicker(m.cfg.Resync)
 	defer tick.Stop()
 	for {
 		if err := m.Pass(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("pass failed; retrying", "err", err)
 		}
-		if err := m.waitForChange(ctx, wch, tick.C); err != nil {
+		if err := m.waitForChange(ctx, wch, tick.Chan()); err != nil {
 			return err
 		}
 	}
 }
 
+// errWatchClosed ends a term whose watch etcd closed (it lost its
+// leader): the next term watches anew.
+var errWatchClosed = errors.New("controllers: watch closed")
+
 // waitForChange blocks until a resync tick or a relevant change, then lets
-// a burst of writes land and drains what queued up behind it.
+// a burst of writes land (Debounce, on the clock) and drains what queued
+// up behind it.
 func (m *Manager) waitForChange(ctx context.Context, wch clientv3.WatchChan, tick <-chan time.Time) error {
 	for {
 		select {
@@ -162,17 +132,19 @@ func (m *Manager) waitForChange(ctx context.Context, wch clientv3.WatchChan, tic
 			return nil
 		case wr, ok := <-wch:
 			if !ok {
-				return errors.New("watch closed")
+				return errWatchClosed
 			}
 			if !relevant(wr) {
 				continue
 			}
-			time.Sleep(m.cfg.Debounce)
+			if !clock.Sleep(ctx, m.clock, m.cfg.Debounce) {
+				return ctx.Err()
+			}
 			for {
 				select {
 				case _, ok := <-wch:
 					if !ok {
-						return errors.New("watch closed")
+						return errWatchClosed
 					}
 				default:
 					return nil
@@ -199,8 +171,10 @@ type state struct {
 	functions []api.Function
 	scales    []api.Scale
 	replicas  []api.Replica
-	revisions map[string]*api.Revision // "ns/name"
-	nodes     []api.Node
+	// revisionList is every revision; revisions indexes it by "ns/name".
+	revisionList []api.Revision
+	revisions    map[string]*api.Revision
+	nodes        []api.Node
 }
 
 func (m *Manager) read(ctx context.Context) (*state, error) {
@@ -215,13 +189,13 @@ func (m *Manager) read(ctx context.Context) (*state, error) {
 	if s.replicas, _, err = store.List[api.Replica](ctx, m.store, store.Replicas, store.Replicas.Prefix("")); err != nil {
 		return nil, err
 	}
-	revs, _, err := store.List[api.Revision](ctx, m.store, store.Revisions, store.Revisions.Prefix(""))
-	if err != nil {
+	if s.revisionList, _, err = store.List[api.Revision](ctx, m.store, store.Revisions, store.Revisions.Prefix("")); err != nil {
 		return nil, err
 	}
-	s.revisions = make(map[string]*api.Revision, len(revs))
-	for i := range revs {
-		s.revisions[revs[i].Metadata.Namespace+"/"+revs[i].Metadata.Name] = &revs[i]
+	s.revisions = make(map[string]*api.Revision, len(s.revisionList))
+	for i := range s.revisionList {
+		r := &s.revisionList[i]
+		s.revisions[r.Metadata.Namespace+"/"+r.Metadata.Name] = r
 	}
 	if s.nodes, _, err = store.List[api.Node](ctx, m.store, store.Nodes, store.Nodes.Prefix("")); err != nil {
 		return nil, err
@@ -279,7 +253,7 @@ func (m *Manager) rollouts(ctx context.Context, st *state) error {
 // nodes marks nodes that stopped beating dead, and removes their replicas
 // so that the replica controller makes new ones elsewhere.
 func (m *Manager) nodes(ctx context.Context, st *state) error {
-	now := m.now()
+	now := m.clock.Now()
 	dead := map[string]bool{}
 	var errs []error
 	for i := range st.nodes {
@@ -381,52 +355,21 @@ func suffix() string {
 	return string(b[:])
 }
 
-// request is what a replica of rev reserves on its node.
-func request(rev *api.Revision) scheduler.Request {
-	s := rev.Spec.Template
-	cpu, _ := api.ParseCPU(s.Resources.CPU)
-	mem, _ := api.ParseMemory(s.Resources.Memory)
-	return scheduler.Request{Function: rev.Metadata.Namespace + "/" + rev.Spec.Function, MilliCPU: cpu, MemoryBytes: mem}
-}
-
-// schedule binds every unbound replica to a node.
+// schedule binds every unbound replica to a node: the scheduler places,
+// this shell writes each binding and tells the scheduler it holds.
 func (m *Manager) schedule(ctx context.Context, st *state) error {
-	nodes := make([]scheduler.Node, 0, len(st.nodes))
-	index := map[string]int{}
-	for _, n := range st.nodes {
-		cpu, _ := api.ParseCPU(n.Status.Allocatable.CPU)
-		mem, _ := api.ParseMemory(n.Status.Allocatable.Memory)
-		index[n.Metadata.Name] = len(nodes)
-		nodes = append(nodes, scheduler.Node{
-			Name:          n.Metadata.Name,
-			Schedulable:   !n.Spec.Unschedulable && n.Status.State == api.NodeAlive && n.Spec.PodSubnet != "",
-			MilliCPU:      cpu,
-			MemoryBytes:   mem,
-			FunctionCount: map[string]int{},
-		})
-	}
-	var unbound []*api.Replica
+	cluster := scheduler.NewCluster(st.nodes, st.replicas, st.revisionList)
+	var errs []error
 	for i := range st.replicas {
 		r := &st.replicas[i]
-		rev := st.revisions[r.Metadata.Namespace+"/"+r.Spec.Revision]
-		if rev == nil {
+		if r.Spec.NodeName != "" {
 			continue
 		}
-		if r.Spec.NodeName == "" {
-			unbound = append(unbound, r)
+		req, ok := cluster.Request(r)
+		if !ok {
 			continue
 		}
-		if i, ok := index[r.Spec.NodeName]; ok {
-			req := request(rev)
-			nodes[i].UsedMilliCPU += req.MilliCPU
-			nodes[i].UsedMemory += req.MemoryBytes
-			nodes[i].FunctionCount[req.Function]++
-		}
-	}
-	var errs []error
-	for _, r := range unbound {
-		req := request(st.revisions[r.Metadata.Namespace+"/"+r.Spec.Revision])
-		name, err := scheduler.Pick(nodes, req)
+		name, err := cluster.Pick(req)
 		if err != nil {
 			msg := err.Error()
 			if r.Status.Message != msg {
@@ -445,10 +388,7 @@ func (m *Manager) schedule(ctx context.Context, st *state) error {
 			}
 			continue
 		}
-		n := &nodes[index[name]]
-		n.UsedMilliCPU += req.MilliCPU
-		n.UsedMemory += req.MemoryBytes
-		n.FunctionCount[req.Function]++
+		cluster.Bind(name, req)
 	}
 	return errors.Join(errs...)
 }

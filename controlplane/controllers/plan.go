@@ -2,8 +2,8 @@
 // controller (Scale → Replicas), the scheduler's shell (unbound Replicas →
 // nodes), the node controller (stale nodes → dead, their replicas
 // replaced) and the rollout controller (a deploy's revision with a Ready
-// replica → the function's traffic). One leader runs them, elected
-// through etcd.
+// replica → the function's traffic). One server runs them, the leader
+// elected through etcd (package leader).
 //
 // Each is level-triggered, as in Kubernetes: a pass reads the whole state,
 // computes the difference with pure functions (plan.go), and writes it. A

@@ -15,6 +15,7 @@ import (
 
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane"
+	"github.com/surgeplatform/surge/controlplane/controlplanetest/etcdtest"
 	"github.com/surgeplatform/surge/controlplane/store"
 )
 
@@ -31,12 +32,7 @@ type Instance struct {
 // FreePort returns a loopback address with a port nobody listens on now.
 func FreePort(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return etcdtest.FreePort(t)
 }
 
 // Start runs a server in t's temporary directory and stops it when the test

@@ -7,7 +7,6 @@
 package pki
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -234,15 +233,6 @@ func (ca *CA) Pool() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(ca.Cert)
 	return p
-}
-
-// PoolFromPEM parses PEM certificates into a pool.
-func PoolFromPEM(pemData []byte) (*x509.CertPool, error) {
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(bytes.TrimSpace(pemData)) {
-		return nil, errors.New("no PEM certificate found")
-	}
-	return p, nil
 }
 
 // SignCSR issues a server certificate for the key in a PEM certificate

@@ -52,7 +52,7 @@ func (r *Registry) GC(ctx context.Context, keep func(Image) bool) (GCResult, err
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var res GCResult
-	cutoff := r.cfg.Now().Add(-r.cfg.GCGrace)
+	cutoff := r.cfg.Clock.Now().Add(-r.cfg.GCGrace)
 	young := func(t time.Time) bool { return t.After(cutoff) }
 
 	repos, err := r.repositories()

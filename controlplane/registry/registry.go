@@ -43,6 +43,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // Config configures a Registry. Make it with DefaultConfig.
@@ -61,9 +63,9 @@ type Config struct {
 	GCGrace time.Duration
 	// Log receives the errors a client is not told about.
 	Log *slog.Logger
-	// Now is the clock, for GC's ages and for refreshing a blob's age when
-	// a client finds it already present.
-	Now func() time.Time
+	// Clock is the clock, for GC's ages and for refreshing a blob's age
+	// when a client finds it already present; nil is the wall clock.
+	Clock clock.Clock
 }
 
 // DefaultConfig returns a configuration with every default filled but Dir.
@@ -72,7 +74,7 @@ func DefaultConfig() Config {
 		MaxManifestSize: 4 << 20,
 		GCGrace:         time.Hour,
 		Log:             slog.New(slog.DiscardHandler),
-		Now:             time.Now,
+		Clock:           clock.Real(),
 	}
 }
 
@@ -87,9 +89,7 @@ func (c Config) withDefaults() Config {
 	if c.Log == nil {
 		c.Log = d.Log
 	}
-	if c.Now == nil {
-		c.Now = d.Now
-	}
+	c.Clock = clock.Or(c.Clock)
 	return c
 }
 
@@ -318,7 +318,7 @@ func (r *Registry) tagPath(repo, tag string) string {
 // touch marks a blob as just used, so that GC's grace period covers a
 // push that skipped uploading it because it was already there.
 func (r *Registry) touch(path string) {
-	now := r.cfg.Now()
+	now := r.cfg.Clock.Now()
 	_ = os.Chtimes(path, now, now)
 }
 

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,9 +24,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"github.com/jonboulle/clockwork"
 
 	"github.com/surgeplatform/surge/controlplane/registry"
 	"github.com/surgeplatform/surge/controlplane/registry/registrytest"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 func remoteOpts(s *registrytest.Server) []remote.Option {
@@ -365,11 +366,10 @@ func TestTagsList(t *testing.T) {
 	}
 }
 
-// clock is a Config.Now that can be moved forward; file times stay real.
-type clock struct{ ahead atomic.Int64 }
+// nowClock is a fake clock that starts at the wall clock's now, since the
+// registry compares it with file times, which stay real.
+func nowClock() *clock.Fake { return clockwork.NewFakeClockAt(time.Now()) }
 
-func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.ahead.Load())) }
-func (c *clock) Advance(d time.Duration) { c.ahead.Add(int64(d)) }
 func blobExists(s *registrytest.Server, t *testing.T, d v1.Hash) bool {
 	t.Helper()
 	resp := do(t, s, "GET", "/v2/any/blobs/"+d.String(), nil)
@@ -390,9 +390,9 @@ func imageBlobs(t *testing.T, img v1.Image) []v1.Hash {
 }
 
 func TestGC(t *testing.T) {
-	clk := &clock{}
+	clk := nowClock()
 	cfg := registry.DefaultConfig()
-	cfg.Now = clk.Now
+	cfg.Clock = clk
 	s := registrytest.NewServer(t, registrytest.Options{Config: cfg})
 	ctx := context.Background()
 
@@ -515,9 +515,9 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestGCSparesBlobsAClientFound(t *testing.T) {
-	clk := &clock{}
+	clk := nowClock()
 	cfg := registry.DefaultConfig()
-	cfg.Now = clk.Now
+	cfg.Clock = clk
 	s := registrytest.NewServer(t, registrytest.Options{Config: cfg})
 	img := randomImage(t)
 	push(t, s, "hello:v1", img)

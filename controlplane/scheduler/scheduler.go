@@ -1,6 +1,8 @@
-// Package scheduler decides which node runs a replica. It is a pure
-// function of the nodes and what they already run: the controller shell
-// around it (package controllers) reads the state and writes the binding.
+// Package scheduler decides which node runs a replica. It keeps the
+// accounting of what the replicas bound to each node reserve (Cluster,
+// built from the API objects) and picks a node for each new replica (Pick),
+// with no I/O: the controller shell around it (package controllers) reads
+// the state and writes the bindings.
 //
 // Like kube-scheduler it filters, then scores: a node must be alive, not
 // cordoned, and have the cpu and memory the replica asks for left over;

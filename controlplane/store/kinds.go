@@ -34,9 +34,6 @@ var (
 	Nodes     = Kind{Name: api.KindNode, Plural: "nodes"}
 )
 
-// AllKinds lists every kind, in the order the API documents them.
-var AllKinds = []Kind{Functions, Revisions, Traffics, Scales, Replicas, Nodes}
-
 // Prefix under which every Surge key lives.
 const Prefix = "/surge/v1/"
 

@@ -35,6 +35,11 @@ func (s *Store) CreateNode(ctx context.Context, n *api.Node, podCIDR netip.Prefi
 		}
 		subnet, err := freeSubnet(podCIDR, bits, taken)
 		if err != nil {
+			// A node registering again (its agent restarted) has a subnet
+			// already: tell it so, even when none is left for a new one.
+			if r, gerr := s.c.Get(ctx, key, clientv3.WithCountOnly()); gerr == nil && r.Count > 0 {
+				return nil, alreadyExists(Nodes, n.Metadata.Name)
+			}
 			return nil, err
 		}
 		n.Spec.PodSubnet = subnet

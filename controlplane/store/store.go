@@ -21,17 +21,19 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // Store reads and writes API objects in etcd. It is safe for concurrent use.
 type Store struct {
-	c   *clientv3.Client
-	now func() time.Time
+	c     *clientv3.Client
+	clock clock.Clock
 }
 
-// New returns a Store on an etcd client. now stamps creation times.
-func New(c *clientv3.Client, now func() time.Time) *Store {
-	return &Store{c: c, now: now}
+// New returns a Store on an etcd client. clk stamps creation times; nil
+// is the wall clock.
+func New(c *clientv3.Client, clk clock.Clock) *Store {
+	return &Store{c: c, clock: clock.Or(clk)}
 }
 
 // Client is the etcd client underneath, for leader election and raw reads.
@@ -158,7 +160,7 @@ func newUID() string {
 func (s *Store) stampNew(k Kind, o api.Object) {
 	m := o.GetMetadata()
 	m.UID = newUID()
-	m.CreationTimestamp = s.now().UTC().Truncate(time.Second)
+	m.CreationTimestamp = s.clock.Now().UTC().Truncate(time.Second)
 	m.ResourceVersion = ""
 	if k.Namespaced && m.Namespace == "" {
 		m.Namespace = api.DefaultNamespace

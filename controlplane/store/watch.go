@@ -28,9 +28,10 @@ type Watcher[T any, P PtrObject[T]] struct {
 }
 
 // Watch starts watching the kind's objects under prefix for changes after
-// version rev (0 = from now). It returns api.ErrGone (an *api.Error with
-// code 410) when rev has been compacted away, before any event: callers can
-// answer the request with the error instead of a stream.
+// version rev (0 = from now). When rev has been compacted away, the watch
+// ends with api.ErrGone (an *api.Error with code 410) before any event:
+// from Watch itself when etcd says so at once (callers can then answer the
+// request with the error instead of a stream), else from the first Next.
 func Watch[T any, P PtrObject[T]](ctx context.Context, s *Store, k Kind, prefix string, rev int64) (*Watcher[T, P], error) {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithCreatedNotify(), clientv3.WithProgressNotify()}

@@ -1,0 +1,266 @@
+package autoscaler
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/surgeplatform/surge/api"
+)
+
+// RevisionKey names a revision across namespaces.
+type RevisionKey struct {
+	Namespace, Name string
+}
+
+// String returns "namespace/name".
+func (k RevisionKey) String() string { return k.Namespace + "/" + k.Name }
+
+func compareKeys(a, b RevisionKey) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+}
+
+// Load is one revision's demand over the last sample period, summed over
+// the gateways.
+type Load struct {
+	// Sample is what the revision's Decider records.
+	Sample Sample
+	// RPS is the requests per second, each gateway's requests over its own
+	// window: the rate to show, as the Sample counts requests per period.
+	RPS float64
+}
+
+// ScalerConfig configures a Scaler. Make one with DefaultScalerConfig;
+// NewScaler reports every bad field at once.
+type ScalerConfig struct {
+	// Decider is the configuration of every revision's Decider.
+	Decider Config
+	// ProgressDeadline is how long a deploy's revision keeps its initial
+	// scale while it has never had a Ready replica and so takes no
+	// traffic (a missing image, a crash at start-up). After it the
+	// revision is given up and scaled to zero, as Knative's
+	// progress-deadline does, and the traffic stays where it was. Default
+	// 10m, Knative's: long enough for a slow image pull; shorter frees a
+	// broken deploy's replicas sooner.
+	ProgressDeadline time.Duration
+	// ActivationHold is how long an activation (a request waiting for a
+	// revision at zero) counts as one request in flight while the
+	// gateways report none for the revision: as long as their reports may
+	// take to show the request. Default 3s, the runner's StatsMaxAge.
+	// Shorter risks scaling the revision straight back to zero; longer
+	// keeps a replica for a request that went away.
+	ActivationHold time.Duration
+}
+
+// DefaultScalerConfig returns the defaults documented on each field.
+func DefaultScalerConfig() ScalerConfig {
+	return ScalerConfig{Decider: DefaultConfig(), ProgressDeadline: 10 * time.Minute, ActivationHold: 3 * time.Second}
+}
+
+// Validate reports every invalid field of c, joined in one error that
+// wraps ErrInvalidConfig.
+func (c ScalerConfig) Validate() error {
+	var errs []error
+	if err := c.Decider.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ProgressDeadline <= 0 {
+		errs = append(errs, fmt.Errorf("%w: ProgressDeadline = %v: must be positive", ErrInvalidConfig, c.ProgressDeadline))
+	}
+	if c.ActivationHold < 0 {
+		errs = append(errs, fmt.Errorf("%w: ActivationHold = %v: must not be negative", ErrInvalidConfig, c.ActivationHold))
+	}
+	return errors.Join(errs...)
+}
+
+// Input is one tick's view of the cluster, as the caller read it. Read
+// Functions before Traffic: a rollout that ends between the two reads then
+// leaves its revision rolling out or serving, never neither (which would
+// read as no traffic and scale it to zero).
+type Input struct {
+	// Scales are the revisions to decide: each that has a Revision too.
+	// Their ReadyReplicas are what each decision starts from.
+	Scales []api.Scale
+	// Revisions give each revision's spec and creation time.
+	Revisions []api.Revision
+	// Functions give each function's latest revision, which rolls out
+	// until it is the latest Ready one.
+	Functions []api.Function
+	// Traffic says which revisions serve: those with a target above 0%.
+	Traffic []api.Traffic
+	// Load is the gateways' demand per revision; a revision missing from
+	// it had none.
+	Load map[RevisionKey]Load
+}
+
+// RevisionDecision is the scale one revision should have, and why.
+type RevisionDecision struct {
+	// Revision names the revision, and so its Scale.
+	Revision RevisionKey
+	// Function is the revision's function.
+	Function string
+	// Desired is the replica count the revision's Scale should ask for.
+	Desired int32
+	// Reason is the rule that set Desired.
+	Reason Reason
+	// Panic reports whether the revision's Decider is in panic mode.
+	Panic bool
+	// Load is the demand the Decider recorded: the gateways', or one
+	// request in flight for a recent activation they do not show yet.
+	Load Load
+	// ProgressDeadline is the deadline a revision given up
+	// (ReasonNotReady) missed; zero for every other reason.
+	ProgressDeadline time.Duration
+}
+
+// StatusReason is the reason as a Scale's status shows it: Reason's name,
+// and for a revision given up the deadline it missed ("not ready in
+// 10m0s"), so that an operator sees which setting to change.
+func (d RevisionDecision) StatusReason() string {
+	if d.Reason == ReasonNotReady {
+		return fmt.Sprintf("not ready in %s", d.ProgressDeadline)
+	}
+	return d.Reason.String()
+}
+
+// Result is the outcome of one Decide call.
+type Result struct {
+	// Revisions holds a decision for every revision decided, in the order
+	// of Input.Scales.
+	Revisions []RevisionDecision
+	// Gone lists, sorted, the revisions decided before that are not in the
+	// Input any more. Their state is dropped; the caller may drop what it
+	// keeps of them (metrics series) too.
+	Gone []RevisionKey
+}
+
+// Scaler decides the scale of every revision, tick by tick: each
+// revision's Decider follows its traffic, and the rules of a revision's
+// life override it (see the Reason values from ReasonInitialScale on). It
+// keeps one Decider per revision and the recent activations between
+// calls, and does no I/O, starts no goroutines and reads no clock: the
+// caller reads the cluster, passes it and the time in, and writes the
+// decisions out. A Scaler is not safe for concurrent use.
+type Scaler struct {
+	cfg       ScalerConfig
+	deciders  map[RevisionKey]*Decider
+	activated map[RevisionKey]time.Time
+}
+
+// NewScaler returns a Scaler with no revisions yet. It returns an error
+// wrapping ErrInvalidConfig, naming every bad field, when cfg is invalid.
+func NewScaler(cfg ScalerConfig) (*Scaler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new scaler: %w", err)
+	}
+	return &Scaler{cfg: cfg, deciders: map[RevisionKey]*Decider{}, activated: map[RevisionKey]time.Time{}}, nil
+}
+
+// Activated records that a request raised revision k from zero at now, so
+// that the next decisions count that demand before the gateways' reports
+// show it, and do not scale the revision straight back to zero.
+func (s *Scaler) Activated(k RevisionKey, now time.Time) { s.activated[k] = now }
+
+// Decide returns the scale of every revision in in at now. Call it once per
+// Config.SamplePeriod of the Decider, with now increasing. It decides every
+// revision it can; the error joins, one per revision, those whose spec
+// makes an invalid policy, which get no decision.
+func (s *Scaler) Decide(now time.Time, in Input) (Result, error) {
+	rollingOut := map[RevisionKey]bool{}
+	for _, f := range in.Functions {
+		if latest := f.Status.LatestRevision; latest != "" && latest != f.Status.LatestReadyRevision {
+			rollingOut[RevisionKey{f.Metadata.Namespace, latest}] = true
+		}
+	}
+	serving := map[RevisionKey]bool{}
+	for _, t := range in.Traffic {
+		for _, tt := range t.Spec.Targets {
+			if tt.Percent > 0 {
+				serving[RevisionKey{t.Metadata.Namespace, tt.Revision}] = true
+			}
+		}
+	}
+	revs := make(map[RevisionKey]*api.Revision, len(in.Revisions))
+	for i := range in.Revisions {
+		revs[RevisionKey{in.Revisions[i].Metadata.Namespace, in.Revisions[i].Metadata.Name}] = &in.Revisions[i]
+	}
+
+	var res Result
+	var errs []error
+	seen := make(map[RevisionKey]bool, len(in.Scales))
+	for i := range in.Scales {
+		sc := &in.Scales[i]
+		k := RevisionKey{sc.Metadata.Namespace, sc.Metadata.Name}
+		rev := revs[k]
+		if rev == nil {
+			continue
+		}
+		seen[k] = true
+		d, err := s.decider(k, rev)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		res.Revisions = append(res.Revisions, s.decide(now, k, rev, d, int(sc.Status.ReadyReplicas), in.Load[k], serving[k], rollingOut[k]))
+	}
+	for k := range s.deciders {
+		if !seen[k] {
+			delete(s.deciders, k)
+			delete(s.activated, k)
+			res.Gone = append(res.Gone, k)
+		}
+	}
+	slices.SortFunc(res.Gone, compareKeys)
+	for k, at := range s.activated {
+		if now.Sub(at) >= s.cfg.ActivationHold {
+			delete(s.activated, k) // it will never count again
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// decider returns revision k's Decider, made on first sight. Revisions are
+// immutable, so its policy never changes.
+func (s *Scaler) decider(k RevisionKey, rev *api.Revision) (*Decider, error) {
+	if d, ok := s.deciders[k]; ok {
+		return d, nil
+	}
+	d, err := NewDecider(s.cfg.Decider, policyFor(&rev.Spec.Template))
+	if err != nil {
+		return nil, fmt.Errorf("decide revision %s: %w", k, err)
+	}
+	s.deciders[k] = d
+	return d, nil
+}
+
+// decide feeds one revision's load to its Decider and applies the rules of
+// the revision's life to the Decider's decision. Their order is their
+// precedence: each later rule overrides the earlier ones.
+func (s *Scaler) decide(now time.Time, k RevisionKey, rev *api.Revision, d *Decider, ready int, l Load, serving, rollingOut bool) RevisionDecision {
+	if at, ok := s.activated[k]; ok && now.Sub(at) < s.cfg.ActivationHold && l.Sample.Concurrency == 0 {
+		// A request is waiting for this revision's first replica; the
+		// gateways' reports have not caught up yet.
+		l.Sample.Concurrency, l.Sample.Requests = 1, 1
+	}
+	d.Record(now, l.Sample)
+	dec := d.Scale(now, ready)
+	out := RevisionDecision{
+		Revision: k, Function: rev.Spec.Function,
+		Desired: int32(dec.Desired), Reason: dec.Reason, Panic: dec.Panic, Load: l,
+	}
+	initial, age := api.InitialScale(&rev.Spec.Template), now.Sub(rev.Metadata.CreationTimestamp)
+	if out.Desired < initial && serving && age < d.stableW {
+		out.Desired, out.Reason = initial, ReasonInitialScale
+	}
+	switch {
+	case rollingOut && !serving && age < s.cfg.ProgressDeadline:
+		out.Desired, out.Reason = max(out.Desired, initial), ReasonRollingOut
+	case rollingOut && !serving:
+		out.Desired, out.Reason, out.ProgressDeadline = 0, ReasonNotReady, s.cfg.ProgressDeadline
+	case !serving && l.Sample.Concurrency == 0 && l.Sample.Requests == 0:
+		out.Desired, out.Reason = 0, ReasonNoTraffic
+	}
+	return out
+}

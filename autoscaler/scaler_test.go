@@ -1,0 +1,339 @@
+package autoscaler
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/surgeplatform/surge/api"
+)
+
+// revision is a revision of function "hello" in namespace "default", made
+// at created.
+func revision(n int, created time.Time, spec api.FunctionSpec) api.Revision {
+	name := api.RevisionName("hello", int64(n))
+	return api.Revision{
+		Metadata: api.ObjectMeta{Namespace: "default", Name: name, CreationTimestamp: created},
+		Spec:     api.RevisionSpec{Function: "hello", Number: int64(n), Template: spec},
+	}
+}
+
+func scaleOf(rev api.Revision, ready int32) api.Scale {
+	return api.Scale{Metadata: api.ObjectMeta{Namespace: rev.Metadata.Namespace, Name: rev.Metadata.Name},
+		Status: api.ScaleStatus{ReadyReplicas: ready}}
+}
+
+func keyOf(rev api.Revision) RevisionKey {
+	return RevisionKey{rev.Metadata.Namespace, rev.Metadata.Name}
+}
+
+func newScaler(t *testing.T) *Scaler {
+	t.Helper()
+	s, err := NewScaler(DefaultScalerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// fromDecider stands for what a fresh Decider decides on the same sample.
+const fromDecider = -1
+
+func TestScalerRules(t *testing.T) {
+	now := t0
+	window := DefaultConfig().StableWindow
+	deadline := DefaultScalerConfig().ProgressDeadline
+	hold := DefaultScalerConfig().ActivationHold
+	busy := Sample{Concurrency: 5, Requests: 20}
+	type rev struct {
+		spec    api.FunctionSpec
+		age     time.Duration
+		ready   int32
+		serving bool // a traffic target above 0%
+		zero    bool // a traffic target at 0%
+		// rollingOut: the function's latest revision, not yet its latest
+		// Ready one.
+		rollingOut bool
+		load       Sample
+		// activated is how long ago the revision was activated; 0 means
+		// never.
+		activated time.Duration
+	}
+	minScale := func(n int32) api.FunctionSpec {
+		return api.FunctionSpec{Concurrency: 1, Scaling: api.ScalingPolicy{MinScale: n}}
+	}
+	cc1 := api.FunctionSpec{Concurrency: 1}
+	cases := []struct {
+		name string
+		rev  rev
+		// recorded is what the Decider should record; the load when zero.
+		recorded Sample
+		desired  int32 // or fromDecider
+		reason   Reason
+	}{
+		{name: "serving and busy: the Decider's decision",
+			rev: rev{spec: cc1, age: time.Hour, ready: 1, serving: true, load: busy}, desired: fromDecider, reason: ReasonPanic},
+		{name: "serving, idle, past its first window: the Decider's zero",
+			rev: rev{spec: cc1, age: window, serving: true}, desired: 0, reason: ReasonToZero},
+		{name: "serving, idle, in its first window: initial scale",
+			rev: rev{spec: cc1, age: window - time.Second, serving: true}, desired: 1, reason: ReasonInitialScale},
+		{name: "initial scale is MinScale; the Decider's bound meets it",
+			rev: rev{spec: minScale(3), age: time.Second, serving: true}, desired: 3, reason: ReasonBound},
+		{name: "serving, busy beyond the initial scale in its first window: the Decider's",
+			rev: rev{spec: cc1, age: time.Second, ready: 1, serving: true, load: busy}, desired: fromDecider, reason: ReasonPanic},
+		{name: "the first window is the spec's stable window",
+			rev:     rev{spec: api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: "10s"}}, age: 10 * time.Second, serving: true},
+			desired: 0, reason: ReasonToZero},
+		{name: "rolling out, idle: initial scale",
+			rev: rev{spec: cc1, age: time.Second, rollingOut: true}, desired: 1, reason: ReasonRollingOut},
+		{name: "rolling out with MinScale: MinScale",
+			rev: rev{spec: minScale(2), age: time.Second, rollingOut: true}, desired: 2, reason: ReasonRollingOut},
+		{name: "rolling out, busy: the Decider's count, above the initial scale",
+			rev: rev{spec: cc1, age: time.Second, ready: 1, rollingOut: true, load: busy}, desired: fromDecider, reason: ReasonRollingOut},
+		{name: "rolling out until just before the deadline",
+			rev: rev{spec: cc1, age: deadline - time.Second, rollingOut: true}, desired: 1, reason: ReasonRollingOut},
+		{name: "rolling out past the deadline: given up, even with load",
+			rev: rev{spec: minScale(2), age: deadline, ready: 1, rollingOut: true, load: busy}, desired: 0, reason: ReasonNotReady},
+		{name: "latest but not Ready and serving (a rollback to it): the serving rules",
+			rev: rev{spec: cc1, age: time.Second, rollingOut: true, serving: true}, desired: 1, reason: ReasonInitialScale},
+		{name: "no traffic, idle: zero whatever its MinScale",
+			rev: rev{spec: minScale(2), age: time.Hour, ready: 2}, desired: 0, reason: ReasonNoTraffic},
+		{name: "no traffic beats the initial scale of a new revision",
+			rev: rev{spec: cc1, age: time.Second}, desired: 0, reason: ReasonNoTraffic},
+		{name: "a traffic target at 0% is no traffic",
+			rev: rev{spec: cc1, age: time.Hour, ready: 1, zero: true}, desired: 0, reason: ReasonNoTraffic},
+		{name: "no traffic but requests in flight: the Decider's, draining",
+			rev: rev{spec: cc1, age: time.Hour, ready: 3, load: Sample{Concurrency: 2}}, desired: fromDecider, reason: ReasonStable},
+		{name: "no traffic but requests arriving: the Decider's",
+			rev: rev{spec: cc1, age: time.Hour, ready: 1, load: Sample{Requests: 3}}, desired: fromDecider, reason: ReasonKeepAlive},
+		{name: "activated at zero: one request in flight",
+			rev:      rev{spec: cc1, age: time.Hour, serving: true, activated: time.Second},
+			recorded: Sample{Concurrency: 1, Requests: 1}, desired: fromDecider, reason: ReasonStable},
+		{name: "activated without traffic: no drain while it counts",
+			rev:      rev{spec: cc1, age: time.Hour, activated: hold - time.Nanosecond},
+			recorded: Sample{Concurrency: 1, Requests: 1}, desired: fromDecider, reason: ReasonStable},
+		{name: "activated longer ago than the hold: not counted",
+			rev: rev{spec: cc1, age: time.Hour, serving: true, activated: hold}, desired: 0, reason: ReasonToZero},
+		{name: "activated while the gateways show load: theirs counts",
+			rev:     rev{spec: cc1, age: time.Hour, ready: 1, serving: true, load: busy, activated: time.Second},
+			desired: fromDecider, reason: ReasonPanic},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := revision(1, now.Add(-c.rev.age), c.rev.spec)
+			k := keyOf(r)
+			fn := api.Function{Metadata: api.ObjectMeta{Namespace: "default", Name: "hello"}}
+			if c.rev.rollingOut {
+				fn.Status.LatestRevision = r.Metadata.Name
+			}
+			in := Input{
+				Scales: []api.Scale{scaleOf(r, c.rev.ready)}, Revisions: []api.Revision{r}, Functions: []api.Function{fn},
+				Load: map[RevisionKey]Load{k: {Sample: c.rev.load, RPS: c.rev.load.Requests}},
+			}
+			if c.rev.serving || c.rev.zero {
+				percent := int32(100)
+				if c.rev.zero {
+					percent = 0
+				}
+				in.Traffic = []api.Traffic{{Metadata: api.ObjectMeta{Namespace: "default", Name: "hello"},
+					Spec: api.TrafficSpec{Targets: []api.TrafficTarget{{Revision: r.Metadata.Name, Percent: percent}}}}}
+			}
+			recorded := c.recorded
+			if recorded == (Sample{}) {
+				recorded = c.rev.load
+			}
+			want := RevisionDecision{Revision: k, Function: "hello", Desired: c.desired, Reason: c.reason,
+				Load: Load{Sample: recorded, RPS: c.rev.load.Requests}}
+			if c.reason == ReasonNotReady {
+				want.ProgressDeadline = deadline
+			}
+			// The Decider's own decision, on a Decider fed the same sample.
+			ref, err := NewDecider(DefaultConfig(), policyFor(&c.rev.spec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref.Record(now, recorded)
+			dec := ref.Scale(now, int(c.rev.ready))
+			want.Panic = dec.Panic
+			if c.desired == fromDecider {
+				want.Desired = int32(dec.Desired)
+				if want.Desired < 1 {
+					t.Fatalf("bad case: the Decider asks for %d replicas, want a case where it asks for some", want.Desired)
+				}
+				if c.reason != ReasonRollingOut && dec.Reason != c.reason {
+					t.Fatalf("bad case: the Decider's reason is %v, want %v", dec.Reason, c.reason)
+				}
+			}
+
+			s := newScaler(t)
+			if c.rev.activated > 0 {
+				s.Activated(k, now.Add(-c.rev.activated))
+			}
+			res, err := s.Decide(now, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(Result{Revisions: []RevisionDecision{want}}, res); diff != "" {
+				t.Errorf("Decide (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestScalerFollowsEachRevisionsDecider(t *testing.T) {
+	// Two serving revisions with their own loads: each decision over time
+	// is its own Decider's, whose state carries from tick to tick.
+	spec := api.FunctionSpec{Concurrency: 1, Scaling: api.ScalingPolicy{ScaleToZeroGrace: "30s"}}
+	revs := []api.Revision{revision(1, at(-3600), spec), revision(2, at(-3600), spec)}
+	loads := []func(sec int) Sample{stepAt(20, 1, 8), timer(5, 100)}
+	traffic := api.Traffic{Metadata: api.ObjectMeta{Namespace: "default", Name: "hello"}, Spec: api.TrafficSpec{Targets: []api.TrafficTarget{
+		{Revision: revs[0].Metadata.Name, Percent: 50}, {Revision: revs[1].Metadata.Name, Percent: 50}}}}
+	s := newScaler(t)
+	var refs []*rig
+	for range revs {
+		refs = append(refs, newRig(t, DefaultConfig(), policyFor(&spec)))
+	}
+	ready := []int32{0, 0}
+	changes := 0
+	for sec := range 300 {
+		in := Input{Revisions: revs, Traffic: []api.Traffic{traffic}, Load: map[RevisionKey]Load{}}
+		for i, r := range revs {
+			in.Scales = append(in.Scales, scaleOf(r, ready[i]))
+			in.Load[keyOf(r)] = Load{Sample: loads[i](sec)}
+		}
+		res, err := s.Decide(at(sec), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Revisions) != len(revs) {
+			t.Fatalf("t=%d: %d decisions for %d revisions", sec, len(res.Revisions), len(revs))
+		}
+		for i, got := range res.Revisions {
+			refs[i].run(sec, sec+1, loads[i])
+			want := refs[i].dec[sec]
+			if got.Revision != keyOf(revs[i]) || int(got.Desired) != want.Desired || got.Reason != want.Reason || got.Panic != want.Panic {
+				t.Fatalf("t=%d: %s decided %d (%v, panic %t), its Decider alone %d (%v, panic %t)",
+					sec, got.Revision, got.Desired, got.Reason, got.Panic, want.Desired, want.Reason, want.Panic)
+			}
+			if got.Desired != ready[i] {
+				changes++
+			}
+			ready[i] = got.Desired
+		}
+	}
+	if changes < 4 {
+		t.Errorf("the loads changed the scale %d times, want a test that moves it", changes)
+	}
+}
+
+func TestScalerSkipsScalesWithoutRevisions(t *testing.T) {
+	r := revision(1, at(-3600), api.FunctionSpec{})
+	s := newScaler(t)
+	res, err := s.Decide(at(0), Input{Scales: []api.Scale{scaleOf(r, 1)}})
+	if err != nil || len(res.Revisions) != 0 || len(res.Gone) != 0 {
+		t.Errorf("a Scale without its Revision: %+v, %v; want no decision", res, err)
+	}
+}
+
+func TestScalerForgetsGoneRevisions(t *testing.T) {
+	spec := api.FunctionSpec{Concurrency: 1}
+	a, b := revision(1, at(-3600), spec), revision(2, at(-3600), spec)
+	both := Input{Scales: []api.Scale{scaleOf(b, 0), scaleOf(a, 0)}, Revisions: []api.Revision{a, b}}
+	s := newScaler(t)
+	res, err := s.Decide(at(0), both)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := []RevisionKey{res.Revisions[0].Revision, res.Revisions[1].Revision}; !cmp.Equal(got, []RevisionKey{keyOf(b), keyOf(a)}) {
+		t.Errorf("decisions in the order %v, want the Scales' order", got)
+	}
+	s.Activated(keyOf(b), at(1))
+	res, err = s.Decide(at(1), Input{Scales: []api.Scale{scaleOf(a, 0)}, Revisions: []api.Revision{a}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]RevisionKey{keyOf(b)}, res.Gone); diff != "" {
+		t.Errorf("Gone (-want +got):\n%s", diff)
+	}
+	// b is back: a new Decider, and its activation went with the old one,
+	// so nothing holds off the drain of a revision without traffic.
+	res, err = s.Decide(at(2), both)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Revisions[0]; got.Desired != 0 || got.Reason != ReasonNoTraffic || len(res.Gone) != 0 {
+		t.Errorf("b back without traffic: %d (%v), gone %v; want 0 (no traffic), none gone", got.Desired, got.Reason, res.Gone)
+	}
+}
+
+func TestScalerReportsBadPoliciesAndDecidesTheRest(t *testing.T) {
+	bad := revision(1, at(-3600), api.FunctionSpec{Scaling: api.ScalingPolicy{MinScale: 5, MaxScale: 2}})
+	good := revision(2, at(-3600), api.FunctionSpec{})
+	in := Input{Scales: []api.Scale{scaleOf(bad, 0), scaleOf(good, 0)}, Revisions: []api.Revision{bad, good}}
+	s := newScaler(t)
+	for sec := range 2 { // the error comes every tick, not only the first
+		res, err := s.Decide(at(sec), in)
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), keyOf(bad).String()) {
+			t.Errorf("t=%d: error %v, want ErrInvalidConfig naming %s", sec, err, keyOf(bad))
+		}
+		if len(res.Revisions) != 1 || res.Revisions[0].Revision != keyOf(good) || len(res.Gone) != 0 {
+			t.Errorf("t=%d: %+v, want a decision for %s only, none gone", sec, res, keyOf(good))
+		}
+	}
+}
+
+func TestNewScalerReportsEveryBadField(t *testing.T) {
+	cfg := DefaultScalerConfig()
+	cfg.Decider.SamplePeriod = 0
+	cfg.ProgressDeadline = 0
+	cfg.ActivationHold = -time.Second
+	_, err := NewScaler(cfg)
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("NewScaler = %v, want ErrInvalidConfig", err)
+	}
+	for _, field := range []string{"SamplePeriod", "ProgressDeadline", "ActivationHold"} {
+		if !strings.Contains(err.Error(), field) {
+			t.Errorf("error %q does not name %s", err, field)
+		}
+	}
+}
+
+func TestStatusReason(t *testing.T) {
+	for want, d := range map[string]RevisionDecision{
+		"not ready in 10m0s": {Reason: ReasonNotReady, ProgressDeadline: 10 * time.Minute},
+		"rolling out":        {Reason: ReasonRollingOut},
+		"no traffic":         {Reason: ReasonNoTraffic},
+		"keep-alive":         {Reason: ReasonKeepAlive},
+	} {
+		if got := d.StatusReason(); got != want {
+			t.Errorf("StatusReason(%v) = %q, want %q", d.Reason, got, want)
+		}
+	}
+}
+
+func TestPolicyFor(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		spec api.FunctionSpec
+		want Policy
+	}{
+		{"defaults", api.FunctionSpec{},
+			Policy{Targets: []Target{{Metric: MetricConcurrency}}, KeepAlive: KeepAliveAdaptive}},
+		{"bounds, limit and rps target",
+			api.FunctionSpec{Concurrency: 4, Scaling: api.ScalingPolicy{MinScale: 1, MaxScale: 9, Metric: api.MetricRPS, Target: 50}},
+			Policy{MinReplicas: 1, MaxReplicas: 9, ContainerConcurrency: 4, Targets: []Target{{Metric: MetricRPS, Value: 50}}, KeepAlive: KeepAliveAdaptive}},
+		{"a grace is a fixed keep-alive",
+			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: "10s", ScaleToZeroGrace: "1m"}},
+			Policy{Targets: []Target{{Metric: MetricConcurrency}}, StableWindow: 10 * time.Second, ScaleToZeroGrace: time.Minute, KeepAlive: KeepAliveFixed}},
+		{"malformed and negative durations take the defaults",
+			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: "soon", ScaleToZeroGrace: "-1s"}},
+			Policy{Targets: []Target{{Metric: MetricConcurrency}}, KeepAlive: KeepAliveAdaptive}},
+	} {
+		if diff := cmp.Diff(c.want, policyFor(&c.spec)); diff != "" {
+			t.Errorf("%s: policyFor (-want +got):\n%s", c.name, diff)
+		}
+	}
+}

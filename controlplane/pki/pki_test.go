@@ -1,0 +1,272 @@
+package pki_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/surgeplatform/surge/controlplane/pki"
+	"github.com/surgeplatform/surge/internal/clock"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var now = clock.Epoch
+
+func newCA(t *testing.T) (*pki.CA, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "pki")
+	ca, err := pki.LoadOrCreateCA(dir, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca, dir
+}
+
+func mode(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+func TestCACreatedOnceThenLoaded(t *testing.T) {
+	ca, dir := newCA(t)
+	if !ca.Cert.IsCA || ca.Cert.Subject.CommonName != "surge-ca" {
+		t.Errorf("CA certificate %+v: want a CA named surge-ca", ca.Cert.Subject)
+	}
+	if !ca.Cert.NotBefore.Before(now) || !ca.Cert.NotAfter.After(now.Add(9*365*24*time.Hour)) {
+		t.Errorf("CA valid %v to %v: want from before now for about ten years", ca.Cert.NotBefore, ca.Cert.NotAfter)
+	}
+	if m := mode(t, filepath.Join(dir, "ca.key")); m != 0o600 {
+		t.Errorf("ca.key has mode %o, want 0600", m)
+	}
+	if m := mode(t, dir); m != 0o700 {
+		t.Errorf("the pki dir has mode %o, want 0700", m)
+	}
+
+	again, err := pki.LoadOrCreateCA(dir, now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Cert.Equal(ca.Cert) || string(again.CertPEM) != string(ca.CertPEM) {
+		t.Error("a second start made a new CA instead of loading the first")
+	}
+}
+
+func TestCALoadFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		break_ func(dir string) error
+	}{
+		{"key missing", func(dir string) error { return os.Remove(filepath.Join(dir, "ca.key")) }},
+		{"key corrupt", func(dir string) error { return os.WriteFile(filepath.Join(dir, "ca.key"), []byte("junk"), 0o600) }},
+		{"key of another CA", func(dir string) error {
+			other, err := os.ReadFile(filepath.Join(dir, "other", "ca.key"))
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dir, "ca.key"), other, 0o600)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, dir := newCA(t)
+			if _, err := pki.LoadOrCreateCA(filepath.Join(dir, "other"), now); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.break_(dir); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pki.LoadOrCreateCA(dir, now); err == nil {
+				t.Error("loaded a broken CA")
+			}
+		})
+	}
+}
+
+func TestIssue(t *testing.T) {
+	ca, _ := newCA(t)
+	certPEM, key, err := ca.Issue(pki.Leaf{CommonName: "surge-etcd-a", Hosts: []string{"localhost", "10.0.0.1"}, Server: true, Client: true}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := parse(t, certPEM)
+	if !key.PublicKey.Equal(cert.PublicKey) {
+		t.Error("the certificate is not for the key returned")
+	}
+	if cert.Subject.CommonName != "surge-etcd-a" {
+		t.Errorf("common name %q", cert.Subject.CommonName)
+	}
+	if !slices.Equal(cert.DNSNames, []string{"localhost"}) || len(cert.IPAddresses) != 1 || !cert.IPAddresses[0].Equal(net.ParseIP("10.0.0.1")) {
+		t.Errorf("names %v %v: want localhost and 10.0.0.1", cert.DNSNames, cert.IPAddresses)
+	}
+	if !slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}) {
+		t.Errorf("key usages %v: want server and client", cert.ExtKeyUsage)
+	}
+	verify(t, ca, cert, "10.0.0.1", now)
+	// A year's certificate: valid in eleven months, expired in thirteen.
+	verify(t, ca, cert, "localhost", now.Add(11*30*24*time.Hour))
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), CurrentTime: now.Add(13 * 30 * 24 * time.Hour), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+		t.Error("the certificate is still valid after thirteen months")
+	}
+}
+
+func TestLoadOrIssue(t *testing.T) {
+	ca, dir := newCA(t)
+	leaf := pki.Leaf{CommonName: "surge-apiserver", Hosts: []string{"localhost", "127.0.0.1"}, Server: true}
+	base := filepath.Join(dir, "apiserver")
+	first, err := ca.LoadOrIssue(base, leaf, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := mode(t, base+".key"); m != 0o600 {
+		t.Errorf("key mode %o, want 0600", m)
+	}
+	firstCert, err := os.ReadFile(base + ".crt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstKey, err := os.ReadFile(base + ".key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := newCA(t)
+	for _, tc := range []struct {
+		name    string
+		ca      *pki.CA
+		leaf    pki.Leaf
+		at      time.Time
+		renewed bool
+	}{
+		{"still good", ca, leaf, now.Add(30 * 24 * time.Hour), false},
+		{"fewer hosts asked", ca, pki.Leaf{CommonName: leaf.CommonName, Hosts: []string{"localhost"}, Server: true}, now, false},
+		{"a host more", ca, pki.Leaf{CommonName: leaf.CommonName, Hosts: append(slices.Clone(leaf.Hosts), "api.example.test"), Server: true}, now, true},
+		{"an address more", ca, pki.Leaf{CommonName: leaf.CommonName, Hosts: append(slices.Clone(leaf.Hosts), "10.0.0.9"), Server: true}, now, true},
+		{"less than a third of its life left", ca, leaf, now.Add(250 * 24 * time.Hour), true},
+		{"signed by another CA", other, leaf, now, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Each case starts from the first certificate and its key.
+			if err := pki.WriteFileAtomic(base+".crt", firstCert, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := pki.WriteFileAtomic(base+".key", firstKey, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := tc.ca.LoadOrIssue(base, tc.leaf, tc.at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			renewed := string(got.Certificate[0]) != string(first.Certificate[0])
+			if renewed != tc.renewed {
+				t.Errorf("renewed %v, want %v", renewed, tc.renewed)
+			}
+			if renewed {
+				verify(t, tc.ca, got.Leaf, tc.leaf.Hosts[len(tc.leaf.Hosts)-1], tc.at)
+			}
+		})
+	}
+}
+
+func TestSignCSR(t *testing.T) {
+	ca, _ := newCA(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The request asks for a name the signer does not grant.
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "admin"}, DNSNames: []string{"api.example.test"},
+	}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	certPEM, err := ca.SignCSR(csr, "surge-agent-node-a", []string{"node-a", "10.0.0.5"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := parse(t, certPEM)
+	if !key.PublicKey.Equal(cert.PublicKey) || cert.Subject.CommonName != "surge-agent-node-a" {
+		t.Errorf("certificate for %q: want the request's key, named by the signer", cert.Subject.CommonName)
+	}
+	if !slices.Equal(cert.DNSNames, []string{"node-a"}) {
+		t.Errorf("DNS names %v: want only what the signer grants", cert.DNSNames)
+	}
+	if !slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}) {
+		t.Errorf("key usages %v: want server only", cert.ExtKeyUsage)
+	}
+	verify(t, ca, cert, "10.0.0.5", now)
+
+	tampered := slices.Clone(der)
+	tampered[len(tampered)-1] ^= 0xff
+	for _, bad := range []struct{ name, pem string }{
+		{"no PEM", "junk"},
+		{"a certificate, not a request", string(certPEM)},
+		{"garbage in the block", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: []byte("junk")}))},
+		{"a broken signature", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: tampered}))},
+	} {
+		if _, err := ca.SignCSR([]byte(bad.pem), "x", nil, now); err == nil {
+			t.Errorf("%s: signed", bad.name)
+		}
+	}
+}
+
+func TestWriteFileAtomic(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "secret")
+	for _, content := range []string{"one", "two"} {
+		if err := pki.WriteFileAtomic(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || string(b) != content {
+			t.Fatalf("read %q, %v; want %q", b, err, content)
+		}
+	}
+	if m := mode(t, path); m != 0o600 {
+		t.Errorf("mode %o, want 0600", m)
+	}
+	entries, err := os.ReadDir(filepath.Dir(path))
+	if err != nil || len(entries) != 1 {
+		t.Errorf("directory holds %v, %v; want only the file, no temporary left", entries, err)
+	}
+	if err := pki.WriteFileAtomic(filepath.Join(t.TempDir(), "missing", "x"), nil, 0o600); err == nil {
+		t.Error("wrote into a directory that does not exist")
+	}
+}
+
+func parse(t *testing.T, certPEM []byte) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode(certPEM)
+	if block == nil || block.Type != "CERTIFICATE" {
+		t.Fatalf("not a PEM certificate: %q", certPEM)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+// verify checks that cert chains to ca and is valid for host at the time.
+func verify(t *testing.T, ca *pki.CA, cert *x509.Certificate, host string, at time.Time) {
+	t.Helper()
+	if _, err := cert.Verify(x509.VerifyOptions{
+		Roots: ca.Pool(), DNSName: host, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	}); err != nil {
+		t.Errorf("certificate for %s at %v: %v", host, at, err)
+	}
+}

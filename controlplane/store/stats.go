@@ -1,0 +1,95 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/autoscaler"
+)
+
+// The gateways' load reports live under StatsPrefix, one key per reporting
+// principal and gateway name, each overwritten every second: the
+// autoscaler leader, on whichever server, sums the latest report of every
+// gateway, and a gateway that stops reporting ages out by its timestamp.
+// This file is the only code that knows that layout and its JSON.
+
+// statsKey is where a gateway's latest report lives. The principal is in
+// the key so that one gateway token cannot overwrite another's reports.
+func statsKey(principal, gateway string) string {
+	return StatsPrefix + principal + "/" + gateway
+}
+
+// PutGatewayStats keeps st as the latest report of the gateway st names,
+// sent by principal. st.At must be the receiving server's time, not the
+// gateway's: it decides when the report is too old to count.
+func (s *Store) PutGatewayStats(ctx context.Context, principal string, st *api.GatewayStats) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("put stats of gateway %s: %w", st.Gateway, err)
+	}
+	if _, err := s.c.Put(ctx, statsKey(principal, st.Gateway), string(b)); err != nil {
+		return fmt.Errorf("put stats of gateway %s: %w", st.Gateway, err)
+	}
+	return nil
+}
+
+// GatewayLoad is the autoscaler's source of the gateways' load: the latest
+// report of every gateway, kept by PutGatewayStats. It is safe for
+// concurrent use.
+type GatewayLoad struct {
+	store  *Store
+	maxAge time.Duration
+}
+
+// NewGatewayLoad returns the load source of s. A report counts until it is
+// maxAge old; after that its gateway is taken to have stopped.
+func NewGatewayLoad(s *Store, maxAge time.Duration) *GatewayLoad {
+	return &GatewayLoad{store: s, maxAge: maxAge}
+}
+
+// Load returns every revision's demand, summed over the gateways whose
+// latest report is fresh at now. A report that does not decode is skipped,
+// so that one bad gateway does not blind the autoscaler to the others.
+func (g *GatewayLoad) Load(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error) {
+	resp, err := g.store.c.Get(ctx, StatsPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read gateway stats: %w", err)
+	}
+	out := map[autoscaler.RevisionKey]autoscaler.Load{}
+	for _, kv := range resp.Kvs {
+		var gs api.GatewayStats
+		if err := json.Unmarshal(kv.Value, &gs); err != nil {
+			continue
+		}
+		if now.Sub(gs.At) > g.maxAge {
+			continue
+		}
+		window := statsWindow(gs.Window)
+		for _, l := range gs.Revisions {
+			k := autoscaler.RevisionKey{Namespace: l.Namespace, Name: l.Revision}
+			v := out[k]
+			// The gateway's average includes queued requests already.
+			v.Sample.Concurrency += l.Concurrency
+			v.Sample.Requests += float64(l.Requests)
+			v.RPS += float64(l.Requests) / window.Seconds()
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+// statsWindow reads a report's window, such as "1s"; a missing or bad one
+// is the gateways' default second, so that its requests still count. The
+// api keeps it as a string; this is the one place that parses it.
+func statsWindow(s string) time.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return time.Second
+	}
+	return d
+}

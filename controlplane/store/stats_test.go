@@ -1,0 +1,69 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/autoscaler"
+	"github.com/surgeplatform/surge/controlplane"
+	"github.com/surgeplatform/surge/controlplane/controlplanetest"
+	"github.com/surgeplatform/surge/controlplane/store"
+)
+
+func TestGatewayLoadSumsFreshReports(t *testing.T) {
+	in := controlplanetest.StartWith(t, func(c *controlplane.Config) { c.Autoscaling.Manual = true })
+	st := in.Store()
+	ctx := context.Background()
+	now := time.Date(2026, time.March, 1, 12, 0, 0, 0, time.UTC)
+	const maxAge = 3 * time.Second
+	load := func(rev string, concurrency float64, requests int64) api.RevisionLoad {
+		return api.RevisionLoad{Namespace: "default", Function: "hello", Revision: rev, Concurrency: concurrency, Requests: requests}
+	}
+	put := func(principal string, gs api.GatewayStats) {
+		t.Helper()
+		if err := st.PutGatewayStats(ctx, principal, &gs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// gw-1 reports twice: only its latest report counts.
+	put("gateway-token", api.GatewayStats{Gateway: "gw-1", Window: "1s", At: now.Add(-time.Second),
+		Revisions: []api.RevisionLoad{load("hello-00001", 100, 100)}})
+	put("gateway-token", api.GatewayStats{Gateway: "gw-1", Window: "1s", At: now.Add(-time.Second),
+		Revisions: []api.RevisionLoad{load("hello-00001", 2, 4), load("hello-00002", 1, 1)}})
+	// The same gateway name under another principal is another gateway;
+	// a report without a window counts its requests over a second.
+	put("other-token", api.GatewayStats{Gateway: "gw-1", At: now.Add(-maxAge),
+		Revisions: []api.RevisionLoad{load("hello-00001", 0.5, 2)}})
+	// A report over two seconds counts half its requests per second.
+	put("gateway-token", api.GatewayStats{Gateway: "gw-2", Window: "2s", At: now,
+		Revisions: []api.RevisionLoad{load("hello-00001", 1, 6)}})
+	// A gateway that stopped reporting no longer counts.
+	put("gateway-token", api.GatewayStats{Gateway: "gw-3", Window: "1s", At: now.Add(-maxAge - time.Millisecond),
+		Revisions: []api.RevisionLoad{load("hello-00001", 50, 50), load("hello-00003", 1, 1)}})
+	// A report that does not decode does not hide the others.
+	if _, err := st.Client().Put(ctx, store.StatsPrefix+"gateway-token/gw-4", "{not json"); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := store.NewGatewayLoad(st, maxAge).Load(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[autoscaler.RevisionKey]autoscaler.Load{
+		{Namespace: "default", Name: "hello-00001"}: {Sample: autoscaler.Sample{Concurrency: 3.5, Requests: 12}, RPS: 4 + 2 + 3},
+		{Namespace: "default", Name: "hello-00002"}: {Sample: autoscaler.Sample{Concurrency: 1, Requests: 1}, RPS: 1},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Load (-want +got):\n%s", diff)
+	}
+
+	// Later, every report has aged out.
+	got, err = store.NewGatewayLoad(st, maxAge).Load(ctx, now.Add(time.Minute))
+	if err != nil || len(got) != 0 {
+		t.Errorf("a minute later Load = %v, %v; want nothing", got, err)
+	}
+}

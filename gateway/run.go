@@ -1,0 +1,208 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/gossip"
+	"github.com/surgeplatform/surge/internal/clock"
+)
+
+// Options are one gateway process: Run builds the proxy and its parts
+// from them (the control-plane watch, gossip when JoinToken is set, the
+// activator and the stats sink) and runs them. Make them with
+// DefaultOptions.
+type Options struct {
+	// Config steers the proxy. Zero fields take DefaultConfig's values,
+	// except where zero means something (see Config).
+	Config Config
+	// API is the gateway's identity at the API server: its URL, its CA and
+	// a gateway-role token, which may read routes and write activations
+	// and stats.
+	API client.Config
+	// Name names this gateway in its stats reports (the autoscaler keeps
+	// one window per name) and, after "gw-", as a gossip member. Default:
+	// the host name and Config.Addr.
+	Name string
+
+	// JoinToken, when set, makes the gateway a member of the cluster's
+	// gossip, where it learns that a replica is ready, or that a node
+	// died, at once rather than through etcd. Empty: the gateway learns
+	// endpoints from the API alone.
+	JoinToken string
+	// GossipAddr is where the gateway gossips, HOST:PORT with an IP host
+	// (port 0 picks one). Used only with JoinToken.
+	GossipAddr string
+	// GossipSeeds are gossip addresses of cluster members to join (see
+	// gossip.Options.Seeds). Used only with JoinToken.
+	GossipSeeds []string
+
+	// Registerer receives the gateway's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Log receives operational events; nil discards them.
+	Log *slog.Logger
+	// Clock is the gateway's one source of time, gossip's too (see
+	// Deps.Clock); nil means the wall clock.
+	Clock clock.Clock
+	// Listener, when set, is served instead of listening on Config.Addr.
+	// Run closes it.
+	Listener net.Listener
+}
+
+// DefaultOptions returns the options `surge gateway` starts from: the
+// default Config and gossip address, and no API identity yet.
+func DefaultOptions() Options {
+	return Options{Config: DefaultConfig(), GossipAddr: "0.0.0.0:7947"}
+}
+
+// withDefaults returns a copy of o with every default filled in: the one
+// place they are applied.
+func (o Options) withDefaults() Options {
+	o.Config = o.Config.withDefaults()
+	if o.Name == "" {
+		host, _ := os.Hostname()
+		o.Name = strings.NewReplacer("[", "", "]", "", ":", "-").Replace(host + "_" + o.Config.Addr)
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	o.Clock = clock.Or(o.Clock)
+	return o
+}
+
+// Validate reports every bad field of o at once, each with its name and
+// value, after filling defaults as Run does.
+func (o Options) Validate() error {
+	o = o.withDefaults()
+	errs := o.Config.problems("Config.")
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if u, err := url.Parse(o.API.Server); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		add("API.Server %q is not an API URL like https://127.0.0.1:7070", o.API.Server)
+	}
+	if o.API.Token == "" {
+		add("API.Token is empty: want the gateway token that `surge server` prints")
+	}
+	if !validName(o.Name) {
+		add("Name %q must be 1-128 letters, digits, '-', '_', '.' or ':', starting with a letter or digit", o.Name)
+	}
+	switch {
+	case o.JoinToken != "":
+		if len(o.JoinToken) < gossip.MinJoinTokenLen {
+			add("JoinToken is %d bytes, want at least %d (the cluster's join token)", len(o.JoinToken), gossip.MinJoinTokenLen)
+		}
+		if !validGossipAddr(o.GossipAddr) {
+			add("GossipAddr %q is not HOST:PORT with an IP host, such as 0.0.0.0:7947", o.GossipAddr)
+		}
+	case len(o.GossipSeeds) > 0:
+		add("GossipSeeds %v are given without JoinToken: set it to gossip, or leave both out", o.GossipSeeds)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+}
+
+// validName reports whether the API server takes name as a gateway's.
+func validName(name string) bool {
+	if name == "" || len(name) > 128 {
+		return false
+	}
+	for i, r := range name {
+		switch {
+		case 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z', '0' <= r && r <= '9':
+		case i > 0 && strings.ContainsRune("-_.:", r):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func validGossipAddr(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	_, err = netip.ParseAddr(host)
+	p, perr := strconv.Atoi(port)
+	return err == nil && perr == nil && p >= 0 && p <= 65535
+}
+
+// Run builds the gateway that o describes and serves until ctx ends; then
+// it drains (see Gateway.Run), leaves gossip, and returns once everything
+// it started has exited. Bad options are reported, every field at once
+// (ErrInvalidConfig), before anything starts.
+func Run(ctx context.Context, o Options) (err error) {
+	if o.Listener != nil {
+		// The gateway's drain closes it; this is for a return before that.
+		defer func() {
+			if err != nil {
+				_ = o.Listener.Close()
+			}
+		}()
+	}
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	o = o.withDefaults()
+	c, err := client.New(&o.API)
+	if err != nil {
+		return fmt.Errorf("gateway API client: %w", err)
+	}
+	// The client's idle connections to the API, once nothing uses them.
+	defer func() {
+		if t, ok := c.Transport().(interface{ CloseIdleConnections() }); ok {
+			t.CloseIdleConnections()
+		}
+	}()
+	log := o.Log
+	act := &ControlPlaneActivator{Client: c, Log: log, Clock: o.Clock}
+	defer act.Wait()
+	sources := []RouteSource{&ControlPlaneSource{Client: c, Log: log, Clock: o.Clock}}
+	var gs *GossipSource
+	if o.JoinToken != "" {
+		gs = NewGossipSource()
+		sources = append(sources, gs)
+	}
+	gw, err := New(o.Config, Deps{
+		Sources:    sources,
+		Activator:  act,
+		Stats:      &ControlPlaneStatsSink{Client: c, Gateway: o.Name, Log: log, Clock: o.Clock},
+		Registerer: o.Registerer,
+		Log:        log,
+		Clock:      o.Clock,
+		Listener:   o.Listener,
+	})
+	if err != nil {
+		return err
+	}
+	if gs != nil {
+		member, err := gossip.Start(gossip.Options{
+			Role: gossip.RoleGateway, NodeName: "gw-" + o.Name, Addr: o.GossipAddr, Seeds: o.GossipSeeds,
+			JoinToken: o.JoinToken, Handler: gs, Logger: log, Clock: o.Clock,
+		})
+		if err != nil {
+			return fmt.Errorf("gateway gossip: %w", err)
+		}
+		// Leave only after the drain: requests in flight meanwhile still
+		// learn of replicas that go.
+		defer member.Stop()
+	}
+	addr := o.Config.Addr
+	if o.Listener != nil {
+		addr = o.Listener.Addr().String()
+	}
+	log.Info("gateway serving", "addr", addr, "domain", o.Config.Domain, "name", o.Name, "gossip", gs != nil)
+	return gw.Run(ctx)
+}
