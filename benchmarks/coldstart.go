@@ -31,8 +31,8 @@ import (
 	"github.com/surgeplatform/surge/api"
 	surgeclient "github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/imagebuild"
+	rt "github.com/surgeplatform/surge/nodeagent/containers"
 	"github.com/surgeplatform/surge/nodeagent/network"
-	rt "github.com/surgeplatform/surge/nodeagent/runtime"
 )
 
 // ErrMissingDependency is wrapped by a benchmark that cannot run on this
@@ -84,7 +84,7 @@ func ColdStart(ctx context.Context) ([]Row, error) {
 }
 
 // coldStartRuntime is the time from asking for a replica of examples/hello
-// until it answers HTTP, through Surge's node runtime (nodeagent/runtime:
+// until it answers HTTP, through Surge's node runtime (nodeagent/containers:
 // its own network namespace and IP from a CNI bridge, the hardened spec,
 // the default 100m CPU and 128Mi memory limits, a log file) against the
 // floor of bare containerd through the same client (create a container

@@ -2,21 +2,14 @@ package cli
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"net/netip"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
-	"github.com/surgeplatform/surge/gossip"
 	"github.com/surgeplatform/surge/nodeagent"
-	"github.com/surgeplatform/surge/nodeagent/network"
-	"github.com/surgeplatform/surge/nodeagent/runtime"
 )
 
 // AgentOptions are the inputs of `surge agent`, and of the agent inside
@@ -38,14 +31,13 @@ type AgentOptions struct {
 
 func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
 	f := c.Flags()
-	d := nodeagent.DefaultConfig()
-	r := runtime.DefaultConfig()
-	f.StringVar(&o.NodeName, "node-name", d.NodeName, "this node's name")
-	f.StringVar(&o.Address, "node-address", d.Address, "this node's address as peers reach it")
-	f.StringVar(&o.ContainerdAddress, "containerd-address", r.ContainerdAddress,
+	d := nodeagent.DefaultOptions()
+	f.StringVar(&o.NodeName, "node-name", d.Agent.NodeName, "this node's name")
+	f.StringVar(&o.Address, "node-address", d.Agent.Address, "this node's address as peers reach it")
+	f.StringVar(&o.ContainerdAddress, "containerd-address", d.Containers.ContainerdAddress,
 		"containerd socket; when none answers, a private containerd is started under the state dir")
-	f.StringVar(&o.Bridge, "bridge", r.Network.BridgeName, "Linux bridge of the replicas' network (one per agent on a machine)")
-	defGossip := "0.0.0.0:7946"
+	f.StringVar(&o.Bridge, "bridge", d.Containers.Network.BridgeName, "Linux bridge of the replicas' network (one per agent on a machine)")
+	defGossip := d.GossipAddr
 	if !withIdentity {
 		defGossip = "127.0.0.1:7946" // surge up: one machine, nothing to reach
 	}
@@ -92,82 +84,30 @@ func runAgent(ctx context.Context, o *AgentOptions) error {
 	if err != nil {
 		return err
 	}
-	c, err := client.New(&o.Client)
-	if err != nil {
-		return err
-	}
-	acfg := nodeagent.DefaultConfig()
-	if o.NodeName != "" {
-		acfg.NodeName = strings.ToLower(o.NodeName)
-	}
-	if o.Address != "" {
-		acfg.Address = o.Address
-	}
-	acfg.LogAddr = o.LogAddr
-	registry, err := registryHost(o.Client.Server)
-	if err != nil {
-		return err
-	}
-	// Gossip: the key comes from the join token, which is this agent's
-	// API token too.
-	peers := nodeagent.NewPeers(acfg.NodeName, log)
-	var gmeta gossip.NodeMeta
-	if ip, err := netip.ParseAddr(acfg.Address); err == nil {
-		gmeta.Address = ip
-	}
-	g, err := gossip.Start(gossip.Options{Role: gossip.RoleAgent, NodeName: acfg.NodeName, Addr: o.GossipAddr,
-		Seeds: o.Join, JoinToken: o.Client.Token, Meta: gmeta, Handler: peers, Logger: log})
-	if err != nil {
-		return fmt.Errorf("join gossip: %w", err)
-	}
-	defer g.Stop()
-	peers.SetGossip(g.Gossip)
-	newRuntime := func(ctx context.Context, node *api.Node) (nodeagent.Runtime, error) {
-		rc := runtime.DefaultConfig()
-		rc.StateDir = o.StateDir
-		if o.ContainerdAddress != "" {
-			rc.ContainerdAddress = o.ContainerdAddress
-		}
-		rc.RegistryHost = registry
-		rc.RegistryToken = o.Client.Token
-		rc.RegistryCA = []byte(o.Client.CertificateAuthority)
-		rc.Network.Subnet = node.Spec.PodSubnet
-		if o.Bridge != "" {
-			rc.Network.BridgeName, rc.Network.NetworkName = o.Bridge, o.Bridge
-		}
-		rc.Log = log.With("component", "runtime")
-		rc.Network.Log = log.With("component", "network")
-		r, err := runtime.New(ctx, rc)
-		if err != nil {
-			return nil, err
-		}
-		peers.SetRouter(r.Network())
-		meta := gmeta
-		meta.CPUMillis, meta.MemoryBytes = acfg.MilliCPU, acfg.MemoryBytes
-		if p, err := netip.ParsePrefix(node.Spec.PodSubnet); err == nil && r.Network().Mode() == network.ModeCNI {
-			meta.PodCIDR = p
-		}
-		if err := g.UpdateMeta(ctx, meta); err != nil {
-			log.Warn("gossip metadata", "err", err)
-		}
-		return r, nil
-	}
-	agent, err := nodeagent.New(acfg, c, newRuntime, peers, log)
-	if err != nil {
-		return err
-	}
-	return agent.Run(ctx)
+	return nodeagent.Run(ctx, agentOptions(o, log))
 }
 
-// registryHost is the registry's host:port as image references name it:
-// the API's address.
-func registryHost(server string) (string, error) {
-	h := strings.TrimPrefix(strings.TrimPrefix(server, "https://"), "http://")
-	h = strings.TrimSuffix(h, "/")
-	if _, _, err := net.SplitHostPort(h); err != nil {
-		return "", fmt.Errorf("API URL %q has no host:port", server)
+// agentOptions turns the flags into the agent's options; a flag left empty
+// keeps the default.
+func agentOptions(o *AgentOptions, log *slog.Logger) nodeagent.Options {
+	n := nodeagent.DefaultOptions()
+	n.Client, n.Log = o.Client, log
+	if o.NodeName != "" {
+		n.Agent.NodeName = o.NodeName
 	}
-	return h, nil
+	if o.Address != "" {
+		n.Agent.Address = o.Address
+	}
+	n.Agent.LogAddr = o.LogAddr
+	n.Containers.StateDir = o.StateDir
+	if o.ContainerdAddress != "" {
+		n.Containers.ContainerdAddress = o.ContainerdAddress
+	}
+	if o.Bridge != "" {
+		n.Containers.Network.BridgeName, n.Containers.Network.NetworkName = o.Bridge, o.Bridge
+	}
+	n.GossipAddr, n.Join = o.GossipAddr, o.Join
+	return n
 }
 
 func stderrFile(w any) *os.File {

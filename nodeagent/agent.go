@@ -2,6 +2,12 @@
 // replicas bound to it, and makes the container runtime match — create,
 // start, probe, report, restart with back-off, stop — and finds its running
 // containers again after a restart instead of restarting them.
+//
+// Run(ctx, Options) is the role: it builds the API client, the gossip
+// member, the peer routes and the container runtime (package
+// nodeagent/containers) and runs an Agent until ctx ends. Each replica's
+// container is driven by a supervisor through the lifecycle state machine
+// of lifecycle.go.
 package nodeagent
 
 import (
@@ -18,24 +24,25 @@ import (
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
-	rt "github.com/surgeplatform/surge/nodeagent/runtime"
+	"github.com/surgeplatform/surge/internal/clock"
+	"github.com/surgeplatform/surge/nodeagent/containers"
 )
 
 // Runtime is what the agent needs of the container runtime; package
-// nodeagent/runtime implements it. Its methods may block on containerd and
-// are called from the replica supervisors' goroutines, concurrently for
-// different replica IDs, never concurrently for one.
+// nodeagent/containers implements it. Its methods may block on containerd
+// and are called from the replica supervisors' goroutines, concurrently
+// for different replica IDs, never concurrently for one.
 type Runtime interface {
 	EnsureImage(ctx context.Context, ref string) error
-	Start(ctx context.Context, spec rt.Spec) (rt.Container, error)
-	Wait(ctx context.Context, id string) (<-chan rt.Exit, error)
-	Restart(ctx context.Context, id string) (rt.Container, error)
+	Start(ctx context.Context, spec containers.Spec) (containers.Container, error)
+	Wait(ctx context.Context, id string) (<-chan containers.Exit, error)
+	Restart(ctx context.Context, id string) (containers.Container, error)
 	Stop(ctx context.Context, id string, grace time.Duration) error
-	List(ctx context.Context) ([]rt.Container, error)
+	List(ctx context.Context) ([]containers.Container, error)
 	RemoveOrphans(ctx context.Context, keep func(id string) bool) ([]string, error)
 }
 
-var _ Runtime = (*rt.Runtime)(nil)
+var _ Runtime = (*containers.Runtime)(nil)
 
 // Announcer tells the data path about endpoints at once (gossip), without
 // waiting for etcd. Its methods must not block; they are called from
@@ -68,6 +75,11 @@ type Config struct {
 	StartTimeout time.Duration
 	// ReadyProbePeriod is the default probe period once Ready.
 	ReadyProbePeriod time.Duration
+	// ProbeFailureThreshold is how many probes in a row a Ready replica
+	// must fail before it leaves the data path and is reported Starting
+	// until one passes. Lower reacts sooner to a replica that hangs;
+	// higher rides out a slow probe or a long GC pause.
+	ProbeFailureThreshold int
 	// BackoffBase and BackoffMax bound the wait before restarting a
 	// container that exited: BackoffBase × 2^(restarts-1), at most
 	// BackoffMax. A container that ran BackoffReset resets the count.
@@ -77,6 +89,10 @@ type Config struct {
 	// LogAddr is where the agent serves replica logs over HTTPS; empty
 	// serves none.
 	LogAddr string
+	// Clock paces every wait of the agent (heartbeat, probes, back-offs,
+	// the delayed Starting write, the whoami cache) and stamps the node's
+	// LastSeen. Nil is the wall clock.
+	Clock clock.Clock
 	// agentURL is where it does, once it does (sent with the heartbeat).
 	agentURL string
 }
@@ -93,11 +109,28 @@ func DefaultConfig() Config {
 		ProbeInterval:    2 * time.Millisecond,
 		StartTimeout:     time.Minute,
 		ReadyProbePeriod: 10 * time.Second,
-		BackoffBase:      100 * time.Millisecond,
-		BackoffMax:       30 * time.Second,
-		BackoffReset:     10 * time.Minute,
-		StopGrace:        10 * time.Second,
+		// Three failures at the 10s period: half a minute of a hung
+		// replica before the data path stops sending it requests.
+		ProbeFailureThreshold: 3,
+		BackoffBase:           100 * time.Millisecond,
+		BackoffMax:            30 * time.Second,
+		BackoffReset:          10 * time.Minute,
+		StopGrace:             10 * time.Second,
+		Clock:                 clock.Real(),
 	}
+}
+
+// withDefaults fills, on a copy, what DefaultConfig leaves to the machine
+// (the capacity: its cores and memory less the reserve) and a nil Clock.
+func (c Config) withDefaults() Config {
+	if c.MilliCPU == 0 {
+		c.MilliCPU = int64(runtime.NumCPU())*1000 - c.ReservedMilliCPU
+	}
+	if c.MemoryBytes == 0 {
+		c.MemoryBytes = memTotal() - c.ReservedMemory
+	}
+	c.Clock = clock.Or(c.Clock)
+	return c
 }
 
 // Validate reports every bad field.
@@ -115,6 +148,12 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.name, d.v))
 		}
 	}
+	if c.ProbeFailureThreshold < 1 {
+		errs = append(errs, fmt.Errorf("probe failure threshold %d: must be at least 1", c.ProbeFailureThreshold))
+	}
+	if c.StopGrace < 0 {
+		errs = append(errs, fmt.Errorf("stop grace %s: must not be negative", c.StopGrace))
+	}
 	return errors.Join(errs...)
 }
 
@@ -130,11 +169,12 @@ type Agent struct {
 	runtime    Runtime // set by Run
 	announce   Announcer
 	log        *slog.Logger
-	now        func() time.Time
+	clock      clock.Clock
+	replicas   replicaAPI
+	probe      probeFunc
 
 	mu          sync.Mutex
 	supervisors map[string]*supervisor // by "ns/replica"
-	revisions   map[string]*api.Revision
 	wg          sync.WaitGroup
 }
 
@@ -143,27 +183,24 @@ func New(cfg Config, c *client.Client, newRuntime RuntimeFactory, announce Annou
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.MilliCPU == 0 {
-		cfg.MilliCPU = int64(runtime.NumCPU())*1000 - cfg.ReservedMilliCPU
-	}
-	if cfg.MemoryBytes == 0 {
-		cfg.MemoryBytes = memTotal() - cfg.ReservedMemory
-	}
+	cfg = cfg.withDefaults()
 	return &Agent{
 		cfg: cfg, api: c, newRuntime: newRuntime, announce: announce, log: log.With("component", "agent", "node", cfg.NodeName),
-		now: time.Now, supervisors: map[string]*supervisor{}, revisions: map[string]*api.Revision{},
+		clock: cfg.Clock, replicas: &apiReplicas{api: c, revisions: map[string]*api.Revision{}}, probe: probeOnce,
+		supervisors: map[string]*supervisor{},
 	}, nil
 }
 
-// Register creates or refreshes the node's object and returns it, with the
-// pod subnet the control plane gave it. Run calls it; the runtime's network
-// needs the subnet before Run, so callers may call it first.
-func Register(ctx context.Context, c *client.Client, cfg Config, milliCPU, memory int64) (*api.Node, error) {
-	res := api.NodeResources{CPU: api.FormatCPU(milliCPU), Memory: api.FormatMemory(memory)}
+// register creates or refreshes the node's object and returns it, with the
+// pod subnet the control plane gave it (which the runtime's network
+// needs). Run calls it as it starts, once the log server has its URL, and
+// with every heartbeat.
+func register(ctx context.Context, c *client.Client, cfg Config) (*api.Node, error) {
+	res := api.NodeResources{CPU: api.FormatCPU(cfg.MilliCPU), Memory: api.FormatMemory(cfg.MemoryBytes)}
 	n := &api.Node{
 		Metadata: api.ObjectMeta{Name: cfg.NodeName},
 		Status: api.NodeStatus{Address: cfg.Address, Capacity: res, Allocatable: res,
-			State: api.NodeAlive, LastSeen: time.Now().UTC(), AgentURL: cfg.agentURL},
+			State: api.NodeAlive, LastSeen: clock.Or(cfg.Clock).Now().UTC(), AgentURL: cfg.agentURL},
 	}
 	var out api.Node
 	err := c.Do(ctx, "POST", client.Path("nodes", "", ""), n, &out)
@@ -180,7 +217,7 @@ func Register(ctx context.Context, c *client.Client, cfg Config, milliCPU, memor
 // supervises the node's replicas until ctx ends. Containers keep running
 // when the agent stops: a restarted agent adopts them.
 func (a *Agent) Run(ctx context.Context) error {
-	node, err := Register(ctx, a.api, a.cfg, a.cfg.MilliCPU, a.cfg.MemoryBytes)
+	node, err := register(ctx, a.api, a.cfg)
 	if ctx.Err() != nil {
 		return nil // stopped while starting: nothing to undo
 	}
@@ -200,7 +237,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		defer stop()
 		a.cfg.agentURL = url
-		if _, err := Register(ctx, a.api, a.cfg, a.cfg.MilliCPU, a.cfg.MemoryBytes); err != nil && ctx.Err() == nil {
+		if _, err := register(ctx, a.api, a.cfg); err != nil && ctx.Err() == nil {
 			return err
 		}
 	}
@@ -275,7 +312,7 @@ func (a *Agent) adopt(ctx context.Context, replicas []api.Replica) error {
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
-	have := map[string]rt.Container{}
+	have := map[string]containers.Container{}
 	for _, c := range running {
 		have[c.ID] = c
 	}
@@ -322,7 +359,7 @@ func (a *Agent) ensure(ctx context.Context, r *api.Replica) {
 	}
 }
 
-func (a *Agent) startSupervisor(ctx context.Context, r *api.Replica, adopted *rt.Container) {
+func (a *Agent) startSupervisor(ctx context.Context, r *api.Replica, adopted *containers.Container) {
 	sctx, cancel := context.WithCancel(ctx)
 	s := &supervisor{agent: a, replica: r, cancel: cancel, done: make(chan struct{})}
 	a.mu.Lock()
@@ -353,6 +390,8 @@ func (a *Agent) release(r *api.Replica) {
 		if a.announce != nil {
 			a.announce.EndpointGone(s.replica)
 		}
+		// A bound on real I/O (containerd), so on real time: the grace
+		// itself is timed by the runtime's clock.
 		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.StopGrace+5*time.Second)
 		defer cancel()
 		if err := a.runtime.Stop(ctx, r.Metadata.Name, a.cfg.StopGrace); err != nil {
@@ -361,34 +400,62 @@ func (a *Agent) release(r *api.Replica) {
 	}()
 }
 
-// revision returns a revision, cached: revisions never change.
-func (a *Agent) revision(ctx context.Context, ns, name string) (*api.Revision, error) {
-	a.mu.Lock()
-	rev, ok := a.revisions[ns+"/"+name]
-	a.mu.Unlock()
+// replicaAPI is what supervisors read and write through the control
+// plane. Its methods block on the network and are called from supervisor
+// goroutines and reportLater's timers, concurrently.
+type replicaAPI interface {
+	// revision returns a revision; a missing one is api.ErrNotFound.
+	revision(ctx context.Context, ns, name string) (*api.Revision, error)
+	// putStatus writes r's status.
+	putStatus(ctx context.Context, r *api.Replica) error
+}
+
+// probeFunc checks once whether a replica at ip:port answers (an HTTP GET
+// of path, or a TCP connect when path is empty). It blocks at most about a
+// second, and is called from supervisor goroutines.
+type probeFunc func(ctx context.Context, ip string, port int32, path string) error
+
+// apiReplicas is replicaAPI on the API server.
+type apiReplicas struct {
+	api *client.Client
+
+	mu        sync.Mutex
+	revisions map[string]*api.Revision // by "ns/name": revisions never change
+}
+
+var _ replicaAPI = (*apiReplicas)(nil)
+
+func (c *apiReplicas) revision(ctx context.Context, ns, name string) (*api.Revision, error) {
+	c.mu.Lock()
+	rev, ok := c.revisions[ns+"/"+name]
+	c.mu.Unlock()
 	if ok {
 		return rev, nil
 	}
-	rev, err := client.Get[api.Revision](ctx, a.api, "revisions", ns, name)
+	rev, err := client.Get[api.Revision](ctx, c.api, "revisions", ns, name)
 	if err != nil {
 		return nil, err
 	}
-	a.mu.Lock()
-	a.revisions[ns+"/"+name] = rev
-	a.mu.Unlock()
+	c.mu.Lock()
+	c.revisions[ns+"/"+name] = rev
+	c.mu.Unlock()
 	return rev, nil
 }
 
+func (c *apiReplicas) putStatus(ctx context.Context, r *api.Replica) error {
+	return c.api.Do(ctx, "PUT", client.Path("replicas", r.Metadata.Namespace, r.Metadata.Name)+"/status", r, nil)
+}
+
 func (a *Agent) heartbeat(ctx context.Context) {
-	t := time.NewTicker(a.cfg.Heartbeat)
+	t := a.clock.NewTicker(a.cfg.Heartbeat)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
-		if _, err := Register(ctx, a.api, a.cfg, a.cfg.MilliCPU, a.cfg.MemoryBytes); err != nil && ctx.Err() == nil {
+		if _, err := register(ctx, a.api, a.cfg); err != nil && ctx.Err() == nil {
 			a.log.Warn("heartbeat", "err", err)
 		}
 	}

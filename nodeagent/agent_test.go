@@ -15,7 +15,7 @@ import (
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane/controlplanetest"
-	rt "github.com/surgeplatform/surge/nodeagent/runtime"
+	"github.com/surgeplatform/surge/nodeagent/containers"
 )
 
 // fakeRuntime runs each "container" as a TCP listener on loopback, so the
@@ -27,19 +27,29 @@ type fakeRuntime struct {
 	stops      []string
 	pid        uint32
 	startTime  time.Duration // how long Start takes
+	startHook  func()        // called as Start begins, when set
+	pullErr    error         // what EnsureImage returns
 }
 
 type fakeContainer struct {
-	c    rt.Container
+	c    containers.Container
 	ln   net.Listener
-	exit chan rt.Exit
+	exit chan containers.Exit
 }
 
-func newFakeRuntime() *fakeRuntime {
-	return &fakeRuntime{containers: map[string]*fakeContainer{}, pid: 100}
+// newFakeRuntime returns a fake runtime whose containers stop listening
+// when the test ends.
+func newFakeRuntime(t *testing.T) *fakeRuntime {
+	f := &fakeRuntime{containers: map[string]*fakeContainer{}, pid: 100}
+	t.Cleanup(f.closeAll)
+	return f
 }
 
-func (f *fakeRuntime) EnsureImage(context.Context, string) error { return nil }
+func (f *fakeRuntime) EnsureImage(context.Context, string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pullErr
+}
 
 func (f *fakeRuntime) listen(id string) (*fakeContainer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -57,27 +67,30 @@ func (f *fakeRuntime) listen(id string) (*fakeContainer, error) {
 	}()
 	port := ln.Addr().(*net.TCPAddr).Port
 	f.pid++
-	return &fakeContainer{ln: ln, exit: make(chan rt.Exit, 1),
-		c: rt.Container{ID: id, IP: "127.0.0.1", Port: int32(port), PID: f.pid, Running: true}}, nil
+	return &fakeContainer{ln: ln, exit: make(chan containers.Exit, 1),
+		c: containers.Container{ID: id, IP: "127.0.0.1", Port: int32(port), PID: f.pid, Running: true}}, nil
 }
 
-func (f *fakeRuntime) Start(_ context.Context, s rt.Spec) (rt.Container, error) {
+func (f *fakeRuntime) Start(_ context.Context, s containers.Spec) (containers.Container, error) {
 	f.mu.Lock()
-	took := f.startTime
+	took, hook := f.startTime, f.startHook
 	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	time.Sleep(took)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, err := f.listen(s.ID)
 	if err != nil {
-		return rt.Container{}, err
+		return containers.Container{}, err
 	}
 	f.containers[s.ID] = c
 	f.starts++
 	return c.c, nil
 }
 
-func (f *fakeRuntime) Wait(_ context.Context, id string) (<-chan rt.Exit, error) {
+func (f *fakeRuntime) Wait(_ context.Context, id string) (<-chan containers.Exit, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, ok := f.containers[id]
@@ -87,12 +100,12 @@ func (f *fakeRuntime) Wait(_ context.Context, id string) (<-chan rt.Exit, error)
 	return c.exit, nil
 }
 
-func (f *fakeRuntime) Restart(_ context.Context, id string) (rt.Container, error) {
+func (f *fakeRuntime) Restart(_ context.Context, id string) (containers.Container, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, err := f.listen(id)
 	if err != nil {
-		return rt.Container{}, err
+		return containers.Container{}, err
 	}
 	f.containers[id] = c
 	return c.c, nil
@@ -109,10 +122,10 @@ func (f *fakeRuntime) Stop(_ context.Context, id string, _ time.Duration) error 
 	return nil
 }
 
-func (f *fakeRuntime) List(context.Context) ([]rt.Container, error) {
+func (f *fakeRuntime) List(context.Context) ([]containers.Container, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []rt.Container
+	var out []containers.Container
 	for _, c := range f.containers {
 		out = append(out, c.c)
 	}
@@ -133,6 +146,16 @@ func (f *fakeRuntime) RemoveOrphans(_ context.Context, keep func(string) bool) (
 	return removed, nil
 }
 
+// closeAll closes every container's listener, so that no accept loop
+// outlives the test.
+func (f *fakeRuntime) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.containers {
+		c.ln.Close()
+	}
+}
+
 // crash makes a container's process exit.
 func (f *fakeRuntime) crash(id string) {
 	f.mu.Lock()
@@ -140,7 +163,7 @@ func (f *fakeRuntime) crash(id string) {
 	c := f.containers[id]
 	c.ln.Close()
 	c.c.Running = false
-	c.exit <- rt.Exit{Code: 2, At: time.Now()}
+	c.exit <- containers.Exit{Code: 2, At: time.Now()}
 }
 
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {
@@ -194,7 +217,7 @@ func replicas(t *testing.T, c *client.Client) []api.Replica {
 func TestAgentRunsRestartsAndStopsReplicas(t *testing.T) {
 	in := controlplanetest.Start(t)
 	c := in.Client()
-	f := newFakeRuntime()
+	f := newFakeRuntime(t)
 	stop := startAgent(t, in, f)
 	defer stop()
 
@@ -256,7 +279,7 @@ func TestAgentRunsRestartsAndStopsReplicas(t *testing.T) {
 func TestRestartedAgentAdoptsRunningContainers(t *testing.T) {
 	in := controlplanetest.Start(t)
 	c := in.Client()
-	f := newFakeRuntime()
+	f := newFakeRuntime(t)
 	stop := startAgent(t, in, f)
 	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1"}}
 	fn.Spec.Scaling.MinScale = 1 // no traffic here: keep the autoscaler from scaling to zero
@@ -311,7 +334,7 @@ func TestStartingIsReportedOnlyForSlowStarts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			in := controlplanetest.Start(t)
 			c := in.Client()
-			f := newFakeRuntime()
+			f := newFakeRuntime(t)
 			f.startTime = tt.startTime
 			stop := startAgent(t, in, f)
 			defer stop()

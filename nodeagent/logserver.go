@@ -47,7 +47,7 @@ type cachedRole struct {
 }
 
 func (s *logServer) role(ctx context.Context, token string) (string, error) {
-	now := s.agent.now()
+	now := s.agent.clock.Now()
 	s.mu.Lock()
 	c, ok := s.roles[token]
 	s.mu.Unlock()

@@ -4,52 +4,71 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/surgeplatform/surge/api"
-	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/internal/backoff"
 	"github.com/surgeplatform/surge/internal/clock"
-	rt "github.com/surgeplatform/surge/nodeagent/runtime"
+	"github.com/surgeplatform/surge/nodeagent/containers"
 )
 
 // supervisor owns one replica's container for as long as the replica is
 // bound to this node: it is the only goroutine that starts, restarts or
-// probes it, and the only writer of its status.
+// probes it, and the only writer of its status. It is the shell of the
+// lifecycle state machine (lifecycle.go): it does the work of each state,
+// feeds what happened to transition, and performs the actions it returns.
 type supervisor struct {
 	agent   *Agent
 	replica *api.Replica
 	cancel  context.CancelFunc
 	done    chan struct{}
+	log     *slog.Logger
 
+	spec   containers.Spec
+	probe  probeConfig
 	status api.ReplicaStatus
+	// c is the container that answers, or last answered.
+	c containers.Container
+	// seen is when the current start began, for its reported latency.
+	seen time.Time
 	// pending is the status write reportLater scheduled, if any: every
 	// report settles it first (see settleReport).
 	pending *pendingReport
 }
 
-// backoff is the wait before the n-th restart (n ≥ 1): base × 2^(n-1),
-// capped.
-func backoff(n int32, base, maxWait time.Duration) time.Duration {
-	d := base
-	for i := int32(1); i < n && d < maxWait; i++ {
-		d *= 2
+// probeConfig is how a replica is probed, from its revision.
+type probeConfig struct {
+	// path is the HTTP path probed; empty probes with a TCP connect.
+	path string
+	// period is the probe period once Ready.
+	period time.Duration
+}
+
+func probeConfigOf(rev *api.Revision, readyPeriod time.Duration) probeConfig {
+	pc := probeConfig{period: readyPeriod}
+	if p := rev.Spec.Template.Readiness; p != nil {
+		pc.path = p.Path
+		if d, err := time.ParseDuration(p.Period); err == nil && d > 0 {
+			pc.period = d
+		}
 	}
-	return min(d, maxWait)
+	return pc
 }
 
 // specFor resolves a replica's revision template into what the runtime runs.
-func specFor(r *api.Replica, rev *api.Revision) (rt.Spec, error) {
+func specFor(r *api.Replica, rev *api.Revision) (containers.Spec, error) {
 	t := rev.Spec.Template
 	cpu, err := api.ParseCPU(t.Resources.CPU)
 	if err != nil {
-		return rt.Spec{}, err
+		return containers.Spec{}, err
 	}
 	mem, err := api.ParseMemory(t.Resources.Memory)
 	if err != nil {
-		return rt.Spec{}, err
+		return containers.Spec{}, err
 	}
 	env := make([]string, 0, len(t.Env))
 	for _, e := range t.Env {
@@ -59,187 +78,216 @@ func specFor(r *api.Replica, rev *api.Revision) (rt.Spec, error) {
 	if port == 0 {
 		port = api.DefaultPort
 	}
-	return rt.Spec{
+	return containers.Spec{
 		ID: r.Metadata.Name, Namespace: r.Metadata.Namespace, Function: r.Spec.Function, Revision: r.Spec.Revision,
 		Image: t.Image, Command: t.Command, Args: t.Args, Env: env, Port: port,
 		MilliCPU: cpu, MemoryBytes: mem,
 	}, nil
 }
 
-func (s *supervisor) run(ctx context.Context, adopted *rt.Container) {
+// run supervises the replica until ctx ends: it resolves the revision,
+// then drives the lifecycle from adopted (a container found running) or
+// from a new start.
+func (s *supervisor) run(ctx context.Context, adopted *containers.Container) {
 	a := s.agent
 	r := s.replica
 	s.status = r.Status
-	log := a.log.With("replica", r.Metadata.Name)
-	seen := a.now()
+	s.log = a.log.With("replica", r.Metadata.Name)
+	s.seen = a.clock.Now()
 	defer s.settleReport()
 
-	rev, err := retryGet(ctx, func() (*api.Revision, error) { return a.revision(ctx, r.Metadata.Namespace, r.Spec.Revision) })
+	rev, err := retryGet(ctx, a.clock, func() (*api.Revision, error) {
+		return a.replicas.revision(ctx, r.Metadata.Namespace, r.Spec.Revision)
+	})
 	if err != nil {
 		return
 	}
-	spec, err := specFor(r, rev)
-	if err != nil {
+	if s.spec, err = specFor(r, rev); err != nil {
 		s.report(ctx, api.ReplicaFailed, "revision cannot run here: "+err.Error())
 		return
 	}
-	probePath := ""
-	period := a.cfg.ReadyProbePeriod
-	if p := rev.Spec.Template.Readiness; p != nil {
-		probePath = p.Path
-		if d, err := time.ParseDuration(p.Period); err == nil && d > 0 {
-			period = d
-		}
-	}
+	s.probe = probeConfigOf(rev, a.cfg.ReadyProbePeriod)
 
-	var c rt.Container
 	if adopted != nil {
-		c = *adopted
-		log.Info("adopted running container", "pid", c.PID)
-		if err := s.waitReady(ctx, c, probePath, a.cfg.StartTimeout); err != nil {
-			return
-		}
-		s.settle(ctx)
-		if s.status.Phase != api.ReplicaReady || s.status.IP != c.IP {
-			s.status.IP, s.status.Port = c.IP, c.Port
-			s.report(ctx, api.ReplicaReady, "")
-		}
-	} else {
-		for attempt := int32(0); ; attempt++ {
-			if attempt > 0 {
-				if !clock.Sleep(ctx, clock.Real(), backoff(attempt, a.cfg.BackoffBase, a.cfg.BackoffMax)) {
-					return
-				}
-			}
-			c, err = s.start(ctx, spec, probePath, seen)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			log.Warn("start replica", "err", err)
-			s.report(ctx, api.ReplicaStarting, err.Error())
-			// Whatever the failed attempt left (a container that never got
-			// ready, a half-made one) goes, so the next attempt starts clean.
-			if err := a.runtime.Stop(ctx, r.Metadata.Name, 0); err != nil && ctx.Err() == nil {
-				log.Warn("clean up after a failed start", "err", err)
-			}
-			seen = a.now()
-		}
+		s.c = *adopted
+		s.log.Info("adopted running container", "pid", s.c.PID)
 	}
-	if a.announce != nil {
-		a.announce.EndpointReady(s.withStatus())
-	}
-
-	ranSince := a.now()
-	for {
-		exit, err := a.runtime.Wait(ctx, r.Metadata.Name)
-		if err != nil {
-			if ctx.Err() != nil {
+	m := newLifecycle(adopted != nil, s.status.Restarts)
+	policy := policyOf(a.cfg)
+	var w *watch // the running container's exit and probe ticker
+	defer func() { w.stop() }()
+	for m.state != stateStopped {
+		if m.running() && w == nil {
+			if w = s.watch(ctx); w == nil {
 				return
 			}
-			log.Warn("wait for replica", "err", err)
-			exit = nil
 		}
-		probe := time.NewTicker(period)
-		var code string
-		failures := 0
-	watching:
-		for {
-			select {
-			case <-ctx.Done():
-				probe.Stop()
-				return
-			case e := <-exit:
-				code = "exited with code " + strconv.Itoa(int(e.Code))
-				if e.Err != nil {
-					code = e.Err.Error()
-				}
-				break watching
-			case <-probe.C:
-				if err := probeOnce(ctx, c.IP, c.Port, probePath); err != nil {
-					failures++
-					if failures == 3 && s.status.Phase == api.ReplicaReady {
-						if a.announce != nil {
-							a.announce.EndpointGone(s.withStatus())
-						}
-						s.report(ctx, api.ReplicaStarting, "readiness probe failing: "+err.Error())
-					}
-				} else if failures > 0 {
-					failures = 0
-					if s.status.Phase != api.ReplicaReady {
-						s.report(ctx, api.ReplicaReady, "")
-						if a.announce != nil {
-							a.announce.EndpointReady(s.withStatus())
-						}
-					}
-				}
-			}
+		ev := s.await(ctx, m, w)
+		from := m.state
+		var acts []action
+		m, acts = transition(m, ev, policy)
+		if !m.running() {
+			w.stop() // before the actions: no probe of a container that is gone
+			w = nil
 		}
-		probe.Stop()
-		// The container exited: restart it in place, after a back-off that
-		// grows with consecutive crashes.
-		if a.announce != nil {
-			a.announce.EndpointGone(s.withStatus())
+		s.status.Restarts = m.restarts
+		s.logEvent(from, ev, m)
+		for _, act := range acts {
+			s.perform(ctx, act)
 		}
-		if a.now().Sub(ranSince) > a.cfg.BackoffReset {
-			s.status.Restarts = 0
-		}
-		s.status.Restarts++
-		log.Warn("replica container ended; restarting", "why", code, "restarts", s.status.Restarts)
-		s.report(ctx, api.ReplicaStarting, code)
-		for {
-			if !clock.Sleep(ctx, clock.Real(), backoff(s.status.Restarts, a.cfg.BackoffBase, a.cfg.BackoffMax)) {
-				return
-			}
-			c, err = a.runtime.Restart(ctx, r.Metadata.Name)
-			if err == nil {
-				err = s.waitReady(ctx, c, probePath, a.cfg.StartTimeout)
-			}
-			if err == nil {
-				s.settle(ctx)
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			s.status.Restarts++
-			s.report(ctx, api.ReplicaStarting, "restart: "+err.Error())
-		}
-		s.status.IP, s.status.Port = c.IP, c.Port
-		s.report(ctx, api.ReplicaReady, "")
-		if a.announce != nil {
-			a.announce.EndpointReady(s.withStatus())
-		}
-		ranSince = a.now()
 	}
 }
 
-// start pulls, creates, starts and probes a new container, and reports each
-// step with its latency.
-func (s *supervisor) start(ctx context.Context, spec rt.Spec, probePath string, seen time.Time) (rt.Container, error) {
+// await does the work of m's state and returns what came of it.
+func (s *supervisor) await(ctx context.Context, m lifecycle, w *watch) event {
+	switch m.state {
+	case stateStarting:
+		c, err := s.start(ctx)
+		return s.outcome(ctx, c, err)
+	case stateAdopting:
+		err := s.waitReady(ctx, s.c)
+		ev := s.outcome(ctx, s.c, err)
+		ev.unchanged = s.status.Phase == api.ReplicaReady && s.status.IP == s.c.IP
+		return ev
+	case stateRestarting:
+		c, err := s.agent.runtime.Restart(ctx, s.replica.Metadata.Name)
+		if err == nil {
+			err = s.waitReady(ctx, c)
+		}
+		return s.outcome(ctx, c, err)
+	case stateBackingOff:
+		if !clock.Sleep(ctx, s.agent.clock, m.wait) {
+			return s.event(evCancelled, "")
+		}
+		return s.event(evWaited, "")
+	case stateReady, stateUnready:
+		return w.next(ctx, s)
+	}
+	return s.event(evCancelled, "")
+}
+
+// outcome is the event of a start, adoption or restart that returned c
+// and err: ready (c answers), failed, or cancelled when ctx ended.
+func (s *supervisor) outcome(ctx context.Context, c containers.Container, err error) event {
+	switch {
+	case err == nil:
+		s.c = c
+		return s.event(evReady, "")
+	case ctx.Err() != nil:
+		return s.event(evCancelled, "")
+	default:
+		return s.event(evStartFailed, err.Error())
+	}
+}
+
+func (s *supervisor) event(kind eventKind, why string) event {
+	return event{kind: kind, at: s.agent.clock.Now(), why: why}
+}
+
+// logEvent logs what a person reading the agent's log wants to know of a
+// transition: a start that failed, a container that ended.
+func (s *supervisor) logEvent(from lifecycleState, ev event, m lifecycle) {
+	switch {
+	case ev.kind == evStartFailed && from == stateStarting:
+		s.log.Warn("start replica", "err", ev.why)
+	case ev.kind == evExited:
+		s.log.Warn("replica container ended; restarting", "why", ev.why, "restarts", m.restarts)
+	}
+}
+
+// perform does one action of a transition.
+func (s *supervisor) perform(ctx context.Context, act action) {
+	a := s.agent
+	switch act.kind {
+	case actSettle:
+		s.settle(ctx)
+	case actReport:
+		if act.address {
+			s.status.IP, s.status.Port = s.c.IP, s.c.Port
+		}
+		s.report(ctx, act.phase, act.msg)
+	case actAnnounceReady:
+		if a.announce != nil {
+			a.announce.EndpointReady(s.withStatus())
+		}
+	case actAnnounceGone:
+		if a.announce != nil {
+			a.announce.EndpointGone(s.withStatus())
+		}
+	case actCleanUp:
+		if err := a.runtime.Stop(ctx, s.replica.Metadata.Name, 0); err != nil && ctx.Err() == nil {
+			s.log.Warn("clean up after a failed start", "err", err)
+		}
+		s.seen = a.clock.Now()
+	}
+}
+
+// watch is what a running container's supervisor waits on: its exit and
+// its probe ticker.
+type watch struct {
+	exit  <-chan containers.Exit // nil when the runtime could not wait: probes only
+	probe clock.Ticker
+}
+
+// watch starts watching the running container; nil when ctx ended.
+func (s *supervisor) watch(ctx context.Context) *watch {
+	exit, err := s.agent.runtime.Wait(ctx, s.replica.Metadata.Name)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("wait for replica", "err", err)
+		exit = nil
+	}
+	return &watch{exit: exit, probe: s.agent.clock.NewTicker(s.probe.period)}
+}
+
+// next waits for the container's exit or its next probe.
+func (w *watch) next(ctx context.Context, s *supervisor) event {
+	select {
+	case <-ctx.Done():
+		return s.event(evCancelled, "")
+	case e := <-w.exit:
+		why := "exited with code " + strconv.Itoa(int(e.Code))
+		if e.Err != nil {
+			why = e.Err.Error()
+		}
+		return s.event(evExited, why)
+	case <-w.probe.Chan():
+		if err := s.agent.probe(ctx, s.c.IP, s.c.Port, s.probe.path); err != nil {
+			return s.event(evProbeFailed, err.Error())
+		}
+		return s.event(evProbeOK, "")
+	}
+}
+
+func (w *watch) stop() {
+	if w != nil {
+		w.probe.Stop()
+	}
+}
+
+// start pulls, creates, starts and probes a new container, and records
+// each step's latency in the status; the report is the lifecycle's.
+func (s *supervisor) start(ctx context.Context) (containers.Container, error) {
 	a := s.agent
 	s.reportLater(ctx, startingReportDelay, api.ReplicaStarting, "")
-	if err := a.runtime.EnsureImage(ctx, spec.Image); err != nil {
-		return rt.Container{}, fmt.Errorf("pull image %s: %w", spec.Image, err)
+	if err := a.runtime.EnsureImage(ctx, s.spec.Image); err != nil {
+		return containers.Container{}, fmt.Errorf("pull image %s: %w", s.spec.Image, err)
 	}
-	pulled := a.now()
-	c, err := a.runtime.Start(ctx, spec)
+	pulled := a.clock.Now()
+	c, err := a.runtime.Start(ctx, s.spec)
 	if err != nil {
-		return rt.Container{}, fmt.Errorf("start container: %w", err)
+		return containers.Container{}, fmt.Errorf("start container: %w", err)
 	}
-	started := a.now()
-	if err := s.waitReady(ctx, c, probePath, a.cfg.StartTimeout); err != nil {
-		return rt.Container{}, err
+	started := a.clock.Now()
+	if err := s.waitReady(ctx, c); err != nil {
+		return containers.Container{}, err
 	}
-	ready := a.now()
-	s.settle(ctx)
-	s.status.IP, s.status.Port = c.IP, c.Port
-	s.status.StartLatency = ready.Sub(seen).Round(time.Millisecond).String()
+	ready := a.clock.Now()
+	s.status.StartLatency = ready.Sub(s.seen).Round(time.Millisecond).String()
 	s.status.StartPhases = fmt.Sprintf("image %s, start %s, ready %s",
-		pulled.Sub(seen).Round(time.Millisecond), started.Sub(pulled).Round(time.Millisecond), ready.Sub(started).Round(time.Millisecond))
-	s.report(ctx, api.ReplicaReady, "")
+		pulled.Sub(s.seen).Round(time.Millisecond), started.Sub(pulled).Round(time.Millisecond), ready.Sub(started).Round(time.Millisecond))
 	return c, nil
 }
 
@@ -259,21 +307,26 @@ func (s *supervisor) settle(ctx context.Context) {
 	}
 }
 
-// waitReady probes a container every ProbeInterval until it answers.
-func (s *supervisor) waitReady(ctx context.Context, c rt.Container, path string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	t := time.NewTicker(s.agent.cfg.ProbeInterval)
+// waitReady probes a container every ProbeInterval until it answers, for
+// at most StartTimeout. The timeout is a timer, not a context deadline:
+// the probes' own I/O deadlines are real time, whatever the clock.
+func (s *supervisor) waitReady(ctx context.Context, c containers.Container) error {
+	a := s.agent
+	expired := a.clock.NewTimer(a.cfg.StartTimeout)
+	defer expired.Stop()
+	t := a.clock.NewTicker(a.cfg.ProbeInterval)
 	defer t.Stop()
-	var last error
 	for {
-		if last = probeOnce(ctx, c.IP, c.Port, path); last == nil {
+		err := a.probe(ctx, c.IP, c.Port, s.probe.path)
+		if err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("not ready after %s: %w", timeout, last)
-		case <-t.C:
+			return fmt.Errorf("not ready: %w", ctx.Err())
+		case <-expired.Chan():
+			return fmt.Errorf("not ready after %s: %w", a.cfg.StartTimeout, err)
+		case <-t.Chan():
 		}
 	}
 }
@@ -342,7 +395,7 @@ func (s *supervisor) reportLater(ctx context.Context, after time.Duration, phase
 	s.settleReport()
 	s.status.Phase, s.status.Message = phase, msg
 	r, done := s.withStatus(), make(chan struct{})
-	s.pending = &pendingReport{done: done, timer: time.AfterFunc(after, func() {
+	s.pending = &pendingReport{done: done, timer: s.agent.clock.AfterFunc(after, func() {
 		defer close(done)
 		s.put(ctx, r)
 	})}
@@ -350,7 +403,7 @@ func (s *supervisor) reportLater(ctx context.Context, after time.Duration, phase
 
 // pendingReport is a status write reportLater scheduled.
 type pendingReport struct {
-	timer *time.Timer
+	timer clock.Timer
 	done  chan struct{} // closed once the write, begun, is over
 }
 
@@ -367,30 +420,34 @@ func (s *supervisor) settleReport() {
 	}
 }
 
-// put writes r's status, retrying until it lands or ctx ends.
+// statusRetry spaces the retries of status writes and revision reads.
+// Jittered: when the API comes back, the agents' retries do not arrive
+// together.
+var statusRetry = backoff.Policy{Base: 100 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.5}
+
+// put writes r's status, retrying until it lands, the replica is gone, or
+// ctx ends.
 func (s *supervisor) put(ctx context.Context, r *api.Replica) {
 	r.Metadata.ResourceVersion = ""
-	for attempt := 0; ctx.Err() == nil; attempt++ {
-		err := s.agent.api.Do(ctx, "PUT", client.Path("replicas", r.Metadata.Namespace, r.Metadata.Name)+"/status", r, nil)
+	_ = backoff.Retry(ctx, s.agent.clock, statusRetry, func(ctx context.Context) error {
+		err := s.agent.replicas.putStatus(ctx, r)
 		if err == nil || errors.Is(err, api.ErrNotFound) {
-			return
+			return nil
 		}
 		s.agent.log.Warn("report replica status", "replica", r.Metadata.Name, "err", err)
-		if !clock.Sleep(ctx, clock.Real(), backoff(int32(attempt+1), 100*time.Millisecond, 5*time.Second)) {
-			return
-		}
-	}
+		return err
+	})
 }
 
 // retryGet retries a read until it succeeds, is not found, or ctx ends.
-func retryGet[T any](ctx context.Context, get func() (*T, error)) (*T, error) {
-	for attempt := int32(1); ; attempt++ {
-		v, err := get()
-		if err == nil || errors.Is(err, api.ErrNotFound) || ctx.Err() != nil {
-			return v, err
+func retryGet[T any](ctx context.Context, clk clock.Clock, get func() (*T, error)) (*T, error) {
+	var v *T
+	err := backoff.Retry(ctx, clk, statusRetry, func(context.Context) error {
+		var err error
+		if v, err = get(); errors.Is(err, api.ErrNotFound) {
+			return backoff.Permanent(err)
 		}
-		if !clock.Sleep(ctx, clock.Real(), backoff(attempt, 100*time.Millisecond, 5*time.Second)) {
-			return nil, ctx.Err()
-		}
-	}
+		return err
+	})
+	return v, err
 }

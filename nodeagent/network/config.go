@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"slices"
 	"time"
+
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // Mode is how replicas are networked.
@@ -79,6 +81,9 @@ type Config struct {
 	// Log receives the one line that says which mode is used, and cleanup
 	// failures nobody returns to. Nil discards.
 	Log *slog.Logger
+	// Clock paces the warm pool: its refill delay and the back-off of a
+	// failed refill. Nil is the wall clock.
+	Clock clock.Clock
 }
 
 // DefaultConfig returns a configuration with every default filled but
@@ -115,6 +120,7 @@ func (c Config) withDefaults() Config {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
+	c.Clock = clock.Or(c.Clock)
 	return c
 }
 

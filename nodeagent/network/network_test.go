@@ -128,7 +128,7 @@ func needCNI(t *testing.T) {
 }
 
 // testCNIConfig returns a config on its own bridge, network name and
-// subnet, so that this test package does not fight the runtime's tests or
+// subnet, so that this test package does not fight the containers tests or
 // a real agent on the same machine; the bridge is deleted at the end.
 func testCNIConfig(t *testing.T, octet int) Config {
 	t.Helper()

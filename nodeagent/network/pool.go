@@ -17,6 +17,7 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/netns"
 
+	"github.com/surgeplatform/surge/internal/backoff"
 	"github.com/surgeplatform/surge/internal/clock"
 )
 
@@ -167,9 +168,9 @@ func (n *Network) RunPool(ctx context.Context) error {
 				continue
 			}
 			failures++
-			delay := min(100*time.Millisecond<<min(failures-1, 9), 30*time.Second)
+			delay := refillBackoff.Delay(failures)
 			n.cfg.Log.Warn("refill warm network namespaces", "err", err, "retry_in", delay)
-			if !clock.Sleep(ctx, clock.Real(), delay) {
+			if !clock.Sleep(ctx, n.cfg.Clock, delay) {
 				return nil
 			}
 		}
@@ -178,11 +179,16 @@ func (n *Network) RunPool(ctx context.Context) error {
 			return nil
 		case <-p.taken:
 		}
-		if !clock.Sleep(ctx, clock.Real(), n.cfg.PoolRefillDelay) {
+		if !clock.Sleep(ctx, n.cfg.Clock, n.cfg.PoolRefillDelay) {
 			return nil
 		}
 	}
 }
+
+// refillBackoff spaces the retries of a failing refill (plugins missing,
+// subnet exhausted): a replica's start does its own ADD meanwhile, so a
+// slow retry costs little. No jitter: one node's refill fails alone.
+var refillBackoff = backoff.Policy{Base: 100 * time.Millisecond, Max: 30 * time.Second}
 
 func (n *Network) poolLen() int {
 	n.pool.mu.Lock()

@@ -1,4 +1,4 @@
-package runtime
+package containers
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // probe reports whether a containerd answers at addr, with its version.
@@ -45,6 +47,7 @@ func probe(ctx context.Context, addr string) (string, bool) {
 // keep running when it stops, and a containerd started later on the same
 // root and state reconnects to them.
 type privateContainerd struct {
+	clock  clock.Clock
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd.Wait returns
 	err    error         // cmd.Wait's result, valid after exited
@@ -71,8 +74,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 }
 
 // startPrivateContainerd starts containerd with its files under dir and
-// waits until it answers, ctx ends, or it exits.
-func startPrivateContainerd(ctx context.Context, binary, dir string) (*privateContainerd, error) {
+// waits until it answers, ctx ends, or it exits; clk paces the wait.
+func startPrivateContainerd(ctx context.Context, clk clock.Clock, binary, dir string) (*privateContainerd, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("start private containerd: needs root")
 	}
@@ -104,25 +107,32 @@ func startPrivateContainerd(ctx context.Context, binary, dir string) (*privateCo
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start private containerd: %w", err)
 	}
-	p := &privateContainerd{cmd: cmd, exited: make(chan struct{}), log: logPath}
+	p := &privateContainerd{clock: clk, cmd: cmd, exited: make(chan struct{}), log: logPath}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.exited)
 	}()
 
-	deadline, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
+	// Timers, not a context deadline: probe's own I/O deadlines are real
+	// time, whatever the clock.
+	expired := clk.NewTimer(30 * time.Second)
+	defer expired.Stop()
+	poll := clk.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
 	for {
-		if _, ok := probe(deadline, addr); ok {
+		if _, ok := probe(ctx, addr); ok {
 			return p, nil
 		}
 		select {
 		case <-p.exited:
 			return nil, fmt.Errorf("start private containerd: exited (%v); see %s", p.err, logPath)
-		case <-deadline.Done():
+		case <-ctx.Done():
 			p.stop()
-			return nil, fmt.Errorf("start private containerd: not answering at %s: %w; see %s", addr, deadline.Err(), logPath)
-		case <-time.After(20 * time.Millisecond):
+			return nil, fmt.Errorf("start private containerd: not answering at %s: %w; see %s", addr, ctx.Err(), logPath)
+		case <-expired.Chan():
+			p.stop()
+			return nil, fmt.Errorf("start private containerd: not answering at %s after 30s; see %s", addr, logPath)
+		case <-poll.Chan():
 		}
 	}
 }
@@ -131,9 +141,11 @@ func startPrivateContainerd(ctx context.Context, binary, dir string) (*privateCo
 // seconds, and waits for it.
 func (p *privateContainerd) stop() error {
 	p.cmd.Process.Signal(syscall.SIGTERM)
+	t := p.clock.NewTimer(10 * time.Second)
+	defer t.Stop()
 	select {
 	case <-p.exited:
-	case <-time.After(10 * time.Second):
+	case <-t.Chan():
 		p.cmd.Process.Kill()
 		<-p.exited
 	}

@@ -1,7 +1,7 @@
-// Package runtime runs Surge replicas as hardened containerd containers,
+// Package containers runs Surge replicas as hardened containerd containers,
 // each in its own network namespace, and finds them again after the agent
 // restarts.
-package runtime
+package containers
 
 import "time"
 

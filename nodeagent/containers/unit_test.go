@@ -1,4 +1,4 @@
-package runtime
+package containers
 
 import (
 	"bufio"
@@ -21,6 +21,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/surgeplatform/surge/internal/clock"
 	"github.com/surgeplatform/surge/nodeagent/network"
 )
 
@@ -58,7 +59,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := good
 			tt.mutate(&c)
-			err := c.withDefaults().Validate()
+			err := c.WithDefaults().Validate()
 			if len(tt.want) == 0 {
 				if err != nil {
 					t.Fatalf("Validate() = %v", err)
@@ -81,9 +82,13 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestWithDefaultsFillsNetwork(t *testing.T) {
-	c := Config{StateDir: "/s"}.withDefaults()
+	c := Config{StateDir: "/s"}.WithDefaults()
 	if c.Network.StateDir != "/s/network" || c.Network.Log == nil || c.Clock == nil || c.Namespace != Namespace {
-		t.Errorf("withDefaults: %+v", c)
+		t.Errorf("WithDefaults: %+v", c)
+	}
+	fake := clock.NewFake()
+	if c := (Config{StateDir: "/s", Clock: fake}).WithDefaults(); c.Network.Clock != fake {
+		t.Errorf("WithDefaults: network clock %v, want the runtime's", c.Network.Clock)
 	}
 }
 
@@ -291,7 +296,7 @@ func logRuntime(t *testing.T, keep int) *Runtime {
 	cfg.LogMaxSize = 4096
 	cfg.LogMaxFiles = keep
 	cfg.LogPollInterval = time.Millisecond
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "logs"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -436,5 +441,46 @@ func TestOpenLogsNoFollowAndClose(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Read did not return after Close")
+	}
+}
+
+func TestFollowPollsOnTheClock(t *testing.T) {
+	r := logRuntime(t, 1)
+	fake := clock.NewFake()
+	r.cfg.Clock = fake
+	p := r.LogPath("c")
+	appendFile(t, p, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rc, err := r.OpenLogs(ctx, "c", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got := make(chan string, 1)
+	go func() {
+		b := make([]byte, 64)
+		n, _ := rc.Read(b)
+		got <- string(b[:n])
+	}()
+	// The follower found nothing and waits one poll on the clock; what is
+	// written meanwhile shows only once the clock moves.
+	if err := fake.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatalf("follower never waited on the clock: %v", err)
+	}
+	appendFile(t, p, "late\n")
+	select {
+	case s := <-got:
+		t.Fatalf("read %q before the clock moved", s)
+	default:
+	}
+	fake.Advance(r.cfg.LogPollInterval)
+	select {
+	case s := <-got:
+		if s != "late\n" {
+			t.Errorf("read %q, want %q", s, "late\n")
+		}
+	case <-ctx.Done():
+		t.Fatal("no read after the clock moved a poll interval")
 	}
 }

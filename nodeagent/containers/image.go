@@ -1,9 +1,11 @@
-package runtime
+package containers
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -50,7 +52,7 @@ func newResolver(cfg Config) (remotes.Resolver, error) {
 		if len(cfg.RegistryCA) > 0 {
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(cfg.RegistryCA) {
-				return nil, errors.New("runtime: RegistryCA holds no PEM certificate")
+				return nil, errors.New("containers: RegistryCA holds no PEM certificate")
 			}
 			tr.TLSClientConfig.RootCAs = pool
 		}
@@ -186,7 +188,11 @@ func (r *Runtime) withImageFS(ctx context.Context, chainID string, f func(fs.FS)
 	}
 	defer done(context.WithoutCancel(ctx))
 	sn := r.client.SnapshotService(r.cfg.Snapshotter)
-	key := fmt.Sprintf("surge-user-lookup-%d", time.Now().UnixNano())
+	// A random key: a view left by an agent that died here must not
+	// collide with this one.
+	var b [8]byte
+	rand.Read(b[:])
+	key := "surge-user-lookup-" + hex.EncodeToString(b[:])
 	mounts, err := sn.View(ctx, key, chainID)
 	if err != nil {
 		return fmt.Errorf("view image rootfs: %w", err)

@@ -1,4 +1,4 @@
-package runtime
+package containers
 
 import "github.com/sasha-s/go-deadlock"
 

@@ -1,4 +1,4 @@
-package runtime
+package containers
 
 import (
 	"archive/tar"
@@ -31,6 +31,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/vishvananda/netlink"
+	"go.uber.org/goleak"
 
 	"github.com/surgeplatform/surge/nodeagent/network"
 )
@@ -68,12 +69,23 @@ var (
 	env     testEnv
 )
 
+// TestMain tears the shared environment down after the tests, then fails
+// them if a goroutine they started outlives it: a task's wait, the warm
+// pool, a log follower, a containerd connection.
 func TestMain(m *testing.M) {
-	code := m.Run()
+	goleak.VerifyTestMain(withTeardown{m})
+}
+
+// withTeardown runs the tests, then tears the shared environment down,
+// before goleak looks for what is left.
+type withTeardown struct{ m *testing.M }
+
+func (w withTeardown) Run() int {
+	code := w.m.Run()
 	if env.base != nil {
 		env.teardown()
 	}
-	os.Exit(code)
+	return code
 }
 
 // missingDeps lists what the integration tests need and this machine

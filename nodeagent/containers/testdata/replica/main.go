@@ -1,4 +1,4 @@
-// Command replica is the runtime tests' replica: an HTTP server on $PORT
+// Command replica is the containers tests' replica: an HTTP server on $PORT
 // that also reports, from inside its container, what the hardening left it
 // allowed to do. Built static (CGO_ENABLED=0) into a one-layer test image.
 //

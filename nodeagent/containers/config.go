@@ -1,4 +1,4 @@
-package runtime
+package containers
 
 import (
 	"crypto/x509"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/identifiers"
 
+	"github.com/surgeplatform/surge/internal/clock"
 	"github.com/surgeplatform/surge/nodeagent/network"
 )
 
@@ -87,14 +88,17 @@ type Config struct {
 	DefaultUID, DefaultGID uint32
 
 	// Network configures replica networking. StateDir defaults to
-	// StateDir/network and Log to Log.
+	// StateDir/network, Log to Log and Clock to Clock.
 	Network network.Config
 
 	// Log receives the one line that says which containerd is used, and
 	// cleanup failures nobody returns to.
 	Log *slog.Logger
-	// Clock times the stop grace, log rotation and log following.
-	Clock Clock
+	// Clock times the stop grace, log rotation, log following and the
+	// private containerd's start and stop; nil is the wall clock. I/O
+	// deadlines on containerd calls stay on the wall clock: they bound
+	// real work.
+	Clock clock.Clock
 }
 
 // DefaultConfig returns a configuration with every default filled but
@@ -118,13 +122,15 @@ func DefaultConfig() Config {
 		DefaultGID:        65532,
 		Network:           network.DefaultConfig(),
 		Log:               slog.New(slog.DiscardHandler),
-		Clock:             realClock{},
+		Clock:             clock.Real(),
 	}
 }
 
-// withDefaults fills zero fields from DefaultConfig on a copy. Booleans
-// and LogMaxFiles keep their zero values: zero is a meaningful choice.
-func (c Config) withDefaults() Config {
+// WithDefaults fills zero fields from DefaultConfig on a copy, as New
+// does before Validate; callers check a Config ahead of New with
+// c.WithDefaults().Validate(). Booleans and LogMaxFiles keep their zero
+// values: zero is a meaningful choice.
+func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
 	if c.ContainerdAddress == "" {
 		c.ContainerdAddress = d.ContainerdAddress
@@ -167,14 +173,15 @@ func (c Config) withDefaults() Config {
 	if c.Log == nil {
 		c.Log = d.Log
 	}
-	if c.Clock == nil {
-		c.Clock = d.Clock
-	}
+	c.Clock = clock.Or(c.Clock)
 	if c.Network.StateDir == "" && c.StateDir != "" {
 		c.Network.StateDir = filepath.Join(c.StateDir, "network")
 	}
 	if c.Network.Log == nil {
 		c.Network.Log = c.Log
+	}
+	if c.Network.Clock == nil {
+		c.Network.Clock = c.Clock
 	}
 	return c
 }
@@ -272,15 +279,3 @@ func validateSpec(s Spec) error {
 	}
 	return errors.Join(errs...)
 }
-
-// Clock is the time source of the runtime's waits. Tests can pass one they
-// advance by hand; After's channel must fire once d has passed.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

@@ -1,9 +1,10 @@
-package runtime
+package containers
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,7 +25,7 @@ import (
 )
 
 // ErrExists is returned by Start for an id that already has a container.
-var ErrExists = errors.New("runtime: already exists")
+var ErrExists = errors.New("containers: already exists")
 
 // Start creates and starts replica spec.ID: the image made ready by
 // EnsureImage (called here if it was not), its own network namespace and
@@ -41,76 +42,176 @@ var ErrExists = errors.New("runtime: already exists")
 //
 // A failed Start leaves nothing behind. An id that already has a container
 // fails with ErrExists.
-func (r *Runtime) Start(ctx context.Context, spec Spec) (_ Container, retErr error) {
+func (r *Runtime) Start(ctx context.Context, spec Spec) (Container, error) {
 	if err := validateSpec(spec); err != nil {
 		return Container{}, err
 	}
-	id := spec.ID
-	unlock := r.ids.Lock(id)
+	unlock := r.ids.Lock(spec.ID)
 	defer unlock()
-	ctx = r.nsctx(ctx)
-	t0 := r.cfg.Clock.Now()
+	c, err := r.start(r.nsctx(ctx), spec)
+	if err != nil {
+		return Container{}, fmt.Errorf("start replica %s: %w", spec.ID, err)
+	}
+	return c, nil
+}
 
+// start is Start under the replica's lock. Each step that makes something
+// pushes its undo; a failed start undoes them, newest first, once the
+// network's ADD (if one runs) has ended.
+func (r *Runtime) start(ctx context.Context, spec Spec) (_ Container, retErr error) {
+	id := spec.ID
+	t0 := r.cfg.Clock.Now()
 	img, err := r.image(ctx, spec.Image)
 	if err != nil {
-		return Container{}, fmt.Errorf("start replica %s: image %s: %w", id, spec.Image, err)
+		return Container{}, fmt.Errorf("image %s: %w", spec.Image, err)
 	}
-
 	// The lease keeps the new snapshot from the garbage collector until the
 	// container record refers to it.
 	ctx, done, err := r.client.WithLease(ctx, leases.WithRandomID(), leases.WithExpiration(time.Hour))
 	if err != nil {
-		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+		return Container{}, err
 	}
 	defer done(context.WithoutCancel(ctx))
-
-	var cleanups []func(context.Context) error
+	var undo undoStack
 	defer func() {
-		if retErr == nil {
-			return
-		}
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			if err := cleanups[i](cctx); err != nil {
-				r.cfg.Log.Warn("clean up failed start", "replica", id, "err", err)
-			}
+		if retErr != nil {
+			undo.run(ctx, r.cfg.Log, id)
 		}
 	}()
 
-	att, err := r.net.Reserve(ctx, id)
+	pn, err := r.reserveNetwork(ctx, id, &undo)
 	if err != nil {
-		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+		return Container{}, err
 	}
-	cleanups = append(cleanups, func(ctx context.Context) error { return r.net.Teardown(ctx, id) })
-	// added delivers the finished attachment. Every return below waits for
-	// it (the deferred join runs before the cleanups), so the ADD never
-	// outlives Start.
-	added := make(chan error, 1)
-	var addedAtt network.Attachment // written by the ADD goroutine, read after joinNetwork
-	if att.IP != "" {
-		addedAtt = att
-		added <- nil
-	} else {
-		actx, cancel := context.WithCancel(ctx)
-		go func() {
-			var err error
-			addedAtt, err = r.net.Setup(actx, id)
-			added <- err
-		}()
-		defer func() {
-			cancel()
-			if added != nil {
-				<-added
-			}
-		}()
+	defer pn.release() // runs before the undo: the ADD never outlives Start
+	in, resolv := r.specInputFor(spec, img, pn.reserved)
+	labels := replicaLabels(spec, pn.reserved.IP, in.port)
+
+	// NewContainer and NewTask run to their end even when ctx ends
+	// meanwhile: a call cut short may still make its container or task
+	// after it returned, and no undo would know to delete it. ctx is
+	// checked after each.
+	octx, cancelOp := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancelOp()
+	ctr, err := r.createContainer(octx, id, img, in, labels, &undo)
+	if err != nil {
+		return Container{}, err
 	}
-	joinNetwork := func() error {
-		err := <-added
-		added = nil
-		return err
+	if err := ctx.Err(); err != nil {
+		return Container{}, err
+	}
+	if err := r.writeReplicaFiles(id, in, resolv, pn.reserved.IP, &undo); err != nil {
+		return Container{}, err
+	}
+	tCreate := r.cfg.Clock.Now()
+
+	task, err := createTask(octx, ctr, r.LogPath(id), &undo)
+	if err != nil {
+		return Container{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Container{}, err
+	}
+	tTask := r.cfg.Clock.Now()
+
+	att, err := pn.wait()
+	if err != nil {
+		return Container{}, err
+	}
+	tNet := r.cfg.Clock.Now()
+	if err := r.recordAddress(ctx, ctr, in.hosts, labels, att.IP); err != nil {
+		return Container{}, err
 	}
 
+	c, err := r.startTask(ctx, ctr, task)
+	if err != nil {
+		return Container{}, err
+	}
+	c.Labels = labels
+	c.IP, c.Port = att.IP, in.port
+	tStart := r.cfg.Clock.Now()
+	r.cfg.Log.Debug("replica started", "replica", id, "pid", c.PID, "ip", c.IP, "port", c.Port,
+		"took", tStart.Sub(t0), "container", tCreate.Sub(t0), "task", tTask.Sub(tCreate),
+		"network_wait", tNet.Sub(tTask), "start", tStart.Sub(tNet))
+	return c, nil
+}
+
+// undoStack is what a start in progress has made, as the functions that
+// remove it.
+type undoStack []func(context.Context) error
+
+func (u *undoStack) push(f func(context.Context) error) { *u = append(*u, f) }
+
+// forget drops every undo: what was made belongs to someone else.
+func (u *undoStack) forget() { *u = nil }
+
+// run undoes everything, newest first, on a context that outlives the
+// caller's by up to 30 seconds; failures are logged, as nobody is left to
+// return them to.
+func (u undoStack) run(ctx context.Context, log *slog.Logger, id string) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	for i := len(u) - 1; i >= 0; i-- {
+		if err := u[i](cctx); err != nil {
+			log.Warn("clean up failed start", "replica", id, "err", err)
+		}
+	}
+}
+
+// pendingNetwork is a replica's network attachment while its CNI ADD may
+// still run beside the container's creation.
+type pendingNetwork struct {
+	// reserved is what Reserve returned: the pinned namespace, and the
+	// address when the warm pool had one ready.
+	reserved network.Attachment
+	added    chan error         // the ADD's result; nil once received
+	att      network.Attachment // the finished attachment, valid once added is received
+	cancel   context.CancelFunc
+}
+
+// reserveNetwork reserves replica id's network namespace: one from the
+// warm pool, its ADD done, or a new pinned one whose ADD starts here in
+// the background.
+func (r *Runtime) reserveNetwork(ctx context.Context, id string, undo *undoStack) (*pendingNetwork, error) {
+	att, err := r.net.Reserve(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	undo.push(func(ctx context.Context) error { return r.net.Teardown(ctx, id) })
+	pn := &pendingNetwork{reserved: att, added: make(chan error, 1), cancel: func() {}}
+	if att.IP != "" {
+		pn.att = att
+		pn.added <- nil
+		return pn, nil
+	}
+	actx, cancel := context.WithCancel(ctx)
+	pn.cancel = cancel
+	go func() {
+		var err error
+		pn.att, err = r.net.Setup(actx, id)
+		pn.added <- err
+	}()
+	return pn, nil
+}
+
+// wait returns the finished attachment; call it once.
+func (pn *pendingNetwork) wait() (network.Attachment, error) {
+	err := <-pn.added
+	pn.added = nil
+	return pn.att, err
+}
+
+// release cuts short an ADD still running and waits for it to end.
+func (pn *pendingNetwork) release() {
+	pn.cancel()
+	if pn.added != nil {
+		<-pn.added
+	}
+}
+
+// specInputFor is what replica spec's OCI spec is made from (see
+// specOpts), with the resolv.conf to bind, or nil for none.
+func (r *Runtime) specInputFor(spec Spec, img *imageInfo, att network.Attachment) (specInput, []byte) {
 	port := spec.Port
 	if port == 0 {
 		port = defaultPort
@@ -118,7 +219,7 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (_ Container, retErr err
 	if att.Port != 0 {
 		port = att.Port
 	}
-	dir := r.replicaDir(id)
+	dir := r.replicaDir(spec.ID)
 	in := specInput{
 		spec:     spec,
 		image:    img,
@@ -134,25 +235,31 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (_ Container, retErr err
 		in.pidLimit = r.cfg.DefaultPidsLimit
 	}
 	resolv, hasResolv := resolvConf(hostResolvConf(), att.NetNS != "")
-	if hasResolv {
-		in.resolv = filepath.Join(dir, "resolv.conf")
+	if !hasResolv {
+		return in, nil
 	}
-	labels := map[string]string{
-		LabelReplica:  id,
+	in.resolv = filepath.Join(dir, "resolv.conf")
+	return in, resolv
+}
+
+// replicaLabels are the labels of replica spec's container (see the Label
+// constants).
+func replicaLabels(spec Spec, ip string, port int32) map[string]string {
+	return map[string]string{
+		LabelReplica:  spec.ID,
 		LabelFunction: spec.Function,
 		LabelRevision: spec.Revision,
 		LabelNS:       spec.Namespace,
-		LabelIP:       att.IP,
+		LabelIP:       ip,
 		LabelPort:     strconv.Itoa(int(port)),
 		LabelCPU:      strconv.FormatInt(spec.MilliCPU, 10),
 	}
-	// NewContainer and NewTask run to their end even when ctx ends
-	// meanwhile: a call cut short may still make its container or task
-	// after it returned, and no cleanup would know to delete it. ctx is
-	// checked after each.
-	octx, cancelOp := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancelOp()
-	ctr, err := r.client.NewContainer(octx, id,
+}
+
+// createContainer creates replica id's container record with its rootfs
+// snapshot and spec.
+func (r *Runtime) createContainer(ctx context.Context, id string, img *imageInfo, in specInput, labels map[string]string, undo *undoStack) (client.Container, error) {
+	ctr, err := r.client.NewContainer(ctx, id,
 		client.WithImageName(img.name),
 		client.WithSnapshotter(r.cfg.Snapshotter),
 		r.withRootfs(id, img),
@@ -164,77 +271,67 @@ func (r *Runtime) Start(ctx context.Context, spec Spec) (_ Container, retErr err
 		if errors.Is(err, ErrExists) {
 			// Not ours to clean: the network and files belong to the
 			// existing replica (whose attachment Reserve returned as is).
-			cleanups = nil
+			undo.forget()
 		}
 		if errdefs.IsNotFound(err) {
 			// The image or its snapshot went away behind our cache.
 			r.forgetImage(img.name)
 		}
-		return Container{}, fmt.Errorf("start replica %s: create container: %w", id, err)
+		return nil, fmt.Errorf("create container: %w", err)
 	}
-	cleanups = append(cleanups, func(ctx context.Context) error {
-		return ctr.Delete(ctx, client.WithSnapshotCleanup)
-	})
-	if err := ctx.Err(); err != nil {
-		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
-	}
+	undo.push(func(ctx context.Context) error { return ctr.Delete(ctx, client.WithSnapshotCleanup) })
+	return ctr, nil
+}
 
-	// The files must exist for runc create to bind them; hosts gets the
-	// replica's address once the ADD is done, written in place (the bind
-	// mount holds the inode).
+// writeReplicaFiles writes the hosts file (with ip, which may still be
+// empty) and resolv.conf that the container binds: they must exist for
+// runc create to bind them.
+func (r *Runtime) writeReplicaFiles(id string, in specInput, resolv []byte, ip string, undo *undoStack) error {
+	dir := r.replicaDir(id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+		return err
 	}
-	cleanups = append(cleanups, func(context.Context) error { return os.RemoveAll(dir) })
-	if err := os.WriteFile(in.hosts, hostsFile(id, att.IP), 0o644); err != nil {
-		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+	undo.push(func(context.Context) error { return os.RemoveAll(dir) })
+	if err := os.WriteFile(in.hosts, hostsFile(id, ip), 0o644); err != nil {
+		return err
 	}
-	if hasResolv {
+	if in.resolv != "" {
 		if err := os.WriteFile(in.resolv, resolv, 0o644); err != nil {
-			return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+			return err
 		}
 	}
-	tCreate := r.cfg.Clock.Now()
+	return nil
+}
 
-	task, err := ctr.NewTask(octx, cio.LogFile(r.LogPath(id)))
+// createTask creates ctr's task (the shim, runc create), its stdout and
+// stderr appended to logPath by the shim.
+func createTask(ctx context.Context, ctr client.Container, logPath string, undo *undoStack) (client.Task, error) {
+	task, err := ctr.NewTask(ctx, cio.LogFile(logPath))
 	if err != nil {
-		return Container{}, fmt.Errorf("start replica %s: create task: %w", id, err)
+		return nil, fmt.Errorf("create task: %w", err)
 	}
-	cleanups = append(cleanups, func(ctx context.Context) error {
+	undo.push(func(ctx context.Context) error {
 		_, err := task.Delete(ctx, client.WithProcessKill)
 		return err
 	})
-	if err := ctx.Err(); err != nil {
-		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
-	}
-	tTask := r.cfg.Clock.Now()
+	return task, nil
+}
 
-	if err := joinNetwork(); err != nil {
-		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+// recordAddress writes ip, known once the ADD is done, where the container
+// was made without it: the hosts file (in place: the bind mount holds the
+// inode) and the container's LabelIP. It does nothing when labels has it.
+func (r *Runtime) recordAddress(ctx context.Context, ctr client.Container, hosts string, labels map[string]string, ip string) error {
+	if labels[LabelIP] == ip {
+		return nil
 	}
-	att = addedAtt
-	tNet := r.cfg.Clock.Now()
-	if labels[LabelIP] != att.IP {
-		labels[LabelIP] = att.IP
-		if err := os.WriteFile(in.hosts, hostsFile(id, att.IP), 0o644); err != nil {
-			return Container{}, fmt.Errorf("start replica %s: %w", id, err)
-		}
-		if _, err := ctr.SetLabels(ctx, map[string]string{LabelIP: att.IP}); err != nil {
-			return Container{}, fmt.Errorf("start replica %s: label address: %w", id, err)
-		}
+	labels[LabelIP] = ip
+	if err := os.WriteFile(hosts, hostsFile(ctr.ID(), ip), 0o644); err != nil {
+		return err
 	}
-
-	c, err := r.startTask(ctx, ctr, task)
-	if err != nil {
-		return Container{}, fmt.Errorf("start replica %s: %w", id, err)
+	if _, err := ctr.SetLabels(ctx, map[string]string{LabelIP: ip}); err != nil {
+		return fmt.Errorf("label address: %w", err)
 	}
-	c.Labels = labels
-	c.IP, c.Port = att.IP, port
-	tStart := r.cfg.Clock.Now()
-	r.cfg.Log.Debug("replica started", "replica", id, "pid", c.PID, "ip", c.IP, "port", c.Port,
-		"took", tStart.Sub(t0), "container", tCreate.Sub(t0), "task", tTask.Sub(tCreate),
-		"network_wait", tNet.Sub(tTask), "start", tStart.Sub(tNet))
-	return c, nil
+	return nil
 }
 
 // withRootfs prepares the container's writable snapshot on the image's
@@ -382,11 +479,13 @@ func (r *Runtime) deleteTask(ctx context.Context, ctr client.Container, grace ti
 			return fmt.Errorf("signal task: %w", err)
 		}
 		if sig == syscall.SIGTERM {
+			t := r.cfg.Clock.NewTimer(grace)
 			select {
 			case <-exited:
-			case <-r.cfg.Clock.After(grace):
+			case <-t.Chan():
 			case <-ctx.Done():
 			}
+			t.Stop()
 		}
 		select {
 		case <-exited:

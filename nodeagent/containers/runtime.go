@@ -1,4 +1,4 @@
-package runtime
+package containers
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 
 // ErrNotFound is returned for a replica id that has no container (or no
 // task, where one is needed).
-var ErrNotFound = errors.New("runtime: not found")
+var ErrNotFound = errors.New("containers: not found")
 
 // Runtime runs Surge replicas on one node through containerd. It is safe
 // for concurrent use; calls for one replica id are serialized, calls for
@@ -59,7 +59,7 @@ type Runtime struct {
 // and waits for it; Close stops a containerd that New started. It logs once
 // which containerd it uses.
 func New(ctx context.Context, cfg Config) (_ *Runtime, retErr error) {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -110,15 +110,15 @@ func (r *Runtime) connect(ctx context.Context) error {
 	which := "containerd"
 	if !ok {
 		if !r.cfg.PrivateContainerd {
-			return fmt.Errorf("runtime: no containerd answers at %s: start it (containerd &) or enable PrivateContainerd", addr)
+			return fmt.Errorf("containers: no containerd answers at %s: start it (containerd &) or enable PrivateContainerd", addr)
 		}
 		dir := filepath.Join(r.cfg.StateDir, "containerd")
 		addr = filepath.Join(dir, "containerd.sock")
 		which = "private containerd left running by an earlier agent"
 		if version, ok = probe(ctx, addr); !ok {
-			p, err := startPrivateContainerd(ctx, r.cfg.ContainerdBinary, dir)
+			p, err := startPrivateContainerd(ctx, r.cfg.Clock, r.cfg.ContainerdBinary, dir)
 			if err != nil {
-				return fmt.Errorf("runtime: no containerd answers at %s, and %w", r.cfg.ContainerdAddress, err)
+				return fmt.Errorf("containers: no containerd answers at %s, and %w", r.cfg.ContainerdAddress, err)
 			}
 			r.private = p
 			which = "private containerd started by this agent"
@@ -127,7 +127,7 @@ func (r *Runtime) connect(ctx context.Context) error {
 	}
 	c, err := client.New(addr, client.WithDefaultNamespace(r.cfg.Namespace), client.WithDefaultRuntime(r.cfg.Runtime))
 	if err != nil {
-		return fmt.Errorf("runtime: connect to containerd at %s: %w", addr, err)
+		return fmt.Errorf("containers: connect to containerd at %s: %w", addr, err)
 	}
 	r.client, r.address = c, addr
 	r.cfg.Log.Info("runtime: using "+which, "address", addr, "version", version, "namespace", r.cfg.Namespace)

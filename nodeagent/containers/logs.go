@@ -1,4 +1,4 @@
-package runtime
+package containers
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // LogPath is the file replica id's stdout and stderr are appended to, by
@@ -67,10 +69,8 @@ func (r *Runtime) fileIDs() []string {
 // Errors on single files are logged, not returned.
 func (r *Runtime) RotateLogs(ctx context.Context) error {
 	for {
-		select {
-		case <-ctx.Done():
+		if !clock.Sleep(ctx, r.cfg.Clock, r.cfg.LogRotateInterval) {
 			return ctx.Err()
-		case <-r.cfg.Clock.After(r.cfg.LogRotateInterval):
 		}
 		if err := r.rotateAll(); err != nil {
 			r.cfg.Log.Warn("rotate replica logs", "err", err)
@@ -215,7 +215,7 @@ func (r *Runtime) OpenLogs(ctx context.Context, id string, follow bool) (io.Read
 // it if asked. Read and Close may be called from different goroutines.
 type logReader struct {
 	ctx    context.Context
-	clock  Clock
+	clock  clock.Clock
 	poll   time.Duration
 	path   string
 	follow bool
@@ -236,13 +236,24 @@ func (l *logReader) Read(p []byte) (int, error) {
 		if !wait {
 			return n, err
 		}
-		select {
-		case <-l.ctx.Done():
-			return 0, l.ctx.Err()
-		case <-l.closed:
-			return 0, os.ErrClosed
-		case <-l.clock.After(l.poll):
+		if err := l.sleep(); err != nil {
+			return 0, err
 		}
+	}
+}
+
+// sleep waits one poll interval, or until ctx ends or the reader is
+// closed (then it returns why).
+func (l *logReader) sleep() error {
+	t := l.clock.NewTimer(l.poll)
+	defer t.Stop()
+	select {
+	case <-l.ctx.Done():
+		return l.ctx.Err()
+	case <-l.closed:
+		return os.ErrClosed
+	case <-t.Chan():
+		return nil
 	}
 }
 
