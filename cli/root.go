@@ -23,8 +23,9 @@ type Streams struct {
 	Out, Err io.Writer
 }
 
-// globals are the flags every verb has.
-type globals struct {
+// Globals are the flags every verb has. The server verbs, which live where
+// the roles are composed (cmd/surge), read them through its methods.
+type Globals struct {
 	configPath string
 	server     string
 	token      string
@@ -38,7 +39,7 @@ type globals struct {
 type clientFunc func() (*client.Client, error)
 
 // newClient reads the client config and applies --api, --token, -n.
-func (g *globals) newClient() (*client.Client, error) {
+func (g *Globals) newClient() (*client.Client, error) {
 	cfg, err := g.clientConfig()
 	if err != nil {
 		return nil, err
@@ -47,7 +48,7 @@ func (g *globals) newClient() (*client.Client, error) {
 }
 
 // clientConfig reads the client config and applies --api, --token, -n.
-func (g *globals) clientConfig() (*client.Config, error) {
+func (g *Globals) clientConfig() (*client.Config, error) {
 	path := g.configPath
 	if path == "" {
 		path = client.DefaultConfigPath()
@@ -81,6 +82,25 @@ func (g *globals) clientConfig() (*client.Config, error) {
 	return cfg, nil
 }
 
+// ClientConfig reads the client config and applies --api, --token, -n and
+// --ca-file.
+func (g *Globals) ClientConfig() (*client.Config, error) { return g.clientConfig() }
+
+// LogLevel is --log-level, the log level of the server roles.
+func (g *Globals) LogLevel() string { return g.logLevel }
+
+// Version is the binary's version.
+func (g *Globals) Version() string { return g.version }
+
+// UserConfigPath is where a server writes the client config: --config, or
+// the default path.
+func (g *Globals) UserConfigPath() string {
+	if g.configPath != "" {
+		return g.configPath
+	}
+	return client.DefaultConfigPath()
+}
+
 // usageError marks a command-line mistake: exit code 2.
 type usageError struct{ err error }
 
@@ -91,9 +111,17 @@ func usagef(format string, args ...any) error {
 	return &usageError{fmt.Errorf(format, args...)}
 }
 
-// NewRootCmd builds the `surge` command tree.
-func NewRootCmd(s Streams, version string) *cobra.Command {
-	g := &globals{version: version}
+// Usagef returns a command-line mistake: Execute prints it and exits 2.
+func Usagef(format string, args ...any) error { return usagef(format, args...) }
+
+// Verb makes one more verb of the root command (the server verbs of
+// cmd/surge), with the streams and the global flags.
+type Verb func(s Streams, g *Globals) *cobra.Command
+
+// NewRootCmd builds the `surge` command tree: the client verbs, and more
+// verbs given by the caller.
+func NewRootCmd(s Streams, version string, more ...Verb) *cobra.Command {
+	g := &Globals{version: version}
 	root := &cobra.Command{
 		Use:           "surge",
 		Short:         "Surge runs HTTP functions as autoscaled container replicas",
@@ -115,11 +143,10 @@ func NewRootCmd(s Streams, version string) *cobra.Command {
 	pf.StringVarP(&g.namespace, "namespace", "n", "", "namespace (default: the config's, else \"default\")")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level of server roles: debug, info, warn, error")
 
+	for _, v := range more {
+		root.AddCommand(v(s, g))
+	}
 	root.AddCommand(
-		newServerCmd(s, g),
-		newUpCmd(s, g),
-		newAgentCmd(s, g),
-		newGatewayCmd(s, g),
 		newBuildCmd(s, g.newClient),
 		newDeployCmd(s, g.newClient),
 		newLsCmd(s, g.newClient),
@@ -154,8 +181,8 @@ func wrapArgs(c *cobra.Command) {
 
 // Execute runs the CLI and returns the process exit code: 0, 1 for a
 // failure, 2 for a usage error. Errors are one line on stderr.
-func Execute(ctx context.Context, args []string, s Streams, version string) int {
-	root := NewRootCmd(s, version)
+func Execute(ctx context.Context, args []string, s Streams, version string, more ...Verb) int {
+	root := NewRootCmd(s, version, more...)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {

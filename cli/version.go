@@ -17,7 +17,7 @@ type VersionOptions struct {
 	ClientOnly bool
 }
 
-func newVersionCmd(s Streams, g *globals) *cobra.Command {
+func newVersionCmd(s Streams, g *Globals) *cobra.Command {
 	o := &VersionOptions{Streams: s, NewClient: g.newClient, Version: g.version}
 	c := &cobra.Command{
 		Use:   "version",

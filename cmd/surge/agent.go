@@ -1,4 +1,4 @@
-package cli
+package main
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/surgeplatform/surge/cli"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/nodeagent"
 )
@@ -15,7 +16,7 @@ import (
 // AgentOptions are the inputs of `surge agent`, and of the agent inside
 // `surge up`.
 type AgentOptions struct {
-	Streams
+	cli.Streams
 	LogLevel string
 	// Client is the agent's API identity: server URL, CA and a node token.
 	Client            client.Config
@@ -55,7 +56,7 @@ func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
 	}
 }
 
-func newAgentCmd(s Streams, g *globals) *cobra.Command {
+func newAgentCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
 	o := &AgentOptions{Streams: s}
 	c := &cobra.Command{
 		Use:   "agent --api URL --token JOIN_TOKEN",
@@ -65,8 +66,8 @@ binds to it. It authenticates with the cluster's join token, which the first
 server start prints and keeps in DATA_DIR/join-token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.LogLevel = g.logLevel
-			cfg, err := g.clientConfig()
+			o.LogLevel = g.LogLevel()
+			cfg, err := g.ClientConfig()
 			if err != nil {
 				return err
 			}

@@ -1,4 +1,4 @@
-package cli
+package main
 
 import (
 	"context"
@@ -14,13 +14,14 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/surgeplatform/surge/cli"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane"
 )
 
 // ServerOptions are the inputs of `surge server` and `surge up`.
 type ServerOptions struct {
-	Streams
+	cli.Streams
 	Config   controlplane.Config
 	LogLevel string
 	Version  string
@@ -49,15 +50,15 @@ func addServerFlags(c *cobra.Command, o *ServerOptions) {
 	f.StringVar(&o.Config.PodCIDR, "pod-cidr", d.PodCIDR, "replica addresses; each node gets a /24 of it")
 }
 
-func newServerCmd(s Streams, g *globals) *cobra.Command {
-	o := &ServerOptions{Streams: s, Version: g.version}
+func newServerCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
+	o := &ServerOptions{Streams: s, Version: g.Version()}
 	c := &cobra.Command{
 		Use:   "server",
 		Short: "Run a control-plane server: API and etcd",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.LogLevel = g.logLevel
-			o.Config.UserConfigPath = userConfigPath(g)
+			o.LogLevel = g.LogLevel()
+			o.Config.UserConfigPath = g.UserConfigPath()
 			return runServer(cmd.Context(), o)
 		},
 	}
@@ -67,18 +68,18 @@ func newServerCmd(s Streams, g *globals) *cobra.Command {
 	return c
 }
 
-func newUpCmd(s Streams, g *globals) *cobra.Command {
-	o := &ServerOptions{Streams: s, Version: g.version, AllInOne: true, Self: selfName()}
+func newUpCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
+	o := &ServerOptions{Streams: s, Version: g.Version(), AllInOne: true, Self: selfName()}
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Run all of Surge on this machine",
-		Long: `Up runs every role of Surge in one process on this machine: etcd, the API
-server and, as they land, the node agent, gateway and autoscaler. It writes a
-client config so that the other verbs work at once.`,
+		Long: `Up runs every role of Surge in one process on this machine: embedded etcd,
+the API server and registry, the controllers and autoscaler, a node agent and
+a gateway. It writes a client config so that the other verbs work at once.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.LogLevel = g.logLevel
-			o.Config.UserConfigPath = userConfigPath(g)
+			o.LogLevel = g.LogLevel()
+			o.Config.UserConfigPath = g.UserConfigPath()
 			return runServer(cmd.Context(), o)
 		},
 	}
@@ -88,17 +89,10 @@ client config so that the other verbs work at once.`,
 	return c
 }
 
-func userConfigPath(g *globals) string {
-	if g.configPath != "" {
-		return g.configPath
-	}
-	return client.DefaultConfigPath()
-}
-
 func newLogger(w *os.File, level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, usagef("--log-level %q: want debug, info, warn or error", level)
+		return nil, cli.Usagef("--log-level %q: want debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }

@@ -1,4 +1,4 @@
-package cli
+package main
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/surgeplatform/surge/cli"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/gateway"
 )
@@ -14,7 +15,7 @@ import (
 // GatewayOptions are the inputs of `surge gateway`, and of the gateway
 // inside `surge up`.
 type GatewayOptions struct {
-	Streams
+	cli.Streams
 	LogLevel string
 	// Client is the gateway's API identity: a gateway-role token.
 	Client     client.Config
@@ -44,15 +45,15 @@ func addGatewayGossipFlags(c *cobra.Command, o *GatewayOptions) {
 	c.Flags().StringSliceVar(&o.Join, "join", nil, "gossip addresses of cluster nodes (HOST:PORT)")
 }
 
-func newGatewayCmd(s Streams, g *globals) *cobra.Command {
+func newGatewayCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
 	o := &GatewayOptions{Streams: s}
 	c := &cobra.Command{
 		Use:   "gateway --api URL --token GATEWAY_TOKEN",
 		Short: "Run a gateway: routes and balances every request to the functions' replicas",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.LogLevel = g.logLevel
-			cfg, err := g.clientConfig()
+			o.LogLevel = g.LogLevel()
+			cfg, err := g.ClientConfig()
 			if err != nil {
 				return err
 			}
