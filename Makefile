@@ -1,10 +1,17 @@
 # Surge — the two commands a newcomer needs are `make run` and `make test`.
 
+SHELL       := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 BIN       := bin/surge
 GOFILES    = $(shell git ls-files --cached --others --exclude-standard '*.go')
+TMP       ?= $(or $(TMPDIR),/tmp)
+# Where the e2e scenarios write their one-line reports (R1 …), printed
+# after the suite.
+E2E_REPORT ?= $(TMP)/surge-e2e-report.txt
 
 .PHONY: build run test unit e2e bench lint fmt-check vet clean
 
@@ -15,13 +22,23 @@ run: build ## Install what is missing, then run all of Surge on this machine.
 	scripts/setup.sh
 	$(BIN) up
 
-test: fmt-check vet unit e2e ## Everything CI runs.
+# timed runs a suite and prints how long it took.
+timed = start=$$(date +%s); $(2); echo "== $(1): $$(( $$(date +%s) - start ))s"
+
+test: ## Everything CI runs: lint, unit, e2e (each timed), then a check that nothing was left behind.
+	@snapshot=$$(mktemp); scripts/leftovers.sh snapshot > "$$snapshot"; \
+	$(call timed,lint,$(MAKE) --no-print-directory lint); \
+	$(call timed,unit,$(MAKE) --no-print-directory unit); \
+	$(call timed,e2e,$(MAKE) --no-print-directory e2e); \
+	scripts/leftovers.sh check "$$snapshot"; rm -f "$$snapshot"
 
 unit: ## Unit and integration tests, with the race detector.
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-e2e: ## End-to-end tests: build the binary and use it as a user would.
-	$(GO) test -race -count=1 -timeout 10m -tags e2e ./e2e/...
+e2e: ## End-to-end tests: the binary as a user runs it, and the multi-node fault scenarios (built without -race).
+	@rm -f $(E2E_REPORT)
+	@status=0; E2E_REPORT=$(E2E_REPORT) $(GO) test -count=1 -timeout 15m -tags e2e ./e2e/... || status=$$?; \
+	if [ -s $(E2E_REPORT) ]; then cat $(E2E_REPORT); fi; exit $$status
 
 TRACE     ?= benchmarks/testdata/azure2019-100
 

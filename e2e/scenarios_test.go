@@ -46,12 +46,22 @@ type scenarios struct {
 	image string
 }
 
-// report prints a scenario's line, on the test's output and in the log.
+// report logs a scenario's line, and appends it to the file $E2E_REPORT
+// names, which `make e2e` prints after the suite.
 func report(t *testing.T, format string, args ...any) {
 	t.Helper()
 	line := fmt.Sprintf(format, args...)
-	fmt.Println(line)
 	t.Log(line)
+	if path := os.Getenv("E2E_REPORT"); path != "" {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatalf("E2E_REPORT: %v", err)
+		}
+		defer f.Close()
+		if _, err := fmt.Fprintln(f, line); err != nil {
+			t.Fatalf("E2E_REPORT: %v", err)
+		}
+	}
 }
 
 // deploy deploys the hello image as function name with min replicas, and
