@@ -42,9 +42,14 @@ e2e: ## End-to-end tests: the binary as a user runs it, and the multi-node fault
 
 TRACE     ?= benchmarks/testdata/azure2019-100
 
+# BEFORE=REV also measures the gateway as built at git revision REV, beside
+# this one, in the same run (B1, B2, B8).
+BEFORE    ?=
+
 bench: ## Benchmarks, side by side with their baselines; prints ratios.
 	scripts/setup.sh bench
-	$(GO) run ./benchmarks/cmd/bench
+	@if [ -n "$(BEFORE)" ]; then scripts/gwbench-at.sh $(BEFORE) $(TMP)/gwbench-before; fi
+	$(if $(BEFORE),SURGE_BENCH_BEFORE=$(TMP)/gwbench-before) $(GO) run ./benchmarks/cmd/bench
 	$(GO) run ./benchmarks/replay -trace $(TRACE) -policy all
 
 lint: fmt-check vet

@@ -200,6 +200,10 @@ func Gateway(ctx context.Context) ([]Row, error) {
 			peer, limit = "nginx", goalVsNginx
 		case "httputil.ReverseProxy":
 			peer, limit = "httputil.ReverseProxy", goalVsHTTPUtil
+		case beforeName:
+			b1[i].Note = joinNote(b1[i].Note, fmt.Sprintf("surge/before %.2fx, per CPU %.2fx",
+				rps[surgeName]/rps[beforeName], perCPU[surgeName]/perCPU[beforeName]))
+			continue
 		default:
 			continue
 		}

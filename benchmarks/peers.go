@@ -279,7 +279,7 @@ type peer struct {
 // raise their file descriptor limit to the hard limit themselves (Go does
 // at start).
 func gatewayPeers(gwbench string) []peer {
-	return []peer{
+	peers := []peer{
 		{"surge gateway", func(ctx context.Context, c proxyConf) (*process, error) {
 			return startProcess(ctx, "surge gateway", proxyCPU, gwbench, "surge", "-addr", c.Listen, "-backend", c.Backend)
 		}},
@@ -301,7 +301,24 @@ func gatewayPeers(gwbench string) []peer {
 			return startProcess(ctx, "httputil.ReverseProxy", proxyCPU, gwbench, "httputil", "-addr", c.Listen, "-backend", c.Backend)
 		}},
 	}
+	if before := os.Getenv(BeforeEnv); before != "" {
+		// The gateway as built at another revision (make bench BEFORE=REV),
+		// measured side by side with this one.
+		peers = append(peers, peer{beforeName, func(ctx context.Context, c proxyConf) (*process, error) {
+			return startProcess(ctx, beforeName, proxyCPU, before, "surge", "-addr", c.Listen, "-backend", c.Backend)
+		}})
+	}
+	return peers
 }
+
+// BeforeEnv names the environment variable that holds the path of a
+// gwbench binary built at another revision; when it is set, the gateway
+// benchmarks measure that build's gateway too, beside this one's, and
+// print this one's throughput as a ratio of it.
+const BeforeEnv = "SURGE_BENCH_BEFORE"
+
+// beforeName is how the tables name the gateway of BeforeEnv's build.
+const beforeName = "surge gateway (before)"
 
 // writeConf renders t into c.Dir and returns the file's path.
 func writeConf(t *template.Template, name string, c proxyConf) (string, error) {
