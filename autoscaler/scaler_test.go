@@ -85,7 +85,7 @@ func TestScalerRules(t *testing.T) {
 		{name: "serving, busy beyond the initial scale in its first window: the Decider's",
 			rev: rev{spec: cc1, age: time.Second, ready: 1, serving: true, load: busy}, desired: fromDecider, reason: ReasonPanic},
 		{name: "the first window is the spec's stable window",
-			rev:     rev{spec: api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: "10s"}}, age: 10 * time.Second, serving: true},
+			rev:     rev{spec: api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: api.Seconds(10)}}, age: 10 * time.Second, serving: true},
 			desired: 0, reason: ReasonToZero},
 		{name: "rolling out, idle: initial scale",
 			rev: rev{spec: cc1, age: time.Second, rollingOut: true}, desired: 1, reason: ReasonRollingOut},
@@ -186,7 +186,7 @@ func TestScalerRules(t *testing.T) {
 func TestScalerFollowsEachRevisionsDecider(t *testing.T) {
 	// Two serving revisions with their own loads: each decision over time
 	// is its own Decider's, whose state carries from tick to tick.
-	spec := api.FunctionSpec{Concurrency: 1, Scaling: api.ScalingPolicy{ScaleToZeroGrace: "30s"}}
+	spec := api.FunctionSpec{Concurrency: 1, Scaling: api.ScalingPolicy{ScaleToZeroGrace: api.Seconds(30)}}
 	revs := []api.Revision{revision(1, at(-3600), spec), revision(2, at(-3600), spec)}
 	loads := []func(sec int) Sample{stepAt(20, 1, 8), timer(5, 100)}
 	traffic := api.Traffic{Metadata: api.ObjectMeta{Namespace: "default", Name: "hello"}, Spec: api.TrafficSpec{Targets: []api.TrafficTarget{
@@ -326,10 +326,10 @@ func TestPolicyFor(t *testing.T) {
 			api.FunctionSpec{Concurrency: 4, Scaling: api.ScalingPolicy{MinScale: 1, MaxScale: 9, Metric: api.MetricRPS, Target: 50}},
 			Policy{MinReplicas: 1, MaxReplicas: 9, ContainerConcurrency: 4, Targets: []Target{{Metric: MetricRPS, Value: 50}}, KeepAlive: KeepAliveAdaptive}},
 		{"a grace is a fixed keep-alive",
-			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: "10s", ScaleToZeroGrace: "1m"}},
+			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: api.Seconds(10), ScaleToZeroGrace: api.Seconds(60)}},
 			Policy{Targets: []Target{{Metric: MetricConcurrency}}, StableWindow: 10 * time.Second, ScaleToZeroGrace: time.Minute, KeepAlive: KeepAliveFixed}},
-		{"malformed and negative durations take the defaults",
-			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: "soon", ScaleToZeroGrace: "-1s"}},
+		{"negative durations take the defaults",
+			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: api.Seconds(-10), ScaleToZeroGrace: api.Seconds(-1)}},
 			Policy{Targets: []Target{{Metric: MetricConcurrency}}, KeepAlive: KeepAliveAdaptive}},
 	} {
 		if diff := cmp.Diff(c.want, policyFor(&c.spec)); diff != "" {

@@ -92,8 +92,8 @@ type burstResult struct {
 func (s *surgeUp) burstRound(ctx context.Context, fn, image string) (res burstResult, retErr error) {
 	out, err := deploy(ctx, s.api, fn, image, func(spec *api.FunctionSpec) {
 		spec.Concurrency = 1
-		spec.Scaling.StableWindow = "6s"
-		spec.Scaling.ScaleToZeroGrace = "2s"
+		spec.Scaling.StableWindow = api.Seconds(6)
+		spec.Scaling.ScaleToZeroGrace = api.Seconds(2)
 	})
 	if err != nil {
 		return burstResult{}, err

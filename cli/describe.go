@@ -113,7 +113,7 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 	kv.row("Env:", strings.Join(env, " "))
 	kv.row("Resources:", "cpu "+s.Resources.CPU+", memory "+s.Resources.Memory)
 	kv.row("Concurrency:", concurrency(s.Concurrency))
-	kv.row("Timeout:", s.Timeout)
+	kv.row("Timeout:", s.Timeout.String())
 	sc := s.Scaling
 	policy := fmt.Sprintf("%s replicas on %s", scaleRange(sc), sc.Metric)
 	if sc.Target > 0 {

@@ -165,7 +165,7 @@ func revisionInfo(r *api.Revision) RevisionInfo {
 		Number:      r.Spec.Number,
 		Concurrency: r.Spec.Template.Concurrency,
 	}
-	if d, err := time.ParseDuration(r.Spec.Template.Timeout); err == nil && d > 0 {
+	if d := r.Spec.Template.Timeout.Duration; d > 0 {
 		ri.Timeout = d
 	}
 	return ri

@@ -52,7 +52,7 @@ func probeConfigOf(rev *api.Revision, readyPeriod time.Duration) probeConfig {
 	pc := probeConfig{period: readyPeriod}
 	if p := rev.Spec.Template.Readiness; p != nil {
 		pc.path = p.Path
-		if d, err := time.ParseDuration(p.Period); err == nil && d > 0 {
+		if d := p.Period.Duration; d > 0 {
 			pc.period = d
 		}
 	}

@@ -253,6 +253,10 @@ func TestBadRequestsNameTheField(t *testing.T) {
 		{"bad name", "POST", "/v1/namespaces/default/functions", `{"metadata":{"name":"Bad_Name"},"spec":{"image":"x"}}`, 422, "metadata.name"},
 		{"bad port", "PUT", fn, `{"spec":{"image":"x","port":70000}}`, 422, "spec.port"},
 		{"port not a number", "PUT", fn, `{"spec":{"image":"x","port":"80"}}`, 400, "spec.port"},
+		{"timeout not a duration", "PUT", fn, `{"spec":{"image":"x","timeout":"abc"}}`, 400, "spec.timeout"},
+		{"window without a unit", "PUT", fn, `{"spec":{"image":"x","scaling":{"stableWindow":"60"}}}`, 400, "spec.scaling.stableWindow"},
+		{"timeout out of range", "PUT", fn, `{"spec":{"image":"x","timeout":"2h"}}`, 422, "spec.timeout"},
+		{"stats window not a duration", "POST", "/v1/stats", `{"gateway":"gw-1","window":"soon","revisions":[]}`, 400, "window"},
 		{"unknown field", "PUT", fn, `{"spec":{"image":"x","replicas":3}}`, 400, "replicas"},
 		{"no image", "PUT", fn, `{"spec":{}}`, 422, "spec.image"},
 		{"name mismatch", "PUT", fn, `{"metadata":{"name":"other"},"spec":{"image":"x"}}`, 400, "metadata.name"},
@@ -288,6 +292,26 @@ func TestBadRequestsNameTheField(t *testing.T) {
 	a := e.doType("PUT", fn, e.admin, `{"spec":{"image":"x"}}`, "text/plain")
 	if a.code != http.StatusUnsupportedMediaType || !strings.Contains(a.err.Message, "application/json") {
 		t.Errorf("a text body: %d %q, want 415 asking for JSON", a.code, a.err.Message)
+	}
+}
+
+// TestBadDurationIsA400NamingTheField pins the answer to a duration that
+// does not parse: the decode fails, and the answer names the field and the
+// rule, with the value sent.
+func TestBadDurationIsA400NamingTheField(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct{ name, body, want string }{
+		{"a string", `{"spec":{"image":"x","readiness":{"period":"10 s"}}}`,
+			`{"code":400,"reason":"BadRequest","error":` + strconv.Quote(api.DurationRule+`, got a JSON string "10 s"`) + `,"field":"spec.readiness.period"}`},
+		{"a number", `{"spec":{"image":"x","timeout":30}}`,
+			`{"code":400,"reason":"BadRequest","error":` + strconv.Quote(api.DurationRule+`, got a JSON number`) + `,"field":"spec.timeout"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := e.do("PUT", "/v1/namespaces/default/functions/hello", e.admin, tc.body)
+			if got := strings.TrimSpace(string(a.body)); a.code != http.StatusBadRequest || got != tc.want {
+				t.Errorf("answer %d %s\nwant 400 %s", a.code, got, tc.want)
+			}
+		})
 	}
 }
 

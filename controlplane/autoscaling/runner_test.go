@@ -51,7 +51,7 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 	ctx := context.Background()
 
 	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1", Concurrency: 1}}
-	fn.Spec.Scaling.ScaleToZeroGrace = "30s"
+	fn.Spec.Scaling.ScaleToZeroGrace = api.Seconds(30)
 	if _, err := c.PutFunction(ctx, fn); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 	r := newRunner(t, in, clk)
 	report := func(concurrency float64, requests int64) {
 		t.Helper()
-		st := api.GatewayStats{Gateway: "gw-1", Window: "1s", Revisions: []api.RevisionLoad{{
+		st := api.GatewayStats{Gateway: "gw-1", Window: api.Seconds(1), Revisions: []api.RevisionLoad{{
 			Namespace: "default", Function: "hello", Revision: "hello-00001", Concurrency: concurrency, Requests: requests,
 		}}}
 		if err := gw.Do(ctx, "POST", "/v1/stats", &st, nil); err != nil {
@@ -172,7 +172,7 @@ func TestNewRevisionKeepsItsInitialScaleForAWindow(t *testing.T) {
 	c := in.Client()
 	ctx := context.Background()
 	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1"}}
-	fn.Spec.Scaling.StableWindow = "10s"
+	fn.Spec.Scaling.StableWindow = api.Seconds(10)
 	f, err := c.PutFunction(ctx, fn)
 	if err != nil {
 		t.Fatal(err)

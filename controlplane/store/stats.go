@@ -83,13 +83,13 @@ func (g *GatewayLoad) Load(ctx context.Context, now time.Time) (map[autoscaler.R
 	return out, nil
 }
 
-// statsWindow reads a report's window, such as "1s"; a missing or bad one
-// is the gateways' default second, so that its requests still count. The
-// api keeps it as a string; this is the one place that parses it.
-func statsWindow(s string) time.Duration {
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
+// statsWindow is a report's window, such as "1s"; a missing or
+// non-positive one is the gateways' default second, so that its requests
+// still count. (A malformed one never arrives: the API server answers 400
+// to a report that does not decode.)
+func statsWindow(d api.Duration) time.Duration {
+	if d.Duration <= 0 {
 		return time.Second
 	}
-	return d
+	return d.Duration
 }
