@@ -36,15 +36,16 @@ func (s *Server) activateRoutes() {
 }
 
 func (s *Server) activate(ctx context.Context, ns, name string) (*ActivateResponse, error) {
+	key := api.Key{Namespace: ns, Name: name}
 	for {
-		sc, err := store.Get[api.Scale](ctx, s.cfg.Store, store.Scales, ns, name)
+		sc, err := store.Get[api.Scale](ctx, s.cfg.Store, key)
 		if err != nil {
 			return nil, err
 		}
 		if sc.Spec.Replicas > 0 {
 			return &ActivateResponse{Revision: name, Replicas: sc.Spec.Replicas}, nil
 		}
-		out, err := store.SetScaleReplicas(ctx, s.cfg.Store, ns, name, 0, 1)
+		out, err := store.SetScaleReplicas(ctx, s.cfg.Store, key, 0, 1)
 		if errors.Is(err, api.ErrConflict) {
 			continue // someone else raised it: report what they set
 		}

@@ -486,7 +486,7 @@ func TestActivate(t *testing.T) {
 	e := newEnv(t)
 	e.deploy("hello", "example.test/hello:v1")
 	ctx := context.Background()
-	if _, err := store.SetScaleReplicas(ctx, e.store, "default", "hello-00001", 1, 0); err != nil {
+	if _, err := store.SetScaleReplicas(ctx, e.store, api.Key{Namespace: "default", Name: "hello-00001"}, 1, 0); err != nil {
 		t.Fatal(err)
 	}
 	activate := func() apiserver.ActivateResponse {

@@ -34,7 +34,7 @@ func (s *Server) certificateRoutes() {
 			writeError(w, s.cfg.Log, err)
 			return
 		}
-		n, err := store.Get[api.Node](r.Context(), s.cfg.Store, store.Nodes, "", r.PathValue("name"))
+		n, err := store.Get[api.Node](r.Context(), s.cfg.Store, api.Key{Name: r.PathValue("name")})
 		if err != nil {
 			writeError(w, s.cfg.Log, err)
 			return

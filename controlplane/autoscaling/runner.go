@@ -193,16 +193,16 @@ func (r *Runner) read(ctx context.Context, now time.Time) (autoscaler.Input, err
 	if in.Load, err = r.stats.Load(ctx, now); err != nil {
 		return in, err
 	}
-	if in.Scales, _, err = store.List[api.Scale](ctx, r.store, store.Scales, store.Scales.Prefix("")); err != nil {
+	if in.Scales, _, err = store.List[api.Scale](ctx, r.store, store.Scope{}); err != nil {
 		return in, err
 	}
-	if in.Revisions, _, err = store.List[api.Revision](ctx, r.store, store.Revisions, store.Revisions.Prefix("")); err != nil {
+	if in.Revisions, _, err = store.List[api.Revision](ctx, r.store, store.Scope{}); err != nil {
 		return in, err
 	}
-	if in.Functions, _, err = store.List[api.Function](ctx, r.store, store.Functions, store.Functions.Prefix("")); err != nil {
+	if in.Functions, _, err = store.List[api.Function](ctx, r.store, store.Scope{}); err != nil {
 		return in, err
 	}
-	if in.Traffic, _, err = store.List[api.Traffic](ctx, r.store, store.Traffics, store.Traffics.Prefix("")); err != nil {
+	if in.Traffic, _, err = store.List[api.Traffic](ctx, r.store, store.Scope{}); err != nil {
 		return in, err
 	}
 	return in, nil
@@ -213,7 +213,7 @@ func (r *Runner) read(ctx context.Context, now time.Time) (autoscaler.Input, err
 func (r *Runner) write(ctx context.Context, sc *api.Scale, desired int32, mode, reason string) error {
 	if sc.Spec.Replicas != desired {
 		r.log.Info("scale", "revision", sc.Metadata.Name, "from", sc.Spec.Replicas, "to", desired, "reason", reason)
-		out, err := store.SetScaleReplicas(ctx, r.store, sc.Metadata.Namespace, sc.Metadata.Name, sc.Spec.Replicas, desired)
+		out, err := store.SetScaleReplicas(ctx, r.store, api.KeyOf(sc), sc.Spec.Replicas, desired)
 		if err != nil {
 			if errors.Is(err, api.ErrConflict) || errors.Is(err, api.ErrNotFound) {
 				return nil // the count changed under us (an activation): decide again next tick

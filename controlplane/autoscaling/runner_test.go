@@ -151,7 +151,7 @@ func TestRevisionWithoutTrafficDrainsToZero(t *testing.T) {
 	expect("rolling out", map[string]int32{"hello-00001": 1, "hello-00002": 1}, map[string]string{"hello-00002": "rolling out"})
 
 	// The rollout ends: hello-00001 gets no traffic and drains to zero.
-	if moved, err := in.Store().PromoteRevision(ctx, "default", "hello", "hello-00002"); err != nil || !moved {
+	if moved, err := in.Store().PromoteRevision(ctx, api.Key{Namespace: "default", Name: "hello"}, "hello-00002"); err != nil || !moved {
 		t.Fatalf("promote hello-00002: moved %v, %v", moved, err)
 	}
 	expect("rolled out", map[string]int32{"hello-00001": 0, "hello-00002": 1}, map[string]string{"hello-00001": "no traffic"})

@@ -180,16 +180,16 @@ type state struct {
 func (m *Manager) read(ctx context.Context) (*state, error) {
 	var s state
 	var err error
-	if s.functions, _, err = store.List[api.Function](ctx, m.store, store.Functions, store.Functions.Prefix("")); err != nil {
+	if s.functions, _, err = store.List[api.Function](ctx, m.store, store.Scope{}); err != nil {
 		return nil, err
 	}
-	if s.scales, _, err = store.List[api.Scale](ctx, m.store, store.Scales, store.Scales.Prefix("")); err != nil {
+	if s.scales, _, err = store.List[api.Scale](ctx, m.store, store.Scope{}); err != nil {
 		return nil, err
 	}
-	if s.replicas, _, err = store.List[api.Replica](ctx, m.store, store.Replicas, store.Replicas.Prefix("")); err != nil {
+	if s.replicas, _, err = store.List[api.Replica](ctx, m.store, store.Scope{}); err != nil {
 		return nil, err
 	}
-	if s.revisionList, _, err = store.List[api.Revision](ctx, m.store, store.Revisions, store.Revisions.Prefix("")); err != nil {
+	if s.revisionList, _, err = store.List[api.Revision](ctx, m.store, store.Scope{}); err != nil {
 		return nil, err
 	}
 	s.revisions = make(map[string]*api.Revision, len(s.revisionList))
@@ -197,7 +197,7 @@ func (m *Manager) read(ctx context.Context) (*state, error) {
 		r := &s.revisionList[i]
 		s.revisions[r.Metadata.Namespace+"/"+r.Metadata.Name] = r
 	}
-	if s.nodes, _, err = store.List[api.Node](ctx, m.store, store.Nodes, store.Nodes.Prefix("")); err != nil {
+	if s.nodes, _, err = store.List[api.Node](ctx, m.store, store.Scope{}); err != nil {
 		return nil, err
 	}
 	return &s, nil
@@ -235,7 +235,7 @@ func (m *Manager) rollouts(ctx context.Context, st *state) error {
 		if latest == "" || latest == f.Status.LatestReadyRevision || ready[f.Metadata.Namespace+"/"+latest] == 0 {
 			continue
 		}
-		moved, err := m.store.PromoteRevision(ctx, f.Metadata.Namespace, f.Metadata.Name, latest)
+		moved, err := m.store.PromoteRevision(ctx, api.KeyOf(&f), latest)
 		if err != nil {
 			if !benign(err) {
 				errs = append(errs, err)
@@ -282,7 +282,7 @@ func (m *Manager) nodes(ctx context.Context, st *state) error {
 	kept := st.replicas[:0]
 	for _, r := range st.replicas {
 		if r.Spec.NodeName != "" && dead[r.Spec.NodeName] {
-			if err := m.store.Delete(ctx, store.Replicas, r.Metadata.Namespace, r.Metadata.Name, ""); err != nil && !benign(err) {
+			if err := store.Delete[api.Replica](ctx, m.store, api.KeyOf(&r), ""); err != nil && !benign(err) {
 				errs = append(errs, err)
 			}
 			continue
@@ -311,7 +311,7 @@ func (m *Manager) replicaSets(ctx context.Context, st *state) error {
 		plan := planReplicas(sc.Spec.Replicas, byRev[k])
 		delete(byRev, k)
 		for _, name := range plan.remove {
-			if err := m.store.Delete(ctx, store.Replicas, sc.Metadata.Namespace, name, ""); err != nil && !benign(err) {
+			if err := store.Delete[api.Replica](ctx, m.store, api.Key{Namespace: sc.Metadata.Namespace, Name: name}, ""); err != nil && !benign(err) {
 				errs = append(errs, err)
 			}
 		}
@@ -324,7 +324,7 @@ func (m *Manager) replicaSets(ctx context.Context, st *state) error {
 				Spec:   api.ReplicaSpec{Function: rev.Spec.Function, Revision: rev.Metadata.Name},
 				Status: api.ReplicaStatus{Phase: api.ReplicaPending},
 			}
-			out, err := store.Create(ctx, m.store, store.Replicas, r)
+			out, err := store.Create(ctx, m.store, r)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -335,7 +335,7 @@ func (m *Manager) replicaSets(ctx context.Context, st *state) error {
 	// Replicas of revisions that have no Scale any more.
 	for _, reps := range byRev {
 		for _, r := range reps {
-			if err := m.store.Delete(ctx, store.Replicas, r.Metadata.Namespace, r.Metadata.Name, ""); err != nil && !benign(err) {
+			if err := store.Delete[api.Replica](ctx, m.store, api.KeyOf(&r), ""); err != nil && !benign(err) {
 				errs = append(errs, err)
 			}
 		}
@@ -382,7 +382,7 @@ func (m *Manager) schedule(ctx context.Context, st *state) error {
 		}
 		r.Spec.NodeName = name
 		r.Status.Message = ""
-		if _, err := store.Update(ctx, m.store, store.Replicas, r); err != nil {
+		if _, err := store.Update(ctx, m.store, r); err != nil {
 			if !benign(err) {
 				errs = append(errs, err)
 			}
