@@ -230,7 +230,7 @@ func runDeploy(ctx context.Context, o *DeployOptions) error {
 // (nil when new) and as written.
 func deployOnce(ctx context.Context, c *client.Client, o *DeployOptions) (cur, out *api.Function, err error) {
 	fn := &api.Function{Metadata: api.ObjectMeta{Name: o.Name, Namespace: c.Namespace()}}
-	cur, err = client.Get[api.Function](ctx, c, "functions", c.Namespace(), o.Name)
+	cur, err = client.Get[api.Function](ctx, c, api.Key{Namespace: c.Namespace(), Name: o.Name})
 	switch {
 	case err == nil:
 		fn.Spec = cur.Spec
@@ -301,7 +301,7 @@ func waitRollout(ctx context.Context, c *client.Client, o *DeployOptions, rev st
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for {
-		fn, err := client.Get[api.Function](wctx, c, "functions", c.Namespace(), o.Name)
+		fn, err := client.Get[api.Function](wctx, c, api.Key{Namespace: c.Namespace(), Name: o.Name})
 		switch {
 		case err == nil && fn.Status.LatestReadyRevision == rev:
 			return nil
@@ -312,7 +312,7 @@ func waitRollout(ctx context.Context, c *client.Client, o *DeployOptions, rev st
 		case err != nil && wctx.Err() == nil:
 			last = "the API: " + err.Error()
 		}
-		reps, err := client.List[api.Replica](wctx, c, "replicas", c.Namespace(), url.Values{"function": {o.Name}})
+		reps, err := client.List[api.Replica](wctx, c, c.Namespace(), url.Values{"function": {o.Name}})
 		if err == nil {
 			for _, r := range reps.Items {
 				if r.Spec.Revision != rev || r.Status.Message == "" {
@@ -347,7 +347,7 @@ func waitRollout(ctx context.Context, c *client.Client, o *DeployOptions, rev st
 
 // trafficNow says where fn's traffic is while rev rolls out.
 func trafficNow(ctx context.Context, c *client.Client, fn, rev string) string {
-	tr, err := client.Get[api.Traffic](ctx, c, "traffic", c.Namespace(), fn)
+	tr, err := client.Get[api.Traffic](ctx, c, api.Key{Namespace: c.Namespace(), Name: fn})
 	if err != nil {
 		return "the traffic stays where it was"
 	}

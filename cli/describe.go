@@ -50,24 +50,24 @@ func newDescribeCmd(s Streams, newClient clientFunc) *cobra.Command {
 
 func fetchDescription(ctx context.Context, c *client.Client, name string) (*Description, error) {
 	ns := c.Namespace()
-	fn, err := client.Get[api.Function](ctx, c, "functions", ns, name)
+	fn, err := client.Get[api.Function](ctx, c, api.Key{Namespace: ns, Name: name})
 	if err != nil {
 		return nil, err
 	}
 	d := &Description{Function: *fn}
 	q := url.Values{"function": {name}}
-	if d.Traffic, err = client.Get[api.Traffic](ctx, c, "traffic", ns, name); err != nil {
+	if d.Traffic, err = client.Get[api.Traffic](ctx, c, api.Key{Namespace: ns, Name: name}); err != nil {
 		return nil, err
 	}
-	revs, err := client.List[api.Revision](ctx, c, "revisions", ns, q)
+	revs, err := client.List[api.Revision](ctx, c, ns, q)
 	if err != nil {
 		return nil, err
 	}
-	scales, err := client.List[api.Scale](ctx, c, "scales", ns, q)
+	scales, err := client.List[api.Scale](ctx, c, ns, q)
 	if err != nil {
 		return nil, err
 	}
-	reps, err := client.List[api.Replica](ctx, c, "replicas", ns, q)
+	reps, err := client.List[api.Replica](ctx, c, ns, q)
 	if err != nil {
 		return nil, err
 	}

@@ -203,9 +203,9 @@ func register(ctx context.Context, c *client.Client, cfg Config) (*api.Node, err
 			State: api.NodeAlive, LastSeen: clock.Or(cfg.Clock).Now().UTC(), AgentURL: cfg.agentURL},
 	}
 	var out api.Node
-	err := c.Do(ctx, "POST", client.Path("nodes", "", ""), n, &out)
+	err := c.Do(ctx, "POST", client.CollectionPath[api.Node](""), n, &out)
 	if errors.Is(err, api.ErrAlreadyExist) {
-		err = c.Do(ctx, "PUT", client.Path("nodes", "", cfg.NodeName)+"/status", n, &out)
+		err = c.Do(ctx, "PUT", client.ObjectPath[api.Node](api.Key{Name: cfg.NodeName})+"/status", n, &out)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("register node %s: %w", cfg.NodeName, err)
@@ -243,7 +243,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("node registered", "subnet", node.Spec.PodSubnet, "cpu", api.FormatCPU(a.cfg.MilliCPU), "memory", api.FormatMemory(a.cfg.MemoryBytes))
 	q := url.Values{"node": {a.cfg.NodeName}}
-	list, err := client.List[api.Replica](ctx, a.api, "replicas", "", q)
+	list, err := client.List[api.Replica](ctx, a.api, "", q)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -266,7 +266,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	rv := list.ResourceVersion
 	for {
-		err := client.Watch(ctx, a.api, "replicas", "", client.WatchOptions{ResourceVersion: rv, Query: q},
+		err := client.Watch[api.Replica](ctx, a.api, "", client.WatchOptions{ResourceVersion: rv, Query: q},
 			func(e api.WatchEvent[*api.Replica]) error {
 				rv = e.ResourceVersion
 				if e.Type == api.EventDeleted {
@@ -283,7 +283,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("watch replicas: %w", err)
 		}
 		// History compacted: list again, and drop what is no longer ours.
-		list, err := client.List[api.Replica](ctx, a.api, "replicas", "", q)
+		list, err := client.List[api.Replica](ctx, a.api, "", q)
 		if err != nil {
 			return fmt.Errorf("list replicas: %w", err)
 		}
@@ -432,7 +432,7 @@ func (c *apiReplicas) revision(ctx context.Context, ns, name string) (*api.Revis
 	if ok {
 		return rev, nil
 	}
-	rev, err := client.Get[api.Revision](ctx, c.api, "revisions", ns, name)
+	rev, err := client.Get[api.Revision](ctx, c.api, api.Key{Namespace: ns, Name: name})
 	if err != nil {
 		return nil, err
 	}
@@ -443,7 +443,7 @@ func (c *apiReplicas) revision(ctx context.Context, ns, name string) (*api.Revis
 }
 
 func (c *apiReplicas) putStatus(ctx context.Context, r *api.Replica) error {
-	return c.api.Do(ctx, "PUT", client.Path("replicas", r.Metadata.Namespace, r.Metadata.Name)+"/status", r, nil)
+	return c.api.Do(ctx, "PUT", client.ObjectPath[api.Replica](api.KeyOf(r))+"/status", r, nil)
 }
 
 func (a *Agent) heartbeat(ctx context.Context) {

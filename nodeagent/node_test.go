@@ -282,7 +282,7 @@ func TestRunWiresItsParts(t *testing.T) {
 	}
 	c := in.Client()
 	defer closeIdleConnections(c)
-	n, err := client.Get[api.Node](ctx, c, "nodes", "", "wired-1")
+	n, err := client.Get[api.Node](ctx, c, api.Key{Name: "wired-1"})
 	if err != nil {
 		t.Fatalf("the node was not registered: %v", err)
 	}

@@ -24,7 +24,7 @@ type ActivateResponse struct {
 // for the autoscaler's next tick. It never lowers a scale, so calling it
 // again, or from many gateways at once, is harmless.
 func (s *Server) activateRoutes() {
-	s.handle("POST /v1/namespaces/{ns}/scales/{name}/activate", auth.ResourceActivations, auth.Write,
+	s.handle("POST /v1/namespaces/{ns}/"+api.ScaleKind.Plural+"/{name}/activate", auth.ResourceActivations, auth.Write,
 		func(w http.ResponseWriter, r *http.Request) {
 			out, err := s.activate(r.Context(), r.PathValue("ns"), r.PathValue("name"))
 			if err != nil {

@@ -68,7 +68,7 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 	}
 	desired := func() int32 {
 		t.Helper()
-		sc, err := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00001")
+		sc, err := client.Get[api.Scale](ctx, c, api.Key{Namespace: "default", Name: "hello-00001"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,7 +86,7 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 	if got := desired(); got < 10 {
 		t.Fatalf("desired %d under 10 in flight at concurrency 1, want at least 10", got)
 	}
-	sc, _ := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00001")
+	sc, _ := client.Get[api.Scale](ctx, c, api.Key{Namespace: "default", Name: "hello-00001"})
 	if sc.Status.Reason == "" || sc.Status.Mode == "" {
 		t.Errorf("scale status has no mode/reason: %+v", sc.Status)
 	}
@@ -104,7 +104,7 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 
 	// From zero: an activation raises it to one, and the next tick keeps it.
 	var act struct{ Activated bool }
-	if err := gw.Do(ctx, "POST", client.Path("scales", "default", "hello-00001")+"/activate", nil, &act); err != nil || !act.Activated {
+	if err := gw.Do(ctx, "POST", client.ObjectPath[api.Scale](api.Key{Namespace: "default", Name: "hello-00001"})+"/activate", nil, &act); err != nil || !act.Activated {
 		t.Fatalf("activate: %+v, %v", act, err)
 	}
 	r.Activated("default", "hello-00001")
@@ -137,7 +137,7 @@ func TestRevisionWithoutTrafficDrainsToZero(t *testing.T) {
 			t.Fatal(err)
 		}
 		for rev, n := range want {
-			sc, err := client.Get[api.Scale](ctx, c, "scales", "default", rev)
+			sc, err := client.Get[api.Scale](ctx, c, api.Key{Namespace: "default", Name: rev})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -180,7 +180,7 @@ func TestNewRevisionKeepsItsInitialScaleForAWindow(t *testing.T) {
 	clk := fakeAt(f.Metadata.CreationTimestamp)
 	r := newRunner(t, in, clk)
 	desired := func() int32 {
-		sc, err := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00001")
+		sc, err := client.Get[api.Scale](ctx, c, api.Key{Namespace: "default", Name: "hello-00001"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -257,7 +257,7 @@ func TestRunDecidesOnEveryTickOfItsClock(t *testing.T) {
 	// The second tick waits in the ticker until the first one is written.
 	clk.Advance(cfg.Tick)
 	tick(2) // it decides as the first did, so it writes nothing
-	sc, err := client.Get[api.Scale](ctx, in.Client(), "scales", "default", "hello-00001")
+	sc, err := client.Get[api.Scale](ctx, in.Client(), api.Key{Namespace: "default", Name: "hello-00001"})
 	if err != nil {
 		t.Fatal(err)
 	}
