@@ -26,9 +26,7 @@ func scaleOf(rev api.Revision, ready int32) api.Scale {
 		Status: api.ScaleStatus{ReadyReplicas: ready}}
 }
 
-func keyOf(rev api.Revision) RevisionKey {
-	return RevisionKey{rev.Metadata.Namespace, rev.Metadata.Name}
-}
+func keyOf(rev api.Revision) api.Key { return api.KeyOf(&rev) }
 
 func newScaler(t *testing.T) *Scaler {
 	t.Helper()
@@ -131,7 +129,7 @@ func TestScalerRules(t *testing.T) {
 			}
 			in := Input{
 				Scales: []api.Scale{scaleOf(r, c.rev.ready)}, Revisions: []api.Revision{r}, Functions: []api.Function{fn},
-				Load: map[RevisionKey]Load{k: {Sample: c.rev.load, RPS: c.rev.load.Requests}},
+				Load: map[api.Key]Load{k: {Sample: c.rev.load, RPS: c.rev.load.Requests}},
 			}
 			if c.rev.serving || c.rev.zero {
 				percent := int32(100)
@@ -199,7 +197,7 @@ func TestScalerFollowsEachRevisionsDecider(t *testing.T) {
 	ready := []int32{0, 0}
 	changes := 0
 	for sec := range 300 {
-		in := Input{Revisions: revs, Traffic: []api.Traffic{traffic}, Load: map[RevisionKey]Load{}}
+		in := Input{Revisions: revs, Traffic: []api.Traffic{traffic}, Load: map[api.Key]Load{}}
 		for i, r := range revs {
 			in.Scales = append(in.Scales, scaleOf(r, ready[i]))
 			in.Load[keyOf(r)] = Load{Sample: loads[i](sec)}
@@ -247,7 +245,7 @@ func TestScalerForgetsGoneRevisions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := []RevisionKey{res.Revisions[0].Revision, res.Revisions[1].Revision}; !cmp.Equal(got, []RevisionKey{keyOf(b), keyOf(a)}) {
+	if got := []api.Key{res.Revisions[0].Revision, res.Revisions[1].Revision}; !cmp.Equal(got, []api.Key{keyOf(b), keyOf(a)}) {
 		t.Errorf("decisions in the order %v, want the Scales' order", got)
 	}
 	s.Activated(keyOf(b), at(1))
@@ -255,7 +253,7 @@ func TestScalerForgetsGoneRevisions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]RevisionKey{keyOf(b)}, res.Gone); diff != "" {
+	if diff := cmp.Diff([]api.Key{keyOf(b)}, res.Gone); diff != "" {
 		t.Errorf("Gone (-want +got):\n%s", diff)
 	}
 	// b is back: a new Decider, and its activation went with the old one,

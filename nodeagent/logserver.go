@@ -101,7 +101,7 @@ func (s *logServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ns, name := r.PathValue("ns"), r.PathValue("name")
 	s.agent.mu.Lock()
-	_, mine := s.agent.supervisors[ns+"/"+name]
+	_, mine := s.agent.supervisors[api.Key{Namespace: ns, Name: name}]
 	s.agent.mu.Unlock()
 	if !mine {
 		writeErr(w, api.NotFound("replica", name))

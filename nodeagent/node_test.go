@@ -227,7 +227,7 @@ func TestRegisterMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.supervisors["default/a"], a.supervisors["default/b"] = &supervisor{}, &supervisor{}
+	a.supervisors[api.Key{Namespace: "default", Name: "a"}], a.supervisors[api.Key{Namespace: "default", Name: "b"}] = &supervisor{}, &supervisor{}
 	if unregister, err := registerMetrics(nil, a); err != nil {
 		t.Fatalf("no registerer: %v", err)
 	} else {

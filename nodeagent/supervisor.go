@@ -97,7 +97,7 @@ func (s *supervisor) run(ctx context.Context, adopted *containers.Container) {
 	defer s.settleReport()
 
 	rev, err := retryGet(ctx, a.clock, func() (*api.Revision, error) {
-		return a.replicas.revision(ctx, r.Metadata.Namespace, r.Spec.Revision)
+		return a.replicas.revision(ctx, api.Key{Namespace: r.Metadata.Namespace, Name: r.Spec.Revision})
 	})
 	if err != nil {
 		return

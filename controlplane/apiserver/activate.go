@@ -26,7 +26,7 @@ type ActivateResponse struct {
 func (s *Server) activateRoutes() {
 	s.handle("POST /v1/namespaces/{ns}/"+api.ScaleKind.Plural+"/{name}/activate", auth.ResourceActivations, auth.Write,
 		func(w http.ResponseWriter, r *http.Request) {
-			out, err := s.activate(r.Context(), r.PathValue("ns"), r.PathValue("name"))
+			out, err := s.activate(r.Context(), api.Key{Namespace: r.PathValue("ns"), Name: r.PathValue("name")})
 			if err != nil {
 				writeError(w, s.cfg.Log, err)
 				return
@@ -35,8 +35,8 @@ func (s *Server) activateRoutes() {
 		})
 }
 
-func (s *Server) activate(ctx context.Context, ns, name string) (*ActivateResponse, error) {
-	key := api.Key{Namespace: ns, Name: name}
+func (s *Server) activate(ctx context.Context, key api.Key) (*ActivateResponse, error) {
+	name := key.Name
 	for {
 		sc, err := store.Get[api.Scale](ctx, s.cfg.Store, key)
 		if err != nil {
@@ -53,7 +53,7 @@ func (s *Server) activate(ctx context.Context, ns, name string) (*ActivateRespon
 			return nil, err
 		}
 		if s.cfg.OnActivate != nil {
-			s.cfg.OnActivate(ns, name)
+			s.cfg.OnActivate(key)
 		}
 		return &ActivateResponse{Revision: name, Replicas: out.Spec.Replicas, Activated: true}, nil
 	}

@@ -42,7 +42,7 @@ type env struct {
 	admin  string
 
 	mu        sync.Mutex
-	activated []string
+	activated []api.Key
 	signed    []string // "CN hosts..." of every SignCSR call
 }
 
@@ -54,10 +54,10 @@ func newEnv(t *testing.T, configure ...func(*apiserver.Config)) *env {
 	cfg := apiserver.Config{
 		Store: e.store, Tokens: e.tokens, Registerer: e.reg, Version: "v-test", Clock: clk,
 		PodCIDR: netip.MustParsePrefix("10.244.0.0/16"), NodeSubnetBits: 24,
-		OnActivate: func(ns, rev string) {
+		OnActivate: func(rev api.Key) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
-			e.activated = append(e.activated, ns+"/"+rev)
+			e.activated = append(e.activated, rev)
 		},
 		SignCSR: func(csr []byte, cn string, hosts []string) ([]byte, []byte, error) {
 			if string(csr) == "bad" {
@@ -339,7 +339,7 @@ func TestFunctionsRoundTrip(t *testing.T) {
 	}
 	var names []string
 	for _, f := range all.Items {
-		names = append(names, f.Metadata.Namespace+"/"+f.Metadata.Name)
+		names = append(names, api.KeyOf(&f).String())
 	}
 	if diff := cmp.Diff([]string{"default/hello", "team/hello"}, names); diff != "" || all.ResourceVersion == "" {
 		t.Errorf("list (-want +got):\n%s (resourceVersion %q)", diff, all.ResourceVersion)
@@ -506,7 +506,7 @@ func TestActivate(t *testing.T) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if diff := cmp.Diff([]string{"default/hello-00001"}, e.activated); diff != "" {
+	if diff := cmp.Diff([]api.Key{{Namespace: "default", Name: "hello-00001"}}, e.activated); diff != "" {
 		t.Errorf("OnActivate calls (-want +got):\n%s", diff)
 	}
 	if a := e.do("POST", "/v1/namespaces/default/scales/nope-00001/activate", e.admin, ""); a.code != http.StatusNotFound {

@@ -70,7 +70,7 @@ type Config struct {
 	SignCSR func(csrPEM []byte, commonName string, hosts []string) (cert, ca []byte, err error)
 	// OnActivate, when set, learns of each scale-from-zero (the
 	// autoscaler, so that it does not scale the revision straight back).
-	OnActivate func(namespace, revision string)
+	OnActivate func(revision api.Key)
 	// PodCIDR is split into one subnet of NodeSubnetBits per node.
 	PodCIDR        netip.Prefix
 	NodeSubnetBits int

@@ -71,16 +71,16 @@ type StatsSource interface {
 	// summed over the gateways whose reports are fresh at now; a revision
 	// missing from it had none. The runner calls it from its own
 	// goroutine once per tick; it may block on I/O until ctx ends.
-	Load(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error)
+	Load(ctx context.Context, now time.Time) (map[api.Key]autoscaler.Load, error)
 }
 
 var _ StatsSource = (*store.GatewayLoad)(nil)
 
 // StatsFunc is a function that is a StatsSource, for fakes in tests.
-type StatsFunc func(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error)
+type StatsFunc func(ctx context.Context, now time.Time) (map[api.Key]autoscaler.Load, error)
 
 // Load implements StatsSource.
-func (f StatsFunc) Load(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error) {
+func (f StatsFunc) Load(ctx context.Context, now time.Time) (map[api.Key]autoscaler.Load, error) {
 	return f(ctx, now)
 }
 
@@ -124,9 +124,9 @@ func New(cfg Config, st *store.Store, stats StatsSource, clk clock.Clock, log *s
 // so that the decision core counts that demand before the gateways' next
 // report and does not scale the revision straight back to zero. It may be
 // called from any goroutine and does not block on I/O.
-func (r *Runner) Activated(namespace, revision string) {
+func (r *Runner) Activated(revision api.Key) {
 	r.mu.Lock()
-	r.scaler.Activated(autoscaler.RevisionKey{Namespace: namespace, Name: revision}, r.clock.Now())
+	r.scaler.Activated(revision, r.clock.Now())
 	r.mu.Unlock()
 }
 
@@ -166,9 +166,9 @@ func (r *Runner) Tick(ctx context.Context) error {
 	for _, k := range res.Gone {
 		r.metrics.forget(k)
 	}
-	scales := make(map[autoscaler.RevisionKey]*api.Scale, len(in.Scales))
+	scales := make(map[api.Key]*api.Scale, len(in.Scales))
 	for i := range in.Scales {
-		scales[autoscaler.RevisionKey{Namespace: in.Scales[i].Metadata.Namespace, Name: in.Scales[i].Metadata.Name}] = &in.Scales[i]
+		scales[api.KeyOf(&in.Scales[i])] = &in.Scales[i]
 	}
 	errs := []error{decideErr}
 	for _, d := range res.Revisions {

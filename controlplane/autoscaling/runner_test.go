@@ -107,7 +107,7 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 	if err := gw.Do(ctx, "POST", client.ObjectPath[api.Scale](api.Key{Namespace: "default", Name: "hello-00001"})+"/activate", nil, &act); err != nil || !act.Activated {
 		t.Fatalf("activate: %+v, %v", act, err)
 	}
-	r.Activated("default", "hello-00001")
+	r.Activated(api.Key{Namespace: "default", Name: "hello-00001"})
 	if err := r.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestRunDecidesOnEveryTickOfItsClock(t *testing.T) {
 	// Each tick reads the load first: the source hands the tick's time to
 	// the test and so marks where the runner is.
 	ticks := make(chan time.Time)
-	stats := autoscaling.StatsFunc(func(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error) {
+	stats := autoscaling.StatsFunc(func(ctx context.Context, now time.Time) (map[api.Key]autoscaler.Load, error) {
 		select {
 		case ticks <- now:
 			return nil, nil

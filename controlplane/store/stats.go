@@ -55,12 +55,12 @@ func NewGatewayLoad(s *Store, maxAge time.Duration) *GatewayLoad {
 // Load returns every revision's demand, summed over the gateways whose
 // latest report is fresh at now. A report that does not decode is skipped,
 // so that one bad gateway does not blind the autoscaler to the others.
-func (g *GatewayLoad) Load(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error) {
+func (g *GatewayLoad) Load(ctx context.Context, now time.Time) (map[api.Key]autoscaler.Load, error) {
 	resp, err := g.store.c.Get(ctx, StatsPrefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("read gateway stats: %w", err)
 	}
-	out := map[autoscaler.RevisionKey]autoscaler.Load{}
+	out := map[api.Key]autoscaler.Load{}
 	for _, kv := range resp.Kvs {
 		var gs api.GatewayStats
 		if err := json.Unmarshal(kv.Value, &gs); err != nil {
@@ -71,7 +71,7 @@ func (g *GatewayLoad) Load(ctx context.Context, now time.Time) (map[autoscaler.R
 		}
 		window := statsWindow(gs.Window)
 		for _, l := range gs.Revisions {
-			k := autoscaler.RevisionKey{Namespace: l.Namespace, Name: l.Revision}
+			k := api.Key{Namespace: l.Namespace, Name: l.Revision}
 			v := out[k]
 			// The gateway's average includes queued requests already.
 			v.Sample.Concurrency += l.Concurrency

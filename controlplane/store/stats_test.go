@@ -53,7 +53,7 @@ func TestGatewayLoadSumsFreshReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[autoscaler.RevisionKey]autoscaler.Load{
+	want := map[api.Key]autoscaler.Load{
 		{Namespace: "default", Name: "hello-00001"}: {Sample: autoscaler.Sample{Concurrency: 3.5, Requests: 12}, RPS: 4 + 2 + 3},
 		{Namespace: "default", Name: "hello-00002"}: {Sample: autoscaler.Sample{Concurrency: 1, Requests: 1}, RPS: 1},
 	}

@@ -81,7 +81,7 @@ func TestCreateGetList(t *testing.T) {
 			}
 			var names []string
 			for _, r := range items {
-				names = append(names, r.Metadata.Namespace+"/"+r.Metadata.Name)
+				names = append(names, api.KeyOf(&r).String())
 			}
 			if diff := cmp.Diff(tc.want, names); diff != "" {
 				t.Errorf("names (-want +got):\n%s", diff)
