@@ -78,8 +78,9 @@ type Resources struct {
 type Probe struct {
 	// Path is probed with HTTP GET; empty means a TCP connect only.
 	Path string `json:"path,omitempty"`
-	// Period between probes once the replica is Ready, e.g. "10s".
-	Period string `json:"period,omitempty"`
+	// Period between probes once the replica is Ready, e.g. "10s"; zero
+	// means the node agent's default.
+	Period Duration `json:"period,omitzero"`
 }
 
 // Scaling metrics.
@@ -100,12 +101,12 @@ type ScalingPolicy struct {
 	// autoscaler's default (70% of the concurrency limit, or 100).
 	Target float64 `json:"target,omitempty"`
 	// ScaleToZeroGrace is how long an idle revision keeps its last replica,
-	// e.g. "30s"; empty means the autoscaler's default.
-	ScaleToZeroGrace string `json:"scaleToZeroGrace,omitempty"`
+	// e.g. "30s"; zero means the autoscaler's default.
+	ScaleToZeroGrace Duration `json:"scaleToZeroGrace,omitzero"`
 	// StableWindow is how much history the autoscaler averages over, e.g.
 	// "60s" (Knative's window); shorter follows load faster and flaps more.
-	// Empty means the autoscaler's default.
-	StableWindow string `json:"stableWindow,omitempty"`
+	// Zero means the autoscaler's default.
+	StableWindow Duration `json:"stableWindow,omitzero"`
 }
 
 // FunctionSpec is what a user deploys. Every Revision holds a copy of it.
@@ -124,8 +125,8 @@ type FunctionSpec struct {
 	Resources Resources `json:"resources,omitzero"`
 	// Concurrency is how many requests one replica serves at once; 0 means no limit.
 	Concurrency int32 `json:"concurrency,omitempty"`
-	// Timeout bounds one request, e.g. "30s"; empty means 5 minutes.
-	Timeout string `json:"timeout,omitempty"`
+	// Timeout bounds one request, e.g. "30s"; zero means DefaultTimeout.
+	Timeout Duration `json:"timeout,omitzero"`
 	// Readiness says how to tell that a replica can serve.
 	Readiness *Probe `json:"readiness,omitempty"`
 	// Scaling steers the autoscaler.
@@ -391,7 +392,7 @@ type GatewayStats struct {
 	// Gateway names the reporting gateway instance.
 	Gateway string `json:"gateway"`
 	// Window is the length of the period the numbers cover, e.g. "1s".
-	Window string `json:"window"`
+	Window Duration `json:"window,omitzero"`
 	// At is when the window ended, by the gateway's clock.
 	At        time.Time      `json:"at"`
 	Revisions []RevisionLoad `json:"revisions"`

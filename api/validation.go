@@ -30,7 +30,7 @@ const (
 const (
 	DefaultCPU     = "100m"
 	DefaultMemory  = "128Mi"
-	DefaultTimeout = "5m"
+	DefaultTimeout = 5 * time.Minute
 )
 
 var (
@@ -116,17 +116,15 @@ func (v *validator) meta(m *ObjectMeta, namespaced bool) {
 	}
 }
 
-func (v *validator) duration(field, s string, lo, hi time.Duration) {
-	if s == "" {
+// duration checks the range of a duration field. Its syntax was checked
+// when the object was decoded (see Duration); zero means the field's
+// default and is always valid.
+func (v *validator) duration(field string, d Duration, lo, hi time.Duration) {
+	if d.Duration == 0 {
 		return
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		v.add(field, "%q is not a duration: use a number with a unit, like \"30s\" or \"2m\"", s)
-		return
-	}
-	if d < lo || d > hi {
-		v.add(field, "must be between %s and %s, got %s", lo, hi, s)
+	if d.Duration < lo || d.Duration > hi {
+		v.add(field, "must be between %s and %s, got %s", lo, hi, d)
 	}
 }
 
@@ -142,8 +140,8 @@ func SetDefaults(s *FunctionSpec) {
 	if s.Resources.Memory == "" {
 		s.Resources.Memory = DefaultMemory
 	}
-	if s.Timeout == "" {
-		s.Timeout = DefaultTimeout
+	if s.Timeout.Duration == 0 {
+		s.Timeout = Duration{DefaultTimeout}
 	}
 	if s.Scaling.Metric == "" {
 		s.Scaling.Metric = MetricConcurrency

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -28,13 +29,22 @@ func validFunction() *api.Function {
 			Port:        8080,
 			Resources:   api.Resources{CPU: "250m", Memory: "128Mi"},
 			Concurrency: 10,
-			Timeout:     "30s",
-			Readiness:   &api.Probe{Path: "/healthz", Period: "10s"},
+			Timeout:     dur("30s"),
+			Readiness:   &api.Probe{Path: "/healthz", Period: dur("10s")},
 			Scaling: api.ScalingPolicy{
-				MinScale: 1, MaxScale: 10, Metric: api.MetricConcurrency, Target: 7, ScaleToZeroGrace: "30s",
+				MinScale: 1, MaxScale: 10, Metric: api.MetricConcurrency, Target: 7, ScaleToZeroGrace: dur("30s"),
 			},
 		},
 	}
+}
+
+// dur is a Duration literal; s must parse.
+func dur(s string) api.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		panic(err)
+	}
+	return api.Duration{Duration: d}
 }
 
 // fields returns the field paths of a validation error, in order; nil for
@@ -188,14 +198,12 @@ func TestValidateFunction(t *testing.T) {
 		{"concurrency too high", func(f *api.Function) { f.Spec.Concurrency = api.MaxConcurrency + 1 }, []string{"spec.concurrency"}},
 
 		// spec.timeout
-		{"timeout empty is the default", func(f *api.Function) { f.Spec.Timeout = "" }, nil},
-		{"timeout 1s", func(f *api.Function) { f.Spec.Timeout = "1s" }, nil},
-		{"timeout 1h", func(f *api.Function) { f.Spec.Timeout = "1h" }, nil},
-		{"timeout 0s", func(f *api.Function) { f.Spec.Timeout = "0s" }, []string{"spec.timeout"}},
-		{"timeout 2h", func(f *api.Function) { f.Spec.Timeout = "2h" }, []string{"spec.timeout"}},
-		{"timeout abc", func(f *api.Function) { f.Spec.Timeout = "abc" }, []string{"spec.timeout"}},
-		{"timeout without unit", func(f *api.Function) { f.Spec.Timeout = "30" }, []string{"spec.timeout"}},
-		{"timeout negative", func(f *api.Function) { f.Spec.Timeout = "-5s" }, []string{"spec.timeout"}},
+		{"timeout zero is the default", func(f *api.Function) { f.Spec.Timeout = api.Duration{} }, nil},
+		{"timeout 1s", func(f *api.Function) { f.Spec.Timeout = dur("1s") }, nil},
+		{"timeout 1h", func(f *api.Function) { f.Spec.Timeout = dur("1h") }, nil},
+		{"timeout 999ms", func(f *api.Function) { f.Spec.Timeout = dur("999ms") }, []string{"spec.timeout"}},
+		{"timeout 2h", func(f *api.Function) { f.Spec.Timeout = dur("2h") }, []string{"spec.timeout"}},
+		{"timeout negative", func(f *api.Function) { f.Spec.Timeout = dur("-5s") }, []string{"spec.timeout"}},
 
 		// spec.readiness
 		{"readiness none", func(f *api.Function) { f.Spec.Readiness = nil }, nil},
@@ -204,10 +212,11 @@ func TestValidateFunction(t *testing.T) {
 		{"readiness path relative", func(f *api.Function) { f.Spec.Readiness.Path = "healthz" }, []string{"spec.readiness.path"}},
 		{"readiness path with space", func(f *api.Function) { f.Spec.Readiness.Path = "/health z" }, []string{"spec.readiness.path"}},
 		{"readiness path with tab", func(f *api.Function) { f.Spec.Readiness.Path = "/health\t" }, []string{"spec.readiness.path"}},
-		{"readiness period 5m", func(f *api.Function) { f.Spec.Readiness.Period = "5m" }, nil},
-		{"readiness period 0s", func(f *api.Function) { f.Spec.Readiness.Period = "0s" }, []string{"spec.readiness.period"}},
-		{"readiness period 6m", func(f *api.Function) { f.Spec.Readiness.Period = "6m" }, []string{"spec.readiness.period"}},
-		{"readiness period abc", func(f *api.Function) { f.Spec.Readiness.Period = "abc" }, []string{"spec.readiness.period"}},
+		{"readiness period 5m", func(f *api.Function) { f.Spec.Readiness.Period = dur("5m") }, nil},
+		{"readiness period zero is the default", func(f *api.Function) { f.Spec.Readiness.Period = api.Duration{} }, nil},
+		{"readiness period 500ms", func(f *api.Function) { f.Spec.Readiness.Period = dur("500ms") }, []string{"spec.readiness.period"}},
+		{"readiness period 6m", func(f *api.Function) { f.Spec.Readiness.Period = dur("6m") }, []string{"spec.readiness.period"}},
+		{"readiness period negative", func(f *api.Function) { f.Spec.Readiness.Period = dur("-10s") }, []string{"spec.readiness.period"}},
 
 		// spec.scaling
 		{"scaling empty", func(f *api.Function) { f.Spec.Scaling = api.ScalingPolicy{} }, nil},
@@ -227,18 +236,19 @@ func TestValidateFunction(t *testing.T) {
 		{"scaling target max", func(f *api.Function) { f.Spec.Scaling.Target = 1e6 }, nil},
 		{"scaling target negative", func(f *api.Function) { f.Spec.Scaling.Target = -1 }, []string{"spec.scaling.target"}},
 		{"scaling target too high", func(f *api.Function) { f.Spec.Scaling.Target = 1e6 + 1 }, []string{"spec.scaling.target"}},
-		{"grace empty", func(f *api.Function) { f.Spec.Scaling.ScaleToZeroGrace = "" }, nil},
-		{"grace 0s", func(f *api.Function) { f.Spec.Scaling.ScaleToZeroGrace = "0s" }, nil},
-		{"grace 1h", func(f *api.Function) { f.Spec.Scaling.ScaleToZeroGrace = "1h" }, nil},
-		{"grace negative", func(f *api.Function) { f.Spec.Scaling.ScaleToZeroGrace = "-1s" }, []string{"spec.scaling.scaleToZeroGrace"}},
-		{"grace 2h", func(f *api.Function) { f.Spec.Scaling.ScaleToZeroGrace = "2h" }, []string{"spec.scaling.scaleToZeroGrace"}},
-		{"grace abc", func(f *api.Function) { f.Spec.Scaling.ScaleToZeroGrace = "soon" }, []string{"spec.scaling.scaleToZeroGrace"}},
+		{"grace zero is the default", func(f *api.Function) { f.Spec.Scaling.ScaleToZeroGrace = api.Duration{} }, nil},
+		{"grace 1h", func(f *api.Function) { f.Spec.Scaling.ScaleToZeroGrace = dur("1h") }, nil},
+		{"grace negative", func(f *api.Function) { f.Spec.Scaling.ScaleToZeroGrace = dur("-1s") }, []string{"spec.scaling.scaleToZeroGrace"}},
+		{"grace 2h", func(f *api.Function) { f.Spec.Scaling.ScaleToZeroGrace = dur("2h") }, []string{"spec.scaling.scaleToZeroGrace"}},
+		{"window 6s", func(f *api.Function) { f.Spec.Scaling.StableWindow = dur("6s") }, nil},
+		{"window 5s", func(f *api.Function) { f.Spec.Scaling.StableWindow = dur("5s") }, []string{"spec.scaling.stableWindow"}},
+		{"window 2h", func(f *api.Function) { f.Spec.Scaling.StableWindow = dur("2h") }, []string{"spec.scaling.stableWindow"}},
 
 		// Every problem is reported at once, in field order.
 		{"three bad fields", func(f *api.Function) {
 			f.Spec.Port = -1
 			f.Spec.Resources.CPU = "abc"
-			f.Spec.Timeout = "abc"
+			f.Spec.Timeout = dur("2h")
 		}, []string{"spec.port", "spec.resources.cpu", "spec.timeout"}},
 		{"everything wrong", func(f *api.Function) {
 			*f = api.Function{
@@ -248,9 +258,9 @@ func TestValidateFunction(t *testing.T) {
 					Port:        70000,
 					Resources:   api.Resources{CPU: "1e3", Memory: "3Mi"},
 					Concurrency: -1,
-					Timeout:     "2h",
-					Readiness:   &api.Probe{Path: "x", Period: "0s"},
-					Scaling:     api.ScalingPolicy{MinScale: 3, MaxScale: 2, Metric: "cpu", Target: -1, ScaleToZeroGrace: "x"},
+					Timeout:     dur("2h"),
+					Readiness:   &api.Probe{Path: "x", Period: dur("1ms")},
+					Scaling:     api.ScalingPolicy{MinScale: 3, MaxScale: 2, Metric: "cpu", Target: -1, ScaleToZeroGrace: dur("-1s")},
 				},
 			}
 		}, []string{
@@ -293,10 +303,10 @@ func TestValidateFunctionMessages(t *testing.T) {
 			api.FieldErrors{{Field: "spec.resources.cpu", Message: `must be between 1m and 256 cores, got "0m"`}}},
 		{"memory out of range", func(f *api.Function) { f.Spec.Resources.Memory = "2Ti" },
 			api.FieldErrors{{Field: "spec.resources.memory", Message: `must be between 4Mi and 1Ti, got "2Ti"`}}},
-		{"timeout not a duration", func(f *api.Function) { f.Spec.Timeout = "abc" },
-			api.FieldErrors{{Field: "spec.timeout", Message: `"abc" is not a duration: use a number with a unit, like "30s" or "2m"`}}},
-		{"timeout out of range", func(f *api.Function) { f.Spec.Timeout = "2h" },
+		{"timeout out of range", func(f *api.Function) { f.Spec.Timeout = dur("2h") },
 			api.FieldErrors{{Field: "spec.timeout", Message: "must be between 1s and 1h0m0s, got 2h"}}},
+		{"timeout below range", func(f *api.Function) { f.Spec.Timeout = dur("500ms") },
+			api.FieldErrors{{Field: "spec.timeout", Message: "must be between 1s and 1h0m0s, got 500ms"}}},
 		{"env PORT", func(f *api.Function) { f.Spec.Env = []api.EnvVar{{Name: "PORT"}} },
 			api.FieldErrors{{Field: "spec.env[0].name", Message: "PORT is set by Surge from spec.port"}}},
 		{"env duplicate", func(f *api.Function) { f.Spec.Env = []api.EnvVar{{Name: "A"}, {Name: "A"}} },
@@ -441,7 +451,7 @@ func TestSetDefaults(t *testing.T) {
 		want := api.FunctionSpec{
 			Port:      api.DefaultPort,
 			Resources: api.Resources{CPU: api.DefaultCPU, Memory: api.DefaultMemory},
-			Timeout:   api.DefaultTimeout,
+			Timeout:   api.Duration{Duration: api.DefaultTimeout},
 			Scaling:   api.ScalingPolicy{Metric: api.MetricConcurrency},
 		}
 		if diff := cmp.Diff(want, s); diff != "" {

@@ -10,15 +10,8 @@ import (
 	"github.com/surgeplatform/surge/api"
 )
 
-// RevisionKey names a revision across namespaces.
-type RevisionKey struct {
-	Namespace, Name string
-}
-
-// String returns "namespace/name".
-func (k RevisionKey) String() string { return k.Namespace + "/" + k.Name }
-
-func compareKeys(a, b RevisionKey) int {
+// compareKeys orders revisions by namespace, then name.
+func compareKeys(a, b api.Key) int {
 	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 }
 
@@ -92,13 +85,13 @@ type Input struct {
 	Traffic []api.Traffic
 	// Load is the gateways' demand per revision; a revision missing from
 	// it had none.
-	Load map[RevisionKey]Load
+	Load map[api.Key]Load
 }
 
 // RevisionDecision is the scale one revision should have, and why.
 type RevisionDecision struct {
 	// Revision names the revision, and so its Scale.
-	Revision RevisionKey
+	Revision api.Key
 	// Function is the revision's function.
 	Function string
 	// Desired is the replica count the revision's Scale should ask for.
@@ -133,7 +126,7 @@ type Result struct {
 	// Gone lists, sorted, the revisions decided before that are not in the
 	// Input any more. Their state is dropped; the caller may drop what it
 	// keeps of them (metrics series) too.
-	Gone []RevisionKey
+	Gone []api.Key
 }
 
 // Scaler decides the scale of every revision, tick by tick: each
@@ -145,8 +138,8 @@ type Result struct {
 // decisions out. A Scaler is not safe for concurrent use.
 type Scaler struct {
 	cfg       ScalerConfig
-	deciders  map[RevisionKey]*Decider
-	activated map[RevisionKey]time.Time
+	deciders  map[api.Key]*Decider
+	activated map[api.Key]time.Time
 }
 
 // NewScaler returns a Scaler with no revisions yet. It returns an error
@@ -155,44 +148,44 @@ func NewScaler(cfg ScalerConfig) (*Scaler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new scaler: %w", err)
 	}
-	return &Scaler{cfg: cfg, deciders: map[RevisionKey]*Decider{}, activated: map[RevisionKey]time.Time{}}, nil
+	return &Scaler{cfg: cfg, deciders: map[api.Key]*Decider{}, activated: map[api.Key]time.Time{}}, nil
 }
 
 // Activated records that a request raised revision k from zero at now, so
 // that the next decisions count that demand before the gateways' reports
 // show it, and do not scale the revision straight back to zero.
-func (s *Scaler) Activated(k RevisionKey, now time.Time) { s.activated[k] = now }
+func (s *Scaler) Activated(k api.Key, now time.Time) { s.activated[k] = now }
 
 // Decide returns the scale of every revision in in at now. Call it once per
 // Config.SamplePeriod of the Decider, with now increasing. It decides every
 // revision it can; the error joins, one per revision, those whose spec
 // makes an invalid policy, which get no decision.
 func (s *Scaler) Decide(now time.Time, in Input) (Result, error) {
-	rollingOut := map[RevisionKey]bool{}
+	rollingOut := map[api.Key]bool{}
 	for _, f := range in.Functions {
 		if latest := f.Status.LatestRevision; latest != "" && latest != f.Status.LatestReadyRevision {
-			rollingOut[RevisionKey{f.Metadata.Namespace, latest}] = true
+			rollingOut[api.Key{Namespace: f.Metadata.Namespace, Name: latest}] = true
 		}
 	}
-	serving := map[RevisionKey]bool{}
+	serving := map[api.Key]bool{}
 	for _, t := range in.Traffic {
 		for _, tt := range t.Spec.Targets {
 			if tt.Percent > 0 {
-				serving[RevisionKey{t.Metadata.Namespace, tt.Revision}] = true
+				serving[api.Key{Namespace: t.Metadata.Namespace, Name: tt.Revision}] = true
 			}
 		}
 	}
-	revs := make(map[RevisionKey]*api.Revision, len(in.Revisions))
+	revs := make(map[api.Key]*api.Revision, len(in.Revisions))
 	for i := range in.Revisions {
-		revs[RevisionKey{in.Revisions[i].Metadata.Namespace, in.Revisions[i].Metadata.Name}] = &in.Revisions[i]
+		revs[api.Key{Namespace: in.Revisions[i].Metadata.Namespace, Name: in.Revisions[i].Metadata.Name}] = &in.Revisions[i]
 	}
 
 	var res Result
 	var errs []error
-	seen := make(map[RevisionKey]bool, len(in.Scales))
+	seen := make(map[api.Key]bool, len(in.Scales))
 	for i := range in.Scales {
 		sc := &in.Scales[i]
-		k := RevisionKey{sc.Metadata.Namespace, sc.Metadata.Name}
+		k := api.Key{Namespace: sc.Metadata.Namespace, Name: sc.Metadata.Name}
 		rev := revs[k]
 		if rev == nil {
 			continue
@@ -223,7 +216,7 @@ func (s *Scaler) Decide(now time.Time, in Input) (Result, error) {
 
 // decider returns revision k's Decider, made on first sight. Revisions are
 // immutable, so its policy never changes.
-func (s *Scaler) decider(k RevisionKey, rev *api.Revision) (*Decider, error) {
+func (s *Scaler) decider(k api.Key, rev *api.Revision) (*Decider, error) {
 	if d, ok := s.deciders[k]; ok {
 		return d, nil
 	}
@@ -238,7 +231,7 @@ func (s *Scaler) decider(k RevisionKey, rev *api.Revision) (*Decider, error) {
 // decide feeds one revision's load to its Decider and applies the rules of
 // the revision's life to the Decider's decision. Their order is their
 // precedence: each later rule overrides the earlier ones.
-func (s *Scaler) decide(now time.Time, k RevisionKey, rev *api.Revision, d *Decider, ready int, l Load, serving, rollingOut bool) RevisionDecision {
+func (s *Scaler) decide(now time.Time, k api.Key, rev *api.Revision, d *Decider, ready int, l Load, serving, rollingOut bool) RevisionDecision {
 	if at, ok := s.activated[k]; ok && now.Sub(at) < s.cfg.ActivationHold && l.Sample.Concurrency == 0 {
 		// A request is waiting for this revision's first replica; the
 		// gateways' reports have not caught up yet.

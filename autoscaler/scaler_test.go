@@ -26,9 +26,7 @@ func scaleOf(rev api.Revision, ready int32) api.Scale {
 		Status: api.ScaleStatus{ReadyReplicas: ready}}
 }
 
-func keyOf(rev api.Revision) RevisionKey {
-	return RevisionKey{rev.Metadata.Namespace, rev.Metadata.Name}
-}
+func keyOf(rev api.Revision) api.Key { return api.KeyOf(&rev) }
 
 func newScaler(t *testing.T) *Scaler {
 	t.Helper()
@@ -85,7 +83,7 @@ func TestScalerRules(t *testing.T) {
 		{name: "serving, busy beyond the initial scale in its first window: the Decider's",
 			rev: rev{spec: cc1, age: time.Second, ready: 1, serving: true, load: busy}, desired: fromDecider, reason: ReasonPanic},
 		{name: "the first window is the spec's stable window",
-			rev:     rev{spec: api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: "10s"}}, age: 10 * time.Second, serving: true},
+			rev:     rev{spec: api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: api.Seconds(10)}}, age: 10 * time.Second, serving: true},
 			desired: 0, reason: ReasonToZero},
 		{name: "rolling out, idle: initial scale",
 			rev: rev{spec: cc1, age: time.Second, rollingOut: true}, desired: 1, reason: ReasonRollingOut},
@@ -131,7 +129,7 @@ func TestScalerRules(t *testing.T) {
 			}
 			in := Input{
 				Scales: []api.Scale{scaleOf(r, c.rev.ready)}, Revisions: []api.Revision{r}, Functions: []api.Function{fn},
-				Load: map[RevisionKey]Load{k: {Sample: c.rev.load, RPS: c.rev.load.Requests}},
+				Load: map[api.Key]Load{k: {Sample: c.rev.load, RPS: c.rev.load.Requests}},
 			}
 			if c.rev.serving || c.rev.zero {
 				percent := int32(100)
@@ -186,7 +184,7 @@ func TestScalerRules(t *testing.T) {
 func TestScalerFollowsEachRevisionsDecider(t *testing.T) {
 	// Two serving revisions with their own loads: each decision over time
 	// is its own Decider's, whose state carries from tick to tick.
-	spec := api.FunctionSpec{Concurrency: 1, Scaling: api.ScalingPolicy{ScaleToZeroGrace: "30s"}}
+	spec := api.FunctionSpec{Concurrency: 1, Scaling: api.ScalingPolicy{ScaleToZeroGrace: api.Seconds(30)}}
 	revs := []api.Revision{revision(1, at(-3600), spec), revision(2, at(-3600), spec)}
 	loads := []func(sec int) Sample{stepAt(20, 1, 8), timer(5, 100)}
 	traffic := api.Traffic{Metadata: api.ObjectMeta{Namespace: "default", Name: "hello"}, Spec: api.TrafficSpec{Targets: []api.TrafficTarget{
@@ -199,7 +197,7 @@ func TestScalerFollowsEachRevisionsDecider(t *testing.T) {
 	ready := []int32{0, 0}
 	changes := 0
 	for sec := range 300 {
-		in := Input{Revisions: revs, Traffic: []api.Traffic{traffic}, Load: map[RevisionKey]Load{}}
+		in := Input{Revisions: revs, Traffic: []api.Traffic{traffic}, Load: map[api.Key]Load{}}
 		for i, r := range revs {
 			in.Scales = append(in.Scales, scaleOf(r, ready[i]))
 			in.Load[keyOf(r)] = Load{Sample: loads[i](sec)}
@@ -247,7 +245,7 @@ func TestScalerForgetsGoneRevisions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := []RevisionKey{res.Revisions[0].Revision, res.Revisions[1].Revision}; !cmp.Equal(got, []RevisionKey{keyOf(b), keyOf(a)}) {
+	if got := []api.Key{res.Revisions[0].Revision, res.Revisions[1].Revision}; !cmp.Equal(got, []api.Key{keyOf(b), keyOf(a)}) {
 		t.Errorf("decisions in the order %v, want the Scales' order", got)
 	}
 	s.Activated(keyOf(b), at(1))
@@ -255,7 +253,7 @@ func TestScalerForgetsGoneRevisions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]RevisionKey{keyOf(b)}, res.Gone); diff != "" {
+	if diff := cmp.Diff([]api.Key{keyOf(b)}, res.Gone); diff != "" {
 		t.Errorf("Gone (-want +got):\n%s", diff)
 	}
 	// b is back: a new Decider, and its activation went with the old one,
@@ -326,10 +324,10 @@ func TestPolicyFor(t *testing.T) {
 			api.FunctionSpec{Concurrency: 4, Scaling: api.ScalingPolicy{MinScale: 1, MaxScale: 9, Metric: api.MetricRPS, Target: 50}},
 			Policy{MinReplicas: 1, MaxReplicas: 9, ContainerConcurrency: 4, Targets: []Target{{Metric: MetricRPS, Value: 50}}, KeepAlive: KeepAliveAdaptive}},
 		{"a grace is a fixed keep-alive",
-			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: "10s", ScaleToZeroGrace: "1m"}},
+			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: api.Seconds(10), ScaleToZeroGrace: api.Seconds(60)}},
 			Policy{Targets: []Target{{Metric: MetricConcurrency}}, StableWindow: 10 * time.Second, ScaleToZeroGrace: time.Minute, KeepAlive: KeepAliveFixed}},
-		{"malformed and negative durations take the defaults",
-			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: "soon", ScaleToZeroGrace: "-1s"}},
+		{"negative durations take the defaults",
+			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: api.Seconds(-10), ScaleToZeroGrace: api.Seconds(-1)}},
 			Policy{Targets: []Target{{Metric: MetricConcurrency}}, KeepAlive: KeepAliveAdaptive}},
 	} {
 		if diff := cmp.Diff(c.want, policyFor(&c.spec)); diff != "" {

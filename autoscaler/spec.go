@@ -29,16 +29,9 @@ func policyFor(spec *api.FunctionSpec) Policy {
 	return p
 }
 
-// specDuration reads a duration of a function's spec, such as "30s". It
-// returns 0, which a Policy reads as the Config's default, for an empty,
-// malformed or non-positive one: the API admits specs before this code
-// sees them, and a revision must still be scaled. The api package keeps
-// these durations as strings; this is the one place that parses them, so
-// that typed durations there replace this one function.
-func specDuration(s string) time.Duration {
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0
-	}
-	return d
+// specDuration is a duration of a function's spec, or 0, which a Policy
+// reads as the Config's default, for a non-positive one: the API admits
+// specs before this code sees them, and a revision must still be scaled.
+func specDuration(d api.Duration) time.Duration {
+	return max(d.Duration, 0)
 }

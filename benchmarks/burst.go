@@ -92,15 +92,17 @@ type burstResult struct {
 func (s *surgeUp) burstRound(ctx context.Context, fn, image string) (res burstResult, retErr error) {
 	out, err := deploy(ctx, s.api, fn, image, func(spec *api.FunctionSpec) {
 		spec.Concurrency = 1
-		spec.Scaling.StableWindow = "6s"
-		spec.Scaling.ScaleToZeroGrace = "2s"
+		spec.Scaling.StableWindow = api.Seconds(6)
+		spec.Scaling.ScaleToZeroGrace = api.Seconds(2)
 	})
 	if err != nil {
 		return burstResult{}, err
 	}
 	defer func() { retErr = errors.Join(retErr, s.remove(ctx, fn)) }()
 	rev := out.Status.LatestRevision
-	scale := func() (*api.Scale, error) { return client.Get[api.Scale](ctx, s.api, "scales", "default", rev) }
+	scale := func() (*api.Scale, error) {
+		return client.Get[api.Scale](ctx, s.api, api.Key{Namespace: "default", Name: rev})
+	}
 
 	httpc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	defer httpc.CloseIdleConnections()
@@ -323,7 +325,7 @@ func startSurgeUp(ctx context.Context, bridge, podCIDR string) (_ *surgeUp, retE
 				return err
 			}
 		}
-		_, err := client.List[api.Function](ctx, s.api, "functions", "default", nil)
+		_, err := client.List[api.Function](ctx, s.api, "default", nil)
 		return err
 	})
 	if err != nil {
@@ -383,7 +385,7 @@ func (s *surgeUp) netnsAll() []string {
 func (s *surgeUp) remove(ctx context.Context, fn string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	if err := s.api.Delete(ctx, "functions", "default", fn); err != nil && !errors.Is(err, api.ErrNotFound) {
+	if err := client.Delete[api.Function](ctx, s.api, api.Key{Namespace: "default", Name: fn}); err != nil && !errors.Is(err, api.ErrNotFound) {
 		return fmt.Errorf("remove function %s: %w", fn, err)
 	}
 	return s.waitNetnsGone(ctx)
@@ -418,11 +420,11 @@ func (s *surgeUp) close(ctx context.Context) error {
 		}
 	}
 	if running && s.api != nil {
-		if fns, err := client.List[api.Function](ctx, s.api, "functions", "default", nil); err != nil {
+		if fns, err := client.List[api.Function](ctx, s.api, "default", nil); err != nil {
 			errs = append(errs, fmt.Errorf("list functions: %w", err))
 		} else {
 			for _, f := range fns.Items {
-				if err := s.api.Delete(ctx, "functions", "default", f.Metadata.Name); err != nil && !errors.Is(err, api.ErrNotFound) {
+				if err := client.Delete[api.Function](ctx, s.api, api.Key{Namespace: "default", Name: f.Metadata.Name}); err != nil && !errors.Is(err, api.ErrNotFound) {
 					errs = append(errs, err)
 				}
 			}

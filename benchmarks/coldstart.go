@@ -565,7 +565,7 @@ func coldStartFullPath(ctx context.Context, bareP50 time.Duration) (_ []Row, ret
 		}
 		var ready *api.Replica
 		err := poll(ctx, 60*time.Second, burstPoll, func() error {
-			list, err := surgeclient.List[api.Replica](ctx, up.api, "replicas", "default", url.Values{"function": {fn}})
+			list, err := surgeclient.List[api.Replica](ctx, up.api, "default", url.Values{"function": {fn}})
 			if err != nil {
 				return err
 			}

@@ -34,11 +34,11 @@ type DeployOptions struct {
 	MaxScale    int32
 	CPU         string
 	Memory      string
-	Timeout     string
+	Timeout     api.Duration
 	Target      float64
 	Metric      string
-	Grace       string
-	Window      string
+	Grace       api.Duration
+	Window      api.Duration
 	// Flags maps spec fields to the flags that set them, for errors: nil
 	// for deploy's (flagOf); surge scale names its own --min and --max.
 	Flags map[string]string
@@ -90,7 +90,7 @@ nothing.`,
 	f.Int32Var(&o.MaxScale, "max-scale", 0, "most replicas; 0 = no limit")
 	f.StringVar(&o.CPU, "cpu", "", "CPU per replica, e.g. 250m or 1 (default 100m)")
 	f.StringVar(&o.Memory, "memory", "", "memory per replica, e.g. 128Mi or 1Gi (default 128Mi)")
-	f.StringVar(&o.Timeout, "timeout", "", "request timeout, e.g. 30s (default 5m)")
+	f.Var(durationFlag{&o.Timeout}, "timeout", "request timeout, e.g. 30s (default 5m)")
 	addScalingFlags(c, o)
 	addWaitFlags(c, o)
 	return c
@@ -119,9 +119,37 @@ func addScalingFlags(c *cobra.Command, o *DeployOptions) {
 	f := c.Flags()
 	f.Float64Var(&o.Target, "target", 0, "metric value one replica should carry; 0 = 70% of --concurrency, or 100")
 	f.StringVar(&o.Metric, "metric", "", "what the autoscaler targets: concurrency (default) or rps")
-	f.StringVar(&o.Grace, "scale-to-zero-grace", "", "keep the last replica this long after the last request, e.g. 5m; default: learned per function")
-	f.StringVar(&o.Window, "window", "", "autoscaler stable window, e.g. 60s: shorter follows load faster and flaps more")
+	f.Var(durationFlag{&o.Grace}, "scale-to-zero-grace", "keep the last replica this long after the last request, e.g. 5m; default: learned per function")
+	f.Var(durationFlag{&o.Window}, "window", "autoscaler stable window, e.g. 60s: shorter follows load faster and flaps more")
 }
+
+// durationFlag is a flag that sets an api.Duration, such as "30s" or
+// "2m"; "" sets zero, the field's default.
+type durationFlag struct{ d *api.Duration }
+
+var _ pflag.Value = durationFlag{}
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f durationFlag) Set(s string) error {
+	if s == "" {
+		f.d.Duration = 0
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New(api.DurationRule)
+	}
+	f.d.Duration = d
+	return nil
+}
+
+func (durationFlag) Type() string { return "duration" }
 
 // applyEnv applies K=V and K- edits to an env list, keeping its order.
 func applyEnv(env []api.EnvVar, edits []string) ([]api.EnvVar, error) {
@@ -202,7 +230,7 @@ func runDeploy(ctx context.Context, o *DeployOptions) error {
 // (nil when new) and as written.
 func deployOnce(ctx context.Context, c *client.Client, o *DeployOptions) (cur, out *api.Function, err error) {
 	fn := &api.Function{Metadata: api.ObjectMeta{Name: o.Name, Namespace: c.Namespace()}}
-	cur, err = client.Get[api.Function](ctx, c, "functions", c.Namespace(), o.Name)
+	cur, err = client.Get[api.Function](ctx, c, api.Key{Namespace: c.Namespace(), Name: o.Name})
 	switch {
 	case err == nil:
 		fn.Spec = cur.Spec
@@ -273,7 +301,7 @@ func waitRollout(ctx context.Context, c *client.Client, o *DeployOptions, rev st
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for {
-		fn, err := client.Get[api.Function](wctx, c, "functions", c.Namespace(), o.Name)
+		fn, err := client.Get[api.Function](wctx, c, api.Key{Namespace: c.Namespace(), Name: o.Name})
 		switch {
 		case err == nil && fn.Status.LatestReadyRevision == rev:
 			return nil
@@ -284,7 +312,7 @@ func waitRollout(ctx context.Context, c *client.Client, o *DeployOptions, rev st
 		case err != nil && wctx.Err() == nil:
 			last = "the API: " + err.Error()
 		}
-		reps, err := client.List[api.Replica](wctx, c, "replicas", c.Namespace(), url.Values{"function": {o.Name}})
+		reps, err := client.List[api.Replica](wctx, c, c.Namespace(), url.Values{"function": {o.Name}})
 		if err == nil {
 			for _, r := range reps.Items {
 				if r.Spec.Revision != rev || r.Status.Message == "" {
@@ -319,7 +347,7 @@ func waitRollout(ctx context.Context, c *client.Client, o *DeployOptions, rev st
 
 // trafficNow says where fn's traffic is while rev rolls out.
 func trafficNow(ctx context.Context, c *client.Client, fn, rev string) string {
-	tr, err := client.Get[api.Traffic](ctx, c, "traffic", c.Namespace(), fn)
+	tr, err := client.Get[api.Traffic](ctx, c, api.Key{Namespace: c.Namespace(), Name: fn})
 	if err != nil {
 		return "the traffic stays where it was"
 	}

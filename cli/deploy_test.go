@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/pflag"
 
 	"github.com/surgeplatform/surge/api"
 )
@@ -22,7 +23,7 @@ func helloV1() api.Function {
 			Port:        9090,
 			Resources:   api.Resources{CPU: "250m", Memory: "256Mi"},
 			Concurrency: 10,
-			Timeout:     "30s",
+			Timeout:     api.Seconds(30),
 			Readiness:   &api.Probe{Path: "/ready"},
 			Scaling:     api.ScalingPolicy{MinScale: 1, MaxScale: 5, Metric: api.MetricRPS, Target: 50},
 		},
@@ -58,7 +59,7 @@ func TestDeploy(t *testing.T) {
 				*s = api.FunctionSpec{
 					Image: "example.test/hello:v1", Port: 8080,
 					Resources: api.Resources{CPU: "100m", Memory: "128Mi"},
-					Timeout:   "5m", Scaling: api.ScalingPolicy{Metric: api.MetricConcurrency},
+					Timeout:   api.Seconds(300), Scaling: api.ScalingPolicy{Metric: api.MetricConcurrency},
 				}
 			},
 			wantOut: "function \"hello\" created: revision hello-00001 takes all traffic\n",
@@ -67,7 +68,7 @@ func TestDeploy(t *testing.T) {
 			name: "new function with every flag",
 			set: func(o *DeployOptions) {
 				o.Image, o.Env, o.Port, o.Concurrency = "x", []string{"A=1", "B=x=y"}, 3000, 4
-				o.MinScale, o.MaxScale, o.CPU, o.Memory, o.Timeout = 2, 8, "1.5", "1Gi", "1m"
+				o.MinScale, o.MaxScale, o.CPU, o.Memory, o.Timeout = 2, 8, "1.5", "1Gi", api.Seconds(60)
 				for _, f := range []string{"image", "env", "port", "concurrency", "min-scale", "max-scale", "cpu", "memory", "timeout"} {
 					o.Set[f] = true
 				}
@@ -75,7 +76,7 @@ func TestDeploy(t *testing.T) {
 			change: func(s *api.FunctionSpec) {
 				*s = api.FunctionSpec{
 					Image: "x", Env: []api.EnvVar{{Name: "A", Value: "1"}, {Name: "B", Value: "x=y"}}, Port: 3000,
-					Resources: api.Resources{CPU: "1.5", Memory: "1Gi"}, Concurrency: 4, Timeout: "1m",
+					Resources: api.Resources{CPU: "1.5", Memory: "1Gi"}, Concurrency: 4, Timeout: api.Seconds(60),
 					Scaling: api.ScalingPolicy{MinScale: 2, MaxScale: 8, Metric: api.MetricConcurrency},
 				}
 			},
@@ -164,7 +165,7 @@ func TestDeploy(t *testing.T) {
 			set: func(o *DeployOptions) {
 				// Values without Set are what cobra leaves when a flag is
 				// absent; they must not reach the spec.
-				o.Port, o.CPU, o.Timeout = 1, "9", "1s"
+				o.Port, o.CPU, o.Timeout = 1, "9", api.Seconds(1)
 				o.Memory, o.Set["memory"] = "512Mi", true
 			},
 			change:  func(s *api.FunctionSpec) { s.Resources.Memory = "512Mi" },
@@ -272,7 +273,7 @@ func TestDeployErrors(t *testing.T) {
 			existing: true,
 			deploy:   "hello",
 			set: func(o *DeployOptions) {
-				o.Port, o.CPU, o.Memory, o.Timeout, o.MinScale = -1, "abc", "2Ti", "2h", 9
+				o.Port, o.CPU, o.Memory, o.Timeout, o.MinScale = -1, "abc", "2Ti", api.Seconds(7200), 9
 				for _, f := range []string{"port", "cpu", "memory", "timeout", "min-scale"} {
 					o.Set[f] = true
 				}
@@ -465,5 +466,27 @@ func TestDeployRetriesAWriteThatRacedAStatusChange(t *testing.T) {
 	}
 	if n := len(f.paths(http.MethodPut)); n != 2 {
 		t.Errorf("%d PUTs, want 2 (one refused, one retried)", n)
+	}
+}
+
+func TestDurationFlag(t *testing.T) {
+	var timeout, window, grace api.Duration
+	grace = api.Seconds(30)
+	fs := pflag.NewFlagSet("deploy", pflag.ContinueOnError)
+	fs.Var(durationFlag{&timeout}, "timeout", "")
+	fs.Var(durationFlag{&window}, "window", "")
+	fs.Var(durationFlag{&grace}, "scale-to-zero-grace", "")
+	if err := fs.Parse([]string{"--timeout", "90s", "--window=1m", "--scale-to-zero-grace", ""}); err != nil {
+		t.Fatal(err)
+	}
+	if timeout != api.Seconds(90) || window != api.Seconds(60) || grace != (api.Duration{}) {
+		t.Errorf("timeout %v, window %v, grace %v; want 1m30s, 1m and zero", timeout, window, grace)
+	}
+	if got := fs.Lookup("timeout").Value.String(); got != "1m30s" {
+		t.Errorf("--timeout reads back as %q, want 1m30s", got)
+	}
+	err := fs.Parse([]string{"--timeout", "30"})
+	if err == nil || !strings.Contains(err.Error(), api.DurationRule) {
+		t.Errorf("--timeout 30: %v, want %q", err, api.DurationRule)
 	}
 }

@@ -50,24 +50,24 @@ func newDescribeCmd(s Streams, newClient clientFunc) *cobra.Command {
 
 func fetchDescription(ctx context.Context, c *client.Client, name string) (*Description, error) {
 	ns := c.Namespace()
-	fn, err := client.Get[api.Function](ctx, c, "functions", ns, name)
+	fn, err := client.Get[api.Function](ctx, c, api.Key{Namespace: ns, Name: name})
 	if err != nil {
 		return nil, err
 	}
 	d := &Description{Function: *fn}
 	q := url.Values{"function": {name}}
-	if d.Traffic, err = client.Get[api.Traffic](ctx, c, "traffic", ns, name); err != nil {
+	if d.Traffic, err = client.Get[api.Traffic](ctx, c, api.Key{Namespace: ns, Name: name}); err != nil {
 		return nil, err
 	}
-	revs, err := client.List[api.Revision](ctx, c, "revisions", ns, q)
+	revs, err := client.List[api.Revision](ctx, c, ns, q)
 	if err != nil {
 		return nil, err
 	}
-	scales, err := client.List[api.Scale](ctx, c, "scales", ns, q)
+	scales, err := client.List[api.Scale](ctx, c, ns, q)
 	if err != nil {
 		return nil, err
 	}
-	reps, err := client.List[api.Replica](ctx, c, "replicas", ns, q)
+	reps, err := client.List[api.Replica](ctx, c, ns, q)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +113,7 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 	kv.row("Env:", strings.Join(env, " "))
 	kv.row("Resources:", "cpu "+s.Resources.CPU+", memory "+s.Resources.Memory)
 	kv.row("Concurrency:", concurrency(s.Concurrency))
-	kv.row("Timeout:", s.Timeout)
+	kv.row("Timeout:", s.Timeout.String())
 	sc := s.Scaling
 	policy := fmt.Sprintf("%s replicas on %s", scaleRange(sc), sc.Metric)
 	if sc.Target > 0 {

@@ -98,9 +98,9 @@ func seededFake(t *testing.T) *fakeAPI {
 			Port:        9090,
 			Resources:   api.Resources{CPU: "500m", Memory: "256Mi"},
 			Concurrency: 0,
-			Timeout:     "30s",
-			Readiness:   &api.Probe{Path: "/ready", Period: "5s"},
-			Scaling:     api.ScalingPolicy{ScaleToZeroGrace: "1m"},
+			Timeout:     api.Seconds(30),
+			Readiness:   &api.Probe{Path: "/ready", Period: api.Seconds(5)},
+			Scaling:     api.ScalingPolicy{ScaleToZeroGrace: api.Seconds(60)},
 		},
 	})
 

@@ -45,11 +45,11 @@ func runLogs(ctx context.Context, o *LogsOptions) error {
 		return err
 	}
 	ns := c.Namespace()
-	reps, err := client.List[api.Replica](ctx, c, "replicas", ns, url.Values{"function": {o.Name}})
+	reps, err := client.List[api.Replica](ctx, c, ns, url.Values{"function": {o.Name}})
 	if err != nil {
 		return describeAPIError("function", o.Name, err)
 	}
-	nodes, err := client.List[api.Node](ctx, c, "nodes", "", nil)
+	nodes, err := client.List[api.Node](ctx, c, "", nil)
 	if err != nil {
 		return describeAPIError("function", o.Name, err)
 	}
@@ -75,7 +75,7 @@ func runLogs(ctx context.Context, o *LogsOptions) error {
 			errs[i] = fmt.Errorf("replica %s: node %s serves no logs", r.Metadata.Name, r.Spec.NodeName)
 			continue
 		}
-		u := base + client.Path("replicas", ns, r.Metadata.Name) + "/log"
+		u := base + client.ObjectPath[api.Replica](api.Key{Namespace: ns, Name: r.Metadata.Name}) + "/log"
 		if o.Follow {
 			u += "?follow=true"
 		}

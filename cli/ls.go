@@ -47,7 +47,7 @@ func runLs(ctx context.Context, o *LsOptions) error {
 	if o.AllNamespaces {
 		ns = ""
 	}
-	list, err := client.List[api.Function](ctx, c, "functions", ns, nil)
+	list, err := client.List[api.Function](ctx, c, ns, nil)
 	if err != nil {
 		return describeAPIError("functions", ns, err)
 	}

@@ -40,14 +40,14 @@ func runNodes(ctx context.Context, o *NodesOptions) error {
 	if err != nil {
 		return err
 	}
-	nodes, err := client.List[api.Node](ctx, c, "nodes", "", nil)
+	nodes, err := client.List[api.Node](ctx, c, "", nil)
 	if err != nil {
 		return describeAPIError("nodes", "", err)
 	}
 	if o.Output != outTable {
 		return printStructured(o.Out, o.Output, nodes.Items)
 	}
-	reps, err := client.List[api.Replica](ctx, c, "replicas", "", nil)
+	reps, err := client.List[api.Replica](ctx, c, "", nil)
 	if err != nil {
 		return describeAPIError("replicas", "", err)
 	}

@@ -45,22 +45,22 @@ func runRevisions(ctx context.Context, o *RevisionsOptions) error {
 		return err
 	}
 	ns := c.Namespace()
-	if _, err := client.Get[api.Function](ctx, c, "functions", ns, o.Name); err != nil {
+	if _, err := client.Get[api.Function](ctx, c, api.Key{Namespace: ns, Name: o.Name}); err != nil {
 		return describeAPIError("function", o.Name, err)
 	}
 	q := url.Values{"function": {o.Name}}
-	revs, err := client.List[api.Revision](ctx, c, "revisions", ns, q)
+	revs, err := client.List[api.Revision](ctx, c, ns, q)
 	if err != nil {
 		return describeAPIError("function", o.Name, err)
 	}
 	if o.Output != outTable {
 		return printStructured(o.Out, o.Output, revs.Items)
 	}
-	traffic, err := client.Get[api.Traffic](ctx, c, "traffic", ns, o.Name)
+	traffic, err := client.Get[api.Traffic](ctx, c, api.Key{Namespace: ns, Name: o.Name})
 	if err != nil {
 		return describeAPIError("function", o.Name, err)
 	}
-	scales, err := client.List[api.Scale](ctx, c, "scales", ns, q)
+	scales, err := client.List[api.Scale](ctx, c, ns, q)
 	if err != nil {
 		return describeAPIError("function", o.Name, err)
 	}

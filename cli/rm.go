@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/client"
 )
 
 // RmOptions are the inputs of `surge rm`.
@@ -41,7 +42,7 @@ func runRm(ctx context.Context, o *RmOptions) error {
 		return err
 	}
 	for _, n := range o.Names {
-		if err := c.Delete(ctx, "functions", c.Namespace(), n); err != nil {
+		if err := client.Delete[api.Function](ctx, c, api.Key{Namespace: c.Namespace(), Name: n}); err != nil {
 			return describeAPIError("function", n, err)
 		}
 		fmt.Fprintf(o.Out, "function %q deleted\n", n)

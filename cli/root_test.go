@@ -62,10 +62,10 @@ func TestExecute(t *testing.T) {
 			wantErr: `surge: function "Bad_Name": name must be 1 to 63 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit`},
 		{name: "bad port", args: "deploy hello --port 70000", wantCode: 1,
 			wantErr: `surge: function "hello": --port must be between 1 and 65535`},
-		{name: "three bad flags", args: "deploy hello --port 0 --cpu 0.0001 --memory 3Mi --timeout abc", wantCode: 1,
+		{name: "three bad flags", args: "deploy hello --port 0 --cpu 0.0001 --memory 3Mi --timeout 2h", wantCode: 1,
 			wantErr: `surge: function "hello": --cpu cpu quantity "0.0001": finer than one millicore; ` +
 				`--memory must be between 4Mi and 1Ti, got "3Mi"; ` +
-				`--timeout "abc" is not a duration: use a number with a unit, like "30s" or "2m"`},
+				`--timeout must be between 1s and 1h0m0s, got 2h`},
 		{name: "scale names its own flags", args: "scale hello --min -1", wantCode: 1,
 			wantErr: `surge: function "hello": --min must not be negative`},
 		{name: "deploy names its own flags", args: "deploy hello --min-scale -1", wantCode: 1,
@@ -92,6 +92,10 @@ func TestExecute(t *testing.T) {
 			wantErr: "surge: unknown flag: --bogus (see `surge ls --help`)"},
 		{name: "unknown shorthand", args: "deploy hello -z", wantCode: 2,
 			wantErr: "surge: unknown shorthand flag: 'z' in -z (see `surge deploy --help`)"},
+		{name: "flag not a duration", args: "deploy hello --timeout abc", wantCode: 2,
+			wantErr: `surge: invalid argument "abc" for "--timeout" flag: ` + api.DurationRule + " (see `surge deploy --help`)"},
+		{name: "flag without a unit", args: "scale hello --window 60", wantCode: 2,
+			wantErr: `surge: invalid argument "60" for "--window" flag: ` + api.DurationRule + " (see `surge scale --help`)"},
 		{name: "flag not a number", args: "deploy hello --port abc", wantCode: 2,
 			wantErr: `surge: invalid argument "abc" for "--port" flag: strconv.ParseInt: parsing "abc": invalid syntax (see ` + "`surge deploy --help`)"},
 		{name: "unknown command", args: "deploi hello", wantCode: 2,

@@ -141,31 +141,48 @@ func readError(resp *http.Response) error {
 	return &api.Error{Code: resp.StatusCode, Reason: http.StatusText(resp.StatusCode), Message: msg}
 }
 
-// Path returns the API path of a kind's collection (name "") or object.
-func Path(plural, namespace, name string) string {
+// PathOf returns the API path of the object of kind k that key names,
+// /v1/namespaces/NS/PLURAL/NAME, or of the kind's collection in
+// key.Namespace when key.Name is empty; an empty namespace is every
+// namespace (/v1/PLURAL). Kinds without a namespace ignore key.Namespace.
+// A subresource is a suffix: PathOf(k, key)+"/status".
+func PathOf(k api.Kind, key api.Key) string {
 	p := "/v1/"
-	if namespace != "" {
-		p += "namespaces/" + url.PathEscape(namespace) + "/"
+	if k.Namespaced && key.Namespace != "" {
+		p += "namespaces/" + url.PathEscape(key.Namespace) + "/"
 	}
-	p += plural
-	if name != "" {
-		p += "/" + url.PathEscape(name)
+	p += k.Plural
+	if key.Name != "" {
+		p += "/" + url.PathEscape(key.Name)
 	}
 	return p
 }
 
-// Get reads one object.
-func Get[T any](ctx context.Context, c *Client, plural, ns, name string) (*T, error) {
+// ObjectPath returns the API path of the object of type T that key names
+// (see PathOf), e.g. ObjectPath[api.Scale](key)+"/activate".
+func ObjectPath[T any, P api.ObjectPtr[T]](key api.Key) string {
+	return PathOf(api.KindOf[T, P](), key)
+}
+
+// CollectionPath returns the API path of the collection of type T in a
+// namespace; "" is every namespace.
+func CollectionPath[T any, P api.ObjectPtr[T]](namespace string) string {
+	return PathOf(api.KindOf[T, P](), api.Key{Namespace: namespace})
+}
+
+// Get reads the object of type T that key names.
+func Get[T any, P api.ObjectPtr[T]](ctx context.Context, c *Client, key api.Key) (*T, error) {
 	var out T
-	if err := c.Do(ctx, http.MethodGet, Path(plural, ns, name), nil, &out); err != nil {
+	if err := c.Do(ctx, http.MethodGet, ObjectPath[T, P](key), nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
 }
 
-// List reads a collection; query holds filters such as function=NAME.
-func List[T any](ctx context.Context, c *Client, plural, ns string, query url.Values) (*api.List[T], error) {
-	p := Path(plural, ns, "")
+// List reads the objects of type T in a namespace ("" for every
+// namespace); query holds filters such as function=NAME.
+func List[T any, P api.ObjectPtr[T]](ctx context.Context, c *Client, ns string, query url.Values) (*api.List[T], error) {
+	p := CollectionPath[T, P](ns)
 	if len(query) > 0 {
 		p += "?" + query.Encode()
 	}
@@ -183,15 +200,15 @@ func (c *Client) PutFunction(ctx context.Context, f *api.Function) (*api.Functio
 		ns = c.namespace
 	}
 	var out api.Function
-	if err := c.Do(ctx, http.MethodPut, Path("functions", ns, f.Metadata.Name), f, &out); err != nil {
+	if err := c.Do(ctx, http.MethodPut, PathOf(api.FunctionKind, api.Key{Namespace: ns, Name: f.Metadata.Name}), f, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
 }
 
-// Delete removes one object.
-func (c *Client) Delete(ctx context.Context, plural, ns, name string) error {
-	return c.Do(ctx, http.MethodDelete, Path(plural, ns, name), nil, nil)
+// Delete removes the object of type T that key names.
+func Delete[T any, P api.ObjectPtr[T]](ctx context.Context, c *Client, key api.Key) error {
+	return c.Do(ctx, http.MethodDelete, ObjectPath[T, P](key), nil, nil)
 }
 
 // WatchOptions steer Watch.
@@ -205,13 +222,14 @@ type WatchOptions struct {
 	RetryDelay, MaxRetryDelay time.Duration
 }
 
-// Watch streams changes of a kind to fn, reconnecting from the last seen
+// Watch streams changes of the objects of type T in a namespace ("" for
+// every namespace) to fn, reconnecting from the last seen
 // resourceVersion whenever the stream breaks (a server restart, a network
 // blip), so no change is lost or seen twice. It returns when ctx ends, when
 // fn returns an error, or with api.ErrGone when the server no longer has
 // the history to resume: the caller then lists again and watches from the
 // list's version.
-func Watch[T any](ctx context.Context, c *Client, plural, ns string, opts WatchOptions, fn func(api.WatchEvent[*T]) error) error {
+func Watch[T any, P api.ObjectPtr[T]](ctx context.Context, c *Client, ns string, opts WatchOptions, fn func(api.WatchEvent[*T]) error) error {
 	rv := opts.ResourceVersion
 	delay := cmpOr(opts.RetryDelay, 100*time.Millisecond)
 	maxDelay := cmpOr(opts.MaxRetryDelay, 5*time.Second)
@@ -225,7 +243,7 @@ func Watch[T any](ctx context.Context, c *Client, plural, ns string, opts WatchO
 		if rv != "" {
 			q.Set("resourceVersion", rv)
 		}
-		resp, err := c.send(ctx, http.MethodGet, Path(plural, ns, "")+"?"+q.Encode(), nil)
+		resp, err := c.send(ctx, http.MethodGet, CollectionPath[T, P](ns)+"?"+q.Encode(), nil)
 		if err == nil {
 			wait = delay
 			err = readEvents(resp.Body, func(e api.WatchEvent[*T]) error {

@@ -95,7 +95,7 @@ func TestDoSendsAndDecodes(t *testing.T) {
 		t.Errorf("decoded %+v", f)
 	}
 	// No body: no content type; no output wanted: the answer is drained.
-	if err := c.Do(context.Background(), "DELETE", client.Path("nodes", "", "node-a"), nil, nil); err != nil {
+	if err := client.Delete[api.Node](context.Background(), c, api.Key{Name: "node-a"}); err != nil {
 		t.Fatal(err)
 	}
 	if got.method != "DELETE" || got.path != "/v1/nodes/node-a" || got.contentType != "" {
@@ -133,9 +133,9 @@ func TestErrors(t *testing.T) {
 		code    int
 		message string
 	}{
-		{client.Path("functions", "default", "missing"), api.ErrNotFound, 404, `function "missing" not found`},
-		{client.Path("functions", "default", "invalid"), api.ErrInvalid, 422, "spec.port: must be 1 to 65535"},
-		{client.Path("functions", "default", "stale"), api.ErrConflict, 409, "changed since you read it"},
+		{client.ObjectPath[api.Function](api.Key{Namespace: "default", Name: "missing"}), api.ErrNotFound, 404, `function "missing" not found`},
+		{client.ObjectPath[api.Function](api.Key{Namespace: "default", Name: "invalid"}), api.ErrInvalid, 422, "spec.port: must be 1 to 65535"},
+		{client.ObjectPath[api.Function](api.Key{Namespace: "default", Name: "stale"}), api.ErrConflict, 409, "changed since you read it"},
 		{"/proxy", nil, 502, "upstream is down"},
 		{"/empty", nil, 503, "Service Unavailable"},
 	} {
@@ -175,16 +175,31 @@ func TestErrors(t *testing.T) {
 	}
 }
 
-func TestPathEscapes(t *testing.T) {
-	for _, tc := range []struct{ plural, ns, name, want string }{
-		{"functions", "", "", "/v1/functions"},
-		{"functions", "default", "", "/v1/namespaces/default/functions"},
-		{"functions", "default", "a/b", "/v1/namespaces/default/functions/a%2Fb"},
-		{"nodes", "", "node-a", "/v1/nodes/node-a"},
+func TestPaths(t *testing.T) {
+	for _, tc := range []struct {
+		kind api.Kind
+		key  api.Key
+		want string
+	}{
+		{api.FunctionKind, api.Key{}, "/v1/functions"},
+		{api.FunctionKind, api.Key{Namespace: "default"}, "/v1/namespaces/default/functions"},
+		{api.FunctionKind, api.Key{Namespace: "default", Name: "a/b"}, "/v1/namespaces/default/functions/a%2Fb"},
+		{api.TrafficKind, api.Key{Namespace: "team", Name: "hello"}, "/v1/namespaces/team/traffic/hello"},
+		{api.ScaleKind, api.Key{Namespace: "default", Name: "hello-00001"}, "/v1/namespaces/default/scales/hello-00001"},
+		{api.NodeKind, api.Key{Name: "node-a"}, "/v1/nodes/node-a"},
+		{api.NodeKind, api.Key{Namespace: "default", Name: "node-a"}, "/v1/nodes/node-a"},
+		{api.NodeKind, api.Key{}, "/v1/nodes"},
 	} {
-		if got := client.Path(tc.plural, tc.ns, tc.name); got != tc.want {
-			t.Errorf("Path(%q, %q, %q) = %q, want %q", tc.plural, tc.ns, tc.name, got, tc.want)
+		if got := client.PathOf(tc.kind, tc.key); got != tc.want {
+			t.Errorf("PathOf(%s, %+v) = %q, want %q", tc.kind.Plural, tc.key, got, tc.want)
 		}
+	}
+	key := api.Key{Namespace: "default", Name: "hello-00001-abcde"}
+	if got, want := client.ObjectPath[api.Replica](key)+"/status", "/v1/namespaces/default/replicas/hello-00001-abcde/status"; got != want {
+		t.Errorf("ObjectPath[api.Replica] = %q, want %q", got, want)
+	}
+	if got, want := client.CollectionPath[api.Revision](""), "/v1/revisions"; got != want {
+		t.Errorf("CollectionPath[api.Revision] = %q, want %q", got, want)
 	}
 }
 
@@ -246,7 +261,7 @@ func TestWatchReconnectsFromTheLastVersion(t *testing.T) {
 
 	var got []string
 	errDone := errors.New("seen enough")
-	err := client.Watch(context.Background(), c, "functions", "default",
+	err := client.Watch[api.Function](context.Background(), c, "default",
 		client.WatchOptions{ResourceVersion: "10", Query: url.Values{"function": {"hello"}}, RetryDelay: time.Millisecond, MaxRetryDelay: time.Millisecond},
 		func(e api.WatchEvent[*api.Function]) error {
 			got = append(got, e.Type+" "+e.Object.Spec.Image)
@@ -284,7 +299,7 @@ func TestWatchStopsWhenResumingCannotHelp(t *testing.T) {
 			defer srv.Close()
 			c := newClient(t, srv, "")
 			n := 0
-			err := client.Watch(context.Background(), c, "functions", "default",
+			err := client.Watch[api.Function](context.Background(), c, "default",
 				client.WatchOptions{Query: url.Values{"function": {"hello"}}, RetryDelay: time.Millisecond},
 				func(api.WatchEvent[*api.Function]) error { n++; return nil })
 			if !errors.Is(err, tc.is) || n != 1 {
@@ -298,7 +313,7 @@ func TestWatchStopsWhenResumingCannotHelp(t *testing.T) {
 		io.WriteString(w, `{"code":401,"reason":"Unauthorized","error":"invalid or revoked token"}`)
 	}))
 	defer srv.Close()
-	err := client.Watch(context.Background(), newClient(t, srv, "x"), "functions", "default", client.WatchOptions{},
+	err := client.Watch[api.Function](context.Background(), newClient(t, srv, "x"), "default", client.WatchOptions{},
 		func(api.WatchEvent[*api.Function]) error { return nil })
 	if !errors.Is(err, api.ErrUnauthorized) {
 		t.Errorf("Watch = %v, want unauthorized", err)
@@ -321,7 +336,7 @@ func TestWatchRetriesAnUnavailableServerUntilCancelled(t *testing.T) {
 		io.WriteString(w, `{"code":503,"reason":"ServiceUnavailable","error":"etcd unreachable"}`)
 	}))
 	defer srv.Close()
-	err := client.Watch(ctx, newClient(t, srv, ""), "functions", "default",
+	err := client.Watch[api.Function](ctx, newClient(t, srv, ""), "default",
 		client.WatchOptions{RetryDelay: time.Millisecond, MaxRetryDelay: time.Millisecond},
 		func(api.WatchEvent[*api.Function]) error { return nil })
 	if !errors.Is(err, context.Canceled) {

@@ -22,7 +22,7 @@ func hello(image string, env ...api.EnvVar) *api.Function {
 
 func revisionNames(t *testing.T, c *client.Client, fn string) []string {
 	t.Helper()
-	list, err := client.List[api.Revision](context.Background(), c, "revisions", "default", url.Values{"function": {fn}})
+	list, err := client.List[api.Revision](context.Background(), c, "default", url.Values{"function": {fn}})
 	if err != nil {
 		t.Fatalf("list revisions: %v", err)
 	}
@@ -74,14 +74,14 @@ func TestDeployMakesRevisionsIdempotently(t *testing.T) {
 		t.Errorf("revisions (-want +got):\n%s", diff)
 	}
 
-	rev, err := client.Get[api.Revision](ctx, c, "revisions", "default", "hello-00002")
+	rev, err := client.Get[api.Revision](ctx, c, api.Key{Namespace: "default", Name: "hello-00002"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(f3.Spec, rev.Spec.Template); diff != "" {
 		t.Errorf("revision template differs from the function spec (-fn +rev):\n%s", diff)
 	}
-	old, err := client.Get[api.Revision](ctx, c, "revisions", "default", "hello-00001")
+	old, err := client.Get[api.Revision](ctx, c, api.Key{Namespace: "default", Name: "hello-00001"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestDeployMakesRevisionsIdempotently(t *testing.T) {
 		t.Errorf("revision 1 changed after deploy 2: env %v", old.Spec.Template.Env)
 	}
 
-	tr, err := client.Get[api.Traffic](ctx, c, "traffic", "default", "hello")
+	tr, err := client.Get[api.Traffic](ctx, c, api.Key{Namespace: "default", Name: "hello"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestDeployMakesRevisionsIdempotently(t *testing.T) {
 	if diff := cmp.Diff([]api.TrafficTarget{{Revision: "hello-00001", Percent: 100}}, tr.Spec.Targets); diff != "" {
 		t.Errorf("traffic (-want +got):\n%s", diff)
 	}
-	sc, err := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00002")
+	sc, err := client.Get[api.Scale](ctx, c, api.Key{Namespace: "default", Name: "hello-00002"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestStaleWritesConflict(t *testing.T) {
 	if !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("replace with a stale resourceVersion: got %v, want 409 conflict", err)
 	}
-	got, err := client.Get[api.Function](ctx, c, "functions", "default", "hello")
+	got, err := client.Get[api.Function](ctx, c, api.Key{Namespace: "default", Name: "hello"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,16 +138,16 @@ func TestStaleWritesConflict(t *testing.T) {
 	}
 
 	// Traffic and Scale have the same guard.
-	tr, err := client.Get[api.Traffic](ctx, c, "traffic", "default", "hello")
+	tr, err := client.Get[api.Traffic](ctx, c, api.Key{Namespace: "default", Name: "hello"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	staleTr := tr.Metadata.ResourceVersion
-	if err := c.Do(ctx, "PUT", client.Path("traffic", "default", "hello"), tr, tr); err != nil {
+	if err := c.Do(ctx, "PUT", client.ObjectPath[api.Traffic](api.Key{Namespace: "default", Name: "hello"}), tr, tr); err != nil {
 		t.Fatalf("replace traffic: %v", err)
 	}
 	tr.Metadata.ResourceVersion = staleTr
-	if err := c.Do(ctx, "PUT", client.Path("traffic", "default", "hello"), tr, nil); !errors.Is(err, api.ErrConflict) {
+	if err := c.Do(ctx, "PUT", client.ObjectPath[api.Traffic](api.Key{Namespace: "default", Name: "hello"}), tr, nil); !errors.Is(err, api.ErrConflict) {
 		t.Errorf("stale traffic replace: got %v, want conflict", err)
 	}
 	// The controllers write a Scale's status as they work, so a client
@@ -155,12 +155,12 @@ func TestStaleWritesConflict(t *testing.T) {
 	var sc *api.Scale
 	var staleSc string
 	for attempt := 0; ; attempt++ {
-		if sc, err = client.Get[api.Scale](ctx, c, "scales", "default", "hello-00002"); err != nil {
+		if sc, err = client.Get[api.Scale](ctx, c, api.Key{Namespace: "default", Name: "hello-00002"}); err != nil {
 			t.Fatal(err)
 		}
 		staleSc = sc.Metadata.ResourceVersion
 		sc.Spec.Replicas = 3
-		err = c.Do(ctx, "PUT", client.Path("scales", "default", sc.Metadata.Name), sc, nil)
+		err = c.Do(ctx, "PUT", client.ObjectPath[api.Scale](api.Key{Namespace: "default", Name: sc.Metadata.Name}), sc, nil)
 		if err == nil {
 			break
 		}
@@ -169,7 +169,7 @@ func TestStaleWritesConflict(t *testing.T) {
 		}
 	}
 	sc.Metadata.ResourceVersion = staleSc
-	if err := c.Do(ctx, "PUT", client.Path("scales", "default", sc.Metadata.Name), sc, nil); !errors.Is(err, api.ErrConflict) {
+	if err := c.Do(ctx, "PUT", client.ObjectPath[api.Scale](api.Key{Namespace: "default", Name: sc.Metadata.Name}), sc, nil); !errors.Is(err, api.ErrConflict) {
 		t.Errorf("stale scale replace: got %v, want conflict", err)
 	}
 }
@@ -185,7 +185,7 @@ func TestDeleteFunctionCascades(t *testing.T) {
 	}
 	// A replica, as the scheduler would write it, and a neighbour that must survive.
 	rep := &api.Replica{Metadata: api.ObjectMeta{Name: "hello-00002-abcde"}, Spec: api.ReplicaSpec{Function: "hello", Revision: "hello-00002"}}
-	if err := c.Do(ctx, "POST", client.Path("replicas", "default", ""), rep, nil); err != nil {
+	if err := c.Do(ctx, "POST", client.CollectionPath[api.Replica]("default"), rep, nil); err != nil {
 		t.Fatalf("create replica: %v", err)
 	}
 	other := hello("example.test/hello:v1")
@@ -194,21 +194,25 @@ func TestDeleteFunctionCascades(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := c.Delete(ctx, "functions", "default", "hello"); err != nil {
+	if err := client.Delete[api.Function](ctx, c, api.Key{Namespace: "default", Name: "hello"}); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
-	for _, k := range []struct{ plural, name string }{
-		{"functions", "hello"}, {"traffic", "hello"}, {"revisions", "hello-00001"}, {"revisions", "hello-00002"},
-		{"scales", "hello-00001"}, {"scales", "hello-00002"}, {"replicas", "hello-00002-abcde"},
+	for _, k := range []struct {
+		kind api.Kind
+		name string
+	}{
+		{api.FunctionKind, "hello"}, {api.TrafficKind, "hello"}, {api.RevisionKind, "hello-00001"}, {api.RevisionKind, "hello-00002"},
+		{api.ScaleKind, "hello-00001"}, {api.ScaleKind, "hello-00002"}, {api.ReplicaKind, "hello-00002-abcde"},
 	} {
-		if _, err := client.Get[map[string]any](ctx, c, k.plural, "default", k.name); !errors.Is(err, api.ErrNotFound) {
-			t.Errorf("%s/%s after delete: got %v, want not found", k.plural, k.name, err)
+		path := client.PathOf(k.kind, api.Key{Namespace: "default", Name: k.name})
+		if err := c.Do(ctx, "GET", path, nil, &map[string]any{}); !errors.Is(err, api.ErrNotFound) {
+			t.Errorf("%s/%s after delete: got %v, want not found", k.kind.Plural, k.name, err)
 		}
 	}
 	if got := revisionNames(t, c, "hello-world"); len(got) != 1 {
 		t.Errorf("deleting hello touched hello-world's revisions: %v", got)
 	}
-	if err := c.Delete(ctx, "functions", "default", "hello"); !errors.Is(err, api.ErrNotFound) {
+	if err := client.Delete[api.Function](ctx, c, api.Key{Namespace: "default", Name: "hello"}); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("second delete: got %v, want not found", err)
 	}
 }
@@ -221,7 +225,7 @@ func TestTrafficMustNameExistingRevisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := &api.Traffic{Spec: api.TrafficSpec{Targets: []api.TrafficTarget{{Revision: "hello-00001", Percent: 50}, {Revision: "hello-00009", Percent: 50}}}}
-	err := c.Do(ctx, "PUT", client.Path("traffic", "default", "hello"), tr, nil)
+	err := c.Do(ctx, "PUT", client.ObjectPath[api.Traffic](api.Key{Namespace: "default", Name: "hello"}), tr, nil)
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Code != 422 || ae.Field != "spec.targets[1].revision" {
 		t.Fatalf("traffic to a missing revision: got %v, want 422 on spec.targets[1].revision", err)

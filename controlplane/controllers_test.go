@@ -55,7 +55,7 @@ func registerNode(t *testing.T, c *client.Client, name string, lastSeen time.Tim
 			Allocatable: api.NodeResources{CPU: "2", Memory: "4Gi"}},
 	}
 	var out api.Node
-	if err := c.Do(context.Background(), "POST", client.Path("nodes", "", ""), n, &out); err != nil {
+	if err := c.Do(context.Background(), "POST", client.CollectionPath[api.Node](""), n, &out); err != nil {
 		t.Fatalf("register node %s: %v", name, err)
 	}
 	return &out
@@ -63,7 +63,7 @@ func registerNode(t *testing.T, c *client.Client, name string, lastSeen time.Tim
 
 func replicasOf(t *testing.T, c *client.Client, fn string) []api.Replica {
 	t.Helper()
-	l, err := client.List[api.Replica](context.Background(), c, "replicas", "default", url.Values{"function": {fn}})
+	l, err := client.List[api.Replica](context.Background(), c, "default", url.Values{"function": {fn}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestScaleMakesReplicasSpreadOverNodes(t *testing.T) {
 	})
 
 	// A node agent watching its node sees only its own replicas.
-	l, err := client.List[api.Replica](ctx, c, "replicas", "default", url.Values{"node": {"node-a"}})
+	l, err := client.List[api.Replica](ctx, c, "default", url.Values{"node": {"node-a"}})
 	if err != nil || len(l.Items) != 1 || l.Items[0].Spec.NodeName != "node-a" {
 		t.Fatalf("replicas of node-a: %+v, %v", l, err)
 	}
@@ -108,14 +108,14 @@ func TestScaleMakesReplicasSpreadOverNodes(t *testing.T) {
 	r := l.Items[0]
 	r.Status = api.ReplicaStatus{Phase: api.ReplicaReady, IP: "10.244.0.2", Port: 8080}
 	r.Spec.NodeName = "somewhere-else" // ignored: status writes keep the spec
-	if err := c.Do(ctx, "PUT", client.Path("replicas", "default", r.Metadata.Name)+"/status", &r, &r); err != nil {
+	if err := c.Do(ctx, "PUT", client.ObjectPath[api.Replica](api.Key{Namespace: "default", Name: r.Metadata.Name})+"/status", &r, &r); err != nil {
 		t.Fatal(err)
 	}
 	if r.Spec.NodeName != "node-a" {
 		t.Errorf("status write changed the spec: node %q", r.Spec.NodeName)
 	}
 	waitFor(t, in, "scale status to count the ready replica", func() (bool, string) {
-		sc, err := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00001")
+		sc, err := client.Get[api.Scale](ctx, c, api.Key{Namespace: "default", Name: "hello-00001"})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -123,12 +123,12 @@ func TestScaleMakesReplicasSpreadOverNodes(t *testing.T) {
 	})
 
 	// Scale down to one: the replica that is not ready goes first.
-	sc, err := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00001")
+	sc, err := client.Get[api.Scale](ctx, c, api.Key{Namespace: "default", Name: "hello-00001"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sc.Spec.Replicas = 1
-	if err := c.Do(ctx, "PUT", client.Path("scales", "default", "hello-00001"), sc, nil); err != nil {
+	if err := c.Do(ctx, "PUT", client.ObjectPath[api.Scale](api.Key{Namespace: "default", Name: "hello-00001"}), sc, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, in, "one replica left, the ready one", func() (bool, string) {

@@ -50,11 +50,11 @@ func (s *Server) collectImages(ctx context.Context, st *store.Store, reg *regist
 // failure to list them skips the round, since GC with a partial keep set
 // would delete live images.
 func collectImagesOnce(ctx context.Context, st *store.Store, reg *registry.Registry) (registry.GCResult, error) {
-	fns, _, err := store.List[api.Function](ctx, st, store.Functions, store.Functions.Prefix(""))
+	fns, _, err := store.List[api.Function](ctx, st, store.Scope{})
 	if err != nil {
 		return registry.GCResult{}, err
 	}
-	revs, _, err := store.List[api.Revision](ctx, st, store.Revisions, store.Revisions.Prefix(""))
+	revs, _, err := store.List[api.Revision](ctx, st, store.Scope{})
 	if err != nil {
 		return registry.GCResult{}, err
 	}

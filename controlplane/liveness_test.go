@@ -70,7 +70,7 @@ func TestGossipDeathMovesReplicasAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, in, "node-a dead by gossip and its replica on node-b", func() (bool, string) {
-		n, err := client.Get[api.Node](ctx, c, "nodes", "", "node-a")
+		n, err := client.Get[api.Node](ctx, c, api.Key{Name: "node-a"})
 		if err != nil {
 			return false, err.Error()
 		}

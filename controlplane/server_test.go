@@ -64,7 +64,7 @@ func TestServerRunsOnItsClock(t *testing.T) {
 	// Only the clock moves: the resync tick finds node-a stale.
 	clk.Advance(time.Minute)
 	waitFor(t, in, "node-a dead and its replica replaced on node-b", func() (bool, string) {
-		n, err := client.Get[api.Node](ctx, c, "nodes", "", "node-a")
+		n, err := client.Get[api.Node](ctx, c, api.Key{Name: "node-a"})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -80,7 +80,7 @@ func TestServerMetricsGoToItsRegisterer(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	in := controlplanetest.StartWith(t, func(c *controlplane.Config) { c.Registerer = reg })
 	c := in.Client()
-	if _, err := client.List[api.Function](context.Background(), c, "functions", "default", nil); err != nil {
+	if _, err := client.List[api.Function](context.Background(), c, "default", nil); err != nil {
 		t.Fatal(err)
 	}
 	families, err := reg.Gather()
@@ -118,7 +118,7 @@ func TestServerMetricsGoToItsRegisterer(t *testing.T) {
 func TestServerMetricsPrivateByDefault(t *testing.T) {
 	in := controlplanetest.Start(t)
 	c := in.Client()
-	if _, err := client.List[api.Function](context.Background(), c, "functions", "default", nil); err != nil {
+	if _, err := client.List[api.Function](context.Background(), c, "default", nil); err != nil {
 		t.Fatal(err)
 	}
 	body, err := c.Open(context.Background(), in.URL()+"/metrics")

@@ -54,14 +54,14 @@ func TestWatchResumesAcrossServerRestart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	list, err := client.List[api.Function](ctx, c, "functions", "default", nil)
+	list, err := client.List[api.Function](ctx, c, "default", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec := newRecorder()
 	done := make(chan error, 1)
 	go func() {
-		done <- client.Watch(ctx, c, "functions", "default",
+		done <- client.Watch[api.Function](ctx, c, "default",
 			client.WatchOptions{ResourceVersion: list.ResourceVersion, RetryDelay: 20 * time.Millisecond, MaxRetryDelay: 200 * time.Millisecond},
 			rec.add)
 	}()
@@ -79,7 +79,7 @@ func TestWatchResumesAcrossServerRestart(t *testing.T) {
 	if _, err := c2.PutFunction(ctx, f); err != nil {
 		t.Fatal(err)
 	}
-	if err := c2.Delete(ctx, "functions", "default", "hello"); err != nil {
+	if err := client.Delete[api.Function](ctx, c2, api.Key{Namespace: "default", Name: "hello"}); err != nil {
 		t.Fatal(err)
 	}
 	got := rec.waitFor(t, 3)
@@ -115,7 +115,7 @@ func TestWatchFromCompactedVersionIsGone(t *testing.T) {
 		t.Fatalf("compact: %v", err)
 	}
 	before, _ := strconv.ParseInt(first.Metadata.ResourceVersion, 10, 64)
-	err = client.Watch(ctx, c, "functions", "default",
+	err = client.Watch[api.Function](ctx, c, "default",
 		client.WatchOptions{ResourceVersion: strconv.FormatInt(before-1, 10)},
 		func(api.WatchEvent[*api.Function]) error { return nil })
 	var ae *api.Error
@@ -131,7 +131,7 @@ func TestWatchFromCompactedVersionIsGone(t *testing.T) {
 	defer cancel()
 	got := make(chan string, 1)
 	go func() {
-		_ = client.Watch(ctx2, c, "functions", "default", client.WatchOptions{ResourceVersion: last.Metadata.ResourceVersion},
+		_ = client.Watch[api.Function](ctx2, c, "default", client.WatchOptions{ResourceVersion: last.Metadata.ResourceVersion},
 			func(e api.WatchEvent[*api.Function]) error {
 				got <- e.Type + " " + e.Object.Spec.Image
 				return errors.New("stop")

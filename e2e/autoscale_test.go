@@ -31,7 +31,7 @@ func TestAutoscaleStepToZeroAndBack(t *testing.T) {
 	ctx := context.Background()
 	scale := func() api.Scale {
 		t.Helper()
-		sc, err := client.Get[api.Scale](ctx, cl, "scales", "default", "hello-00001")
+		sc, err := client.Get[api.Scale](ctx, cl, api.Key{Namespace: "default", Name: "hello-00001"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -432,7 +432,7 @@ func TestWritesSurviveSIGKILL(t *testing.T) {
 
 	c.start()
 	cl = c.client()
-	list, err := client.List[api.Function](context.Background(), cl, "functions", "default", nil)
+	list, err := client.List[api.Function](context.Background(), cl, "default", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

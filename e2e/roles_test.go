@@ -234,7 +234,7 @@ func TestAgentSIGKILLUnderTraffic(t *testing.T) {
 	cl := srv.client()
 	ctx := context.Background()
 	ready := func() []api.Replica {
-		l, err := client.List[api.Replica](ctx, cl, "replicas", "default", nil)
+		l, err := client.List[api.Replica](ctx, cl, "default", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/internal/clock"
 )
@@ -40,7 +41,7 @@ func (a *ControlPlaneActivator) Activate(namespace, function, revision string) {
 	a.calls.Go(func() {
 		ctx, cancel := clock.WithTimeout(context.Background(), clock.Or(a.Clock), timeout)
 		defer cancel()
-		path := client.Path("scales", namespace, revision) + "/activate"
+		path := client.ObjectPath[api.Scale](api.Key{Namespace: namespace, Name: revision}) + "/activate"
 		if err := a.Client.Do(ctx, http.MethodPost, path, nil, nil); err != nil && a.Log != nil {
 			a.Log.Warn("activate revision", "namespace", namespace, "function", function, "revision", revision, "err", err)
 		}

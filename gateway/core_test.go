@@ -114,7 +114,7 @@ func TestPickersPreferLeastLoadedAndBreakTiesAtRandom(t *testing.T) {
 }
 
 func TestPickTargetFollowsWeights(t *testing.T) {
-	a, b := &revision{key: Key{"d", "a"}}, &revision{key: Key{"d", "b"}}
+	a, b := &revision{key: api.Key{Namespace: "d", Name: "a"}}, &revision{key: api.Key{Namespace: "d", Name: "b"}}
 	ts := []target{{rev: a, cum: 10}, {rev: b, cum: 100}}
 	counts := map[*revision]int{}
 	r := rand.New(rand.NewPCG(5, 6))
@@ -432,7 +432,7 @@ func TestWaitQueue(t *testing.T) {
 func TestStatsCollector(t *testing.T) {
 	epoch := time.Unix(0, 0)
 	c := newStatsCollector(epoch)
-	rev := &revision{key: Key{"default", "hello-00001"}, function: "hello"}
+	rev := &revision{key: api.Key{Namespace: "default", Name: "hello-00001"}, function: "hello"}
 	at := func(ms int) int64 { return int64(ms) * 1000 }
 	// Window [0, 1000ms): one request for the whole second, another for
 	// 500ms, one arriving at 900ms still in flight: 1 + 0.5 + 0.1 = 1.6.

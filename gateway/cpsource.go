@@ -53,32 +53,34 @@ func (s *ControlPlaneSource) Run(ctx context.Context, u Updater) error {
 	}
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error {
-		return syncKind(ctx, s, u, "functions", func(st *State) { st.ClearFunctions() },
+		return syncKind(ctx, s, u, func(st *State) { st.ClearFunctions() },
 			func(st *State, f *api.Function) { st.SetFunction(functionInfo(f)) },
 			func(st *State, f *api.Function) { st.DeleteFunction(nsOf(f.Metadata), f.Metadata.Name) })
 	})
 	eg.Go(func() error {
-		return syncKind(ctx, s, u, "revisions", func(st *State) { st.ClearRevisions() },
+		return syncKind(ctx, s, u, func(st *State) { st.ClearRevisions() },
 			func(st *State, r *api.Revision) { st.SetRevision(revisionInfo(r)) },
 			func(st *State, r *api.Revision) { st.DeleteRevision(nsOf(r.Metadata), r.Metadata.Name) })
 	})
 	eg.Go(func() error {
-		return syncKind(ctx, s, u, "traffic", func(st *State) { st.ClearTraffic() },
+		return syncKind(ctx, s, u, func(st *State) { st.ClearTraffic() },
 			func(st *State, t *api.Traffic) { st.SetTraffic(nsOf(t.Metadata), t.Metadata.Name, t.Spec.Targets) },
 			func(st *State, t *api.Traffic) { st.DeleteTraffic(nsOf(t.Metadata), t.Metadata.Name) })
 	})
 	eg.Go(func() error {
-		return syncKind(ctx, s, u, "replicas", func(st *State) { st.ClearEndpoints() },
+		return syncKind(ctx, s, u, func(st *State) { st.ClearEndpoints() },
 			func(st *State, r *api.Replica) { st.SetEndpoint(endpointInfo(r)) },
 			func(st *State, r *api.Replica) { st.DeleteEndpoint(nsOf(r.Metadata), r.Metadata.Name) })
 	})
 	return eg.Wait()
 }
 
-// syncKind lists one kind, replaces the state's objects of that kind with
-// the list, and watches from the list's version, until ctx ends.
-func syncKind[T any](ctx context.Context, s *ControlPlaneSource, u Updater, plural string,
+// syncKind lists the objects of type T, replaces the state's objects of
+// that kind with the list, and watches from the list's version, until ctx
+// ends.
+func syncKind[T any, P api.ObjectPtr[T]](ctx context.Context, s *ControlPlaneSource, u Updater,
 	clearAll func(*State), set, del func(*State, *T)) error {
+	plural := api.KindOf[T, P]().Plural
 	log := s.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -91,7 +93,7 @@ func syncKind[T any](ctx context.Context, s *ControlPlaneSource, u Updater, plur
 	}
 	failures := 0 // in a row: a list that succeeds ends the streak
 	for {
-		list, err := client.List[T](ctx, s.Client, plural, s.Namespace, nil)
+		list, err := client.List[T, P](ctx, s.Client, s.Namespace, nil)
 		if err == nil {
 			u.Update(func(st *State) {
 				clearAll(st)
@@ -100,7 +102,7 @@ func syncKind[T any](ctx context.Context, s *ControlPlaneSource, u Updater, plur
 				}
 			})
 			failures = 0
-			err = client.Watch(ctx, s.Client, plural, s.Namespace, client.WatchOptions{ResourceVersion: list.ResourceVersion},
+			err = client.Watch[T, P](ctx, s.Client, s.Namespace, client.WatchOptions{ResourceVersion: list.ResourceVersion},
 				func(e api.WatchEvent[*T]) error {
 					if e.Object == nil {
 						return nil
@@ -165,7 +167,7 @@ func revisionInfo(r *api.Revision) RevisionInfo {
 		Number:      r.Spec.Number,
 		Concurrency: r.Spec.Template.Concurrency,
 	}
-	if d, err := time.ParseDuration(r.Spec.Template.Timeout); err == nil && d > 0 {
+	if d := r.Spec.Template.Timeout.Duration; d > 0 {
 		ri.Timeout = d
 	}
 	return ri

@@ -34,11 +34,11 @@ func readyReplica(t *testing.T, c *client.Client, fn, addr string) {
 		Metadata: api.ObjectMeta{Name: rev + "-gw001"},
 		Spec:     api.ReplicaSpec{Function: fn, Revision: rev, NodeName: "node-a"},
 	}
-	if err := c.Do(ctx, http.MethodPost, client.Path("replicas", api.DefaultNamespace, ""), r, r); err != nil {
+	if err := c.Do(ctx, http.MethodPost, client.CollectionPath[api.Replica](api.DefaultNamespace), r, r); err != nil {
 		t.Fatalf("create replica of %s: %v", fn, err)
 	}
 	r.Status = api.ReplicaStatus{Phase: api.ReplicaReady, IP: host, Port: int32(p)}
-	if err := c.Do(ctx, http.MethodPut, client.Path("replicas", api.DefaultNamespace, r.Metadata.Name)+"/status", r, r); err != nil {
+	if err := c.Do(ctx, http.MethodPut, client.ObjectPath[api.Replica](api.Key{Namespace: api.DefaultNamespace, Name: r.Metadata.Name})+"/status", r, r); err != nil {
 		t.Fatalf("report replica of %s ready: %v", fn, err)
 	}
 }
@@ -84,7 +84,7 @@ func TestRoutingSurvivesControlPlaneOutage(t *testing.T) {
 	waitRouted(t, tg, "hello", "hello from the replica")
 
 	in.Stop()
-	if _, err := client.List[api.Function](context.Background(), admin, "functions", "", nil); !errors.Is(err, client.ErrUnreachable) {
+	if _, err := client.List[api.Function](context.Background(), admin, "", nil); !errors.Is(err, client.ErrUnreachable) {
 		t.Fatalf("API after Stop: %v, want unreachable", err)
 	}
 	// Requests keep flowing for a while, spread out so that the route

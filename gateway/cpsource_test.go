@@ -148,7 +148,7 @@ func TestControlPlaneSourceListsWatchesAndRelists(t *testing.T) {
 		Metadata: api.ObjectMeta{Name: "hello"}, Status: api.FunctionStatus{LatestRevision: "hello-00001"}}}}
 	fake.lists["revisions"] = api.List[api.Revision]{ResourceVersion: "5", Items: []api.Revision{{
 		Metadata: api.ObjectMeta{Name: "hello-00001", Namespace: "default"},
-		Spec:     api.RevisionSpec{Function: "hello", Number: 1, Template: api.FunctionSpec{Concurrency: 3, Timeout: "2s"}}}}}
+		Spec:     api.RevisionSpec{Function: "hello", Number: 1, Template: api.FunctionSpec{Concurrency: 3, Timeout: api.Seconds(2)}}}}}
 	fake.lists["replicas"] = api.List[api.Replica]{ResourceVersion: "5", Items: []api.Replica{replica("r1", "Ready", "10.1.1.1")}}
 	srv := httptest.NewServer(fake)
 	defer srv.Close()

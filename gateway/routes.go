@@ -16,7 +16,7 @@ import (
 // revision is one routed revision. Like Endpoint it outlives snapshots: its
 // queue, stats, retry budget and metrics carry over.
 type revision struct {
-	key      Key
+	key      api.Key
 	function string
 	limit    int64
 	// timeout is the total limit; responseStart and idle are 0 for the
@@ -44,7 +44,7 @@ func (r *revision) endpoints() []*Endpoint {
 
 // functionRoute is a function in a routing snapshot.
 type functionRoute struct {
-	key     Key
+	key     api.Key
 	targets []target
 	// byName holds every known revision of the function, routed by traffic
 	// or not, for the Surge-Revision header.
@@ -84,7 +84,7 @@ type Routes struct {
 
 	mu    sync.Mutex
 	state State
-	revs  map[Key]*revision
+	revs  map[api.Key]*revision
 	eps   map[endpointKey]*Endpoint
 
 	table atomic.Pointer[Table]
@@ -103,7 +103,7 @@ func newRoutes(cfg routeConfig, hooks routeHooks) *Routes {
 		cfg:   cfg,
 		hooks: hooks,
 		state: newState(),
-		revs:  map[Key]*revision{},
+		revs:  map[api.Key]*revision{},
 		eps:   map[endpointKey]*Endpoint{},
 	}
 	r.table.Store(&Table{routes: map[string]*functionRoute{}})
@@ -126,7 +126,7 @@ func (r *Routes) rebuild() {
 	s := &r.state
 
 	// Revisions: keep the persistent objects, make new ones, retire gone ones.
-	live := make(map[Key]*revision, len(s.revisions))
+	live := make(map[api.Key]*revision, len(s.revisions))
 	for k, ri := range s.revisions {
 		rev := r.revs[k]
 		if rev == nil {
@@ -165,7 +165,7 @@ func (r *Routes) rebuild() {
 	ready := map[*revision][]*Endpoint{}
 	seen := make(map[endpointKey]bool, len(s.endpoints))
 	for _, ei := range s.endpoints {
-		rev := live[Key{ei.Namespace, ei.Revision}]
+		rev := live[api.Key{Namespace: ei.Namespace, Name: ei.Revision}]
 		if rev == nil || ei.Addr == "" {
 			continue // gossip may know a replica before the watch knows its revision
 		}
@@ -210,9 +210,9 @@ func (r *Routes) rebuild() {
 	}
 
 	// Functions.
-	byFunction := map[Key][]*revision{}
+	byFunction := map[api.Key][]*revision{}
 	for k, ri := range s.revisions {
-		fk := Key{ri.Namespace, ri.Function}
+		fk := api.Key{Namespace: ri.Namespace, Name: ri.Function}
 		byFunction[fk] = append(byFunction[fk], live[k])
 	}
 	numbers := func(rev *revision) int64 { return s.revisions[rev.key].Number }

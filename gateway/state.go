@@ -7,14 +7,6 @@ import (
 	"github.com/surgeplatform/surge/api"
 )
 
-// Key names a namespaced object.
-type Key struct {
-	Namespace, Name string
-}
-
-// String is "namespace/name".
-func (k Key) String() string { return k.Namespace + "/" + k.Name }
-
 // FunctionInfo is what routing needs of a Function.
 type FunctionInfo struct {
 	Namespace, Name string
@@ -63,46 +55,60 @@ type EndpointInfo struct {
 // through Routes.Update. Its methods are plain map edits; the routing table
 // is rebuilt from it once per Update.
 type State struct {
-	functions map[Key]FunctionInfo
-	revisions map[Key]RevisionInfo
-	traffic   map[Key][]api.TrafficTarget // by function
-	endpoints map[Key]EndpointInfo        // by replica
+	functions map[api.Key]FunctionInfo
+	revisions map[api.Key]RevisionInfo
+	traffic   map[api.Key][]api.TrafficTarget // by function
+	endpoints map[api.Key]EndpointInfo        // by replica
 }
 
 func newState() State {
 	return State{
-		functions: map[Key]FunctionInfo{},
-		revisions: map[Key]RevisionInfo{},
-		traffic:   map[Key][]api.TrafficTarget{},
-		endpoints: map[Key]EndpointInfo{},
+		functions: map[api.Key]FunctionInfo{},
+		revisions: map[api.Key]RevisionInfo{},
+		traffic:   map[api.Key][]api.TrafficTarget{},
+		endpoints: map[api.Key]EndpointInfo{},
 	}
 }
 
 // SetFunction adds or replaces a function.
-func (s *State) SetFunction(f FunctionInfo) { s.functions[Key{f.Namespace, f.Name}] = f }
+func (s *State) SetFunction(f FunctionInfo) {
+	s.functions[api.Key{Namespace: f.Namespace, Name: f.Name}] = f
+}
 
 // DeleteFunction removes a function; its revisions stop being routed.
-func (s *State) DeleteFunction(ns, name string) { delete(s.functions, Key{ns, name}) }
+func (s *State) DeleteFunction(ns, name string) {
+	delete(s.functions, api.Key{Namespace: ns, Name: name})
+}
 
 // SetRevision adds or replaces a revision.
-func (s *State) SetRevision(r RevisionInfo) { s.revisions[Key{r.Namespace, r.Name}] = r }
+func (s *State) SetRevision(r RevisionInfo) {
+	s.revisions[api.Key{Namespace: r.Namespace, Name: r.Name}] = r
+}
 
 // DeleteRevision removes a revision.
-func (s *State) DeleteRevision(ns, name string) { delete(s.revisions, Key{ns, name}) }
+func (s *State) DeleteRevision(ns, name string) {
+	delete(s.revisions, api.Key{Namespace: ns, Name: name})
+}
 
 // SetTraffic replaces a function's traffic split. The slice is copied.
 func (s *State) SetTraffic(ns, function string, targets []api.TrafficTarget) {
-	s.traffic[Key{ns, function}] = append([]api.TrafficTarget(nil), targets...)
+	s.traffic[api.Key{Namespace: ns, Name: function}] = append([]api.TrafficTarget(nil), targets...)
 }
 
 // DeleteTraffic removes a function's split; its DefaultRevision then takes all.
-func (s *State) DeleteTraffic(ns, function string) { delete(s.traffic, Key{ns, function}) }
+func (s *State) DeleteTraffic(ns, function string) {
+	delete(s.traffic, api.Key{Namespace: ns, Name: function})
+}
 
 // SetEndpoint adds or replaces a replica's endpoint.
-func (s *State) SetEndpoint(e EndpointInfo) { s.endpoints[Key{e.Namespace, e.Replica}] = e }
+func (s *State) SetEndpoint(e EndpointInfo) {
+	s.endpoints[api.Key{Namespace: e.Namespace, Name: e.Replica}] = e
+}
 
 // DeleteEndpoint removes a replica's endpoint.
-func (s *State) DeleteEndpoint(ns, replica string) { delete(s.endpoints, Key{ns, replica}) }
+func (s *State) DeleteEndpoint(ns, replica string) {
+	delete(s.endpoints, api.Key{Namespace: ns, Name: replica})
+}
 
 // DeleteNode removes every endpoint on a node (gossip declared it dead).
 func (s *State) DeleteNode(node string) {

@@ -42,7 +42,7 @@ func (s *ControlPlaneStatsSink) ReportStats(stats []RevisionStats) {
 	clk := clock.Or(s.Clock)
 	body := api.GatewayStats{Gateway: s.Gateway, At: clk.Now().UTC(), Revisions: make([]api.RevisionLoad, 0, len(stats))}
 	for _, st := range stats {
-		body.Window = st.Window.String()
+		body.Window = api.Duration{Duration: st.Window}
 		body.Revisions = append(body.Revisions, api.RevisionLoad{
 			Namespace: st.Namespace, Function: st.Function, Revision: st.Revision,
 			Concurrency: st.AverageConcurrency, Requests: st.Requests, InFlight: st.InFlight, Queued: st.QueueLength,

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/autoscaler"
 	"github.com/surgeplatform/surge/controlplane"
 	"github.com/surgeplatform/surge/controlplane/controlplanetest"
@@ -25,7 +26,7 @@ func TestControlPlaneStatsSinkReachesTheAutoscaler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[autoscaler.RevisionKey]autoscaler.Load{
+	want := map[api.Key]autoscaler.Load{
 		{Namespace: "default", Name: "hello-00001"}: {Sample: autoscaler.Sample{Concurrency: 1.5, Requests: 4}, RPS: 2},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -174,7 +174,7 @@ type Agent struct {
 	probe      probeFunc
 
 	mu          sync.Mutex
-	supervisors map[string]*supervisor // by "ns/replica"
+	supervisors map[api.Key]*supervisor // by replica
 	wg          sync.WaitGroup
 }
 
@@ -186,8 +186,8 @@ func New(cfg Config, c *client.Client, newRuntime RuntimeFactory, announce Annou
 	cfg = cfg.withDefaults()
 	return &Agent{
 		cfg: cfg, api: c, newRuntime: newRuntime, announce: announce, log: log.With("component", "agent", "node", cfg.NodeName),
-		clock: cfg.Clock, replicas: &apiReplicas{api: c, revisions: map[string]*api.Revision{}}, probe: probeOnce,
-		supervisors: map[string]*supervisor{},
+		clock: cfg.Clock, replicas: &apiReplicas{api: c, revisions: map[api.Key]*api.Revision{}}, probe: probeOnce,
+		supervisors: map[api.Key]*supervisor{},
 	}, nil
 }
 
@@ -203,9 +203,9 @@ func register(ctx context.Context, c *client.Client, cfg Config) (*api.Node, err
 			State: api.NodeAlive, LastSeen: clock.Or(cfg.Clock).Now().UTC(), AgentURL: cfg.agentURL},
 	}
 	var out api.Node
-	err := c.Do(ctx, "POST", client.Path("nodes", "", ""), n, &out)
+	err := c.Do(ctx, "POST", client.CollectionPath[api.Node](""), n, &out)
 	if errors.Is(err, api.ErrAlreadyExist) {
-		err = c.Do(ctx, "PUT", client.Path("nodes", "", cfg.NodeName)+"/status", n, &out)
+		err = c.Do(ctx, "PUT", client.ObjectPath[api.Node](api.Key{Name: cfg.NodeName})+"/status", n, &out)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("register node %s: %w", cfg.NodeName, err)
@@ -243,7 +243,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("node registered", "subnet", node.Spec.PodSubnet, "cpu", api.FormatCPU(a.cfg.MilliCPU), "memory", api.FormatMemory(a.cfg.MemoryBytes))
 	q := url.Values{"node": {a.cfg.NodeName}}
-	list, err := client.List[api.Replica](ctx, a.api, "replicas", "", q)
+	list, err := client.List[api.Replica](ctx, a.api, "", q)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -266,7 +266,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	rv := list.ResourceVersion
 	for {
-		err := client.Watch(ctx, a.api, "replicas", "", client.WatchOptions{ResourceVersion: rv, Query: q},
+		err := client.Watch[api.Replica](ctx, a.api, "", client.WatchOptions{ResourceVersion: rv, Query: q},
 			func(e api.WatchEvent[*api.Replica]) error {
 				rv = e.ResourceVersion
 				if e.Type == api.EventDeleted {
@@ -283,7 +283,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("watch replicas: %w", err)
 		}
 		// History compacted: list again, and drop what is no longer ours.
-		list, err := client.List[api.Replica](ctx, a.api, "replicas", "", q)
+		list, err := client.List[api.Replica](ctx, a.api, "", q)
 		if err != nil {
 			return fmt.Errorf("list replicas: %w", err)
 		}
@@ -291,8 +291,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		rv = list.ResourceVersion
 	}
 }
-
-func key(r *api.Replica) string { return r.Metadata.Namespace + "/" + r.Metadata.Name }
 
 // adopt matches running containers with the replicas bound here: matches
 // are supervised without a restart; the others are removed.
@@ -328,9 +326,9 @@ func (a *Agent) adopt(ctx context.Context, replicas []api.Replica) error {
 }
 
 func (a *Agent) resync(ctx context.Context, replicas []api.Replica) {
-	want := map[string]bool{}
+	want := map[api.Key]bool{}
 	for i := range replicas {
-		want[key(&replicas[i])] = true
+		want[api.KeyOf(&replicas[i])] = true
 		a.ensure(ctx, &replicas[i])
 	}
 	a.mu.Lock()
@@ -352,7 +350,7 @@ func (a *Agent) ensure(ctx context.Context, r *api.Replica) {
 		return
 	}
 	a.mu.Lock()
-	_, ok := a.supervisors[key(r)]
+	_, ok := a.supervisors[api.KeyOf(r)]
 	a.mu.Unlock()
 	if !ok {
 		a.startSupervisor(ctx, r, nil)
@@ -363,7 +361,7 @@ func (a *Agent) startSupervisor(ctx context.Context, r *api.Replica, adopted *co
 	sctx, cancel := context.WithCancel(ctx)
 	s := &supervisor{agent: a, replica: r, cancel: cancel, done: make(chan struct{})}
 	a.mu.Lock()
-	a.supervisors[key(r)] = s
+	a.supervisors[api.KeyOf(r)] = s
 	a.mu.Unlock()
 	a.wg.Add(1)
 	go func() {
@@ -376,8 +374,8 @@ func (a *Agent) startSupervisor(ctx context.Context, r *api.Replica, adopted *co
 // release stops a replica that was deleted or moved away.
 func (a *Agent) release(r *api.Replica) {
 	a.mu.Lock()
-	s, ok := a.supervisors[key(r)]
-	delete(a.supervisors, key(r))
+	s, ok := a.supervisors[api.KeyOf(r)]
+	delete(a.supervisors, api.KeyOf(r))
 	a.mu.Unlock()
 	if !ok {
 		return
@@ -405,7 +403,7 @@ func (a *Agent) release(r *api.Replica) {
 // goroutines and reportLater's timers, concurrently.
 type replicaAPI interface {
 	// revision returns a revision; a missing one is api.ErrNotFound.
-	revision(ctx context.Context, ns, name string) (*api.Revision, error)
+	revision(ctx context.Context, key api.Key) (*api.Revision, error)
 	// putStatus writes r's status.
 	putStatus(ctx context.Context, r *api.Replica) error
 }
@@ -420,30 +418,30 @@ type apiReplicas struct {
 	api *client.Client
 
 	mu        sync.Mutex
-	revisions map[string]*api.Revision // by "ns/name": revisions never change
+	revisions map[api.Key]*api.Revision // revisions never change
 }
 
 var _ replicaAPI = (*apiReplicas)(nil)
 
-func (c *apiReplicas) revision(ctx context.Context, ns, name string) (*api.Revision, error) {
+func (c *apiReplicas) revision(ctx context.Context, key api.Key) (*api.Revision, error) {
 	c.mu.Lock()
-	rev, ok := c.revisions[ns+"/"+name]
+	rev, ok := c.revisions[key]
 	c.mu.Unlock()
 	if ok {
 		return rev, nil
 	}
-	rev, err := client.Get[api.Revision](ctx, c.api, "revisions", ns, name)
+	rev, err := client.Get[api.Revision](ctx, c.api, key)
 	if err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.revisions[ns+"/"+name] = rev
+	c.revisions[key] = rev
 	c.mu.Unlock()
 	return rev, nil
 }
 
 func (c *apiReplicas) putStatus(ctx context.Context, r *api.Replica) error {
-	return c.api.Do(ctx, "PUT", client.Path("replicas", r.Metadata.Namespace, r.Metadata.Name)+"/status", r, nil)
+	return c.api.Do(ctx, "PUT", client.ObjectPath[api.Replica](api.KeyOf(r))+"/status", r, nil)
 }
 
 func (a *Agent) heartbeat(ctx context.Context) {

@@ -207,7 +207,7 @@ func startAgent(t *testing.T, in *controlplanetest.Instance, f *fakeRuntime) (st
 
 func replicas(t *testing.T, c *client.Client) []api.Replica {
 	t.Helper()
-	l, err := client.List[api.Replica](context.Background(), c, "replicas", "default", url.Values{"function": {"hello"}})
+	l, err := client.List[api.Replica](context.Background(), c, "default", url.Values{"function": {"hello"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func TestAgentRunsRestartsAndStopsReplicas(t *testing.T) {
 	})
 
 	// Scale to zero: the agent stops both containers.
-	sc, err := client.Get[api.Scale](context.Background(), c, "scales", "default", "hello-00001")
+	sc, err := client.Get[api.Scale](context.Background(), c, api.Key{Namespace: "default", Name: "hello-00001"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func TestAgentRunsRestartsAndStopsReplicas(t *testing.T) {
 	if _, err := c.PutFunction(context.Background(), fn); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Do(context.Background(), "PUT", client.Path("scales", "default", "hello-00001"), sc, nil); err != nil {
+	if err := c.Do(context.Background(), "PUT", client.ObjectPath[api.Scale](api.Key{Namespace: "default", Name: "hello-00001"}), sc, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "hello-00001's containers stopped", func() (bool, string) {
@@ -341,7 +341,7 @@ func TestStartingIsReportedOnlyForSlowStarts(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			before, err := client.List[api.Replica](ctx, c, "replicas", "default", nil)
+			before, err := client.List[api.Replica](ctx, c, "default", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -349,7 +349,7 @@ func TestStartingIsReportedOnlyForSlowStarts(t *testing.T) {
 			watched := make(chan error, 1)
 			go func() {
 				opts := client.WatchOptions{ResourceVersion: before.ResourceVersion}
-				watched <- client.Watch(ctx, c, "replicas", "default", opts, func(ev api.WatchEvent[*api.Replica]) error {
+				watched <- client.Watch[api.Replica](ctx, c, "default", opts, func(ev api.WatchEvent[*api.Replica]) error {
 					p := ev.Object.Status.Phase
 					if p == "" || p == api.ReplicaPending || len(phases) > 0 && phases[len(phases)-1] == p {
 						return nil

@@ -101,7 +101,7 @@ func (s *logServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ns, name := r.PathValue("ns"), r.PathValue("name")
 	s.agent.mu.Lock()
-	_, mine := s.agent.supervisors[ns+"/"+name]
+	_, mine := s.agent.supervisors[api.Key{Namespace: ns, Name: name}]
 	s.agent.mu.Unlock()
 	if !mine {
 		writeErr(w, api.NotFound("replica", name))
@@ -156,7 +156,7 @@ func (a *Agent) serveLogs(ctx context.Context, addr string, logs LogSource) (str
 	}
 	var resp struct{ Certificate string }
 	req := map[string]string{"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}))}
-	if err := a.api.Do(ctx, http.MethodPost, client.Path("nodes", "", a.cfg.NodeName)+"/certificate", req, &resp); err != nil {
+	if err := a.api.Do(ctx, http.MethodPost, client.ObjectPath[api.Node](api.Key{Name: a.cfg.NodeName})+"/certificate", req, &resp); err != nil {
 		return "", nil, fmt.Errorf("agent certificate: %w", err)
 	}
 	keyDER, _ := x509.MarshalECPrivateKey(key)
@@ -170,7 +170,7 @@ func (a *Agent) serveLogs(ctx context.Context, addr string, logs LogSource) (str
 	}
 	mux := http.NewServeMux()
 	ls := &logServer{agent: a, logs: logs, roles: map[string]cachedRole{}}
-	mux.Handle("GET /v1/namespaces/{ns}/replicas/{name}/log", ls)
+	mux.Handle("GET /v1/namespaces/{ns}/"+api.ReplicaKind.Plural+"/{name}/log", ls)
 	mux.Handle("GET /healthz", ls)
 	srv := &http.Server{
 		Handler:           mux,

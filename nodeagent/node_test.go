@@ -227,7 +227,7 @@ func TestRegisterMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.supervisors["default/a"], a.supervisors["default/b"] = &supervisor{}, &supervisor{}
+	a.supervisors[api.Key{Namespace: "default", Name: "a"}], a.supervisors[api.Key{Namespace: "default", Name: "b"}] = &supervisor{}, &supervisor{}
 	if unregister, err := registerMetrics(nil, a); err != nil {
 		t.Fatalf("no registerer: %v", err)
 	} else {
@@ -282,7 +282,7 @@ func TestRunWiresItsParts(t *testing.T) {
 	}
 	c := in.Client()
 	defer closeIdleConnections(c)
-	n, err := client.Get[api.Node](ctx, c, "nodes", "", "wired-1")
+	n, err := client.Get[api.Node](ctx, c, api.Key{Name: "wired-1"})
 	if err != nil {
 		t.Fatalf("the node was not registered: %v", err)
 	}

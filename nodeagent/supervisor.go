@@ -52,7 +52,7 @@ func probeConfigOf(rev *api.Revision, readyPeriod time.Duration) probeConfig {
 	pc := probeConfig{period: readyPeriod}
 	if p := rev.Spec.Template.Readiness; p != nil {
 		pc.path = p.Path
-		if d, err := time.ParseDuration(p.Period); err == nil && d > 0 {
+		if d := p.Period.Duration; d > 0 {
 			pc.period = d
 		}
 	}
@@ -97,7 +97,7 @@ func (s *supervisor) run(ctx context.Context, adopted *containers.Container) {
 	defer s.settleReport()
 
 	rev, err := retryGet(ctx, a.clock, func() (*api.Revision, error) {
-		return a.replicas.revision(ctx, r.Metadata.Namespace, r.Spec.Revision)
+		return a.replicas.revision(ctx, api.Key{Namespace: r.Metadata.Namespace, Name: r.Spec.Revision})
 	})
 	if err != nil {
 		return

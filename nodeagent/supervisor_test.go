@@ -33,8 +33,8 @@ type statusWrite struct {
 	Restarts int32
 }
 
-func (f *fakeReplicas) revision(_ context.Context, ns, name string) (*api.Revision, error) {
-	if f.rev == nil || name != f.rev.Metadata.Name {
+func (f *fakeReplicas) revision(_ context.Context, key api.Key) (*api.Revision, error) {
+	if f.rev == nil || key.Name != f.rev.Metadata.Name {
 		return nil, api.ErrNotFound
 	}
 	return f.rev, nil

@@ -24,9 +24,9 @@ type ActivateResponse struct {
 // for the autoscaler's next tick. It never lowers a scale, so calling it
 // again, or from many gateways at once, is harmless.
 func (s *Server) activateRoutes() {
-	s.handle("POST /v1/namespaces/{ns}/scales/{name}/activate", auth.ResourceActivations, auth.Write,
+	s.handle("POST /v1/namespaces/{ns}/"+api.ScaleKind.Plural+"/{name}/activate", auth.ResourceActivations, auth.Write,
 		func(w http.ResponseWriter, r *http.Request) {
-			out, err := s.activate(r.Context(), r.PathValue("ns"), r.PathValue("name"))
+			out, err := s.activate(r.Context(), api.Key{Namespace: r.PathValue("ns"), Name: r.PathValue("name")})
 			if err != nil {
 				writeError(w, s.cfg.Log, err)
 				return
@@ -35,16 +35,17 @@ func (s *Server) activateRoutes() {
 		})
 }
 
-func (s *Server) activate(ctx context.Context, ns, name string) (*ActivateResponse, error) {
+func (s *Server) activate(ctx context.Context, key api.Key) (*ActivateResponse, error) {
+	name := key.Name
 	for {
-		sc, err := store.Get[api.Scale](ctx, s.cfg.Store, store.Scales, ns, name)
+		sc, err := store.Get[api.Scale](ctx, s.cfg.Store, key)
 		if err != nil {
 			return nil, err
 		}
 		if sc.Spec.Replicas > 0 {
 			return &ActivateResponse{Revision: name, Replicas: sc.Spec.Replicas}, nil
 		}
-		out, err := store.SetScaleReplicas(ctx, s.cfg.Store, ns, name, 0, 1)
+		out, err := store.SetScaleReplicas(ctx, s.cfg.Store, key, 0, 1)
 		if errors.Is(err, api.ErrConflict) {
 			continue // someone else raised it: report what they set
 		}
@@ -52,7 +53,7 @@ func (s *Server) activate(ctx context.Context, ns, name string) (*ActivateRespon
 			return nil, err
 		}
 		if s.cfg.OnActivate != nil {
-			s.cfg.OnActivate(ns, name)
+			s.cfg.OnActivate(key)
 		}
 		return &ActivateResponse{Revision: name, Replicas: out.Spec.Replicas, Activated: true}, nil
 	}

@@ -42,7 +42,7 @@ type env struct {
 	admin  string
 
 	mu        sync.Mutex
-	activated []string
+	activated []api.Key
 	signed    []string // "CN hosts..." of every SignCSR call
 }
 
@@ -54,10 +54,10 @@ func newEnv(t *testing.T, configure ...func(*apiserver.Config)) *env {
 	cfg := apiserver.Config{
 		Store: e.store, Tokens: e.tokens, Registerer: e.reg, Version: "v-test", Clock: clk,
 		PodCIDR: netip.MustParsePrefix("10.244.0.0/16"), NodeSubnetBits: 24,
-		OnActivate: func(ns, rev string) {
+		OnActivate: func(rev api.Key) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
-			e.activated = append(e.activated, ns+"/"+rev)
+			e.activated = append(e.activated, rev)
 		},
 		SignCSR: func(csr []byte, cn string, hosts []string) ([]byte, []byte, error) {
 			if string(csr) == "bad" {
@@ -253,6 +253,10 @@ func TestBadRequestsNameTheField(t *testing.T) {
 		{"bad name", "POST", "/v1/namespaces/default/functions", `{"metadata":{"name":"Bad_Name"},"spec":{"image":"x"}}`, 422, "metadata.name"},
 		{"bad port", "PUT", fn, `{"spec":{"image":"x","port":70000}}`, 422, "spec.port"},
 		{"port not a number", "PUT", fn, `{"spec":{"image":"x","port":"80"}}`, 400, "spec.port"},
+		{"timeout not a duration", "PUT", fn, `{"spec":{"image":"x","timeout":"abc"}}`, 400, "spec.timeout"},
+		{"window without a unit", "PUT", fn, `{"spec":{"image":"x","scaling":{"stableWindow":"60"}}}`, 400, "spec.scaling.stableWindow"},
+		{"timeout out of range", "PUT", fn, `{"spec":{"image":"x","timeout":"2h"}}`, 422, "spec.timeout"},
+		{"stats window not a duration", "POST", "/v1/stats", `{"gateway":"gw-1","window":"soon","revisions":[]}`, 400, "window"},
 		{"unknown field", "PUT", fn, `{"spec":{"image":"x","replicas":3}}`, 400, "replicas"},
 		{"no image", "PUT", fn, `{"spec":{}}`, 422, "spec.image"},
 		{"name mismatch", "PUT", fn, `{"metadata":{"name":"other"},"spec":{"image":"x"}}`, 400, "metadata.name"},
@@ -291,6 +295,26 @@ func TestBadRequestsNameTheField(t *testing.T) {
 	}
 }
 
+// TestBadDurationIsA400NamingTheField pins the answer to a duration that
+// does not parse: the decode fails, and the answer names the field and the
+// rule, with the value sent.
+func TestBadDurationIsA400NamingTheField(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct{ name, body, want string }{
+		{"a string", `{"spec":{"image":"x","readiness":{"period":"10 s"}}}`,
+			`{"code":400,"reason":"BadRequest","error":` + strconv.Quote(api.DurationRule+`, got a JSON string "10 s"`) + `,"field":"spec.readiness.period"}`},
+		{"a number", `{"spec":{"image":"x","timeout":30}}`,
+			`{"code":400,"reason":"BadRequest","error":` + strconv.Quote(api.DurationRule+`, got a JSON number`) + `,"field":"spec.timeout"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := e.do("PUT", "/v1/namespaces/default/functions/hello", e.admin, tc.body)
+			if got := strings.TrimSpace(string(a.body)); a.code != http.StatusBadRequest || got != tc.want {
+				t.Errorf("answer %d %s\nwant 400 %s", a.code, got, tc.want)
+			}
+		})
+	}
+}
+
 func TestFunctionsRoundTrip(t *testing.T) {
 	e := newEnv(t)
 	a := e.do("POST", "/v1/namespaces/default/functions", e.admin, `{"metadata":{"name":"hello"},"spec":{"image":"example.test/hello:v1"}}`)
@@ -315,7 +339,7 @@ func TestFunctionsRoundTrip(t *testing.T) {
 	}
 	var names []string
 	for _, f := range all.Items {
-		names = append(names, f.Metadata.Namespace+"/"+f.Metadata.Name)
+		names = append(names, api.KeyOf(&f).String())
 	}
 	if diff := cmp.Diff([]string{"default/hello", "team/hello"}, names); diff != "" || all.ResourceVersion == "" {
 		t.Errorf("list (-want +got):\n%s (resourceVersion %q)", diff, all.ResourceVersion)
@@ -462,7 +486,7 @@ func TestActivate(t *testing.T) {
 	e := newEnv(t)
 	e.deploy("hello", "example.test/hello:v1")
 	ctx := context.Background()
-	if _, err := store.SetScaleReplicas(ctx, e.store, "default", "hello-00001", 1, 0); err != nil {
+	if _, err := store.SetScaleReplicas(ctx, e.store, api.Key{Namespace: "default", Name: "hello-00001"}, 1, 0); err != nil {
 		t.Fatal(err)
 	}
 	activate := func() apiserver.ActivateResponse {
@@ -482,7 +506,7 @@ func TestActivate(t *testing.T) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if diff := cmp.Diff([]string{"default/hello-00001"}, e.activated); diff != "" {
+	if diff := cmp.Diff([]api.Key{{Namespace: "default", Name: "hello-00001"}}, e.activated); diff != "" {
 		t.Errorf("OnActivate calls (-want +got):\n%s", diff)
 	}
 	if a := e.do("POST", "/v1/namespaces/default/scales/nope-00001/activate", e.admin, ""); a.code != http.StatusNotFound {

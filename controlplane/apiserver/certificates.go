@@ -28,13 +28,13 @@ func (s *Server) certificateRoutes() {
 	if s.cfg.SignCSR == nil {
 		return
 	}
-	s.handle("POST /v1/nodes/{name}/certificate", "nodes", auth.Write, func(w http.ResponseWriter, r *http.Request) {
+	s.handle("POST /v1/"+api.NodeKind.Plural+"/{name}/certificate", api.NodeKind.Plural, auth.Write, func(w http.ResponseWriter, r *http.Request) {
 		var req CertificateRequest
 		if err := decodeBody(w, r, &req); err != nil {
 			writeError(w, s.cfg.Log, err)
 			return
 		}
-		n, err := store.Get[api.Node](r.Context(), s.cfg.Store, store.Nodes, "", r.PathValue("name"))
+		n, err := store.Get[api.Node](r.Context(), s.cfg.Store, api.Key{Name: r.PathValue("name")})
 		if err != nil {
 			writeError(w, s.cfg.Log, err)
 			return

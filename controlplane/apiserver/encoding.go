@@ -59,6 +59,13 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func decodeError(err error) error {
+	if field, ok := api.IsDurationError(err); ok {
+		var typ *json.UnmarshalTypeError
+		errors.As(err, &typ)
+		e := api.BadRequest("%s, got a JSON %s", api.DurationRule, typ.Value)
+		e.Field = field
+		return e
+	}
 	var (
 		syn *json.SyntaxError
 		typ *json.UnmarshalTypeError

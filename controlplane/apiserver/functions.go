@@ -40,8 +40,7 @@ func (s *Server) replaceFunction(ctx context.Context, f *api.Function) (*api.Fun
 // replaceTraffic checks that every target names an existing revision of
 // the function before writing.
 func (s *Server) replaceTraffic(ctx context.Context, t *api.Traffic) (*api.Traffic, int, error) {
-	revs, _, err := store.List[api.Revision](ctx, s.cfg.Store, store.Revisions,
-		store.Revisions.FunctionPrefix(t.Metadata.Namespace, t.Metadata.Name))
+	revs, _, err := store.List[api.Revision](ctx, s.cfg.Store, store.Scope{Namespace: t.Metadata.Namespace, Function: t.Metadata.Name})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -59,7 +58,7 @@ func (s *Server) replaceTraffic(ctx context.Context, t *api.Traffic) (*api.Traff
 	if len(errs) > 0 {
 		return nil, 0, api.Invalid(api.KindTraffic, t.Metadata.Name, errs)
 	}
-	out, err := store.Update(ctx, s.cfg.Store, store.Traffics, t)
+	out, err := store.Update(ctx, s.cfg.Store, t)
 	return out, http.StatusOK, err
 }
 
@@ -72,7 +71,7 @@ func validateReplica(r *api.Replica) error {
 	case fn != r.Spec.Function:
 		errs = append(errs, api.FieldError{Field: "spec.function", Message: fmt.Sprintf("%q does not own revision %q", r.Spec.Function, r.Spec.Revision)})
 	}
-	if _, ok := store.Replicas.Key(r.Metadata.Namespace, r.Metadata.Name); !ok || len(r.Metadata.Name) <= len(r.Spec.Revision) || r.Metadata.Name[:len(r.Spec.Revision)] != r.Spec.Revision {
+	if _, ok := store.EtcdKey(api.ReplicaKind, api.KeyOf(r)); !ok || len(r.Metadata.Name) <= len(r.Spec.Revision) || r.Metadata.Name[:len(r.Spec.Revision)] != r.Spec.Revision {
 		errs = append(errs, api.FieldError{Field: "metadata.name", Message: fmt.Sprintf("%q must be the revision's name, '-' and a suffix", r.Metadata.Name)})
 	}
 	if len(errs) > 0 {

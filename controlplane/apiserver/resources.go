@@ -22,7 +22,7 @@ type kindOps[T any] struct {
 	validate func(*T) error
 	create   func(ctx context.Context, obj *T) (*T, int, error)
 	replace  func(ctx context.Context, obj *T) (*T, int, error)
-	delete   func(ctx context.Context, ns, name, resourceVersion string) error
+	delete   func(ctx context.Context, key api.Key, resourceVersion string) error
 	// status, when set, serves PUT .../NAME/status: it writes only the
 	// status, keeping the stored spec (what agents report).
 	status func(ctx context.Context, obj *T) (*T, error)
@@ -32,14 +32,15 @@ type kindOps[T any] struct {
 }
 
 // registerKind mounts the list, watch, get, create, replace and delete
-// routes of one kind.
-func registerKind[T any, P store.PtrObject[T]](s *Server, k store.Kind, ops kindOps[T]) {
+// routes of the kind of T, at paths made of its plural.
+func registerKind[T any, P api.ObjectPtr[T]](s *Server, ops kindOps[T]) {
+	k := api.KindOf[T, P]()
 	res := k.Plural
 	item := "/v1/" + res + "/{name}"
 	coll := "/v1/" + res
 	if k.Namespaced {
 		s.handle("GET /v1/"+res, res, auth.Read, func(w http.ResponseWriter, r *http.Request) {
-			listOrWatch[T, P](s, w, r, k, "", ops.filter)
+			listOrWatch[T, P](s, w, r, "", ops.filter)
 		})
 		coll = "/v1/namespaces/{ns}/" + res
 		item = coll + "/{name}"
@@ -50,10 +51,10 @@ func registerKind[T any, P store.PtrObject[T]](s *Server, k store.Kind, ops kind
 			writeError(w, s.cfg.Log, err)
 			return
 		}
-		listOrWatch[T, P](s, w, r, k, ns, ops.filter)
+		listOrWatch[T, P](s, w, r, ns, ops.filter)
 	})
 	s.handle("GET "+item, res, auth.Read, func(w http.ResponseWriter, r *http.Request) {
-		obj, err := store.Get[T, P](r.Context(), s.cfg.Store, k, r.PathValue("ns"), r.PathValue("name"))
+		obj, err := store.Get[T, P](r.Context(), s.cfg.Store, api.Key{Namespace: r.PathValue("ns"), Name: r.PathValue("name")})
 		if err != nil {
 			writeError(w, s.cfg.Log, err)
 			return
@@ -117,11 +118,11 @@ func registerKind[T any, P store.PtrObject[T]](s *Server, k store.Kind, ops kind
 				"%s are deleted with their function", res))
 			return
 		}
-		ns := r.PathValue("ns")
-		if k.Namespaced && ns == "" {
-			ns = api.DefaultNamespace
+		key := api.Key{Namespace: r.PathValue("ns"), Name: r.PathValue("name")}
+		if k.Namespaced && key.Namespace == "" {
+			key.Namespace = api.DefaultNamespace
 		}
-		if err := ops.delete(r.Context(), ns, r.PathValue("name"), r.URL.Query().Get("resourceVersion")); err != nil {
+		if err := ops.delete(r.Context(), key, r.URL.Query().Get("resourceVersion")); err != nil {
 			writeError(w, s.cfg.Log, err)
 			return
 		}
@@ -130,7 +131,7 @@ func registerKind[T any, P store.PtrObject[T]](s *Server, k store.Kind, ops kind
 }
 
 // invalid wraps validation errors into the 422 answer.
-func invalid(k store.Kind, name string, err error) error {
+func invalid(k api.Kind, name string, err error) error {
 	var fe api.FieldErrors
 	if errors.As(err, &fe) {
 		return api.Invalid(k.Name, name, fe)
@@ -138,7 +139,7 @@ func invalid(k store.Kind, name string, err error) error {
 	return err
 }
 
-func validNamespace(k store.Kind, ns string) error {
+func validNamespace(k api.Kind, ns string) error {
 	if k.Namespaced && ns != "" {
 		if err := api.ValidateName(ns); err != nil {
 			e := api.Invalid(k.Name, ns, api.FieldErrors{{Field: "metadata.namespace", Message: fmt.Sprintf("%q %s", ns, api.NameRule)}})
@@ -150,7 +151,7 @@ func validNamespace(k store.Kind, ns string) error {
 
 // fillMeta takes the namespace and name from the path when the body leaves
 // them out, and rejects a body that names another object than the path.
-func fillMeta(k store.Kind, m *api.ObjectMeta, r *http.Request, nameFromPath bool) error {
+func fillMeta(k api.Kind, m *api.ObjectMeta, r *http.Request, nameFromPath bool) error {
 	if k.Namespaced {
 		ns := r.PathValue("ns")
 		switch {
@@ -184,8 +185,9 @@ func isWatch(r *http.Request) bool {
 }
 
 // listOrWatch answers a list, or streams a watch when ?watch=true.
-func listOrWatch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, r *http.Request, k store.Kind, ns string,
+func listOrWatch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r *http.Request, ns string,
 	filter func(url.Values) (func(*T) bool, error)) {
+	k := api.KindOf[T, P]()
 	keep := func(*T) bool { return true }
 	if filter != nil {
 		f, err := filter(r.URL.Query())
@@ -195,9 +197,9 @@ func listOrWatch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, 
 		}
 		keep = f
 	}
-	prefix := k.Prefix(ns)
+	scope := store.Scope{Namespace: ns}
 	if fn := r.URL.Query().Get("function"); fn != "" {
-		if !k.GroupedByFunction() || ns == "" {
+		if !store.GroupedByFunction(k) || ns == "" {
 			writeError(w, s.cfg.Log, api.BadRequest("?function= filters revisions, scales and replicas within a namespace"))
 			return
 		}
@@ -205,13 +207,13 @@ func listOrWatch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, 
 			writeError(w, s.cfg.Log, fieldError("function", "%q %s", fn, api.NameRule))
 			return
 		}
-		prefix = k.FunctionPrefix(ns, fn)
+		scope.Function = fn
 	}
 	if isWatch(r) {
-		watch[T, P](s, w, r, k, prefix, keep)
+		watch[T, P](s, w, r, scope, keep)
 		return
 	}
-	items, rev, err := store.List[T, P](r.Context(), s.cfg.Store, k, prefix)
+	items, rev, err := store.List[T, P](r.Context(), s.cfg.Store, scope)
 	if err != nil {
 		writeError(w, s.cfg.Log, err)
 		return
@@ -228,13 +230,13 @@ func listOrWatch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, 
 // watch streams one JSON event per line until the client goes away or the
 // watch ends; an ending watch sends an ERROR event first, so the client
 // knows to resume (or, for 410, to list again).
-func watch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, r *http.Request, k store.Kind, prefix string, keep func(*T) bool) {
+func watch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r *http.Request, scope store.Scope, keep func(*T) bool) {
 	rev, err := store.ParseVersion(r.URL.Query().Get("resourceVersion"))
 	if err != nil {
 		writeError(w, s.cfg.Log, err)
 		return
 	}
-	wt, err := store.Watch[T, P](r.Context(), s.cfg.Store, k, prefix, rev)
+	wt, err := store.Watch[T, P](r.Context(), s.cfg.Store, scope, rev)
 	if err != nil {
 		writeError(w, s.cfg.Log, err)
 		return
@@ -254,7 +256,7 @@ func watch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, r *htt
 			}
 			var ae *api.Error
 			if !errors.As(err, &ae) {
-				s.cfg.Log.Warn("watch ended", "kind", k.Plural, "err", err)
+				s.cfg.Log.Warn("watch ended", "kind", api.KindOf[T, P]().Plural, "err", err)
 				ae = api.NewError(http.StatusServiceUnavailable, api.ReasonUnavailable, "watch ended: resume from the last resourceVersion")
 			}
 			_ = enc.Encode(api.WatchEvent[*T]{Type: api.EventError, Error: ae})
@@ -278,23 +280,23 @@ func watch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, r *htt
 
 // createOnly and replaceOnly are the plain store writes, for kinds with no
 // semantics of their own.
-func createOnly[T any, P store.PtrObject[T]](s *Server, k store.Kind) func(context.Context, *T) (*T, int, error) {
+func createOnly[T any, P api.ObjectPtr[T]](s *Server) func(context.Context, *T) (*T, int, error) {
 	return func(ctx context.Context, obj *T) (*T, int, error) {
-		out, err := store.Create[T, P](ctx, s.cfg.Store, k, P(obj))
+		out, err := store.Create[T, P](ctx, s.cfg.Store, P(obj))
 		return out, http.StatusCreated, err
 	}
 }
 
-func replaceOnly[T any, P store.PtrObject[T]](s *Server, k store.Kind) func(context.Context, *T) (*T, int, error) {
+func replaceOnly[T any, P api.ObjectPtr[T]](s *Server) func(context.Context, *T) (*T, int, error) {
 	return func(ctx context.Context, obj *T) (*T, int, error) {
-		out, err := store.Update[T, P](ctx, s.cfg.Store, k, P(obj))
+		out, err := store.Update[T, P](ctx, s.cfg.Store, P(obj))
 		return out, http.StatusOK, err
 	}
 }
 
-func (s *Server) deleteOne(k store.Kind) func(ctx context.Context, ns, name, rv string) error {
-	return func(ctx context.Context, ns, name, rv string) error {
-		return s.cfg.Store.Delete(ctx, k, ns, name, rv)
+func deleteOne[T any, P api.ObjectPtr[T]](s *Server) func(ctx context.Context, key api.Key, rv string) error {
+	return func(ctx context.Context, key api.Key, rv string) error {
+		return store.Delete[T, P](ctx, s.cfg.Store, key, rv)
 	}
 }
 

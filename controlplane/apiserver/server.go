@@ -70,7 +70,7 @@ type Config struct {
 	SignCSR func(csrPEM []byte, commonName string, hosts []string) (cert, ca []byte, err error)
 	// OnActivate, when set, learns of each scale-from-zero (the
 	// autoscaler, so that it does not scale the revision straight back).
-	OnActivate func(namespace, revision string)
+	OnActivate func(revision api.Key)
 	// PodCIDR is split into one subnet of NodeSubnetBits per node.
 	PodCIDR        netip.Prefix
 	NodeSubnetBits int
@@ -189,37 +189,37 @@ func (s *Server) routes() {
 		writeJSON(w, http.StatusOK, principal(r.Context()))
 	})
 
-	registerKind[api.Function](s, store.Functions, kindOps[api.Function]{
+	registerKind(s, kindOps[api.Function]{
 		validate: func(f *api.Function) error { api.SetDefaults(&f.Spec); return api.ValidateFunction(f) },
 		create:   s.createFunction,
 		replace:  s.replaceFunction,
 		delete:   s.cfg.Store.DeleteFunction,
 	})
-	registerKind[api.Revision](s, store.Revisions, kindOps[api.Revision]{})
-	registerKind[api.Traffic](s, store.Traffics, kindOps[api.Traffic]{
+	registerKind(s, kindOps[api.Revision]{})
+	registerKind(s, kindOps[api.Traffic]{
 		validate: api.ValidateTraffic,
 		replace:  s.replaceTraffic,
 	})
-	registerKind[api.Scale](s, store.Scales, kindOps[api.Scale]{
+	registerKind(s, kindOps[api.Scale]{
 		validate: api.ValidateScale,
 		replace:  s.keepStatus(store.UpdateScaleSpec),
 	})
-	registerKind[api.Replica](s, store.Replicas, kindOps[api.Replica]{
+	registerKind(s, kindOps[api.Replica]{
 		validate: validateReplica,
-		create:   createOnly[api.Replica](s, store.Replicas),
-		replace:  replaceOnly[api.Replica](s, store.Replicas),
-		delete:   s.deleteOne(store.Replicas),
+		create:   createOnly[api.Replica](s),
+		replace:  replaceOnly[api.Replica](s),
+		delete:   deleteOne[api.Replica](s),
 		status: func(ctx context.Context, r *api.Replica) (*api.Replica, error) {
 			return store.UpdateReplicaStatus(ctx, s.cfg.Store, r)
 		},
 		filter: replicaFilter,
 	})
-	registerKind[api.Node](s, store.Nodes, kindOps[api.Node]{
+	registerKind(s, kindOps[api.Node]{
 		validate: validateNode,
 		create:   s.createNode,
-		replace:  replaceOnly[api.Node](s, store.Nodes),
-		delete: func(ctx context.Context, _, name, rv string) error {
-			return s.cfg.Store.DeleteNode(ctx, name, rv)
+		replace:  replaceOnly[api.Node](s),
+		delete: func(ctx context.Context, key api.Key, rv string) error {
+			return s.cfg.Store.DeleteNode(ctx, key.Name, rv)
 		},
 		status: func(ctx context.Context, n *api.Node) (*api.Node, error) {
 			return store.UpdateNodeStatus(ctx, s.cfg.Store, n)

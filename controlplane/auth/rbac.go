@@ -1,5 +1,7 @@
 package auth
 
+import "github.com/surgeplatform/surge/api"
+
 // Verb is what a request does to a resource.
 type Verb int
 
@@ -27,7 +29,7 @@ const (
 // writable lists, per role other than admin, the resources it may write.
 var writable = map[Role]map[string]bool{
 	RoleViewer:  {},
-	RoleNode:    {"replicas": true, "nodes": true},
+	RoleNode:    {api.ReplicaKind.Plural: true, api.NodeKind.Plural: true},
 	RoleGateway: {ResourceActivations: true, ResourceStats: true},
 }
 

@@ -5,7 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/surgeplatform/surge/autoscaler"
+	"github.com/surgeplatform/surge/api"
 )
 
 // metrics are the autoscaler's, per revision. Revisions come and go; their
@@ -48,7 +48,7 @@ func (m *metrics) observe(ns, fn, rev string, desired, ready int32, panicking bo
 }
 
 // forget deletes a revision's series.
-func (m *metrics) forget(k autoscaler.RevisionKey) {
+func (m *metrics) forget(k api.Key) {
 	match := prometheus.Labels{"namespace": k.Namespace, "revision": k.Name}
 	for _, v := range []*prometheus.GaugeVec{m.desired, m.ready, m.panic, m.concurrency, m.rps} {
 		v.DeletePartialMatch(match)

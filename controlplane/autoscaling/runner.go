@@ -71,16 +71,16 @@ type StatsSource interface {
 	// summed over the gateways whose reports are fresh at now; a revision
 	// missing from it had none. The runner calls it from its own
 	// goroutine once per tick; it may block on I/O until ctx ends.
-	Load(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error)
+	Load(ctx context.Context, now time.Time) (map[api.Key]autoscaler.Load, error)
 }
 
 var _ StatsSource = (*store.GatewayLoad)(nil)
 
 // StatsFunc is a function that is a StatsSource, for fakes in tests.
-type StatsFunc func(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error)
+type StatsFunc func(ctx context.Context, now time.Time) (map[api.Key]autoscaler.Load, error)
 
 // Load implements StatsSource.
-func (f StatsFunc) Load(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error) {
+func (f StatsFunc) Load(ctx context.Context, now time.Time) (map[api.Key]autoscaler.Load, error) {
 	return f(ctx, now)
 }
 
@@ -124,9 +124,9 @@ func New(cfg Config, st *store.Store, stats StatsSource, clk clock.Clock, log *s
 // so that the decision core counts that demand before the gateways' next
 // report and does not scale the revision straight back to zero. It may be
 // called from any goroutine and does not block on I/O.
-func (r *Runner) Activated(namespace, revision string) {
+func (r *Runner) Activated(revision api.Key) {
 	r.mu.Lock()
-	r.scaler.Activated(autoscaler.RevisionKey{Namespace: namespace, Name: revision}, r.clock.Now())
+	r.scaler.Activated(revision, r.clock.Now())
 	r.mu.Unlock()
 }
 
@@ -166,9 +166,9 @@ func (r *Runner) Tick(ctx context.Context) error {
 	for _, k := range res.Gone {
 		r.metrics.forget(k)
 	}
-	scales := make(map[autoscaler.RevisionKey]*api.Scale, len(in.Scales))
+	scales := make(map[api.Key]*api.Scale, len(in.Scales))
 	for i := range in.Scales {
-		scales[autoscaler.RevisionKey{Namespace: in.Scales[i].Metadata.Namespace, Name: in.Scales[i].Metadata.Name}] = &in.Scales[i]
+		scales[api.KeyOf(&in.Scales[i])] = &in.Scales[i]
 	}
 	errs := []error{decideErr}
 	for _, d := range res.Revisions {
@@ -193,16 +193,16 @@ func (r *Runner) read(ctx context.Context, now time.Time) (autoscaler.Input, err
 	if in.Load, err = r.stats.Load(ctx, now); err != nil {
 		return in, err
 	}
-	if in.Scales, _, err = store.List[api.Scale](ctx, r.store, store.Scales, store.Scales.Prefix("")); err != nil {
+	if in.Scales, _, err = store.List[api.Scale](ctx, r.store, store.Scope{}); err != nil {
 		return in, err
 	}
-	if in.Revisions, _, err = store.List[api.Revision](ctx, r.store, store.Revisions, store.Revisions.Prefix("")); err != nil {
+	if in.Revisions, _, err = store.List[api.Revision](ctx, r.store, store.Scope{}); err != nil {
 		return in, err
 	}
-	if in.Functions, _, err = store.List[api.Function](ctx, r.store, store.Functions, store.Functions.Prefix("")); err != nil {
+	if in.Functions, _, err = store.List[api.Function](ctx, r.store, store.Scope{}); err != nil {
 		return in, err
 	}
-	if in.Traffic, _, err = store.List[api.Traffic](ctx, r.store, store.Traffics, store.Traffics.Prefix("")); err != nil {
+	if in.Traffic, _, err = store.List[api.Traffic](ctx, r.store, store.Scope{}); err != nil {
 		return in, err
 	}
 	return in, nil
@@ -213,7 +213,7 @@ func (r *Runner) read(ctx context.Context, now time.Time) (autoscaler.Input, err
 func (r *Runner) write(ctx context.Context, sc *api.Scale, desired int32, mode, reason string) error {
 	if sc.Spec.Replicas != desired {
 		r.log.Info("scale", "revision", sc.Metadata.Name, "from", sc.Spec.Replicas, "to", desired, "reason", reason)
-		out, err := store.SetScaleReplicas(ctx, r.store, sc.Metadata.Namespace, sc.Metadata.Name, sc.Spec.Replicas, desired)
+		out, err := store.SetScaleReplicas(ctx, r.store, api.KeyOf(sc), sc.Spec.Replicas, desired)
 		if err != nil {
 			if errors.Is(err, api.ErrConflict) || errors.Is(err, api.ErrNotFound) {
 				return nil // the count changed under us (an activation): decide again next tick

@@ -51,7 +51,7 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 	ctx := context.Background()
 
 	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1", Concurrency: 1}}
-	fn.Spec.Scaling.ScaleToZeroGrace = "30s"
+	fn.Spec.Scaling.ScaleToZeroGrace = api.Seconds(30)
 	if _, err := c.PutFunction(ctx, fn); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 	r := newRunner(t, in, clk)
 	report := func(concurrency float64, requests int64) {
 		t.Helper()
-		st := api.GatewayStats{Gateway: "gw-1", Window: "1s", Revisions: []api.RevisionLoad{{
+		st := api.GatewayStats{Gateway: "gw-1", Window: api.Seconds(1), Revisions: []api.RevisionLoad{{
 			Namespace: "default", Function: "hello", Revision: "hello-00001", Concurrency: concurrency, Requests: requests,
 		}}}
 		if err := gw.Do(ctx, "POST", "/v1/stats", &st, nil); err != nil {
@@ -68,7 +68,7 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 	}
 	desired := func() int32 {
 		t.Helper()
-		sc, err := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00001")
+		sc, err := client.Get[api.Scale](ctx, c, api.Key{Namespace: "default", Name: "hello-00001"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,7 +86,7 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 	if got := desired(); got < 10 {
 		t.Fatalf("desired %d under 10 in flight at concurrency 1, want at least 10", got)
 	}
-	sc, _ := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00001")
+	sc, _ := client.Get[api.Scale](ctx, c, api.Key{Namespace: "default", Name: "hello-00001"})
 	if sc.Status.Reason == "" || sc.Status.Mode == "" {
 		t.Errorf("scale status has no mode/reason: %+v", sc.Status)
 	}
@@ -104,10 +104,10 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 
 	// From zero: an activation raises it to one, and the next tick keeps it.
 	var act struct{ Activated bool }
-	if err := gw.Do(ctx, "POST", client.Path("scales", "default", "hello-00001")+"/activate", nil, &act); err != nil || !act.Activated {
+	if err := gw.Do(ctx, "POST", client.ObjectPath[api.Scale](api.Key{Namespace: "default", Name: "hello-00001"})+"/activate", nil, &act); err != nil || !act.Activated {
 		t.Fatalf("activate: %+v, %v", act, err)
 	}
-	r.Activated("default", "hello-00001")
+	r.Activated(api.Key{Namespace: "default", Name: "hello-00001"})
 	if err := r.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestRevisionWithoutTrafficDrainsToZero(t *testing.T) {
 			t.Fatal(err)
 		}
 		for rev, n := range want {
-			sc, err := client.Get[api.Scale](ctx, c, "scales", "default", rev)
+			sc, err := client.Get[api.Scale](ctx, c, api.Key{Namespace: "default", Name: rev})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -151,7 +151,7 @@ func TestRevisionWithoutTrafficDrainsToZero(t *testing.T) {
 	expect("rolling out", map[string]int32{"hello-00001": 1, "hello-00002": 1}, map[string]string{"hello-00002": "rolling out"})
 
 	// The rollout ends: hello-00001 gets no traffic and drains to zero.
-	if moved, err := in.Store().PromoteRevision(ctx, "default", "hello", "hello-00002"); err != nil || !moved {
+	if moved, err := in.Store().PromoteRevision(ctx, api.Key{Namespace: "default", Name: "hello"}, "hello-00002"); err != nil || !moved {
 		t.Fatalf("promote hello-00002: moved %v, %v", moved, err)
 	}
 	expect("rolled out", map[string]int32{"hello-00001": 0, "hello-00002": 1}, map[string]string{"hello-00001": "no traffic"})
@@ -172,7 +172,7 @@ func TestNewRevisionKeepsItsInitialScaleForAWindow(t *testing.T) {
 	c := in.Client()
 	ctx := context.Background()
 	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1"}}
-	fn.Spec.Scaling.StableWindow = "10s"
+	fn.Spec.Scaling.StableWindow = api.Seconds(10)
 	f, err := c.PutFunction(ctx, fn)
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +180,7 @@ func TestNewRevisionKeepsItsInitialScaleForAWindow(t *testing.T) {
 	clk := fakeAt(f.Metadata.CreationTimestamp)
 	r := newRunner(t, in, clk)
 	desired := func() int32 {
-		sc, err := client.Get[api.Scale](ctx, c, "scales", "default", "hello-00001")
+		sc, err := client.Get[api.Scale](ctx, c, api.Key{Namespace: "default", Name: "hello-00001"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,7 +222,7 @@ func TestRunDecidesOnEveryTickOfItsClock(t *testing.T) {
 	// Each tick reads the load first: the source hands the tick's time to
 	// the test and so marks where the runner is.
 	ticks := make(chan time.Time)
-	stats := autoscaling.StatsFunc(func(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error) {
+	stats := autoscaling.StatsFunc(func(ctx context.Context, now time.Time) (map[api.Key]autoscaler.Load, error) {
 		select {
 		case ticks <- now:
 			return nil, nil
@@ -257,7 +257,7 @@ func TestRunDecidesOnEveryTickOfItsClock(t *testing.T) {
 	// The second tick waits in the ticker until the first one is written.
 	clk.Advance(cfg.Tick)
 	tick(2) // it decides as the first did, so it writes nothing
-	sc, err := client.Get[api.Scale](ctx, in.Client(), "scales", "default", "hello-00001")
+	sc, err := client.Get[api.Scale](ctx, in.Client(), api.Key{Namespace: "default", Name: "hello-00001"})
 	if err != nil {
 		t.Fatal(err)
 	}

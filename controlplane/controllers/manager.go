@@ -171,33 +171,33 @@ type state struct {
 	functions []api.Function
 	scales    []api.Scale
 	replicas  []api.Replica
-	// revisionList is every revision; revisions indexes it by "ns/name".
+	// revisionList is every revision; revisions indexes it by key.
 	revisionList []api.Revision
-	revisions    map[string]*api.Revision
+	revisions    map[api.Key]*api.Revision
 	nodes        []api.Node
 }
 
 func (m *Manager) read(ctx context.Context) (*state, error) {
 	var s state
 	var err error
-	if s.functions, _, err = store.List[api.Function](ctx, m.store, store.Functions, store.Functions.Prefix("")); err != nil {
+	if s.functions, _, err = store.List[api.Function](ctx, m.store, store.Scope{}); err != nil {
 		return nil, err
 	}
-	if s.scales, _, err = store.List[api.Scale](ctx, m.store, store.Scales, store.Scales.Prefix("")); err != nil {
+	if s.scales, _, err = store.List[api.Scale](ctx, m.store, store.Scope{}); err != nil {
 		return nil, err
 	}
-	if s.replicas, _, err = store.List[api.Replica](ctx, m.store, store.Replicas, store.Replicas.Prefix("")); err != nil {
+	if s.replicas, _, err = store.List[api.Replica](ctx, m.store, store.Scope{}); err != nil {
 		return nil, err
 	}
-	if s.revisionList, _, err = store.List[api.Revision](ctx, m.store, store.Revisions, store.Revisions.Prefix("")); err != nil {
+	if s.revisionList, _, err = store.List[api.Revision](ctx, m.store, store.Scope{}); err != nil {
 		return nil, err
 	}
-	s.revisions = make(map[string]*api.Revision, len(s.revisionList))
+	s.revisions = make(map[api.Key]*api.Revision, len(s.revisionList))
 	for i := range s.revisionList {
 		r := &s.revisionList[i]
-		s.revisions[r.Metadata.Namespace+"/"+r.Metadata.Name] = r
+		s.revisions[api.KeyOf(r)] = r
 	}
-	if s.nodes, _, err = store.List[api.Node](ctx, m.store, store.Nodes, store.Nodes.Prefix("")); err != nil {
+	if s.nodes, _, err = store.List[api.Node](ctx, m.store, store.Scope{}); err != nil {
 		return nil, err
 	}
 	return &s, nil
@@ -225,17 +225,17 @@ func (m *Manager) Pass(ctx context.Context) error {
 // Ready replica never takes any. Traffic a user set after the deploy
 // stays as set (store.PromoteRevision).
 func (m *Manager) rollouts(ctx context.Context, st *state) error {
-	ready := map[string]int32{}
+	ready := map[api.Key]int32{}
 	for _, sc := range st.scales {
-		ready[sc.Metadata.Namespace+"/"+sc.Metadata.Name] = sc.Status.ReadyReplicas
+		ready[api.KeyOf(&sc)] = sc.Status.ReadyReplicas
 	}
 	var errs []error
 	for _, f := range st.functions {
 		latest := f.Status.LatestRevision
-		if latest == "" || latest == f.Status.LatestReadyRevision || ready[f.Metadata.Namespace+"/"+latest] == 0 {
+		if latest == "" || latest == f.Status.LatestReadyRevision || ready[api.Key{Namespace: f.Metadata.Namespace, Name: latest}] == 0 {
 			continue
 		}
-		moved, err := m.store.PromoteRevision(ctx, f.Metadata.Namespace, f.Metadata.Name, latest)
+		moved, err := m.store.PromoteRevision(ctx, api.KeyOf(&f), latest)
 		if err != nil {
 			if !benign(err) {
 				errs = append(errs, err)
@@ -282,7 +282,7 @@ func (m *Manager) nodes(ctx context.Context, st *state) error {
 	kept := st.replicas[:0]
 	for _, r := range st.replicas {
 		if r.Spec.NodeName != "" && dead[r.Spec.NodeName] {
-			if err := m.store.Delete(ctx, store.Replicas, r.Metadata.Namespace, r.Metadata.Name, ""); err != nil && !benign(err) {
+			if err := store.Delete[api.Replica](ctx, m.store, api.KeyOf(&r), ""); err != nil && !benign(err) {
 				errs = append(errs, err)
 			}
 			continue
@@ -296,14 +296,14 @@ func (m *Manager) nodes(ctx context.Context, st *state) error {
 // replicaSets makes each revision's replica count match its Scale, and
 // removes replicas whose revision is gone.
 func (m *Manager) replicaSets(ctx context.Context, st *state) error {
-	byRev := map[string][]api.Replica{}
+	byRev := map[api.Key][]api.Replica{}
 	for _, r := range st.replicas {
-		k := r.Metadata.Namespace + "/" + r.Spec.Revision
+		k := revisionOf(&r)
 		byRev[k] = append(byRev[k], r)
 	}
 	var errs []error
 	for _, sc := range st.scales {
-		k := sc.Metadata.Namespace + "/" + sc.Metadata.Name
+		k := api.KeyOf(&sc)
 		rev := st.revisions[k]
 		if rev == nil {
 			continue
@@ -311,7 +311,7 @@ func (m *Manager) replicaSets(ctx context.Context, st *state) error {
 		plan := planReplicas(sc.Spec.Replicas, byRev[k])
 		delete(byRev, k)
 		for _, name := range plan.remove {
-			if err := m.store.Delete(ctx, store.Replicas, sc.Metadata.Namespace, name, ""); err != nil && !benign(err) {
+			if err := store.Delete[api.Replica](ctx, m.store, api.Key{Namespace: sc.Metadata.Namespace, Name: name}, ""); err != nil && !benign(err) {
 				errs = append(errs, err)
 			}
 		}
@@ -324,7 +324,7 @@ func (m *Manager) replicaSets(ctx context.Context, st *state) error {
 				Spec:   api.ReplicaSpec{Function: rev.Spec.Function, Revision: rev.Metadata.Name},
 				Status: api.ReplicaStatus{Phase: api.ReplicaPending},
 			}
-			out, err := store.Create(ctx, m.store, store.Replicas, r)
+			out, err := store.Create(ctx, m.store, r)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -335,7 +335,7 @@ func (m *Manager) replicaSets(ctx context.Context, st *state) error {
 	// Replicas of revisions that have no Scale any more.
 	for _, reps := range byRev {
 		for _, r := range reps {
-			if err := m.store.Delete(ctx, store.Replicas, r.Metadata.Namespace, r.Metadata.Name, ""); err != nil && !benign(err) {
+			if err := store.Delete[api.Replica](ctx, m.store, api.KeyOf(&r), ""); err != nil && !benign(err) {
 				errs = append(errs, err)
 			}
 		}
@@ -382,7 +382,7 @@ func (m *Manager) schedule(ctx context.Context, st *state) error {
 		}
 		r.Spec.NodeName = name
 		r.Status.Message = ""
-		if _, err := store.Update(ctx, m.store, store.Replicas, r); err != nil {
+		if _, err := store.Update(ctx, m.store, r); err != nil {
 			if !benign(err) {
 				errs = append(errs, err)
 			}
@@ -396,9 +396,9 @@ func (m *Manager) schedule(ctx context.Context, st *state) error {
 // statuses writes each Scale's observed replica counts.
 func (m *Manager) statuses(ctx context.Context, st *state) error {
 	type count struct{ all, ready int32 }
-	counts := map[string]count{}
+	counts := map[api.Key]count{}
 	for _, r := range st.replicas {
-		k := r.Metadata.Namespace + "/" + r.Spec.Revision
+		k := revisionOf(&r)
 		c := counts[k]
 		if active(&r) {
 			c.all++
@@ -411,7 +411,7 @@ func (m *Manager) statuses(ctx context.Context, st *state) error {
 	var errs []error
 	for i := range st.scales {
 		sc := &st.scales[i]
-		c := counts[sc.Metadata.Namespace+"/"+sc.Metadata.Name]
+		c := counts[api.KeyOf(sc)]
 		if sc.Status.Replicas == c.all && sc.Status.ReadyReplicas == c.ready {
 			continue
 		}
@@ -421,6 +421,11 @@ func (m *Manager) statuses(ctx context.Context, st *state) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// revisionOf is the key of a replica's revision.
+func revisionOf(r *api.Replica) api.Key {
+	return api.Key{Namespace: r.Metadata.Namespace, Name: r.Spec.Revision}
 }
 
 // benign errors mean another writer got there first; the next pass sees

@@ -82,7 +82,7 @@ func (f *fixture) deploy(image string, minScale int32) {
 
 func (f *fixture) replicas() []api.Replica {
 	f.t.Helper()
-	reps, _, err := store.List[api.Replica](f.ctx, f.store, store.Replicas, store.Replicas.Prefix(""))
+	reps, _, err := store.List[api.Replica](f.ctx, f.store, store.Scope{})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func (f *fixture) ready(rev string) {
 
 func (f *fixture) traffic() string {
 	f.t.Helper()
-	tr, err := store.Get[api.Traffic](f.ctx, f.store, store.Traffics, "default", "hello")
+	tr, err := store.Get[api.Traffic](f.ctx, f.store, api.Key{Namespace: "default", Name: "hello"})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -126,19 +126,19 @@ func (f *fixture) traffic() string {
 
 func (f *fixture) setTraffic(targets ...api.TrafficTarget) {
 	f.t.Helper()
-	tr, err := store.Get[api.Traffic](f.ctx, f.store, store.Traffics, "default", "hello")
+	tr, err := store.Get[api.Traffic](f.ctx, f.store, api.Key{Namespace: "default", Name: "hello"})
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	tr.Spec.Targets = targets
-	if _, err := store.Update(f.ctx, f.store, store.Traffics, tr); err != nil {
+	if _, err := store.Update(f.ctx, f.store, tr); err != nil {
 		f.t.Fatal(err)
 	}
 }
 
 func (f *fixture) latestReady() string {
 	f.t.Helper()
-	fn, err := store.Get[api.Function](f.ctx, f.store, store.Functions, "default", "hello")
+	fn, err := store.Get[api.Function](f.ctx, f.store, api.Key{Namespace: "default", Name: "hello"})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func (f *fixture) latestReady() string {
 
 func (f *fixture) scaleStatus(rev string) api.ScaleStatus {
 	f.t.Helper()
-	sc, err := store.Get[api.Scale](f.ctx, f.store, store.Scales, "default", rev)
+	sc, err := store.Get[api.Scale](f.ctx, f.store, api.Key{Namespace: "default", Name: rev})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func (f *fixture) scaleStatus(rev string) api.ScaleStatus {
 
 func (f *fixture) nodeState(name string) api.NodeState {
 	f.t.Helper()
-	n, err := store.Get[api.Node](f.ctx, f.store, store.Nodes, "", name)
+	n, err := store.Get[api.Node](f.ctx, f.store, api.Key{Name: name})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestPassSpreadsReplicasAndCountsThem(t *testing.T) {
 			readyName = r.Metadata.Name
 		}
 	}
-	if _, err := store.SetScaleReplicas(f.ctx, f.store, "default", "hello-00001", 2, 1); err != nil {
+	if _, err := store.SetScaleReplicas(f.ctx, f.store, api.Key{Namespace: "default", Name: "hello-00001"}, 2, 1); err != nil {
 		t.Fatal(err)
 	}
 	f.pass()
@@ -349,7 +349,7 @@ func TestPassRemovesReplicasOfGoneRevisions(t *testing.T) {
 		Metadata: api.ObjectMeta{Name: "hello-00007-abcde", Namespace: "default"},
 		Spec:     api.ReplicaSpec{Function: "hello", Revision: "hello-00007"},
 	}
-	if _, err := store.Create(f.ctx, f.store, store.Replicas, orphan); err != nil {
+	if _, err := store.Create(f.ctx, f.store, orphan); err != nil {
 		t.Fatal(err)
 	}
 	f.pass()

@@ -14,9 +14,9 @@ import (
 type Cluster struct {
 	nodes []Node
 	index map[string]int // node name → position in nodes
-	// revisions holds the revisions by "namespace/name", for the requests
-	// of their replicas.
-	revisions map[string]*api.Revision
+	// revisions holds the revisions by key, for the requests of their
+	// replicas.
+	revisions map[api.Key]*api.Revision
 }
 
 // NewCluster accounts for nodes and the replicas bound to them. A replica
@@ -26,11 +26,11 @@ func NewCluster(nodes []api.Node, replicas []api.Replica, revisions []api.Revisi
 	c := &Cluster{
 		nodes:     make([]Node, 0, len(nodes)),
 		index:     make(map[string]int, len(nodes)),
-		revisions: make(map[string]*api.Revision, len(revisions)),
+		revisions: make(map[api.Key]*api.Revision, len(revisions)),
 	}
 	for i := range revisions {
 		r := &revisions[i]
-		c.revisions[r.Metadata.Namespace+"/"+r.Metadata.Name] = r
+		c.revisions[api.KeyOf(r)] = r
 	}
 	for _, n := range nodes {
 		c.index[n.Metadata.Name] = len(c.nodes)
@@ -59,7 +59,7 @@ func nodeOf(n *api.Node) Node {
 		Schedulable:   !n.Spec.Unschedulable && n.Status.State == api.NodeAlive && n.Spec.PodSubnet != "",
 		MilliCPU:      cpu,
 		MemoryBytes:   mem,
-		FunctionCount: map[string]int{},
+		FunctionCount: map[api.Key]int{},
 	}
 }
 
@@ -70,14 +70,15 @@ func RequestOf(rev *api.Revision) Request {
 	s := rev.Spec.Template
 	cpu, _ := api.ParseCPU(s.Resources.CPU)
 	mem, _ := api.ParseMemory(s.Resources.Memory)
-	return Request{Function: rev.Metadata.Namespace + "/" + rev.Spec.Function, MilliCPU: cpu, MemoryBytes: mem}
+	fn := api.Key{Namespace: rev.Metadata.Namespace, Name: rev.Spec.Function}
+	return Request{Function: fn, MilliCPU: cpu, MemoryBytes: mem}
 }
 
 // Request is what replica r reserves, from its revision; ok is false when
 // the revision is gone, and such a replica is not to be placed (the
 // replica controller removes it).
 func (c *Cluster) Request(r *api.Replica) (req Request, ok bool) {
-	rev := c.revisions[r.Metadata.Namespace+"/"+r.Spec.Revision]
+	rev := c.revisions[api.Key{Namespace: r.Metadata.Namespace, Name: r.Spec.Revision}]
 	if rev == nil {
 		return Request{}, false
 	}

@@ -55,11 +55,11 @@ func TestNewClusterAccounts(t *testing.T) {
 				apiNode("bad-quantities", func(n *api.Node) { n.Status.Allocatable = api.NodeResources{CPU: "lots", Memory: ""} }),
 			},
 			want: []Node{
-				{Name: "alive", Schedulable: true, MilliCPU: 2000, MemoryBytes: 4 << 30, FunctionCount: map[string]int{}},
-				{Name: "dead", MilliCPU: 2000, MemoryBytes: 4 << 30, FunctionCount: map[string]int{}},
-				{Name: "cordoned", MilliCPU: 2000, MemoryBytes: 4 << 30, FunctionCount: map[string]int{}},
-				{Name: "no-subnet", MilliCPU: 2000, MemoryBytes: 4 << 30, FunctionCount: map[string]int{}},
-				{Name: "bad-quantities", Schedulable: true, FunctionCount: map[string]int{}},
+				{Name: "alive", Schedulable: true, MilliCPU: 2000, MemoryBytes: 4 << 30, FunctionCount: map[api.Key]int{}},
+				{Name: "dead", MilliCPU: 2000, MemoryBytes: 4 << 30, FunctionCount: map[api.Key]int{}},
+				{Name: "cordoned", MilliCPU: 2000, MemoryBytes: 4 << 30, FunctionCount: map[api.Key]int{}},
+				{Name: "no-subnet", MilliCPU: 2000, MemoryBytes: 4 << 30, FunctionCount: map[api.Key]int{}},
+				{Name: "bad-quantities", Schedulable: true, FunctionCount: map[api.Key]int{}},
 			},
 		},
 		{
@@ -73,9 +73,9 @@ func TestNewClusterAccounts(t *testing.T) {
 			},
 			want: []Node{
 				{Name: "a", Schedulable: true, MilliCPU: 2000, MemoryBytes: 4 << 30, UsedMilliCPU: 1500, UsedMemory: 1<<30 + 256<<20,
-					FunctionCount: map[string]int{"default/hello": 2, "team/hello": 1}},
+					FunctionCount: map[api.Key]int{api.Key{Namespace: "default", Name: "hello"}: 2, api.Key{Namespace: "team", Name: "hello"}: 1}},
 				{Name: "b", Schedulable: true, MilliCPU: 2000, MemoryBytes: 4 << 30, UsedMilliCPU: 1000, UsedMemory: 1 << 30,
-					FunctionCount: map[string]int{"team/hello": 1}},
+					FunctionCount: map[api.Key]int{api.Key{Namespace: "team", Name: "hello"}: 1}},
 			},
 		},
 		{
@@ -86,7 +86,7 @@ func TestNewClusterAccounts(t *testing.T) {
 				replica("default", "hello-00009", "a"),
 				replica("default", "hello-00001", "gone"),
 			},
-			want: []Node{{Name: "a", Schedulable: true, MilliCPU: 2000, MemoryBytes: 4 << 30, FunctionCount: map[string]int{}}},
+			want: []Node{{Name: "a", Schedulable: true, MilliCPU: 2000, MemoryBytes: 4 << 30, FunctionCount: map[api.Key]int{}}},
 		},
 		{name: "no nodes", replicas: []api.Replica{replica("default", "hello-00001", "a")}, want: []Node{}},
 	} {
@@ -107,7 +107,7 @@ func TestClusterRequest(t *testing.T) {
 		want   Request
 		wantOK bool
 	}{
-		{"revision known", replica("default", "hello-00001", ""), Request{Function: "default/hello", MilliCPU: 100, MemoryBytes: 64 << 20}, true},
+		{"revision known", replica("default", "hello-00001", ""), Request{Function: api.Key{Namespace: "default", Name: "hello"}, MilliCPU: 100, MemoryBytes: 64 << 20}, true},
 		{"revision gone", replica("default", "hello-00002", ""), Request{}, false},
 		{"same name, other namespace", replica("team", "hello-00001", ""), Request{}, false},
 	} {
@@ -164,8 +164,8 @@ func TestClusterPlacesInTurn(t *testing.T) {
 
 func TestClusterBindIgnoresUnknownNodes(t *testing.T) {
 	c := NewCluster([]api.Node{apiNode("a")}, nil, nil)
-	c.Bind("elsewhere", Request{Function: "default/hello", MilliCPU: 100})
-	want := []Node{{Name: "a", Schedulable: true, MilliCPU: 2000, MemoryBytes: 4 << 30, FunctionCount: map[string]int{}}}
+	c.Bind("elsewhere", Request{Function: api.Key{Namespace: "default", Name: "hello"}, MilliCPU: 100})
+	want := []Node{{Name: "a", Schedulable: true, MilliCPU: 2000, MemoryBytes: 4 << 30, FunctionCount: map[api.Key]int{}}}
 	if diff := cmp.Diff(want, c.Nodes()); diff != "" {
 		t.Errorf("accounting (-want +got):\n%s", diff)
 	}
@@ -173,8 +173,8 @@ func TestClusterBindIgnoresUnknownNodes(t *testing.T) {
 
 func TestClusterNodesIsACopy(t *testing.T) {
 	c := NewCluster([]api.Node{apiNode("a")}, nil, nil)
-	c.Nodes()[0].FunctionCount["default/hello"] = 5
-	if got := c.Nodes()[0].FunctionCount["default/hello"]; got != 0 {
+	c.Nodes()[0].FunctionCount[api.Key{Namespace: "default", Name: "hello"}] = 5
+	if got := c.Nodes()[0].FunctionCount[api.Key{Namespace: "default", Name: "hello"}]; got != 0 {
 		t.Errorf("changing a copy changed the cluster: count %d", got)
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/surgeplatform/surge/api"
 )
 
 // Node is what the scheduler knows of one node.
@@ -27,13 +29,13 @@ type Node struct {
 	MemoryBytes   int64 // allocatable
 	UsedMilliCPU  int64 // reserved by the replicas bound to it
 	UsedMemory    int64
-	FunctionCount map[string]int // replicas per "namespace/function"
+	FunctionCount map[api.Key]int // replicas per function
 }
 
 // Request is what one replica asks for.
 type Request struct {
-	// Function is "namespace/function", for spreading.
-	Function    string
+	// Function names the replica's function, for spreading.
+	Function    api.Key
 	MilliCPU    int64
 	MemoryBytes int64
 }

@@ -4,16 +4,18 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/surgeplatform/surge/api"
 )
 
 func node(name string, cpu, mem int64) Node {
-	return Node{Name: name, Schedulable: true, MilliCPU: cpu, MemoryBytes: mem, FunctionCount: map[string]int{}}
+	return Node{Name: name, Schedulable: true, MilliCPU: cpu, MemoryBytes: mem, FunctionCount: map[api.Key]int{}}
 }
 
 func TestPick(t *testing.T) {
-	req := Request{Function: "default/hello", MilliCPU: 100, MemoryBytes: 128 << 20}
+	req := Request{Function: api.Key{Namespace: "default", Name: "hello"}, MilliCPU: 100, MemoryBytes: 128 << 20}
 	busy := node("a", 2000, 4<<30)
-	busy.FunctionCount["default/hello"] = 2
+	busy.FunctionCount[api.Key{Namespace: "default", Name: "hello"}] = 2
 	cordoned := node("c", 8000, 16<<30)
 	cordoned.Schedulable = false
 	full := node("f", 2000, 4<<30)

@@ -58,7 +58,7 @@ func (s *Store) PutFunction(ctx context.Context, f *api.Function, mode WriteMode
 	if err != nil {
 		return nil, err
 	}
-	fkey, _ := Functions.Key(m.Namespace, m.Name)
+	fkey, _ := EtcdKey(api.FunctionKind, api.KeyOf(f))
 	for {
 		resp, err := s.c.Get(ctx, fkey)
 		if err != nil {
@@ -68,19 +68,19 @@ func (s *Store) PutFunction(ctx context.Context, f *api.Function, mode WriteMode
 		var curRev int64
 		if len(resp.Kvs) > 0 {
 			curRev = resp.Kvs[0].ModRevision
-			if cur, err = decode[api.Function](Functions, resp.Kvs[0].Value, curRev); err != nil {
+			if cur, err = decode[api.Function](resp.Kvs[0].Value, curRev); err != nil {
 				return nil, err
 			}
 		}
 		switch {
 		case cur != nil && mode == CreateOnly:
-			return nil, alreadyExists(Functions, m.Name)
+			return nil, alreadyExists(api.FunctionKind, m.Name)
 		case cur == nil && mode == ReplaceOnly:
-			return nil, notFound(Functions, m.Name)
+			return nil, notFound(api.FunctionKind, m.Name)
 		case cur != nil && want != 0 && curRev != want:
-			return nil, conflict(Functions, m.Name)
+			return nil, conflict(api.FunctionKind, m.Name)
 		case cur == nil && want != 0:
-			return nil, notFound(Functions, m.Name)
+			return nil, notFound(api.FunctionKind, m.Name)
 		}
 
 		next := *f
@@ -111,7 +111,7 @@ func (s *Store) PutFunction(ctx context.Context, f *api.Function, mode WriteMode
 				}
 				if !tr.Succeeded {
 					if want != 0 {
-						return nil, conflict(Functions, m.Name)
+						return nil, conflict(api.FunctionKind, m.Name)
 					}
 					continue
 				}
@@ -120,7 +120,7 @@ func (s *Store) PutFunction(ctx context.Context, f *api.Function, mode WriteMode
 				return &FunctionResult{Function: &next}, nil
 			}
 		} else {
-			s.stampNew(Functions, &next)
+			s.stampNew(&next)
 			next.Metadata.Generation = 0
 		}
 		next.Metadata.Generation++
@@ -146,10 +146,10 @@ func (s *Store) PutFunction(ctx context.Context, f *api.Function, mode WriteMode
 		}
 		if !tr.Succeeded {
 			if want != 0 {
-				return nil, conflict(Functions, m.Name)
+				return nil, conflict(api.FunctionKind, m.Name)
 			}
 			if mode == CreateOnly {
-				return nil, alreadyExists(Functions, m.Name)
+				return nil, alreadyExists(api.FunctionKind, m.Name)
 			}
 			continue // someone else deployed in between: decide again on what they wrote
 		}
@@ -168,29 +168,25 @@ func (s *Store) revisionOps(fn *api.Function, revName string, first bool) ([]cli
 		Metadata: api.ObjectMeta{Name: revName, Namespace: ns, Labels: labels},
 		Spec:     api.RevisionSpec{Function: fn.Metadata.Name, Number: fn.Metadata.Generation, Template: fn.Spec},
 	}
-	s.stampNew(Revisions, rev)
+	s.stampNew(rev)
 	scale := &api.Scale{
 		Metadata: api.ObjectMeta{Name: revName, Namespace: ns, Labels: map[string]string{api.LabelFunction: fn.Metadata.Name, api.LabelRevision: revName}},
 		Spec:     api.ScaleSpec{Replicas: api.InitialScale(&fn.Spec)},
 	}
-	s.stampNew(Scales, scale)
-	type write struct {
-		k   Kind
-		obj api.Object
-	}
-	writes := []write{{Revisions, rev}, {Scales, scale}}
+	s.stampNew(scale)
+	writes := []api.Object{rev, scale}
 	if first {
 		traffic := allTrafficTo(fn, revName)
-		s.stampNew(Traffics, traffic)
-		writes = append(writes, write{Traffics, traffic})
+		s.stampNew(traffic)
+		writes = append(writes, traffic)
 	}
 	var ops []clientv3.Op
 	for _, o := range writes {
-		val, err := encode(o.obj)
+		val, err := encode(o)
 		if err != nil {
 			return nil, err
 		}
-		key, _ := o.k.Key(ns, o.obj.GetMetadata().Name)
+		key, _ := EtcdKey(o.ObjectKind(), api.KeyOf(o))
 		ops = append(ops, clientv3.OpPut(key, val))
 	}
 	return ops, nil
@@ -219,10 +215,14 @@ func allTrafficTo(fn *api.Function, revName string) *api.Traffic {
 // reports whether the traffic followed the deploy: moved to revName, or
 // found all on it already (a new function's first revision), in which
 // case the Traffic is not written again.
-func (s *Store) PromoteRevision(ctx context.Context, ns, fnName, revName string) (bool, error) {
-	fkey, _ := Functions.Key(ns, fnName)
-	tkey, _ := Traffics.Key(ns, fnName)
-	rkey, _ := Revisions.Key(ns, revName)
+func (s *Store) PromoteRevision(ctx context.Context, function api.Key, revName string) (bool, error) {
+	fnName := function.Name
+	fkey, _ := EtcdKey(api.FunctionKind, function)
+	tkey, _ := EtcdKey(api.TrafficKind, function)
+	rkey, ok := EtcdKey(api.RevisionKind, api.Key{Namespace: function.Namespace, Name: revName})
+	if !ok {
+		return false, notFound(api.RevisionKind, revName)
+	}
 	resp, err := s.c.Txn(ctx).Then(clientv3.OpGet(fkey), clientv3.OpGet(tkey), clientv3.OpGet(rkey)).Commit()
 	if err != nil {
 		return false, fmt.Errorf("promote revision %s: %w", revName, err)
@@ -231,12 +231,12 @@ func (s *Store) PromoteRevision(ctx context.Context, ns, fnName, revName string)
 	tkvs := resp.Responses[1].GetResponseRange().Kvs
 	rkvs := resp.Responses[2].GetResponseRange().Kvs
 	if len(fkvs) == 0 {
-		return false, notFound(Functions, fnName)
+		return false, notFound(api.FunctionKind, fnName)
 	}
 	if len(rkvs) == 0 {
-		return false, notFound(Revisions, revName)
+		return false, notFound(api.RevisionKind, revName)
 	}
-	fn, err := decode[api.Function](Functions, fkvs[0].Value, fkvs[0].ModRevision)
+	fn, err := decode[api.Function](fkvs[0].Value, fkvs[0].ModRevision)
 	if err != nil {
 		return false, err
 	}
@@ -254,7 +254,7 @@ func (s *Store) PromoteRevision(ctx context.Context, ns, fnName, revName string)
 	move := len(tkvs) == 0 || tkvs[0].ModRevision <= rkvs[0].CreateRevision
 	var cur *api.Traffic
 	if len(tkvs) > 0 {
-		if cur, err = decode[api.Traffic](Traffics, tkvs[0].Value, tkvs[0].ModRevision); err != nil {
+		if cur, err = decode[api.Traffic](tkvs[0].Value, tkvs[0].ModRevision); err != nil {
 			return false, err
 		}
 	}
@@ -266,7 +266,7 @@ func (s *Store) PromoteRevision(ctx context.Context, ns, fnName, revName string)
 			traffic.Metadata.ResourceVersion = ""
 			guards = append(guards, clientv3.Compare(clientv3.ModRevision(tkey), "=", tkvs[0].ModRevision))
 		} else {
-			s.stampNew(Traffics, traffic)
+			s.stampNew(traffic)
 			guards = append(guards, clientv3.Compare(clientv3.CreateRevision(tkey), "=", 0))
 		}
 		tval, err := encode(traffic)
@@ -280,7 +280,7 @@ func (s *Store) PromoteRevision(ctx context.Context, ns, fnName, revName string)
 		return false, fmt.Errorf("promote revision %s: %w", revName, err)
 	}
 	if !tr.Succeeded {
-		return false, conflict(Functions, fnName)
+		return false, conflict(api.FunctionKind, fnName)
 	}
 	return move, nil // already counts as moved: the traffic followed
 }
@@ -301,35 +301,35 @@ func sameSpec(a, b *api.FunctionSpec) (bool, error) {
 // DeleteFunction removes a function with its revisions, traffic, scales and
 // replicas, in one transaction. A non-empty resourceVersion makes it
 // conditional.
-func (s *Store) DeleteFunction(ctx context.Context, ns, name, resourceVersion string) error {
+func (s *Store) DeleteFunction(ctx context.Context, key api.Key, resourceVersion string) error {
 	want, err := ParseVersion(resourceVersion)
 	if err != nil {
 		return err
 	}
-	fkey, ok := Functions.Key(ns, name)
-	if !ok {
-		return notFound(Functions, name)
-	}
+	ns, name := key.Namespace, key.Name
+	fkey, _ := EtcdKey(api.FunctionKind, key)
 	guard := clientv3.Compare(clientv3.CreateRevision(fkey), ">", 0)
 	if want != 0 {
 		guard = clientv3.Compare(clientv3.ModRevision(fkey), "=", want)
 	}
-	tkey, _ := Traffics.Key(ns, name)
-	resp, err := s.c.Txn(ctx).If(guard).Then(
-		clientv3.OpDelete(fkey),
-		clientv3.OpDelete(tkey),
-		clientv3.OpDelete(Revisions.FunctionPrefix(ns, name), clientv3.WithPrefix()),
-		clientv3.OpDelete(Scales.FunctionPrefix(ns, name), clientv3.WithPrefix()),
-		clientv3.OpDelete(Replicas.FunctionPrefix(ns, name), clientv3.WithPrefix()),
-	).Else(clientv3.OpGet(fkey)).Commit()
+	tkey, _ := EtcdKey(api.TrafficKind, key)
+	ops := []clientv3.Op{clientv3.OpDelete(fkey), clientv3.OpDelete(tkey)}
+	for _, k := range []api.Kind{api.RevisionKind, api.ScaleKind, api.ReplicaKind} {
+		p, err := Scope{Namespace: ns, Function: name}.prefix(k)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, clientv3.OpDelete(p, clientv3.WithPrefix()))
+	}
+	resp, err := s.c.Txn(ctx).If(guard).Then(ops...).Else(clientv3.OpGet(fkey)).Commit()
 	if err != nil {
 		return fmt.Errorf("delete function %s: %w", name, err)
 	}
 	if !resp.Succeeded {
 		if len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
-			return notFound(Functions, name)
+			return notFound(api.FunctionKind, name)
 		}
-		return conflict(Functions, name)
+		return conflict(api.FunctionKind, name)
 	}
 	return nil
 }

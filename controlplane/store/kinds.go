@@ -1,41 +1,33 @@
 package store
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/surgeplatform/surge/api"
 )
 
-// Kind says how objects of one kind are laid out in etcd.
+// The store's layout of objects in etcd. The kinds themselves (name,
+// plural, namespaced) are api.Kind; what the store adds is where their
+// objects live:
 //
-// Keys are /surge/v1/PLURAL/NAMESPACE/[FUNCTION/]NAME. Objects that belong to
-// one function (revisions, scales, replicas) carry the function in their key,
-// so that deleting a function removes all of them with one range delete
-// each, in the same transaction.
-type Kind struct {
-	// Name is the kind as it appears in objects, e.g. "Function".
-	Name string
-	// Plural is the path segment, e.g. "functions".
-	Plural string
-	// Namespaced kinds live in a namespace; Nodes do not.
-	Namespaced bool
-	// function derives the owning function from an object's name, for kinds
-	// grouped under one; nil for the others.
-	function func(name string) (string, bool)
-}
-
-// Kinds known to the store.
-var (
-	Functions = Kind{Name: api.KindFunction, Plural: "functions", Namespaced: true}
-	Revisions = Kind{Name: api.KindRevision, Plural: "revisions", Namespaced: true, function: functionOfRevision}
-	Traffics  = Kind{Name: api.KindTraffic, Plural: "traffic", Namespaced: true}
-	Scales    = Kind{Name: api.KindScale, Plural: "scales", Namespaced: true, function: functionOfRevision}
-	Replicas  = Kind{Name: api.KindReplica, Plural: "replicas", Namespaced: true, function: functionOfReplica}
-	Nodes     = Kind{Name: api.KindNode, Plural: "nodes"}
-)
+//	/surge/v1/PLURAL/NAMESPACE/[FUNCTION/]NAME
+//
+// Objects that belong to one function (revisions, scales, replicas) carry
+// the function in their key, so that deleting a function removes all of
+// them with one range delete each, in the same transaction. Existing data
+// depends on this layout: a change to it needs a migration.
 
 // Prefix under which every Surge key lives.
 const Prefix = "/surge/v1/"
+
+// functionOf derives the owning function from an object's name, for the
+// kinds keyed under their function.
+var functionOf = map[api.Kind]func(name string) (string, bool){
+	api.RevisionKind: functionOfRevision,
+	api.ScaleKind:    functionOfRevision,
+	api.ReplicaKind:  functionOfReplica,
+}
 
 func functionOfRevision(name string) (string, bool) {
 	fn, _, ok := api.ParseRevisionName(name)
@@ -51,24 +43,28 @@ func functionOfReplica(name string) (string, bool) {
 	return functionOfRevision(name[:i])
 }
 
-// Key is where the named object lives. ok is false when the name cannot
-// belong to this kind (a revision name without its number, say); such an
-// object does not exist.
-func (k Kind) Key(namespace, name string) (key string, ok bool) {
-	p := k.Prefix(namespace)
-	if k.function != nil {
-		fn, ok := k.function(name)
+// GroupedByFunction reports whether objects of kind k are keyed under
+// their function, so that a Scope may name one.
+func GroupedByFunction(k api.Kind) bool { return functionOf[k] != nil }
+
+// EtcdKey is where the object of kind k named by key lives. ok is false
+// when the name cannot belong to the kind (a revision name without its
+// number, say); such an object does not exist.
+func EtcdKey(k api.Kind, key api.Key) (etcdKey string, ok bool) {
+	p := kindPrefix(k, key.Namespace)
+	if fnOf := functionOf[k]; fnOf != nil {
+		fn, ok := fnOf(key.Name)
 		if !ok {
 			return "", false
 		}
 		p += fn + "/"
 	}
-	return p + name, true
+	return p + key.Name, true
 }
 
-// Prefix is the key prefix of the kind's objects in a namespace; an empty
+// kindPrefix is the key prefix of k's objects in a namespace; an empty
 // namespace means every namespace.
-func (k Kind) Prefix(namespace string) string {
+func kindPrefix(k api.Kind, namespace string) string {
 	p := Prefix + k.Plural + "/"
 	if k.Namespaced && namespace != "" {
 		p += namespace + "/"
@@ -76,15 +72,25 @@ func (k Kind) Prefix(namespace string) string {
 	return p
 }
 
-// FunctionPrefix is the key prefix of the kind's objects that belong to one
-// function. Only kinds grouped by function have one.
-func (k Kind) FunctionPrefix(namespace, function string) string {
-	return k.Prefix(namespace) + function + "/"
+// Scope selects the objects of a kind that List and Watch read: the zero
+// Scope is all of them, a Namespace those of one namespace, and a
+// Namespace with a Function, for kinds grouped by function (see
+// GroupedByFunction), those of one function.
+type Scope struct {
+	Namespace string
+	Function  string
 }
 
-// GroupedByFunction reports whether the kind's objects are keyed under
-// their function, so that FunctionPrefix applies.
-func (k Kind) GroupedByFunction() bool { return k.function != nil }
+// prefix is the key prefix of the objects of kind k in the scope.
+func (sc Scope) prefix(k api.Kind) (string, error) {
+	if sc.Function == "" {
+		return kindPrefix(k, sc.Namespace), nil
+	}
+	if !GroupedByFunction(k) || sc.Namespace == "" {
+		return "", fmt.Errorf("objects of function %q: %s are not keyed by function within a namespace", sc.Function, k.Plural)
+	}
+	return kindPrefix(k, sc.Namespace) + sc.Function + "/", nil
+}
 
 // StatsPrefix holds the gateways' latest load reports, one key per gateway.
 const StatsPrefix = Prefix + "stats/"

@@ -22,8 +22,8 @@ var ErrNoSubnet = api.NewError(507, "InsufficientStorage", "no free node subnet 
 // CreateNode registers a node and gives it the lowest free /bits subnet of
 // podCIDR (unless its spec names one already).
 func (s *Store) CreateNode(ctx context.Context, n *api.Node, podCIDR netip.Prefix, bits int) (*api.Node, error) {
-	s.stampNew(Nodes, n)
-	key, _ := Nodes.Key("", n.Metadata.Name)
+	s.stampNew(n)
+	key, _ := EtcdKey(api.NodeKind, api.Key{Name: n.Metadata.Name})
 	for {
 		resp, err := s.c.Get(ctx, subnetPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 		if err != nil {
@@ -38,7 +38,7 @@ func (s *Store) CreateNode(ctx context.Context, n *api.Node, podCIDR netip.Prefi
 			// A node registering again (its agent restarted) has a subnet
 			// already: tell it so, even when none is left for a new one.
 			if r, gerr := s.c.Get(ctx, key, clientv3.WithCountOnly()); gerr == nil && r.Count > 0 {
-				return nil, alreadyExists(Nodes, n.Metadata.Name)
+				return nil, alreadyExists(api.NodeKind, n.Metadata.Name)
 			}
 			return nil, err
 		}
@@ -62,7 +62,7 @@ func (s *Store) CreateNode(ctx context.Context, n *api.Node, podCIDR netip.Prefi
 			return n, nil
 		}
 		if len(tr.Responses[0].GetResponseRange().Kvs) > 0 {
-			return nil, alreadyExists(Nodes, n.Metadata.Name)
+			return nil, alreadyExists(api.NodeKind, n.Metadata.Name)
 		}
 		// Another node took that subnet in between: pick again.
 	}
@@ -70,11 +70,11 @@ func (s *Store) CreateNode(ctx context.Context, n *api.Node, podCIDR netip.Prefi
 
 // DeleteNode removes a node and frees its subnet.
 func (s *Store) DeleteNode(ctx context.Context, name, resourceVersion string) error {
-	n, err := Get[api.Node](ctx, s, Nodes, "", name)
+	n, err := Get[api.Node](ctx, s, api.Key{Name: name})
 	if err != nil {
 		return err
 	}
-	if err := s.Delete(ctx, Nodes, "", name, resourceVersion); err != nil {
+	if err := Delete[api.Node](ctx, s, api.Key{Name: name}, resourceVersion); err != nil {
 		return err
 	}
 	if n.Spec.PodSubnet != "" {

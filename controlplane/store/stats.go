@@ -55,12 +55,12 @@ func NewGatewayLoad(s *Store, maxAge time.Duration) *GatewayLoad {
 // Load returns every revision's demand, summed over the gateways whose
 // latest report is fresh at now. A report that does not decode is skipped,
 // so that one bad gateway does not blind the autoscaler to the others.
-func (g *GatewayLoad) Load(ctx context.Context, now time.Time) (map[autoscaler.RevisionKey]autoscaler.Load, error) {
+func (g *GatewayLoad) Load(ctx context.Context, now time.Time) (map[api.Key]autoscaler.Load, error) {
 	resp, err := g.store.c.Get(ctx, StatsPrefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("read gateway stats: %w", err)
 	}
-	out := map[autoscaler.RevisionKey]autoscaler.Load{}
+	out := map[api.Key]autoscaler.Load{}
 	for _, kv := range resp.Kvs {
 		var gs api.GatewayStats
 		if err := json.Unmarshal(kv.Value, &gs); err != nil {
@@ -71,7 +71,7 @@ func (g *GatewayLoad) Load(ctx context.Context, now time.Time) (map[autoscaler.R
 		}
 		window := statsWindow(gs.Window)
 		for _, l := range gs.Revisions {
-			k := autoscaler.RevisionKey{Namespace: l.Namespace, Name: l.Revision}
+			k := api.Key{Namespace: l.Namespace, Name: l.Revision}
 			v := out[k]
 			// The gateway's average includes queued requests already.
 			v.Sample.Concurrency += l.Concurrency
@@ -83,13 +83,13 @@ func (g *GatewayLoad) Load(ctx context.Context, now time.Time) (map[autoscaler.R
 	return out, nil
 }
 
-// statsWindow reads a report's window, such as "1s"; a missing or bad one
-// is the gateways' default second, so that its requests still count. The
-// api keeps it as a string; this is the one place that parses it.
-func statsWindow(s string) time.Duration {
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
+// statsWindow is a report's window, such as "1s"; a missing or
+// non-positive one is the gateways' default second, so that its requests
+// still count. (A malformed one never arrives: the API server answers 400
+// to a report that does not decode.)
+func statsWindow(d api.Duration) time.Duration {
+	if d.Duration <= 0 {
 		return time.Second
 	}
-	return d
+	return d.Duration
 }

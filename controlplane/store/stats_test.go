@@ -30,19 +30,19 @@ func TestGatewayLoadSumsFreshReports(t *testing.T) {
 		}
 	}
 	// gw-1 reports twice: only its latest report counts.
-	put("gateway-token", api.GatewayStats{Gateway: "gw-1", Window: "1s", At: now.Add(-time.Second),
+	put("gateway-token", api.GatewayStats{Gateway: "gw-1", Window: api.Seconds(1), At: now.Add(-time.Second),
 		Revisions: []api.RevisionLoad{load("hello-00001", 100, 100)}})
-	put("gateway-token", api.GatewayStats{Gateway: "gw-1", Window: "1s", At: now.Add(-time.Second),
+	put("gateway-token", api.GatewayStats{Gateway: "gw-1", Window: api.Seconds(1), At: now.Add(-time.Second),
 		Revisions: []api.RevisionLoad{load("hello-00001", 2, 4), load("hello-00002", 1, 1)}})
 	// The same gateway name under another principal is another gateway;
 	// a report without a window counts its requests over a second.
 	put("other-token", api.GatewayStats{Gateway: "gw-1", At: now.Add(-maxAge),
 		Revisions: []api.RevisionLoad{load("hello-00001", 0.5, 2)}})
 	// A report over two seconds counts half its requests per second.
-	put("gateway-token", api.GatewayStats{Gateway: "gw-2", Window: "2s", At: now,
+	put("gateway-token", api.GatewayStats{Gateway: "gw-2", Window: api.Seconds(2), At: now,
 		Revisions: []api.RevisionLoad{load("hello-00001", 1, 6)}})
 	// A gateway that stopped reporting no longer counts.
-	put("gateway-token", api.GatewayStats{Gateway: "gw-3", Window: "1s", At: now.Add(-maxAge - time.Millisecond),
+	put("gateway-token", api.GatewayStats{Gateway: "gw-3", Window: api.Seconds(1), At: now.Add(-maxAge - time.Millisecond),
 		Revisions: []api.RevisionLoad{load("hello-00001", 50, 50), load("hello-00003", 1, 1)}})
 	// A report that does not decode does not hide the others.
 	if _, err := st.Client().Put(ctx, store.StatsPrefix+"gateway-token/gw-4", "{not json"); err != nil {
@@ -53,7 +53,7 @@ func TestGatewayLoadSumsFreshReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[autoscaler.RevisionKey]autoscaler.Load{
+	want := map[api.Key]autoscaler.Load{
 		{Namespace: "default", Name: "hello-00001"}: {Sample: autoscaler.Sample{Concurrency: 3.5, Requests: 12}, RPS: 4 + 2 + 3},
 		{Namespace: "default", Name: "hello-00002"}: {Sample: autoscaler.Sample{Concurrency: 1, Requests: 1}, RPS: 1},
 	}

@@ -1,6 +1,8 @@
 // Package store keeps Surge's API objects in etcd.
 //
-// Every object is one JSON value under a key laid out by its Kind. The
+// Every object is one JSON value under a key laid out by its kind (see
+// EtcdKey); generic functions take the kind from the object's type, as in
+// store.Get[api.Scale](ctx, s, key). The
 // object's ResourceVersion is the etcd mod revision of that key; writes that
 // carry a ResourceVersion are compare-and-swap transactions on it, which is
 // how the API answers 409 to a stale replace (Kubernetes' optimistic
@@ -39,14 +41,9 @@ func New(c *clientv3.Client, clk clock.Clock) *Store {
 // Client is the etcd client underneath, for leader election and raw reads.
 func (s *Store) Client() *clientv3.Client { return s.c }
 
-// PtrObject is the constraint of the generic helpers: *T is an api.Object.
-type PtrObject[T any] interface {
-	*T
-	api.Object
-}
-
 // decode reads one stored object and stamps its ResourceVersion and Kind.
-func decode[T any, P PtrObject[T]](k Kind, kv []byte, modRev int64) (*T, error) {
+func decode[T any, P api.ObjectPtr[T]](kv []byte, modRev int64) (*T, error) {
+	k := api.KindOf[T, P]()
 	var obj T
 	if err := json.Unmarshal(kv, &obj); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", k.Name, err)
@@ -58,7 +55,7 @@ func decode[T any, P PtrObject[T]](k Kind, kv []byte, modRev int64) (*T, error) 
 }
 
 // setKind fills the kind field of the object types that have one.
-func setKind(o api.Object, k Kind) {
+func setKind(o api.Object, k api.Kind) {
 	switch v := o.(type) {
 	case *api.Function:
 		v.Kind = k.Name
@@ -89,15 +86,16 @@ func encode(o api.Object) (string, error) {
 	return string(b), nil
 }
 
-func notFound(k Kind, name string) error { return api.NotFound(k.Name, name) }
+func notFound(k api.Kind, name string) error { return api.NotFound(k.Name, name) }
 
-// key is Kind.Key with the not-found error for names the kind cannot have.
-func key(k Kind, ns, name string) (string, error) {
-	key, ok := k.Key(ns, name)
+// etcdKey is EtcdKey with the not-found error for names the kind cannot
+// have.
+func etcdKey(k api.Kind, key api.Key) (string, error) {
+	ek, ok := EtcdKey(k, key)
 	if !ok {
-		return "", notFound(k, name)
+		return "", notFound(k, key.Name)
 	}
-	return key, nil
+	return ek, nil
 }
 
 // ParseVersion reads a ResourceVersion; empty is 0.
@@ -112,32 +110,38 @@ func ParseVersion(rv string) (int64, error) {
 	return v, nil
 }
 
-// Get reads one object.
-func Get[T any, P PtrObject[T]](ctx context.Context, s *Store, k Kind, ns, name string) (*T, error) {
-	key, err := key(k, ns, name)
+// Get reads one object of type T.
+func Get[T any, P api.ObjectPtr[T]](ctx context.Context, s *Store, key api.Key) (*T, error) {
+	k := api.KindOf[T, P]()
+	ek, err := etcdKey(k, key)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.c.Get(ctx, key)
+	resp, err := s.c.Get(ctx, ek)
 	if err != nil {
-		return nil, fmt.Errorf("get %s %s: %w", k.Name, name, err)
+		return nil, fmt.Errorf("get %s %s: %w", k.Name, key.Name, err)
 	}
 	if len(resp.Kvs) == 0 {
-		return nil, notFound(k, name)
+		return nil, notFound(k, key.Name)
 	}
-	return decode[T, P](k, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+	return decode[T, P](resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
 }
 
-// List reads every object of a kind under a key prefix (see Kind.Prefix and
-// Kind.FunctionPrefix) and the etcd revision it was read at.
-func List[T any, P PtrObject[T]](ctx context.Context, s *Store, k Kind, prefix string) ([]T, int64, error) {
+// List reads every object of type T in a scope and the etcd revision it
+// was read at.
+func List[T any, P api.ObjectPtr[T]](ctx context.Context, s *Store, in Scope) ([]T, int64, error) {
+	k := api.KindOf[T, P]()
+	prefix, err := in.prefix(k)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list %s: %w", k.Plural, err)
+	}
 	resp, err := s.c.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, fmt.Errorf("list %s: %w", k.Plural, err)
 	}
 	items := make([]T, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		obj, err := decode[T, P](k, kv.Value, kv.ModRevision)
+		obj, err := decode[T, P](kv.Value, kv.ModRevision)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -157,7 +161,8 @@ func newUID() string {
 }
 
 // stampNew fills the server-owned metadata of an object about to be created.
-func (s *Store) stampNew(k Kind, o api.Object) {
+func (s *Store) stampNew(o api.Object) {
+	k := o.ObjectKind()
 	m := o.GetMetadata()
 	m.UID = newUID()
 	m.CreationTimestamp = s.clock.Now().UTC().Truncate(time.Second)
@@ -172,10 +177,11 @@ func (s *Store) stampNew(k Kind, o api.Object) {
 
 // Create writes a new object; it fails with api.ErrAlreadyExist when one of
 // that name exists.
-func Create[T any, P PtrObject[T]](ctx context.Context, s *Store, k Kind, obj P) (*T, error) {
-	s.stampNew(k, obj)
+func Create[T any, P api.ObjectPtr[T]](ctx context.Context, s *Store, obj P) (*T, error) {
+	k := obj.ObjectKind()
+	s.stampNew(obj)
 	m := obj.GetMetadata()
-	key, err := key(k, m.Namespace, m.Name)
+	key, err := etcdKey(k, api.KeyOf(obj))
 	if err != nil {
 		return nil, err
 	}
@@ -198,11 +204,11 @@ func Create[T any, P PtrObject[T]](ctx context.Context, s *Store, k Kind, obj P)
 	return (*T)(obj), nil
 }
 
-func alreadyExists(k Kind, name string) error {
+func alreadyExists(k api.Kind, name string) error {
 	return api.NewError(http.StatusConflict, api.ReasonAlreadyExists, "%s %q already exists", lower(k.Name), name)
 }
 
-func conflict(k Kind, name string) error {
+func conflict(k api.Kind, name string) error {
 	return api.NewError(http.StatusConflict, api.ReasonConflict,
 		"%s %q was changed since you read it: read it again and retry", lower(k.Name), name)
 }
@@ -222,13 +228,14 @@ func lower(s string) string {
 // only if the stored object still has it (api.ErrConflict otherwise);
 // without one it overwrites. Server-owned metadata (uid, creation time) is
 // kept from the stored object.
-func Update[T any, P PtrObject[T]](ctx context.Context, s *Store, k Kind, obj P) (*T, error) {
-	return update[T, P](ctx, s, k, obj, func(_, _ P) {})
+func Update[T any, P api.ObjectPtr[T]](ctx context.Context, s *Store, obj P) (*T, error) {
+	return update[T, P](ctx, s, obj, func(_, _ P) {})
 }
 
 // update is Update with a hook that merges the stored object into the new
 // one before it is written (to keep a status, say).
-func update[T any, P PtrObject[T]](ctx context.Context, s *Store, k Kind, obj P, merge func(stored, next P)) (*T, error) {
+func update[T any, P api.ObjectPtr[T]](ctx context.Context, s *Store, obj P, merge func(stored, next P)) (*T, error) {
+	k := obj.ObjectKind()
 	m := obj.GetMetadata()
 	if k.Namespaced && m.Namespace == "" {
 		m.Namespace = api.DefaultNamespace
@@ -237,7 +244,7 @@ func update[T any, P PtrObject[T]](ctx context.Context, s *Store, k Kind, obj P,
 	if err != nil {
 		return nil, err
 	}
-	key, err := key(k, m.Namespace, m.Name)
+	key, err := etcdKey(k, api.KeyOf(obj))
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +260,7 @@ func update[T any, P PtrObject[T]](ctx context.Context, s *Store, k Kind, obj P,
 		if want != 0 && cur.ModRevision != want {
 			return nil, conflict(k, m.Name)
 		}
-		stored, err := decode[T, P](k, cur.Value, cur.ModRevision)
+		stored, err := decode[T, P](cur.Value, cur.ModRevision)
 		if err != nil {
 			return nil, err
 		}
@@ -283,22 +290,24 @@ func update[T any, P PtrObject[T]](ctx context.Context, s *Store, k Kind, obj P,
 	}
 }
 
-// Delete removes one object. A non-empty resourceVersion makes it
-// conditional, as for Update.
-func (s *Store) Delete(ctx context.Context, k Kind, ns, name, resourceVersion string) error {
+// Delete removes one object of type T. A non-empty resourceVersion makes
+// it conditional, as for Update.
+func Delete[T any, P api.ObjectPtr[T]](ctx context.Context, s *Store, key api.Key, resourceVersion string) error {
+	k := api.KindOf[T, P]()
 	want, err := ParseVersion(resourceVersion)
 	if err != nil {
 		return err
 	}
-	key, err := key(k, ns, name)
+	name := key.Name
+	ek, err := etcdKey(k, key)
 	if err != nil {
 		return err
 	}
-	cmp := clientv3.Compare(clientv3.CreateRevision(key), ">", 0)
+	cmp := clientv3.Compare(clientv3.CreateRevision(ek), ">", 0)
 	if want != 0 {
-		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", want)
+		cmp = clientv3.Compare(clientv3.ModRevision(ek), "=", want)
 	}
-	resp, err := s.c.Txn(ctx).If(cmp).Then(clientv3.OpDelete(key)).Else(clientv3.OpGet(key)).Commit()
+	resp, err := s.c.Txn(ctx).If(cmp).Then(clientv3.OpDelete(ek)).Else(clientv3.OpGet(ek)).Commit()
 	if err != nil {
 		return fmt.Errorf("delete %s %s: %w", k.Name, name, err)
 	}
@@ -315,7 +324,7 @@ func (s *Store) Delete(ctx context.Context, k Kind, ns, name, resourceVersion st
 // the system wrote: what a user or the autoscaler changes is only how many
 // replicas it wants.
 func UpdateScaleSpec(ctx context.Context, s *Store, sc *api.Scale) (*api.Scale, error) {
-	return update(ctx, s, Scales, sc, func(stored, next *api.Scale) {
+	return update(ctx, s, sc, func(stored, next *api.Scale) {
 		next.Status = stored.Status
 		next.Metadata.Labels = stored.Metadata.Labels
 	})
@@ -324,7 +333,7 @@ func UpdateScaleSpec(ctx context.Context, s *Store, sc *api.Scale) (*api.Scale, 
 // UpdateReplicaStatus writes only a Replica's status (what its node agent
 // reports), keeping the spec and labels the control plane wrote.
 func UpdateReplicaStatus(ctx context.Context, s *Store, r *api.Replica) (*api.Replica, error) {
-	return update(ctx, s, Replicas, r, func(stored, next *api.Replica) {
+	return update(ctx, s, r, func(stored, next *api.Replica) {
 		next.Spec = stored.Spec
 		next.Metadata.Labels = stored.Metadata.Labels
 	})
@@ -333,7 +342,7 @@ func UpdateReplicaStatus(ctx context.Context, s *Store, r *api.Replica) (*api.Re
 // UpdateNodeStatus writes only a Node's status, keeping its spec (subnet,
 // cordon) and labels.
 func UpdateNodeStatus(ctx context.Context, s *Store, n *api.Node) (*api.Node, error) {
-	return update(ctx, s, Nodes, n, func(stored, next *api.Node) {
+	return update(ctx, s, n, func(stored, next *api.Node) {
 		next.Spec = stored.Spec
 		next.Metadata.Labels = stored.Metadata.Labels
 	})
@@ -342,7 +351,7 @@ func UpdateNodeStatus(ctx context.Context, s *Store, n *api.Node) (*api.Node, er
 // UpdateScaleStatus writes only a Scale's status, keeping the desired count
 // the autoscaler or a user set.
 func UpdateScaleStatus(ctx context.Context, s *Store, sc *api.Scale) (*api.Scale, error) {
-	return update(ctx, s, Scales, sc, func(stored, next *api.Scale) {
+	return update(ctx, s, sc, func(stored, next *api.Scale) {
 		next.Spec = stored.Spec
 		next.Metadata.Labels = stored.Metadata.Labels
 	})
@@ -353,14 +362,14 @@ func UpdateScaleStatus(ctx context.Context, s *Store, sc *api.Scale) (*api.Scale
 // writes the controllers make all the time do not make it fail, while a
 // concurrent change of the count itself (an activation, a user) does, with
 // api.ErrConflict.
-func SetScaleReplicas(ctx context.Context, s *Store, ns, name string, from, to int32) (*api.Scale, error) {
+func SetScaleReplicas(ctx context.Context, s *Store, key api.Key, from, to int32) (*api.Scale, error) {
 	for {
-		sc, err := Get[api.Scale](ctx, s, Scales, ns, name)
+		sc, err := Get[api.Scale](ctx, s, key)
 		if err != nil {
 			return nil, err
 		}
 		if sc.Spec.Replicas != from {
-			return nil, conflict(Scales, name)
+			return nil, conflict(api.ScaleKind, key.Name)
 		}
 		sc.Spec.Replicas = to
 		out, err := UpdateScaleSpec(ctx, s, sc)

@@ -36,7 +36,7 @@ func TestCreateGetList(t *testing.T) {
 	ctx := context.Background()
 	clk.Advance(1500 * time.Millisecond)
 
-	created, err := store.Create(ctx, st, store.Replicas, replica("hello-00001-abcde"))
+	created, err := store.Create(ctx, st, replica("hello-00001-abcde"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestCreateGetList(t *testing.T) {
 		t.Errorf("created at %v, want the clock's now to the second, %v", m.CreationTimestamp, want)
 	}
 
-	got, err := store.Get[api.Replica](ctx, st, store.Replicas, "default", "hello-00001-abcde")
+	got, err := store.Get[api.Replica](ctx, st, api.Key{Namespace: "default", Name: "hello-00001-abcde"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,31 +56,32 @@ func TestCreateGetList(t *testing.T) {
 		t.Errorf("Get differs from what Create returned (-created +got):\n%s", diff)
 	}
 
-	if _, err := store.Create(ctx, st, store.Replicas, replica("hello-00001-abcde")); !errors.Is(err, api.ErrAlreadyExist) {
+	if _, err := store.Create(ctx, st, replica("hello-00001-abcde")); !errors.Is(err, api.ErrAlreadyExist) {
 		t.Errorf("create it again: %v, want already exists", err)
 	}
 	other := replica("hello-00001-fghij")
 	other.Metadata.Namespace = "team"
-	if _, err := store.Create(ctx, st, store.Replicas, other); err != nil {
+	if _, err := store.Create(ctx, st, other); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		name, prefix string
-		want         []string
+		name  string
+		scope store.Scope
+		want  []string
 	}{
-		{"every namespace", store.Replicas.Prefix(""), []string{"default/hello-00001-abcde", "team/hello-00001-fghij"}},
-		{"one namespace", store.Replicas.Prefix("team"), []string{"team/hello-00001-fghij"}},
-		{"one function", store.Replicas.FunctionPrefix("default", "hello"), []string{"default/hello-00001-abcde"}},
-		{"another function", store.Replicas.FunctionPrefix("default", "hello-world"), nil},
+		{"every namespace", store.Scope{}, []string{"default/hello-00001-abcde", "team/hello-00001-fghij"}},
+		{"one namespace", store.Scope{Namespace: "team"}, []string{"team/hello-00001-fghij"}},
+		{"one function", store.Scope{Namespace: "default", Function: "hello"}, []string{"default/hello-00001-abcde"}},
+		{"another function", store.Scope{Namespace: "default", Function: "hello-world"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			items, rev, err := store.List[api.Replica](ctx, st, store.Replicas, tc.prefix)
+			items, rev, err := store.List[api.Replica](ctx, st, tc.scope)
 			if err != nil {
 				t.Fatal(err)
 			}
 			var names []string
 			for _, r := range items {
-				names = append(names, r.Metadata.Namespace+"/"+r.Metadata.Name)
+				names = append(names, api.KeyOf(&r).String())
 			}
 			if diff := cmp.Diff(tc.want, names); diff != "" {
 				t.Errorf("names (-want +got):\n%s", diff)
@@ -92,21 +93,28 @@ func TestCreateGetList(t *testing.T) {
 	}
 }
 
+// getter is store.Get of type T, for tables of several types.
+func getter[T any, P api.ObjectPtr[T]](ctx context.Context, st *store.Store) func(api.Key) error {
+	return func(k api.Key) error {
+		_, err := store.Get[T, P](ctx, st, k)
+		return err
+	}
+}
+
 func TestGetMissing(t *testing.T) {
 	st, _ := newStore(t)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
-		kind store.Kind
-		ns   string
+		get  func(api.Key) error
 		obj  string
 	}{
-		{"absent", store.Functions, "default", "nope"},
-		{"a revision name without its number", store.Revisions, "default", "hello"},
-		{"a replica name without its suffix", store.Replicas, "default", "hello-00001"},
+		{"absent", getter[api.Function](ctx, st), "nope"},
+		{"a revision name without its number", getter[api.Revision](ctx, st), "hello"},
+		{"a replica name without its suffix", getter[api.Replica](ctx, st), "hello-00001"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := store.Get[api.Function](ctx, st, tc.kind, tc.ns, tc.obj)
+			err := tc.get(api.Key{Namespace: "default", Name: tc.obj})
 			if !errors.Is(err, api.ErrNotFound) {
 				t.Errorf("Get = %v, want not found", err)
 			}
@@ -117,7 +125,7 @@ func TestGetMissing(t *testing.T) {
 func TestUpdate(t *testing.T) {
 	st, clk := newStore(t)
 	ctx := context.Background()
-	created, err := store.Create(ctx, st, store.Replicas, replica("hello-00001-abcde"))
+	created, err := store.Create(ctx, st, replica("hello-00001-abcde"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +135,7 @@ func TestUpdate(t *testing.T) {
 	next := *created
 	next.Spec.NodeName = "node-a"
 	next.Metadata.UID, next.Metadata.CreationTimestamp = "forged", time.Time{}
-	updated, err := store.Update(ctx, st, store.Replicas, &next)
+	updated, err := store.Update(ctx, st, &next)
 	if err != nil {
 		t.Fatalf("update with the current version: %v", err)
 	}
@@ -140,25 +148,25 @@ func TestUpdate(t *testing.T) {
 
 	again := *created
 	again.Spec.NodeName = "node-b"
-	if _, err := store.Update(ctx, st, store.Replicas, &again); !errors.Is(err, api.ErrConflict) {
+	if _, err := store.Update(ctx, st, &again); !errors.Is(err, api.ErrConflict) {
 		t.Errorf("update with a stale version: %v, want conflict", err)
 	}
-	got, err := store.Get[api.Replica](ctx, st, store.Replicas, "default", "hello-00001-abcde")
+	got, err := store.Get[api.Replica](ctx, st, api.Key{Namespace: "default", Name: "hello-00001-abcde"})
 	if err != nil || got.Spec.NodeName != "node-a" {
 		t.Fatalf("after a stale update: %+v, %v; want node-a kept", got, err)
 	}
 
 	again.Metadata.ResourceVersion = "" // no version: last writer wins
-	if _, err := store.Update(ctx, st, store.Replicas, &again); err != nil {
+	if _, err := store.Update(ctx, st, &again); err != nil {
 		t.Errorf("unconditional update: %v", err)
 	}
 	missing := replica("hello-00001-zzzzz")
-	if _, err := store.Update(ctx, st, store.Replicas, missing); !errors.Is(err, api.ErrNotFound) {
+	if _, err := store.Update(ctx, st, missing); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("update of a missing replica: %v, want not found", err)
 	}
 	bad := *created
 	bad.Metadata.ResourceVersion = "yesterday"
-	if _, err := store.Update(ctx, st, store.Replicas, &bad); !errors.Is(err, api.ErrInvalid) {
+	if _, err := store.Update(ctx, st, &bad); !errors.Is(err, api.ErrInvalid) {
 		t.Errorf("update with a malformed version: %v, want a bad request", err)
 	}
 }
@@ -166,7 +174,7 @@ func TestUpdate(t *testing.T) {
 func TestDelete(t *testing.T) {
 	st, _ := newStore(t)
 	ctx := context.Background()
-	created, err := store.Create(ctx, st, store.Replicas, replica("hello-00001-abcde"))
+	created, err := store.Create(ctx, st, replica("hello-00001-abcde"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,13 +182,13 @@ func TestDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Delete(ctx, store.Replicas, "default", "hello-00001-abcde", created.Metadata.ResourceVersion); !errors.Is(err, api.ErrConflict) {
+	if err := store.Delete[api.Replica](ctx, st, api.Key{Namespace: "default", Name: "hello-00001-abcde"}, created.Metadata.ResourceVersion); !errors.Is(err, api.ErrConflict) {
 		t.Errorf("delete at a stale version: %v, want conflict", err)
 	}
-	if err := st.Delete(ctx, store.Replicas, "default", "hello-00001-abcde", updated.Metadata.ResourceVersion); err != nil {
+	if err := store.Delete[api.Replica](ctx, st, api.Key{Namespace: "default", Name: "hello-00001-abcde"}, updated.Metadata.ResourceVersion); err != nil {
 		t.Errorf("delete at the current version: %v", err)
 	}
-	if err := st.Delete(ctx, store.Replicas, "default", "hello-00001-abcde", ""); !errors.Is(err, api.ErrNotFound) {
+	if err := store.Delete[api.Replica](ctx, st, api.Key{Namespace: "default", Name: "hello-00001-abcde"}, ""); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("delete again: %v, want not found", err)
 	}
 }
@@ -190,7 +198,7 @@ func TestStatusAndSpecWritesKeepTheOtherHalf(t *testing.T) {
 	ctx := context.Background()
 	r := replica("hello-00001-abcde")
 	r.Spec.NodeName = "node-a"
-	created, err := store.Create(ctx, st, store.Replicas, r)
+	created, err := store.Create(ctx, st, r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +222,7 @@ func TestStatusAndSpecWritesKeepTheOtherHalf(t *testing.T) {
 	if _, err := st.PutFunction(ctx, f, store.CreateOnly); err != nil {
 		t.Fatal(err)
 	}
-	sc, err := store.Get[api.Scale](ctx, st, store.Scales, "default", "hello-00001")
+	sc, err := store.Get[api.Scale](ctx, st, api.Key{Namespace: "default", Name: "hello-00001"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,16 +247,26 @@ func TestSetScaleReplicas(t *testing.T) {
 	if _, err := st.PutFunction(ctx, f, store.CreateOnly); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.SetScaleReplicas(ctx, st, "default", "hello-00001", 0, 5); !errors.Is(err, api.ErrConflict) {
+	if _, err := store.SetScaleReplicas(ctx, st, api.Key{Namespace: "default", Name: "hello-00001"}, 0, 5); !errors.Is(err, api.ErrConflict) {
 		t.Errorf("from a count it does not have: %v, want conflict", err)
 	}
-	out, err := store.SetScaleReplicas(ctx, st, "default", "hello-00001", 1, 5)
+	out, err := store.SetScaleReplicas(ctx, st, api.Key{Namespace: "default", Name: "hello-00001"}, 1, 5)
 	if err != nil || out.Spec.Replicas != 5 {
 		t.Errorf("from its count: %+v, %v; want 5", out, err)
 	}
-	if _, err := store.SetScaleReplicas(ctx, st, "default", "nope-00001", 0, 1); !errors.Is(err, api.ErrNotFound) {
+	if _, err := store.SetScaleReplicas(ctx, st, api.Key{Namespace: "default", Name: "nope-00001"}, 0, 1); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("a missing scale: %v, want not found", err)
 	}
+}
+
+// count is how many objects of type T the store holds.
+func count[T any, P api.ObjectPtr[T]](t *testing.T, st *store.Store) int {
+	t.Helper()
+	items, _, err := store.List[T, P](context.Background(), st, store.Scope{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(items)
 }
 
 func deploy(t *testing.T, st *store.Store, image string, mode store.WriteMode) (*store.FunctionResult, error) {
@@ -280,13 +298,16 @@ func TestPutFunctionModes(t *testing.T) {
 	}
 	// Deleting takes the revisions, scales and traffic along.
 	ctx := context.Background()
-	if err := st.DeleteFunction(ctx, "default", "hello", ""); err != nil {
+	if err := st.DeleteFunction(ctx, api.Key{Namespace: "default", Name: "hello"}, ""); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []store.Kind{store.Revisions, store.Scales, store.Traffics} {
-		items, _, err := store.List[api.Function](ctx, st, k, k.Prefix(""))
-		if err != nil || len(items) != 0 {
-			t.Errorf("%s after the delete: %d left, %v", k.Plural, len(items), err)
+	for kind, n := range map[string]int{
+		"revisions": count[api.Revision](t, st),
+		"scales":    count[api.Scale](t, st),
+		"traffic":   count[api.Traffic](t, st),
+	} {
+		if n != 0 {
+			t.Errorf("%s after the delete: %d left", kind, n)
 		}
 	}
 }
@@ -299,26 +320,26 @@ func TestPromoteRevisionOnlyTheLatestOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if moved, err := st.PromoteRevision(ctx, "default", "hello", "hello-00001"); err != nil || moved {
+	if moved, err := st.PromoteRevision(ctx, api.Key{Namespace: "default", Name: "hello"}, "hello-00001"); err != nil || moved {
 		t.Errorf("promote a revision that is not the latest: moved %v, %v; want neither", moved, err)
 	}
-	if moved, err := st.PromoteRevision(ctx, "default", "hello", "hello-00002"); err != nil || !moved {
+	if moved, err := st.PromoteRevision(ctx, api.Key{Namespace: "default", Name: "hello"}, "hello-00002"); err != nil || !moved {
 		t.Errorf("promote the latest: moved %v, %v; want moved", moved, err)
 	}
-	if moved, err := st.PromoteRevision(ctx, "default", "hello", "hello-00002"); err != nil || moved {
+	if moved, err := st.PromoteRevision(ctx, api.Key{Namespace: "default", Name: "hello"}, "hello-00002"); err != nil || moved {
 		t.Errorf("promote it again: moved %v, %v; want nothing done", moved, err)
 	}
-	if _, err := st.PromoteRevision(ctx, "default", "nope", "nope-00001"); !errors.Is(err, api.ErrNotFound) {
+	if _, err := st.PromoteRevision(ctx, api.Key{Namespace: "default", Name: "nope"}, "nope-00001"); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("promote in a missing function: %v, want not found", err)
 	}
-	got, err := store.Get[api.Function](ctx, st, store.Functions, "default", "hello")
+	got, err := store.Get[api.Function](ctx, st, api.Key{Namespace: "default", Name: "hello"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.Status.LatestReadyRevision != "hello-00002" || got.Status.LatestRevision != "hello-00002" {
 		t.Errorf("status after the promotion: %+v", got.Status)
 	}
-	tr, err := store.Get[api.Traffic](ctx, st, store.Traffics, "default", "hello")
+	tr, err := store.Get[api.Traffic](ctx, st, api.Key{Namespace: "default", Name: "hello"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,24 +391,24 @@ func TestCreateNodeGivesEachASubnet(t *testing.T) {
 func TestWatch(t *testing.T) {
 	st, _ := newStore(t)
 	ctx := context.Background()
-	created, err := store.Create(ctx, st, store.Replicas, replica("hello-00001-abcde"))
+	created, err := store.Create(ctx, st, replica("hello-00001-abcde"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	from, _ := strconv.ParseInt(created.Metadata.ResourceVersion, 10, 64)
 
 	// From before the create: the watch replays it, then follows.
-	w, err := store.Watch[api.Replica](ctx, st, store.Replicas, store.Replicas.Prefix(""), from-1)
+	w, err := store.Watch[api.Replica](ctx, st, store.Scope{}, from-1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Stop()
 	next := *created
 	next.Spec.NodeName = "node-a"
-	if _, err := store.Update(ctx, st, store.Replicas, &next); err != nil {
+	if _, err := store.Update(ctx, st, &next); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Delete(ctx, store.Replicas, "default", created.Metadata.Name, ""); err != nil {
+	if err := store.Delete[api.Replica](ctx, st, api.KeyOf(created), ""); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
@@ -417,7 +438,7 @@ func TestWatch(t *testing.T) {
 	if _, err := st.Client().Compact(ctx, resp.Header.Revision); err != nil {
 		t.Fatal(err)
 	}
-	gone, err := store.Watch[api.Replica](ctx, st, store.Replicas, store.Replicas.Prefix(""), from)
+	gone, err := store.Watch[api.Replica](ctx, st, store.Scope{}, from)
 	if err == nil {
 		// etcd confirmed the watch before it checked the version: the
 		// first Next says what it found.
@@ -434,24 +455,77 @@ func TestWatch(t *testing.T) {
 	}
 }
 
-func TestKindKeys(t *testing.T) {
+// TestEtcdKeys pins the layout of keys in etcd: existing data is read
+// from these keys, so a change here needs a migration.
+func TestEtcdKeys(t *testing.T) {
 	for _, tc := range []struct {
-		kind     store.Kind
+		kind     api.Kind
 		ns, name string
 		want     string
 		ok       bool
 	}{
-		{store.Functions, "default", "hello", "/surge/v1/functions/default/hello", true},
-		{store.Revisions, "default", "hello-00002", "/surge/v1/revisions/default/hello/hello-00002", true},
-		{store.Scales, "team", "hello-world-00001", "/surge/v1/scales/team/hello-world/hello-world-00001", true},
-		{store.Replicas, "default", "hello-00001-x7k2p", "/surge/v1/replicas/default/hello/hello-00001-x7k2p", true},
-		{store.Nodes, "", "node-a", "/surge/v1/nodes/node-a", true},
-		{store.Revisions, "default", "hello", "", false},
-		{store.Replicas, "default", "hello-00001", "", false},
+		{api.FunctionKind, "default", "hello", "/surge/v1/functions/default/hello", true},
+		{api.RevisionKind, "default", "hello-00002", "/surge/v1/revisions/default/hello/hello-00002", true},
+		{api.TrafficKind, "default", "hello", "/surge/v1/traffic/default/hello", true},
+		{api.ScaleKind, "team", "hello-world-00001", "/surge/v1/scales/team/hello-world/hello-world-00001", true},
+		{api.ReplicaKind, "default", "hello-00001-x7k2p", "/surge/v1/replicas/default/hello/hello-00001-x7k2p", true},
+		{api.NodeKind, "", "node-a", "/surge/v1/nodes/node-a", true},
+		{api.NodeKind, "default", "node-a", "/surge/v1/nodes/node-a", true},
+		{api.RevisionKind, "default", "hello", "", false},
+		{api.ReplicaKind, "default", "hello-00001", "", false},
 	} {
-		got, ok := tc.kind.Key(tc.ns, tc.name)
+		key := api.Key{Namespace: tc.ns, Name: tc.name}
+		got, ok := store.EtcdKey(tc.kind, key)
 		if got != tc.want || ok != tc.ok {
-			t.Errorf("%s.Key(%q, %q) = %q, %v; want %q, %v", tc.kind.Plural, tc.ns, tc.name, got, ok, tc.want, tc.ok)
+			t.Errorf("EtcdKey(%s, %s) = %q, %v; want %q, %v", tc.kind.Plural, key, got, ok, tc.want, tc.ok)
 		}
+	}
+	for _, k := range []api.Kind{api.FunctionKind, api.RevisionKind, api.TrafficKind, api.ScaleKind, api.ReplicaKind, api.NodeKind} {
+		want := k == api.RevisionKind || k == api.ScaleKind || k == api.ReplicaKind
+		if got := store.GroupedByFunction(k); got != want {
+			t.Errorf("GroupedByFunction(%s) = %v, want %v", k.Plural, got, want)
+		}
+	}
+}
+
+// TestReadsWhatWasStoredBefore reads objects written, at their keys, the
+// way earlier versions wrote them: durations as strings, some empty.
+func TestReadsWhatWasStoredBefore(t *testing.T) {
+	st, _ := newStore(t)
+	ctx := context.Background()
+	const fn = `{"kind":"Function","metadata":{"name":"hello","namespace":"default","uid":"u1","generation":1},` +
+		`"spec":{"image":"example.test/hello:v1","port":8080,"resources":{"cpu":"100m","memory":"128Mi"},` +
+		`"timeout":"5m","readiness":{"path":"/ready","period":""},` +
+		`"scaling":{"metric":"concurrency","scaleToZeroGrace":"90s","stableWindow":""}},` +
+		`"status":{"latestRevision":"hello-00001"}}`
+	const rev = `{"kind":"Revision","metadata":{"name":"hello-00001","namespace":"default"},` +
+		`"spec":{"function":"hello","number":1,"template":{"image":"example.test/hello:v1","timeout":"300s"}}}`
+	for key, val := range map[string]string{
+		"/surge/v1/functions/default/hello":             fn,
+		"/surge/v1/revisions/default/hello/hello-00001": rev,
+	} {
+		if _, err := st.Client().Put(ctx, key, val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := store.Get[api.Function](ctx, st, api.Key{Namespace: "default", Name: "hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSpec := api.FunctionSpec{
+		Image: "example.test/hello:v1", Port: 8080, Resources: api.Resources{CPU: "100m", Memory: "128Mi"},
+		Timeout:   api.Duration{Duration: 5 * time.Minute},
+		Readiness: &api.Probe{Path: "/ready"},
+		Scaling:   api.ScalingPolicy{Metric: api.MetricConcurrency, ScaleToZeroGrace: api.Duration{Duration: 90 * time.Second}},
+	}
+	if diff := cmp.Diff(wantSpec, f.Spec); diff != "" {
+		t.Errorf("function spec (-want +got):\n%s", diff)
+	}
+	revs, _, err := store.List[api.Revision](ctx, st, store.Scope{Namespace: "default", Function: "hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(revs) != 1 || revs[0].Spec.Template.Timeout.Duration != 5*time.Minute {
+		t.Errorf("revisions %+v, want hello-00001 with a 5m timeout", revs)
 	}
 }

@@ -19,20 +19,25 @@ func Gone(rev, compacted int64) *api.Error {
 		"resourceVersion %d is older than the oldest kept (%d): list again and watch from the list's resourceVersion", rev, compacted)
 }
 
-// Watcher streams the changes of one kind under a key prefix.
-type Watcher[T any, P PtrObject[T]] struct {
-	k      Kind
+// Watcher streams the changes of the objects of type T in a scope.
+type Watcher[T any, P api.ObjectPtr[T]] struct {
+	k      api.Kind
 	ch     clientv3.WatchChan
 	cancel context.CancelFunc
 	err    error
 }
 
-// Watch starts watching the kind's objects under prefix for changes after
-// version rev (0 = from now). When rev has been compacted away, the watch
+// Watch starts watching the objects of type T in a scope for changes
+// after version rev (0 = from now). When rev has been compacted away, the watch
 // ends with api.ErrGone (an *api.Error with code 410) before any event:
 // from Watch itself when etcd says so at once (callers can then answer the
 // request with the error instead of a stream), else from the first Next.
-func Watch[T any, P PtrObject[T]](ctx context.Context, s *Store, k Kind, prefix string, rev int64) (*Watcher[T, P], error) {
+func Watch[T any, P api.ObjectPtr[T]](ctx context.Context, s *Store, in Scope, rev int64) (*Watcher[T, P], error) {
+	k := api.KindOf[T, P]()
+	prefix, err := in.prefix(k)
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", k.Plural, err)
+	}
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithCreatedNotify(), clientv3.WithProgressNotify()}
 	if rev > 0 {
@@ -99,7 +104,7 @@ func (w *Watcher[T, P]) Next() ([]api.WatchEvent[*T], int64, error) {
 		default:
 			e.Type, val, rev = api.EventModified, ev.Kv.Value, ev.Kv.ModRevision
 		}
-		obj, err := decode[T, P](w.k, val, rev)
+		obj, err := decode[T, P](val, rev)
 		if err != nil {
 			w.err = err
 			return nil, 0, err

@@ -221,7 +221,7 @@ func (c *Cluster) Client() *client.Client { return c.api }
 func (c *Cluster) Nodes() ([]api.Node, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	l, err := client.List[api.Node](ctx, c.api, "nodes", "", nil)
+	l, err := client.List[api.Node](ctx, c.api, "", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +247,7 @@ func (c *Cluster) AliveNodes() []string {
 func (c *Cluster) Replicas(function string) ([]api.Replica, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	l, err := client.List[api.Replica](ctx, c.api, "replicas", api.DefaultNamespace, map[string][]string{"function": {function}})
+	l, err := client.List[api.Replica](ctx, c.api, api.DefaultNamespace, map[string][]string{"function": {function}})
 	if err != nil {
 		return nil, err
 	}
