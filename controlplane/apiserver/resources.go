@@ -29,6 +29,9 @@ type kindOps[T any] struct {
 	// filter, when set, turns query parameters into a predicate on list
 	// and watch results (e.g. ?node= for replicas).
 	filter func(q url.Values) (func(*T) bool, error)
+	// show, when set, completes what get and list answer with what is
+	// kept apart from the objects (a node's lastSeen, from its lease).
+	show func(ctx context.Context, objs []T) error
 }
 
 // registerKind mounts the list, watch, get, create, replace and delete
@@ -39,7 +42,7 @@ func registerKind[T any, P store.PtrObject[T]](s *Server, k store.Kind, ops kind
 	coll := "/v1/" + res
 	if k.Namespaced {
 		s.handle("GET /v1/"+res, res, auth.Read, func(w http.ResponseWriter, r *http.Request) {
-			listOrWatch[T, P](s, w, r, k, "", ops.filter)
+			listOrWatch[T, P](s, w, r, k, "", ops)
 		})
 		coll = "/v1/namespaces/{ns}/" + res
 		item = coll + "/{name}"
@@ -50,10 +53,15 @@ func registerKind[T any, P store.PtrObject[T]](s *Server, k store.Kind, ops kind
 			writeError(w, s.cfg.Log, err)
 			return
 		}
-		listOrWatch[T, P](s, w, r, k, ns, ops.filter)
+		listOrWatch[T, P](s, w, r, k, ns, ops)
 	})
 	s.handle("GET "+item, res, auth.Read, func(w http.ResponseWriter, r *http.Request) {
 		obj, err := store.Get[T, P](r.Context(), s.cfg.Store, k, r.PathValue("ns"), r.PathValue("name"))
+		if err == nil && ops.show != nil {
+			one := []T{*obj}
+			err = ops.show(r.Context(), one)
+			obj = &one[0]
+		}
 		if err != nil {
 			writeError(w, s.cfg.Log, err)
 			return
@@ -184,11 +192,10 @@ func isWatch(r *http.Request) bool {
 }
 
 // listOrWatch answers a list, or streams a watch when ?watch=true.
-func listOrWatch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, r *http.Request, k store.Kind, ns string,
-	filter func(url.Values) (func(*T) bool, error)) {
+func listOrWatch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, r *http.Request, k store.Kind, ns string, ops kindOps[T]) {
 	keep := func(*T) bool { return true }
-	if filter != nil {
-		f, err := filter(r.URL.Query())
+	if ops.filter != nil {
+		f, err := ops.filter(r.URL.Query())
 		if err != nil {
 			writeError(w, s.cfg.Log, err)
 			return
@@ -220,6 +227,12 @@ func listOrWatch[T any, P store.PtrObject[T]](s *Server, w http.ResponseWriter, 
 	for i := range items {
 		if keep(&items[i]) {
 			kept = append(kept, items[i])
+		}
+	}
+	if ops.show != nil {
+		if err := ops.show(r.Context(), kept); err != nil {
+			writeError(w, s.cfg.Log, err)
+			return
 		}
 	}
 	writeJSON(w, http.StatusOK, api.List[T]{ResourceVersion: strconv.FormatInt(rev, 10), Items: kept})
