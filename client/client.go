@@ -46,6 +46,14 @@ func New(cfg *Config) (*Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsCfg
 	tr.MaxIdleConnsPerHost = 32
+	// The API speaks HTTP/2, which multiplexes every request of a client
+	// (heartbeats, watches, status writes) on one connection. A connection
+	// whose peer vanished (a cut link, a partition) would hold them all
+	// until TCP gives up, minutes later, and after the link heals TCP's
+	// back-off delays the first retransmission by up to half a minute. A
+	// ping after ConnIdlePing of silence, answered within ConnPingTimeout,
+	// finds it dead in seconds; the next request dials anew.
+	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: ConnIdlePing, PingTimeout: ConnPingTimeout}
 	ns := cfg.Namespace
 	if ns == "" {
 		ns = api.DefaultNamespace
@@ -57,6 +65,15 @@ func New(cfg *Config) (*Client, error) {
 		http:      &http.Client{Transport: tr},
 	}, nil
 }
+
+// ConnIdlePing and ConnPingTimeout bound how long a dead connection to
+// the API goes unnoticed: a ping after ConnIdlePing without a frame, and
+// the connection closed when its answer takes ConnPingTimeout. Shorter
+// finds a dead peer sooner, for a ping a few seconds on an idle client.
+const (
+	ConnIdlePing    = 3 * time.Second
+	ConnPingTimeout = 2 * time.Second
+)
 
 // Transport is the client's HTTP transport, which trusts the config's CA:
 // other protocols on the API listener (the OCI registry at /v2/) use it.

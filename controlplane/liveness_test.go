@@ -38,13 +38,13 @@ func (nopHandler) OnEndpoint(gossip.EndpointEvent) {}
 
 // TestGossipDeathMovesReplicasAtOnce: a node agent's gossip member dies;
 // the node controller declares the node dead from gossip once a beat is
-// missed (GossipConfirm), long before the heartbeat timeout, and its
+// missed (LeaseConfirm), long before the heartbeat timeout, and its
 // replica moves to another node.
 func TestGossipDeathMovesReplicasAtOnce(t *testing.T) {
 	in := controlplanetest.StartWith(t, func(c *controlplane.Config) {
 		c.GossipAddr = "127.0.0.1:0"
 		c.Controllers.NodeTimeout = time.Hour
-		c.Controllers.GossipConfirm = time.Second // the test's node never beats again
+		c.Controllers.LeaseConfirm = time.Second // the test's node never beats again
 		c.Controllers.Resync = 100 * time.Millisecond
 	})
 	c := in.Client()

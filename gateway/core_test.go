@@ -487,3 +487,20 @@ func TestConfigValidateReportsEveryField(t *testing.T) {
 		t.Errorf("New(Config{}) = %v", err)
 	}
 }
+
+// TestRelistKeepsGossipEndpoints: a control-plane relist (after a
+// compacted watch) drops what the control plane gave, and keeps the
+// endpoints gossip announced that etcd does not show yet.
+func TestRelistKeepsGossipEndpoints(t *testing.T) {
+	s := newState()
+	s.SetEndpoint(EndpointInfo{Namespace: "default", Replica: "from-etcd", Addr: "10.0.0.1:8080", Phase: api.ReplicaReady})
+	s.SetEndpoint(EndpointInfo{Namespace: "default", Replica: "from-gossip", Addr: "10.0.0.2:8080", Phase: api.ReplicaReady, FromGossip: true})
+	s.ClearEndpoints()
+	var left []string
+	for k := range s.endpoints {
+		left = append(left, k.Name)
+	}
+	if diff := cmp.Diff([]string{"from-gossip"}, left); diff != "" {
+		t.Errorf("endpoints after a relist (-want +got):\n%s", diff)
+	}
+}

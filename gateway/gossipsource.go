@@ -57,6 +57,7 @@ func (s *GossipSource) OnEndpoint(ev gossip.EndpointEvent) {
 	e := EndpointInfo{
 		Namespace: ev.Namespace, Replica: ev.Replica, Function: ev.Function, Revision: ev.Revision,
 		Node: ev.Node, Addr: ev.IP.String() + ":" + strconv.Itoa(int(ev.Port)), Phase: api.ReplicaReady,
+		FromGossip: true,
 	}
 	s.enqueue(func(st *State) { st.SetEndpoint(e) })
 }

@@ -49,6 +49,10 @@ type EndpointInfo struct {
 	// Phase: only Ready endpoints get new requests; Terminating ones finish
 	// theirs, and idempotent requests that fail on them are retried.
 	Phase api.ReplicaPhase
+	// FromGossip marks an endpoint that gossip announced and the control
+	// plane has not (yet) confirmed: a control-plane relist does not
+	// clear it (ClearEndpoints), as gossip's own events add and remove it.
+	FromGossip bool
 }
 
 // State is the gateway's model of the world, edited by route sources
@@ -131,8 +135,15 @@ func (s *State) ClearRevisions() { clear(s.revisions) }
 // ClearTraffic drops every traffic split; see ClearFunctions.
 func (s *State) ClearTraffic() { clear(s.traffic) }
 
-// ClearEndpoints drops every endpoint; see ClearFunctions.
-func (s *State) ClearEndpoints() { clear(s.endpoints) }
+// ClearEndpoints drops every endpoint the control plane gave, keeping
+// those gossip announced; see ClearFunctions.
+func (s *State) ClearEndpoints() {
+	for k, e := range s.endpoints {
+		if !e.FromGossip {
+			delete(s.endpoints, k)
+		}
+	}
+}
 
 // Updater applies a change to the routing state. Routes implements it.
 type Updater interface {

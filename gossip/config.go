@@ -175,8 +175,8 @@ type Config struct {
 	// ReconnectInterval is how often Run tries to rejoin one member that
 	// died, or the Join addresses when this member is alone, so that the
 	// sides of a partition that outlived GossipToTheDeadTime merge again
-	// once it heals. Default 10s: one dial per interval while anyone is
-	// dead.
+	// once it heals. Default 2s: a healed partition merges within it, for
+	// one dial per interval while anyone is dead.
 	ReconnectInterval time.Duration
 	// LeaveTimeout bounds the leave broadcast when Run's ctx ends. Default
 	// 3s.
@@ -224,7 +224,7 @@ func DefaultConfig() Config {
 		StreamTimeout:           5 * time.Second,
 		GossipToTheDeadTime:     15 * time.Second,
 		DeadNodeReclaimTime:     30 * time.Second,
-		ReconnectInterval:       10 * time.Second,
+		ReconnectInterval:       2 * time.Second,
 		LeaveTimeout:            3 * time.Second,
 		DeadRetention:           30 * time.Minute,
 		Logger:                  slog.Default(),

@@ -65,9 +65,15 @@ type Config struct {
 	// ReservedMilliCPU and ReservedMemory are kept back for the system and
 	// Surge itself.
 	ReservedMilliCPU, ReservedMemory int64
-	// Heartbeat is how often the node reports itself alive; the control
-	// plane declares it dead after missing several.
+	// Heartbeat is how often the agent renews its node's lease: the
+	// control plane declares the node dead once gossip says so and a few
+	// beats are missed (controllers.Config.LeaseConfirm). A beat is one
+	// small request; a second lets a dead node go in a few seconds.
 	Heartbeat time.Duration
+	// StatusEvery is how many beats apart the agent rewrites its node's
+	// whole status (address, capacity, its endpoint), repairing it if
+	// anyone changed it; the lease alone says it is alive.
+	StatusEvery int
 	// ProbeInterval is how often a starting replica is probed: short, as a
 	// cold start waits on it.
 	ProbeInterval time.Duration
@@ -90,8 +96,8 @@ type Config struct {
 	// serves none.
 	LogAddr string
 	// Clock paces every wait of the agent (heartbeat, probes, back-offs,
-	// the delayed Starting write, the whoami cache) and stamps the node's
-	// LastSeen. Nil is the wall clock.
+	// the delayed Starting write, the whoami cache). Nil is the wall
+	// clock. How old a heartbeat is, only the servers' clocks say.
 	Clock clock.Clock
 	// agentURL is where it does, once it does (sent with the heartbeat).
 	agentURL string
@@ -105,7 +111,8 @@ func DefaultConfig() Config {
 		Address:          "127.0.0.1",
 		ReservedMilliCPU: 100,
 		ReservedMemory:   256 << 20,
-		Heartbeat:        5 * time.Second,
+		Heartbeat:        time.Second,
+		StatusEvery:      30,
 		ProbeInterval:    2 * time.Millisecond,
 		StartTimeout:     time.Minute,
 		ReadyProbePeriod: 10 * time.Second,
@@ -150,6 +157,9 @@ func (c Config) Validate() error {
 	}
 	if c.ProbeFailureThreshold < 1 {
 		errs = append(errs, fmt.Errorf("probe failure threshold %d: must be at least 1", c.ProbeFailureThreshold))
+	}
+	if c.StatusEvery < 1 {
+		errs = append(errs, fmt.Errorf("status every %d beats: must be at least 1", c.StatusEvery))
 	}
 	if c.StopGrace < 0 {
 		errs = append(errs, fmt.Errorf("stop grace %s: must not be negative", c.StopGrace))
@@ -200,7 +210,7 @@ func register(ctx context.Context, c *client.Client, cfg Config) (*api.Node, err
 	n := &api.Node{
 		Metadata: api.ObjectMeta{Name: cfg.NodeName},
 		Status: api.NodeStatus{Address: cfg.Address, Capacity: res, Allocatable: res,
-			State: api.NodeAlive, LastSeen: clock.Or(cfg.Clock).Now().UTC(), AgentURL: cfg.agentURL},
+			State: api.NodeAlive, AgentURL: cfg.agentURL},
 	}
 	var out api.Node
 	err := c.Do(ctx, "POST", client.CollectionPath[api.Node](""), n, &out)
@@ -209,6 +219,19 @@ func register(ctx context.Context, c *client.Client, cfg Config) (*api.Node, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("register node %s: %w", cfg.NodeName, err)
+	}
+	if _, err := renewLease(ctx, c, cfg.NodeName); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// renewLease is one heartbeat: it renews the node's lease and returns the
+// node as the API sees it.
+func renewLease(ctx context.Context, c *client.Client, node string) (*api.Node, error) {
+	var out api.Node
+	if err := c.Do(ctx, "PUT", client.ObjectPath[api.Node](api.Key{Name: node})+"/lease", nil, &out); err != nil {
+		return nil, fmt.Errorf("renew lease of node %s: %w", node, err)
 	}
 	return &out, nil
 }
@@ -444,16 +467,29 @@ func (c *apiReplicas) putStatus(ctx context.Context, r *api.Replica) error {
 	return c.api.Do(ctx, "PUT", client.ObjectPath[api.Replica](api.KeyOf(r))+"/status", r, nil)
 }
 
+// heartbeat renews the node's lease every Heartbeat, and rewrites its
+// status every StatusEvery beats or when the node is gone (deleted by an
+// operator). Each beat is bounded by two periods, so that a beat lost on
+// a dead connection does not hold back the next.
 func (a *Agent) heartbeat(ctx context.Context) {
 	t := a.clock.NewTicker(a.cfg.Heartbeat)
 	defer t.Stop()
-	for {
+	for beat := 1; ; beat++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.Chan():
 		}
-		if _, err := register(ctx, a.api, a.cfg); err != nil && ctx.Err() == nil {
+		// A deadline on a network call: wall time, whatever the clock.
+		bctx, cancel := context.WithTimeout(ctx, 2*a.cfg.Heartbeat)
+		var err error
+		if beat%a.cfg.StatusEvery == 0 {
+			_, err = register(bctx, a.api, a.cfg)
+		} else if _, err = renewLease(bctx, a.api, a.cfg.NodeName); errors.Is(err, api.ErrNotFound) {
+			_, err = register(bctx, a.api, a.cfg)
+		}
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			a.log.Warn("heartbeat", "err", err)
 		}
 	}

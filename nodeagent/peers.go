@@ -20,6 +20,12 @@ type PeerRouter interface {
 // Peers connects the agent to gossip: it announces the agent's endpoints
 // (Announcer) and, as the member's gossip.Handler, routes to the subnets of
 // the nodes gossip reports.
+//
+// A route is installed only where gossip and the control plane agree: the
+// subnet and address a member announces must be the pod subnet etcd gave
+// that node and the address it registered (SetAssigned, from a watch of
+// the nodes). Any holder of the join token can gossip; a member that
+// claims another node's subnet, or 0.0.0.0/1, routes nothing.
 type Peers struct {
 	self string
 	log  *slog.Logger
@@ -27,7 +33,10 @@ type Peers struct {
 	mu     sync.Mutex
 	g      *gossip.Gossip
 	router PeerRouter
-	routes map[string]route // by node name
+	// claimed is what gossip says of each alive agent, assigned what the
+	// control plane does, installed the routes in place: the claims that
+	// match their assignment.
+	claimed, assigned, installed map[string]route
 }
 
 type route struct {
@@ -37,7 +46,8 @@ type route struct {
 
 // NewPeers returns Peers for the node named self.
 func NewPeers(self string, log *slog.Logger) *Peers {
-	return &Peers{self: self, log: log.With("component", "peers"), routes: map[string]route{}}
+	return &Peers{self: self, log: log.With("component", "peers"),
+		claimed: map[string]route{}, assigned: map[string]route{}, installed: map[string]route{}}
 }
 
 var (
@@ -53,28 +63,66 @@ func (p *Peers) SetGossip(g *gossip.Gossip) {
 	p.mu.Unlock()
 }
 
-// SetRouter gives Peers the network once the runtime exists, and applies
+// SetRouter gives Peers the network once the runtime exists, and installs
 // the routes learned before it did.
 func (p *Peers) SetRouter(r PeerRouter) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.router = r
-	for node, rt := range p.routes {
-		p.add(node, rt)
+	for node := range p.claimed {
+		p.reconcile(node)
 	}
 }
 
-func (p *Peers) add(node string, rt route) {
-	if p.router == nil {
+// SetAssigned records what the control plane gave a node: its pod subnet
+// and its registered address (ok false when the node is gone, or has
+// neither yet). It may be called from any goroutine.
+func (p *Peers) SetAssigned(node string, subnet netip.Prefix, via netip.Addr, ok bool) {
+	if node == p.self {
 		return
 	}
-	if err := p.router.AddPeerRoute(rt.subnet, rt.via); err != nil {
-		p.log.Warn("route to peer subnet", "node", node, "subnet", rt.subnet, "via", rt.via, "err", err)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ok {
+		p.assigned[node] = route{subnet: subnet, via: via}
+	} else {
+		delete(p.assigned, node)
+	}
+	p.reconcile(node)
+}
+
+// reconcile makes a node's route what its claim and assignment agree on:
+// installed when they match, removed otherwise. p.mu must be held.
+func (p *Peers) reconcile(node string) {
+	want, claimed := p.claimed[node]
+	if a, ok := p.assigned[node]; claimed && (!ok || a != want) {
+		if ok { // a claim the control plane did not make: say so once
+			p.log.Warn("gossip claims a route the control plane did not assign; not routing it",
+				"node", node, "claimed", want.subnet, "via", want.via, "assigned", a.subnet, "address", a.via)
+		}
+		claimed = false
+	}
+	have, installed := p.installed[node]
+	if installed && (!claimed || have != want) {
+		delete(p.installed, node)
+		if p.router != nil {
+			if err := p.router.RemovePeerRoute(have.subnet, have.via); err != nil {
+				p.log.Warn("remove route to peer subnet", "node", node, "err", err)
+			}
+		}
+		installed = false
+	}
+	if claimed && !installed && p.router != nil {
+		if err := p.router.AddPeerRoute(want.subnet, want.via); err != nil {
+			p.log.Warn("route to peer subnet", "node", node, "subnet", want.subnet, "via", want.via, "err", err)
+			return
+		}
+		p.installed[node] = want
 	}
 }
 
-// OnNode implements gossip.Handler: a route to each alive agent's subnet
-// through its address.
+// OnNode implements gossip.Handler: an alive agent's claim of a subnet
+// and address, routed once the control plane agrees (see Peers).
 func (p *Peers) OnNode(ev gossip.NodeEvent) {
 	m := ev.Member
 	if m.Name == p.self || m.Meta.Role != gossip.RoleAgent {
@@ -82,31 +130,18 @@ func (p *Peers) OnNode(ev gossip.NodeEvent) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	old, had := p.routes[m.Name]
 	switch ev.Type {
 	case gossip.NodeJoin, gossip.NodeUpdate:
 		rt := route{subnet: m.Meta.PodCIDR, via: m.Meta.Address}
 		if !rt.subnet.IsValid() || !rt.via.IsValid() || rt.via.IsLoopback() || rt.via.IsUnspecified() {
-			return // host networking, or a peer on this same machine
+			delete(p.claimed, m.Name) // host networking, or a peer on this same machine
+		} else {
+			p.claimed[m.Name] = rt
 		}
-		if had && old == rt {
-			return
-		}
-		if had && p.router != nil {
-			_ = p.router.RemovePeerRoute(old.subnet, old.via)
-		}
-		p.routes[m.Name] = rt
-		p.add(m.Name, rt)
 	case gossip.NodeDead, gossip.NodeLeft:
-		if had {
-			delete(p.routes, m.Name)
-			if p.router != nil {
-				if err := p.router.RemovePeerRoute(old.subnet, old.via); err != nil {
-					p.log.Warn("remove route to peer subnet", "node", m.Name, "err", err)
-				}
-			}
-		}
+		delete(p.claimed, m.Name)
 	}
+	p.reconcile(m.Name)
 }
 
 // OnEndpoint implements gossip.Handler; agents route by subnet, not by

@@ -6,12 +6,41 @@ import (
 	"net/url"
 
 	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/controlplane/auth"
+	"github.com/surgeplatform/surge/controlplane/store"
 )
 
 // createNode registers a node with a subnet of the pod CIDR.
 func (s *Server) createNode(ctx context.Context, n *api.Node) (*api.Node, int, error) {
 	out, err := s.cfg.Store.CreateNode(ctx, n, s.cfg.PodCIDR, s.cfg.NodeSubnetBits)
 	return out, http.StatusCreated, err
+}
+
+// heartbeatRoutes serve a node agent's heartbeat: PUT /v1/nodes/NAME/lease
+// renews the node's lease (see store.RenewNodeLease), and answers the
+// node as the API sees it, so that the agent learns at once when it was
+// declared dead.
+func (s *Server) heartbeatRoutes() {
+	s.handle("PUT /v1/nodes/{name}/lease", "nodes", auth.Write, func(w http.ResponseWriter, r *http.Request) {
+		n, err := s.cfg.Store.RenewNodeLease(r.Context(), r.PathValue("name"))
+		if err != nil {
+			writeError(w, s.cfg.Log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, n)
+	})
+}
+
+// showNodes sets each node's lastSeen to its last heartbeat.
+func (s *Server) showNodes(ctx context.Context, nodes []api.Node) error {
+	leases, err := s.cfg.Store.NodeLeases(ctx)
+	if err != nil {
+		return err
+	}
+	for i := range nodes {
+		store.WithLease(&nodes[i], leases)
+	}
+	return nil
 }
 
 // replicaFilter serves ?node=NAME (a node agent's view) and ?phase=.

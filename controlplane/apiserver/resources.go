@@ -29,6 +29,9 @@ type kindOps[T any] struct {
 	// filter, when set, turns query parameters into a predicate on list
 	// and watch results (e.g. ?node= for replicas).
 	filter func(q url.Values) (func(*T) bool, error)
+	// show, when set, completes what get and list answer with what is
+	// kept apart from the objects (a node's lastSeen, from its lease).
+	show func(ctx context.Context, objs []T) error
 }
 
 // registerKind mounts the list, watch, get, create, replace and delete
@@ -40,7 +43,7 @@ func registerKind[T any, P api.ObjectPtr[T]](s *Server, ops kindOps[T]) {
 	coll := "/v1/" + res
 	if k.Namespaced {
 		s.handle("GET /v1/"+res, res, auth.Read, func(w http.ResponseWriter, r *http.Request) {
-			listOrWatch[T, P](s, w, r, "", ops.filter)
+			listOrWatch[T, P](s, w, r, "", ops)
 		})
 		coll = "/v1/namespaces/{ns}/" + res
 		item = coll + "/{name}"
@@ -51,10 +54,15 @@ func registerKind[T any, P api.ObjectPtr[T]](s *Server, ops kindOps[T]) {
 			writeError(w, s.cfg.Log, err)
 			return
 		}
-		listOrWatch[T, P](s, w, r, ns, ops.filter)
+		listOrWatch[T, P](s, w, r, ns, ops)
 	})
 	s.handle("GET "+item, res, auth.Read, func(w http.ResponseWriter, r *http.Request) {
 		obj, err := store.Get[T, P](r.Context(), s.cfg.Store, api.Key{Namespace: r.PathValue("ns"), Name: r.PathValue("name")})
+		if err == nil && ops.show != nil {
+			one := []T{*obj}
+			err = ops.show(r.Context(), one)
+			obj = &one[0]
+		}
 		if err != nil {
 			writeError(w, s.cfg.Log, err)
 			return
@@ -185,12 +193,11 @@ func isWatch(r *http.Request) bool {
 }
 
 // listOrWatch answers a list, or streams a watch when ?watch=true.
-func listOrWatch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r *http.Request, ns string,
-	filter func(url.Values) (func(*T) bool, error)) {
+func listOrWatch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r *http.Request, ns string, ops kindOps[T]) {
 	k := api.KindOf[T, P]()
 	keep := func(*T) bool { return true }
-	if filter != nil {
-		f, err := filter(r.URL.Query())
+	if ops.filter != nil {
+		f, err := ops.filter(r.URL.Query())
 		if err != nil {
 			writeError(w, s.cfg.Log, err)
 			return
@@ -222,6 +229,12 @@ func listOrWatch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r 
 	for i := range items {
 		if keep(&items[i]) {
 			kept = append(kept, items[i])
+		}
+	}
+	if ops.show != nil {
+		if err := ops.show(r.Context(), kept); err != nil {
+			writeError(w, s.cfg.Log, err)
+			return
 		}
 	}
 	writeJSON(w, http.StatusOK, api.List[T]{ResourceVersion: strconv.FormatInt(rev, 10), Items: kept})

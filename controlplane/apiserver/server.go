@@ -14,6 +14,7 @@
 //	PUT    /v1/namespaces/NS/KIND/NAME         replace (functions: create or replace)
 //	DELETE /v1/namespaces/NS/KIND/NAME         delete
 //	GET    /v1/nodes[/NAME], POST, PUT, DELETE nodes have no namespace
+//	PUT    /v1/nodes/NAME/lease                a node agent's heartbeat
 //	POST   /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/ID
 //
 // A watch answers newline-delimited JSON api.WatchEvent values. It resumes
@@ -224,11 +225,13 @@ func (s *Server) routes() {
 		status: func(ctx context.Context, n *api.Node) (*api.Node, error) {
 			return store.UpdateNodeStatus(ctx, s.cfg.Store, n)
 		},
+		show: s.showNodes,
 	})
 	s.tokenRoutes()
 	s.activateRoutes()
 	s.statsRoutes()
 	s.certificateRoutes()
+	s.heartbeatRoutes()
 	for _, rt := range s.cfg.Extra {
 		v := auth.Read
 		if m, _, _ := strings.Cut(rt.Pattern, " "); m != "GET" && m != "HEAD" {

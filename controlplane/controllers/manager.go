@@ -27,13 +27,16 @@ type Config struct {
 	// work, shorter reacts faster.
 	Debounce time.Duration
 	// NodeTimeout is how long a node may miss heartbeats before it is dead
-	// and its replicas are replaced elsewhere. Agents beat every 5s.
+	// and its replicas are replaced elsewhere, whatever gossip says: a node
+	// that gossips but cannot reach the API. Agents beat every second.
 	NodeTimeout time.Duration
-	// GossipConfirm is how long a node gossip declares dead must also have
-	// missed heartbeats before its replicas move: gossip's fast failure
-	// detection misfires on a starved CPU, and moving every replica of a
-	// live node is an outage. Two missed beats confirm a real death.
-	GossipConfirm time.Duration
+	// LeaseConfirm is how long a node gossip declares dead must also have
+	// missed heartbeats before it is dead and its replicas move: gossip's
+	// fast failure detection misfires on a starved or lossy machine, and
+	// moving every replica of a live node is an outage. With a beat a
+	// second, 3s is two missed beats and a slow one; shorter moves a dead
+	// node's replicas sooner, longer tolerates slower beats.
+	LeaseConfirm time.Duration
 	// LeaseTTL is the leader's etcd lease TTL in seconds: how long a
 	// crashed leader blocks the next one (leader.Config.TTL).
 	LeaseTTL int
@@ -42,7 +45,7 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{Resync: 5 * time.Second, Debounce: 5 * time.Millisecond, NodeTimeout: 30 * time.Second,
-		GossipConfirm: 10 * time.Second, LeaseTTL: 10}
+		LeaseConfirm: 3 * time.Second, LeaseTTL: 10}
 }
 
 // Manager runs the controllers while this server is the leader.
@@ -57,6 +60,10 @@ type Manager struct {
 	live Liveness
 	// wake, when set, triggers a pass (gossip changed).
 	wake <-chan struct{}
+	// recheck is when the last pass said a node's verdict could turn
+	// (zero: no such time); the loop runs a pass then. Only the loop's
+	// goroutine uses it.
+	recheck time.Time
 }
 
 // UseLiveness makes the node controller follow gossip: a node gossip
@@ -104,11 +111,19 @@ func (m *Manager) loop(ctx context.Context) error {
 	wch := m.store.Client().Watch(clientv3.WithRequireLeader(ctx), store.Prefix, clientv3.WithPrefix())
 	tick := m.clock.NewTicker(m.cfg.Resync)
 	defer tick.Stop()
+	recheck := m.clock.NewTimer(m.cfg.Resync)
+	defer recheck.Stop()
 	for {
 		if err := m.Pass(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("pass failed; retrying", "err", err)
 		}
-		if err := m.waitForChange(ctx, wch, tick.Chan()); err != nil {
+		// A node whose verdict may turn before the next resync (its lease
+		// ages past LeaseConfirm) is looked at again right then.
+		recheck.Stop()
+		if !m.recheck.IsZero() {
+			recheck.Reset(max(m.recheck.Sub(m.clock.Now()), 0) + time.Millisecond)
+		}
+		if err := m.waitForChange(ctx, wch, tick.Chan(), recheck.Chan()); err != nil {
 			return err
 		}
 	}
@@ -121,12 +136,14 @@ var errWatchClosed = errors.New("controllers: watch closed")
 // waitForChange blocks until a resync tick or a relevant change, then lets
 // a burst of writes land (Debounce, on the clock) and drains what queued
 // up behind it.
-func (m *Manager) waitForChange(ctx context.Context, wch clientv3.WatchChan, tick <-chan time.Time) error {
+func (m *Manager) waitForChange(ctx context.Context, wch clientv3.WatchChan, tick, recheck <-chan time.Time) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick:
+			return nil
+		case <-recheck:
 			return nil
 		case <-m.wake:
 			return nil
@@ -155,11 +172,14 @@ func (m *Manager) waitForChange(ctx context.Context, wch clientv3.WatchChan, tic
 }
 
 // relevant reports whether a watch batch touches what the controllers
-// reconcile: the gateways' per-second stats and the leader keys do not.
+// reconcile: the gateways' per-second stats, the nodes' heartbeats and the
+// leader keys do not (heartbeats are read by every pass, and a node's
+// lease ageing is what the recheck timer is for).
 func relevant(wr clientv3.WatchResponse) bool {
 	for _, ev := range wr.Events {
 		k := string(ev.Kv.Key)
-		if !strings.HasPrefix(k, store.StatsPrefix) && !strings.HasPrefix(k, store.Prefix+"leader/") {
+		if !strings.HasPrefix(k, store.StatsPrefix) && !strings.HasPrefix(k, store.LeasePrefix) &&
+			!strings.HasPrefix(k, store.Prefix+"leader/") {
 			return true
 		}
 	}
@@ -174,7 +194,8 @@ type state struct {
 	// revisionList is every revision; revisions indexes it by key.
 	revisionList []api.Revision
 	revisions    map[api.Key]*api.Revision
-	nodes        []api.Node
+	// nodes carry their last heartbeat in status.lastSeen.
+	nodes []api.Node
 }
 
 func (m *Manager) read(ctx context.Context) (*state, error) {
@@ -199,6 +220,13 @@ func (m *Manager) read(ctx context.Context) (*state, error) {
 	}
 	if s.nodes, _, err = store.List[api.Node](ctx, m.store, store.Scope{}); err != nil {
 		return nil, err
+	}
+	leases, err := m.store.NodeLeases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range s.nodes {
+		store.WithLease(&s.nodes[i], leases)
 	}
 	return &s, nil
 }
@@ -250,10 +278,12 @@ func (m *Manager) rollouts(ctx context.Context, st *state) error {
 	return errors.Join(errs...)
 }
 
-// nodes marks nodes that stopped beating dead, and removes their replicas
-// so that the replica controller makes new ones elsewhere.
+// nodes marks nodes dead by nodeVerdict, and removes their replicas so
+// that the replica controller makes new ones elsewhere. It sets m.recheck
+// to the earliest time a live node's verdict could turn.
 func (m *Manager) nodes(ctx context.Context, st *state) error {
 	now := m.clock.Now()
+	m.recheck = time.Time{}
 	dead := map[string]bool{}
 	var errs []error
 	for i := range st.nodes {
@@ -264,20 +294,25 @@ func (m *Manager) nodes(ctx context.Context, st *state) error {
 		}
 		gossipDead := false
 		if m.live != nil {
-			st, ok := m.live.State(n.Metadata.Name)
-			gossipDead = ok && st == api.NodeDead && nodeStale(n, now, m.cfg.GossipConfirm)
+			gs, ok := m.live.State(n.Metadata.Name)
+			gossipDead = ok && gs == api.NodeDead
 		}
-		if gossipDead || nodeStale(n, now, m.cfg.NodeTimeout) {
-			m.log.Warn("node dead", "node", n.Metadata.Name, "lastSeen", n.Status.LastSeen, "gossip", gossipDead)
-			n.Status.State = api.NodeDead
-			if _, err := store.UpdateNodeStatus(ctx, m.store, n); err != nil {
-				if !benign(err) {
-					errs = append(errs, err)
-				}
-				continue
+		isDead, recheck := nodeVerdict(n.Status.LastSeen, gossipDead, now, m.cfg.LeaseConfirm, m.cfg.NodeTimeout)
+		if !isDead {
+			if !recheck.IsZero() && (m.recheck.IsZero() || recheck.Before(m.recheck)) {
+				m.recheck = recheck
 			}
-			dead[n.Metadata.Name] = true
+			continue
 		}
+		m.log.Warn("node dead", "node", n.Metadata.Name, "lastSeen", n.Status.LastSeen, "gossip", gossipDead)
+		n.Status.State = api.NodeDead
+		if _, err := store.UpdateNodeStatus(ctx, m.store, n); err != nil {
+			if !benign(err) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		dead[n.Metadata.Name] = true
 	}
 	kept := st.replicas[:0]
 	for _, r := range st.replicas {

@@ -247,10 +247,10 @@ func (g gossipSays) State(node string) (api.NodeState, bool) {
 
 // TestPassBelievesGossipOnlyOnceBeatsAreMissed: gossip's failure detector
 // misfires on a starved machine; a node it calls dead keeps its replicas
-// while its heartbeats are fresh, and loses them once GossipConfirm passes
+// while its heartbeats are fresh, and loses them once LeaseConfirm passes
 // without one, long before NodeTimeout.
 func TestPassBelievesGossipOnlyOnceBeatsAreMissed(t *testing.T) {
-	f := newFixture(t, func(c *Config) { c.NodeTimeout, c.GossipConfirm = time.Hour, 10*time.Second })
+	f := newFixture(t, func(c *Config) { c.NodeTimeout, c.LeaseConfirm = time.Hour, 10*time.Second })
 	f.m.UseLiveness(gossipSays{"node-a": api.NodeDead, "node-b": api.NodeAlive}, nil)
 	f.node("node-a", f.clock.Now())
 	f.deploy("example.test/hello:v1", 1)
@@ -270,6 +270,34 @@ func TestPassBelievesGossipOnlyOnceBeatsAreMissed(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"hello-00001@node-b"}, f.placement()); diff != "" {
 		t.Errorf("placement (-want +got):\n%s", diff)
+	}
+}
+
+// TestPassJudgesNodesByTheirLease: a node's heartbeats renew its lease,
+// not its status: a node whose status is an hour old but whose lease is
+// fresh stays alive while gossip calls it dead, and is dead once its
+// lease is older than LeaseConfirm.
+func TestPassJudgesNodesByTheirLease(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.NodeTimeout, c.LeaseConfirm = time.Hour, 3*time.Second })
+	f.m.UseLiveness(gossipSays{"node-a": api.NodeDead}, nil)
+	f.node("node-a", f.clock.Now().Add(-time.Hour))
+	for range 5 {
+		if _, err := f.store.RenewNodeLease(f.ctx, "node-a"); err != nil {
+			t.Fatal(err)
+		}
+		f.pass()
+		if st := f.nodeState("node-a"); st != api.NodeAlive {
+			t.Fatalf("a node gossip calls dead but whose lease is fresh is %s, want alive", st)
+		}
+		f.clock.Advance(time.Second)
+	}
+	if want := f.clock.Now().Add(2 * time.Second); !f.m.recheck.Equal(want) {
+		t.Errorf("recheck at %v, want when the lease passes LeaseConfirm, %v", f.m.recheck, want)
+	}
+	f.clock.Advance(2*time.Second + time.Millisecond)
+	f.pass()
+	if st := f.nodeState("node-a"); st != api.NodeDead {
+		t.Fatalf("node-a is %s once its lease is older than LeaseConfirm, want dead", st)
 	}
 }
 
@@ -446,7 +474,7 @@ func TestWaitForChange(t *testing.T) {
 			}
 			tick := make(chan time.Time)
 			done := make(chan error, 1)
-			go func() { done <- m.waitForChange(context.Background(), wch, tick) }()
+			go func() { done <- m.waitForChange(context.Background(), wch, tick, nil) }()
 
 			if tc.debounce {
 				ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -497,12 +525,12 @@ func TestWaitForChangeEnds(t *testing.T) {
 	m := &Manager{cfg: Config{Debounce: time.Hour}, clock: clock.NewFake()}
 	closed := make(chan clientv3.WatchResponse)
 	close(closed)
-	if err := m.waitForChange(context.Background(), closed, nil); err != errWatchClosed {
+	if err := m.waitForChange(context.Background(), closed, nil, nil); err != errWatchClosed {
 		t.Errorf("closed watch: %v, want errWatchClosed", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := m.waitForChange(ctx, make(chan clientv3.WatchResponse), nil); err != context.Canceled {
+	if err := m.waitForChange(ctx, make(chan clientv3.WatchResponse), nil, nil); err != context.Canceled {
 		t.Errorf("ended context: %v, want context.Canceled", err)
 	}
 	// A change arrives, and ctx ends during its debounce.
@@ -510,7 +538,7 @@ func TestWaitForChangeEnds(t *testing.T) {
 	wch := make(chan clientv3.WatchResponse, 1)
 	wch <- watchEvent(store.Prefix + "functions/default/hello")
 	done := make(chan error, 1)
-	go func() { done <- m.waitForChange(ctx, wch, nil) }()
+	go func() { done <- m.waitForChange(ctx, wch, nil, nil) }()
 	if err := m.clock.(*clock.Fake).BlockUntilContext(context.Background(), 1); err != nil {
 		t.Fatal(err)
 	}

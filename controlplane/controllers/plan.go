@@ -75,8 +75,25 @@ func planReplicas(desired int32, replicas []api.Replica) replicaPlan {
 	return p
 }
 
-// nodeStale reports whether a node has missed its heartbeats long enough to
-// be declared dead.
-func nodeStale(n *api.Node, now time.Time, timeout time.Duration) bool {
-	return !n.Status.LastSeen.IsZero() && now.Sub(n.Status.LastSeen) > timeout
+// nodeVerdict decides whether a live node is dead at now, from its last
+// heartbeat and gossip's view: dead when gossip says so and the node has
+// also not beaten for confirm (gossip's fast detector misfires on a
+// starved or lossy machine, and moving every replica of a live node is an
+// outage), or when it has not beaten for timeout whatever gossip says (a
+// node whose gossip still answers but who cannot reach the API). A node
+// that never beat is not judged. recheck is when the verdict could turn
+// if nothing else changes, so that the controller looks again then; zero
+// when dead is true or nothing could.
+func nodeVerdict(lastSeen time.Time, gossipDead bool, now time.Time, confirm, timeout time.Duration) (dead bool, recheck time.Time) {
+	if lastSeen.IsZero() {
+		return false, time.Time{}
+	}
+	age := now.Sub(lastSeen)
+	if age > timeout || (gossipDead && age > confirm) {
+		return true, time.Time{}
+	}
+	if gossipDead {
+		return false, lastSeen.Add(confirm)
+	}
+	return false, lastSeen.Add(timeout)
 }

@@ -44,3 +44,31 @@ func TestPlanReplicas(t *testing.T) {
 		})
 	}
 }
+
+func TestNodeVerdict(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const confirm, timeout = 3 * time.Second, 30 * time.Second
+	for _, tc := range []struct {
+		name        string
+		lastSeen    time.Time
+		gossipDead  bool
+		now         time.Time
+		wantDead    bool
+		wantRecheck time.Time
+	}{
+		{"never beat", time.Time{}, true, t0.Add(time.Hour), false, time.Time{}},
+		{"beating, gossip alive", t0, false, t0.Add(time.Second), false, t0.Add(timeout)},
+		{"beating, gossip dead: not yet", t0, true, t0.Add(2 * time.Second), false, t0.Add(confirm)},
+		{"beating, gossip dead: exactly confirm", t0, true, t0.Add(confirm), false, t0.Add(confirm)},
+		{"gossip dead, beats missed", t0, true, t0.Add(confirm + time.Millisecond), true, time.Time{}},
+		{"gossip alive, beats missed past confirm", t0, false, t0.Add(10 * time.Second), false, t0.Add(timeout)},
+		{"gossip alive, beats missed past timeout", t0, false, t0.Add(timeout + time.Second), true, time.Time{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dead, recheck := nodeVerdict(tc.lastSeen, tc.gossipDead, tc.now, confirm, timeout)
+			if dead != tc.wantDead || !recheck.Equal(tc.wantRecheck) {
+				t.Errorf("nodeVerdict = %v, %v; want %v, %v", dead, recheck, tc.wantDead, tc.wantRecheck)
+			}
+		})
+	}
+}

@@ -82,7 +82,7 @@ func (s *Store) DeleteNode(ctx context.Context, name, resourceVersion string) er
 			return fmt.Errorf("free subnet of node %s: %w", name, err)
 		}
 	}
-	return nil
+	return s.deleteNodeLease(ctx, name)
 }
 
 func subnetKey(cidr string) string {

@@ -147,7 +147,8 @@ func (r *Runtime) Network() *network.Network { return r.net }
 
 // Close stops the runtime's waits, releases the network's warm pool (CNI
 // DEL of the namespaces no replica took) and, if New started a private
-// containerd, stops it (its replicas keep running in their shims). It does
+// containerd, stops it (its replicas keep running in their shims), and
+// removes the namespace's cgroup when no container is left in it. It does
 // not stop replicas. It is safe to call more than once.
 func (r *Runtime) Close() error {
 	r.closed.Do(func() {
@@ -160,6 +161,9 @@ func (r *Runtime) Close() error {
 		if r.private != nil {
 			errs = append(errs, r.private.stop())
 		}
+		// The namespace's cgroup, when no container is left in it, goes
+		// with the runtime: a node as it was before the agent ran.
+		errs = append(errs, removeCgroupParent(r.cfg.Namespace))
 		r.closeErr = errors.Join(errs...)
 	})
 	return r.closeErr
