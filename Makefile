@@ -37,7 +37,7 @@ unit: ## Unit and integration tests, with the race detector.
 
 e2e: ## End-to-end tests: the binary as a user runs it, and the multi-node fault scenarios (built without -race).
 	@rm -f $(E2E_REPORT)
-	@status=0; E2E_REPORT=$(E2E_REPORT) E2E_ROUNDS=$(E2E_ROUNDS) $(GO) test -count=1 -timeout 60m -tags e2e ./e2e/... || status=$$?; \
+	@status=0; E2E_REPORT=$(E2E_REPORT) E2E_ROUNDS=$(E2E_ROUNDS) $(GO) test -count=1 -timeout $(if $(E2E_ROUNDS),60m,20m) -tags e2e ./e2e/... || status=$$?; \
 	if [ -s $(E2E_REPORT) ]; then cat $(E2E_REPORT); fi; exit $$status
 
 e2e-long: ## The end-to-end tests with the node faults (R3, R4) repeated E2E_ROUNDS times (default 5).
