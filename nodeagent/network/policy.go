@@ -143,7 +143,9 @@ func Owned(bridge, chain string) bool {
 }
 
 // BuildPolicy returns the policy of in. It is a pure function: the same
-// input, listed in any order, gives the same rules.
+// input, listed in any order, gives the same rules. in.Bridge must be a
+// plain interface name (letters, digits, '_', '.', '-'), which
+// NewFirewall checks: it goes into the rules unquoted.
 //
 // The chains, for bridge B:
 //
