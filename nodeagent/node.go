@@ -9,14 +9,12 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/gossip"
-	"github.com/surgeplatform/surge/internal/backoff"
 	"github.com/surgeplatform/surge/internal/clock"
 	"github.com/surgeplatform/surge/nodeagent/containers"
 	"github.com/surgeplatform/surge/nodeagent/network"
@@ -173,7 +171,7 @@ func Run(ctx context.Context, o Options) error {
 	defer g.Stop()
 	peers.SetGossip(g.Gossip)
 
-	policy := newReplicaPolicy(o, c)
+	policy := newReplicaPolicy(o, c, peers)
 	defer policy.stop()
 	agent, err := New(o.Agent, c, o.runtimeFactory(registry, g.Gossip, gopts.Meta, peers, policy), peers, o.Log)
 	if err != nil {
@@ -184,57 +182,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer unregister()
-	actx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); assignRoutes(actx, c, peers, o.Clock, o.Log) }()
-	defer func() { stop(); <-done }()
 	return agent.Run(ctx)
-}
-
-// assignRoutes keeps what peers knows of the control plane's assignments
-// (each node's pod subnet and address) current, from a list and then a
-// watch of the nodes, until ctx ends: peers routes a gossip claim only
-// where it matches.
-func assignRoutes(ctx context.Context, c *client.Client, peers *Peers, clk clock.Clock, log *slog.Logger) {
-	retry := backoff.Policy{Base: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.5}
-	known := map[string]bool{}
-	set := func(n *api.Node, gone bool) {
-		subnet, err1 := netip.ParsePrefix(n.Spec.PodSubnet)
-		via, err2 := netip.ParseAddr(n.Status.Address)
-		ok := !gone && err1 == nil && err2 == nil
-		peers.SetAssigned(n.Metadata.Name, subnet, via, ok)
-		known[n.Metadata.Name] = !gone
-	}
-	for failures := 0; ctx.Err() == nil; {
-		list, err := client.List[api.Node](ctx, c, "", nil)
-		if err == nil {
-			failures = 0
-			listed := map[string]bool{}
-			for i := range list.Items {
-				set(&list.Items[i], false)
-				listed[list.Items[i].Metadata.Name] = true
-			}
-			for name, live := range known {
-				if live && !listed[name] {
-					set(&api.Node{Metadata: api.ObjectMeta{Name: name}}, true)
-				}
-			}
-			err = client.Watch[api.Node](ctx, c, "", client.WatchOptions{ResourceVersion: list.ResourceVersion},
-				func(e api.WatchEvent[*api.Node]) error {
-					set(e.Object, e.Type == api.EventDeleted)
-					return nil
-				})
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if errors.Is(err, api.ErrGone) {
-			continue // history compacted: list again at once
-		}
-		failures++
-		log.Warn("watch nodes for peer routes; retrying", "err", err)
-		clock.Sleep(ctx, clk, retry.Delay(failures))
-	}
 }
 
 // gossipOptions is the agent's gossip member: named after the node, keyed

@@ -100,7 +100,8 @@ var _ replicaNetwork = (*network.Network)(nil)
 // cluster: from a list and a watch of the nodes (pod subnets, addresses)
 // and of every replica (addresses, functions), both from the API, whose
 // node token may read them. Not from gossip: any holder of the join token
-// can gossip, and could open a path between two functions.
+// can gossip, and could open a path between two functions. The same watch
+// of the nodes tells Peers which gossip claims of routes to believe.
 type replicaPolicy struct {
 	cfg          PolicyConfig
 	api          *client.Client
@@ -112,6 +113,9 @@ type replicaPolicy struct {
 	// nameservers returns the name servers replicas are given.
 	nameservers func() []netip.Addr
 	newFirewall func(bridge string) (firewall, error)
+	// peers, when set, learns from the same watch what the control plane
+	// assigned each node, to route only matching gossip claims.
+	peers *Peers
 
 	// Set by start.
 	fw          firewall
@@ -128,7 +132,7 @@ type replicaPolicy struct {
 
 // newReplicaPolicy returns the policy of the agent o describes, which
 // start starts once the runtime's network exists.
-func newReplicaPolicy(o Options, c *client.Client) *replicaPolicy {
+func newReplicaPolicy(o Options, c *client.Client, peers *Peers) *replicaPolicy {
 	bridge := o.Containers.Network.BridgeName
 	if bridge == "" {
 		bridge = network.DefaultConfig().BridgeName
@@ -143,7 +147,7 @@ func newReplicaPolicy(o Options, c *client.Client) *replicaPolicy {
 		log: log, clock: o.Clock, nameservers: hostNameservers,
 		newFirewall: func(bridge string) (firewall, error) { return network.NewFirewall(bridge, log) },
 		nodes:       map[string]*api.Node{}, replicas: map[api.Key]*api.Replica{},
-		changed: make(chan struct{}, 1),
+		changed: make(chan struct{}, 1), peers: peers,
 	}
 }
 
@@ -335,9 +339,15 @@ func (p *replicaPolicy) signal() {
 func (p *replicaPolicy) resetNodes(items []api.Node) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for name, n := range p.nodes {
+		if !slices.ContainsFunc(items, func(m api.Node) bool { return m.Metadata.Name == name }) {
+			p.assign(n, true)
+		}
+	}
 	clear(p.nodes)
 	for i := range items {
 		p.nodes[items[i].Metadata.Name] = &items[i]
+		p.assign(&items[i], false)
 	}
 	p.signal()
 }
@@ -350,7 +360,19 @@ func (p *replicaPolicy) updateNode(e api.WatchEvent[*api.Node]) {
 	} else {
 		p.nodes[e.Object.Metadata.Name] = e.Object
 	}
+	p.assign(e.Object, e.Type == api.EventDeleted)
 	p.signal()
+}
+
+// assign tells peers what the control plane gave node n: its pod subnet
+// and registered address (nothing once it is gone).
+func (p *replicaPolicy) assign(n *api.Node, gone bool) {
+	if p.peers == nil {
+		return
+	}
+	subnet, err1 := netip.ParsePrefix(n.Spec.PodSubnet)
+	via, err2 := netip.ParseAddr(n.Status.Address)
+	p.peers.SetAssigned(n.Metadata.Name, subnet, via, !gone && err1 == nil && err2 == nil)
 }
 
 func (p *replicaPolicy) resetReplicas(items []api.Replica) {

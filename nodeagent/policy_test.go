@@ -182,8 +182,9 @@ func TestReplicaPolicyFollowsTheCluster(t *testing.T) {
 	o.Clock = clk
 	o = o.withDefaults()
 	fw := &fakeFirewall{}
+	peers := NewPeers("n1", o.Log)
 	newPolicy := func() *replicaPolicy {
-		p := newReplicaPolicy(o, nodeAPI)
+		p := newReplicaPolicy(o, nodeAPI, peers)
 		p.newFirewall = func(bridge string) (firewall, error) { return fw, nil }
 		p.nameservers = func() []netip.Addr { return []netip.Addr{netip.MustParseAddr("10.0.0.53")} }
 		return p
@@ -202,6 +203,13 @@ func TestReplicaPolicyFollowsTheCluster(t *testing.T) {
 	}()
 	if _, applies, _ := fw.state(); applies != 1 {
 		t.Fatalf("start applied %d policies, want one before it returns", applies)
+	}
+	// The same watch of the nodes tells Peers what n2 was assigned.
+	peers.mu.Lock()
+	assigned := peers.assigned["n2"]
+	peers.mu.Unlock()
+	if assigned.subnet != subnets["n2"] || assigned.via != netip.MustParseAddr("10.0.0.2") {
+		t.Errorf("peers learned n2 is %v via %v, want %v via 10.0.0.2", assigned.subnet, assigned.via, subnets["n2"])
 	}
 
 	// Two functions; the agents report their replicas' addresses.
@@ -303,7 +311,7 @@ func TestReplicaPolicyNoneInHostMode(t *testing.T) {
 	o := DefaultOptions()
 	o.Client.Server = "https://127.0.0.1:7070"
 	o = o.withDefaults()
-	p := newReplicaPolicy(o, nil)
+	p := newReplicaPolicy(o, nil, nil)
 	p.newFirewall = func(string) (firewall, error) { return nil, errors.New("no firewall in host mode") }
 	if err := p.start(context.Background(), &api.Node{}, hostNetwork{}); err != nil {
 		t.Fatal(err)
