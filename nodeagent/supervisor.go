@@ -112,7 +112,10 @@ func (s *supervisor) run(ctx context.Context, adopted *containers.Container) {
 		s.c = *adopted
 		s.log.Info("adopted running container", "pid", s.c.PID)
 	}
-	m := newLifecycle(adopted != nil, s.status.Restarts)
+	m, acts := newLifecycle(adopted != nil, s.status.Restarts)
+	for _, act := range acts {
+		s.perform(ctx, act)
+	}
 	policy := policyOf(a.cfg)
 	var w *watch // the running container's exit and probe ticker
 	defer func() { w.stop() }()
