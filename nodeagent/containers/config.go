@@ -80,9 +80,18 @@ type Config struct {
 	// cold start throttled to 100m takes twice as long (runc's set-up and
 	// the function's own start run under the quota), and at 100m's weight
 	// (a tenth of a core's) a busy node starves it further. The boost ends
-	// at Ready or at the start timeout, whichever comes first. Off, the
-	// limits apply from the first instruction.
+	// at Ready or after StartupCPUBoostMax, whichever comes first. Off,
+	// the limits apply from the first instruction.
 	StartupCPUBoost bool
+	// StartupCPUBoostMax is the longest a replica's task runs boosted
+	// after a start or a restart: a replica not Ready by then gets its CPU
+	// quota and weight from the runtime itself. Longer lets a slow
+	// start-up (a large runtime, a cold JIT) finish at full speed; shorter
+	// bounds what a replica that never becomes Ready takes from its
+	// neighbours: this long per start, which the agent retries after its
+	// StartTimeout (1m) and a back-off. Beyond the agent's StartTimeout it
+	// never fires: the start has failed and the container is gone.
+	StartupCPUBoostMax time.Duration
 	// DefaultUID and DefaultGID run replicas whose image names no user or
 	// names root. 65532 is distroless' "nonroot".
 	DefaultUID, DefaultGID uint32
@@ -118,11 +127,14 @@ func DefaultConfig() Config {
 		TmpSize:           64 << 20,
 		DefaultPidsLimit:  1024,
 		StartupCPUBoost:   true,
-		DefaultUID:        65532,
-		DefaultGID:        65532,
-		Network:           network.DefaultConfig(),
-		Log:               slog.New(slog.DiscardHandler),
-		Clock:             clock.Real(),
+		// Ten times a slow Go cold start; a sixth of the agent's start
+		// timeout.
+		StartupCPUBoostMax: 10 * time.Second,
+		DefaultUID:         65532,
+		DefaultGID:         65532,
+		Network:            network.DefaultConfig(),
+		Log:                slog.New(slog.DiscardHandler),
+		Clock:              clock.Real(),
 	}
 }
 
@@ -162,6 +174,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.DefaultPidsLimit == 0 {
 		c.DefaultPidsLimit = d.DefaultPidsLimit
+	}
+	if c.StartupCPUBoostMax == 0 {
+		c.StartupCPUBoostMax = d.StartupCPUBoostMax
 	}
 	if c.DefaultUID == 0 {
 		c.DefaultUID = d.DefaultUID
@@ -238,6 +253,9 @@ func (c Config) Validate() error {
 	}
 	if c.TmpSize < 1<<20 {
 		bad("TmpSize", c.TmpSize, "want at least 1 MiB")
+	}
+	if c.StartupCPUBoostMax < 0 {
+		bad("StartupCPUBoostMax", c.StartupCPUBoostMax, "want a positive duration, or 0 for the default")
 	}
 	if c.DefaultPidsLimit < 8 {
 		bad("DefaultPidsLimit", c.DefaultPidsLimit, "want at least 8")

@@ -51,8 +51,10 @@ func TestConfigValidate(t *testing.T) {
 			c.LogPollInterval = time.Nanosecond
 			c.TmpSize = 1
 			c.DefaultPidsLimit = 2
+			c.StartupCPUBoostMax = -time.Second
 		}, []string{"ContainerdAddress", "StateDir", "Namespace", "RegistryHost", "RegistryToken", "RegistryCA",
-			"LogMaxSize", "LogMaxFiles", "LogRotateInterval", "LogPollInterval", "TmpSize", "DefaultPidsLimit"}},
+			"LogMaxSize", "LogMaxFiles", "LogRotateInterval", "LogPollInterval", "TmpSize", "DefaultPidsLimit",
+			"StartupCPUBoostMax"}},
 		{"state dir too long for a socket", func(c *Config) { c.StateDir = "/" + strings.Repeat("x", 90) }, []string{"StateDir"}},
 	}
 	for _, tt := range tests {
