@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/remotes"
@@ -42,14 +43,17 @@ type Runtime struct {
 	images    sync.Map // normalized ref -> *imageInfo
 	pulls     singleflight.Group
 	logStates sync.Map // log path -> *logState
-	boosts    *boostDeadlines
-	watchMu   sync.Mutex
-	watches   map[string]*watch
-	ctx       context.Context // ends with Close; task waits hang on it
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup // task wait goroutines and the network's warm pool
-	closeErr  error
-	closed    sync.Once
+	// logsOverNodeCap is whether the last pass of RotateLogs found the
+	// logs over the node's cap: its warning is logged once per episode.
+	logsOverNodeCap atomic.Bool
+	boosts          *boostDeadlines
+	watchMu         sync.Mutex
+	watches         map[string]*watch
+	ctx             context.Context // ends with Close; task waits hang on it
+	cancel          context.CancelFunc
+	wg              sync.WaitGroup // task wait goroutines and the network's warm pool
+	closeErr        error
+	closed          sync.Once
 }
 
 // New checks cfg, connects to containerd and prepares replica networking.

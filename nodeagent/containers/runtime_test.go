@@ -563,7 +563,7 @@ func TestLogsWrittenRotatedFollowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLine("A line 000099")
-	if err := r.rotateAll(); err != nil {
+	if err := r.enforceLogCaps(); err != nil {
 		t.Fatal(err)
 	}
 	old, err := os.ReadFile(r.LogPath(c.ID) + ".1")
@@ -591,7 +591,7 @@ func TestLogsWrittenRotatedFollowed(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitLine(tag + " line 000099")
-		if err := r.rotateAll(); err != nil {
+		if err := r.enforceLogCaps(); err != nil {
 			t.Fatal(err)
 		}
 	}
