@@ -29,6 +29,10 @@ func (r *Runtime) LogPath(id string) string {
 
 func (r *Runtime) removeLogs(id string) error {
 	p := r.LogPath(id)
+	// Under the lock a rotation holds: none recreates a copy after this.
+	ls := r.logState(p)
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
 	r.logStates.Delete(p)
 	var errs []error
 	rotated := rotatedNames(p, r.cfg.LogMaxFiles+1)
@@ -203,8 +207,10 @@ type logTrim struct {
 
 // trimLogs decides, from the files of the logs directory, which go so
 // that every replica keeps at most replicaCap bytes and the node at most
-// nodeCap, oldest first: a replica's rotated files past maxFiles and,
-// while it is over its cap, its oldest rotated ones; then, while the node
+// nodeCap, oldest first: rotated files without a live log (a replica
+// stopped as its log was rotated), a replica's rotated files past
+// maxFiles and, while it is over its cap, its oldest rotated ones; then,
+// while the node
 // is over its cap, the rotated files whose newest line is oldest, whoever
 // they belong to, and after them the live logs least recently written
 // (emptied: their writer holds them open). It does no I/O.
@@ -229,8 +235,9 @@ func trimLogs(files []logFile, replicaCap, nodeCap int64, maxFiles int) logTrim 
 		// Oldest first: the highest index is the oldest rotation; the
 		// live log, index 0, goes last.
 		slices.SortFunc(fs, func(a, b logFile) int { return b.index - a.index })
+		orphans := fs[len(fs)-1].index > 0
 		for _, f := range fs {
-			if f.index > 0 && (f.index > maxFiles || sum > replicaCap) {
+			if f.index > 0 && (orphans || f.index > maxFiles || sum > replicaCap) {
 				plan.remove = append(plan.remove, f)
 				sum -= f.size
 				total -= f.size

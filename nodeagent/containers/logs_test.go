@@ -249,6 +249,12 @@ func TestTrimLogs(t *testing.T) {
 			remove: []string{"a.log.1"}, truncate: []string{"a.log", "b.log"}, over: 110,
 		},
 		{
+			name:       "rotated files without a live log are a stopped replica's",
+			files:      []logFile{f("gone", 1, 5, 1), f("gone", 2, 5, 0), f("a", 0, 1, 2)},
+			replicaCap: 100, nodeCap: 1000, maxFiles: 3,
+			remove: []string{"gone.log.1", "gone.log.2"},
+		},
+		{
 			name:       "a rotation's leftover counts against the node",
 			files:      []logFile{{name: "a.log.1.tmp", id: "a", index: 1, tmp: true, size: 60}, f("a", 0, 10, 2), f("a", 1, 30, 1)},
 			replicaCap: 100, nodeCap: 80, maxFiles: 3,
