@@ -41,6 +41,8 @@ type Options struct {
 	// GossipAddr is where the agent gossips, HOST:PORT, UDP and TCP; port
 	// 0 picks one.
 	GossipAddr string
+	// Policy configures what the replicas may reach (policy.go).
+	Policy PolicyConfig
 	// Join lists the gossip addresses (HOST:PORT) of members already in
 	// the cluster; empty starts alone until one joins this agent.
 	Join []string
@@ -62,6 +64,7 @@ func DefaultOptions() Options {
 	return Options{
 		Agent:      DefaultConfig(),
 		Containers: containers.DefaultConfig(),
+		Policy:     DefaultPolicyConfig(),
 		GossipAddr: "0.0.0.0:7946",
 	}
 }
@@ -81,6 +84,7 @@ func (o Options) withDefaults() Options {
 	o.Containers.Log = o.Log.With("component", "runtime")
 	o.Containers.Network.Log = o.Log.With("component", "network")
 	o.Join = append([]string(nil), o.Join...)
+	o.Policy = o.Policy.withDefaults()
 	return o
 }
 
@@ -111,6 +115,9 @@ func (o Options) Validate() error {
 		rc = o.containersConfig(&api.Node{}, registry)
 	}
 	if err := rc.WithDefaults().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.Policy.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if !isHostPort(o.GossipAddr) {
@@ -166,7 +173,9 @@ func Run(ctx context.Context, o Options) error {
 	defer g.Stop()
 	peers.SetGossip(g.Gossip)
 
-	agent, err := New(o.Agent, c, o.runtimeFactory(registry, g.Gossip, gopts.Meta, peers), peers, o.Log)
+	policy := newReplicaPolicy(o, c)
+	defer policy.stop()
+	agent, err := New(o.Agent, c, o.runtimeFactory(registry, g.Gossip, gopts.Meta, peers, policy), peers, o.Log)
 	if err != nil {
 		return err
 	}
@@ -269,12 +278,17 @@ func nodeMeta(base gossip.NodeMeta, cfg Config, node *api.Node, mode network.Mod
 }
 
 // runtimeFactory makes the container runtime once the node is registered,
+// puts the replica network policy in place before any replica starts,
 // routes to peers through its network, and tells gossip the node's
 // capacity and subnet.
-func (o Options) runtimeFactory(registry string, g *gossip.Gossip, meta gossip.NodeMeta, peers *Peers) RuntimeFactory {
+func (o Options) runtimeFactory(registry string, g *gossip.Gossip, meta gossip.NodeMeta, peers *Peers, policy *replicaPolicy) RuntimeFactory {
 	return func(ctx context.Context, node *api.Node) (Runtime, error) {
 		r, err := containers.New(ctx, o.containersConfig(node, registry))
 		if err != nil {
+			return nil, err
+		}
+		if err := policy.start(ctx, node, r.Network()); err != nil {
+			r.Close()
 			return nil, err
 		}
 		peers.SetRouter(r.Network())

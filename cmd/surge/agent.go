@@ -31,6 +31,9 @@ type AgentOptions struct {
 	GossipAddr        string
 	Join              []string
 	LogAddr           string
+	// GatewayPorts are where gateways listen: the only ports replicas
+	// reach on the nodes' addresses. Empty keeps the default (8080).
+	GatewayPorts []uint
 	// ReplicaLogMax and NodeLogMax cap the replicas' logs on disk, each
 	// replica's and all of them together, in bytes; 0 keeps the default.
 	ReplicaLogMax, NodeLogMax int64
@@ -59,6 +62,10 @@ func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
 	f.Var(sizeFlag{&o.NodeLogMax}, "node-log-max", "most of all replicas' logs kept on this node's disk; the oldest go first")
 	if withIdentity {
 		f.StringSliceVar(&o.Join, "join", nil, "gossip addresses of nodes already in the cluster (HOST:PORT)")
+	}
+	if withIdentity {
+		f.UintSliceVar(&o.GatewayPorts, "gateway-port", nil,
+			"TCP port the gateways listen on, the only port replicas reach on nodes' addresses (default 8080; repeat for several)")
 	}
 	if withIdentity {
 		f.StringVar(&o.StateDir, "state-dir", "/var/lib/surge/agent", "replica logs, network state, private containerd")
@@ -117,6 +124,15 @@ func agentOptions(o *AgentOptions, log *slog.Logger) nodeagent.Options {
 		n.Containers.Network.BridgeName, n.Containers.Network.NetworkName = o.Bridge, o.Bridge
 	}
 	n.GossipAddr, n.Join = o.GossipAddr, o.Join
+	if len(o.GatewayPorts) > 0 {
+		n.Policy.GatewayPorts = nil
+		for _, p := range o.GatewayPorts {
+			if p > 65535 {
+				p = 0 // out of range: Validate names it
+			}
+			n.Policy.GatewayPorts = append(n.Policy.GatewayPorts, uint16(p))
+		}
+	}
 	if o.ReplicaLogMax != 0 {
 		n.Containers.LogMaxSize = o.ReplicaLogMax
 	}

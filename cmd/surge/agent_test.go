@@ -24,15 +24,16 @@ func TestAgentOptions(t *testing.T) {
 		GossipAddr:        "10.0.0.5:7946",
 		Join:              []string{"10.0.0.1:7946"},
 		LogAddr:           "10.0.0.5:7073",
+		GatewayPorts:      []uint{8080, 9090},
 		ReplicaLogMax:     1 << 20,
 		NodeLogMax:        64 << 20,
 	}
 	n := agentOptions(o, log)
 	got := []any{n.Client, n.Agent.NodeName, n.Agent.Address, n.Agent.LogAddr, n.Containers.StateDir,
 		n.Containers.ContainerdAddress, n.Containers.Network.BridgeName, n.Containers.Network.NetworkName,
-		n.GossipAddr, n.Join, n.Log == log, n.Containers.LogMaxSize, n.Containers.LogNodeMaxSize}
+		n.GossipAddr, n.Join, n.Log == log, n.Policy.GatewayPorts, n.Containers.LogMaxSize, n.Containers.LogNodeMaxSize}
 	want := []any{o.Client, "Node-1", "10.0.0.5", "10.0.0.5:7073", "/var/lib/surge/agent",
-		"/run/other/containerd.sock", "surge1", "surge1", "10.0.0.5:7946", []string{"10.0.0.1:7946"}, true,
+		"/run/other/containerd.sock", "surge1", "surge1", "10.0.0.5:7946", []string{"10.0.0.1:7946"}, true, []uint16{8080, 9090},
 		int64(1 << 20), int64(64 << 20)}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("agentOptions (-want +got):\n%s", diff)
@@ -45,6 +46,12 @@ func TestAgentOptions(t *testing.T) {
 		n.Containers.ContainerdAddress != d.Containers.ContainerdAddress || n.Containers.Network.BridgeName != d.Containers.Network.BridgeName ||
 		n.Containers.LogMaxSize != d.Containers.LogMaxSize || n.Containers.LogNodeMaxSize != d.Containers.LogNodeMaxSize {
 		t.Errorf("empty flags: %+v, want the defaults", n)
+	}
+	if diff := cmp.Diff(d.Policy.GatewayPorts, n.Policy.GatewayPorts); diff != "" {
+		t.Errorf("no --gateway-port: gateway ports (-want +got):\n%s", diff)
+	}
+	if err := agentOptions(&AgentOptions{GatewayPorts: []uint{70000}}, log).Policy.Validate(); err == nil {
+		t.Error("--gateway-port 70000: Validate() = nil, want an error")
 	}
 }
 

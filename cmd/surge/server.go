@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -143,6 +144,12 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 		ao.Client = client.Config{Server: admin.Server, CertificateAuthority: admin.CertificateAuthority, Token: srv.JoinToken()}
 		ao.StateDir = agentStateDir(o.Config.DataDir)
 		ao.Join = []string{srv.GossipAddr()}
+		// Replicas call other functions through this gateway.
+		if _, p, err := net.SplitHostPort(o.Gateway.Addr); err == nil {
+			if port, err := strconv.ParseUint(p, 10, 16); err == nil {
+				ao.GatewayPorts = []uint{uint(port)}
+			}
+		}
 		roles.Go(func() error { return wrap("node agent", runAgent(rctx, &ao)) })
 		gwo := o.Gateway
 		gwo.Streams, gwo.LogLevel = o.Streams, o.LogLevel
