@@ -25,6 +25,7 @@ type fakeRuntime struct {
 	containers map[string]*fakeContainer
 	starts     int
 	stops      []string
+	limited    []string // ApplyCPULimit's ids, in order
 	pid        uint32
 	startTime  time.Duration // how long Start takes
 	startHook  func()        // called as Start begins, when set
@@ -120,6 +121,34 @@ func (f *fakeRuntime) Stop(_ context.Context, id string, _ time.Duration) error 
 	}
 	f.stops = append(f.stops, id)
 	return nil
+}
+
+// ApplyCPULimit records that id's start-up boost ended.
+func (f *fakeRuntime) ApplyCPULimit(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.limited = append(f.limited, id)
+	return nil
+}
+
+func (f *fakeRuntime) cpuLimited() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.limited...)
+}
+
+// running adds a container as an earlier agent left it: running, its
+// replica's supervisor gone.
+func (f *fakeRuntime) running(t *testing.T, id string) containers.Container {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.listen(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.containers[id] = c
+	return c.c
 }
 
 func (f *fakeRuntime) List(context.Context) ([]containers.Container, error) {

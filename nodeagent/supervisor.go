@@ -112,7 +112,10 @@ func (s *supervisor) run(ctx context.Context, adopted *containers.Container) {
 		s.c = *adopted
 		s.log.Info("adopted running container", "pid", s.c.PID)
 	}
-	m := newLifecycle(adopted != nil, s.status.Restarts)
+	m, acts := newLifecycle(adopted != nil, s.status.Restarts)
+	for _, act := range acts {
+		s.perform(ctx, act)
+	}
 	policy := policyOf(a.cfg)
 	var w *watch // the running container's exit and probe ticker
 	defer func() { w.stop() }()
@@ -331,13 +334,25 @@ func (s *supervisor) waitReady(ctx context.Context, c containers.Container) erro
 	}
 }
 
+// probeClient sends readiness probes. It runs in the node's own network,
+// which reaches what replicas must not (the node's ports, a cloud's
+// metadata address), and the replica chooses its answer: so it follows no
+// redirect (a replica could point it anywhere, blind, and multiply one
+// probe into many requests), and it uses no proxy. One probe is one
+// request to the replica's own address.
 var probeClient = &http.Client{
 	Timeout:   time.Second,
-	Transport: &http.Transport{DisableKeepAlives: true},
+	Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	},
 }
 
 // probeOnce checks a replica: a TCP connect, then an HTTP GET of path when
-// one is set (any status below 400 passes).
+// one is set. Any status below 400 passes, a redirect included: a 3xx says
+// the replica serves HTTP, as Kubernetes' httpGet judges it; unlike
+// Kubernetes, which follows a redirect to the same host, the probe follows
+// none (see probeClient).
 func probeOnce(ctx context.Context, ip string, port int32, path string) error {
 	addr := net.JoinHostPort(ip, strconv.Itoa(int(port)))
 	if path == "" {
@@ -351,6 +366,11 @@ func probeOnce(ctx context.Context, ip string, port int32, path string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return err
+	}
+	if req.URL.Host != addr {
+		// The API admits only paths that start with '/'; a revision
+		// stored before that rule must not aim the probe elsewhere.
+		return fmt.Errorf("readiness path %q: leaves the replica's address", path)
 	}
 	req.Header.Set("User-Agent", "surge-probe")
 	resp, err := probeClient.Do(req)

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/cli"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/nodeagent"
@@ -31,6 +34,9 @@ type AgentOptions struct {
 	// GatewayPorts are where gateways listen: the only ports replicas
 	// reach on the nodes' addresses. Empty keeps the default (8080).
 	GatewayPorts []uint
+	// ReplicaLogMax and NodeLogMax cap the replicas' logs on disk, each
+	// replica's and all of them together, in bytes; 0 keeps the default.
+	ReplicaLogMax, NodeLogMax int64
 }
 
 func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
@@ -51,6 +57,9 @@ func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
 		defLogs = "127.0.0.1:7073"
 	}
 	f.StringVar(&o.LogAddr, "agent-addr", defLogs, "where this agent serves replica logs (HTTPS, token auth)")
+	o.ReplicaLogMax, o.NodeLogMax = d.Containers.LogMaxSize, d.Containers.LogNodeMaxSize
+	f.Var(sizeFlag{&o.ReplicaLogMax}, "replica-log-max", "most of one replica's log kept on disk, its newest lines")
+	f.Var(sizeFlag{&o.NodeLogMax}, "node-log-max", "most of all replicas' logs kept on this node's disk; the oldest go first")
 	if withIdentity {
 		f.StringSliceVar(&o.Join, "join", nil, "gossip addresses of nodes already in the cluster (HOST:PORT)")
 	}
@@ -124,8 +133,38 @@ func agentOptions(o *AgentOptions, log *slog.Logger) nodeagent.Options {
 			n.Policy.GatewayPorts = append(n.Policy.GatewayPorts, uint16(p))
 		}
 	}
+	if o.ReplicaLogMax != 0 {
+		n.Containers.LogMaxSize = o.ReplicaLogMax
+	}
+	if o.NodeLogMax != 0 {
+		n.Containers.LogNodeMaxSize = o.NodeLogMax
+	}
 	return n
 }
+
+// sizeFlag is a flag that sets a size in bytes, written as a memory
+// quantity: "10Mi", "1Gi", "65536".
+type sizeFlag struct{ b *int64 }
+
+var _ pflag.Value = sizeFlag{}
+
+func (f sizeFlag) String() string {
+	if f.b == nil {
+		return ""
+	}
+	return api.FormatMemory(*f.b)
+}
+
+func (f sizeFlag) Set(s string) error {
+	b, err := api.ParseMemory(s)
+	if err != nil {
+		return fmt.Errorf("want a size such as 10Mi or 1Gi: %w", err)
+	}
+	*f.b = b
+	return nil
+}
+
+func (sizeFlag) Type() string { return "size" }
 
 func stderrFile(w any) *os.File {
 	if f, ok := w.(*os.File); ok {

@@ -54,15 +54,25 @@ type Config struct {
 	// (the cluster CA). Empty trusts the system roots.
 	RegistryCA []byte
 
-	// LogMaxSize is the size past which RotateLogs rotates a replica's log.
-	// Bigger keeps more history in one file; the copy during rotation costs
-	// a read and write of this much.
+	// LogMaxSize caps what one replica's log keeps on disk: the live file
+	// and its rotated ones together, its newest lines. The live file is
+	// rotated at its share, LogMaxSize/(LogMaxFiles+1), and the copy costs
+	// a read and a write of that much. Bigger keeps more history for
+	// surge logs; the node's disk holds this much per replica.
 	LogMaxSize int64
+	// LogNodeMaxSize caps the logs of every replica on the node together:
+	// past it, the rotated files whose newest line is oldest go first,
+	// then the live logs written to least recently are emptied. Size it
+	// to the disk under StateDir; at least LogMaxSize.
+	LogNodeMaxSize int64
 	// LogMaxFiles is how many rotated files (ID.log.1 … ID.log.N) are kept
-	// beside the live one. 0 truncates without keeping any.
+	// beside the live one. 0 truncates without keeping any. More files
+	// make smaller rotations (cheaper copies) and a finer-grained trim.
 	LogMaxFiles int
-	// LogRotateInterval is how often RotateLogs checks sizes; a replica can
-	// write this long at full speed past LogMaxSize.
+	// LogRotateInterval is how often RotateLogs checks sizes and caps; a
+	// replica can write this long at full speed past its cap, and the
+	// node's logs past theirs. Each check costs a directory read and a
+	// stat per file.
 	LogRotateInterval time.Duration
 	// LogPollInterval is how often a following log reader looks for new
 	// lines; lower is fresher and costs a stat per reader per interval.
@@ -80,9 +90,18 @@ type Config struct {
 	// cold start throttled to 100m takes twice as long (runc's set-up and
 	// the function's own start run under the quota), and at 100m's weight
 	// (a tenth of a core's) a busy node starves it further. The boost ends
-	// at Ready or at the start timeout, whichever comes first. Off, the
-	// limits apply from the first instruction.
+	// at Ready or after StartupCPUBoostMax, whichever comes first. Off,
+	// the limits apply from the first instruction.
 	StartupCPUBoost bool
+	// StartupCPUBoostMax is the longest a replica's task runs boosted
+	// after a start or a restart: a replica not Ready by then gets its CPU
+	// quota and weight from the runtime itself. Longer lets a slow
+	// start-up (a large runtime, a cold JIT) finish at full speed; shorter
+	// bounds what a replica that never becomes Ready takes from its
+	// neighbours: this long per start, which the agent retries after its
+	// StartTimeout (1m) and a back-off. Beyond the agent's StartTimeout it
+	// never fires: the start has failed and the container is gone.
+	StartupCPUBoostMax time.Duration
 	// DefaultUID and DefaultGID run replicas whose image names no user or
 	// names root. 65532 is distroless' "nonroot".
 	DefaultUID, DefaultGID uint32
@@ -112,17 +131,21 @@ func DefaultConfig() Config {
 		Snapshotter:       "overlayfs",
 		Runtime:           "io.containerd.runc.v2",
 		LogMaxSize:        10 << 20,
+		LogNodeMaxSize:    1 << 30,
 		LogMaxFiles:       3,
-		LogRotateInterval: 10 * time.Second,
+		LogRotateInterval: time.Second,
 		LogPollInterval:   250 * time.Millisecond,
 		TmpSize:           64 << 20,
 		DefaultPidsLimit:  1024,
 		StartupCPUBoost:   true,
-		DefaultUID:        65532,
-		DefaultGID:        65532,
-		Network:           network.DefaultConfig(),
-		Log:               slog.New(slog.DiscardHandler),
-		Clock:             clock.Real(),
+		// Ten times a slow Go cold start; a sixth of the agent's start
+		// timeout.
+		StartupCPUBoostMax: 10 * time.Second,
+		DefaultUID:         65532,
+		DefaultGID:         65532,
+		Network:            network.DefaultConfig(),
+		Log:                slog.New(slog.DiscardHandler),
+		Clock:              clock.Real(),
 	}
 }
 
@@ -151,6 +174,9 @@ func (c Config) WithDefaults() Config {
 	if c.LogMaxSize == 0 {
 		c.LogMaxSize = d.LogMaxSize
 	}
+	if c.LogNodeMaxSize == 0 {
+		c.LogNodeMaxSize = d.LogNodeMaxSize
+	}
 	if c.LogRotateInterval == 0 {
 		c.LogRotateInterval = d.LogRotateInterval
 	}
@@ -162,6 +188,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.DefaultPidsLimit == 0 {
 		c.DefaultPidsLimit = d.DefaultPidsLimit
+	}
+	if c.StartupCPUBoostMax == 0 {
+		c.StartupCPUBoostMax = d.StartupCPUBoostMax
 	}
 	if c.DefaultUID == 0 {
 		c.DefaultUID = d.DefaultUID
@@ -227,8 +256,13 @@ func (c Config) Validate() error {
 	if c.LogMaxSize < 4096 {
 		bad("LogMaxSize", c.LogMaxSize, "want at least 4096 bytes")
 	}
+	if c.LogNodeMaxSize < c.LogMaxSize {
+		bad("LogNodeMaxSize", c.LogNodeMaxSize, fmt.Sprintf("want at least LogMaxSize (%d bytes)", c.LogMaxSize))
+	}
 	if c.LogMaxFiles < 0 || c.LogMaxFiles > 100 {
 		bad("LogMaxFiles", c.LogMaxFiles, "want 0..100")
+	} else if c.LogMaxSize >= 4096 && c.logFileShare() < 1024 {
+		bad("LogMaxFiles", c.LogMaxFiles, fmt.Sprintf("want at most %d: each file's share of LogMaxSize at least 1 KiB", c.LogMaxSize/1024-1))
 	}
 	if c.LogRotateInterval < 10*time.Millisecond {
 		bad("LogRotateInterval", c.LogRotateInterval, "want at least 10ms")
@@ -238,6 +272,9 @@ func (c Config) Validate() error {
 	}
 	if c.TmpSize < 1<<20 {
 		bad("TmpSize", c.TmpSize, "want at least 1 MiB")
+	}
+	if c.StartupCPUBoostMax < 0 {
+		bad("StartupCPUBoostMax", c.StartupCPUBoostMax, "want a positive duration, or 0 for the default")
 	}
 	if c.DefaultPidsLimit < 8 {
 		bad("DefaultPidsLimit", c.DefaultPidsLimit, "want at least 8")
