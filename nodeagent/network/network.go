@@ -135,7 +135,7 @@ func New(cfg Config) (*Network, error) {
 		}
 		cfg.Log.Info("replica networking: CNI bridge", "bridge", cfg.BridgeName, "subnet", cfg.Subnet, "plugins", cfg.PluginDirs)
 	case ModeHost:
-		cfg.Log.Warn("replica networking: host network, as configured: each replica on an allocated port of "+cfg.HostIP+
+		cfg.Log.Warn("replica networking: host network, as configured: each replica on an allocated port of " + cfg.HostIP +
 			" with no network isolation (no per-replica IP, not reachable from other nodes)")
 	}
 	return n, nil
