@@ -2,15 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/surgeplatform/surge/cli"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/nodeagent"
+	"github.com/surgeplatform/surge/nodeagent/network"
 )
 
 // AgentOptions are the inputs of `surge agent`, and of the agent inside
@@ -28,6 +32,19 @@ type AgentOptions struct {
 	GossipAddr        string
 	Join              []string
 	LogAddr           string
+	// HostNetwork runs replicas in the host's network (no isolation),
+	// for machines without the CNI plugins.
+	HostNetwork bool
+	// KeepReplicas (surge up) leaves the replicas running when Surge
+	// stops, for the next surge up on the same data dir to adopt; without
+	// it surge up stops them. surge agent always keeps them, as kubelet.
+	KeepReplicas bool
+	// stopReplicas is set by surge up: stop every replica on exit unless
+	// KeepReplicas.
+	stopReplicas bool
+	// claim is the agent's hold on its bridge, when taken before the
+	// agent starts (surge up takes it before the server).
+	claim *network.Claim
 }
 
 func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
@@ -53,6 +70,11 @@ func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
 	}
 	if withIdentity {
 		f.StringVar(&o.StateDir, "state-dir", "/var/lib/surge/agent", "replica logs, network state, private containerd")
+	}
+	f.BoolVar(&o.HostNetwork, "host-network", false,
+		"run replicas in the host's network, without isolation (for machines without the CNI plugins)")
+	if !withIdentity {
+		f.BoolVar(&o.KeepReplicas, "keep-replicas", false, "leave the replicas running when Surge stops; the next surge up on this data dir adopts them")
 	}
 }
 
@@ -85,7 +107,26 @@ func runAgent(ctx context.Context, o *AgentOptions) error {
 	if err != nil {
 		return err
 	}
-	return nodeagent.Run(ctx, agentOptions(o, log))
+	return agentError(nodeagent.Run(ctx, agentOptions(o, log)), "")
+}
+
+// agentError turns what a user fixes on the machine into the line that
+// says how; more names the flags that give surge up another bridge.
+func agentError(err error, more string) error {
+	var mp *network.MissingPluginsError
+	var owned *network.OwnedError
+	switch {
+	case errors.As(err, &mp):
+		return fmt.Errorf("the CNI plugins that give each replica its own network (%s) are not in %s: install them (apt-get install containernetworking-plugins), or pass --host-network to run replicas in the host's network, without isolation",
+			strings.Join(mp.Missing, ", "), strings.Join(mp.Dirs, " or "))
+	case errors.As(err, &owned):
+		who := "another agent"
+		if owned.Owner.PID != 0 {
+			who = fmt.Sprintf("the agent of node %q (state dir %s, pid %d)", owned.Owner.Node, owned.Owner.StateDir, owned.Owner.PID)
+		}
+		return fmt.Errorf("bridge %s belongs to %s: stop it, or pass another --bridge%s", owned.Bridge, who, more)
+	}
+	return err
 }
 
 // agentOptions turns the flags into the agent's options; a flag left empty
@@ -108,6 +149,11 @@ func agentOptions(o *AgentOptions, log *slog.Logger) nodeagent.Options {
 		n.Containers.Network.BridgeName, n.Containers.Network.NetworkName = o.Bridge, o.Bridge
 	}
 	n.GossipAddr, n.Join = o.GossipAddr, o.Join
+	if o.HostNetwork {
+		n.Containers.Network.Mode = network.ModeHost
+	}
+	n.Agent.StopReplicasOnExit = o.stopReplicas && !o.KeepReplicas
+	n.Containers.Network.Claim = o.claim
 	return n
 }
 

@@ -96,6 +96,10 @@ type Stray struct {
 	// Killed are the processes killed: those in the namespace, and the
 	// containerd shims that ran them.
 	Killed []int
+	// Unmounted are the root filesystems of the shims' containers,
+	// unmounted once they were gone (a shim unmounts its container's
+	// when containerd deletes the task; a killed one never will).
+	Unmounted []string
 }
 
 // RemoveStrays removes what the bridge holds that no record of this
@@ -167,7 +171,7 @@ func (n *Network) RemoveStrays(ctx context.Context) ([]Stray, error) {
 			continue
 		}
 		n.cfg.Log.Warn("removed a replica another agent left on the bridge", "bridge", n.cfg.BridgeName, "veth", r.Veth,
-			"netns", r.NetNS, "pins", r.Pins, "container_id", r.ContainerID, "killed", r.Killed)
+			"netns", r.NetNS, "pins", r.Pins, "container_id", r.ContainerID, "killed", r.Killed, "unmounted", r.Unmounted)
 		removed = append(removed, r)
 	}
 	return removed, errors.Join(errs...)
@@ -197,8 +201,8 @@ func (n *Network) removeStray(ctx context.Context, s stray, cache map[uint64]str
 		}
 	}
 	if s.NS.Ino != 0 {
-		killed, err := killNamespace(ctx, s.NS.Ino)
-		r.Killed = killed
+		killed, unmounted, err := killNamespace(ctx, s.NS.Ino)
+		r.Killed, r.Unmounted = killed, unmounted
 		errs = append(errs, err)
 		for _, p := range s.NS.Pins {
 			if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
@@ -313,6 +317,23 @@ func netnsPins() []string {
 	return out
 }
 
+// mountPoints is the set of mount points in this mount namespace.
+func mountPoints() map[string]bool {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	out := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) >= 5 {
+			out[unescapeMount(f[4])] = true
+		}
+	}
+	return out
+}
+
 // unescapeMount undoes mountinfo's octal escapes (\040 for a space).
 func unescapeMount(s string) string {
 	if !strings.Contains(s, `\`) {
@@ -382,12 +403,15 @@ func cniCache(network string) map[uint64]string {
 
 // killNamespace SIGKILLs every process in the network namespace ino and
 // the containerd shims that are their parents, waits for them to exit
-// (ten seconds at most), and removes the cgroups the namespace's processes
-// were in once empty (a container's, which runc removes only when its
-// shim asks). It returns the processes it signalled.
-func killNamespace(ctx context.Context, ino uint64) ([]int, error) {
+// (ten seconds at most), then unmounts the root filesystems of the shims'
+// containers (ROOTFS in the bundle, the shim's working directory) and
+// removes the cgroups the namespace's processes were in once empty (a
+// container's, which runc removes only when its shim asks). It returns
+// the processes it signalled and the filesystems it unmounted.
+func killNamespace(ctx context.Context, ino uint64) (_ []int, unmounted []string, _ error) {
 	me := os.Getpid()
 	var victims, cgroupOwners []int
+	var bundles []string
 	for _, pid := range pids() {
 		if pid == me || pid == 1 {
 			continue
@@ -399,6 +423,9 @@ func killNamespace(ctx context.Context, ino uint64) ([]int, error) {
 		cgroupOwners = append(cgroupOwners, pid)
 		if pp := parentPID(pid); pp > 1 && pp != me && isShim(pp) && !slices.Contains(victims, pp) {
 			victims = append(victims, pp)
+			if b, err := os.Readlink("/proc/" + strconv.Itoa(pp) + "/cwd"); err == nil && filepath.IsAbs(b) {
+				bundles = append(bundles, b)
+			}
 		}
 	}
 	var cgroups []string
@@ -439,6 +466,18 @@ func killNamespace(ctx context.Context, ino uint64) ([]int, error) {
 		}
 		pending = slices.DeleteFunc(pending, func(f unix.PollFd) bool { return f.Revents != 0 })
 	}
+	mounted := mountPoints()
+	for _, b := range bundles {
+		root := filepath.Join(b, "rootfs")
+		if !mounted[root] {
+			continue
+		}
+		if err := unix.Unmount(root, unix.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", root, err))
+			continue
+		}
+		unmounted = append(unmounted, root)
+	}
 	// Deepest first: a container's cgroup before any parent it made.
 	slices.SortFunc(cgroups, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
 	for _, d := range slices.Compact(cgroups) {
@@ -447,7 +486,7 @@ func killNamespace(ctx context.Context, ino uint64) ([]int, error) {
 			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
 		}
 	}
-	return victims, errors.Join(errs...)
+	return victims, unmounted, errors.Join(errs...)
 }
 
 // parentPID is pid's parent, 0 when unknown.
