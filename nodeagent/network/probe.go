@@ -40,10 +40,14 @@ const holdMarker = "surge: held, answered by "
 
 // cniAdd runs the CNI ADD for id in the namespace at netnsPath and returns
 // the replica's address, checked as above. On error the caller tears the
-// attachment down.
+// attachment down. The plugins run to their end even when ctx ends: one
+// killed half way leaves what its DEL then fails on (a masquerade chain
+// it never made), and the namespace could not be released.
 func (n *Network) cniAdd(ctx context.Context, id, netnsPath string) (string, error) {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
 	for try := 1; ; try++ {
-		res, err := n.cni.Setup(ctx, id, netnsPath)
+		res, err := n.cni.Setup(pctx, id, netnsPath)
 		if err != nil {
 			return "", fmt.Errorf("CNI add: %w", err)
 		}
@@ -60,7 +64,7 @@ func (n *Network) cniAdd(ctx context.Context, id, netnsPath string) (string, err
 		}
 		n.cfg.Log.Warn("a new replica address still answers from elsewhere on the bridge; holding it and taking another",
 			"bridge", n.cfg.BridgeName, "ip", ip, "answered_by", other, "id", id)
-		if err := n.cni.Remove(ctx, id, netnsPath); err != nil {
+		if err := n.cni.Remove(pctx, id, netnsPath); err != nil {
 			return "", fmt.Errorf("undo CNI add of taken address %s: %w", ip, err)
 		}
 		if err := n.holdAddress(ip, other); err != nil {
