@@ -107,7 +107,8 @@ type Stray struct {
 // container id the CNI cache recorded for its namespace (else the veth is
 // deleted), then SIGKILL to every process in the namespace and to the
 // containerd shims that are their parents, then the namespace's pins and,
-// once the processes are gone, their emptied cgroups. It needs the
+// once the processes are gone, their containers' root filesystems and
+// emptied cgroups. It needs the
 // bridge's claim (Config.Claim), and runs once at start, before any
 // replica starts; warm pool refills wait for it. It goes on past errors
 // and returns what it removed with the errors joined.
