@@ -92,6 +92,12 @@ type Config struct {
 	BackoffBase, BackoffMax, BackoffReset time.Duration
 	// StopGrace is how long a stopping replica has after SIGTERM.
 	StopGrace time.Duration
+	// StopReplicasOnExit makes Run stop every replica of the node when it
+	// returns (SIGTERM, SIGKILL after StopGrace) and remove their
+	// containers and networks: `surge up`, where stopping Surge must leave
+	// nothing running. Off, as kubelet, replicas keep running and the
+	// next agent adopts them: restarting the agent stops no function.
+	StopReplicasOnExit bool
 	// LogAddr is where the agent serves replica logs over HTTPS; empty
 	// serves none.
 	LogAddr string
@@ -238,7 +244,8 @@ func renewLease(ctx context.Context, c *client.Client, node string) (*api.Node, 
 
 // Run registers the node, adopts the containers already running, and
 // supervises the node's replicas until ctx ends. Containers keep running
-// when the agent stops: a restarted agent adopts them.
+// when the agent stops, for a restarted agent to adopt, unless
+// StopReplicasOnExit.
 func (a *Agent) Run(ctx context.Context) error {
 	node, err := register(ctx, a.api, a.cfg)
 	if ctx.Err() != nil {
@@ -263,6 +270,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		if _, err := register(ctx, a.api, a.cfg); err != nil && ctx.Err() == nil {
 			return err
 		}
+	}
+	if a.cfg.StopReplicasOnExit {
+		// Deferred after the log server and the runtime's Close, so run
+		// before them, and after the supervisors have returned.
+		defer a.stopAll()
 	}
 	a.log.Info("node registered", "subnet", node.Spec.PodSubnet, "cpu", api.FormatCPU(a.cfg.MilliCPU), "memory", api.FormatMemory(a.cfg.MemoryBytes))
 	q := url.Values{"node": {a.cfg.NodeName}}
@@ -419,6 +431,33 @@ func (a *Agent) release(r *api.Replica) {
 			a.log.Warn("stop replica", "replica", r.Metadata.Name, "err", err)
 		}
 	}()
+}
+
+// stopAll stops every replica container of the node, StopGrace each, in
+// parallel, then removes whatever is left (networks, files); for
+// StopReplicasOnExit, once the supervisors have returned.
+func (a *Agent) stopAll() {
+	// A bound on real I/O (containerd), so on real time: the grace itself
+	// is timed by the runtime's clock.
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.StopGrace+30*time.Second)
+	defer cancel()
+	list, err := a.runtime.List(ctx)
+	if err != nil {
+		a.log.Warn("stop replicas on exit: list containers", "err", err)
+	}
+	var wg sync.WaitGroup
+	for _, c := range list {
+		wg.Go(func() {
+			if err := a.runtime.Stop(ctx, c.ID, a.cfg.StopGrace); err != nil {
+				a.log.Warn("stop replica on exit", "replica", c.ID, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	if _, err := a.runtime.RemoveOrphans(ctx, func(string) bool { return false }); err != nil {
+		a.log.Warn("stop replicas on exit: remove what is left", "err", err)
+	}
+	a.log.Info("stopped every replica of the node on exit", "replicas", len(list))
 }
 
 // replicaAPI is what supervisors read and write through the control

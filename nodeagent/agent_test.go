@@ -212,11 +212,20 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 
 func startAgent(t *testing.T, in *controlplanetest.Instance, f *fakeRuntime) (stop func()) {
 	t.Helper()
+	return startAgentWith(t, in, f, nil)
+}
+
+// startAgentWith starts an agent whose config mutate changed, when set.
+func startAgentWith(t *testing.T, in *controlplanetest.Instance, f *fakeRuntime, mutate func(*Config)) (stop func()) {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.NodeName = "node-1"
 	cfg.MilliCPU, cfg.MemoryBytes = 2000, 4<<30
 	cfg.BackoffBase, cfg.BackoffMax = 10*time.Millisecond, 50*time.Millisecond
 	cfg.ReadyProbePeriod = 20 * time.Millisecond
+	if mutate != nil {
+		mutate(&cfg)
+	}
 	a, err := New(cfg, in.ClientWithToken(in.Server().JoinToken()),
 		func(context.Context, *api.Node) (Runtime, error) { return f, nil }, nil,
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -347,6 +356,37 @@ func TestRestartedAgentAdoptsRunningContainers(t *testing.T) {
 	}
 	if r := replicas(t, c); r[0].Status.Restarts != 0 {
 		t.Errorf("restarts %d, want 0", r[0].Status.Restarts)
+	}
+}
+
+// TestStopReplicasOnExit: an agent told to (surge up) stops every
+// replica of its node when it stops, where a default agent (surge agent,
+// TestRestartedAgentAdoptsRunningContainers) leaves them running.
+func TestStopReplicasOnExit(t *testing.T) {
+	in := controlplanetest.Start(t)
+	c := in.Client()
+	f := newFakeRuntime(t)
+	stop := startAgentWith(t, in, f, func(c *Config) { c.StopReplicasOnExit = true })
+	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1"}}
+	fn.Spec.Scaling.MinScale = 2
+	if _, err := c.PutFunction(context.Background(), fn); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "two Ready replicas", func() (bool, string) {
+		reps := replicas(t, c)
+		ready := 0
+		for _, r := range reps {
+			if r.Status.Phase == api.ReplicaReady {
+				ready++
+			}
+		}
+		return ready == 2, fmt.Sprintf("%+v", reps)
+	})
+	stop()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.containers) != 0 || len(f.stops) < 2 {
+		t.Errorf("after the agent stopped: %d containers left, stops %v; want none left, both stopped", len(f.containers), f.stops)
 	}
 }
 

@@ -144,16 +144,48 @@ func registryHost(server string) (string, error) {
 	return u.Host, nil
 }
 
+// ClaimNetwork checks that the node's replica network can be made as o
+// asks, and takes the agent's hold on its bridge (network.ClaimBridge). In
+// CNI mode, the default, the plugins must be installed (a
+// *network.MissingPluginsError says which are not) and no other agent may
+// hold the bridge (a *network.OwnedError names the one that does). It
+// returns nil in host mode, and when o carries a claim already
+// (Containers.Network.Claim). Run calls it before it joins gossip or
+// registers the node; a caller that calls it first (to fail before
+// starting anything else) passes the claim in o, and releases it once Run
+// has returned.
+func ClaimNetwork(o Options) (*network.Claim, error) {
+	o = o.withDefaults()
+	nc := o.Containers.WithDefaults().Network
+	if err := network.CheckPlugins(nc); err != nil {
+		return nil, err
+	}
+	if nc.Mode == network.ModeHost || nc.Claim != nil {
+		return nil, nil
+	}
+	return network.ClaimBridge(nc, o.Agent.NodeName)
+}
+
 // Run runs a node agent until ctx ends, then returns nil once everything
 // it started has stopped (its containers keep running, for the next agent
-// to adopt). It validates o (every bad option named at once), joins
+// to adopt, unless Agent.StopReplicasOnExit). It validates o (every bad
+// option named at once), claims the node's bridge (ClaimNetwork), joins
 // gossip, registers the node, makes the container runtime once the control
-// plane has given the node its pod subnet, and supervises the node's
+// plane has given the node its pod subnet, removes what other agents left
+// on the bridge (network.Network.RemoveStrays), and supervises the node's
 // replicas (see Agent.Run).
 func Run(ctx context.Context, o Options) error {
 	o = o.withDefaults()
 	if err := o.Validate(); err != nil {
 		return err
+	}
+	if o.Containers.Network.Claim == nil {
+		claim, err := ClaimNetwork(o)
+		if err != nil {
+			return err
+		}
+		defer claim.Release()
+		o.Containers.Network.Claim = claim
 	}
 	registry, _ := registryHost(o.Client.Server) // valid: checked above
 	c, err := client.New(&o.Client)
@@ -234,6 +266,14 @@ func (o Options) runtimeFactory(registry string, g *gossip.Gossip, meta gossip.N
 		r, err := containers.New(ctx, o.containersConfig(node, registry))
 		if err != nil {
 			return nil, err
+		}
+		if o.Containers.Network.Claim != nil {
+			// Before any replica starts: what another agent left on the
+			// bridge would answer at the addresses this one hands out.
+			if _, err := r.Network().RemoveStrays(ctx); err != nil {
+				r.Close()
+				return nil, fmt.Errorf("remove what another agent left on bridge %s: %w", o.Containers.Network.Claim.Bridge(), err)
+			}
 		}
 		if err := policy.start(ctx, node, r.Network()); err != nil {
 			r.Close()

@@ -270,6 +270,8 @@ func TestRunWiresItsParts(t *testing.T) {
 	o.Containers.StateDir = t.TempDir()
 	o.Containers.ContainerdAddress = filepath.Join(o.Containers.StateDir, "none.sock")
 	o.Containers.PrivateContainerd = false
+	// Replicas' networking is TestRunClaimsTheNetworkFirst's.
+	o.Containers.Network.Mode = network.ModeHost
 	o.GossipAddr = "127.0.0.1:0"
 	o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	o.Metrics = prometheus.NewRegistry()
@@ -297,5 +299,60 @@ func TestRunWiresItsParts(t *testing.T) {
 	bad.Client.Token, bad.GossipAddr = "", "nowhere"
 	if err := Run(ctx, bad); err == nil || !strings.Contains(err.Error(), "client token") || !strings.Contains(err.Error(), "gossip address") {
 		t.Errorf("Run(bad options) = %v, want every bad option named", err)
+	}
+}
+
+// TestRunClaimsTheNetworkFirst: an agent whose replicas could not be
+// networked as asked (the CNI plugins missing, the bridge another agent's)
+// fails before it joins gossip or registers its node, with the error that
+// says which.
+func TestRunClaimsTheNetworkFirst(t *testing.T) {
+	in := controlplanetest.Start(t)
+	o := DefaultOptions()
+	o.Client = *in.AdminConfig()
+	o.Client.Token = in.Server().JoinToken()
+	o.Agent.LogAddr = ""
+	o.Containers.StateDir = t.TempDir()
+	o.Containers.Network.BridgeName = "surgetw0"
+	o.Containers.Network.LockDir = t.TempDir()
+	o.GossipAddr = "127.0.0.1:0"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := in.Client()
+	defer closeIdleConnections(c)
+
+	noPlugins := o
+	noPlugins.Agent.NodeName = "no-plugins"
+	noPlugins.Containers.Network.PluginDirs = []string{t.TempDir()}
+	var mp *network.MissingPluginsError
+	if err := Run(ctx, noPlugins); !errors.As(err, &mp) {
+		t.Errorf("Run without the CNI plugins = %v, want a *network.MissingPluginsError", err)
+	}
+	if _, err := client.Get[api.Node](ctx, c, api.Key{Name: "no-plugins"}); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("node registered by an agent that could not run: %v", err)
+	}
+
+	first := o
+	first.Agent.NodeName = "first"
+	claim, err := ClaimNetwork(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer claim.Release()
+	second := o
+	second.Agent.NodeName = "second"
+	second.Containers.StateDir = t.TempDir()
+	var owned *network.OwnedError
+	if err := Run(ctx, second); !errors.As(err, &owned) || owned.Owner.Node != "first" ||
+		owned.Owner.StateDir != filepath.Join(o.Containers.StateDir, "network") {
+		t.Errorf("Run on a bridge another agent holds = %v, want an *network.OwnedError naming node first and its state dir", err)
+	}
+	if _, err := client.Get[api.Node](ctx, c, api.Key{Name: "second"}); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("node registered by an agent refused its bridge: %v", err)
+	}
+	host := second
+	host.Containers.Network.Mode = network.ModeHost
+	if claim, err := ClaimNetwork(host); claim != nil || err != nil {
+		t.Errorf("ClaimNetwork in host mode = %v, %v; want nothing to claim", claim, err)
 	}
 }

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -14,6 +16,7 @@ import (
 	"github.com/surgeplatform/surge/cli"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/nodeagent"
+	"github.com/surgeplatform/surge/nodeagent/network"
 )
 
 // AgentOptions are the inputs of `surge agent`, and of the agent inside
@@ -37,6 +40,19 @@ type AgentOptions struct {
 	// ReplicaLogMax and NodeLogMax cap the replicas' logs on disk, each
 	// replica's and all of them together, in bytes; 0 keeps the default.
 	ReplicaLogMax, NodeLogMax int64
+	// HostNetwork runs replicas in the host's network (no isolation),
+	// for machines without the CNI plugins.
+	HostNetwork bool
+	// KeepReplicas (surge up) leaves the replicas running when Surge
+	// stops, for the next surge up on the same data dir to adopt; without
+	// it surge up stops them. surge agent always keeps them, as kubelet.
+	KeepReplicas bool
+	// stopReplicas is set by surge up: stop every replica on exit unless
+	// KeepReplicas.
+	stopReplicas bool
+	// claim is the agent's hold on its bridge, when taken before the
+	// agent starts (surge up takes it before the server).
+	claim *network.Claim
 }
 
 func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
@@ -70,6 +86,11 @@ func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
 	if withIdentity {
 		f.StringVar(&o.StateDir, "state-dir", "/var/lib/surge/agent", "replica logs, network state, private containerd")
 	}
+	f.BoolVar(&o.HostNetwork, "host-network", false,
+		"run replicas in the host's network, without isolation (for machines without the CNI plugins)")
+	if !withIdentity {
+		f.BoolVar(&o.KeepReplicas, "keep-replicas", false, "leave the replicas running when Surge stops; the next surge up on this data dir adopts them")
+	}
 }
 
 func newAgentCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
@@ -101,7 +122,26 @@ func runAgent(ctx context.Context, o *AgentOptions) error {
 	if err != nil {
 		return err
 	}
-	return nodeagent.Run(ctx, agentOptions(o, log))
+	return agentError(nodeagent.Run(ctx, agentOptions(o, log)), "")
+}
+
+// agentError turns what a user fixes on the machine into the line that
+// says how; more names the flags that give surge up another bridge.
+func agentError(err error, more string) error {
+	var mp *network.MissingPluginsError
+	var owned *network.OwnedError
+	switch {
+	case errors.As(err, &mp):
+		return fmt.Errorf("the CNI plugins that give each replica its own network (%s) are not in %s: install them (apt-get install containernetworking-plugins), or pass --host-network to run replicas in the host's network, without isolation",
+			strings.Join(mp.Missing, ", "), strings.Join(mp.Dirs, " or "))
+	case errors.As(err, &owned):
+		who := "another agent"
+		if owned.Owner.PID != 0 {
+			who = fmt.Sprintf("the agent of node %q (state dir %s, pid %d)", owned.Owner.Node, owned.Owner.StateDir, owned.Owner.PID)
+		}
+		return fmt.Errorf("bridge %s belongs to %s: stop it, or pass another --bridge%s", owned.Bridge, who, more)
+	}
+	return err
 }
 
 // agentOptions turns the flags into the agent's options; a flag left empty
@@ -139,6 +179,11 @@ func agentOptions(o *AgentOptions, log *slog.Logger) nodeagent.Options {
 	if o.NodeLogMax != 0 {
 		n.Containers.LogNodeMaxSize = o.NodeLogMax
 	}
+	if o.HostNetwork {
+		n.Containers.Network.Mode = network.ModeHost
+	}
+	n.Agent.StopReplicasOnExit = o.stopReplicas && !o.KeepReplicas
+	n.Containers.Network.Claim = o.claim
 	return n
 }
 

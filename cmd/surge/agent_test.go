@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/nodeagent"
+	"github.com/surgeplatform/surge/nodeagent/network"
 )
 
 func TestAgentOptions(t *testing.T) {
@@ -77,5 +80,45 @@ func TestLogCapFlags(t *testing.T) {
 	err := f.Parse([]string{"--node-log-max", "lots"})
 	if err == nil || !strings.Contains(err.Error(), "node-log-max") || !strings.Contains(err.Error(), "1Gi") {
 		t.Errorf("bad size: %v, want an error naming the flag and an example", err)
+	}
+}
+
+func TestAgentOptionsNetworkAndExit(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	for _, tt := range []struct {
+		name string
+		o    AgentOptions
+		mode network.Mode
+		stop bool
+	}{
+		{"surge agent: CNI, replicas kept", AgentOptions{}, network.ModeCNI, false},
+		{"surge agent --host-network", AgentOptions{HostNetwork: true}, network.ModeHost, false},
+		{"surge up: replicas stopped", AgentOptions{stopReplicas: true}, network.ModeCNI, true},
+		{"surge up --keep-replicas", AgentOptions{stopReplicas: true, KeepReplicas: true}, network.ModeCNI, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n := agentOptions(&tt.o, log)
+			if n.Containers.Network.Mode != tt.mode || n.Agent.StopReplicasOnExit != tt.stop {
+				t.Errorf("mode %q, stop replicas on exit %v; want %q, %v", n.Containers.Network.Mode, n.Agent.StopReplicasOnExit, tt.mode, tt.stop)
+			}
+		})
+	}
+}
+
+func TestAgentErrorSaysWhatToDo(t *testing.T) {
+	mp := fmt.Errorf("container runtime: %w", &network.MissingPluginsError{Missing: []string{"bridge", "host-local"}, Dirs: []string{"/usr/lib/cni", "/opt/cni/bin"}})
+	want := "the CNI plugins that give each replica its own network (bridge, host-local) are not in /usr/lib/cni or /opt/cni/bin: " +
+		"install them (apt-get install containernetworking-plugins), or pass --host-network to run replicas in the host's network, without isolation"
+	if got := agentError(mp, "").Error(); got != want {
+		t.Errorf("missing plugins:\n got %q\nwant %q", got, want)
+	}
+	owned := &network.OwnedError{Bridge: "surge0", Owner: network.Owner{StateDir: "/d/agent/network", Node: "vm", PID: 42}}
+	want = `bridge surge0 belongs to the agent of node "vm" (state dir /d/agent/network, pid 42): stop it, or pass another --bridge and --pod-cidr`
+	if got := agentError(owned, " and --pod-cidr").Error(); got != want {
+		t.Errorf("owned bridge:\n got %q\nwant %q", got, want)
+	}
+	other := errors.New("other")
+	if got := agentError(other, ""); got != other {
+		t.Errorf("another error: %v, want it as is", got)
 	}
 }

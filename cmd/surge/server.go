@@ -18,6 +18,7 @@ import (
 	"github.com/surgeplatform/surge/cli"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane"
+	"github.com/surgeplatform/surge/nodeagent"
 )
 
 // ServerOptions are the inputs of `surge server` and `surge up`.
@@ -76,7 +77,10 @@ func newUpCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
 		Short: "Run all of Surge on this machine",
 		Long: `Up runs every role of Surge in one process on this machine: embedded etcd,
 the API server and registry, the controllers and autoscaler, a node agent and
-a gateway. It writes a client config so that the other verbs work at once.`,
+a gateway. It writes a client config so that the other verbs work at once.
+
+Stopping it (Ctrl-C, SIGTERM) stops every replica it runs, unless
+--keep-replicas: then the next surge up on the same data dir adopts them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.LogLevel = g.LogLevel()
@@ -113,6 +117,17 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 	}
 	if o.AllInOne {
 		o.Config.GossipAddr = "127.0.0.1:0" // the agent and gateway join it
+		// The node's network first: a machine without the CNI plugins, or
+		// a bridge another agent holds, fails here, before the server
+		// starts.
+		ao := o.Agent
+		ao.StateDir = agentStateDir(o.Config.DataDir)
+		claim, err := nodeagent.ClaimNetwork(agentOptions(&ao, log))
+		if err != nil {
+			return agentError(err, " and --pod-cidr")
+		}
+		defer claim.Release()
+		o.Agent.claim, o.Agent.stopReplicas = claim, true
 	}
 	srv, err := controlplane.New(o.Config, log, o.Version)
 	if err != nil {
@@ -164,8 +179,8 @@ Try:
   %s deploy hello --image <the image it printed>
   curl http://hello.surge.localhost%s/
 
-Press Ctrl-C to stop.
-`, admin.Server, o.Config.DataDir, o.Config.UserConfigPath, o.Self, o.Self, portOf(o.Gateway.Addr))
+Press Ctrl-C to stop%s.
+`, admin.Server, o.Config.DataDir, o.Config.UserConfigPath, o.Self, o.Self, portOf(o.Gateway.Addr), stopNote(o.Agent.KeepReplicas))
 	} else {
 		ca := filepath.Join(o.Config.DataDir, "pki", "ca.crt")
 		join := ""
@@ -208,6 +223,14 @@ func wrap(role string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("%s: %w", role, err)
+}
+
+// stopNote says what becomes of the replicas when surge up stops.
+func stopNote(keep bool) string {
+	if keep {
+		return "; the replicas keep running, for the next surge up on this data dir"
+	}
+	return " Surge and every replica it runs"
 }
 
 // portOf returns ":PORT" of a listen address, for the curl line.
