@@ -49,14 +49,6 @@ func runLogs(ctx context.Context, o *LogsOptions) error {
 	if err != nil {
 		return describeAPIError("function", o.Name, err)
 	}
-	nodes, err := client.List[api.Node](ctx, c, "", nil)
-	if err != nil {
-		return describeAPIError("function", o.Name, err)
-	}
-	agents := map[string]string{}
-	for _, n := range nodes.Items {
-		agents[n.Metadata.Name] = n.Status.AgentURL
-	}
 	var targets []api.Replica
 	for _, r := range reps.Items {
 		if (o.Replica == "" || r.Metadata.Name == o.Replica) && r.Spec.NodeName != "" {
@@ -70,19 +62,16 @@ func runLogs(ctx context.Context, o *LogsOptions) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(targets))
 	for i, r := range targets {
-		base := agents[r.Spec.NodeName]
-		if base == "" {
-			errs[i] = fmt.Errorf("replica %s: node %s serves no logs", r.Metadata.Name, r.Spec.NodeName)
-			continue
-		}
-		u := base + client.ObjectPath[api.Replica](api.Key{Namespace: ns, Name: r.Metadata.Name}) + "/log"
+		// Through the API, which fetches the log from the replica's node
+		// agent: the token goes to the API and nowhere else.
+		path := client.ObjectPath[api.Replica](api.Key{Namespace: ns, Name: r.Metadata.Name}) + "/log"
 		if o.Follow {
-			u += "?follow=true"
+			path += "?follow=true"
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			body, err := c.Open(ctx, u)
+			body, err := c.Open(ctx, path)
 			if err != nil {
 				errs[i] = fmt.Errorf("replica %s: %w", r.Metadata.Name, err)
 				return

@@ -39,7 +39,7 @@ type imageInfo struct {
 }
 
 // newResolver makes the resolver for pulls: RegistryHost with the bearer
-// token and the cluster CA, every other registry anonymously over HTTPS
+// token or the client certificate and the cluster CA, every other registry anonymously over HTTPS
 // with the system roots.
 func newResolver(cfg Config) (remotes.Resolver, error) {
 	// Public registries hand out anonymous bearer tokens on a 401
@@ -55,6 +55,14 @@ func newResolver(cfg Config) (remotes.Resolver, error) {
 				return nil, errors.New("containers: RegistryCA holds no PEM certificate")
 			}
 			tr.TLSClientConfig.RootCAs = pool
+		}
+		if get := cfg.RegistryCertificate; get != nil {
+			tr.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				if c := get(); c != nil {
+					return c, nil
+				}
+				return &tls.Certificate{}, nil
+			}
 		}
 		own = &http.Client{Transport: tr}
 	}
