@@ -27,14 +27,17 @@ type Client struct {
 	token     string
 	namespace string
 	http      *http.Client
+	// conns are the connections it made, when it authenticates with a
+	// client certificate (NewWithCertificate); nil otherwise.
+	conns *connSet
 }
 
 // New returns a client for a config.
 func New(cfg *Config) (*Client, error) { return newClient(cfg, nil) }
 
-// newClient returns a client for a config, with its TLS configuration
-// completed by tune (nil leaves it).
-func newClient(cfg *Config, tune func(*tls.Config)) (*Client, error) {
+// newClient returns a client for a config, with its transport completed
+// by tune (nil leaves it).
+func newClient(cfg *Config, tune func(*http.Transport)) (*Client, error) {
 	u, err := url.Parse(cfg.Server)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("server %q is not an API URL like https://127.0.0.1:7070", cfg.Server)
@@ -47,9 +50,6 @@ func newClient(cfg *Config, tune func(*tls.Config)) (*Client, error) {
 		}
 		tlsCfg.RootCAs = pool
 	}
-	if tune != nil {
-		tune(tlsCfg)
-	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsCfg
 	tr.MaxIdleConnsPerHost = 32
@@ -61,6 +61,9 @@ func newClient(cfg *Config, tune func(*tls.Config)) (*Client, error) {
 	// ping after ConnIdlePing of silence, answered within ConnPingTimeout,
 	// finds it dead in seconds; the next request dials anew.
 	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: ConnIdlePing, PingTimeout: ConnPingTimeout}
+	if tune != nil {
+		tune(tr)
+	}
 	ns := cfg.Namespace
 	if ns == "" {
 		ns = api.DefaultNamespace

@@ -10,7 +10,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/surgeplatform/surge/api"
 )
@@ -18,19 +21,88 @@ import (
 // NewWithCertificate returns a client that authenticates with a client
 // certificate (a node's) instead of a token: cfg's token is not sent.
 // cert is called at each TLS handshake, from the client's connection
-// goroutines, and must not block; it returns the current certificate, so
-// that a renewed one is used from the next connection on.
+// goroutines, and must not block; it returns the current certificate. A
+// certificate holds for a connection's life, so whoever renews it calls
+// CloseConnections, and the client dials anew with the new one.
 func NewWithCertificate(cfg *Config, cert func() *tls.Certificate) (*Client, error) {
 	noToken := *cfg
 	noToken.Token = ""
-	return newClient(&noToken, func(t *tls.Config) {
-		t.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	// As http.DefaultTransport dials.
+	conns := &connSet{dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}, open: map[*trackedConn]struct{}{}}
+	c, err := newClient(&noToken, func(tr *http.Transport) {
+		tr.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			if c := cert(); c != nil {
 				return c, nil
 			}
 			return &tls.Certificate{}, nil // none: the server asks, but does not require one
 		}
+		tr.DialContext = conns.dial
 	})
+	if err != nil {
+		return nil, err
+	}
+	c.conns = conns
+	return c, nil
+}
+
+// CloseConnections closes every connection of the client, idle or busy,
+// as kubelet does when it rotates its certificate: requests in flight
+// fail (a Watch resumes), and the next ones dial anew. A client without a
+// certificate closes its idle connections only.
+func (c *Client) CloseConnections() {
+	if t, ok := c.http.Transport.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
+	if c.conns != nil {
+		c.conns.closeAll()
+	}
+}
+
+// connSet remembers the connections a transport dialed and still holds.
+type connSet struct {
+	dialer net.Dialer
+	mu     sync.Mutex
+	open   map[*trackedConn]struct{}
+}
+
+func (s *connSet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	nc, err := s.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	c := &trackedConn{Conn: nc, set: s}
+	s.mu.Lock()
+	s.open[c] = struct{}{}
+	s.mu.Unlock()
+	return c, nil
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	open := make([]*trackedConn, 0, len(s.open))
+	for c := range s.open {
+		open = append(open, c)
+	}
+	s.mu.Unlock()
+	for _, c := range open {
+		c.Close()
+	}
+}
+
+// trackedConn leaves its set as it closes.
+type trackedConn struct {
+	net.Conn
+	set  *connSet
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.set.mu.Lock()
+		delete(c.set.open, c)
+		c.set.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 // Bootstrap trades c's token (the cluster's join token) for node's client

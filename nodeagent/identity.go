@@ -55,7 +55,11 @@ type certKeeper struct {
 	renew func(ctx context.Context) (tls.Certificate, error)
 	// save, when set, keeps a new certificate on disk.
 	save func(tls.Certificate) error
-	cur  atomic.Pointer[tls.Certificate]
+	// changed, when set, learns that a new certificate is in use: a
+	// connection keeps the certificate it was made with, so the clients
+	// that present it close theirs.
+	changed func()
+	cur     atomic.Pointer[tls.Certificate]
 }
 
 func (k *certKeeper) get() *tls.Certificate { return k.cur.Load() }
@@ -69,6 +73,9 @@ func (k *certKeeper) set(c tls.Certificate) error {
 		}
 	}
 	k.cur.Store(&c)
+	if k.changed != nil {
+		k.changed()
+	}
 	return nil
 }
 
@@ -127,6 +134,7 @@ func startIdentity(ctx context.Context, o Options) (*identity, error) {
 	if id.api, err = client.NewWithCertificate(&o.Client, id.cert.get); err != nil {
 		return nil, err
 	}
+	id.cert.changed = id.api.CloseConnections
 	if c, ok := id.load(o.Clock.Now()); ok {
 		id.cert.cur.Store(&c)
 		err := id.check(ctx)

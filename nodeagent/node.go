@@ -117,6 +117,8 @@ func (o Options) Validate() error {
 	}
 	if a := o.Agent.LogAddr; a != "" && !isHostPort(a) {
 		errs = append(errs, fmt.Errorf("log address %q: want HOST:PORT", a))
+	} else if a != "" && o.Client.CertificateAuthority == "" {
+		errs = append(errs, fmt.Errorf("log address %q: the agent serves logs to the API server alone, whose client certificate it checks against the cluster CA: give the CA (--ca-file)", a))
 	}
 	rc := o.Containers
 	if registry != "" {

@@ -242,11 +242,11 @@ func (s *Server) routes() {
 		validate: validateReplica,
 		// Replicas are made, bound and removed by the controllers; a
 		// node reports only the status of its own (replicaStatus).
-		create: notByNodes(createOnly[api.Replica](s), "create replicas"),
+		create:  notByNodes(createOnly[api.Replica](s), "create replicas"),
 		replace: notByNodes(replaceOnly[api.Replica](s), "replace replicas"),
-		delete: notByNodesDelete(deleteOne[api.Replica](s), "delete replicas"),
-		status: s.replicaStatus,
-		filter: replicaFilter,
+		delete:  notByNodesDelete(deleteOne[api.Replica](s), "delete replicas"),
+		status:  s.replicaStatus,
+		filter:  replicaFilter,
 	})
 	registerKind(s, kindOps[api.Node]{
 		validate: validateNode,

@@ -63,6 +63,10 @@ func newResolver(cfg Config) (remotes.Resolver, error) {
 				}
 				return &tls.Certificate{}, nil
 			}
+			// A connection keeps the certificate it was made with, which
+			// the node renews: each request dials anew with the current
+			// one, for a handshake per blob of a pull.
+			tr.DisableKeepAlives = true
 		}
 		own = &http.Client{Transport: tr}
 	}
