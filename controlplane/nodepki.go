@@ -10,13 +10,10 @@ import (
 	"github.com/surgeplatform/surge/controlplane/pki"
 )
 
-// NodeCAFile is the node CA's certificate in the data dir's pki/; its key
-// is beside it (node-ca.key). Servers of one cluster share it, as they
-// share the cluster CA.
-const NodeCAFile = "node-ca.crt"
-
-// loadNodePKI loads, making them at the first start, the node CA (which
-// signs nodes' certificates, and nothing else) and the API server's client
+// loadNodePKI loads, making them at the first start, the node CA
+// (pki/node-ca.crt and node-ca.key, which sign nodes' certificates and
+// nothing else; servers of one cluster share them, as they share the
+// cluster CA) and the API server's client
 // certificate towards node agents (from the cluster CA, which the agents
 // trust, under the name they accept: api.APIServerClientName).
 func (s *Server) loadNodePKI(c *certs, now time.Time) error {
