@@ -7,9 +7,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -25,7 +28,6 @@ import (
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane"
 	"github.com/surgeplatform/surge/controlplane/controlplanetest"
-	"github.com/surgeplatform/surge/controlplane/pki"
 )
 
 // joinNode joins and registers a node at 127.0.0.1, as its agent would.
@@ -169,38 +171,44 @@ func TestNodeIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	impostor := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	impostor.TLS = &tls.Config{Certificates: []tls.Certificate{serving}}
-	impostor.StartTLS()
-	defer impostor.Close()
-	cfg := in.AdminConfig()
-	cfg.Server = impostor.URL // 127.0.0.1, the very address the node's certificate holds
-	victim, err := client.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var x509Err x509.UnknownAuthorityError
-	if _, err := client.List[api.Function](ctx, victim, "", nil); err == nil || !strings.Contains(err.Error(), x509Err.Error()) {
-		t.Errorf("the CLI trusted a node's certificate as the API's at its address: %v", err)
-	}
-	closeIdleConnections(victim)
-	_, nodeCert := in.NodeClient(other, "127.0.0.1")
-	// A bound on a refusal that etcd's client retries until it ends.
-	refusedCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	if _, err := etcdClient(t, in, nodeCert).Get(refusedCtx, "/surge/v1/", clientv3.WithCountOnly()); err == nil {
-		t.Error("etcd took a node's certificate")
-	}
 	pkiDir := filepath.Join(in.Config.DataDir, "pki")
+	// Worse than any certificate the API issues: one the node CA signed to
+	// look like the API's (its name, localhost). Neither is the API to a
+	// client, nor a client to etcd.
+	lookalike := apiLookalike(t, pkiDir)
+	_, nodeCert := in.NodeClient(other, "127.0.0.1")
+	for _, tc := range []struct {
+		name         string
+		serve, asClient tls.Certificate
+	}{{"a node's serving certificate", serving, nodeCert}, {"the node CA's API look-alike", lookalike, lookalike}} {
+		impostor := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		impostor.TLS = &tls.Config{Certificates: []tls.Certificate{tc.serve}}
+		impostor.StartTLS()
+		cfg := in.AdminConfig()
+		cfg.Server = impostor.URL // 127.0.0.1: the very address the node's certificate holds
+		victim, err := client.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var x509Err x509.UnknownAuthorityError
+		if _, err := client.List[api.Function](ctx, victim, "", nil); err == nil || !strings.Contains(err.Error(), x509Err.Error()) {
+			t.Errorf("the CLI trusted %s as the API: %v", tc.name, err)
+		}
+		closeIdleConnections(victim)
+		impostor.Close()
+		// A bound on a refusal that etcd's client retries until it ends.
+		refusedCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if _, err := etcdClient(t, in, tc.asClient).Get(refusedCtx, "/surge/v1/", clientv3.WithCountOnly()); err == nil {
+			t.Errorf("etcd took %s as a client", tc.name)
+		}
+		cancel()
+	}
 	etcdCert, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "etcd.crt"), filepath.Join(pkiDir, "etcd.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := etcdClient(t, in, etcdCert).Get(ctx, "/surge/v1/", clientv3.WithCountOnly()); err != nil {
 		t.Errorf("etcd refused its own certificate (the control of the test above): %v", err)
-	}
-	if nca, err := pki.LoadOrCreateNodeCA(pkiDir, time.Now()); err != nil || nca.Certificate().Equal(mustCA(t, pkiDir)) {
-		t.Errorf("the node CA is the cluster CA (%v)", err)
 	}
 
 	// Finding 1: logs go through the API, which calls the agent with its
@@ -252,13 +260,30 @@ func TestNodeIdentity(t *testing.T) {
 	}
 }
 
-func mustCA(t *testing.T, dir string) *x509.Certificate {
+// apiLookalike is a certificate the node CA (its key, from the data dir)
+// signs for the API's name, localhost and 127.0.0.1, server and client.
+func apiLookalike(t *testing.T, pkiDir string) tls.Certificate {
 	t.Helper()
-	ca, err := pki.LoadOrCreateCA(dir, time.Now())
+	nca, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "node-ca.crt"), filepath.Join(pkiDir, "node-ca.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ca.Cert
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "surge-apiserver"},
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, nca.Leaf, &key.PublicKey, nca.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 // etcdClient is a client of the server's embedded etcd presenting cert.
