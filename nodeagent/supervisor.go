@@ -28,9 +28,11 @@ type supervisor struct {
 	done    chan struct{}
 	log     *slog.Logger
 
-	spec   containers.Spec
-	probe  probeConfig
-	status api.ReplicaStatus
+	spec containers.Spec
+	// template is the revision's spec, for its pull secrets.
+	template api.FunctionSpec
+	probe    probeConfig
+	status   api.ReplicaStatus
 	// c is the container that answers, or last answered.
 	c containers.Container
 	// seen is when the current start began, for its reported latency.
@@ -80,7 +82,7 @@ func specFor(r *api.Replica, rev *api.Revision) (containers.Spec, error) {
 	}
 	return containers.Spec{
 		ID: r.Metadata.Name, Namespace: r.Metadata.Namespace, Function: r.Spec.Function, Revision: r.Spec.Revision,
-		Image: t.Image, Command: t.Command, Args: t.Args, Env: env, Port: port,
+		Image: rev.Spec.Image(), Command: t.Command, Args: t.Args, Env: env, Port: port,
 		MilliCPU: cpu, MemoryBytes: mem,
 	}, nil
 }
@@ -102,6 +104,7 @@ func (s *supervisor) run(ctx context.Context, adopted *containers.Container) {
 	if err != nil {
 		return
 	}
+	s.template = rev.Spec.Template
 	if s.spec, err = specFor(r, rev); err != nil {
 		s.report(ctx, api.ReplicaFailed, "revision cannot run here: "+err.Error())
 		return
@@ -272,6 +275,13 @@ func (w *watch) stop() {
 func (s *supervisor) start(ctx context.Context) (containers.Container, error) {
 	a := s.agent
 	s.reportLater(ctx, startingReportDelay, api.ReplicaStarting, "")
+	if pa, ok := a.replicas.(pullAuthAPI); ok {
+		auths, err := pa.pullAuth(ctx, s.replica.Metadata.Namespace, &s.template)
+		if err != nil {
+			return containers.Container{}, fmt.Errorf("read pull secrets: %w", err)
+		}
+		ctx = containers.WithPullAuth(ctx, auths)
+	}
 	if err := a.runtime.EnsureImage(ctx, s.spec.Image); err != nil {
 		return containers.Container{}, fmt.Errorf("pull image %s: %w", s.spec.Image, err)
 	}
