@@ -132,4 +132,3 @@ func TestDeployResolvesOtherRegistriesWithPullSecrets(t *testing.T) {
 		t.Errorf("with the pull secret: %+v, %v; want app-00002 pinned to %s", f, err, want)
 	}
 }
-

@@ -136,7 +136,9 @@ func TestRegistryTakesBasicAuth(t *testing.T) {
 
 type fixedLoad map[api.Key]autoscaler.Load
 
-func (l fixedLoad) Load(context.Context, time.Time) (map[api.Key]autoscaler.Load, error) { return l, nil }
+func (l fixedLoad) Load(context.Context, time.Time) (map[api.Key]autoscaler.Load, error) {
+	return l, nil
+}
 
 // TestStatsRead: GET /v1/stats answers each revision's summed load.
 func TestStatsRead(t *testing.T) {
