@@ -318,14 +318,23 @@ func (s *supervisor) settle(ctx context.Context) {
 }
 
 // waitReady probes a container every ProbeInterval until it answers, for
-// at most StartTimeout. The timeout is a timer, not a context deadline:
-// the probes' own I/O deadlines are real time, whatever the clock.
+// at most StartTimeout, and fails at once when the container exits first
+// (a function that crashes at start-up is told apart from a slow one, and
+// surge deploy can say so without waiting out the timeout). The timeout is
+// a timer, not a context deadline: the probes' own I/O deadlines are real
+// time, whatever the clock.
 func (s *supervisor) waitReady(ctx context.Context, c containers.Container) error {
 	a := s.agent
 	expired := a.clock.NewTimer(a.cfg.StartTimeout)
 	defer expired.Stop()
 	t := a.clock.NewTicker(a.cfg.ProbeInterval)
 	defer t.Stop()
+	wctx, stopWait := context.WithCancel(ctx)
+	defer stopWait()
+	exited, err := a.runtime.Wait(wctx, s.replica.Metadata.Name)
+	if err != nil {
+		exited = nil // probes alone, as before
+	}
 	for {
 		err := a.probe(ctx, c.IP, c.Port, s.probe.path)
 		if err == nil {
@@ -336,6 +345,15 @@ func (s *supervisor) waitReady(ctx context.Context, c containers.Container) erro
 			return fmt.Errorf("not ready: %w", ctx.Err())
 		case <-expired.Chan():
 			return fmt.Errorf("not ready after %s: %w", a.cfg.StartTimeout, err)
+		case e, ok := <-exited:
+			if !ok || ctx.Err() != nil {
+				exited = nil
+				continue
+			}
+			if e.Err != nil {
+				return fmt.Errorf("exited before it was ready: %w", e.Err)
+			}
+			return fmt.Errorf("exited with code %d before it was ready", e.Code)
 		case <-t.Chan():
 		}
 	}
