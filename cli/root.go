@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 
@@ -27,6 +28,7 @@ type Streams struct {
 // the roles are composed (cmd/surge), read them through its methods.
 type Globals struct {
 	configPath string
+	context    string
 	server     string
 	token      string
 	namespace  string
@@ -47,17 +49,12 @@ func (g *Globals) newClient() (*client.Client, error) {
 	return client.New(cfg)
 }
 
-// clientConfig reads the client config and applies --api, --token, -n.
+// clientConfig reads the client config (its current context, or
+// --context's) and applies --api, --token, -n and --ca-file.
 func (g *Globals) clientConfig() (*client.Config, error) {
-	path := g.configPath
-	if path == "" {
-		path = client.DefaultConfigPath()
-	}
-	cfg, err := client.LoadConfig(path)
-	if errors.Is(err, client.ErrNoConfig) {
-		if g.server == "" {
-			return nil, fmt.Errorf("no client config at %s: start a server with `surge up` (it writes one), or pass --api and --token", path)
-		}
+	path := g.UserConfigPath()
+	cfg, err := g.contextConfig(path)
+	if errors.Is(err, client.ErrNoConfig) && g.server != "" {
 		cfg, err = &client.Config{}, nil
 	}
 	if err != nil {
@@ -80,6 +77,30 @@ func (g *Globals) clientConfig() (*client.Config, error) {
 		cfg.CertificateAuthority = string(b)
 	}
 	return cfg, nil
+}
+
+// contextConfig reads the context the verbs use from the config at path,
+// with errors that say what to do.
+func (g *Globals) contextConfig(path string) (*client.Config, error) {
+	f, err := client.LoadFile(path)
+	if errors.Is(err, client.ErrNoConfig) {
+		return nil, fmt.Errorf("%w at %s: start Surge with `surge up` (it writes one), or `surge login URL --token-file FILE`, or pass --api and --token", client.ErrNoConfig, path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if g.context != "" {
+		cfg, err := f.Context(g.context)
+		if err != nil {
+			return nil, fmt.Errorf("--context %q is not in %s: `surge config get-contexts` lists them", g.context, path)
+		}
+		return cfg, nil
+	}
+	cfg, err := f.Current()
+	if errors.Is(err, client.ErrNoContext) {
+		return nil, fmt.Errorf("%s names no current context that it has (%q): `surge config use-context NAME` chooses one", path, f.CurrentContext)
+	}
+	return cfg, err
 }
 
 // ClientConfig reads the client config and applies --api, --token, -n and
@@ -137,6 +158,7 @@ func NewRootCmd(s Streams, version string, more ...Verb) *cobra.Command {
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.configPath, "config", "", "client config file (default $SURGE_CONFIG, else ~/.surge/config.yaml)")
+	pf.StringVar(&g.context, "context", "", "the client config's context (server) to use, instead of its current one")
 	pf.StringVar(&g.server, "api", "", "API server URL, overriding the config's")
 	pf.StringVar(&g.token, "token", "", "API token, overriding the config's")
 	pf.StringVar(&g.caFile, "ca-file", "", "PEM of the CA that signed the API's certificate, overriding the config's")
@@ -147,8 +169,11 @@ func NewRootCmd(s Streams, version string, more ...Verb) *cobra.Command {
 		root.AddCommand(v(s, g))
 	}
 	root.AddCommand(
+		newInitCmd(s),
 		newBuildCmd(s, g.newClient),
 		newDeployCmd(s, g.newClient),
+		newApplyCmd(s, g.newClient),
+		newInvokeCmd(s, g.newClient),
 		newLsCmd(s, g.newClient),
 		newDescribeCmd(s, g.newClient),
 		newRevisionsCmd(s, g.newClient),
@@ -156,9 +181,15 @@ func NewRootCmd(s Streams, version string, more ...Verb) *cobra.Command {
 		newScaleCmd(s, g.newClient),
 		newNodesCmd(s, g.newClient),
 		newLogsCmd(s, g.newClient),
+		newPullSecretCmd(s, g.newClient),
+		newLoginCmd(s, g),
+		newConfigCmd(s, g),
 		newVersionCmd(s, g),
 	)
 	root.CompletionOptions.HiddenDefaultCmd = false
+	_ = root.RegisterFlagCompletionFunc("context", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return contextNames(g.UserConfigPath()), cobra.ShellCompDirectiveNoFileComp
+	})
 	for _, c := range root.Commands() {
 		wrapArgs(c)
 	}
@@ -188,12 +219,25 @@ func Execute(ctx context.Context, args []string, s Streams, version string, more
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(s.Err, "surge: "+oneLine(err))
+	fmt.Fprintln(s.Err, "surge: "+oneLine(withHint(err)))
 	var ue *usageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") {
 		return 2
 	}
 	return 1
+}
+
+// withHint adds what to do to the errors any verb may meet.
+func withHint(err error) error {
+	if !errors.Is(err, client.ErrUnreachable) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	const what = "is Surge running? Start it with `surge up`, or check the server of your context (surge config get-contexts) or --api"
+	var op *net.OpError
+	if errors.As(err, &op) && op.Addr != nil {
+		return fmt.Errorf("cannot reach the API at %s (%v): %s", op.Addr, op.Err, what)
+	}
+	return fmt.Errorf("%w: %s", err, what)
 }
 
 // oneLine flattens an error's text to one line.
@@ -218,7 +262,9 @@ func describeAPIErrorFlags(kind, name string, err error, flags map[string]string
 	obj := fmt.Sprintf("%s %q", kind, name)
 	switch {
 	case ae.Code == 401:
-		return fmt.Errorf("%s: %s (check the token in your client config, or --token)", obj, ae.Message)
+		return fmt.Errorf("%s: %s: log in again with `surge login URL --token-file FILE`, or pass --token", obj, ae.Message)
+	case ae.Code == 404 && kind == "function" && name != "":
+		return fmt.Errorf("%s not found: `surge ls` lists the functions of the namespace", obj)
 	case ae.Code == 403:
 		return fmt.Errorf("%s: %s", obj, ae.Message)
 	case len(ae.Causes) > 0:
@@ -248,6 +294,8 @@ var flagOf = map[string]string{
 	"spec.scaling.target":           "--target",
 	"spec.scaling.scaleToZeroGrace": "--scale-to-zero-grace",
 	"spec.scaling.stableWindow":     "--window",
+	"spec.readiness.path":           "--readiness-path",
+	"metadata.labels":               "--label",
 }
 
 func fieldSentence(field, msg string, flags map[string]string) string {
@@ -259,6 +307,11 @@ func fieldSentence(field, msg string, flags map[string]string) string {
 	}
 	if strings.HasPrefix(field, "spec.env[") {
 		return "--env " + msg
+	}
+	for prefix, flag := range map[string]string{"spec.command[": "--command", "spec.args[": "--arg", "spec.imagePullSecrets[": "--pull-secret", "metadata.labels[": "--label"} {
+		if strings.HasPrefix(field, prefix) {
+			return flag + " " + msg
+		}
 	}
 	return field + " " + msg
 }
