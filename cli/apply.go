@@ -8,8 +8,8 @@ import (
 
 // newApplyCmd is `surge apply -f surge.yaml`: surge deploy -f, for those
 // who think of manifests as applied.
-func newApplyCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := newDeployOptions(s, newClient)
+func newApplyCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
+	o := newDeployOptions(s, newClient, d)
 	c := &cobra.Command{
 		Use:   "apply -f surge.yaml [NAME]",
 		Short: "Deploy every function a manifest lists (surge deploy -f)",

@@ -88,8 +88,8 @@ func (o *DeployOptions) describeError(name string, err error) error {
 	return describeAPIErrorFlags("function", name, err, flags)
 }
 
-func newDeployCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := newDeployOptions(s, newClient)
+func newDeployCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
+	o := newDeployOptions(s, newClient, d)
 	c := &cobra.Command{
 		Use:   "deploy [NAME] [DIR | --image REF | --archive FILE | -f surge.yaml] [flags]",
 		Short: "Build, push and deploy a function, wait until it is Ready, and print its URL",
@@ -152,12 +152,12 @@ func setFlags(cmd *cobra.Command, set map[string]bool) {
 	})
 }
 
-// newDeployOptions are the options of deploy and apply, with imagebuild's
-// functions and the process's clock and terminal.
-func newDeployOptions(s Streams, newClient clientFunc) *DeployOptions {
+// newDeployOptions are the options of deploy and apply, with d's image
+// tools and clock, and a spinner when stderr is a terminal.
+func newDeployOptions(s Streams, newClient clientFunc, d deps) *DeployOptions {
 	return &DeployOptions{Streams: s, NewClient: newClient,
-		Build: imagebuild.Build, Load: imagebuild.LoadArchive, Push: imagebuild.Push,
-		Getenv: os.Getenv, Now: time.Now, TTY: isTerminal(s.Err)}
+		Build: d.build, Load: d.load, Push: d.push,
+		Getenv: d.getenv, Now: d.now, TTY: isTerminal(s.Err)}
 }
 
 // addSourceFlags adds where a deploy's image comes from.

@@ -36,8 +36,8 @@ type Description struct {
 	CrashLogs map[string][]string `json:"crashLogs,omitempty"`
 }
 
-func newDescribeCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := &DescribeOptions{Streams: s, NewClient: newClient, Now: time.Now}
+func newDescribeCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
+	o := &DescribeOptions{Streams: s, NewClient: newClient, Now: d.now}
 	c := &cobra.Command{
 		Use:               "describe NAME",
 		Short:             "Show a function: its URL, spec, revisions, traffic and replicas, and a crashing replica's last log lines",

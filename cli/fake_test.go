@@ -56,6 +56,9 @@ type fakeAPI struct {
 	// unscheduled names revisions whose replica no node takes, with the
 	// scheduler's message.
 	unscheduled map[string]string
+	// slow names revisions that get Ready only after this many reads of
+	// their function, their replica Starting until then.
+	slow map[string]int
 	// stuck names revisions that never get a Ready replica, with what
 	// their replica reports instead (a pull error, say).
 	stuck map[string]string
@@ -91,6 +94,7 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		logs:      map[string]string{},
 
 		unscheduled: map[string]string{},
+		slow:        map[string]int{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/version", func(w http.ResponseWriter, r *http.Request) {
@@ -103,6 +107,7 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		writeFakeJSON(w, http.StatusOK, listOf(f.withURLs(f.functions), ""))
 	})
 	mux.HandleFunc("GET /v1/namespaces/default/functions/{name}", func(w http.ResponseWriter, r *http.Request) {
+		f.progress(r.PathValue("name"))
 		getOne(w, f.withURLs(f.functions), api.KindFunction, r.PathValue("name"))
 	})
 	mux.HandleFunc("PUT /v1/namespaces/default/functions/{name}", f.putFunction)
@@ -127,10 +132,16 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	mux.HandleFunc("GET /v1/namespaces/default/scales", func(w http.ResponseWriter, r *http.Request) {
 		writeFakeJSON(w, http.StatusOK, listOf(f.scales, r.URL.Query().Get("function")))
 	})
+	mux.HandleFunc("GET /v1/replicas", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, listOf(f.replicas, ""))
+	})
 	mux.HandleFunc("GET /v1/namespaces/default/replicas", func(w http.ResponseWriter, r *http.Request) {
 		writeFakeJSON(w, http.StatusOK, listOf(f.replicas, r.URL.Query().Get("function")))
 	})
 
+	mux.HandleFunc("GET /v1/whoami", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, map[string]string{"id": "t0k3n1d", "role": "admin"})
+	})
 	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
 		writeFakeJSON(w, http.StatusOK, listOf(f.nodes, ""))
 	})
@@ -215,6 +226,28 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	t.Cleanup(srv.Close)
 	f.URL = srv.URL
 	return f
+}
+
+// progress moves a slow revision of fn on by one read, and makes it Ready
+// (its traffic, all of it) at the last. f.mu is held.
+func (f *fakeAPI) progress(fn string) {
+	cur := f.functions[fn]
+	if cur == nil {
+		return
+	}
+	rev := cur.Status.LatestRevision
+	n, ok := f.slow[rev]
+	if !ok {
+		return
+	}
+	if n > 1 {
+		f.slow[rev] = n - 1
+		return
+	}
+	delete(f.slow, rev)
+	delete(f.replicas, rev+"-stuck")
+	cur.Status.LatestReadyRevision = rev
+	f.traffic[fn].Spec.Targets = []api.TrafficTarget{{Revision: rev, Percent: 100}}
 }
 
 // withURLs returns copies of fns with their URLs, when the fake has a
@@ -352,6 +385,7 @@ func (f *fakeAPI) put(fn *api.Function) (*api.Function, int, error) {
 		next.Metadata.CreationTimestamp = f.now
 	}
 	next.Metadata.Generation++
+	next.Status.ImageDigest = "" // the fake resolves no image
 	rev := api.RevisionName(m.Name, next.Metadata.Generation)
 	next.Status.LatestRevision = rev
 	next.Metadata.ResourceVersion = f.nextRV()
@@ -370,6 +404,9 @@ func (f *fakeAPI) put(fn *api.Function) (*api.Function, int, error) {
 	node := "node-a"
 	if m, ok := f.unscheduled[rev]; ok {
 		msg, stuck, node = m, true, ""
+	}
+	if _, ok := f.slow[rev]; ok {
+		msg, stuck = "pulling the image", true
 	}
 	if stuck {
 		name := rev + "-stuck"

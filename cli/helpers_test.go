@@ -28,7 +28,7 @@ func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
 	path := filepath.Join("testdata", name+".golden")
 	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(path, got, 0o644); err != nil {
@@ -137,6 +137,7 @@ func seededFake(t *testing.T) *fakeAPI {
 		replica("hello-00003-j8k9l", "hello-00003", "node-2", "", api.ReplicaStarting, 3, "", 60*time.Second)
 		f.replicas["hello-00003-j8k9l"].Status.Message = "restart: exited with code 2"
 		f.logs["hello-00003-j8k9l"] = "starting\n" + strings.Repeat("working\n", 20) + "panic: no config\n\ngoroutine 1 [running]:\nmain.main()\n"
+		f.logs["hello-00003-d4e5f"] = "listening on :8080\n"
 		f.gatewayURL = "surge.test:8080"
 		pinned := "sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
 		f.revisions["hello-00003"].Spec.ImageDigest = pinned

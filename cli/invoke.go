@@ -41,8 +41,8 @@ type InvokeOptions struct {
 	Verbose bool
 }
 
-func newInvokeCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := &InvokeOptions{Streams: s, NewClient: newClient, Now: time.Now}
+func newInvokeCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
+	o := &InvokeOptions{Streams: s, NewClient: newClient, Now: d.now, HTTP: d.http, ReadFile: d.readFile}
 	c := &cobra.Command{
 		Use:   "invoke NAME [-X METHOD] [-d DATA|@FILE] [-H K:V]... [--path P] [-v]",
 		Short: "Send a request to a function through the gateway and print its answer",

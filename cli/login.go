@@ -32,8 +32,8 @@ type LoginOptions struct {
 	Namespace string
 }
 
-func newLoginCmd(s Streams, g *Globals) *cobra.Command {
-	o := &LoginOptions{Streams: s}
+func newLoginCmd(s Streams, g *Globals, d deps) *cobra.Command {
+	o := &LoginOptions{Streams: s, ReadFile: d.readFile}
 	c := &cobra.Command{
 		Use:   "login URL --token-file FILE [--ca-file CA] [--name NAME]",
 		Short: "Add a server to the client config as a context, and use it",

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -82,9 +83,12 @@ func runLogs(ctx context.Context, o *LogsOptions) error {
 	if len(targets) == 0 {
 		return fmt.Errorf("function %q has no running replica to read logs from", o.Name)
 	}
+	// Followed logs interleave as they come; the others are printed one
+	// replica after the other, in order.
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	errs := make([]error, len(targets))
+	bufs := make([]bytes.Buffer, len(targets))
 	for i, r := range targets {
 		base := agents[r.Spec.NodeName]
 		if base == "" {
@@ -112,10 +116,17 @@ func runLogs(ctx context.Context, o *LogsOptions) error {
 				}
 				lines = strings.NewReader(b.String())
 			}
-			prefixLines(lines, o.Out, &mu, len(targets) > 1, r.Metadata.Name)
+			var w io.Writer = &bufs[i]
+			if o.Follow {
+				w = o.Out
+			}
+			prefixLines(lines, w, &mu, len(targets) > 1, r.Metadata.Name)
 		}()
 	}
 	wg.Wait()
+	for i := range bufs {
+		_, _ = bufs[i].WriteTo(o.Out)
+	}
 	for _, err := range errs {
 		if err != nil && ctx.Err() == nil {
 			return err
@@ -131,9 +142,12 @@ func prefixLines(r io.Reader, w io.Writer, mu *sync.Mutex, prefix bool, name str
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		mu.Lock()
-		if prefix {
+		switch {
+		case prefix && sc.Text() == "":
+			fmt.Fprintf(w, "[%s]\n", name)
+		case prefix:
 			fmt.Fprintf(w, "[%s] %s\n", name, sc.Text())
-		} else {
+		default:
 			fmt.Fprintln(w, sc.Text())
 		}
 		mu.Unlock()

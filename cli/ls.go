@@ -24,8 +24,8 @@ type LsOptions struct {
 	AllNamespaces bool
 }
 
-func newLsCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := &LsOptions{Streams: s, NewClient: newClient, Now: time.Now}
+func newLsCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
+	o := &LsOptions{Streams: s, NewClient: newClient, Now: d.now}
 	c := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},

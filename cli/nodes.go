@@ -22,8 +22,8 @@ type NodesOptions struct {
 	Names []string
 }
 
-func newNodesCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := &NodesOptions{Streams: s, NewClient: newClient, Now: time.Now}
+func newNodesCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
+	o := &NodesOptions{Streams: s, NewClient: newClient, Now: d.now}
 	c := &cobra.Command{
 		Use:               "nodes [NAME...]",
 		Short:             "List the nodes, their state, subnet, capacity and replicas",

@@ -32,8 +32,8 @@ type PullSecretOptions struct {
 	Output        string
 }
 
-func newPullSecretCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := &PullSecretOptions{Streams: s, NewClient: newClient, Now: time.Now}
+func newPullSecretCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
+	o := &PullSecretOptions{Streams: s, NewClient: newClient, Now: d.now, ReadFile: d.readFile}
 	c := &cobra.Command{
 		Use:     "pull-secret",
 		Aliases: []string{"pull-secrets"},

@@ -21,8 +21,8 @@ type RevisionsOptions struct {
 	Name      string
 }
 
-func newRevisionsCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := &RevisionsOptions{Streams: s, NewClient: newClient, Now: time.Now}
+func newRevisionsCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
+	o := &RevisionsOptions{Streams: s, NewClient: newClient, Now: d.now}
 	c := &cobra.Command{
 		Use:               "revisions NAME",
 		Short:             "List a function's revisions, the image each runs and the traffic each receives",

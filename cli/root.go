@@ -9,13 +9,17 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
+	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/imagebuild"
 )
 
 // Streams are the command's standard input and outputs.
@@ -139,9 +143,33 @@ func Usagef(format string, args ...any) error { return usagef(format, args...) }
 // cmd/surge), with the streams and the global flags.
 type Verb func(s Streams, g *Globals) *cobra.Command
 
+// deps are what the verbs take from the world besides the API and the
+// streams: the clock, files, the image tools and an HTTP client. Tests
+// replace them to run whole command lines.
+type deps struct {
+	now      func() time.Time
+	getenv   func(string) string
+	readFile func(string) ([]byte, error)
+	build    func(context.Context, imagebuild.Options) (v1.Image, error)
+	load     func(file string) (v1.Image, error)
+	push     func(context.Context, v1.Image, string, imagebuild.PushOptions) (string, error)
+	// http sends invoke's requests; nil is localhostClient's.
+	http *http.Client
+}
+
+// realDeps are the process's.
+func realDeps() deps {
+	return deps{now: time.Now, getenv: os.Getenv, readFile: os.ReadFile,
+		build: imagebuild.Build, load: imagebuild.LoadArchive, push: imagebuild.Push}
+}
+
 // NewRootCmd builds the `surge` command tree: the client verbs, and more
 // verbs given by the caller.
 func NewRootCmd(s Streams, version string, more ...Verb) *cobra.Command {
+	return newRootCmd(s, version, realDeps(), more...)
+}
+
+func newRootCmd(s Streams, version string, d deps, more ...Verb) *cobra.Command {
 	g := &Globals{version: version}
 	root := &cobra.Command{
 		Use:           "surge",
@@ -170,19 +198,19 @@ func NewRootCmd(s Streams, version string, more ...Verb) *cobra.Command {
 	}
 	root.AddCommand(
 		newInitCmd(s),
-		newBuildCmd(s, g.newClient),
-		newDeployCmd(s, g.newClient),
-		newApplyCmd(s, g.newClient),
-		newInvokeCmd(s, g.newClient),
-		newLsCmd(s, g.newClient),
-		newDescribeCmd(s, g.newClient),
-		newRevisionsCmd(s, g.newClient),
+		newBuildCmd(s, g.newClient, d),
+		newDeployCmd(s, g.newClient, d),
+		newApplyCmd(s, g.newClient, d),
+		newInvokeCmd(s, g.newClient, d),
+		newLsCmd(s, g.newClient, d),
+		newDescribeCmd(s, g.newClient, d),
+		newRevisionsCmd(s, g.newClient, d),
 		newRmCmd(s, g.newClient),
-		newScaleCmd(s, g.newClient),
-		newNodesCmd(s, g.newClient),
+		newScaleCmd(s, g.newClient, d),
+		newNodesCmd(s, g.newClient, d),
 		newLogsCmd(s, g.newClient),
-		newPullSecretCmd(s, g.newClient),
-		newLoginCmd(s, g),
+		newPullSecretCmd(s, g.newClient, d),
+		newLoginCmd(s, g, d),
 		newConfigCmd(s, g),
 		newVersionCmd(s, g),
 	)
@@ -213,7 +241,11 @@ func wrapArgs(c *cobra.Command) {
 // Execute runs the CLI and returns the process exit code: 0, 1 for a
 // failure, 2 for a usage error. Errors are one line on stderr.
 func Execute(ctx context.Context, args []string, s Streams, version string, more ...Verb) int {
-	root := NewRootCmd(s, version, more...)
+	return execute(ctx, args, s, version, realDeps(), more...)
+}
+
+func execute(ctx context.Context, args []string, s Streams, version string, d deps, more ...Verb) int {
+	root := newRootCmd(s, version, d, more...)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -263,8 +295,8 @@ func describeAPIErrorFlags(kind, name string, err error, flags map[string]string
 	switch {
 	case ae.Code == 401:
 		return fmt.Errorf("%s: %s: log in again with `surge login URL --token-file FILE`, or pass --token", obj, ae.Message)
-	case ae.Code == 404 && kind == "function" && name != "":
-		return fmt.Errorf("%s not found: `surge ls` lists the functions of the namespace", obj)
+	case ae.Code == 404 && name != "" && listVerb[kind] != "":
+		return fmt.Errorf("%s not found: `%s` lists them", obj, listVerb[kind])
 	case ae.Code == 403:
 		return fmt.Errorf("%s: %s", obj, ae.Message)
 	case len(ae.Causes) > 0:
@@ -277,6 +309,12 @@ func describeAPIErrorFlags(kind, name string, err error, flags map[string]string
 		return fmt.Errorf("%s: %s", obj, fieldSentence(ae.Field, ae.Message, flags))
 	}
 	return fmt.Errorf("%s", ae.Message)
+}
+
+// listVerb is the verb that lists the objects of a kind, for "not found".
+var listVerb = map[string]string{
+	"function":    "surge ls",
+	"pull secret": "surge pull-secret ls",
 }
 
 // flagOf maps object fields to the flags that set them.

@@ -25,7 +25,7 @@ func writeConfig(t *testing.T) string {
 }
 
 func notFound(name string) string {
-	return "surge: function \"" + name + "\" not found: `surge ls` lists the functions of the namespace"
+	return "surge: function \"" + name + "\" not found: `surge ls` lists them"
 }
 
 // TestExecute runs whole command lines through Execute against the fake

@@ -2,14 +2,13 @@ package cli
 
 import (
 	"maps"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
-func newScaleCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := &DeployOptions{Streams: s, NewClient: newClient, Flags: scaleFlagOf, Now: time.Now, TTY: isTerminal(s.Err)}
+func newScaleCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
+	o := &DeployOptions{Streams: s, NewClient: newClient, Flags: scaleFlagOf, Now: d.now, TTY: isTerminal(s.Err)}
 	c := &cobra.Command{
 		Use:   "scale NAME [--min N] [--max N] [--target N] [--metric concurrency|rps] [--scale-to-zero-grace D]",
 		Short: "Set a function's autoscaling policy",
