@@ -376,3 +376,23 @@ func TestManifestErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeManifest: the manifest the README shows is a valid one.
+func TestReadmeManifest(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```yaml\nfunctions:")
+	text, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("README shows no manifest (```yaml\\nfunctions:)")
+	}
+	m, err := parseManifest("README.md", []byte("functions:"+text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Functions) != 1 || m.Functions[0].Scaling.StableWindow != time.Minute {
+		t.Errorf("README manifest read as %+v", m.Functions)
+	}
+}
