@@ -763,7 +763,17 @@ func failFast(ctx context.Context, c *client.Client, o *DeployOptions, p *progre
 			name, rev, msg, trafficAfter(ctx, c, name, rev))
 	case crashed(r):
 		p.fail()
+		// The shim writes a crash's last words to the log a moment after
+		// the exit is reported: look again for a little while (the next
+		// attempt appends its own) before saying there are none.
 		lines, err := logTail(ctx, c, r, crashTail)
+		for try := 0; err == nil && len(lines) == 0 && try < 10 && ctx.Err() == nil; try++ {
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+			lines, err = logTail(ctx, c, r, crashTail)
+		}
 		seeLogs := "its last log lines are above"
 		switch {
 		case err != nil:

@@ -218,7 +218,11 @@ func (s *supervisor) perform(ctx context.Context, act action) {
 			a.announce.EndpointGone(s.withStatus())
 		}
 	case actCleanUp:
-		if err := a.runtime.Stop(ctx, s.replica.Metadata.Name, 0); err != nil && ctx.Err() == nil {
+		stop := func(ctx context.Context, id string) error { return a.runtime.Stop(ctx, id, 0) }
+		if d, ok := a.runtime.(discarder); ok {
+			stop = d.Discard // the log stays: it says why the start failed
+		}
+		if err := stop(ctx, s.replica.Metadata.Name); err != nil && ctx.Err() == nil {
 			s.log.Warn("clean up after a failed start", "err", err)
 		}
 		s.seen = a.clock.Now()
@@ -299,6 +303,12 @@ func (s *supervisor) start(ctx context.Context) (containers.Container, error) {
 	s.status.StartPhases = fmt.Sprintf("image %s, start %s, ready %s",
 		pulled.Sub(s.seen).Round(time.Millisecond), started.Sub(pulled).Round(time.Millisecond), ready.Sub(started).Round(time.Millisecond))
 	return c, nil
+}
+
+// discarder is implemented by runtimes that can remove a replica's
+// container but keep its log, for the clean-up after a failed start.
+type discarder interface {
+	Discard(ctx context.Context, id string) error
 }
 
 // cpuLimiter is implemented by runtimes that start replicas without their
