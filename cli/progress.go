@@ -17,6 +17,8 @@ type progress struct {
 	w   io.Writer
 	now func() time.Time
 	tty bool
+	// period is how often the spinner turns.
+	period time.Duration
 
 	mu      sync.Mutex
 	step    string    // the running step's text; "" when none runs
@@ -36,7 +38,7 @@ const spinnerPeriod = 100 * time.Millisecond
 // newProgress returns a progress on w; tty draws a spinner, and should be
 // isTerminal(w).
 func newProgress(w io.Writer, now func() time.Time, tty bool) *progress {
-	return &progress{w: w, now: now, tty: tty}
+	return &progress{w: w, now: now, tty: tty, period: spinnerPeriod}
 }
 
 // isTerminal reports whether w is a character device (a terminal), where
@@ -61,13 +63,13 @@ func (p *progress) start(format string, args ...any) {
 	}
 	p.drawLocked()
 	p.stop, p.done = make(chan struct{}), make(chan struct{})
-	go p.spin(p.stop, p.done)
+	go p.spin(p.stop, p.done, p.period)
 }
 
 // spin redraws the running step until stop is closed.
-func (p *progress) spin(stop <-chan struct{}, done chan<- struct{}) {
+func (p *progress) spin(stop <-chan struct{}, done chan<- struct{}, period time.Duration) {
 	defer close(done)
-	t := time.NewTicker(spinnerPeriod)
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
