@@ -163,7 +163,7 @@ Try:
   %s invoke hi
 
 Press Ctrl-C to stop.
-`, admin.Server, o.Config.GatewayURL, o.Config.DataDir, o.Config.UserConfigPath, o.Self, relSelf(o.Self), o.Self)
+`, admin.Server, o.Config.GatewayURL, o.Config.DataDir, o.Config.UserConfigPath, o.Self, relSelf(o.Self), relSelf(o.Self))
 	} else {
 		ca := filepath.Join(o.Config.DataDir, "pki", "ca.crt")
 		join := ""
