@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -158,7 +159,8 @@ func (e *verbEnv) run(line, stdin string) string {
 	}
 	var out, errb bytes.Buffer
 	code := execute(e.t.Context(), args, Streams{In: strings.NewReader(stdin), Out: &out, Err: &errb}, "test", e.deps())
-	hide := strings.NewReplacer(e.dir, "{{DIR}}", e.f.URL, "{{API}}", strings.TrimPrefix(e.f.URL, "http://"), "{{API_HOST}}").Replace
+	hide := strings.NewReplacer(e.dir, "{{DIR}}", e.f.URL, "{{API}}", strings.TrimPrefix(e.f.URL, "http://"), "{{API_HOST}}",
+		runtime.Version()+", "+runtime.GOOS+"/"+runtime.GOARCH, "{{GO}}").Replace
 	var b strings.Builder
 	fmt.Fprintf(&b, "$ surge %s\n", line)
 	b.WriteString(hide(out.String()))
@@ -242,6 +244,7 @@ func TestVerbsGolden(t *testing.T) {
 		{name: "ls", lines: []string{"ls", "ls -A", "revisions hello"}},
 		{name: "logs", lines: []string{"logs hello --revision hello-00003 --tail 3", "logs hello --replica hello-00003-j8k9l --tail 2 -f"}},
 		{name: "nodes", lines: []string{"nodes", "nodes node-2", "nodes nope"}},
+		{name: "version", lines: []string{"version", "version --client", "version --api http://127.0.0.1:1"}},
 		{name: "scale-rm", lines: []string{"scale hello --min 2 --max 4", "rm world", "rm world"}},
 		{name: "build", setup: func(e *verbEnv) { e.write("src/main.go", "package main\n") }, lines: []string{"build {{DIR}}/src -t hi:v1 --arch amd64"}},
 		{name: "contexts", setup: func(e *verbEnv) {

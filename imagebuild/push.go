@@ -31,6 +31,7 @@ type TooLargeError struct {
 	Message string
 }
 
+// Error says the image is too large, in the registry's words.
 func (e *TooLargeError) Error() string { return "image too large: " + e.Message }
 
 // Push uploads img to ref ("HOST[:PORT]/REPO:TAG"), skipping the blobs the
