@@ -135,7 +135,7 @@ func (c *Client) send(ctx context.Context, method, path string, body any) (*http
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w at %s: %v", ErrUnreachable, c.base, err)
+		return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, c.base, err)
 	}
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()
@@ -354,7 +354,7 @@ func (c *Client) Open(ctx context.Context, url string) (io.ReadCloser, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w at %s: %v", ErrUnreachable, url, err)
+		return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, url, err)
 	}
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()

@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane/apiserver"
 	"github.com/surgeplatform/surge/controlplane/auth"
@@ -209,6 +210,11 @@ func (s *Server) build(cli *clientv3.Client, ca *pki.CA) (*parts, error) {
 	if p.controllers, err = controllers.New(s.cfg.Controllers, p.store, s.log, s.clock, s.cfg.Name, p.scaler.Run); err != nil {
 		return nil, err
 	}
+	resolver := &imageResolver{store: p.store, images: p.images, own: s.ownRegistry, timeout: s.cfg.ResolveTimeout}
+	var urls func(api.Key) string
+	if s.cfg.GatewayURL != "" {
+		urls, _ = functionURLs(s.cfg.GatewayURL) // checked by Validate
+	}
 	p.api, err = apiserver.New(apiserver.Config{
 		Store: p.store, Tokens: p.tokens, Log: s.log, Registerer: s.registerer, Gatherer: s.gatherer,
 		Version:        s.version,
@@ -217,6 +223,9 @@ func (s *Server) build(cli *clientv3.Client, ca *pki.CA) (*parts, error) {
 		NodeSubnetBits: s.cfg.NodeSubnetBits,
 		Extra:          registryRoutes(p.images),
 		OnActivate:     p.scaler.Activated,
+		FunctionURL:    urls,
+		ResolveImage:   resolver.resolve,
+		Load:           store.NewGatewayLoad(p.store, s.cfg.Autoscaling.StatsMaxAge),
 		SignCSR: func(csr []byte, cn string, hosts []string) ([]byte, []byte, error) {
 			cert, err := ca.SignCSR(csr, cn, hosts, s.clock.Now())
 			return cert, ca.CertPEM, err

@@ -16,6 +16,8 @@
 //	GET    /v1/nodes[/NAME], POST, PUT, DELETE nodes have no namespace
 //	PUT    /v1/nodes/NAME/lease                a node agent's heartbeat
 //	POST   /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/ID
+//	GET    /v1/stats                           the gateways' load per revision
+//	*      /v2/...                             the OCI registry (bearer, or basic with the token as password)
 //
 // A watch answers newline-delimited JSON api.WatchEvent values. It resumes
 // from ?resourceVersion=N (the list's, or the last event's). When N has been
@@ -38,6 +40,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/autoscaler"
 	"github.com/surgeplatform/surge/controlplane/auth"
 	"github.com/surgeplatform/surge/controlplane/store"
 	"github.com/surgeplatform/surge/internal/clock"
@@ -78,6 +81,24 @@ type Config struct {
 	// Extra mounts more handlers on the authenticated mux (the registry),
 	// keyed by pattern, with the resource name the role check uses.
 	Extra []Route
+	// FunctionURL, when set, says where the gateway serves a function; it
+	// fills FunctionStatus.URL in every answer about functions.
+	FunctionURL func(api.Key) string
+	// ResolveImage, when set, returns the digest a function's image names
+	// now, which its new revision pins (api.RevisionSpec.ImageDigest). It
+	// may block on a registry; an *api.Error refuses the deploy, any other
+	// error leaves the revision unpinned. It is called from request
+	// goroutines, concurrently.
+	ResolveImage func(ctx context.Context, f *api.Function) (digest string, err error)
+	// Load, when set, serves GET /v1/stats: the gateways' latest load per
+	// revision.
+	Load LoadSource
+}
+
+// LoadSource is the gateways' summed load per revision (store.GatewayLoad).
+// It is called from request goroutines, concurrently, and reads etcd.
+type LoadSource interface {
+	Load(ctx context.Context, now time.Time) (map[api.Key]autoscaler.Load, error)
 }
 
 // Route is a handler mounted beside the API.
@@ -195,6 +216,14 @@ func (s *Server) routes() {
 		create:   s.createFunction,
 		replace:  s.replaceFunction,
 		delete:   s.cfg.Store.DeleteFunction,
+		show:     s.showFunctions,
+	})
+	registerKind(s, kindOps[api.PullSecret]{
+		validate: api.ValidatePullSecret,
+		create:   createOnly[api.PullSecret](s),
+		replace:  replaceOnly[api.PullSecret](s),
+		delete:   deleteOne[api.PullSecret](s),
+		redact:   redactPullSecret,
 	})
 	registerKind(s, kindOps[api.Revision]{})
 	registerKind(s, kindOps[api.Traffic]{
@@ -230,6 +259,7 @@ func (s *Server) routes() {
 	s.tokenRoutes()
 	s.activateRoutes()
 	s.statsRoutes()
+	s.loadRoutes()
 	s.certificateRoutes()
 	s.heartbeatRoutes()
 	for _, rt := range s.cfg.Extra {
@@ -258,6 +288,11 @@ func (s *Server) handle(pattern, resource string, verb auth.Verb, h http.Handler
 		}()
 		tok, err := s.authenticate(r)
 		if err != nil {
+			if strings.HasPrefix(r.URL.Path, "/v2/") {
+				// The distribution spec's challenge: docker and crane then
+				// send their credentials, the password being a token.
+				sw.Header().Set("WWW-Authenticate", `Basic realm="surge"`)
+			}
 			writeError(sw, s.cfg.Log, err)
 			return
 		}
@@ -280,6 +315,13 @@ func verbWord(v auth.Verb) string {
 func (s *Server) authenticate(r *http.Request) (auth.Token, error) {
 	h := r.Header.Get("Authorization")
 	bearer, ok := strings.CutPrefix(h, "Bearer ")
+	if registry := strings.HasPrefix(r.URL.Path, "/v2/"); registry && !ok {
+		// docker login and crane send the token as a basic-auth password
+		// (any user name), after the challenge unauthorized sets.
+		if _, pass, basic := r.BasicAuth(); basic {
+			bearer, ok = pass, true
+		}
+	}
 	if !ok || bearer == "" {
 		return auth.Token{}, unauthorized("missing bearer token: send \"Authorization: Bearer TOKEN\" (the token is in your client config)")
 	}
