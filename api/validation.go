@@ -249,6 +249,44 @@ func (v *validator) functionSpec(p string, s *FunctionSpec) {
 	}
 	v.duration(p+".scaling.scaleToZeroGrace", sc.ScaleToZeroGrace, 0, MaxTimeout)
 	v.duration(p+".scaling.stableWindow", sc.StableWindow, 6*time.Second, MaxTimeout)
+	seenSecret := map[string]bool{}
+	for i, n := range s.ImagePullSecrets {
+		f := fmt.Sprintf("%s.imagePullSecrets[%d]", p, i)
+		switch {
+		case ValidateName(n) != nil:
+			v.add(f, "%q %s", n, NameRule)
+		case seenSecret[n]:
+			v.add(f, "%q is named twice", n)
+		}
+		seenSecret[n] = true
+	}
+}
+
+// ValidatePullSecret checks a PullSecret and reports every problem at once.
+func ValidatePullSecret(ps *PullSecret) error {
+	var v validator
+	v.meta(&ps.Metadata, true)
+	s := &ps.Spec
+	switch {
+	case s.Registry == "":
+		v.add("spec.registry", "is required: the registry's host[:port], e.g. \"ghcr.io\"")
+	case strings.ContainsAny(s.Registry, "/ \t@") || strings.Contains(s.Registry, "://"):
+		v.add("spec.registry", "%q must be a host[:port] without scheme or path, e.g. \"ghcr.io\"", s.Registry)
+	default:
+		if _, err := name.NewRegistry(s.Registry); err != nil {
+			v.add("spec.registry", "%q is not a registry host: %v", s.Registry, err)
+		}
+	}
+	if s.Username == "" && s.Password == "" {
+		v.add("spec.password", "is required: a password or token (and a username if the registry wants one)")
+	}
+	if strings.ContainsAny(s.Username, ":\r\n") {
+		v.add("spec.username", "must not contain ':' or line breaks")
+	}
+	if strings.ContainsAny(s.Password, "\r\n") {
+		v.add("spec.password", "must not contain line breaks")
+	}
+	return v.result()
 }
 
 // ValidateTraffic checks a Traffic object of the named function.

@@ -35,6 +35,8 @@ func TestLogsGoThroughTheAPI(t *testing.T) {
 			return
 		}
 		switch {
+		case r.URL.Path == "/v1/namespaces/default/functions/hello":
+			writeFakeJSON(w, http.StatusOK, api.Function{Metadata: api.ObjectMeta{Name: "hello", Namespace: "default"}})
 		case r.URL.Path == "/v1/namespaces/default/replicas":
 			l := api.List[api.Replica]{Items: []api.Replica{
 				{Metadata: api.ObjectMeta{Name: "hello-00001-aaaaa", Namespace: "default"}, Spec: api.ReplicaSpec{Function: "hello", Revision: "hello-00001", NodeName: "n1"}},
@@ -77,6 +79,7 @@ func TestLogsGoThroughTheAPI(t *testing.T) {
 		got := slices.Sorted(slices.Values(asked))
 		mu.Unlock()
 		want := []string{
+			"GET /v1/namespaces/default/functions/hello",
 			"GET /v1/namespaces/default/replicas/hello-00001-aaaaa/log" + q,
 			"GET /v1/namespaces/default/replicas/hello-00001-bbbbb/log" + q,
 			"GET /v1/namespaces/default/replicas?function=hello",

@@ -8,13 +8,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"strings"
+	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/imagebuild"
 )
 
 // Streams are the command's standard input and outputs.
@@ -27,6 +32,7 @@ type Streams struct {
 // the roles are composed (cmd/surge), read them through its methods.
 type Globals struct {
 	configPath string
+	context    string
 	server     string
 	token      string
 	namespace  string
@@ -47,17 +53,12 @@ func (g *Globals) newClient() (*client.Client, error) {
 	return client.New(cfg)
 }
 
-// clientConfig reads the client config and applies --api, --token, -n.
+// clientConfig reads the client config (its current context, or
+// --context's) and applies --api, --token, -n and --ca-file.
 func (g *Globals) clientConfig() (*client.Config, error) {
-	path := g.configPath
-	if path == "" {
-		path = client.DefaultConfigPath()
-	}
-	cfg, err := client.LoadConfig(path)
-	if errors.Is(err, client.ErrNoConfig) {
-		if g.server == "" {
-			return nil, fmt.Errorf("no client config at %s: start a server with `surge up` (it writes one), or pass --api and --token", path)
-		}
+	path := g.UserConfigPath()
+	cfg, err := g.contextConfig(path)
+	if errors.Is(err, client.ErrNoConfig) && g.server != "" {
 		cfg, err = &client.Config{}, nil
 	}
 	if err != nil {
@@ -80,6 +81,30 @@ func (g *Globals) clientConfig() (*client.Config, error) {
 		cfg.CertificateAuthority = string(b)
 	}
 	return cfg, nil
+}
+
+// contextConfig reads the context the verbs use from the config at path,
+// with errors that say what to do.
+func (g *Globals) contextConfig(path string) (*client.Config, error) {
+	f, err := client.LoadFile(path)
+	if errors.Is(err, client.ErrNoConfig) {
+		return nil, fmt.Errorf("%w at %s: start Surge with `surge up` (it writes one), or `surge login URL --token-file FILE`, or pass --api and --token", client.ErrNoConfig, path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if g.context != "" {
+		cfg, err := f.Context(g.context)
+		if err != nil {
+			return nil, fmt.Errorf("--context %q is not in %s: `surge config get-contexts` lists them", g.context, path)
+		}
+		return cfg, nil
+	}
+	cfg, err := f.Current()
+	if errors.Is(err, client.ErrNoContext) {
+		return nil, fmt.Errorf("%s names no current context that it has (%q): `surge config use-context NAME` chooses one", path, f.CurrentContext)
+	}
+	return cfg, err
 }
 
 // ClientConfig reads the client config and applies --api, --token, -n and
@@ -118,9 +143,33 @@ func Usagef(format string, args ...any) error { return usagef(format, args...) }
 // cmd/surge), with the streams and the global flags.
 type Verb func(s Streams, g *Globals) *cobra.Command
 
+// deps are what the verbs take from the world besides the API and the
+// streams: the clock, files, the image tools and an HTTP client. Tests
+// replace them to run whole command lines.
+type deps struct {
+	now      func() time.Time
+	getenv   func(string) string
+	readFile func(string) ([]byte, error)
+	build    func(context.Context, imagebuild.Options) (v1.Image, error)
+	load     func(file string) (v1.Image, error)
+	push     func(context.Context, v1.Image, string, imagebuild.PushOptions) (string, error)
+	// http sends invoke's requests; nil is localhostClient's.
+	http *http.Client
+}
+
+// realDeps are the process's.
+func realDeps() deps {
+	return deps{now: time.Now, getenv: os.Getenv, readFile: os.ReadFile,
+		build: imagebuild.Build, load: imagebuild.LoadArchive, push: imagebuild.Push}
+}
+
 // NewRootCmd builds the `surge` command tree: the client verbs, and more
 // verbs given by the caller.
 func NewRootCmd(s Streams, version string, more ...Verb) *cobra.Command {
+	return newRootCmd(s, version, realDeps(), more...)
+}
+
+func newRootCmd(s Streams, version string, d deps, more ...Verb) *cobra.Command {
 	g := &Globals{version: version}
 	root := &cobra.Command{
 		Use:           "surge",
@@ -137,6 +186,7 @@ func NewRootCmd(s Streams, version string, more ...Verb) *cobra.Command {
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.configPath, "config", "", "client config file (default $SURGE_CONFIG, else ~/.surge/config.yaml)")
+	pf.StringVar(&g.context, "context", "", "the client config's context (server) to use, instead of its current one")
 	pf.StringVar(&g.server, "api", "", "API server URL, overriding the config's")
 	pf.StringVar(&g.token, "token", "", "API token, overriding the config's")
 	pf.StringVar(&g.caFile, "ca-file", "", "PEM of the CA that signed the API's certificate, overriding the config's")
@@ -147,18 +197,27 @@ func NewRootCmd(s Streams, version string, more ...Verb) *cobra.Command {
 		root.AddCommand(v(s, g))
 	}
 	root.AddCommand(
-		newBuildCmd(s, g.newClient),
-		newDeployCmd(s, g.newClient),
-		newLsCmd(s, g.newClient),
-		newDescribeCmd(s, g.newClient),
-		newRevisionsCmd(s, g.newClient),
+		newInitCmd(s),
+		newBuildCmd(s, g.newClient, d),
+		newDeployCmd(s, g.newClient, d),
+		newApplyCmd(s, g.newClient, d),
+		newInvokeCmd(s, g.newClient, d),
+		newLsCmd(s, g.newClient, d),
+		newDescribeCmd(s, g.newClient, d),
+		newRevisionsCmd(s, g.newClient, d),
 		newRmCmd(s, g.newClient),
-		newScaleCmd(s, g.newClient),
-		newNodesCmd(s, g.newClient),
+		newScaleCmd(s, g.newClient, d),
+		newNodesCmd(s, g.newClient, d),
 		newLogsCmd(s, g.newClient),
+		newPullSecretCmd(s, g.newClient, d),
+		newLoginCmd(s, g, d),
+		newConfigCmd(s, g),
 		newVersionCmd(s, g),
 	)
 	root.CompletionOptions.HiddenDefaultCmd = false
+	_ = root.RegisterFlagCompletionFunc("context", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return contextNames(g.UserConfigPath()), cobra.ShellCompDirectiveNoFileComp
+	})
 	for _, c := range root.Commands() {
 		wrapArgs(c)
 	}
@@ -182,18 +241,35 @@ func wrapArgs(c *cobra.Command) {
 // Execute runs the CLI and returns the process exit code: 0, 1 for a
 // failure, 2 for a usage error. Errors are one line on stderr.
 func Execute(ctx context.Context, args []string, s Streams, version string, more ...Verb) int {
-	root := NewRootCmd(s, version, more...)
+	return execute(ctx, args, s, version, realDeps(), more...)
+}
+
+func execute(ctx context.Context, args []string, s Streams, version string, d deps, more ...Verb) int {
+	root := newRootCmd(s, version, d, more...)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(s.Err, "surge: "+oneLine(err))
+	fmt.Fprintln(s.Err, "surge: "+oneLine(withHint(err)))
 	var ue *usageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") {
 		return 2
 	}
 	return 1
+}
+
+// withHint adds what to do to the errors any verb may meet.
+func withHint(err error) error {
+	if !errors.Is(err, client.ErrUnreachable) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	const what = "is Surge running? Start it with `surge up`, or check the server of your context (surge config get-contexts) or --api"
+	var op *net.OpError
+	if errors.As(err, &op) && op.Addr != nil {
+		return fmt.Errorf("cannot reach the API at %s (%v): %s", op.Addr, op.Err, what)
+	}
+	return fmt.Errorf("%w: %s", err, what)
 }
 
 // oneLine flattens an error's text to one line.
@@ -218,7 +294,9 @@ func describeAPIErrorFlags(kind, name string, err error, flags map[string]string
 	obj := fmt.Sprintf("%s %q", kind, name)
 	switch {
 	case ae.Code == 401:
-		return fmt.Errorf("%s: %s (check the token in your client config, or --token)", obj, ae.Message)
+		return fmt.Errorf("%s: %s: log in again with `surge login URL --token-file FILE`, or pass --token", obj, ae.Message)
+	case ae.Code == 404 && name != "" && listVerb[kind] != "":
+		return fmt.Errorf("%s not found: `%s` lists them", obj, listVerb[kind])
 	case ae.Code == 403:
 		return fmt.Errorf("%s: %s", obj, ae.Message)
 	case len(ae.Causes) > 0:
@@ -231,6 +309,12 @@ func describeAPIErrorFlags(kind, name string, err error, flags map[string]string
 		return fmt.Errorf("%s: %s", obj, fieldSentence(ae.Field, ae.Message, flags))
 	}
 	return fmt.Errorf("%s", ae.Message)
+}
+
+// listVerb is the verb that lists the objects of a kind, for "not found".
+var listVerb = map[string]string{
+	"function":    "surge ls",
+	"pull secret": "surge pull-secret ls",
 }
 
 // flagOf maps object fields to the flags that set them.
@@ -248,6 +332,8 @@ var flagOf = map[string]string{
 	"spec.scaling.target":           "--target",
 	"spec.scaling.scaleToZeroGrace": "--scale-to-zero-grace",
 	"spec.scaling.stableWindow":     "--window",
+	"spec.readiness.path":           "--readiness-path",
+	"metadata.labels":               "--label",
 }
 
 func fieldSentence(field, msg string, flags map[string]string) string {
@@ -259,6 +345,11 @@ func fieldSentence(field, msg string, flags map[string]string) string {
 	}
 	if strings.HasPrefix(field, "spec.env[") {
 		return "--env " + msg
+	}
+	for prefix, flag := range map[string]string{"spec.command[": "--command", "spec.args[": "--arg", "spec.imagePullSecrets[": "--pull-secret", "metadata.labels[": "--label"} {
+		if strings.HasPrefix(field, prefix) {
+			return flag + " " + msg
+		}
 	}
 	return field + " " + msg
 }

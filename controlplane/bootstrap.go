@@ -77,8 +77,11 @@ func (s *Server) bootstrap(ctx context.Context, tokens *auth.Store, caPEM []byte
 	if s.cfg.WriteUserConfig && s.cfg.UserConfigPath != "" {
 		// Write it when absent, or when it is for this same API (a data dir
 		// made anew has a new CA and token); leave anyone else's alone.
-		old, err := client.LoadConfig(s.cfg.UserConfigPath)
-		if errors.Is(err, client.ErrNoConfig) || (err == nil && old.Server == cfg.Server && old.Token != cfg.Token) {
+		// A file of several contexts has the context for this API updated,
+		// the others kept.
+		f, err := client.LoadFile(s.cfg.UserConfigPath)
+		switch {
+		case errors.Is(err, client.ErrNoConfig):
 			if err := os.MkdirAll(filepath.Dir(s.cfg.UserConfigPath), 0o700); err != nil {
 				return nil, fmt.Errorf("write client config: %w", err)
 			}
@@ -86,6 +89,19 @@ func (s *Server) bootstrap(ctx context.Context, tokens *auth.Store, caPEM []byte
 				return nil, err
 			}
 			s.log.Info("wrote client config", "path", s.cfg.UserConfigPath)
+		case err == nil:
+			changed := false
+			for i := range f.Contexts {
+				if c := &f.Contexts[i]; c.Server == cfg.Server && c.Token != cfg.Token {
+					c.Token, c.CertificateAuthority, changed = cfg.Token, cfg.CertificateAuthority, true
+				}
+			}
+			if changed {
+				if err := f.Save(s.cfg.UserConfigPath); err != nil {
+					return nil, err
+				}
+				s.log.Info("updated client config", "path", s.cfg.UserConfigPath)
+			}
 		}
 	}
 	return cfg, nil

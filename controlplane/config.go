@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -58,6 +59,17 @@ type Config struct {
 	// controller at gossip speed. GossipJoin are members to join.
 	GossipAddr string
 	GossipJoin []string
+	// GatewayURL is the base URL of the gateways as clients reach them,
+	// e.g. "http://surge.localhost:8080": a function NAME is then served
+	// at http://NAME.surge.localhost:8080 (NAME.NAMESPACE.… outside the
+	// default namespace), the URL the API reports in FunctionStatus.URL.
+	// Its host is the gateways' --domain. Empty reports no URL.
+	GatewayURL string
+	// ResolveTimeout bounds how long a deploy waits for another registry
+	// to say what digest a tag names, to pin the revision to it; a slow
+	// or unreachable registry leaves the revision unpinned. Images in the
+	// built-in registry resolve without the network.
+	ResolveTimeout time.Duration
 	// Registerer takes the server's metrics (the API's, the autoscaler's),
 	// and the API serves them at /metrics, so it must be a
 	// prometheus.Gatherer too (a *prometheus.Registry); it takes the
@@ -85,6 +97,7 @@ func DefaultConfig() Config {
 		NodeSubnetBits:      24,
 		Controllers:         controllers.DefaultConfig(),
 		Autoscaling:         autoscaling.DefaultConfig(),
+		ResolveTimeout:      5 * time.Second,
 	}
 }
 
@@ -125,6 +138,9 @@ func (c Config) withDefaults() Config {
 	if c.Controllers == (controllers.Config{}) {
 		c.Controllers = d.Controllers
 	}
+	if c.ResolveTimeout == 0 {
+		c.ResolveTimeout = d.ResolveTimeout
+	}
 	if c.Autoscaling.Tick == 0 {
 		c.Autoscaling = d.Autoscaling
 	}
@@ -158,6 +174,14 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--pod-cidr %q: want an IPv4 CIDR like 10.244.0.0/16", c.PodCIDR))
 	} else if c.NodeSubnetBits < p.Bits() || c.NodeSubnetBits > 30 {
 		errs = append(errs, fmt.Errorf("node subnet /%d: want between /%d (the pod CIDR) and /30", c.NodeSubnetBits, p.Bits()))
+	}
+	if c.GatewayURL != "" {
+		if _, err := functionURLs(c.GatewayURL); err != nil {
+			errs = append(errs, fmt.Errorf("--gateway-url %q: %w", c.GatewayURL, err))
+		}
+	}
+	if c.ResolveTimeout < 0 {
+		errs = append(errs, fmt.Errorf("config ResolveTimeout %s: want >= 0", c.ResolveTimeout))
 	}
 	if !filepath.IsAbs(c.DataDir) {
 		errs = append(errs, fmt.Errorf("--data-dir %q: want an absolute path", c.DataDir))

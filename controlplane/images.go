@@ -2,7 +2,18 @@ package controlplane
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/controlplane/apiserver"
@@ -46,7 +57,8 @@ func (s *Server) collectImages(ctx context.Context, st *store.Store, reg *regist
 }
 
 // collectImagesOnce keeps the images every Function and Revision names
-// (every revision, not only the serving ones: rollback needs them). Any
+// (every revision, not only the serving ones: rollback needs them), by
+// tag and by the digest each revision pinned. Any
 // failure to list them skips the round, since GC with a partial keep set
 // would delete live images.
 func collectImagesOnce(ctx context.Context, st *store.Store, reg *registry.Registry) (registry.GCResult, error) {
@@ -63,11 +75,169 @@ func collectImagesOnce(ctx context.Context, st *store.Store, reg *registry.Regis
 		refs = append(refs, f.Spec.Image)
 	}
 	for _, r := range revs {
-		refs = append(refs, r.Spec.Template.Image)
+		// The tag, and the digest the revision runs: a tag moved since
+		// must not take the revision's image with it.
+		refs = append(refs, r.Spec.Template.Image, r.Spec.Image())
 	}
 	keep, err := registry.KeepReferences(refs)
 	if err != nil {
 		return registry.GCResult{}, err
 	}
 	return reg.GC(ctx, keep)
+}
+
+// functionURLs returns how a function's URL is made from the gateways'
+// base URL: NAME.HOST in the default namespace, NAME.NAMESPACE.HOST in
+// others, which is how the gateway routes hosts under its --domain.
+func functionURLs(base string) (func(api.Key) string, error) {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+		return nil, errors.New("want the gateways' URL, like http://surge.localhost:8080")
+	}
+	if strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.User != nil {
+		return nil, errors.New("want a scheme and host[:port] only: functions are served at NAME.HOST")
+	}
+	scheme, host := u.Scheme, u.Host
+	return func(k api.Key) string {
+		if k.Namespace == "" || k.Namespace == api.DefaultNamespace {
+			return scheme + "://" + k.Name + "." + host
+		}
+		return scheme + "://" + k.Name + "." + k.Namespace + "." + host
+	}, nil
+}
+
+// imageResolver pins deploys: it returns the digest a function's image
+// names now (apiserver.Config.ResolveImage). Images in the built-in
+// registry are read from it directly; others are asked with a HEAD,
+// authenticated with the namespace's matching pull secret.
+type imageResolver struct {
+	store   *store.Store
+	images  *registry.Registry
+	own     func(host string) bool
+	timeout time.Duration
+	// transport reaches other registries; nil is the default.
+	transport http.RoundTripper
+}
+
+// resolve implements apiserver.Config.ResolveImage.
+func (r *imageResolver) resolve(ctx context.Context, f *api.Function) (string, error) {
+	secrets, err := r.pullSecrets(ctx, f)
+	if err != nil {
+		return "", err
+	}
+	ref, err := name.ParseReference(f.Spec.Image)
+	if err != nil {
+		return "", err // validation has refused it already
+	}
+	if d, ok := ref.(name.Digest); ok {
+		return d.DigestStr(), nil
+	}
+	host := ref.Context().RegistryStr()
+	if r.own(host) {
+		d, err := r.images.Resolve(ref.Context().RepositoryStr(), ref.Identifier())
+		if err != nil {
+			return "", err
+		}
+		return d.String(), nil
+	}
+	if reservedName(ref.Context().RegistryStr()) {
+		return "", fmt.Errorf("%s is a reserved name (RFC 6761): not asked", host)
+	}
+	var auth authn.Authenticator = authn.Anonymous
+	for _, s := range secrets {
+		if api.NormalizeRegistry(s.Spec.Registry) == api.NormalizeRegistry(host) {
+			auth = &authn.Basic{Username: s.Spec.Username, Password: s.Spec.Password}
+			break
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	opts := []remote.Option{remote.WithContext(rctx), remote.WithAuth(auth), remote.WithUserAgent("surge")}
+	if r.transport != nil {
+		opts = append(opts, remote.WithTransport(r.transport))
+	}
+	desc, err := remote.Head(ref, opts...)
+	if err != nil {
+		return "", err
+	}
+	return desc.Digest.String(), nil
+}
+
+// pullSecrets returns the pull secrets f may use: the ones it names, each
+// of which must exist, or else every one of its namespace.
+func (r *imageResolver) pullSecrets(ctx context.Context, f *api.Function) ([]api.PullSecret, error) {
+	all, _, err := store.List[api.PullSecret](ctx, r.store, store.Scope{Namespace: f.Metadata.Namespace})
+	if err != nil {
+		return nil, err
+	}
+	if len(f.Spec.ImagePullSecrets) == 0 {
+		return all, nil
+	}
+	byName := map[string]api.PullSecret{}
+	for _, s := range all {
+		byName[s.Metadata.Name] = s
+	}
+	var out []api.PullSecret
+	var errs api.FieldErrors
+	for i, n := range f.Spec.ImagePullSecrets {
+		s, ok := byName[n]
+		if !ok {
+			errs = append(errs, api.FieldError{Field: fmt.Sprintf("spec.imagePullSecrets[%d]", i),
+				Message: fmt.Sprintf("pull secret %q does not exist in namespace %q: `surge pull-secret set %s --registry HOST …` makes it", n, f.Metadata.Namespace, n)})
+			continue
+		}
+		out = append(out, s)
+	}
+	if len(errs) > 0 {
+		return nil, api.Invalid(api.KindFunction, f.Metadata.Name, errs)
+	}
+	return out, nil
+}
+
+// reservedName reports whether a registry host is under a special-use
+// domain that never resolves on the Internet (RFC 6761: test, example,
+// invalid): tests deploy such images, and asking for them costs a lookup.
+func reservedName(host string) bool {
+	h := strings.ToLower(host)
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+		h = h[:i]
+	}
+	for _, tld := range []string{".test", ".example", ".invalid"} {
+		if strings.HasSuffix(h, tld) || h == tld[1:] {
+			return true
+		}
+	}
+	return false
+}
+
+// ownRegistry reports whether an image's registry host is this server's
+// registry: the API's port, and a name the API's certificate holds or an
+// address of this machine.
+func (s *Server) ownRegistry(host string) bool {
+	h, port, err := net.SplitHostPort(host)
+	if err != nil {
+		return false
+	}
+	_, apiPort, _ := net.SplitHostPort(s.addr)
+	if port != apiPort {
+		return false
+	}
+	h = strings.Trim(h, "[]")
+	if slices.Contains(s.apiHosts(), h) {
+		return true
+	}
+	ip := net.ParseIP(h)
+	if ip == nil {
+		return false
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }

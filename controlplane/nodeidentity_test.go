@@ -178,7 +178,7 @@ func TestNodeIdentity(t *testing.T) {
 	lookalike := apiLookalike(t, pkiDir)
 	_, nodeCert := in.NodeClient(other, "127.0.0.1")
 	for _, tc := range []struct {
-		name         string
+		name            string
 		serve, asClient tls.Certificate
 	}{{"a node's serving certificate", serving, nodeCert}, {"the node CA's API look-alike", lookalike, lookalike}} {
 		impostor := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))

@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane/apiserver"
 	"github.com/surgeplatform/surge/controlplane/auth"
@@ -219,6 +220,11 @@ func (s *Server) build(cli *clientv3.Client, c *certs) (*parts, error) {
 	if p.controllers, err = controllers.New(s.cfg.Controllers, p.store, s.log, s.clock, s.cfg.Name, p.scaler.Run); err != nil {
 		return nil, err
 	}
+	resolver := &imageResolver{store: p.store, images: p.images, own: s.ownRegistry, timeout: s.cfg.ResolveTimeout}
+	var urls func(api.Key) string
+	if s.cfg.GatewayURL != "" {
+		urls, _ = functionURLs(s.cfg.GatewayURL) // checked by Validate
+	}
 	p.api, err = apiserver.New(apiserver.Config{
 		Store: p.store, Tokens: p.tokens, Log: s.log, Registerer: s.registerer, Gatherer: s.gatherer,
 		Version:        s.version,
@@ -227,6 +233,9 @@ func (s *Server) build(cli *clientv3.Client, c *certs) (*parts, error) {
 		NodeSubnetBits: s.cfg.NodeSubnetBits,
 		Extra:          registryRoutes(p.images),
 		OnActivate:     p.scaler.Activated,
+		FunctionURL:    urls,
+		ResolveImage:   resolver.resolve,
+		Load:           store.NewGatewayLoad(p.store, s.cfg.Autoscaling.StatsMaxAge),
 		NodeCA:         c.nodes,
 		// Its own copy: the API keeps it for as long as it serves.
 		AgentClientCertificate: &c.agentClient,

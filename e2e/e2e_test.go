@@ -328,7 +328,7 @@ func TestReadmeQuickStart(t *testing.T) {
 	// A deploy whose image does not pull takes no traffic: it fails after
 	// its wait, saying why, and hello-00002 goes on answering.
 	_, errOut, code := c.surge("deploy", "hello", "--image", c.api+"/default/nope:v9", "--wait-timeout", "10s")
-	for _, want := range []string{"waiting for hello-00003: replica hello-00003-", "not found",
+	for _, want := range []string{"waiting for hello-00003 to be Ready: replica hello-00003-", "not found",
 		"revision hello-00003 has no Ready replica after 10s", "the traffic stays on hello-00002"} {
 		if code != 1 || !strings.Contains(errOut, want) {
 			t.Errorf("deploy of a missing image: exit %d, stderr lacks %q:\n%s", code, want, errOut)

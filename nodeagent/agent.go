@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -505,6 +506,40 @@ func (c *apiReplicas) revision(ctx context.Context, key api.Key) (*api.Revision,
 	c.mu.Unlock()
 	return rev, nil
 }
+
+// pullAuth returns the credentials of the pull secrets a revision's image
+// may be pulled with (see api.FunctionSpec.ImagePullSecrets): none for an
+// image in the control plane's registry, whose token the runtime has, so
+// that those cold starts make no extra call.
+func (c *apiReplicas) pullAuth(ctx context.Context, namespace string, t *api.FunctionSpec) ([]containers.RegistryAuth, error) {
+	host, ok := api.ImageRegistry(t.Image)
+	if u, err := url.Parse(c.api.Server()); !ok || (err == nil && api.NormalizeRegistry(u.Host) == host) {
+		return nil, nil
+	}
+	list, err := client.List[api.PullSecret](ctx, c.api, namespace, nil)
+	if err != nil {
+		return nil, err
+	}
+	var out []containers.RegistryAuth
+	for _, ps := range list.Items {
+		if api.NormalizeRegistry(ps.Spec.Registry) != host {
+			continue
+		}
+		if len(t.ImagePullSecrets) > 0 && !slices.Contains(t.ImagePullSecrets, ps.Metadata.Name) {
+			continue
+		}
+		out = append(out, containers.RegistryAuth{Host: ps.Spec.Registry, Username: ps.Spec.Username, Password: ps.Spec.Password})
+	}
+	return out, nil
+}
+
+// pullAuthAPI is the part of replicaAPI that reads pull secrets; the
+// supervisors' fakes may leave it out.
+type pullAuthAPI interface {
+	pullAuth(ctx context.Context, namespace string, t *api.FunctionSpec) ([]containers.RegistryAuth, error)
+}
+
+var _ pullAuthAPI = (*apiReplicas)(nil)
 
 func (c *apiReplicas) putStatus(ctx context.Context, r *api.Replica) error {
 	return c.api.Do(ctx, "PUT", client.ObjectPath[api.Replica](api.KeyOf(r))+"/status", r, nil)

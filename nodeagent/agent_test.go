@@ -30,6 +30,9 @@ type fakeRuntime struct {
 	startTime  time.Duration // how long Start takes
 	startHook  func()        // called as Start begins, when set
 	pullErr    error         // what EnsureImage returns
+	// crashCode, when set, makes each started container exit with it at
+	// once, before it listens.
+	crashCode *uint32
 }
 
 type fakeContainer struct {
@@ -85,6 +88,10 @@ func (f *fakeRuntime) Start(_ context.Context, s containers.Spec) (containers.Co
 	c, err := f.listen(s.ID)
 	if err != nil {
 		return containers.Container{}, err
+	}
+	if f.crashCode != nil {
+		c.ln.Close()
+		c.exit <- containers.Exit{Code: *f.crashCode, At: time.Now()}
 	}
 	f.containers[s.ID] = c
 	f.starts++

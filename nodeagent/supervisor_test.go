@@ -321,3 +321,13 @@ func TestSupervisorEndsAnAdoptedReplicasBoostAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestSupervisorSeesACrashAtStartAtOnce: a container that exits before it
+// answers fails its start then, not after StartTimeout, with its exit code.
+func TestSupervisorSeesACrashAtStartAtOnce(t *testing.T) {
+	s := newSupervised(t, nil)
+	code := uint32(2)
+	s.runtime.crashCode = &code
+	s.start(t)
+	s.waitWrites(t, starting("exited with code 2 before it was ready", 0))
+}

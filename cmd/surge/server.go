@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/surgeplatform/surge/cli"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane"
+	"github.com/surgeplatform/surge/gateway"
 	"github.com/surgeplatform/surge/nodeagent"
 )
 
@@ -50,6 +52,7 @@ func addServerFlags(c *cobra.Command, o *ServerOptions) {
 	f.StringVar(&o.Config.Name, "name", "", "this server's member name (default: the host name)")
 	f.StringSliceVar(&o.Config.TLSSANs, "tls-san", nil, "extra host names or IPs for the API certificate")
 	f.StringVar(&o.Config.PodCIDR, "pod-cidr", d.PodCIDR, "replica addresses; each node gets a /24 of it")
+	f.StringVar(&o.Config.GatewayURL, "gateway-url", "", "the gateways' URL as clients reach them, e.g. http://surge.example.com: functions are at NAME.HOST (surge up: http://DOMAIN:PORT of its gateway)")
 }
 
 func newServerCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
@@ -128,6 +131,9 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 		}
 		defer claim.Release()
 		o.Agent.claim, o.Agent.stopReplicas = claim, true
+		if o.Config.GatewayURL == "" {
+			o.Config.GatewayURL = "http://" + cmp.Or(o.Gateway.Domain, gateway.DefaultConfig().Domain) + portOf(cmp.Or(o.Gateway.Addr, gateway.DefaultConfig().Addr))
+		}
 	}
 	srv, err := controlplane.New(o.Config, log, o.Version)
 	if err != nil {
@@ -171,16 +177,15 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 		gwo.Client = client.Config{Server: admin.Server, CertificateAuthority: admin.CertificateAuthority, Token: srv.GatewayToken()}
 		gwo.JoinToken, gwo.GossipAddr, gwo.Join = srv.JoinToken(), "127.0.0.1:0", []string{ao.GossipAddr}
 		roles.Go(func() error { return wrap("gateway", runGateway(rctx, &gwo, prometheus.NewRegistry())) })
-		fmt.Fprintf(o.Out, `Surge is up. API: %s   data: %s
+		fmt.Fprintf(o.Out, `Surge is up. API: %s   gateway: %s   data: %s
 Client config: %s
 
 Try:
-  %s build examples/hello -t hello:v1
-  %s deploy hello --image <the image it printed>
-  curl http://hello.surge.localhost%s/
+  %s init hi && cd hi && %s deploy
+  %s invoke hi
 
 Press Ctrl-C to stop%s.
-`, admin.Server, o.Config.DataDir, o.Config.UserConfigPath, o.Self, o.Self, portOf(o.Gateway.Addr), stopNote(o.Agent.KeepReplicas))
+`, admin.Server, o.Config.GatewayURL, o.Config.DataDir, o.Config.UserConfigPath, o.Self, relSelf(o.Self), relSelf(o.Self), stopNote(o.Agent.KeepReplicas))
 	} else {
 		ca := filepath.Join(o.Config.DataDir, "pki", "ca.crt")
 		join := ""
@@ -247,4 +252,13 @@ func selfName() string {
 		return os.Args[0]
 	}
 	return "surge"
+}
+
+// relSelf is self as seen from a directory one level down ("../bin/surge"
+// after `cd hi`), for the commands printed.
+func relSelf(self string) string {
+	if strings.Contains(self, "/") && !filepath.IsAbs(self) {
+		return filepath.Join("..", self)
+	}
+	return self
 }

@@ -232,3 +232,27 @@ func (s *Server) nodeReadsRevision(ctx context.Context, key api.Key) error {
 	}
 	return forbidden("%s may not read revision %s: no replica of it is bound to the node", p.Name(), key.Name)
 }
+
+// nodeReadsPullSecrets lets a node read the pull secrets of a namespace
+// only when a replica of that namespace is bound to it (it may have to
+// pull that replica's image), as Kubernetes' node authorizer lets a kubelet
+// read the secrets of its pods only.
+func (s *Server) nodeReadsPullSecrets(ctx context.Context, key api.Key) error {
+	p, isNode := asNode(ctx)
+	if !isNode {
+		return nil
+	}
+	if key.Namespace == "" {
+		return forbidden("%s may not read pull secrets of every namespace: it reads those of a namespace it runs replicas of", p.Name())
+	}
+	reps, _, err := store.List[api.Replica](ctx, s.cfg.Store, store.Scope{Namespace: key.Namespace})
+	if err != nil {
+		return err
+	}
+	for _, r := range reps {
+		if r.Spec.NodeName == p.Node {
+			return nil
+		}
+	}
+	return forbidden("%s may not read the pull secrets of namespace %s: no replica of it is bound to the node", p.Name(), key.Namespace)
+}

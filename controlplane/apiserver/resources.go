@@ -36,6 +36,10 @@ type kindOps[T any] struct {
 	// object) or a list or watch (key.Name is empty); it refuses with a
 	// 403 what the caller (principal(ctx)) may not read of the kind.
 	authorizeRead func(ctx context.Context, key api.Key) error
+	// redact, when set, blanks what the request's principal may not read
+	// of an object (a pull secret's password), in every answer: get, list,
+	// watch and writes.
+	redact func(ctx context.Context, obj *T)
 }
 
 // registerKind mounts the list, watch, get, create, replace and delete
@@ -89,6 +93,9 @@ func registerKind[T any, P api.ObjectPtr[T]](s *Server, ops kindOps[T]) {
 			writeError(w, s.cfg.Log, err)
 			return
 		}
+		if ops.redact != nil {
+			ops.redact(r.Context(), obj)
+		}
 		writeJSON(w, http.StatusOK, obj)
 	})
 	write := func(op func(context.Context, *T) (*T, int, error), nameFromPath bool) http.HandlerFunc {
@@ -117,6 +124,9 @@ func registerKind[T any, P api.ObjectPtr[T]](s *Server, ops kindOps[T]) {
 			if err != nil {
 				writeError(w, s.cfg.Log, err)
 				return
+			}
+			if ops.redact != nil {
+				ops.redact(r.Context(), out)
 			}
 			writeJSON(w, code, out)
 		}
@@ -245,7 +255,7 @@ func listOrWatch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r 
 		scope.Function = fn
 	}
 	if isWatch(r) {
-		watch[T, P](s, w, r, scope, keep)
+		watch[T, P](s, w, r, scope, keep, ops.redact)
 		return
 	}
 	items, rev, err := store.List[T, P](r.Context(), s.cfg.Store, scope)
@@ -265,13 +275,18 @@ func listOrWatch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r 
 			return
 		}
 	}
+	if ops.redact != nil {
+		for i := range kept {
+			ops.redact(r.Context(), &kept[i])
+		}
+	}
 	writeJSON(w, http.StatusOK, api.List[T]{ResourceVersion: strconv.FormatInt(rev, 10), Items: kept})
 }
 
 // watch streams one JSON event per line until the client goes away or the
 // watch ends; an ending watch sends an ERROR event first, so the client
 // knows to resume (or, for 410, to list again).
-func watch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r *http.Request, scope store.Scope, keep func(*T) bool) {
+func watch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r *http.Request, scope store.Scope, keep func(*T) bool, redact func(context.Context, *T)) {
 	rev, err := store.ParseVersion(r.URL.Query().Get("resourceVersion"))
 	if err != nil {
 		writeError(w, s.cfg.Log, err)
@@ -304,6 +319,11 @@ func watch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r *http.
 			return
 		}
 		events = slices.DeleteFunc(events, func(e api.WatchEvent[*T]) bool { return !keep(e.Object) })
+		if redact != nil {
+			for _, e := range events {
+				redact(r.Context(), e.Object)
+			}
+		}
 		if len(events) == 0 {
 			// Nothing the client asked for: still tell it how far it got.
 			events = append(events, api.WatchEvent[*T]{Type: api.EventBookmark, ResourceVersion: strconv.FormatInt(at, 10)})

@@ -19,6 +19,8 @@
 //	POST   /v1/nodes/NAME/certificate          a node renews its certificate, or gets a serving one
 //	GET    /v1/namespaces/NS/replicas/NAME/log a replica's log, fetched from its agent (?follow=true)
 //	POST   /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/ID
+//	GET    /v1/stats                           the gateways' load per revision
+//	*      /v2/...                             the OCI registry (bearer, or basic with the token as password)
 //
 // A request authenticates with a bearer token (admin, viewer, gateway; the
 // join token only bootstraps) or, for a node, with its client certificate
@@ -48,6 +50,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/autoscaler"
 	"github.com/surgeplatform/surge/controlplane/auth"
 	"github.com/surgeplatform/surge/controlplane/pki"
 	"github.com/surgeplatform/surge/controlplane/store"
@@ -96,6 +99,24 @@ type Config struct {
 	// Extra mounts more handlers on the authenticated mux (the registry),
 	// keyed by pattern, with the resource name the role check uses.
 	Extra []Route
+	// FunctionURL, when set, says where the gateway serves a function; it
+	// fills FunctionStatus.URL in every answer about functions.
+	FunctionURL func(api.Key) string
+	// ResolveImage, when set, returns the digest a function's image names
+	// now, which its new revision pins (api.RevisionSpec.ImageDigest). It
+	// may block on a registry; an *api.Error refuses the deploy, any other
+	// error leaves the revision unpinned. It is called from request
+	// goroutines, concurrently.
+	ResolveImage func(ctx context.Context, f *api.Function) (digest string, err error)
+	// Load, when set, serves GET /v1/stats: the gateways' latest load per
+	// revision.
+	Load LoadSource
+}
+
+// LoadSource is the gateways' summed load per revision (store.GatewayLoad).
+// It is called from request goroutines, concurrently, and reads etcd.
+type LoadSource interface {
+	Load(ctx context.Context, now time.Time) (map[api.Key]autoscaler.Load, error)
 }
 
 // NodeCA signs nodes' certificates and is the authority node client
@@ -228,6 +249,16 @@ func (s *Server) routes() {
 		create:   s.createFunction,
 		replace:  s.replaceFunction,
 		delete:   s.cfg.Store.DeleteFunction,
+		show:     s.showFunctions,
+	})
+	registerKind(s, kindOps[api.PullSecret]{
+		validate: api.ValidatePullSecret,
+		create:   createOnly[api.PullSecret](s),
+		replace:  replaceOnly[api.PullSecret](s),
+		delete:   deleteOne[api.PullSecret](s),
+		redact:   redactPullSecret,
+		// A node reads those of the namespaces it runs replicas of.
+		authorizeRead: s.nodeReadsPullSecrets,
 	})
 	registerKind(s, kindOps[api.Revision]{authorizeRead: s.nodeReadsRevision})
 	registerKind(s, kindOps[api.Traffic]{
@@ -263,6 +294,7 @@ func (s *Server) routes() {
 	s.tokenRoutes()
 	s.activateRoutes()
 	s.statsRoutes()
+	s.loadRoutes()
 	s.certificateRoutes()
 	s.heartbeatRoutes()
 	s.logRoutes()
@@ -292,6 +324,11 @@ func (s *Server) handle(pattern, resource string, verb auth.Verb, h http.Handler
 		}()
 		p, err := s.authenticate(r)
 		if err != nil {
+			if strings.HasPrefix(r.URL.Path, "/v2/") {
+				// The distribution spec's challenge: docker and crane then
+				// send their credentials, the password being a token.
+				sw.Header().Set("WWW-Authenticate", `Basic realm="surge"`)
+			}
 			writeError(sw, s.cfg.Log, err)
 			return
 		}
@@ -333,6 +370,13 @@ func (s *Server) authenticate(r *http.Request) (auth.Principal, error) {
 		return node, nil
 	}
 	bearer, ok := strings.CutPrefix(h, "Bearer ")
+	if registry := strings.HasPrefix(r.URL.Path, "/v2/"); registry && !ok {
+		// docker login and crane send the token as a basic-auth password
+		// (any user name), after the challenge unauthorized sets.
+		if _, pass, basic := r.BasicAuth(); basic {
+			bearer, ok = pass, true
+		}
+	}
 	if !ok || bearer == "" {
 		return auth.Principal{}, unauthorized("missing bearer token: send \"Authorization: Bearer TOKEN\" (the token is in your client config)")
 	}

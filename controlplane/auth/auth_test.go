@@ -105,7 +105,7 @@ func TestRoles(t *testing.T) {
 }
 
 func TestAllowed(t *testing.T) {
-	resources := []string{"functions", "revisions", "traffic", "scales", "replicas", "nodes",
+	resources := []string{"functions", "revisions", "traffic", "scales", "replicas", "nodes", "pullsecrets",
 		auth.ResourceTokens, auth.ResourceMetrics, auth.ResourceActivations, auth.ResourceStats, auth.ResourceRegistry,
 		auth.ResourceVersion, auth.ResourceWhoami, auth.ResourceLogs, auth.ResourceBootstrap, auth.ResourceCertificates}
 	node := auth.NodePrincipal("node-a", netip.MustParseAddr("10.0.0.5"))
@@ -123,7 +123,7 @@ func TestAllowed(t *testing.T) {
 			[]string{auth.ResourceActivations, auth.ResourceStats}},
 		// The join token: a node-role token that names no node.
 		{"join token", auth.Principal{Role: auth.RoleNode, ID: "j"}, nil, []string{auth.ResourceBootstrap}},
-		{"node certificate", node, []string{"revisions", "replicas", "nodes", auth.ResourceRegistry, auth.ResourceVersion, auth.ResourceWhoami},
+		{"node certificate", node, []string{"revisions", "replicas", "nodes", "pullsecrets", auth.ResourceRegistry, auth.ResourceVersion, auth.ResourceWhoami},
 			[]string{"replicas", "nodes", auth.ResourceCertificates}},
 		{"unknown role", auth.Principal{Role: "root", ID: "r"}, nil, nil},
 	} {

@@ -82,9 +82,10 @@ var readable = map[Role]map[string]bool{
 	RoleGateway: nil,
 	// A node reads what it needs: nodes and replicas (its own, and all of
 	// them for the replica network policy), the revisions of its
-	// replicas (the API checks which), and the images it pulls.
+	// replicas and the pull secrets of their namespaces (the API checks
+	// which), and the images it pulls.
 	RoleNode: {api.NodeKind.Plural: true, api.ReplicaKind.Plural: true, api.RevisionKind.Plural: true,
-		ResourceRegistry: true, ResourceVersion: true, ResourceWhoami: true},
+		api.PullSecretKind.Plural: true, ResourceRegistry: true, ResourceVersion: true, ResourceWhoami: true},
 }
 
 // writable lists, per role other than admin, the resources it may write.

@@ -151,7 +151,14 @@ func (r *Registry) appendUpload(req *http.Request, id string) (int64, error) {
 		want = end - start + 1
 		body = io.LimitReader(body, want)
 	}
-	n, err := io.Copy(f, body)
+	limit := r.cfg.MaxBlobSize - size
+	if want > limit || req.ContentLength > limit {
+		return 0, tooLarge(r.cfg.MaxBlobSize)
+	}
+	n, err := io.Copy(f, io.LimitReader(body, limit+1))
+	if err == nil && n > limit {
+		err = tooLarge(r.cfg.MaxBlobSize)
+	}
 	if err == nil && want >= 0 && n != want {
 		err = errorf(http.StatusBadRequest, "BLOB_UPLOAD_INVALID", "chunk has %d bytes, Content-Range says %d", n, want)
 	}
@@ -209,4 +216,9 @@ func syncAndHash(path string) (v1.Hash, error) {
 	}
 	h, _, err := v1.SHA256(f)
 	return h, err
+}
+
+// tooLarge is the answer to a blob that grows past the limit.
+func tooLarge(limit int64) *ociError {
+	return errorf(http.StatusRequestEntityTooLarge, "SIZE_INVALID", "blob is larger than the registry's limit of %d bytes", limit)
 }

@@ -173,6 +173,30 @@ func (r *Registry) repoExists(repo string) bool {
 	return exists(filepath.Join(r.repoDir(repo), "_manifests"))
 }
 
+// ErrUnknown is returned by Resolve for a repository, tag or manifest the
+// registry does not hold.
+var ErrUnknown = errors.New("registry: unknown image")
+
+// Resolve returns the digest of the manifest that ref (a tag, or a digest)
+// names in repo ("default/hello"): what a deploy pins its revision to.
+func (r *Registry) Resolve(repo, ref string) (v1.Hash, error) {
+	if len(repo) > 255 || !repoRE.MatchString(repo) {
+		return v1.Hash{}, fmt.Errorf("%w: invalid repository name %q", ErrUnknown, repo)
+	}
+	d, err := r.resolve(repo, ref)
+	var oe *ociError
+	if errors.As(err, &oe) {
+		return v1.Hash{}, fmt.Errorf("%w: %s", ErrUnknown, oe.Message)
+	}
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if !exists(r.manifestLink(repo, d)) {
+		return v1.Hash{}, fmt.Errorf("%w: manifest %s@%s is not in the registry", ErrUnknown, repo, d)
+	}
+	return d, nil
+}
+
 // resolve turns a tag or digest into the digest of a manifest of repo.
 func (r *Registry) resolve(repo, ref string) (v1.Hash, error) {
 	if !r.repoExists(repo) {

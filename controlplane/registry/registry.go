@@ -56,6 +56,11 @@ type Config struct {
 	// 4 MiB, like CNCF distribution: real manifests are a few KiB, and the
 	// bound stops a client from making the server buffer a huge body.
 	MaxManifestSize int64
+	// MaxBlobSize bounds one blob (a layer): an upload that grows past it
+	// is refused with 413, so that one push cannot fill the server's disk.
+	// 4 GiB by default, Docker Hub's order of magnitude; zero means the
+	// default.
+	MaxBlobSize int64
 	// GCGrace protects blobs, manifests, tags and uploads younger than it
 	// from GC: a push in flight (blobs first, manifest last) and an image
 	// pushed but not yet deployed survive. Longer keeps garbage longer;
@@ -72,6 +77,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		MaxManifestSize: 4 << 20,
+		MaxBlobSize:     4 << 30,
 		GCGrace:         time.Hour,
 		Log:             slog.New(slog.DiscardHandler),
 		Clock:           clock.Real(),
@@ -85,6 +91,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.GCGrace == 0 {
 		c.GCGrace = d.GCGrace
+	}
+	if c.MaxBlobSize == 0 {
+		c.MaxBlobSize = d.MaxBlobSize
 	}
 	if c.Log == nil {
 		c.Log = d.Log
@@ -101,6 +110,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxManifestSize <= 0 {
 		errs = append(errs, fmt.Errorf("registry MaxManifestSize %d: want > 0", c.MaxManifestSize))
+	}
+	if c.MaxBlobSize < 0 {
+		errs = append(errs, fmt.Errorf("registry MaxBlobSize %d: want >= 0", c.MaxBlobSize))
 	}
 	if c.GCGrace < 0 {
 		errs = append(errs, fmt.Errorf("registry GCGrace %s: want >= 0", c.GCGrace))

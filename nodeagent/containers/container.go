@@ -420,10 +420,19 @@ func (r *Runtime) Restart(ctx context.Context, id string) (Container, error) {
 func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
 	unlock := r.ids.Lock(id)
 	defer unlock()
-	return r.stop(r.nsctx(ctx), id, grace)
+	return r.stop(r.nsctx(ctx), id, grace, false)
 }
 
-func (r *Runtime) stop(ctx context.Context, id string, grace time.Duration) error {
+// Discard is Stop at once that keeps the replica's log: after a start that
+// failed, so that the next start appends to it and the lines that tell why
+// it crashed can still be read (surge deploy shows them). Stop removes it.
+func (r *Runtime) Discard(ctx context.Context, id string) error {
+	unlock := r.ids.Lock(id)
+	defer unlock()
+	return r.stop(r.nsctx(ctx), id, 0, true)
+}
+
+func (r *Runtime) stop(ctx context.Context, id string, grace time.Duration, keepLogs bool) error {
 	r.boosts.disarm(id)
 	ctr, err := r.loadContainer(ctx, id)
 	switch {
@@ -444,6 +453,9 @@ func (r *Runtime) stop(ctx context.Context, id string, grace time.Duration) erro
 	}
 	if err := os.RemoveAll(r.replicaDir(id)); err != nil {
 		return fmt.Errorf("stop replica %s: %w", id, err)
+	}
+	if keepLogs {
+		return nil
 	}
 	if err := r.removeLogs(id); err != nil {
 		return fmt.Errorf("stop replica %s: %w", id, err)
@@ -603,7 +615,7 @@ func (r *Runtime) RemoveOrphans(ctx context.Context, keep func(id string) bool) 
 		unlock := r.ids.Lock(id)
 		_, err := r.loadContainer(ctx, id)
 		if errors.Is(err, ErrNotFound) {
-			if err := r.stop(ctx, id, 0); err != nil {
+			if err := r.stop(ctx, id, 0, false); err != nil {
 				errs = append(errs, err)
 			} else if !slices.Contains(removed, id) {
 				removed = append(removed, id)

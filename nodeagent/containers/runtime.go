@@ -104,7 +104,7 @@ func New(ctx context.Context, cfg Config) (_ *Runtime, retErr error) {
 			r.cfg.Log.Warn("warm network namespaces", "err", err)
 		}
 	}()
-	if r.resolver, err = newResolver(cfg); err != nil {
+	if r.resolver, err = newResolver(cfg, nil); err != nil {
 		return nil, err
 	}
 	return r, nil
