@@ -26,7 +26,7 @@ import (
 // agent takes up its kept certificate instead of joining again.
 func TestLogsAndNodeIdentity(t *testing.T) {
 	requireRuntime(t)
-	c := newClusterOn(t, "up", "surge-sec4", "10.249.0.0/16")
+	c := newClusterOn(t, "up", "surge-sec4", "10.251.0.0/16")
 	c.start()
 	deployFunction(t, c, "hello", "../examples/hello")
 	logsSay := func(want string) {
