@@ -345,8 +345,9 @@ type NodeStatus struct {
 	Capacity    NodeResources `json:"capacity,omitzero"`
 	Allocatable NodeResources `json:"allocatable,omitzero"`
 	State       NodeState     `json:"state,omitempty"`
-	// AgentURL is the agent's HTTPS endpoint (replica logs), with a
-	// certificate from the cluster CA.
+	// AgentURL is the agent's HTTPS endpoint (replica logs), at Address,
+	// with the node's serving certificate from the node CA; only the API
+	// server calls it (ValidAgentURL).
 	AgentURL string `json:"agentURL,omitempty"`
 	// LastSeen is when the node last reported.
 	LastSeen time.Time `json:"lastSeen,omitzero"`

@@ -66,14 +66,6 @@ func runLogs(ctx context.Context, o *LogsOptions) error {
 	if err != nil {
 		return describeAPIError("function", o.Name, err)
 	}
-	nodes, err := client.List[api.Node](ctx, c, "", nil)
-	if err != nil {
-		return describeAPIError("function", o.Name, err)
-	}
-	agents := map[string]string{}
-	for _, n := range nodes.Items {
-		agents[n.Metadata.Name] = n.Status.AgentURL
-	}
 	var targets []api.Replica
 	for _, r := range reps.Items {
 		if (o.Replica == "" || r.Metadata.Name == o.Replica) && (o.Revision == "" || r.Spec.Revision == o.Revision) && r.Spec.NodeName != "" {
@@ -90,19 +82,16 @@ func runLogs(ctx context.Context, o *LogsOptions) error {
 	errs := make([]error, len(targets))
 	bufs := make([]bytes.Buffer, len(targets))
 	for i, r := range targets {
-		base := agents[r.Spec.NodeName]
-		if base == "" {
-			errs[i] = fmt.Errorf("replica %s: node %s serves no logs", r.Metadata.Name, r.Spec.NodeName)
-			continue
-		}
-		u := base + client.ObjectPath[api.Replica](api.Key{Namespace: ns, Name: r.Metadata.Name}) + "/log"
+		// Through the API, which fetches the log from the replica's node
+		// agent: the token goes to the API and nowhere else.
+		path := client.ObjectPath[api.Replica](api.Key{Namespace: ns, Name: r.Metadata.Name}) + "/log"
 		if o.Follow {
-			u += "?follow=true"
+			path += "?follow=true"
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			body, err := c.Open(ctx, u)
+			body, err := c.Open(ctx, path)
 			if err != nil {
 				errs[i] = fmt.Errorf("replica %s: %w", r.Metadata.Name, err)
 				return
@@ -169,22 +158,15 @@ func lastLines(r io.Reader, n int) []string {
 	return ring
 }
 
-// logTail returns the last n lines of a replica's log, read from its
-// node's agent, within a few seconds.
+// logTail returns the last n lines of a replica's log, read through the
+// API (which fetches it from the node's agent), within a few seconds.
 func logTail(ctx context.Context, c *client.Client, r *api.Replica, n int) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if r.Spec.NodeName == "" {
 		return nil, fmt.Errorf("replica %s runs on no node", r.Metadata.Name)
 	}
-	node, err := client.Get[api.Node](ctx, c, api.Key{Name: r.Spec.NodeName})
-	if err != nil {
-		return nil, err
-	}
-	if node.Status.AgentURL == "" {
-		return nil, fmt.Errorf("node %s serves no logs", r.Spec.NodeName)
-	}
-	body, err := c.Open(ctx, node.Status.AgentURL+client.ObjectPath[api.Replica](api.KeyOf(r))+"/log")
+	body, err := c.Open(ctx, client.ObjectPath[api.Replica](api.KeyOf(r))+"/log")
 	if err != nil {
 		return nil, err
 	}

@@ -113,7 +113,6 @@ func TestReadVerbsRequests(t *testing.T) {
 			"/v1/namespaces/default/revisions?function=hello",
 			"/v1/namespaces/default/scales?function=hello",
 			"/v1/namespaces/default/replicas?function=hello",
-			"/v1/nodes/node-2",
 			"/v1/namespaces/default/replicas/hello-00003-j8k9l/log",
 		}},
 		{"revisions", func(ctx context.Context, f *fakeAPI, s Streams) error {

@@ -27,10 +27,17 @@ type Client struct {
 	token     string
 	namespace string
 	http      *http.Client
+	// conns are the connections it made, when it authenticates with a
+	// client certificate (NewWithCertificate); nil otherwise.
+	conns *connSet
 }
 
 // New returns a client for a config.
-func New(cfg *Config) (*Client, error) {
+func New(cfg *Config) (*Client, error) { return newClient(cfg, nil) }
+
+// newClient returns a client for a config, with its transport completed
+// by tune (nil leaves it).
+func newClient(cfg *Config, tune func(*http.Transport)) (*Client, error) {
 	u, err := url.Parse(cfg.Server)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("server %q is not an API URL like https://127.0.0.1:7070", cfg.Server)
@@ -54,6 +61,9 @@ func New(cfg *Config) (*Client, error) {
 	// ping after ConnIdlePing of silence, answered within ConnPingTimeout,
 	// finds it dead in seconds; the next request dials anew.
 	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: ConnIdlePing, PingTimeout: ConnPingTimeout}
+	if tune != nil {
+		tune(tr)
+	}
 	ns := cfg.Namespace
 	if ns == "" {
 		ns = api.DefaultNamespace
@@ -338,27 +348,16 @@ func (c *Client) WithToken(token string) *Client {
 	return &cc
 }
 
-// Open sends a GET to any URL with the client's token and TLS trust (a node
-// agent's endpoint, say) and returns the streaming answer; a non-2xx answer
-// is an *api.Error.
-func (c *Client) Open(ctx context.Context, url string) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+// Open sends a GET for path, a path of the API such as a replica's log,
+// and returns the streaming answer; a non-2xx answer is an *api.Error. It
+// goes to the API's origin only: the client's token never leaves it.
+func (c *Client) Open(ctx context.Context, path string) (io.ReadCloser, error) {
+	if !strings.HasPrefix(path, "/") {
+		return nil, fmt.Errorf("open %q: want a path of the API, like /v1/...", path)
+	}
+	resp, err := c.send(ctx, http.MethodGet, path, nil)
 	if err != nil {
 		return nil, err
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, url, err)
-	}
-	if resp.StatusCode >= 300 {
-		defer resp.Body.Close()
-		return nil, readError(resp)
 	}
 	return resp.Body, nil
 }

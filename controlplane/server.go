@@ -128,7 +128,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	defer db.close()
 
-	parts, err := s.build(db.client, certs.ca)
+	parts, err := s.build(db.client, certs)
 	if err != nil {
 		return err
 	}
@@ -151,7 +151,7 @@ func (s *Server) Run(ctx context.Context) error {
 	stopBackground := s.runInBackground(ctx, parts)
 	defer stopBackground()
 
-	return s.serve(ctx, ln, parts.api, certs.api, db.errs())
+	return s.serve(ctx, ln, parts.api, certs, db.errs())
 }
 
 // prepareDataDir makes the data directory, private to this user.
@@ -165,16 +165,22 @@ func (s *Server) prepareDataDir() error {
 	return nil
 }
 
-// certs are the cluster CA and the API's serving certificate.
+// certs are the cluster CA, the API's serving certificate, the node CA
+// and the API server's client certificate towards node agents.
 type certs struct {
 	dir string
 	ca  *pki.CA
 	api tls.Certificate
+	// nodes signs nodes' certificates (see pki.NodeCA).
+	nodes *pki.NodeCA
+	// agentClient is the API server's client certificate for node
+	// agents, from the cluster CA: what the agents trust.
+	agentClient tls.Certificate
 }
 
-// loadPKI loads the CA and the API's certificate from the data dir,
-// making them at the first start and renewing the certificate when it
-// nears its expiry or lacks a host.
+// loadPKI loads the CAs and the API's certificates from the data dir,
+// making them at the first start and renewing a certificate when it nears
+// its expiry or lacks a host.
 func (s *Server) loadPKI() (*certs, error) {
 	dir := filepath.Join(s.cfg.DataDir, "pki")
 	now := s.clock.Now()
@@ -188,13 +194,17 @@ func (s *Server) loadPKI() (*certs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("API certificate: %w", err)
 	}
-	return &certs{dir: dir, ca: ca, api: api}, nil
+	c := &certs{dir: dir, ca: ca, api: api}
+	if err := s.loadNodePKI(c, now); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // build makes the parts the server runs on etcd, before any of them
 // starts: the stores, the autoscaler, the registry, the controllers and the
 // API handler.
-func (s *Server) build(cli *clientv3.Client, ca *pki.CA) (*parts, error) {
+func (s *Server) build(cli *clientv3.Client, c *certs) (*parts, error) {
 	p := &parts{store: store.New(cli, s.clock), tokens: auth.NewStore(cli, s.clock)}
 	var err error
 	if p.scaler, err = autoscaling.New(s.cfg.Autoscaling, p.store, store.NewGatewayLoad(p.store, s.cfg.Autoscaling.StatsMaxAge), s.clock, s.log, s.registerer); err != nil {
@@ -226,10 +236,9 @@ func (s *Server) build(cli *clientv3.Client, ca *pki.CA) (*parts, error) {
 		FunctionURL:    urls,
 		ResolveImage:   resolver.resolve,
 		Load:           store.NewGatewayLoad(p.store, s.cfg.Autoscaling.StatsMaxAge),
-		SignCSR: func(csr []byte, cn string, hosts []string) ([]byte, []byte, error) {
-			cert, err := ca.SignCSR(csr, cn, hosts, s.clock.Now())
-			return cert, ca.CertPEM, err
-		},
+		NodeCA:         c.nodes,
+		// Its own copy: the API keeps it for as long as it serves.
+		AgentClientCertificate: &c.agentClient,
 	})
 	if err != nil {
 		return nil, err
@@ -305,10 +314,10 @@ func (s *Server) runInBackground(ctx context.Context, p *parts) (stop func()) {
 
 // serve serves the API on ln until ctx ends or the API or etcd fails, and
 // then shuts the API down.
-func (s *Server) serve(ctx context.Context, ln net.Listener, h http.Handler, cert tls.Certificate, etcdErr <-chan error) error {
+func (s *Server) serve(ctx context.Context, ln net.Listener, h http.Handler, c *certs, etcdErr <-chan error) error {
 	srv := &http.Server{
 		Handler:           h,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		TLSConfig:         apiTLSConfig(c),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),

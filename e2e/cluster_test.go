@@ -108,6 +108,17 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 		}
 	}
 
+	// surge logs reads every replica's log through the API, which fetches
+	// each from its node's agent with its own certificate.
+	var logs, logsErr string
+	deadline := time.Now().Add(time.Minute)
+	for !everyReplicaLogged(logs, reps) {
+		if time.Now().After(deadline) {
+			t.Fatalf("surge logs printed not every replica's first line after a minute:\n%s\nstderr: %s", logs, logsErr)
+		}
+		logs, logsErr, _ = c.Surge("logs", "hello")
+	}
+
 	// From inside a replica's own network namespace on a1, the replicas
 	// of the same function on a2 and a3 answer.
 	a1 := c.AgentOf("a1")
@@ -127,6 +138,20 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 			t.Errorf("from a replica on a1, replica %s on %s at %s: %v: %s", r.Metadata.Name, r.Spec.NodeName, r.Status.IP, err, out)
 		}
 	}
+}
+
+// everyReplicaLogged reports whether surge logs printed the first line of
+// every replica.
+func everyReplicaLogged(out string, reps []api.Replica) bool {
+	lines := strings.Split(out, "\n")
+	for _, r := range reps {
+		if !slices.ContainsFunc(lines, func(l string) bool {
+			return strings.HasPrefix(l, "["+r.Metadata.Name+"] ") && strings.Contains(l, "hello: listening")
+		}) {
+			return false
+		}
+	}
+	return true
 }
 
 func inSubnet(ip, cidr string) bool {

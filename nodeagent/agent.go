@@ -99,15 +99,19 @@ type Config struct {
 	// nothing running. Off, as kubelet, replicas keep running and the
 	// next agent adopts them: restarting the agent stops no function.
 	StopReplicasOnExit bool
-	// LogAddr is where the agent serves replica logs over HTTPS; empty
-	// serves none.
+	// LogAddr is where the agent serves replica logs over HTTPS, to the
+	// API server alone (it requires the API server's client certificate);
+	// empty serves none.
 	LogAddr string
 	// Clock paces every wait of the agent (heartbeat, probes, back-offs,
-	// the delayed Starting write, the whoami cache). Nil is the wall
+	// the delayed Starting write, certificate renewal). Nil is the wall
 	// clock. How old a heartbeat is, only the servers' clocks say.
 	Clock clock.Clock
 	// agentURL is where it does, once it does (sent with the heartbeat).
 	agentURL string
+	// apiCA is the cluster CA, PEM, which the API server's client
+	// certificate chains to: the log server accepts no other caller.
+	apiCA []byte
 }
 
 // DefaultConfig returns the defaults for this machine.

@@ -233,7 +233,8 @@ func startAgentWith(t *testing.T, in *controlplanetest.Instance, f *fakeRuntime,
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	a, err := New(cfg, in.ClientWithToken(in.Server().JoinToken()),
+	nodeAPI, _ := in.NodeClient(cfg.NodeName, cfg.Address)
+	a, err := New(cfg, nodeAPI,
 		func(context.Context, *api.Node) (Runtime, error) { return f, nil }, nil,
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -23,10 +25,13 @@ import (
 // Options are everything a node agent needs to run; Run builds its parts
 // from them. Make them with DefaultOptions.
 type Options struct {
-	// Client is the agent's API identity: the server's URL, the cluster
-	// CA, and a node token. The token is the cluster's join token, which
-	// also keys gossip and authenticates pulls from the control plane's
-	// registry (at the API's host:port).
+	// Client is how the agent reaches the API: the server's URL, the
+	// cluster CA, and the cluster's join token. The join token is used
+	// once, to obtain the node's client certificate (kept under
+	// Containers.StateDir/identity and renewed while the agent runs), and
+	// keys gossip; the agent authenticates with the certificate alone, to
+	// the API and to the control plane's registry (at the API's
+	// host:port).
 	Client client.Config
 	// Agent configures the agent itself. Its NodeName is lowercased (host
 	// names often are not; node names may not be).
@@ -53,6 +58,10 @@ type Options struct {
 	// Metrics is where the agent registers its metrics while it runs; nil
 	// registers none.
 	Metrics prometheus.Registerer
+
+	// registryCert is the node's client certificate, for pulls from the
+	// control plane's registry; set by Run.
+	registryCert func() *tls.Certificate
 }
 
 // DefaultOptions returns the defaults: every part's DefaultConfig, and
@@ -78,6 +87,7 @@ func (o Options) withDefaults() Options {
 	o.Clock = clock.Or(o.Clock)
 	o.Agent.Clock = o.Clock
 	o.Agent = o.Agent.withDefaults()
+	o.Agent.apiCA = []byte(o.Client.CertificateAuthority)
 	o.Containers.Clock, o.Containers.Network.Clock = o.Clock, o.Clock
 	o.Containers.Log = o.Log.With("component", "runtime")
 	o.Containers.Network.Log = o.Log.With("component", "network")
@@ -102,11 +112,13 @@ func (o Options) Validate() error {
 	if err := o.Agent.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if o.Agent.Address == "" {
-		errs = append(errs, errors.New(`node address "": want this node's address as peers reach it`))
+	if _, err := netip.ParseAddr(o.Agent.Address); err != nil {
+		errs = append(errs, fmt.Errorf("node address %q: want this node's IP address as peers reach it", o.Agent.Address))
 	}
 	if a := o.Agent.LogAddr; a != "" && !isHostPort(a) {
 		errs = append(errs, fmt.Errorf("log address %q: want HOST:PORT", a))
+	} else if a != "" && o.Client.CertificateAuthority == "" {
+		errs = append(errs, fmt.Errorf("log address %q: the agent serves logs to the API server alone, whose client certificate it checks against the cluster CA: give the CA (--ca-file)", a))
 	}
 	rc := o.Containers
 	if registry != "" {
@@ -188,11 +200,20 @@ func Run(ctx context.Context, o Options) error {
 		o.Containers.Network.Claim = claim
 	}
 	registry, _ := registryHost(o.Client.Server) // valid: checked above
-	c, err := client.New(&o.Client)
+	id, err := startIdentity(ctx, o)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: nothing to undo
+		}
 		return err
 	}
-	defer closeIdleConnections(c)
+	defer id.close()
+	rctx, stopRenew := context.WithCancel(ctx)
+	var renewing sync.WaitGroup
+	renewing.Go(func() { id.cert.run(rctx) })
+	defer func() { stopRenew(); renewing.Wait() }()
+	c := id.api
+	o.registryCert = id.cert.get
 
 	peers := NewPeers(o.Agent.NodeName, o.Log)
 	gopts := o.gossipOptions(peers)
@@ -235,11 +256,11 @@ func (o Options) gossipOptions(peers *Peers) gossip.Options {
 
 // containersConfig is the runtime's config for node: o.Containers with the
 // node's pod subnet and the control plane's registry (at registry, with
-// the client's token and CA).
+// the node's certificate and the client's CA; never the join token).
 func (o Options) containersConfig(node *api.Node, registry string) containers.Config {
 	rc := o.Containers
 	rc.RegistryHost = registry
-	rc.RegistryToken = o.Client.Token
+	rc.RegistryCertificate = o.registryCert
 	rc.RegistryCA = []byte(o.Client.CertificateAuthority)
 	rc.Network.Subnet = node.Spec.PodSubnet
 	return rc

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -67,6 +68,9 @@ func TestOptionsValidate(t *testing.T) {
 		{"good", func(*Options) {}, nil},
 		{"an upper-case host name is lowercased", func(o *Options) { o.Agent.NodeName = "Node-1" }, nil},
 		{"no CA trusts the system's roots", func(o *Options) { o.Client.CertificateAuthority = "" }, nil},
+		{"no CA to know the API server's client certificate by", func(o *Options) {
+			o.Client.CertificateAuthority, o.Agent.LogAddr = "", "10.0.0.5:7073"
+		}, []string{`log address "10.0.0.5:7073"`}},
 		{"every bad option at once", func(o *Options) {
 			o.Client.Server = "10.0.0.1"
 			o.Client.Token = ""
@@ -177,9 +181,15 @@ func TestContainersConfig(t *testing.T) {
 	want := struct {
 		StateDir, Subnet, Bridge, RegistryHost, RegistryToken, RegistryCA string
 		SameClock                                                         bool
-	}{"/var/lib/surge/agent", "10.244.3.0/24", "surge1", "10.0.0.1:7070", "join-token-0123456789", testCA(), true}
+	}{"/var/lib/surge/agent", "10.244.3.0/24", "surge1", "10.0.0.1:7070", "", testCA(), true}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("containers config (-want +got):\n%s", diff)
+	}
+	// Pulls authenticate with the node's certificate, never the join token.
+	cert := &tls.Certificate{}
+	o.registryCert = func() *tls.Certificate { return cert }
+	if rc := o.containersConfig(node, "10.0.0.1:7070"); rc.RegistryCertificate == nil || rc.RegistryCertificate() != cert || rc.RegistryToken != "" {
+		t.Errorf("registry credentials: token %q, a certificate %v; want the node's certificate only", rc.RegistryToken, rc.RegistryCertificate != nil)
 	}
 	if err := rc.WithDefaults().Validate(); err != nil {
 		t.Errorf("derived config does not validate: %v", err)

@@ -72,7 +72,7 @@ func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
 	if !withIdentity {
 		defLogs = "127.0.0.1:7073"
 	}
-	f.StringVar(&o.LogAddr, "agent-addr", defLogs, "where this agent serves replica logs (HTTPS, token auth)")
+	f.StringVar(&o.LogAddr, "agent-addr", defLogs, "where this agent serves replica logs (HTTPS, to the API server's client certificate only)")
 	o.ReplicaLogMax, o.NodeLogMax = d.Containers.LogMaxSize, d.Containers.LogNodeMaxSize
 	f.Var(sizeFlag{&o.ReplicaLogMax}, "replica-log-max", "most of one replica's log kept on disk, its newest lines")
 	f.Var(sizeFlag{&o.NodeLogMax}, "node-log-max", "most of all replicas' logs kept on this node's disk; the oldest go first")
@@ -99,8 +99,10 @@ func newAgentCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
 		Use:   "agent --api URL --token JOIN_TOKEN",
 		Short: "Run a node agent: the replicas bound to this node, on containerd",
 		Long: `Agent registers this machine as a node and runs the replicas the scheduler
-binds to it. It authenticates with the cluster's join token, which the first
-server start prints and keeps in DATA_DIR/join-token.`,
+binds to it. It joins with the cluster's join token, which the first server
+start prints and keeps in DATA_DIR/join-token: the token obtains, once, the
+node's own client certificate (kept in STATE_DIR/identity and renewed while
+the agent runs), with which the agent then authenticates.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.LogLevel = g.LogLevel()

@@ -81,7 +81,7 @@ func TestPullSecretsAreRedacted(t *testing.T) {
 	for _, tc := range []struct {
 		role auth.Role
 		see  bool
-	}{{auth.RoleAdmin, true}, {auth.RoleNode, true}, {auth.RoleViewer, false}, {auth.RoleGateway, false}} {
+	}{{auth.RoleAdmin, true}, {auth.RoleViewer, false}, {auth.RoleGateway, false}} {
 		tok := e.token(tc.role)
 		for _, p := range []string{"/v1/namespaces/default/pullsecrets/ghcr", "/v1/namespaces/default/pullsecrets", "/v1/pullsecrets"} {
 			a := e.do("GET", p, tok, "")
@@ -89,6 +89,28 @@ func TestPullSecretsAreRedacted(t *testing.T) {
 				t.Errorf("%s GET %s: %d %s; want the password shown: %v", tc.role, p, a.code, a.body, tc.see)
 			}
 		}
+	}
+	// A node reads them, password and all, in the namespaces it runs
+	// replicas of; the join token reads nothing.
+	joinToken := e.token(auth.RoleNode)
+	node := e.join(joinToken, "node-a", "127.0.0.1")
+	if a := e.doWith(node, "POST", "/v1/nodes", "", `{"metadata":{"name":"node-a"}}`, "application/json"); a.code != http.StatusCreated {
+		t.Fatalf("register node-a: %d %s", a.code, a.body)
+	}
+	e.deploy("hello", "example.test/hello:v1")
+	if a := e.do("POST", "/v1/namespaces/default/replicas", e.admin, `{"metadata":{"name":"hello-00001-aaaaa"},"spec":{"function":"hello","revision":"hello-00001","nodeName":"node-a"}}`); a.code != http.StatusCreated {
+		t.Fatalf("replica: %d %s", a.code, a.body)
+	}
+	for _, p := range []string{"/v1/namespaces/default/pullsecrets/ghcr", "/v1/namespaces/default/pullsecrets"} {
+		if a := e.doWith(node, "GET", p, "", "", ""); a.code != http.StatusOK || !strings.Contains(string(a.body), "s3cret") {
+			t.Errorf("node GET %s: %d %s; want the password shown", p, a.code, a.body)
+		}
+	}
+	if a := e.doWith(node, "GET", "/v1/pullsecrets", "", "", ""); a.code != http.StatusForbidden {
+		t.Errorf("node GET /v1/pullsecrets: %d %s; want 403", a.code, a.body)
+	}
+	if a := e.do("GET", "/v1/namespaces/default/pullsecrets/ghcr", joinToken, ""); a.code != http.StatusForbidden {
+		t.Errorf("join token GET a pull secret: %d %s; want 403", a.code, a.body)
 	}
 	a := e.do("POST", "/v1/namespaces/default/pullsecrets", e.admin, `{"metadata":{"name":"bad"},"spec":{"registry":"https://ghcr.io/x","password":"p"}}`)
 	if a.code != http.StatusUnprocessableEntity || a.err.Field != "spec.registry" {
@@ -105,7 +127,7 @@ func TestPullSecretsAreRedacted(t *testing.T) {
 func TestRegistryTakesBasicAuth(t *testing.T) {
 	e := newEnv(t)
 	req, _ := http.NewRequest("GET", e.url+"/v2/", nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.http.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +145,7 @@ func TestRegistryTakesBasicAuth(t *testing.T) {
 	} {
 		req, _ := http.NewRequest("GET", e.url+tc.path, nil)
 		req.SetBasicAuth("anyone", tc.pass)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := e.http.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

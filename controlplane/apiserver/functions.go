@@ -137,7 +137,8 @@ func validateNode(n *api.Node) error {
 }
 
 // redactPullSecret blanks a pull secret's password for every reader but
-// admins and nodes (which pull with it).
+// admins and nodes (which pull with it; a node reads only those of the
+// namespaces it runs replicas of, see nodeReadsPullSecrets).
 func redactPullSecret(ctx context.Context, ps *api.PullSecret) {
 	switch principal(ctx).Role {
 	case auth.RoleAdmin, auth.RoleNode:

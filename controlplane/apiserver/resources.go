@@ -32,6 +32,10 @@ type kindOps[T any] struct {
 	// show, when set, completes what get and list answer with what is
 	// kept apart from the objects (a node's lastSeen, from its lease).
 	show func(ctx context.Context, objs []T) error
+	// authorizeRead, when set, is asked before a get (key names the
+	// object) or a list or watch (key.Name is empty); it refuses with a
+	// 403 what the caller (principal(ctx)) may not read of the kind.
+	authorizeRead func(ctx context.Context, key api.Key) error
 	// redact, when set, blanks what the request's principal may not read
 	// of an object (a pull secret's password), in every answer: get, list,
 	// watch and writes.
@@ -45,9 +49,21 @@ func registerKind[T any, P api.ObjectPtr[T]](s *Server, ops kindOps[T]) {
 	res := k.Plural
 	item := "/v1/" + res + "/{name}"
 	coll := "/v1/" + res
+	mayRead := func(w http.ResponseWriter, r *http.Request, key api.Key) bool {
+		if ops.authorizeRead == nil {
+			return true
+		}
+		if err := ops.authorizeRead(r.Context(), key); err != nil {
+			writeError(w, s.cfg.Log, err)
+			return false
+		}
+		return true
+	}
 	if k.Namespaced {
 		s.handle("GET /v1/"+res, res, auth.Read, func(w http.ResponseWriter, r *http.Request) {
-			listOrWatch[T, P](s, w, r, "", ops)
+			if mayRead(w, r, api.Key{}) {
+				listOrWatch[T, P](s, w, r, "", ops)
+			}
 		})
 		coll = "/v1/namespaces/{ns}/" + res
 		item = coll + "/{name}"
@@ -58,10 +74,16 @@ func registerKind[T any, P api.ObjectPtr[T]](s *Server, ops kindOps[T]) {
 			writeError(w, s.cfg.Log, err)
 			return
 		}
-		listOrWatch[T, P](s, w, r, ns, ops)
+		if mayRead(w, r, api.Key{Namespace: ns}) {
+			listOrWatch[T, P](s, w, r, ns, ops)
+		}
 	})
 	s.handle("GET "+item, res, auth.Read, func(w http.ResponseWriter, r *http.Request) {
-		obj, err := store.Get[T, P](r.Context(), s.cfg.Store, api.Key{Namespace: r.PathValue("ns"), Name: r.PathValue("name")})
+		key := api.Key{Namespace: r.PathValue("ns"), Name: r.PathValue("name")}
+		if !mayRead(w, r, key) {
+			return
+		}
+		obj, err := store.Get[T, P](r.Context(), s.cfg.Store, key)
 		if err == nil && ops.show != nil {
 			one := []T{*obj}
 			err = ops.show(r.Context(), one)
@@ -200,6 +222,12 @@ func fieldError(field, format string, args ...any) *api.Error {
 func isWatch(r *http.Request) bool {
 	w := r.URL.Query().Get("watch")
 	return w == "true" || w == "1"
+}
+
+// isFollow reports a log request that streams until the client leaves.
+func isFollow(r *http.Request) bool {
+	f := r.URL.Query().Get("follow")
+	return f == "true" || f == "1"
 }
 
 // listOrWatch answers a list, or streams a watch when ?watch=true.

@@ -34,7 +34,10 @@ const (
 	RoleAdmin Role = "admin"
 	// RoleViewer may only read.
 	RoleViewer Role = "viewer"
-	// RoleNode is a node agent's: it reads, and writes nodes and replicas.
+	// RoleNode is a node's. A node-role token is the cluster's join
+	// token, which only obtains a node's client certificate; with that
+	// certificate the node reads what it needs and writes its own Node,
+	// lease and replicas' status (see Allowed).
 	RoleNode Role = "node"
 	// RoleGateway is a gateway's: it reads, and reports traffic statistics.
 	RoleGateway Role = "gateway"

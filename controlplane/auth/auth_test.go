@@ -3,6 +3,8 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,32 +105,43 @@ func TestRoles(t *testing.T) {
 }
 
 func TestAllowed(t *testing.T) {
-	resources := []string{"functions", "revisions", "traffic", "scales", "replicas", "nodes",
-		auth.ResourceTokens, auth.ResourceMetrics, auth.ResourceActivations, auth.ResourceStats, auth.ResourceRegistry}
-	// mayWrite lists, per role, what it may write; every role reads all
-	// but the tokens, which only the admin sees.
-	mayWrite := map[auth.Role][]string{
-		auth.RoleAdmin:   resources,
-		auth.RoleViewer:  nil,
-		auth.RoleNode:    {"replicas", "nodes"},
-		auth.RoleGateway: {auth.ResourceActivations, auth.ResourceStats},
+	resources := []string{"functions", "revisions", "traffic", "scales", "replicas", "nodes", "pullsecrets",
+		auth.ResourceTokens, auth.ResourceMetrics, auth.ResourceActivations, auth.ResourceStats, auth.ResourceRegistry,
+		auth.ResourceVersion, auth.ResourceWhoami, auth.ResourceLogs, auth.ResourceBootstrap, auth.ResourceCertificates}
+	node := auth.NodePrincipal("node-a", netip.MustParseAddr("10.0.0.5"))
+	all := func(except ...string) []string {
+		return slices.DeleteFunc(slices.Clone(resources), func(r string) bool { return slices.Contains(except, r) })
 	}
-	for role, writes := range mayWrite {
-		for _, res := range resources {
-			wantRead := role == auth.RoleAdmin || res != auth.ResourceTokens
-			wantWrite := false
-			for _, w := range writes {
-				wantWrite = wantWrite || w == res
+	for _, tc := range []struct {
+		name          string
+		p             auth.Principal
+		read, written []string
+	}{
+		{"admin", auth.Principal{Role: auth.RoleAdmin, ID: "a"}, resources, resources},
+		{"viewer", auth.Principal{Role: auth.RoleViewer, ID: "v"}, all(auth.ResourceTokens, auth.ResourceBootstrap), nil},
+		{"gateway", auth.Principal{Role: auth.RoleGateway, ID: "g"}, all(auth.ResourceTokens, auth.ResourceBootstrap, auth.ResourceLogs),
+			[]string{auth.ResourceActivations, auth.ResourceStats}},
+		// The join token: a node-role token that names no node.
+		{"join token", auth.Principal{Role: auth.RoleNode, ID: "j"}, nil, []string{auth.ResourceBootstrap}},
+		{"node certificate", node, []string{"revisions", "replicas", "nodes", "pullsecrets", auth.ResourceRegistry, auth.ResourceVersion, auth.ResourceWhoami},
+			[]string{"replicas", "nodes", auth.ResourceCertificates}},
+		{"unknown role", auth.Principal{Role: "root", ID: "r"}, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, res := range resources {
+				if got, want := auth.Allowed(tc.p, auth.Read, res), slices.Contains(tc.read, res); got != want {
+					t.Errorf("may read %s: %v, want %v", res, got, want)
+				}
+				if got, want := auth.Allowed(tc.p, auth.Write, res), slices.Contains(tc.written, res); got != want {
+					t.Errorf("may write %s: %v, want %v", res, got, want)
+				}
 			}
-			if got := auth.Allowed(role, auth.Read, res); got != wantRead {
-				t.Errorf("%s may read %s: %v, want %v", role, res, got, wantRead)
-			}
-			if got := auth.Allowed(role, auth.Write, res); got != wantWrite {
-				t.Errorf("%s may write %s: %v, want %v", role, res, got, wantWrite)
-			}
-		}
+		})
 	}
-	if auth.Allowed("root", auth.Read, "functions") {
-		t.Error("an unknown role may read")
+	if got := node.Name(); got != "node node-a" {
+		t.Errorf("node principal's name %q", got)
+	}
+	if got := auth.TokenPrincipal(auth.Token{ID: "0123456789ab", Role: auth.RoleViewer}).Name(); got != "token 0123456789ab (role viewer)" {
+		t.Errorf("token principal's name %q", got)
 	}
 }

@@ -1,6 +1,7 @@
 package containers
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -44,8 +45,9 @@ type Config struct {
 
 	// RegistryHost is the control plane's registry, host:port as it appears
 	// in image references (the API address). Only requests to it carry
-	// RegistryToken and trust RegistryCA; other registries are pulled
-	// anonymously with the system roots. Required when either is set.
+	// RegistryToken or RegistryCertificate and trust RegistryCA; other
+	// registries are pulled anonymously with the system roots. Required
+	// when any of them is set.
 	RegistryHost string
 	// RegistryToken is sent as "Authorization: Bearer TOKEN" to
 	// RegistryHost.
@@ -53,6 +55,11 @@ type Config struct {
 	// RegistryCA is the PEM bundle RegistryHost's certificate chains to
 	// (the cluster CA). Empty trusts the system roots.
 	RegistryCA []byte
+	// RegistryCertificate, when set, returns the client certificate to
+	// present to RegistryHost (the node's, which is how a node agent
+	// authenticates to the control plane). It is called at each TLS
+	// handshake, from pulls' goroutines, and must not block; nil is none.
+	RegistryCertificate func() *tls.Certificate
 
 	// LogMaxSize caps what one replica's log keeps on disk: the live file
 	// and its rotated ones together, its newest lines. The live file is
@@ -241,8 +248,8 @@ func (c Config) Validate() error {
 	if c.Runtime == "" {
 		bad("Runtime", `""`, "want a runtime name such as io.containerd.runc.v2")
 	}
-	if (c.RegistryToken != "" || len(c.RegistryCA) > 0) && c.RegistryHost == "" {
-		bad("RegistryHost", `""`, "want the registry's host:port when RegistryToken or RegistryCA is set, so they go to that registry only")
+	if (c.RegistryToken != "" || len(c.RegistryCA) > 0 || c.RegistryCertificate != nil) && c.RegistryHost == "" {
+		bad("RegistryHost", `""`, "want the registry's host:port when RegistryToken, RegistryCA or RegistryCertificate is set, so they go to that registry only")
 	}
 	if strings.Contains(c.RegistryHost, "/") {
 		bad("RegistryHost", fmt.Sprintf("%q", c.RegistryHost), "want host[:port] without scheme or path")

@@ -66,9 +66,9 @@ func pullAuth(ctx context.Context) []RegistryAuth {
 }
 
 // newResolver makes the resolver for pulls: RegistryHost with the bearer
-// token and the cluster CA, every other registry over HTTPS with the
-// system roots (plain HTTP on loopback, as Docker does), anonymously or
-// with the credentials auths has for its host.
+// token or the client certificate and the cluster CA, every other registry
+// over HTTPS with the system roots (plain HTTP on loopback, as Docker
+// does), anonymously or with the credentials auths has for its host.
 func newResolver(cfg Config, auths []RegistryAuth) (remotes.Resolver, error) {
 	creds := func(host string) (string, string, error) {
 		for _, a := range auths {
@@ -94,6 +94,18 @@ func newResolver(cfg Config, auths []RegistryAuth) (remotes.Resolver, error) {
 				return nil, errors.New("containers: RegistryCA holds no PEM certificate")
 			}
 			tr.TLSClientConfig.RootCAs = pool
+		}
+		if get := cfg.RegistryCertificate; get != nil {
+			tr.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				if c := get(); c != nil {
+					return c, nil
+				}
+				return &tls.Certificate{}, nil
+			}
+			// A connection keeps the certificate it was made with, which
+			// the node renews: each request dials anew with the current
+			// one, for a handshake per blob of a pull.
+			tr.DisableKeepAlives = true
 		}
 		own = &http.Client{Transport: tr}
 	}

@@ -3,6 +3,7 @@ package containers
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"os"
@@ -38,6 +39,9 @@ func TestConfigValidate(t *testing.T) {
 			c.RegistryHost, c.RegistryToken = "127.0.0.1:7070", "tok"
 		}, nil},
 		{"token without host", func(c *Config) { c.RegistryToken = "tok" }, []string{"RegistryHost"}},
+		{"certificate without host", func(c *Config) {
+			c.RegistryCertificate = func() *tls.Certificate { return nil }
+		}, []string{"RegistryHost"}},
 		{"every bad field at once", func(c *Config) {
 			c.ContainerdAddress = "run/containerd.sock"
 			c.StateDir = "rel"
