@@ -13,7 +13,7 @@ import (
 )
 
 // Dynamic completion (cobra's __complete): names read from the API with
-// the command line's --api, --token, -n and --context, within
+// the command line's --api, --token-file, -n and --context, within
 // completionTimeout, so that a shell never hangs on an unreachable
 // server; an error completes nothing.
 

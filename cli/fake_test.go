@@ -45,6 +45,10 @@ type fakeAPI struct {
 	replicas  map[string]*api.Replica
 	nodes     map[string]*api.Node
 	secrets   map[string]*api.PullSecret
+	// tokens are what GET /v1/tokens lists, in order; POST adds one with
+	// the next ID of newTokenIDs.
+	tokens      []api.Token
+	newTokenIDs []string
 	// stats is what GET /v1/stats answers; nil answers 404, as a server
 	// without it does.
 	stats []api.RevisionRate
@@ -187,6 +191,47 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		}
 		delete(f.secrets, name)
 		writeFakeJSON(w, http.StatusOK, map[string]string{"status": "deleted", "name": name})
+	})
+	mux.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, api.List[api.Token]{Items: f.tokens})
+	})
+	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		var req api.TokenRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			writeFakeJSON(w, http.StatusBadRequest, api.BadRequest("body is not a token request: %v", err))
+			return
+		}
+		if len(f.newTokenIDs) == 0 {
+			writeFakeJSON(w, http.StatusInternalServerError, api.NewError(http.StatusInternalServerError, api.ReasonInternal, "the fake has no more token IDs"))
+			return
+		}
+		tok := api.Token{ID: f.newTokenIDs[0], Role: req.Role, Description: req.Description, Created: f.now}
+		f.newTokenIDs = f.newTokenIDs[1:]
+		f.tokens = append(f.tokens, tok)
+		writeFakeJSON(w, http.StatusCreated, api.NewToken{Token: tok, Secret: tok.ID + ".fake-secret-of-" + tok.ID})
+	})
+	mux.HandleFunc("DELETE /v1/tokens/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		admins := 0
+		for _, t := range f.tokens {
+			if t.Role == "admin" {
+				admins++
+			}
+		}
+		for i, t := range f.tokens {
+			if t.ID != id {
+				continue
+			}
+			if t.Role == "admin" && admins == 1 {
+				writeFakeJSON(w, http.StatusConflict, api.NewError(http.StatusConflict, api.ReasonConflict,
+					"token %s is the last admin token: create another admin token first (surge token create --role admin)", id))
+				return
+			}
+			f.tokens = append(f.tokens[:i], f.tokens[i+1:]...)
+			writeFakeJSON(w, http.StatusOK, map[string]string{"status": "deleted", "id": id})
+			return
+		}
+		writeFakeJSON(w, http.StatusNotFound, api.NotFound("token", id))
 	})
 	mux.HandleFunc("GET /v1/namespaces/default/replicas/{name}/log", func(w http.ResponseWriter, r *http.Request) {
 		text, ok := f.logs[r.PathValue("name")]

@@ -108,6 +108,12 @@ func seededFake(t *testing.T) *fakeAPI {
 	})
 
 	f.edit(func() {
+		f.tokens = []api.Token{
+			{ID: "0a1b2c3d4e5f", Role: "admin", Description: "admin, made at first start", Created: testNow.Add(-30 * 24 * time.Hour)},
+			{ID: "1b2c3d4e5f60", Role: "node", Description: "join-token, made at first start", Created: testNow.Add(-30 * 24 * time.Hour)},
+			{ID: "2c3d4e5f6071", Role: "gateway", Description: "gateway-token, made at first start", Created: testNow.Add(-30 * 24 * time.Hour)},
+		}
+		f.newTokenIDs = []string{"3d4e5f607182", "4e5f60718293", "5f60718293a4"}
 		f.now = testNow.Add(-time.Minute)
 		f.traffic["hello"].Spec.Targets = []api.TrafficTarget{
 			{Revision: "hello-00003", Percent: 80},

@@ -129,7 +129,7 @@ func loginError(o *LoginOptions, err error) error {
 	case errors.As(err, &hn):
 		return fmt.Errorf("login %s: the server's certificate is not for this host (%v): use a name it has, or restart the server with --tls-san", o.Server, err)
 	case errors.Is(err, api.ErrUnauthorized):
-		return fmt.Errorf("login %s: the server refused the token in %s: check it, or make one with POST /v1/tokens", o.Server, o.TokenFile)
+		return fmt.Errorf("login %s: the server refused the token in %s: check it, or make one with `surge token create`", o.Server, o.TokenFile)
 	}
 	return fmt.Errorf("login %s: %w", o.Server, err)
 }

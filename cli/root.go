@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -35,16 +36,27 @@ type Globals struct {
 	context    string
 	server     string
 	token      string
+	tokenFile  string
 	namespace  string
 	caFile     string
 	logLevel   string
 	version    string
+	// getenv reads SURGE_TOKEN, readFile --token-file and --ca-file.
+	getenv   func(string) string
+	readFile func(string) ([]byte, error)
 }
+
+// TokenEnv is the environment variable that holds an API token, for a
+// machine where a file will not do; --token-file overrides it, and both
+// override the client config's. A token is never a flag: every user of
+// the machine reads a process's command line (ps, /proc/PID/cmdline),
+// while its environment and a 0600 file are its owner's.
+const TokenEnv = "SURGE_TOKEN"
 
 // clientFunc makes an API client; tests replace it.
 type clientFunc func() (*client.Client, error)
 
-// newClient reads the client config and applies --api, --token, -n.
+// newClient reads the client config and applies --api, --token-file, -n.
 func (g *Globals) newClient() (*client.Client, error) {
 	cfg, err := g.clientConfig()
 	if err != nil {
@@ -54,8 +66,16 @@ func (g *Globals) newClient() (*client.Client, error) {
 }
 
 // clientConfig reads the client config (its current context, or
-// --context's) and applies --api, --token, -n and --ca-file.
+// --context's) and applies --api, --token-file (or SURGE_TOKEN), -n and
+// --ca-file.
 func (g *Globals) clientConfig() (*client.Config, error) {
+	if g.token != "" {
+		return nil, usagef("--token shows the token to every user of this machine (ps): put it in a file and pass --token-file FILE, or set %s", TokenEnv)
+	}
+	token, err := g.flagToken()
+	if err != nil {
+		return nil, err
+	}
 	path := g.UserConfigPath()
 	cfg, err := g.contextConfig(path)
 	if errors.Is(err, client.ErrNoConfig) && g.server != "" {
@@ -67,14 +87,14 @@ func (g *Globals) clientConfig() (*client.Config, error) {
 	if g.server != "" {
 		cfg.Server = g.server
 	}
-	if g.token != "" {
-		cfg.Token = g.token
+	if token != "" {
+		cfg.Token = token
 	}
 	if g.namespace != "" {
 		cfg.Namespace = g.namespace
 	}
 	if g.caFile != "" {
-		b, err := os.ReadFile(g.caFile)
+		b, err := g.read(g.caFile)
 		if err != nil {
 			return nil, fmt.Errorf("--ca-file: %w", err)
 		}
@@ -83,12 +103,55 @@ func (g *Globals) clientConfig() (*client.Config, error) {
 	return cfg, nil
 }
 
+// flagToken is the token of --token-file, else of SURGE_TOKEN, else "".
+func (g *Globals) flagToken() (string, error) {
+	if g.tokenFile == "" {
+		if g.getenv == nil {
+			return "", nil
+		}
+		return strings.TrimSpace(g.getenv(TokenEnv)), nil
+	}
+	return ReadTokenFile("--token-file", g.tokenFile, g.read)
+}
+
+// read is readFile, or os.ReadFile.
+func (g *Globals) read(path string) ([]byte, error) {
+	if g.readFile == nil {
+		return os.ReadFile(path)
+	}
+	return g.readFile(path)
+}
+
+// ReadTokenFile reads a token from path for flag: the file's first line,
+// trimmed. read is os.ReadFile when nil.
+func ReadTokenFile(flag, path string, read func(string) ([]byte, error)) (string, error) {
+	if read == nil {
+		read = os.ReadFile
+	}
+	b, err := read(path)
+	var pe *fs.PathError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("%s %s: no such file: copy the token there (a server keeps its join and gateway tokens in its data dir), or name the file that holds it", flag, path)
+	case errors.As(err, &pe):
+		return "", fmt.Errorf("%s %s: %w", flag, path, pe.Err)
+	case err != nil:
+		return "", fmt.Errorf("%s %s: %w", flag, path, err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	token := strings.TrimSpace(line)
+	if token == "" {
+		return "", fmt.Errorf("%s %s is empty: it should hold a token, as DATA_DIR/join-token does", flag, path)
+	}
+	return token, nil
+}
+
 // contextConfig reads the context the verbs use from the config at path,
 // with errors that say what to do.
 func (g *Globals) contextConfig(path string) (*client.Config, error) {
 	f, err := client.LoadFile(path)
 	if errors.Is(err, client.ErrNoConfig) {
-		return nil, fmt.Errorf("%w at %s: start Surge with `surge up` (it writes one), or `surge login URL --token-file FILE`, or pass --api and --token", client.ErrNoConfig, path)
+		return nil, fmt.Errorf("%w at %s: start Surge with `surge up` (it writes one), or `surge login URL --token-file FILE`, or pass --api and --token-file", client.ErrNoConfig, path)
 	}
 	if err != nil {
 		return nil, err
@@ -107,8 +170,8 @@ func (g *Globals) contextConfig(path string) (*client.Config, error) {
 	return cfg, err
 }
 
-// ClientConfig reads the client config and applies --api, --token, -n and
-// --ca-file.
+// ClientConfig reads the client config and applies --api, --token-file
+// (or SURGE_TOKEN), -n and --ca-file.
 func (g *Globals) ClientConfig() (*client.Config, error) { return g.clientConfig() }
 
 // LogLevel is --log-level, the log level of the server roles.
@@ -170,7 +233,7 @@ func NewRootCmd(s Streams, version string, more ...Verb) *cobra.Command {
 }
 
 func newRootCmd(s Streams, version string, d deps, more ...Verb) *cobra.Command {
-	g := &Globals{version: version}
+	g := &Globals{version: version, getenv: d.getenv, readFile: d.readFile}
 	root := &cobra.Command{
 		Use:           "surge",
 		Short:         "Surge runs HTTP functions as autoscaled container replicas",
@@ -188,7 +251,10 @@ func newRootCmd(s Streams, version string, d deps, more ...Verb) *cobra.Command 
 	pf.StringVar(&g.configPath, "config", "", "client config file (default $SURGE_CONFIG, else ~/.surge/config.yaml)")
 	pf.StringVar(&g.context, "context", "", "the client config's context (server) to use, instead of its current one")
 	pf.StringVar(&g.server, "api", "", "API server URL, overriding the config's")
-	pf.StringVar(&g.token, "token", "", "API token, overriding the config's")
+	pf.StringVar(&g.tokenFile, "token-file", "", "file holding the API token, overriding $"+TokenEnv+" and the config's")
+	// --token was a flag: it now says what to use instead.
+	pf.StringVar(&g.token, "token", "", "never: a token on the command line shows in ps; use --token-file or $"+TokenEnv)
+	_ = pf.MarkHidden("token")
 	pf.StringVar(&g.caFile, "ca-file", "", "PEM of the CA that signed the API's certificate, overriding the config's")
 	pf.StringVarP(&g.namespace, "namespace", "n", "", "namespace (default: the config's, else \"default\")")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level of server roles: debug, info, warn, error")
@@ -210,6 +276,7 @@ func newRootCmd(s Streams, version string, d deps, more ...Verb) *cobra.Command 
 		newNodesCmd(s, g.newClient, d),
 		newLogsCmd(s, g.newClient),
 		newPullSecretCmd(s, g.newClient, d),
+		newTokenCmd(s, g.newClient, d),
 		newLoginCmd(s, g, d),
 		newConfigCmd(s, g),
 		newVersionCmd(s, g),
@@ -294,7 +361,7 @@ func describeAPIErrorFlags(kind, name string, err error, flags map[string]string
 	obj := fmt.Sprintf("%s %q", kind, name)
 	switch {
 	case ae.Code == 401:
-		return fmt.Errorf("%s: %s: log in again with `surge login URL --token-file FILE`, or pass --token", obj, ae.Message)
+		return fmt.Errorf("%s: %s: log in again with `surge login URL --token-file FILE`, or pass --token-file FILE", obj, ae.Message)
 	case ae.Code == 404 && name != "" && listVerb[kind] != "":
 		return fmt.Errorf("%s not found: `%s` lists them", obj, listVerb[kind])
 	case ae.Code == 403:

@@ -21,6 +21,9 @@ func writeConfig(t *testing.T) string {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(filepath.Dir(path), "wrong-token"), []byte("wrong\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return path
 }
 
@@ -120,10 +123,12 @@ func TestExecute(t *testing.T) {
 			wantErr: `surge: surge ls: unknown command "hello" for "surge ls" (usage: surge ls [flags])`},
 
 		// The server says no: exit 1, one line naming the object.
-		{name: "401", args: "describe hello --token wrong", wantCode: 1,
-			wantErr: "surge: function \"hello\": invalid or revoked token: log in again with `surge login URL --token-file FILE`, or pass --token"},
-		{name: "401 on ls", args: "ls --token wrong", wantCode: 1,
-			wantErr: "surge: functions \"default\": invalid or revoked token: log in again with `surge login URL --token-file FILE`, or pass --token"},
+		{name: "401", args: "describe hello --token-file {{DIR}}/wrong-token", wantCode: 1,
+			wantErr: "surge: function \"hello\": invalid or revoked token: log in again with `surge login URL --token-file FILE`, or pass --token-file FILE"},
+		{name: "401 on ls", args: "ls --token-file {{DIR}}/wrong-token", wantCode: 1,
+			wantErr: "surge: functions \"default\": invalid or revoked token: log in again with `surge login URL --token-file FILE`, or pass --token-file FILE"},
+		{name: "token on the command line", args: "ls --token " + fakeToken, wantCode: 2,
+			wantErr: "surge: --token shows the token to every user of this machine (ps): put it in a file and pass --token-file FILE, or set SURGE_TOKEN"},
 		{name: "403", args: "deploy hello --image x",
 			fail: map[string]*api.Error{"PUT /v1/namespaces/default/functions/hello": api.NewError(http.StatusForbidden,
 				api.ReasonForbidden, "token t1 (role reader) may not write functions")},
@@ -155,7 +160,7 @@ func TestExecute(t *testing.T) {
 		{name: "bad --api", args: "ls --api localhost:7070", wantCode: 1,
 			wantErr: `surge: server "localhost:7070" is not an API URL like https://127.0.0.1:7070`},
 		{name: "no config", args: "ls --api= --config {{CONFIG}}.missing", wantCode: 1,
-			wantErr: "surge: no client config at {{CONFIG}}.missing: start Surge with `surge up` (it writes one), or `surge login URL --token-file FILE`, or pass --api and --token"},
+			wantErr: "surge: no client config at {{CONFIG}}.missing: start Surge with `surge up` (it writes one), or `surge login URL --token-file FILE`, or pass --api and --token-file"},
 		{name: "unknown context", args: "ls --context nope", wantCode: 1,
 			wantErr: "surge: --context \"nope\" is not in {{CONFIG}}: `surge config get-contexts` lists them"},
 	}
@@ -168,7 +173,7 @@ func TestExecute(t *testing.T) {
 				}
 			})
 			config := writeConfig(t)
-			expand := strings.NewReplacer("{{API}}", f.URL, "{{CONFIG}}", config).Replace
+			expand := strings.NewReplacer("{{API}}", f.URL, "{{CONFIG}}", config, "{{DIR}}", filepath.Dir(config)).Replace
 			args := append([]string{"--api", f.URL, "--config", config}, strings.Fields(expand(tt.args))...)
 			s, out, errb := testStreams()
 

@@ -45,6 +45,8 @@ type verbEnv struct {
 	buildErr error // what Build returns, after writing compilerOut
 	compiler string
 	pushErr  error
+	// env is the environment the verbs see.
+	env map[string]string
 }
 
 func newVerbEnv(t *testing.T) *verbEnv {
@@ -111,7 +113,11 @@ func (e *verbEnv) deps() deps {
 			e.now = e.now.Add(100 * time.Millisecond)
 			return e.now
 		},
-		getenv:   func(string) string { return "" },
+		getenv: func(k string) string {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return e.env[k]
+		},
 		readFile: os.ReadFile,
 		build: func(_ context.Context, o imagebuild.Options) (v1.Image, error) {
 			e.mu.Lock()
@@ -259,6 +265,42 @@ func TestVerbsGolden(t *testing.T) {
 			"config current-context",
 			"config use-context nope",
 			"ls --context lab",
+		}},
+		{name: "token", lines: []string{
+			"token create --role viewer --description dashboard --file {{DIR}}/viewer-token",
+			"token create --role viewer --file {{DIR}}/viewer-token",
+			"token create --role gateway --file -",
+			"token create --role root --file {{DIR}}/root-token",
+			"token create --role viewer",
+			"token ls",
+			"token ls -o yaml",
+			"token revoke 3d4e5f607182",
+			"token revoke 3d4e5f607182",
+			"token revoke 0a1b2c3d4e5f",
+			"token revoke 4e5f60718293.fake-secret-of-4e5f60718293",
+			"token ls",
+		}},
+		{name: "token-file", setup: func(e *verbEnv) {
+			e.write("config.yaml", "server: "+e.f.URL+"\n")
+			e.write("token", fakeToken+"\n")
+			e.write("wrong-token", "s3cret-token\n")
+			e.write("empty-token", "\n")
+		}, lines: []string{
+			"ls",
+			"ls --token-file {{DIR}}/token",
+			"ls --token-file {{DIR}}/wrong-token",
+			"ls --token-file {{DIR}}/empty-token",
+			"ls --token-file {{DIR}}/missing-token",
+			"ls --token " + fakeToken,
+		}},
+		{name: "token-env", setup: func(e *verbEnv) {
+			e.write("config.yaml", "server: "+e.f.URL+"\n")
+			e.write("token", fakeToken+"\n")
+			e.env = map[string]string{"SURGE_TOKEN": fakeToken}
+			e.write("wrong-token", "s3cret-token\n")
+		}, lines: []string{
+			"nodes",
+			"nodes --token-file {{DIR}}/wrong-token",
 		}},
 		{name: "pull-secret", stdin: "hunter2\n", lines: []string{
 			"pull-secret set ghcr --registry ghcr.io --username me --password-stdin",

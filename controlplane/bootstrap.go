@@ -26,17 +26,33 @@ const JoinTokenFile = "join-token"
 const GatewayTokenFile = "gateway-token"
 
 // roleToken returns the token kept in DATA_DIR/file, making one of role at
-// the first start.
+// the first start, and again when the one kept was revoked (surge token
+// revoke) — but for the join token, from which every member derives the
+// gossip key: a new one would split gossip, so the server says what to do
+// and goes on with it (nodes that joined hold certificates and need it for
+// gossip only).
 func (s *Server) roleToken(ctx context.Context, tokens *auth.Store, file string, role auth.Role) (string, error) {
 	path := filepath.Join(s.cfg.DataDir, file)
 	b, err := os.ReadFile(path)
+	how := "made at first start"
 	if err == nil {
-		return strings.TrimSpace(string(b)), nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
+		secret := strings.TrimSpace(string(b))
+		revoked, err := isRevoked(ctx, tokens, secret)
+		switch {
+		case err != nil:
+			return "", fmt.Errorf("check %s: %w", file, err)
+		case !revoked:
+			return secret, nil
+		case role == auth.RoleNode:
+			s.log.Warn("the join token in the data dir was revoked: new nodes cannot join with it; write a new one there (surge token create --role node --file FILE) and give it to every server, node and gateway", "file", path)
+			return secret, nil
+		}
+		s.log.Info("the token in the data dir was revoked: making a new one", "file", path)
+		how = "made anew at start: the one before was revoked"
+	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("read %s: %w", file, err)
 	}
-	secret, _, err := tokens.Create(ctx, role, file+", made at first start")
+	secret, _, err := tokens.Create(ctx, role, file+", "+how)
 	if err != nil {
 		return "", fmt.Errorf("make %s: %w", file, err)
 	}
@@ -53,13 +69,26 @@ func (s *Server) roleToken(ctx context.Context, tokens *auth.Store, file string,
 func (s *Server) bootstrap(ctx context.Context, tokens *auth.Store, caPEM []byte) (*client.Config, error) {
 	path := filepath.Join(s.cfg.DataDir, AdminConfigFile)
 	cfg, err := client.LoadConfig(path)
+	how := "made at first start"
+	if err == nil {
+		revoked, rerr := isRevoked(ctx, tokens, cfg.Token)
+		if rerr != nil {
+			return nil, fmt.Errorf("check %s: %w", AdminConfigFile, rerr)
+		}
+		if revoked {
+			// Another admin revoked it (a rotation): the data dir's
+			// admin config gets a token of its own again.
+			s.log.Info("the admin token in the data dir was revoked: making a new one", "file", path)
+			err, how = client.ErrNoConfig, "made anew at start: the one before was revoked"
+		}
+	}
 	switch {
 	case err == nil:
 		// The address may have changed (a new --api-addr); the token holds.
 		cfg.Server = s.apiURL()
 		cfg.CertificateAuthority = string(caPEM)
 	case errors.Is(err, client.ErrNoConfig):
-		secret, _, err := tokens.Create(ctx, auth.RoleAdmin, "admin, made at first start")
+		secret, _, err := tokens.Create(ctx, auth.RoleAdmin, "admin, "+how)
 		if err != nil {
 			return nil, fmt.Errorf("make admin token: %w", err)
 		}
@@ -105,6 +134,16 @@ func (s *Server) bootstrap(ctx context.Context, tokens *auth.Store, caPEM []byte
 		}
 	}
 	return cfg, nil
+}
+
+// isRevoked reports whether a token the data dir keeps no longer
+// authenticates.
+func isRevoked(ctx context.Context, tokens *auth.Store, secret string) (bool, error) {
+	_, err := tokens.Authenticate(ctx, secret)
+	if errors.Is(err, auth.ErrInvalidToken) {
+		return true, nil
+	}
+	return false, err
 }
 
 // apiURL is the URL clients use: the listening address, with a wildcard

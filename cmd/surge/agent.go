@@ -96,13 +96,14 @@ func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
 func newAgentCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
 	o := &AgentOptions{Streams: s}
 	c := &cobra.Command{
-		Use:   "agent --api URL --token JOIN_TOKEN",
+		Use:   "agent --api URL --token-file JOIN_TOKEN_FILE --ca-file CA",
 		Short: "Run a node agent: the replicas bound to this node, on containerd",
 		Long: `Agent registers this machine as a node and runs the replicas the scheduler
 binds to it. It joins with the cluster's join token, which the first server
-start prints and keeps in DATA_DIR/join-token: the token obtains, once, the
-node's own client certificate (kept in STATE_DIR/identity and renewed while
-the agent runs), with which the agent then authenticates.`,
+start keeps in DATA_DIR/join-token (copy the file; pass --token-file, or set
+SURGE_TOKEN: a token is never a flag's value, which ps shows): the token
+obtains, once, the node's own client certificate (kept in STATE_DIR/identity
+and renewed while the agent runs), with which the agent then authenticates.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.LogLevel = g.LogLevel()

@@ -178,23 +178,30 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 		gwo.JoinToken, gwo.GossipAddr, gwo.Join = srv.JoinToken(), "127.0.0.1:0", []string{ao.GossipAddr}
 		roles.Go(func() error { return wrap("gateway", runGateway(rctx, &gwo, prometheus.NewRegistry())) })
 		fmt.Fprintf(o.Out, `Surge is up. API: %s   gateway: %s   data: %s
-Client config: %s
+Client config (admin token): %s
+Tokens (files, mode 0600): join %s   gateway %s
 
 Try:
   %s init hi && cd hi && %s deploy
   %s invoke hi
 
 Press Ctrl-C to stop%s.
-`, admin.Server, o.Config.GatewayURL, o.Config.DataDir, o.Config.UserConfigPath, o.Self, relSelf(o.Self), relSelf(o.Self), stopNote(o.Agent.KeepReplicas))
+`, admin.Server, o.Config.GatewayURL, o.Config.DataDir, o.Config.UserConfigPath, tokenPath(o, controlplane.JoinTokenFile),
+			tokenPath(o, controlplane.GatewayTokenFile), o.Self, relSelf(o.Self), relSelf(o.Self), stopNote(o.Agent.KeepReplicas))
 	} else {
 		ca := filepath.Join(o.Config.DataDir, "pki", "ca.crt")
 		join := ""
 		if a := srv.GossipAddr(); a != "" {
 			join = " --join " + a
 		}
-		fmt.Fprintf(o.Out, "Surge server is up. API: %s\n\nJoin a node agent with:\n  surge agent --api %s --token %s --ca-file %s%s\n"+
-			"Run a gateway with:\n  surge gateway --api %s --token %s --ca-file %s --join-token %s%s\n",
-			admin.Server, admin.Server, srv.JoinToken(), ca, join, admin.Server, srv.GatewayToken(), ca, srv.JoinToken(), join)
+		joinToken, gatewayToken := tokenPath(o, controlplane.JoinTokenFile), tokenPath(o, controlplane.GatewayTokenFile)
+		fmt.Fprintf(o.Out, "Surge server is up. API: %s\nAdmin client config: %s\n"+
+			"Tokens (files, mode 0600): join %s   gateway %s\n\n"+
+			"Copy %s and the token files to the other machines. Join a node agent with:\n"+
+			"  surge agent --api %s --token-file %s --ca-file %s%s\n"+
+			"Run a gateway with:\n  surge gateway --api %s --token-file %s --ca-file %s --join-token-file %s%s\n",
+			admin.Server, filepath.Join(o.Config.DataDir, controlplane.AdminConfigFile), joinToken, gatewayToken,
+			ca, admin.Server, joinToken, ca, join, admin.Server, gatewayToken, ca, joinToken, join)
 	}
 	// The server's own end: if it stops first, it takes the others along.
 	var serverErr error
@@ -220,6 +227,13 @@ Press Ctrl-C to stop%s.
 		return nil
 	}
 	return err
+}
+
+// tokenPath is where the server keeps a token: the path is printed,
+// never the token, which stdout (a terminal's scroll-back, a service's
+// journal) would keep for anyone who reads it.
+func tokenPath(o *ServerOptions, file string) string {
+	return filepath.Join(o.Config.DataDir, file)
 }
 
 // wrap names the role an error came from; nil stays nil.

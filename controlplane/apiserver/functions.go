@@ -145,6 +145,6 @@ func redactPullSecret(ctx context.Context, ps *api.PullSecret) {
 		return
 	}
 	if ps.Spec.Password != "" {
-		ps.Spec.Password = "(redacted)"
+		ps.Spec.Password = Redacted
 	}
 }

@@ -111,6 +111,9 @@ type Config struct {
 	// Load, when set, serves GET /v1/stats: the gateways' latest load per
 	// revision.
 	Load LoadSource
+	// Limits are the server's quotas; a zero field takes its default
+	// (DefaultLimits).
+	Limits Limits
 }
 
 // LoadSource is the gateways' summed load per revision (store.GatewayLoad).
@@ -143,6 +146,8 @@ type Server struct {
 	metrics *metrics
 	// nodeRoots holds the node CA, when there is one.
 	nodeRoots *x509.CertPool
+	// watches counts each principal's open watches.
+	watches *watchCounter
 }
 
 // readyTimeout bounds a /readyz check: a probe that hangs is a failed probe.
@@ -160,7 +165,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), metrics: m}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), metrics: m, watches: newWatchCounter(cfg.Limits.MaxWatchesPerPrincipal)}
 	if cfg.NodeCA != nil {
 		s.nodeRoots = x509.NewCertPool()
 		s.nodeRoots.AddCert(cfg.NodeCA.Certificate())
@@ -193,6 +198,8 @@ func (c Config) withDefaults() (Config, error) {
 		}
 		c.Gatherer = g
 	}
+	c.Limits = c.Limits.withDefaults()
+	errs = append(errs, c.Limits.validate()...)
 	if len(errs) > 0 {
 		return c, errors.Join(errs...)
 	}
@@ -229,7 +236,10 @@ func (s *Server) routes() {
 		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 		defer cancel()
 		if err := s.cfg.Ready(ctx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+			// Anyone may ask /readyz: what etcd said (its addresses, its
+			// members, its certificates' troubles) goes to the log only.
+			s.cfg.Log.Warn("not ready", "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": "the store does not answer; the server's log says why"})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -245,11 +255,18 @@ func (s *Server) routes() {
 	})
 
 	registerKind(s, kindOps[api.Function]{
-		validate: func(f *api.Function) error { api.SetDefaults(&f.Spec); return api.ValidateFunction(f) },
-		create:   s.createFunction,
-		replace:  s.replaceFunction,
-		delete:   s.cfg.Store.DeleteFunction,
-		show:     s.showFunctions,
+		validate: func(f *api.Function) error {
+			api.SetDefaults(&f.Spec)
+			if err := api.ValidateFunction(f); err != nil {
+				return err
+			}
+			return s.cfg.Limits.functionLimits(f)
+		},
+		create:  s.createFunction,
+		replace: s.replaceFunction,
+		delete:  s.cfg.Store.DeleteFunction,
+		show:    s.showFunctions,
+		redact:  redactFunction,
 	})
 	registerKind(s, kindOps[api.PullSecret]{
 		validate: api.ValidatePullSecret,
@@ -260,14 +277,19 @@ func (s *Server) routes() {
 		// A node reads those of the namespaces it runs replicas of.
 		authorizeRead: s.nodeReadsPullSecrets,
 	})
-	registerKind(s, kindOps[api.Revision]{authorizeRead: s.nodeReadsRevision})
+	registerKind(s, kindOps[api.Revision]{authorizeRead: s.nodeReadsRevision, redact: redactRevision})
 	registerKind(s, kindOps[api.Traffic]{
 		validate: api.ValidateTraffic,
 		replace:  s.replaceTraffic,
 	})
 	registerKind(s, kindOps[api.Scale]{
-		validate: api.ValidateScale,
-		replace:  s.keepStatus(store.UpdateScaleSpec),
+		validate: func(sc *api.Scale) error {
+			if err := api.ValidateScale(sc); err != nil {
+				return err
+			}
+			return s.cfg.Limits.scaleLimits(sc)
+		},
+		replace: s.keepStatus(store.UpdateScaleSpec),
 	})
 	registerKind(s, kindOps[api.Replica]{
 		validate: validateReplica,
@@ -340,7 +362,21 @@ func (s *Server) handle(pattern, resource string, verb auth.Verb, h http.Handler
 			writeError(sw, s.cfg.Log, forbidden("%s may not %s %s%s", p.Name(), verbWord(verb), resource, hint))
 			return
 		}
-		h(sw, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
+		if isWatch(r) {
+			release, err := s.watches.acquire(p)
+			if err != nil {
+				writeError(sw, s.cfg.Log, err)
+				return
+			}
+			defer release()
+		}
+		if p.ID != "" && (isWatch(r) || isFollow(r)) {
+			var stop func()
+			r, stop = s.cutOnRevoke(r, p)
+			defer stop()
+		}
+		h(sw, r)
 	})
 }
 

@@ -145,3 +145,75 @@ func TestAllowed(t *testing.T) {
 		t.Errorf("token principal's name %q", got)
 	}
 }
+
+func TestLastAdminTokenCannotBeRevoked(t *testing.T) {
+	ctx := context.Background()
+	tokens := auth.NewStore(etcdtest.Start(t), nil)
+	_, first, err := tokens.Create(ctx, auth.RoleAdmin, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, viewer, err := tokens.Create(ctx, auth.RoleViewer, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tokens.Delete(ctx, first.ID); !errors.Is(err, auth.ErrLastAdmin) {
+		t.Errorf("revoke the only admin token: %v, want ErrLastAdmin", err)
+	}
+	_, second, err := tokens.Create(ctx, auth.RoleAdmin, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := tokens.Delete(ctx, first.ID); !ok || err != nil {
+		t.Errorf("revoke one of two admin tokens: %v, %v", ok, err)
+	}
+	if _, err := tokens.Delete(ctx, second.ID); !errors.Is(err, auth.ErrLastAdmin) {
+		t.Errorf("revoke the admin token left: %v, want ErrLastAdmin", err)
+	}
+	if ok, err := tokens.Delete(ctx, viewer.ID); !ok || err != nil {
+		t.Errorf("revoke a viewer token: %v, %v", ok, err)
+	}
+}
+
+// TestWaitRevoked: WaitRevoked returns once the token is revoked, also
+// when that happened between its authentication and the wait, and with
+// the context's error when the context ends first.
+func TestWaitRevoked(t *testing.T) {
+	ctx := context.Background()
+	tokens := auth.NewStore(etcdtest.Start(t), nil)
+	secret, _, err := tokens.Create(ctx, auth.RoleViewer, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokens.Authenticate(ctx, secret)
+	if err != nil || tok.Revision == 0 {
+		t.Fatalf("authenticate: %+v %v, want a revision", tok, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tokens.WaitRevoked(ctx, tok.ID, tok.Revision) }()
+	if _, err := tokens.Delete(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("wait for a revocation: %v", err)
+	}
+	// Revoked before the wait began: the wait sees it.
+	if err := tokens.WaitRevoked(ctx, tok.ID, tok.Revision); err != nil {
+		t.Errorf("wait for a past revocation: %v", err)
+	}
+
+	secret, _, err = tokens.Create(ctx, auth.RoleViewer, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := tokens.Authenticate(ctx, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	go func() { done <- tokens.WaitRevoked(cctx, live.ID, live.Revision) }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("wait ended by its context: %v, want context.Canceled", err)
+	}
+}

@@ -56,10 +56,14 @@ type Principal struct {
 	// Address is the node's registered address, from its certificate:
 	// the server checked it when it first certified the node.
 	Address netip.Addr `json:"address,omitzero"`
+	// TokenRevision is the token's Revision, for Store.WaitRevoked.
+	TokenRevision int64 `json:"-"`
 }
 
 // TokenPrincipal is the principal of a bearer token.
-func TokenPrincipal(t Token) Principal { return Principal{Role: t.Role, ID: t.ID} }
+func TokenPrincipal(t Token) Principal {
+	return Principal{Role: t.Role, ID: t.ID, TokenRevision: t.Revision}
+}
 
 // NodePrincipal is the principal of node's client certificate.
 func NodePrincipal(node string, addr netip.Addr) Principal {

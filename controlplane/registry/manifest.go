@@ -151,8 +151,8 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, repo, r
 	} else if err := r.writeFile(p, body); err != nil {
 		return fmt.Errorf("store manifest %s: %w", d, err)
 	}
-	if err := r.writeFile(r.manifestLink(repo, d), []byte(m.mediaType)); err != nil {
-		return fmt.Errorf("link manifest %s into %s: %w", d, repo, err)
+	if err := r.linkManifest(repo, d, m.mediaType); err != nil {
+		return err
 	}
 	if tag != "" {
 		if err := r.writeFile(r.tagPath(repo, tag), []byte(d.String())); err != nil {
@@ -164,6 +164,32 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, repo, r
 	h.Set("Docker-Content-Digest", d.String())
 	h.Set("Content-Length", "0")
 	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// linkManifest links manifest d into repo, making the repository if it is
+// new, within Config.MaxRepositories.
+func (r *Registry) linkManifest(repo string, d v1.Hash, mediaType string) error {
+	if !r.repoExists(repo) {
+		r.newRepo.Lock()
+		defer r.newRepo.Unlock()
+		if !r.repoExists(repo) {
+			repos, err := r.repositories()
+			if err != nil {
+				return fmt.Errorf("count repositories: %w", err)
+			}
+			if len(repos) >= r.cfg.MaxRepositories {
+				oe := errorf(http.StatusForbidden, "DENIED",
+					"the registry holds %d repositories, its limit (MaxRepositories): push to an existing repository, or remove functions whose images are no longer needed (image GC then removes their repositories)",
+					len(repos))
+				oe.Detail = map[string]any{"limit": "MaxRepositories", "max": r.cfg.MaxRepositories}
+				return oe
+			}
+		}
+	}
+	if err := r.writeFile(r.manifestLink(repo, d), []byte(mediaType)); err != nil {
+		return fmt.Errorf("link manifest %s into %s: %w", d, repo, err)
+	}
 	return nil
 }
 
