@@ -245,11 +245,16 @@ func (o Options) gossipOptions(peers *Peers) gossip.Options {
 }
 
 // containersConfig is the runtime's config for node: o.Containers with the
-// node's pod subnet and the control plane's registry (at registry, with
-// the client's token and CA).
+// node's pod subnet and the control plane's registry (at registry, and at
+// the client's other API servers, with the client's token and CA).
 func (o Options) containersConfig(node *api.Node, registry string) containers.Config {
 	rc := o.Containers
 	rc.RegistryHost = registry
+	for _, s := range o.Client.Endpoints()[1:] {
+		if h, err := registryHost(s); err == nil {
+			rc.RegistryMirrors = append(rc.RegistryMirrors, h)
+		}
+	}
 	rc.RegistryToken = o.Client.Token
 	rc.RegistryCA = []byte(o.Client.CertificateAuthority)
 	rc.Network.Subnet = node.Spec.PodSubnet
