@@ -281,16 +281,19 @@ func (s *Server) keepEtcdLeaderAway(e *embed.Etcd, cli *clientv3.Client, ps *pee
 	return func(ctx context.Context) error {
 		tick := s.clock.NewTicker(etcdLeaderCheck)
 		defer tick.Stop()
+		// The first look waits a check's period: a transfer makes the
+		// reads and writes in flight fail, and a new term's first ones
+		// (the autoscaler's first decision) matter most.
 		for {
 			changed := e.Server.LeaderChangedNotify()
-			if e.Server.Leader() == e.Server.MemberID() {
-				s.moveEtcdLeader(ctx, e, cli, ps)
-			}
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-changed:
 			case <-tick.Chan():
+			}
+			if e.Server.Leader() == e.Server.MemberID() {
+				s.moveEtcdLeader(ctx, e, cli, ps)
 			}
 		}
 	}

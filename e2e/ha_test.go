@@ -38,7 +38,7 @@ func TestHAScenarios(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	c := harness.Start(t, harness.Options{
 		Bin: surgeBin, README: "../README.md", Dir: dir,
-		Servers: 3, Agents: 2, Gateways: 1, LogLevel: "debug",
+		Servers: 3, Agents: 2, Gateways: 1,
 	})
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -300,7 +300,9 @@ func revisionWith(revs []api.Revision, rev string) string {
 // scales the function up within 5s of the kill, and no request fails.
 func (h *ha) r7KillControllersLeader(t *testing.T) {
 	image := strings.TrimSpace(h.c.MustSurge("build", "../examples/hello", "-t", "hello:v1"))
-	h.c.MustSurge("deploy", "r7", "--image", image, "--concurrency", "1", "--window", "6s")
+	// One request per replica; a stable window that gives the first
+	// replica time to start on a cluster R6 has just shaken.
+	h.c.MustSurge("deploy", "r7", "--image", image, "--concurrency", "1", "--window", "20s")
 	t.Cleanup(func() { h.c.Surge("rm", "r7") })
 	ctx := context.Background()
 	scale := func() *api.Scale {
@@ -393,6 +395,9 @@ func (h *ha) r16ImageOutlivesItsServer(t *testing.T) {
 	if err := h.c.Servers[0].Stop(syscall.SIGKILL, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	// When s1 led etcd, s2 answers once the others have elected a leader
+	// (R6 measures that); the deploy is sent then.
+	waitUntil(t, "s2 serving", time.Minute, func() bool { return h.serving(1) })
 	viaS2 := strings.TrimPrefix(s2, "https://") + "/default/r16@" + digest
 	start := time.Now()
 	h.c.MustSurge("--api", s2, "deploy", "r16", "--image", viaS2)
