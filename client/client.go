@@ -157,7 +157,11 @@ func (c *Client) send(ctx context.Context, method, path string, body any) (*http
 	var lastErr error
 	for i := range len(c.servers) {
 		idx := (start + i) % len(c.servers)
-		resp, err := c.sendTo(ctx, c.servers[idx], method, path, b, body != nil)
+		req, err := c.newRequest(ctx, c.servers[idx], method, path, b, body != nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.http.Do(req)
 		last := i == len(c.servers)-1
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -185,8 +189,8 @@ func (c *Client) send(ctx context.Context, method, path string, body any) (*http
 	return nil, lastErr
 }
 
-// sendTo sends one request to the server at base.
-func (c *Client) sendTo(ctx context.Context, base, method, path string, body []byte, hasBody bool) (*http.Response, error) {
+// newRequest makes one request to the server at base.
+func (c *Client) newRequest(ctx context.Context, base, method, path string, body []byte, hasBody bool) (*http.Request, error) {
 	var rd io.Reader
 	if hasBody {
 		rd = bytes.NewReader(body)
@@ -202,7 +206,7 @@ func (c *Client) sendTo(ctx context.Context, base, method, path string, body []b
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	return c.http.Do(req)
+	return req, nil
 }
 
 // idempotent reports whether sending a request twice does what sending it

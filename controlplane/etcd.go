@@ -157,6 +157,17 @@ func dialEtcd(ctx context.Context, c Config) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %v: %w", c.EtcdEndpoints, err)
 	}
+	// The client connects lazily, and retries a refused handshake for as
+	// long as a request waits: one read says now whether etcd takes us.
+	pctx, cancel := context.WithTimeout(ctx, cc.DialTimeout)
+	defer cancel()
+	if _, err := cli.Get(pctx, storageVersionKey); err != nil {
+		cli.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("etcd %v does not answer: check --etcd-endpoints, --etcd-cafile, --etcd-certfile and --etcd-keyfile: %w", c.EtcdEndpoints, err)
+	}
 	return cli, nil
 }
 
