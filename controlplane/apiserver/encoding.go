@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/raft/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -49,16 +50,23 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 }
 
 // etcdUnavailable reports whether err is etcd saying it cannot answer now
-// (no leader, leader changed, request timed out: gRPC's Unavailable). A
-// write that timed out may still have been applied: whoever retries it
+// (no leader, leader changed, request timed out: gRPC's Unavailable; or a
+// proposal raft dropped while its leader moved, which reaches the
+// in-process client as an Unknown status carrying raft's sentinel's text).
+// A write that timed out may still have been applied: whoever retries it
 // must be able to tell, as the store's guarded transactions can.
 func etcdUnavailable(err error) bool {
+	if errors.Is(err, raft.ErrProposalDropped) {
+		return true
+	}
 	var ee rpctypes.EtcdError
 	if errors.As(err, &ee) {
 		return ee.Code() == codes.Unavailable
 	}
-	if st, ok := status.FromError(err); ok {
-		return st.Code() == codes.Unavailable
+	var gs interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &gs) {
+		st := gs.GRPCStatus()
+		return st.Code() == codes.Unavailable || st.Message() == raft.ErrProposalDropped.Error()
 	}
 	return false
 }
