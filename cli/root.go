@@ -103,6 +103,15 @@ func (g *Globals) clientConfig() (*client.Config, error) {
 	return cfg, nil
 }
 
+// FlagToken is the token --token-file names, else SURGE_TOKEN's, else "";
+// --token itself is refused, as every verb refuses it.
+func (g *Globals) FlagToken() (string, error) {
+	if g.token != "" {
+		return "", usagef("--token shows the token to every user of this machine (ps): put it in a file and pass --token-file FILE, or set %s", TokenEnv)
+	}
+	return g.flagToken()
+}
+
 // flagToken is the token of --token-file, else of SURGE_TOKEN, else "".
 func (g *Globals) flagToken() (string, error) {
 	if g.tokenFile == "" {

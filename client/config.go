@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"sigs.k8s.io/yaml"
 )
@@ -15,8 +16,12 @@ import (
 // trust and token. A config file holds one (the form `surge server` writes
 // at its first start) or several, as contexts (see File).
 type Config struct {
-	// Server is the API's base URL, e.g. "https://127.0.0.1:7070".
+	// Server is the API's base URL, e.g. "https://127.0.0.1:7070". It may
+	// list the URLs of several servers of one cluster, comma-separated (as
+	// --api takes them); the client fails over between them.
 	Server string `json:"server"`
+	// Servers are more API servers of the same cluster, after Server's.
+	Servers []string `json:"servers,omitempty"`
 	// CertificateAuthority is the PEM of the CA that signed the server's
 	// certificate. Empty means the system's roots.
 	CertificateAuthority string `json:"certificateAuthority,omitempty"`
@@ -24,6 +29,28 @@ type Config struct {
 	Token string `json:"token"`
 	// Namespace is the default namespace of this client's objects.
 	Namespace string `json:"namespace,omitempty"`
+}
+
+// Endpoints returns every API URL the config names: Server's, then
+// Servers, without blanks or repeats, in order.
+func (c *Config) Endpoints() []string {
+	var out []string
+	for _, s := range append(strings.Split(c.Server, ","), c.Servers...) {
+		if s = strings.TrimSpace(s); s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// WithEndpoints returns a copy of c whose Server is the first of urls and
+// Servers the others: the form a role that reads Server as one URL takes.
+func (c Config) WithEndpoints(urls []string) Config {
+	c.Server, c.Servers = "", nil
+	if len(urls) > 0 {
+		c.Server, c.Servers = urls[0], append([]string(nil), urls[1:]...)
+	}
+	return c
 }
 
 // ConfigEnv names the environment variable that points at a config file.
@@ -75,10 +102,11 @@ type File struct {
 	Contexts []Context `json:"contexts,omitempty"`
 
 	// The single-server form's fields; LoadFile moves them into Contexts.
-	Server               string `json:"server,omitempty"`
-	CertificateAuthority string `json:"certificateAuthority,omitempty"`
-	Token                string `json:"token,omitempty"`
-	Namespace            string `json:"namespace,omitempty"`
+	Server               string   `json:"server,omitempty"`
+	Servers              []string `json:"servers,omitempty"`
+	CertificateAuthority string   `json:"certificateAuthority,omitempty"`
+	Token                string   `json:"token,omitempty"`
+	Namespace            string   `json:"namespace,omitempty"`
 }
 
 // Context is one named server of a File.
@@ -106,10 +134,10 @@ func LoadFile(path string) (*File, error) {
 		if len(f.Contexts) > 0 {
 			return nil, fmt.Errorf("read client config %s: give either server and token at the top or contexts, not both", path)
 		}
-		f.Contexts = []Context{{Name: DefaultContext, Config: Config{
-			Server: f.Server, CertificateAuthority: f.CertificateAuthority, Token: f.Token, Namespace: f.Namespace}}}
+		f.Contexts = []Context{{Name: DefaultContext, Config: Config{Server: f.Server, Servers: f.Servers,
+			CertificateAuthority: f.CertificateAuthority, Token: f.Token, Namespace: f.Namespace}}}
 		f.CurrentContext = DefaultContext
-		f.Server, f.CertificateAuthority, f.Token, f.Namespace = "", "", "", ""
+		f.Server, f.Servers, f.CertificateAuthority, f.Token, f.Namespace = "", nil, "", "", ""
 	}
 	seen := map[string]bool{}
 	for _, c := range f.Contexts {

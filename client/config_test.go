@@ -53,7 +53,7 @@ func TestContexts(t *testing.T) {
 		t.Errorf("current context (-want +got):\n%s", diff)
 	}
 	f, _ = client.LoadFile(path)
-	if c, err := f.Context(client.DefaultContext); err != nil || *c != local {
+	if c, err := f.Context(client.DefaultContext); err != nil || !cmp.Equal(*c, local) {
 		t.Errorf("the first server kept as %q: %+v, %v", client.DefaultContext, c, err)
 	}
 	f.Set("prod", client.Config{Server: prod.Server, Token: "new"})

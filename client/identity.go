@@ -27,8 +27,8 @@ import (
 func NewWithCertificate(cfg *Config, cert func() *tls.Certificate) (*Client, error) {
 	noToken := *cfg
 	noToken.Token = ""
-	// As http.DefaultTransport dials.
-	conns := &connSet{dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}, open: map[*trackedConn]struct{}{}}
+	// As New's transport dials (DialTimeout: on to the next server soon).
+	conns := &connSet{dialer: net.Dialer{Timeout: DialTimeout, KeepAlive: 30 * time.Second}, open: map[*trackedConn]struct{}{}}
 	c, err := newClient(&noToken, func(tr *http.Transport) {
 		tr.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			if c := cert(); c != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,10 +29,27 @@ type Config struct {
 	// EtcdEndpoints, when set, are an external etcd cluster's client URLs
 	// and no etcd is embedded.
 	EtcdEndpoints []string
+	// EtcdCAFile, EtcdCertFile and EtcdKeyFile are the PEM files the
+	// server reaches an external etcd with over TLS: the CA its
+	// certificate chains to, and the client certificate and key it
+	// presents. Empty: the system roots, and no client certificate.
+	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
 	// EtcdClientAddr and EtcdPeerAddr are where the embedded etcd listens,
-	// with TLS and client certificates from the cluster CA.
+	// with TLS and client certificates from the cluster CA. The peer
+	// address is where the other servers' members reach this one; empty
+	// is APIAddr's host (loopback when that is a wildcard), port 7072.
 	EtcdClientAddr string
 	EtcdPeerAddr   string
+	// JoinServer, when set, is the API URL of a running server of the
+	// cluster this server joins at its first start (later starts find
+	// their cluster in the data dir): it presents JoinServerToken (that
+	// server's DATA_DIR/server-token) over TLS that must chain to
+	// JoinServerCA (the cluster CA, PEM), receives the CA, its key and the
+	// tokens, and becomes an etcd member (a learner, promoted once it has
+	// caught up).
+	JoinServer      string
+	JoinServerToken string
+	JoinServerCA    []byte
 	// Name is this server's etcd member name; the default is the host name.
 	Name string
 	// TLSSANs are extra host names or IPs for the API's certificate, beyond
@@ -90,7 +108,6 @@ func DefaultConfig() Config {
 		DataDir:             defaultDataDir(),
 		APIAddr:             "127.0.0.1:7070",
 		EtcdClientAddr:      "127.0.0.1:7071",
-		EtcdPeerAddr:        "127.0.0.1:7072",
 		CompactionRetention: "1h",
 		WriteUserConfig:     true,
 		PodCIDR:             "10.244.0.0/16",
@@ -124,7 +141,7 @@ func (c Config) withDefaults() Config {
 		c.EtcdClientAddr = d.EtcdClientAddr
 	}
 	if c.EtcdPeerAddr == "" {
-		c.EtcdPeerAddr = d.EtcdPeerAddr
+		c.EtcdPeerAddr = defaultPeerAddr(c.APIAddr)
 	}
 	if c.CompactionRetention == "" {
 		c.CompactionRetention = d.CompactionRetention
@@ -155,12 +172,30 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// defaultPeerPort is the embedded etcd's peer port when EtcdPeerAddr is
+// left empty.
+const defaultPeerPort = "7072"
+
+// defaultPeerAddr is APIAddr's host with the peer port: the address other
+// servers reach this machine at, loopback when the API listens on every
+// address.
+func defaultPeerAddr(apiAddr string) string {
+	h, _, err := net.SplitHostPort(apiAddr)
+	if ip := net.ParseIP(h); err != nil || h == "" || (ip != nil && ip.IsUnspecified()) {
+		h = "127.0.0.1"
+	}
+	return net.JoinHostPort(h, defaultPeerPort)
+}
+
 // Validate reports every bad field at once.
 func (c Config) Validate() error {
 	var errs []error
 	for _, a := range []struct{ flag, v string }{
 		{"--api-addr", c.APIAddr}, {"--etcd-client-addr", c.EtcdClientAddr}, {"--etcd-peer-addr", c.EtcdPeerAddr},
 	} {
+		if a.v == "" && a.flag == "--etcd-peer-addr" {
+			continue // derived from --api-addr
+		}
 		if _, port, err := net.SplitHostPort(a.v); err != nil || port == "" {
 			errs = append(errs, fmt.Errorf("%s %q: want HOST:PORT", a.flag, a.v))
 		}
@@ -168,6 +203,30 @@ func (c Config) Validate() error {
 	for _, e := range c.EtcdEndpoints {
 		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
 			errs = append(errs, fmt.Errorf("--etcd-endpoints %q: want a URL like https://10.0.0.1:2379", e))
+		}
+	}
+	for _, f := range []struct{ flag, v string }{{"--etcd-cafile", c.EtcdCAFile}, {"--etcd-certfile", c.EtcdCertFile}, {"--etcd-keyfile", c.EtcdKeyFile}} {
+		if f.v != "" && len(c.EtcdEndpoints) == 0 {
+			errs = append(errs, fmt.Errorf("%s %q: only for an external etcd, with --etcd-endpoints", f.flag, f.v))
+		}
+	}
+	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {
+		errs = append(errs, fmt.Errorf("--etcd-certfile %q and --etcd-keyfile %q: give both or neither", c.EtcdCertFile, c.EtcdKeyFile))
+	}
+	if h, _, err := net.SplitHostPort(c.EtcdPeerAddr); err == nil {
+		if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+			errs = append(errs, fmt.Errorf("--etcd-peer-addr %q: want this machine's address as the other servers reach it, not a wildcard", c.EtcdPeerAddr))
+		}
+	}
+	if c.JoinServer != "" {
+		if u, err := url.Parse(c.JoinServer); err != nil || u.Scheme != "https" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--join-server %q: want a running server's API URL, like https://10.0.0.1:7070", c.JoinServer))
+		}
+		if c.JoinServerToken == "" {
+			errs = append(errs, errors.New("--join-server needs --token: the server-token of a server of the cluster"))
+		}
+		if len(c.JoinServerCA) == 0 {
+			errs = append(errs, errors.New("--join-server needs --ca-file: the cluster CA (pki/ca.crt of a server of the cluster)"))
 		}
 	}
 	if p, err := netip.ParsePrefix(c.PodCIDR); err != nil || !p.Addr().Is4() {

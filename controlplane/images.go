@@ -18,13 +18,14 @@ import (
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/controlplane/apiserver"
 	"github.com/surgeplatform/surge/controlplane/auth"
+	"github.com/surgeplatform/surge/controlplane/controllers"
 	"github.com/surgeplatform/surge/controlplane/registry"
 	"github.com/surgeplatform/surge/controlplane/store"
 )
 
 // registryRoutes mounts the OCI registry at /v2/ behind the API's token
 // check: GET (and HEAD) read, the other methods push.
-func registryRoutes(reg *registry.Registry) []apiserver.Route {
+func registryRoutes(reg http.Handler) []apiserver.Route {
 	var rs []apiserver.Route
 	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
 		rs = append(rs, apiserver.Route{Pattern: m + " /v2/", Resource: auth.ResourceRegistry, Handler: reg})
@@ -35,24 +36,49 @@ func registryRoutes(reg *registry.Registry) []apiserver.Route {
 // imageGCInterval is how often the registry drops images nothing names.
 const imageGCInterval = time.Hour
 
-// collectImages runs registry GC every imageGCInterval until ctx ends.
-func (s *Server) collectImages(ctx context.Context, st *store.Store, reg *registry.Registry) {
-	t := s.clock.NewTicker(imageGCInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.Chan():
-		}
-		res, err := collectImagesOnce(ctx, st, reg)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("registry GC skipped", "err", err)
+// collectImages is the leader's task that runs registry GC every
+// imageGCInterval: on this server, then, through POST /v1/cluster/gc, on
+// every other running server, each on its own copy of the registry. One
+// server decides when, so that the copies are collected together and
+// never while another server's GC could race a copy between them.
+func (s *Server) collectImages(p *parts) controllers.LeaderTask {
+	return func(ctx context.Context) error {
+		t := s.clock.NewTicker(imageGCInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.Chan():
 			}
-			continue
+			res, err := collectImagesOnce(ctx, p.store, p.images)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("registry GC skipped", "err", err)
+				}
+				continue
+			}
+			s.log.Info("registry GC", "manifests", res.Manifests, "blobs", res.Blobs, "bytes", res.Bytes)
+			s.collectPeersImages(ctx, p.peers)
 		}
-		s.log.Info("registry GC", "manifests", res.Manifests, "blobs", res.Blobs, "bytes", res.Bytes)
+	}
+}
+
+// collectPeersImages asks every other running server for its GC round.
+func (s *Server) collectPeersImages(ctx context.Context, ps *peers) {
+	others, err := ps.list(ctx)
+	if err != nil {
+		s.log.Warn("registry GC of the other servers skipped", "err", err)
+		return
+	}
+	for _, o := range others {
+		resp, err := ps.do(ctx, http.MethodPost, o.APIURL+"/v1/cluster/gc", nil, nil)
+		if err == nil {
+			err = expect(resp, http.StatusOK, "registry GC")
+		}
+		if err != nil {
+			s.log.Warn("registry GC on another server failed", "server", o.Name, "err", err)
+		}
 	}
 }
 
@@ -111,10 +137,14 @@ func functionURLs(base string) (func(api.Key) string, error) {
 // registry are read from it directly; others are asked with a HEAD,
 // authenticated with the namespace's matching pull secret.
 type imageResolver struct {
-	store   *store.Store
-	images  *registry.Registry
-	own     func(host string) bool
-	timeout time.Duration
+	store  *store.Store
+	images *registry.Registry
+	own    func(host string) bool
+	// followTag, when set, brings this server's copy of a tag of its own
+	// registry up to what the cluster records (replicated.followTag), so
+	// that a tag pushed through another server resolves as it was pushed.
+	followTag func(ctx context.Context, repo, tag string) error
+	timeout   time.Duration
 	// transport reaches other registries; nil is the default.
 	transport http.RoundTripper
 }
@@ -134,6 +164,11 @@ func (r *imageResolver) resolve(ctx context.Context, f *api.Function) (string, e
 	}
 	host := ref.Context().RegistryStr()
 	if r.own(host) {
+		if r.followTag != nil {
+			if err := r.followTag(ctx, ref.Context().RepositoryStr(), ref.Identifier()); err != nil {
+				return "", fmt.Errorf("follow tag %s: %w", ref, err)
+			}
+		}
 		d, err := r.images.Resolve(ref.Context().RepositoryStr(), ref.Identifier())
 		if err != nil {
 			return "", err
@@ -208,6 +243,29 @@ func reservedName(host string) bool {
 		}
 	}
 	return false
+}
+
+// ownOrPeerRegistry reports whether an image's registry host is this
+// server's registry or another server's of the cluster (whose images the
+// replicated registry holds here too).
+func (s *Server) ownOrPeerRegistry(p *peers) func(host string) bool {
+	return func(host string) bool {
+		if s.ownRegistry(host) {
+			return true
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second) // an etcd read
+		defer cancel()
+		servers, err := p.list(ctx)
+		if err != nil {
+			return false
+		}
+		for _, sv := range servers {
+			if u, err := url.Parse(sv.APIURL); err == nil && strings.EqualFold(u.Host, host) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // ownRegistry reports whether an image's registry host is this server's

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"runtime"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/internal/backoff"
 	"github.com/surgeplatform/surge/internal/clock"
 	"github.com/surgeplatform/surge/nodeagent/containers"
 )
@@ -237,6 +239,36 @@ func register(ctx context.Context, c *client.Client, cfg Config) (*api.Node, err
 	return &out, nil
 }
 
+// startBackoff paces the start-up calls' attempts while the API answers
+// 503.
+var startBackoff = backoff.Policy{Base: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
+
+// whileUnavailable runs op, and again while the API answers 503 (every
+// server's etcd electing a leader, for a moment): an agent started beside a
+// control plane that changes leaders waits for it instead of exiting. Any
+// other error is op's answer.
+func (a *Agent) whileUnavailable(ctx context.Context, op func(context.Context) error) error {
+	return backoff.Retry(ctx, a.clock, startBackoff, func(ctx context.Context) error {
+		err := op(ctx)
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Code == http.StatusServiceUnavailable {
+			a.log.Warn("the API is unavailable; trying again", "err", err)
+			return err
+		}
+		return backoff.Permanent(err)
+	})
+}
+
+// registerAtStart is register, while the API is unavailable.
+func (a *Agent) registerAtStart(ctx context.Context) (*api.Node, error) {
+	var node *api.Node
+	err := a.whileUnavailable(ctx, func(ctx context.Context) (err error) {
+		node, err = register(ctx, a.api, a.cfg)
+		return err
+	})
+	return node, err
+}
+
 // renewLease is one heartbeat: it renews the node's lease and returns the
 // node as the API sees it.
 func renewLease(ctx context.Context, c *client.Client, node string) (*api.Node, error) {
@@ -252,7 +284,7 @@ func renewLease(ctx context.Context, c *client.Client, node string) (*api.Node, 
 // when the agent stops, for a restarted agent to adopt, unless
 // StopReplicasOnExit.
 func (a *Agent) Run(ctx context.Context) error {
-	node, err := register(ctx, a.api, a.cfg)
+	node, err := a.registerAtStart(ctx)
 	if ctx.Err() != nil {
 		return nil // stopped while starting: nothing to undo
 	}
@@ -272,7 +304,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		defer stop()
 		a.cfg.agentURL = url
-		if _, err := register(ctx, a.api, a.cfg); err != nil && ctx.Err() == nil {
+		if _, err := a.registerAtStart(ctx); err != nil && ctx.Err() == nil {
 			return err
 		}
 	}
@@ -283,7 +315,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("node registered", "subnet", node.Spec.PodSubnet, "cpu", api.FormatCPU(a.cfg.MilliCPU), "memory", api.FormatMemory(a.cfg.MemoryBytes))
 	q := url.Values{"node": {a.cfg.NodeName}}
-	list, err := client.List[api.Replica](ctx, a.api, "", q)
+	var list *api.List[api.Replica]
+	err = a.whileUnavailable(ctx, func(ctx context.Context) (err error) {
+		list, err = client.List[api.Replica](ctx, a.api, "", q)
+		return err
+	})
 	if ctx.Err() != nil {
 		return nil
 	}

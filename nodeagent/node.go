@@ -255,11 +255,17 @@ func (o Options) gossipOptions(peers *Peers) gossip.Options {
 }
 
 // containersConfig is the runtime's config for node: o.Containers with the
-// node's pod subnet and the control plane's registry (at registry, with
-// the node's certificate and the client's CA; never the join token).
+// node's pod subnet and the control plane's registry (at registry, and at
+// the client's other API servers, with the node's certificate and the
+// client's CA; never the join token).
 func (o Options) containersConfig(node *api.Node, registry string) containers.Config {
 	rc := o.Containers
 	rc.RegistryHost = registry
+	for _, s := range o.Client.Endpoints()[1:] {
+		if h, err := registryHost(s); err == nil {
+			rc.RegistryMirrors = append(rc.RegistryMirrors, h)
+		}
+	}
 	rc.RegistryCertificate = o.registryCert
 	rc.RegistryCA = []byte(o.Client.CertificateAuthority)
 	rc.Network.Subnet = node.Spec.PodSubnet

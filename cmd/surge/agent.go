@@ -151,7 +151,9 @@ func agentError(err error, more string) error {
 // keeps the default.
 func agentOptions(o *AgentOptions, log *slog.Logger) nodeagent.Options {
 	n := nodeagent.DefaultOptions()
-	n.Client, n.Log = o.Client, log
+	// Several API servers (--api A,B,C): the first is the agent's
+	// Server, the others its Servers, to fail over to.
+	n.Client, n.Log = o.Client.WithEndpoints(o.Client.Endpoints()), log
 	if o.NodeName != "" {
 		n.Agent.NodeName = o.NodeName
 	}

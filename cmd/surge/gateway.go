@@ -107,7 +107,7 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 		return err
 	}
 	opts := gateway.DefaultOptions()
-	opts.API = o.Client
+	opts.API = o.Client.WithEndpoints(o.Client.Endpoints()) // --api A,B,C: fail over between them
 	if o.Addr != "" {
 		opts.Config.Addr = o.Addr
 	}

@@ -47,8 +47,11 @@ func addServerFlags(c *cobra.Command, o *ServerOptions) {
 	f.StringVar(&o.Config.DataDir, "data-dir", d.DataDir, "where etcd, certificates, tokens and logs live")
 	f.StringVar(&o.Config.APIAddr, "api-addr", d.APIAddr, "HTTPS API listen address")
 	f.StringSliceVar(&o.Config.EtcdEndpoints, "etcd-endpoints", nil, "use this external etcd cluster instead of the embedded one")
+	f.StringVar(&o.Config.EtcdCAFile, "etcd-cafile", "", "with --etcd-endpoints: PEM of the CA the etcd servers' certificates chain to")
+	f.StringVar(&o.Config.EtcdCertFile, "etcd-certfile", "", "with --etcd-endpoints: PEM client certificate to present to etcd")
+	f.StringVar(&o.Config.EtcdKeyFile, "etcd-keyfile", "", "with --etcd-endpoints: PEM key of --etcd-certfile")
 	f.StringVar(&o.Config.EtcdClientAddr, "etcd-client-addr", d.EtcdClientAddr, "embedded etcd's client listen address (TLS, client certificates)")
-	f.StringVar(&o.Config.EtcdPeerAddr, "etcd-peer-addr", d.EtcdPeerAddr, "embedded etcd's peer listen address (TLS, client certificates)")
+	f.StringVar(&o.Config.EtcdPeerAddr, "etcd-peer-addr", d.EtcdPeerAddr, "embedded etcd's peer address, where the other servers reach it (mutual TLS; default: --api-addr's host, port 7072)")
 	f.StringVar(&o.Config.Name, "name", "", "this server's member name (default: the host name)")
 	f.StringSliceVar(&o.Config.TLSSANs, "tls-san", nil, "extra host names or IPs for the API certificate")
 	f.StringVar(&o.Config.PodCIDR, "pod-cidr", d.PodCIDR, "replica addresses; each node gets a /24 of it")
@@ -60,17 +63,50 @@ func newServerCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "server",
 		Short: "Run a control-plane server: API and etcd",
-		Args:  cobra.NoArgs,
+		Long: `Server runs a control-plane server: the API and registry on an embedded etcd
+member (or --etcd-endpoints), and, when elected, the controllers and the
+autoscaler. The first server of a cluster makes its CA and tokens. More
+servers join it with --join-server, presenting its DATA_DIR/server-token
+(--token-file) over TLS checked against its CA (--ca-file): each receives the CA,
+its key and the tokens, and becomes an etcd member. Three servers keep
+serving when any one fails.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.LogLevel = g.LogLevel()
 			o.Config.UserConfigPath = g.UserConfigPath()
+			if err := joinFlags(cmd, g, &o.Config); err != nil {
+				return err
+			}
 			return runServer(cmd.Context(), o)
 		},
 	}
 	addServerFlags(c, o)
 	c.Flags().StringVar(&o.Config.GossipAddr, "gossip-addr", "0.0.0.0:7945", "where the server gossips, to hear of dead nodes at once (\"\" for none)")
 	c.Flags().StringSliceVar(&o.Config.GossipJoin, "join", nil, "gossip addresses of cluster members (HOST:PORT)")
+	c.Flags().StringVar(&o.Config.JoinServer, "join-server", "", "at the first start, join the cluster of the server whose API is at this URL (with --token-file: its server-token, and --ca-file: its pki/ca.crt)")
 	return c
+}
+
+// joinFlags reads what --join-server needs from the global flags:
+// --token-file (or SURGE_TOKEN), the joined server's server-token, and
+// --ca-file, the cluster CA.
+func joinFlags(cmd *cobra.Command, g *cli.Globals, c *controlplane.Config) error {
+	if c.JoinServer == "" {
+		return nil
+	}
+	tok, err := g.FlagToken()
+	if err != nil {
+		return err
+	}
+	c.JoinServerToken = tok
+	if f := cmd.Flag("ca-file"); f != nil && f.Value.String() != "" {
+		b, err := os.ReadFile(f.Value.String())
+		if err != nil {
+			return fmt.Errorf("--ca-file: %w", err)
+		}
+		c.JoinServerCA = b
+	}
+	return nil
 }
 
 func newUpCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
@@ -195,13 +231,17 @@ Press Ctrl-C to stop%s.
 			join = " --join " + a
 		}
 		joinToken, gatewayToken := tokenPath(o, controlplane.JoinTokenFile), tokenPath(o, controlplane.GatewayTokenFile)
+		serverToken := tokenPath(o, controlplane.ServerTokenFile)
 		fmt.Fprintf(o.Out, "Surge server is up. API: %s\nAdmin client config: %s\n"+
-			"Tokens (files, mode 0600): join %s   gateway %s\n\n"+
+			"Tokens (files, mode 0600): join %s   gateway %s   server %s\n\n"+
 			"Copy %s and the token files to the other machines. Join a node agent with:\n"+
 			"  surge agent --api %s --token-file %s --ca-file %s%s\n"+
-			"Run a gateway with:\n  surge gateway --api %s --token-file %s --ca-file %s --join-token-file %s%s\n",
-			admin.Server, filepath.Join(o.Config.DataDir, controlplane.AdminConfigFile), joinToken, gatewayToken,
-			ca, admin.Server, joinToken, ca, join, admin.Server, gatewayToken, ca, joinToken, join)
+			"Run a gateway with:\n  surge gateway --api %s --token-file %s --ca-file %s --join-token-file %s%s\n"+
+			"Add a server (three keep serving when one fails), on its machine:\n"+
+			"  surge server --join-server %s --token-file %s --ca-file %s --api-addr THAT_IP:7070\n",
+			admin.Server, filepath.Join(o.Config.DataDir, controlplane.AdminConfigFile), joinToken, gatewayToken, serverToken,
+			ca, admin.Server, joinToken, ca, join, admin.Server, gatewayToken, ca, joinToken, join,
+			admin.Server, serverToken, ca)
 	}
 	// The server's own end: if it stops first, it takes the others along.
 	var serverErr error

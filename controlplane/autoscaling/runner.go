@@ -130,8 +130,10 @@ func (r *Runner) Activated(revision api.Key) {
 	r.mu.Unlock()
 }
 
-// Run decides every Tick of the runner's clock until ctx ends. It is a
-// controllers.LeaderTask.
+// Run decides at once, then every Tick of the runner's clock, until ctx
+// ends. It is a controllers.LeaderTask: a server that has just become the
+// leader (its predecessor killed in the middle of a burst, say) decides
+// without waiting a tick.
 func (r *Runner) Run(ctx context.Context) error {
 	if r.cfg.Manual {
 		<-ctx.Done()
@@ -140,13 +142,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	t := r.clock.NewTicker(r.cfg.Tick)
 	defer t.Stop()
 	for {
+		if err := r.Tick(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("autoscaler tick", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.Chan():
-		}
-		if err := r.Tick(ctx); err != nil && ctx.Err() == nil {
-			r.log.Warn("autoscaler tick", "err", err)
 		}
 	}
 }

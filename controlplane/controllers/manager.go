@@ -38,14 +38,21 @@ type Config struct {
 	// node's replicas sooner, longer tolerates slower beats.
 	LeaseConfirm time.Duration
 	// LeaseTTL is the leader's etcd lease TTL in seconds: how long a
-	// crashed leader blocks the next one (leader.Config.TTL).
+	// killed leader blocks the next one (leader.Config.TTL), and how soon
+	// a leader cut off from etcd stops. 3s hands over within about 3.5s
+	// (the lease, plus etcd's half-second expiry check) when the killed
+	// server was not also etcd's leader; a new etcd leader extends every
+	// lease by its full TTL and one election timeout (1s), which is why
+	// the leader keeps etcd's leadership on another server (see
+	// controlplane's etcd leader mover). etcd's floor is 2s; below 3s a
+	// keep-alive every 2/3s risks losing the term on a loaded machine.
 	LeaseTTL int
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{Resync: 5 * time.Second, Debounce: 5 * time.Millisecond, NodeTimeout: 30 * time.Second,
-		LeaseConfirm: 3 * time.Second, LeaseTTL: 10}
+		LeaseConfirm: 3 * time.Second, LeaseTTL: 3}
 }
 
 // Manager runs the controllers while this server is the leader.
@@ -99,6 +106,20 @@ func New(cfg Config, st *store.Store, log *slog.Logger, clk clock.Clock, id stri
 }
 
 const electionKey = store.Prefix + "leader/controllers"
+
+// Leader names the server that leads now (its election ID), or "" when
+// none does: the oldest candidate's key under the election's prefix, as
+// etcd's concurrency.Election orders them.
+func Leader(ctx context.Context, cli *clientv3.Client) (string, error) {
+	resp, err := cli.Get(ctx, electionKey+"/", clientv3.WithFirstCreate()...)
+	if err != nil {
+		return "", fmt.Errorf("read the controllers' leader: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	return string(resp.Kvs[0].Value), nil
+}
 
 // Run campaigns for leadership and, while leading, runs passes and the
 // leader tasks, until ctx ends (package leader).

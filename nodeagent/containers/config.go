@@ -49,6 +49,11 @@ type Config struct {
 	// registries are pulled anonymously with the system roots. Required
 	// when any of them is set.
 	RegistryHost string
+	// RegistryMirrors are the control plane's other servers, host:port:
+	// each holds the same registry. An image named at RegistryHost or at
+	// any of them is pulled from the host it names first, then from the
+	// others, so that a pull outlives the server it names.
+	RegistryMirrors []string
 	// RegistryToken is sent as "Authorization: Bearer TOKEN" to
 	// RegistryHost.
 	RegistryToken string
@@ -253,6 +258,11 @@ func (c Config) Validate() error {
 	}
 	if strings.Contains(c.RegistryHost, "/") {
 		bad("RegistryHost", fmt.Sprintf("%q", c.RegistryHost), "want host[:port] without scheme or path")
+	}
+	for _, m := range c.RegistryMirrors {
+		if m == "" || strings.Contains(m, "/") {
+			bad("RegistryMirrors", fmt.Sprintf("%q", m), "want host[:port] without scheme or path")
+		}
 	}
 	if strings.ContainsAny(c.RegistryToken, "\r\n") {
 		bad("RegistryToken", "(redacted)", "must not contain line breaks")

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -65,8 +66,9 @@ func pullAuth(ctx context.Context) []RegistryAuth {
 	return a
 }
 
-// newResolver makes the resolver for pulls: RegistryHost with the bearer
-// token or the client certificate and the cluster CA, every other registry
+// newResolver makes the resolver for pulls: RegistryHost and its mirrors
+// (the control plane's servers, tried in turn) with the bearer token or
+// the client certificate and the cluster CA, every other registry
 // over HTTPS with the system roots (plain HTTP on loopback, as Docker
 // does), anonymously or with the credentials auths has for its host.
 func newResolver(cfg Config, auths []RegistryAuth) (remotes.Resolver, error) {
@@ -109,21 +111,28 @@ func newResolver(cfg Config, auths []RegistryAuth) (remotes.Resolver, error) {
 		}
 		own = &http.Client{Transport: tr}
 	}
+	servers := append([]string{cfg.RegistryHost}, cfg.RegistryMirrors...)
 	hosts := func(host string) ([]docker.RegistryHost, error) {
-		if own == nil || host != cfg.RegistryHost {
+		if own == nil || !slices.Contains(servers, host) {
 			return defaults(host)
 		}
-		h := docker.RegistryHost{
-			Client:       own,
-			Host:         host,
-			Scheme:       "https",
-			Path:         "/v2",
-			Capabilities: docker.HostCapabilityPull | docker.HostCapabilityResolve,
+		// The host the image names, then the control plane's other servers.
+		order := append([]string{host}, slices.DeleteFunc(slices.Clone(servers), func(s string) bool { return s == host })...)
+		out := make([]docker.RegistryHost, 0, len(order))
+		for _, s := range order {
+			h := docker.RegistryHost{
+				Client:       own,
+				Host:         s,
+				Scheme:       "https",
+				Path:         "/v2",
+				Capabilities: docker.HostCapabilityPull | docker.HostCapabilityResolve,
+			}
+			if cfg.RegistryToken != "" {
+				h.Header = http.Header{"Authorization": {"Bearer " + cfg.RegistryToken}}
+			}
+			out = append(out, h)
 		}
-		if cfg.RegistryToken != "" {
-			h.Header = http.Header{"Authorization": {"Bearer " + cfg.RegistryToken}}
-		}
-		return []docker.RegistryHost{h}, nil
+		return out, nil
 	}
 	return docker.NewResolver(docker.ResolverOptions{Hosts: hosts}), nil
 }
