@@ -24,7 +24,10 @@ func TestAgentStartsThroughAnUnavailableAPI(t *testing.T) {
 	in := controlplanetest.Start(t)
 	target, _ := url.Parse(in.URL())
 	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.Transport = in.Client().Transport()
+	// The agent speaks to the proxy; the proxy to the API as node-1, with
+	// the certificate the node got by joining.
+	node, _ := in.NodeClient("node-1", "127.0.0.1")
+	proxy.Transport = node.Transport()
 	var refused atomic.Int64
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && r.URL.Path == "/v1/nodes" && refused.Add(1) <= 2 {
@@ -36,7 +39,7 @@ func TestAgentStartsThroughAnUnavailableAPI(t *testing.T) {
 		proxy.ServeHTTP(w, r)
 	}))
 	defer front.Close()
-	c, err := client.New(&client.Config{Server: front.URL, Token: in.Server().JoinToken()})
+	c, err := client.New(&client.Config{Server: front.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
