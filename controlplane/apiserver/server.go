@@ -252,6 +252,9 @@ func (s *Server) routes() {
 			return s.cfg.Store.DeleteNode(ctx, key.Name, rv)
 		},
 		status: func(ctx context.Context, n *api.Node) (*api.Node, error) {
+			if err := api.ValidateNode(n); err != nil {
+				return nil, invalid(api.NodeKind, n.Metadata.Name, err)
+			}
 			return store.UpdateNodeStatus(ctx, s.cfg.Store, n)
 		},
 		show: s.showNodes,
