@@ -208,6 +208,7 @@ func newRootCmd(s Streams, version string, d deps, more ...Verb) *cobra.Command 
 		newRmCmd(s, g.newClient),
 		newScaleCmd(s, g.newClient, d),
 		newNodesCmd(s, g.newClient, d),
+		newCordonCmd(s, g.newClient), newUncordonCmd(s, g.newClient), newDrainCmd(s, g.newClient),
 		newLogsCmd(s, g.newClient),
 		newPullSecretCmd(s, g.newClient, d),
 		newLoginCmd(s, g, d),
@@ -334,6 +335,7 @@ var flagOf = map[string]string{
 	"spec.scaling.stableWindow":     "--window",
 	"spec.readiness.path":           "--readiness-path",
 	"metadata.labels":               "--label",
+	"spec.nodeSelector":             "--node-selector",
 }
 
 func fieldSentence(field, msg string, flags map[string]string) string {
@@ -346,7 +348,7 @@ func fieldSentence(field, msg string, flags map[string]string) string {
 	if strings.HasPrefix(field, "spec.env[") {
 		return "--env " + msg
 	}
-	for prefix, flag := range map[string]string{"spec.command[": "--command", "spec.args[": "--arg", "spec.imagePullSecrets[": "--pull-secret", "metadata.labels[": "--label"} {
+	for prefix, flag := range map[string]string{"spec.command[": "--command", "spec.args[": "--arg", "spec.imagePullSecrets[": "--pull-secret", "metadata.labels[": "--label", "spec.nodeSelector[": "--node-selector"} {
 		if strings.HasPrefix(field, prefix) {
 			return flag + " " + msg
 		}
