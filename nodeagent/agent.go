@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"runtime"
@@ -71,6 +72,10 @@ type Config struct {
 	// beats are missed (controllers.Config.LeaseConfirm). A beat is one
 	// small request; a second lets a dead node go in a few seconds.
 	Heartbeat time.Duration
+	// Labels are the node's labels, which functions' node selectors
+	// match; the agent sets them as it registers. Nil leaves the node's
+	// labels as they are.
+	Labels map[string]string
 	// StatusEvery is how many beats apart the agent rewrites its node's
 	// whole status (address, capacity, its endpoint), repairing it if
 	// anyone changed it; the lease alone says it is alive.
@@ -171,6 +176,11 @@ func (c Config) Validate() error {
 	if c.StopGrace < 0 {
 		errs = append(errs, fmt.Errorf("stop grace %s: must not be negative", c.StopGrace))
 	}
+	for _, k := range slices.Sorted(maps.Keys(c.Labels)) {
+		if err := api.ValidateLabel(k, c.Labels[k]); err != nil {
+			errs = append(errs, fmt.Errorf("node label %s=%s: %w", k, c.Labels[k], err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -189,6 +199,9 @@ type Agent struct {
 	clock      clock.Clock
 	replicas   replicaAPI
 	probe      probeFunc
+
+	// images are the images pulled here, for the node's status.
+	images imageSet
 
 	mu          sync.Mutex
 	supervisors map[api.Key]*supervisor // by replica
@@ -212,17 +225,23 @@ func New(cfg Config, c *client.Client, newRuntime RuntimeFactory, announce Annou
 // pod subnet the control plane gave it (which the runtime's network
 // needs). Run calls it as it starts, once the log server has its URL, and
 // with every heartbeat.
-func register(ctx context.Context, c *client.Client, cfg Config) (*api.Node, error) {
+func register(ctx context.Context, c *client.Client, cfg Config, images ...string) (*api.Node, error) {
 	res := api.NodeResources{CPU: api.FormatCPU(cfg.MilliCPU), Memory: api.FormatMemory(cfg.MemoryBytes)}
 	n := &api.Node{
-		Metadata: api.ObjectMeta{Name: cfg.NodeName},
+		Metadata: api.ObjectMeta{Name: cfg.NodeName, Labels: cfg.Labels},
 		Status: api.NodeStatus{Address: cfg.Address, Capacity: res, Allocatable: res,
-			State: api.NodeAlive, AgentURL: cfg.agentURL},
+			State: api.NodeAlive, AgentURL: cfg.agentURL, Images: images},
 	}
 	var out api.Node
 	err := c.Do(ctx, "POST", client.CollectionPath[api.Node](""), n, &out)
 	if errors.Is(err, api.ErrAlreadyExist) {
 		err = c.Do(ctx, "PUT", client.ObjectPath[api.Node](api.Key{Name: cfg.NodeName})+"/status", n, &out)
+		if err == nil && cfg.Labels != nil && !maps.Equal(out.Metadata.Labels, cfg.Labels) {
+			// The status write keeps the labels: set them on the node,
+			// as read, so that a concurrent cordon is not undone.
+			out.Metadata.Labels = cfg.Labels
+			err = c.Do(ctx, "PUT", client.ObjectPath[api.Node](api.Key{Name: cfg.NodeName}), &out, &out)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("register node %s: %w", cfg.NodeName, err)
@@ -268,7 +287,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		defer stop()
 		a.cfg.agentURL = url
-		if _, err := register(ctx, a.api, a.cfg); err != nil && ctx.Err() == nil {
+		if _, err := register(ctx, a.api, a.cfg, a.images.list()...); err != nil && ctx.Err() == nil {
 			return err
 		}
 	}
@@ -557,10 +576,16 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		// A deadline on a network call: wall time, whatever the clock.
 		bctx, cancel := context.WithTimeout(ctx, 2*a.cfg.Heartbeat)
 		var err error
-		if beat%a.cfg.StatusEvery == 0 {
-			_, err = register(bctx, a.api, a.cfg)
+		// A new image is told at the next beat, for the scheduler to
+		// place the image's next replicas here.
+		images, changed := a.images.take()
+		if changed || beat%a.cfg.StatusEvery == 0 {
+			_, err = register(bctx, a.api, a.cfg, images...)
+			if err != nil && changed {
+				a.images.untold() // tell them at the next beat
+			}
 		} else if _, err = renewLease(bctx, a.api, a.cfg.NodeName); errors.Is(err, api.ErrNotFound) {
-			_, err = register(bctx, a.api, a.cfg)
+			_, err = register(bctx, a.api, a.cfg, images...)
 		}
 		cancel()
 		if err != nil && ctx.Err() == nil {
