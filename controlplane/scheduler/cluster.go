@@ -25,6 +25,8 @@ type Cluster struct {
 	functions map[api.Key]map[int32]int
 	// images holds, for each image digest, the nodes that have it.
 	images map[string]map[int32]struct{}
+	// labels holds, for each label "key=value", the nodes that have it.
+	labels map[string]map[int32]struct{}
 	// revisions holds what a replica of each revision asks for.
 	revisions map[api.Key]Request
 	// replicas holds each replica the cluster accounts for: bound ones
@@ -48,8 +50,11 @@ type node struct {
 	// cpuWeight and memoryWeight are 50/allocatable (0 when none), so
 	// that a score multiplies instead of dividing.
 	cpuWeight, memoryWeight float64
-	fnMark, imageMark       uint64
-	info                    *nodeInfo
+	// fnMark, imageMark and selectorMark are the epoch of the last Pick
+	// whose function the node runs, whose image it has, and whose node
+	// selector it matches.
+	fnMark, imageMark, selectorMark uint64
+	info                            *nodeInfo
 }
 
 // nodeInfo is the rest of what the cluster knows of a node.
@@ -73,6 +78,7 @@ func NewCluster(nodes []api.Node, replicas []api.Replica, revisions []api.Revisi
 		index:     make(map[string]int32, len(nodes)),
 		functions: map[api.Key]map[int32]int{},
 		images:    map[string]map[int32]struct{}{},
+		labels:    map[string]map[int32]struct{}{},
 		revisions: make(map[api.Key]Request, len(revisions)),
 		replicas:  make(map[api.Key]placement, len(replicas)),
 		waiting:   map[string]map[api.Key]struct{}{},
@@ -152,7 +158,7 @@ func (c *Cluster) SetNode(n *api.Node) {
 	}
 	nd.schedulable = !n.Spec.Unschedulable && !n.Spec.Drain && n.Status.State == api.NodeAlive && n.Spec.PodSubnet != ""
 	if !maps.Equal(info.labels, n.Metadata.Labels) {
-		info.labels = maps.Clone(n.Metadata.Labels)
+		c.setLabels(i, n.Metadata.Labels)
 	}
 	c.setImages(i, n.Status.Images)
 	if !ok {
@@ -182,6 +188,27 @@ func (c *Cluster) setImages(i int32, images []string) {
 		if set == nil {
 			set = map[int32]struct{}{}
 			c.images[d] = set
+		}
+		set[i] = struct{}{}
+	}
+}
+
+// setLabels replaces node i's labels in the label index.
+func (c *Cluster) setLabels(i int32, labels map[string]string) {
+	info := c.nodes[i].info
+	for k, v := range info.labels {
+		set := c.labels[k+"="+v]
+		delete(set, i)
+		if len(set) == 0 {
+			delete(c.labels, k+"="+v)
+		}
+	}
+	info.labels = maps.Clone(labels)
+	for k, v := range labels {
+		set := c.labels[k+"="+v]
+		if set == nil {
+			set = map[int32]struct{}{}
+			c.labels[k+"="+v] = set
 		}
 		set[i] = struct{}{}
 	}
@@ -217,6 +244,7 @@ func (c *Cluster) RemoveNode(name string) {
 		c.waiting[name] = set
 	}
 	c.setImages(i, nil)
+	c.setLabels(i, nil)
 	c.nodes[i] = node{}
 	delete(c.index, name)
 	c.holes = append(c.holes, i)

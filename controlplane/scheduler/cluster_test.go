@@ -268,6 +268,24 @@ func TestClusterImagesFollowTheNode(t *testing.T) {
 	}
 }
 
+func TestClusterLabelsFollowTheNode(t *testing.T) {
+	n := apiNode("b")
+	c := NewCluster([]api.Node{apiNode("a"), n}, nil, nil)
+	req := Request{Function: helloKey, MilliCPU: 100, Selector: map[string]string{"disk": "ssd"}}
+	if _, err := c.Pick(req); !errors.Is(err, ErrNoNode) {
+		t.Fatalf("no node has the label: %v, want ErrNoNode", err)
+	}
+	n.Metadata.Labels = map[string]string{"disk": "ssd"}
+	c.SetNode(&n)
+	if got, err := c.Pick(req); got != "b" {
+		t.Fatalf("b has the label: Pick = %q, %v; want b", got, err)
+	}
+	c.RemoveNode("b")
+	if _, err := c.Pick(req); !errors.Is(err, ErrNoNode) {
+		t.Fatalf("b left: %v, want ErrNoNode", err)
+	}
+}
+
 func TestClusterNodesIsACopy(t *testing.T) {
 	c := NewCluster([]api.Node{apiNode("a")}, nil, nil)
 	c.Nodes()[0].FunctionCount[helloKey] = 5

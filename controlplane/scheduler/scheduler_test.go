@@ -77,6 +77,11 @@ func TestPick(t *testing.T) {
 		{name: "spread wins over the image", nodes: []api.Node{pickNode("a"), pickNode("b", hasImage)},
 			replicas: []api.Replica{bound("default", "hello-00001", "hello-00001-x", "b")}, req: withImage, want: "a"},
 		{name: "node selector", nodes: []api.Node{pickNode("a"), pickNode("b", small, ssd)}, req: selecting, want: "b"},
+		{name: "node selector of two labels", nodes: []api.Node{
+			pickNode("a", func(n *api.Node) { n.Metadata.Labels = map[string]string{"disk": "ssd"} }),
+			pickNode("b", small, func(n *api.Node) { n.Metadata.Labels = map[string]string{"disk": "ssd", "zone": "x"} }),
+			pickNode("c", func(n *api.Node) { n.Metadata.Labels = map[string]string{"zone": "x"} }),
+		}, req: Request{Function: req.Function, MilliCPU: 100, Selector: map[string]string{"disk": "ssd", "zone": "x"}}, want: "b"},
 		{name: "node selector before spread", nodes: []api.Node{pickNode("a"), pickNode("b", ssd)},
 			replicas: []api.Replica{bound("default", "hello-00001", "hello-00001-x", "b")}, req: selecting, want: "b"},
 		{name: "name breaks ties", nodes: []api.Node{pickNode("z"), pickNode("y")}, req: req, want: "y"},

@@ -29,6 +29,7 @@ func main() {
 		{"B1/B2/B8 gateway throughput, added latency and cost", benchmarks.Gateway},
 		{"B3 cold start", benchmarks.ColdStart},
 		{"B4 burst scale-up", benchmarks.Burst},
+		{"B5 placement and bindings", benchmarks.Placement},
 	} {
 		if ctx.Err() != nil {
 			break
