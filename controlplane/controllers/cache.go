@@ -10,6 +10,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/controlplane/scheduler"
@@ -96,7 +97,10 @@ func readCache(ctx context.Context, st *store.Store, clk clock.Clock, watch bool
 		}
 	}
 	if watch {
-		c.watchMD = clientv3.WithRequireLeader(ctx)
+		// A gRPC stream of its own (the metadata tells the client so),
+		// for its progress requests and its cancellation, which a stream
+		// shared with other watches would hold up.
+		c.watchMD = metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx), "surge-watch", "controllers")
 		c.wch = c.etcd.Watch(c.watchMD, store.Prefix, clientv3.WithPrefix(), clientv3.WithRev(c.rev+1))
 	}
 	return c, nil

@@ -292,3 +292,83 @@ func (f *fixture) readyAll() {
 
 func isConflict(err error) bool { return err != nil && errors.Is(err, api.ErrConflict) }
 func isNotFound(err error) bool { return err != nil && errors.Is(err, api.ErrNotFound) }
+
+// TestReplicaSetsPlaceNewReplicasAsTheyMakeThem: a new replica is made
+// bound, in one write; when its node changed after the cache read it, it
+// is made unbound, and the scheduler binds it in the same pass.
+func TestReplicaSetsPlaceNewReplicasAsTheyMakeThem(t *testing.T) {
+	f := newFixture(t)
+	f.node("node-a", f.clock.Now().Add(time.Hour))
+	f.deploy("example.test/hello:v1", 1)
+	c, err := readCache(f.ctx, f.store, f.clock, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.m.replicaSets(f.ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"hello-00001@node-a"}, f.placement()); diff != "" {
+		t.Fatalf("made bound (-want +got):\n%s", diff)
+	}
+
+	// Scale to two, with node-a rewritten behind the cache's back.
+	if _, err := store.SetScaleReplicas(f.ctx, f.store, api.Key{Namespace: "default", Name: "hello-00001"}, 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = readCache(f.ctx, f.store, f.clock, false); err != nil {
+		t.Fatal(err)
+	}
+	n, err := store.Get[api.Node](f.ctx, f.store, api.Key{Name: "node-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Status.AgentURL = "https://10.0.0.1:7073"
+	if _, err := store.UpdateNodeStatus(f.ctx, f.store, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.m.replicaSets(f.ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"hello-00001@", "hello-00001@node-a"}, f.placement()); diff != "" {
+		t.Fatalf("made unbound when its node changed (-want +got):\n%s", diff)
+	}
+	if got := c.cluster.Nodes()[0].UsedMilliCPU; got != 100 {
+		t.Errorf("node-a reserves %dm after the failed placement, want 100m (the first replica's)", got)
+	}
+	if err := f.m.schedule(f.ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"hello-00001@node-a", "hello-00001@node-a"}, f.placement()); diff != "" {
+		t.Errorf("then bound (-want +got):\n%s", diff)
+	}
+}
+
+func TestCreateBoundReplica(t *testing.T) {
+	f := newFixture(t)
+	f.node("node-a", f.clock.Now())
+	n, err := store.Get[api.Node](f.ctx, f.store, api.Key{Name: "node-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newReplica := func() *api.Replica {
+		return &api.Replica{Metadata: api.ObjectMeta{Name: "hello-00001-abcde", Namespace: "default"},
+			Spec: api.ReplicaSpec{Function: "hello", Revision: "hello-00001"}}
+	}
+	if _, err := store.CreateBoundReplica(f.ctx, f.store, newReplica(), "node-a", "1"); !isConflict(err) {
+		t.Errorf("stale node: %v, want a conflict", err)
+	}
+	out, err := store.CreateBoundReplica(f.ctx, f.store, newReplica(), "node-a", n.Metadata.ResourceVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.Get[api.Replica](f.ctx, f.store, api.KeyOf(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.NodeName != "node-a" || got.Metadata.UID == "" || got.Metadata.ResourceVersion != out.Metadata.ResourceVersion {
+		t.Errorf("created: %+v", got)
+	}
+	if _, err := store.CreateBoundReplica(f.ctx, f.store, newReplica(), "node-a", n.Metadata.ResourceVersion); !errors.Is(err, api.ErrAlreadyExist) {
+		t.Errorf("again: %v, want already exists", err)
+	}
+}

@@ -127,12 +127,16 @@ func (m *Manager) loop(ctx context.Context) error {
 	recheck := m.clock.NewTimer(m.cfg.Resync)
 	defer recheck.Stop()
 	for {
+		start := m.clock.Now()
 		if err := c.sync(ctx); err != nil {
 			return err
 		}
+		synced := m.clock.Now()
 		if err := m.pass(ctx, c); err != nil && ctx.Err() == nil {
 			m.log.Warn("pass failed; retrying", "err", err)
 		}
+		m.log.Debug("pass", "revision", c.rev, "sync", synced.Sub(start), "took", m.clock.Since(synced),
+			"replicas", len(c.replicas), "unbound", len(c.unbound))
 		// A node whose verdict may turn before the next resync (its lease
 		// ages past LeaseConfirm) is looked at again right then.
 		recheck.Stop()
@@ -240,7 +244,7 @@ func (m *Manager) pass(ctx context.Context, c *cache) error {
 // Ready replica never takes any. Traffic a user set after the deploy
 // stays as set (store.PromoteRevision).
 func (m *Manager) rollouts(ctx context.Context, c *cache) error {
-	var errs []error
+	var ops []writeOp
 	for _, f := range c.functions {
 		latest := f.Status.LatestRevision
 		if latest == "" || latest == f.Status.LatestReadyRevision {
@@ -250,16 +254,53 @@ func (m *Manager) rollouts(ctx context.Context, c *cache) error {
 		if sc == nil || sc.Status.ReadyReplicas == 0 {
 			continue
 		}
-		moved, err := m.store.PromoteRevision(ctx, api.KeyOf(f), latest)
-		if err != nil {
-			if !benign(err) {
-				errs = append(errs, err)
+		from := f.Status.LatestReadyRevision
+		ops = append(ops, func(ctx context.Context) (func(), error) {
+			moved, err := m.store.PromoteRevision(ctx, api.KeyOf(f), latest)
+			if err != nil {
+				if benign(err) {
+					err = nil
+				}
+				return nil, err
 			}
-			continue
+			if moved {
+				m.log.Info("rolled out", "function", f.Metadata.Name, "namespace", f.Metadata.Namespace,
+					"revision", latest, "from", from)
+			}
+			return nil, nil
+		})
+	}
+	return m.write(ctx, ops)
+}
+
+// writeOp is one write of a pass. It may run on any goroutine, with
+// others at once; the function it returns, if any, applies what it wrote
+// to the cache, back on the loop's goroutine.
+type writeOp func(ctx context.Context) (apply func(), err error)
+
+// write runs a pass's writes, BindConcurrency at a time — etcd commits
+// concurrent transactions together, so a thousand replicas are made in a
+// few round trips rather than a thousand — then applies their results to
+// the cache in order.
+func (m *Manager) write(ctx context.Context, ops []writeOp) error {
+	applies := make([]func(), len(ops))
+	errs := make([]error, len(ops))
+	if len(ops) == 1 {
+		applies[0], errs[0] = ops[0](ctx)
+	} else {
+		var g errgroup.Group
+		g.SetLimit(m.cfg.BindConcurrency)
+		for i, op := range ops {
+			g.Go(func() error {
+				applies[i], errs[i] = op(ctx)
+				return nil
+			})
 		}
-		if moved {
-			m.log.Info("rolled out", "function", f.Metadata.Name, "namespace", f.Metadata.Namespace,
-				"revision", latest, "from", f.Status.LatestReadyRevision)
+		_ = g.Wait()
+	}
+	for _, apply := range applies {
+		if apply != nil {
+			apply()
 		}
 	}
 	return errors.Join(errs...)
@@ -307,16 +348,64 @@ func (m *Manager) nodes(ctx context.Context, c *cache) error {
 	if len(dead) == 0 {
 		return errors.Join(errs...)
 	}
+	var ops []writeOp
 	for k, r := range c.replicas {
 		if r.Spec.NodeName != "" && dead[r.Spec.NodeName] {
-			if err := store.Delete[api.Replica](ctx, m.store, k, ""); err != nil && !benign(err) {
-				errs = append(errs, err)
-				continue
-			}
-			c.forgetReplica(k)
+			ops = append(ops, m.deleteReplica(c, k))
 		}
 	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, m.write(ctx, ops))...)
+}
+
+// createReplica is the write that makes replica r: placed at once when a
+// node fits, bound in the transaction that creates it; else, or when that
+// node changed meanwhile, unbound, for schedule.
+func (m *Manager) createReplica(c *cache, r *api.Replica) writeOp {
+	key := api.KeyOf(r)
+	req, ok := c.cluster.Request(r)
+	node := ""
+	if ok {
+		if name, err := c.cluster.Pick(req); err == nil {
+			node = name
+			c.cluster.Assume(key, node, req)
+		}
+	}
+	if node == "" {
+		return func(ctx context.Context) (func(), error) {
+			out, err := store.Create(ctx, m.store, r)
+			if err != nil {
+				return nil, err
+			}
+			return func() { c.setReplica(out) }, nil
+		}
+	}
+	nodeRV := c.nodes[node].Metadata.ResourceVersion
+	return func(ctx context.Context) (func(), error) {
+		unbound := *r
+		out, err := store.CreateBoundReplica(ctx, m.store, r, node, nodeRV)
+		if errors.Is(err, api.ErrConflict) {
+			out, err = store.Create(ctx, m.store, &unbound)
+		}
+		if err != nil {
+			return func() { c.cluster.Forget(key) }, err
+		}
+		return func() {
+			if out.Spec.NodeName == "" {
+				c.cluster.Forget(key)
+			}
+			c.setReplica(out)
+		}, nil
+	}
+}
+
+// deleteReplica is the write that deletes replica k.
+func (m *Manager) deleteReplica(c *cache, k api.Key) writeOp {
+	return func(ctx context.Context) (func(), error) {
+		if err := store.Delete[api.Replica](ctx, m.store, k, ""); err != nil && !benign(err) {
+			return nil, err
+		}
+		return func() { c.forgetReplica(k) }, nil
+	}
 }
 
 // replicaSets makes each revision's replica count match its Scale,
@@ -327,7 +416,7 @@ func (m *Manager) replicaSets(ctx context.Context, c *cache) error {
 		n := c.nodes[node]
 		return n != nil && n.Spec.Drain
 	}
-	var errs []error
+	var ops []writeOp
 	for k, sc := range c.scales {
 		rev := c.revisions[k]
 		if rev == nil {
@@ -335,12 +424,7 @@ func (m *Manager) replicaSets(ctx context.Context, c *cache) error {
 		}
 		plan := planReplicas(sc.Spec.Replicas, c.byRevision[k], draining)
 		for _, name := range plan.remove {
-			rk := api.Key{Namespace: sc.Metadata.Namespace, Name: name}
-			if err := store.Delete[api.Replica](ctx, m.store, rk, ""); err != nil && !benign(err) {
-				errs = append(errs, err)
-				continue
-			}
-			c.forgetReplica(rk)
+			ops = append(ops, m.deleteReplica(c, api.Key{Namespace: sc.Metadata.Namespace, Name: name}))
 		}
 		for range plan.create {
 			r := &api.Replica{
@@ -351,12 +435,7 @@ func (m *Manager) replicaSets(ctx context.Context, c *cache) error {
 				Spec:   api.ReplicaSpec{Function: rev.Spec.Function, Revision: rev.Metadata.Name},
 				Status: api.ReplicaStatus{Phase: api.ReplicaPending},
 			}
-			out, err := store.Create(ctx, m.store, r)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			c.setReplica(out)
+			ops = append(ops, m.createReplica(c, r))
 		}
 	}
 	// Replicas of revisions that have no Scale any more.
@@ -365,14 +444,10 @@ func (m *Manager) replicaSets(ctx context.Context, c *cache) error {
 			continue
 		}
 		for k := range reps {
-			if err := store.Delete[api.Replica](ctx, m.store, k, ""); err != nil && !benign(err) {
-				errs = append(errs, err)
-				continue
-			}
-			c.forgetReplica(k)
+			ops = append(ops, m.deleteReplica(c, k))
 		}
 	}
-	return errors.Join(errs...)
+	return m.write(ctx, ops)
 }
 
 // suffix is five random lower-case letters and digits, as Kubernetes
@@ -519,7 +594,7 @@ func (m *Manager) reread(ctx context.Context, c *cache, r *api.Replica, node str
 
 // statuses writes each Scale's observed replica counts.
 func (m *Manager) statuses(ctx context.Context, c *cache) error {
-	var errs []error
+	var ops []writeOp
 	for k, sc := range c.scales {
 		var all, ready int32
 		for _, r := range c.byRevision[k] {
@@ -535,18 +610,22 @@ func (m *Manager) statuses(ctx context.Context, c *cache) error {
 		}
 		next := *sc
 		next.Status.Replicas, next.Status.ReadyReplicas = all, ready
-		out, err := store.UpdateScaleStatus(ctx, m.store, &next)
-		if err != nil {
-			if !benign(err) {
-				errs = append(errs, err)
+		ops = append(ops, func(ctx context.Context) (func(), error) {
+			out, err := store.UpdateScaleStatus(ctx, m.store, &next)
+			if err != nil {
+				if benign(err) {
+					err = nil
+				}
+				return nil, err
 			}
-			continue
-		}
-		if newer(c.scales[k], out) {
-			c.scales[k] = out
-		}
+			return func() {
+				if newer(c.scales[k], out) {
+					c.scales[k] = out
+				}
+			}, nil
+		})
 	}
-	return errors.Join(errs...)
+	return m.write(ctx, ops)
 }
 
 // revisionOf is the key of a replica's revision.

@@ -60,6 +60,18 @@ func removalRank(r *api.Replica) int {
 // goes at once.
 func planReplicas(desired int32, replicas map[api.Key]*api.Replica, draining func(node string) bool) replicaPlan {
 	var p replicaPlan
+	// Most revisions have what they ask for: say so without allocating,
+	// as every pass asks of every revision.
+	settled := len(replicas) == int(desired)
+	for _, r := range replicas {
+		if !settled {
+			break
+		}
+		settled = active(r) && (r.Spec.NodeName == "" || !draining(r.Spec.NodeName))
+	}
+	if settled {
+		return p
+	}
 	var staying, leaving []*api.Replica
 	for _, r := range replicas {
 		switch {

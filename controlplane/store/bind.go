@@ -67,6 +67,51 @@ func BindReplica(ctx context.Context, s *Store, r *api.Replica, node, nodeVersio
 	return &out, nil
 }
 
+// CreateBoundReplica creates replica r already bound to a node, in one
+// transaction that succeeds only if no replica of that name exists and the
+// node is still at nodeVersion: the replica controller places a new
+// replica as it makes it, saving the binding's write and its watch
+// events. A node that changed fails it with api.ErrConflict (the caller
+// creates the replica unbound, for the scheduler), a name taken with
+// api.ErrAlreadyExist.
+func CreateBoundReplica(ctx context.Context, s *Store, r *api.Replica, node, nodeVersion string) (*api.Replica, error) {
+	nv, err := ParseVersion(nodeVersion)
+	if err != nil {
+		return nil, err
+	}
+	if nv == 0 {
+		return nil, api.BadRequest("create replica %s: the node's resourceVersion is required", r.Metadata.Name)
+	}
+	s.stampNew(r)
+	r.Spec.NodeName = node
+	key, err := etcdKey(api.ReplicaKind, api.KeyOf(r))
+	if err != nil {
+		return nil, err
+	}
+	nodeKey, _ := EtcdKey(api.NodeKind, api.Key{Name: node})
+	val, err := encode(r)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := s.c.Txn(ctx).If(
+		clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+		clientv3.Compare(clientv3.ModRevision(nodeKey), "=", nv),
+	).Then(clientv3.OpPut(key, val)).Else(clientv3.OpGet(key, clientv3.WithCountOnly())).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("create replica %s on node %s: %w", r.Metadata.Name, node, err)
+	}
+	if !tr.Succeeded {
+		if tr.Responses[0].GetResponseRange().Count > 0 {
+			return nil, alreadyExists(api.ReplicaKind, r.Metadata.Name)
+		}
+		return nil, api.NewError(http.StatusConflict, api.ReasonConflict,
+			"node %q changed since the scheduler read it: read it again and retry", node)
+	}
+	r.Metadata.ResourceVersion = strconv.FormatInt(tr.Header.Revision, 10)
+	r.Kind = api.KindReplica
+	return r, nil
+}
+
 // KindPrefix is the etcd key prefix of every object of kind k, for a
 // reader of the store's raw watch (the controllers' cache).
 func KindPrefix(k api.Kind) string { return kindPrefix(k, "") }

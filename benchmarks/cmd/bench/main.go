@@ -30,6 +30,8 @@ func main() {
 		{"B3 cold start", benchmarks.ColdStart},
 		{"B4 burst scale-up", benchmarks.Burst},
 		{"B5 placement and bindings", benchmarks.Placement},
+		{"B6 failure detection", benchmarks.FailureDetection},
+		{"B9 control plane at 10,000 functions", benchmarks.ControlPlaneScale},
 	} {
 		if ctx.Err() != nil {
 			break
