@@ -137,6 +137,10 @@ type FunctionSpec struct {
 	// that nodes may use to pull Image. Empty means every PullSecret of
 	// the namespace whose registry is Image's.
 	ImagePullSecrets []string `json:"imagePullSecrets,omitempty"`
+	// NodeSelector, when set, limits the function's replicas to the nodes
+	// whose labels hold every one of these pairs (Kubernetes'
+	// nodeSelector), e.g. {"disk": "ssd"}. Empty means any node.
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 }
 
 // FunctionStatus is what the control plane observed of a Function.
@@ -331,6 +335,11 @@ type NodeSpec struct {
 	PodSubnet string `json:"podSubnet,omitempty"`
 	// Unschedulable (cordoned) nodes get no new replicas.
 	Unschedulable bool `json:"unschedulable,omitempty"`
+	// Drain moves the node's replicas elsewhere: the replica controller
+	// starts a replacement of each on another node and stops the old one
+	// only once replacements are Ready (surge drain). A draining node is
+	// unschedulable too.
+	Drain bool `json:"drain,omitempty"`
 }
 
 // NodeResources is an amount of cpu and memory, as quantity strings.
@@ -351,6 +360,11 @@ type NodeStatus struct {
 	AgentURL string `json:"agentURL,omitempty"`
 	// LastSeen is when the node last reported.
 	LastSeen time.Time `json:"lastSeen,omitzero"`
+	// Images are the digests ("sha256:…") of the images the agent has
+	// pulled, the most recent first, at most MaxNodeImages: the scheduler
+	// prefers a node that has a replica's image already, as its start
+	// skips the pull.
+	Images []string `json:"images,omitempty"`
 }
 
 // Node is one machine that runs a node agent.

@@ -69,6 +69,7 @@ type DeployOptions struct {
 	ReadinessPath string
 	Labels        []string
 	PullSecrets   []string
+	NodeSelector  []string
 	// Flags maps spec fields to the flags that set them, for errors: nil
 	// for deploy's (flagOf); surge scale names its own --min and --max.
 	Flags map[string]string
@@ -116,7 +117,7 @@ The manifest (surge.yaml) lists functions under "functions:", each with a name,
 one of build (a folder), image or archive, and the fields of the API's function
 spec: command, args, env (a map), port, resources {cpu, memory}, concurrency,
 timeout, readiness {path, period}, scaling {minScale, maxScale, metric, target,
-scaleToZeroGrace, stableWindow}, imagePullSecrets, labels.`,
+scaleToZeroGrace, stableWindow}, imagePullSecrets, nodeSelector (a map), labels.`,
 		Example: `  surge init hi && cd hi && surge deploy
   surge deploy hello ./examples/hello
   surge deploy hello --image registry.example/hello:v1
@@ -184,6 +185,7 @@ func addSpecFlags(c *cobra.Command, o *DeployOptions) {
 	f.StringArrayVar(&o.Args, "arg", nil, "an argument of the command, one per flag (repeatable); --arg= alone clears them")
 	f.StringVar(&o.ReadinessPath, "readiness-path", "", "HTTP path probed for readiness, e.g. /healthz; \"\" probes with a TCP connect")
 	f.StringArrayVarP(&o.Labels, "label", "l", nil, "label K=V; K- removes it (repeatable)")
+	f.StringArrayVar(&o.NodeSelector, "node-selector", nil, "run only on the nodes with label K=V (repeatable); K- removes it")
 	f.StringArrayVar(&o.PullSecrets, "pull-secret", nil, "pull secret for a private registry (repeatable; default: every one of the namespace for the image's registry); --pull-secret= alone clears them")
 }
 
@@ -317,6 +319,11 @@ func applyEnv(env []api.EnvVar, edits []string) ([]api.EnvVar, error) {
 
 // applyLabels applies K=V and K- edits to labels.
 func applyLabels(labels map[string]string, edits []string) (map[string]string, error) {
+	return applyPairs("--label", labels, edits)
+}
+
+// applyPairs applies the K=V and K- edits of flag to a map.
+func applyPairs(flag string, labels map[string]string, edits []string) (map[string]string, error) {
 	if len(edits) == 0 {
 		return labels, nil
 	}
@@ -331,7 +338,7 @@ func applyLabels(labels map[string]string, edits []string) (map[string]string, e
 		}
 		k, v, ok := strings.Cut(e, "=")
 		if !ok || k == "" {
-			return nil, usagef("--label %q: want KEY=VALUE, or KEY- to remove it", e)
+			return nil, usagef("%s %q: want KEY=VALUE, or KEY- to remove it", flag, e)
 		}
 		out[k] = v
 	}
@@ -622,6 +629,9 @@ func (o *DeployOptions) applyFlags(fn *api.Function) error {
 	if fn.Metadata.Labels, err = applyLabels(fn.Metadata.Labels, o.Labels); err != nil {
 		return err
 	}
+	if s.NodeSelector, err = applyPairs("--node-selector", s.NodeSelector, o.NodeSelector); err != nil {
+		return err
+	}
 	setIf(o.Set["port"], &s.Port, o.Port)
 	setIf(o.Set["concurrency"], &s.Concurrency, o.Concurrency)
 	setIf(o.Set["min-scale"], &s.Scaling.MinScale, o.MinScale)
@@ -665,7 +675,12 @@ func checkFits(ctx context.Context, c *client.Client, name string, s *api.Functi
 		return nil
 	}
 	var maxCPU, maxMem int64
+	matched := 0
 	for _, n := range nodes.Items {
+		if !selects(s.NodeSelector, n.Metadata.Labels) {
+			continue // the scheduler says so, if no node matches
+		}
+		matched++
 		nc, err1 := api.ParseCPU(n.Status.Allocatable.CPU)
 		nm, err2 := api.ParseMemory(n.Status.Allocatable.Memory)
 		if err1 != nil || err2 != nil {
@@ -676,12 +691,25 @@ func checkFits(ctx context.Context, c *client.Client, name string, s *api.Functi
 		}
 		maxCPU, maxMem = max(maxCPU, nc), max(maxMem, nm)
 	}
+	if matched == 0 {
+		return nil
+	}
 	if cpu > maxCPU {
 		return fmt.Errorf("function %q: no node fits --cpu %s (the most any node has is %s): ask for less cpu, or add a bigger node",
 			name, s.Resources.CPU, api.FormatCPU(maxCPU))
 	}
 	return fmt.Errorf("function %q: no node fits --memory %s (the most any node has is %s): ask for less memory, or add a bigger node",
 		name, s.Resources.Memory, api.FormatMemory(maxMem))
+}
+
+// selects reports whether labels hold every pair of a node selector.
+func selects(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if lv, ok := labels[k]; !ok || lv != v {
+			return false
+		}
+	}
+	return true
 }
 
 // crashTail is how many of a crashing replica's last log lines deploy and

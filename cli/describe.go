@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -143,6 +145,13 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 	}
 	if len(s.ImagePullSecrets) > 0 {
 		kv.row("Pull secrets:", strings.Join(s.ImagePullSecrets, ", "))
+	}
+	if len(s.NodeSelector) > 0 {
+		pairs := make([]string, 0, len(s.NodeSelector))
+		for _, k := range slices.Sorted(maps.Keys(s.NodeSelector)) {
+			pairs = append(pairs, k+"="+s.NodeSelector[k])
+		}
+		kv.row("Node selector:", strings.Join(pairs, ", "))
 	}
 	env := make([]string, len(s.Env))
 	for i, e := range s.Env {

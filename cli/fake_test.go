@@ -71,6 +71,9 @@ type fakeAPI struct {
 	fail map[string]*api.Error
 	// failOnce is fail for the next request of a route only.
 	failOnce map[string]*api.Error
+	// before, when set, runs before each request is served, under mu
+	// (the control plane acting between a verb's polls).
+	before   func(r *http.Request)
 	requests []fakeRequest
 }
 
@@ -151,6 +154,26 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	})
 	mux.HandleFunc("GET /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
 		getOne(w, f.nodes, api.KindNode, r.PathValue("name"))
+	})
+	mux.HandleFunc("PUT /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		cur, ok := f.nodes[name]
+		if !ok {
+			writeFakeJSON(w, http.StatusNotFound, api.NotFound(api.KindNode, name))
+			return
+		}
+		var n api.Node
+		if err := json.NewDecoder(r.Body).Decode(&n); err != nil {
+			writeFakeJSON(w, http.StatusBadRequest, api.BadRequest("body is not a node: %v", err))
+			return
+		}
+		if rv := n.Metadata.ResourceVersion; rv != "" && rv != cur.Metadata.ResourceVersion {
+			writeFakeJSON(w, http.StatusConflict, api.NewError(http.StatusConflict, api.ReasonConflict, "node %q was changed since you read it", name))
+			return
+		}
+		n.Metadata.ResourceVersion = f.nextRV()
+		f.nodes[name] = &n
+		writeFakeJSON(w, http.StatusOK, &n)
 	})
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
 		if f.stats == nil {
@@ -256,6 +279,9 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		if r.Header.Get("Authorization") != "Bearer "+fakeToken {
 			writeFakeJSON(w, http.StatusUnauthorized, api.NewError(http.StatusUnauthorized, api.ReasonUnauthorized, "invalid or revoked token"))
 			return
+		}
+		if f.before != nil {
+			f.before(r)
 		}
 		if e := f.fail[r.Method+" "+r.URL.Path]; e != nil {
 			writeFakeJSON(w, e.Code, e)

@@ -54,6 +54,7 @@ type ManifestFunction struct {
 	Readiness        *ManifestProbe    `yaml:"readiness"`
 	Scaling          ManifestScaling   `yaml:"scaling"`
 	ImagePullSecrets []string          `yaml:"imagePullSecrets"`
+	NodeSelector     map[string]string `yaml:"nodeSelector"`
 }
 
 // ManifestResources is a replica's cpu and memory, as in the API.
@@ -194,6 +195,8 @@ func (m *Manifest) fieldError(i int, fe api.FieldError) error {
 		field = p + ".name"
 	case strings.HasPrefix(field, "metadata.labels"):
 		field = p + ".labels"
+	case strings.HasPrefix(field, "spec.nodeSelector"):
+		field = p + ".nodeSelector"
 	case strings.HasPrefix(field, "spec.env["):
 		// The manifest's env is a map, sent sorted by name.
 		keys := sortedKeys(m.Functions[i].Env)
@@ -235,6 +238,7 @@ func (m *Manifest) function(i int, image, namespace string) *api.Function {
 			Concurrency:      f.Concurrency,
 			Timeout:          api.Duration{Duration: f.Timeout},
 			ImagePullSecrets: f.ImagePullSecrets,
+			NodeSelector:     f.NodeSelector,
 			Scaling: api.ScalingPolicy{
 				MinScale: f.Scaling.MinScale, MaxScale: f.Scaling.MaxScale, Metric: f.Scaling.Metric, Target: f.Scaling.Target,
 				ScaleToZeroGrace: api.Duration{Duration: f.Scaling.ScaleToZeroGrace},

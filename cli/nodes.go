@@ -78,7 +78,10 @@ func runNodes(ctx context.Context, o *NodesOptions) error {
 	t := newTable(o.Out, "NAME", "STATE", "ADDRESS", "SUBNET", "CPU", "MEMORY", "REPLICAS", "LAST SEEN", "AGE")
 	for _, n := range nodes.Items {
 		state := string(n.Status.State)
-		if n.Spec.Unschedulable {
+		switch {
+		case n.Spec.Drain:
+			state += ",draining"
+		case n.Spec.Unschedulable:
 			state += ",cordoned"
 		}
 		seen := ""

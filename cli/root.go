@@ -283,6 +283,7 @@ func newRootCmd(s Streams, version string, d deps, more ...Verb) *cobra.Command 
 		newRmCmd(s, g.newClient),
 		newScaleCmd(s, g.newClient, d),
 		newNodesCmd(s, g.newClient, d),
+		newCordonCmd(s, g.newClient), newUncordonCmd(s, g.newClient), newDrainCmd(s, g.newClient),
 		newLogsCmd(s, g.newClient),
 		newPullSecretCmd(s, g.newClient, d),
 		newTokenCmd(s, g.newClient, d),
@@ -410,6 +411,7 @@ var flagOf = map[string]string{
 	"spec.scaling.stableWindow":     "--window",
 	"spec.readiness.path":           "--readiness-path",
 	"metadata.labels":               "--label",
+	"spec.nodeSelector":             "--node-selector",
 }
 
 func fieldSentence(field, msg string, flags map[string]string) string {
@@ -422,7 +424,7 @@ func fieldSentence(field, msg string, flags map[string]string) string {
 	if strings.HasPrefix(field, "spec.env[") {
 		return "--env " + msg
 	}
-	for prefix, flag := range map[string]string{"spec.command[": "--command", "spec.args[": "--arg", "spec.imagePullSecrets[": "--pull-secret", "metadata.labels[": "--label"} {
+	for prefix, flag := range map[string]string{"spec.command[": "--command", "spec.args[": "--arg", "spec.imagePullSecrets[": "--pull-secret", "metadata.labels[": "--label", "spec.nodeSelector[": "--node-selector"} {
 		if strings.HasPrefix(field, prefix) {
 			return flag + " " + msg
 		}

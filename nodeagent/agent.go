@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -73,6 +74,10 @@ type Config struct {
 	// beats are missed (controllers.Config.LeaseConfirm). A beat is one
 	// small request; a second lets a dead node go in a few seconds.
 	Heartbeat time.Duration
+	// Labels are the node's labels, which functions' node selectors
+	// match; the agent sets them when it first registers the node. A
+	// node changes none afterwards (see register): an operator does.
+	Labels map[string]string
 	// StatusEvery is how many beats apart the agent rewrites its node's
 	// whole status (address, capacity, its endpoint), repairing it if
 	// anyone changed it; the lease alone says it is alive.
@@ -177,6 +182,11 @@ func (c Config) Validate() error {
 	if c.StopGrace < 0 {
 		errs = append(errs, fmt.Errorf("stop grace %s: must not be negative", c.StopGrace))
 	}
+	for _, k := range slices.Sorted(maps.Keys(c.Labels)) {
+		if err := api.ValidateLabel(k, c.Labels[k]); err != nil {
+			errs = append(errs, fmt.Errorf("node label %s=%s: %w", k, c.Labels[k], err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -195,6 +205,9 @@ type Agent struct {
 	clock      clock.Clock
 	replicas   replicaAPI
 	probe      probeFunc
+
+	// images are the images pulled here, for the node's status.
+	images imageSet
 
 	mu          sync.Mutex
 	supervisors map[api.Key]*supervisor // by replica
@@ -218,16 +231,20 @@ func New(cfg Config, c *client.Client, newRuntime RuntimeFactory, announce Annou
 // pod subnet the control plane gave it (which the runtime's network
 // needs). Run calls it as it starts, once the log server has its URL, and
 // with every heartbeat.
-func register(ctx context.Context, c *client.Client, cfg Config) (*api.Node, error) {
+func register(ctx context.Context, c *client.Client, cfg Config, images ...string) (*api.Node, error) {
 	res := api.NodeResources{CPU: api.FormatCPU(cfg.MilliCPU), Memory: api.FormatMemory(cfg.MemoryBytes)}
 	n := &api.Node{
-		Metadata: api.ObjectMeta{Name: cfg.NodeName},
+		Metadata: api.ObjectMeta{Name: cfg.NodeName, Labels: cfg.Labels},
 		Status: api.NodeStatus{Address: cfg.Address, Capacity: res, Allocatable: res,
-			State: api.NodeAlive, AgentURL: cfg.agentURL},
+			State: api.NodeAlive, AgentURL: cfg.agentURL, Images: images},
 	}
 	var out api.Node
 	err := c.Do(ctx, "POST", client.CollectionPath[api.Node](""), n, &out)
 	if errors.Is(err, api.ErrAlreadyExist) {
+		// A status write keeps the labels the node has: a node sets its
+		// labels when it first registers, and changes none afterwards
+		// (NodeRestriction), or it could attract the functions that select
+		// other nodes.
 		err = c.Do(ctx, "PUT", client.ObjectPath[api.Node](api.Key{Name: cfg.NodeName})+"/status", n, &out)
 	}
 	if err != nil {
@@ -263,7 +280,7 @@ func (a *Agent) whileUnavailable(ctx context.Context, op func(context.Context) e
 func (a *Agent) registerAtStart(ctx context.Context) (*api.Node, error) {
 	var node *api.Node
 	err := a.whileUnavailable(ctx, func(ctx context.Context) (err error) {
-		node, err = register(ctx, a.api, a.cfg)
+		node, err = register(ctx, a.api, a.cfg, a.images.list()...)
 		return err
 	})
 	return node, err
@@ -597,10 +614,16 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		// A deadline on a network call: wall time, whatever the clock.
 		bctx, cancel := context.WithTimeout(ctx, 2*a.cfg.Heartbeat)
 		var err error
-		if beat%a.cfg.StatusEvery == 0 {
-			_, err = register(bctx, a.api, a.cfg)
+		// A new image is told at the next beat, for the scheduler to
+		// place the image's next replicas here.
+		images, changed := a.images.take()
+		if changed || beat%a.cfg.StatusEvery == 0 {
+			_, err = register(bctx, a.api, a.cfg, images...)
+			if err != nil && changed {
+				a.images.untold() // tell them at the next beat
+			}
 		} else if _, err = renewLease(bctx, a.api, a.cfg.NodeName); errors.Is(err, api.ErrNotFound) {
-			_, err = register(bctx, a.api, a.cfg)
+			_, err = register(bctx, a.api, a.cfg, images...)
 		}
 		cancel()
 		if err != nil && ctx.Err() == nil {

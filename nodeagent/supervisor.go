@@ -292,6 +292,7 @@ func (s *supervisor) start(ctx context.Context) (containers.Container, error) {
 	if err := a.runtime.EnsureImage(ctx, s.spec.Image); err != nil {
 		return containers.Container{}, fmt.Errorf("pull image %s: %w", s.spec.Image, err)
 	}
+	a.images.add(s.spec.Image)
 	pulled := a.clock.Now()
 	c, err := a.runtime.Start(ctx, s.spec)
 	if err != nil {

@@ -25,9 +25,11 @@ type AgentOptions struct {
 	cli.Streams
 	LogLevel string
 	// Client is the agent's API identity: server URL, CA and a node token.
-	Client            client.Config
-	NodeName          string
-	Address           string
+	Client   client.Config
+	NodeName string
+	Address  string
+	// Labels are the node's labels, for functions' node selectors.
+	Labels            map[string]string
 	StateDir          string
 	ContainerdAddress string
 	Bridge            string
@@ -60,6 +62,7 @@ func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
 	d := nodeagent.DefaultOptions()
 	f.StringVar(&o.NodeName, "node-name", d.Agent.NodeName, "this node's name")
 	f.StringVar(&o.Address, "node-address", d.Agent.Address, "this node's address as peers reach it")
+	f.StringToStringVar(&o.Labels, "node-label", nil, "a label of this node, K=V, that functions' --node-selector match (repeatable)")
 	f.StringVar(&o.ContainerdAddress, "containerd-address", d.Containers.ContainerdAddress,
 		"containerd socket; when none answers, a private containerd is started under the state dir")
 	f.StringVar(&o.Bridge, "bridge", d.Containers.Network.BridgeName, "Linux bridge of the replicas' network (one per agent on a machine)")
@@ -159,6 +162,9 @@ func agentOptions(o *AgentOptions, log *slog.Logger) nodeagent.Options {
 	}
 	if o.Address != "" {
 		n.Agent.Address = o.Address
+	}
+	if len(o.Labels) > 0 {
+		n.Agent.Labels = o.Labels
 	}
 	n.Agent.LogAddr = o.LogAddr
 	n.Containers.StateDir = o.StateDir

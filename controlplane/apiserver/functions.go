@@ -129,12 +129,7 @@ func validateReplica(r *api.Replica) error {
 	return nil
 }
 
-func validateNode(n *api.Node) error {
-	if err := api.ValidateName(n.Metadata.Name); err != nil {
-		return api.FieldErrors{{Field: "metadata.name", Message: fmt.Sprintf("%q %s", n.Metadata.Name, api.NameRule)}}
-	}
-	return nil
-}
+func validateNode(n *api.Node) error { return api.ValidateNode(n) }
 
 // redactPullSecret blanks a pull secret's password for every reader but
 // admins and nodes (which pull with it; a node reads only those of the

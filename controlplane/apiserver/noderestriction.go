@@ -69,6 +69,9 @@ func (s *Server) createNode(ctx context.Context, n *api.Node) (*api.Node, int, e
 
 // nodeStatus writes a node's status, keeping its spec.
 func (s *Server) nodeStatus(ctx context.Context, n *api.Node) (*api.Node, error) {
+	if err := api.ValidateNode(n); err != nil {
+		return nil, invalid(api.NodeKind, n.Metadata.Name, err)
+	}
 	if err := s.checkNodeStatus(ctx, n, "write the status"); err != nil {
 		return nil, err
 	}
