@@ -513,6 +513,15 @@ func TestWatchFromACompactedVersionIsGone(t *testing.T) {
 	if gone.Code != http.StatusGone || gone.Reason != api.ReasonGone || !strings.Contains(gone.Message, "list again") {
 		t.Errorf("watch from a compacted version: %+v, want 410 telling to list again", gone)
 	}
+
+	// The admin token was written before the compaction too: a watch from a
+	// kept version still streams (its token is vouched for again, not
+	// taken for revoked).
+	e.deploy("hello", "example.test/hello:v3")
+	got := e.watchLines("/v1/namespaces/default/functions?watch=true&resourceVersion="+last.Metadata.ResourceVersion, 1)
+	if got[0].Type != api.EventModified || got[0].Object.Spec.Image != "example.test/hello:v3" {
+		t.Errorf("watch after a compaction: %+v, want hello modified to v3", got)
+	}
 }
 
 func TestActivate(t *testing.T) {
