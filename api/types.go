@@ -141,6 +141,11 @@ type FunctionSpec struct {
 	// whose labels hold every one of these pairs (Kubernetes'
 	// nodeSelector), e.g. {"disk": "ssd"}. Empty means any node.
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// HTTPSRedirect makes the gateways answer the function's plain HTTP
+	// requests with a redirect to the same URL over HTTPS. It is how
+	// clients reach the function, not what its replicas run: changing it
+	// alone makes no revision.
+	HTTPSRedirect bool `json:"httpsRedirect,omitempty"`
 }
 
 // FunctionStatus is what the control plane observed of a Function.

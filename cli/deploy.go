@@ -70,6 +70,7 @@ type DeployOptions struct {
 	Labels        []string
 	PullSecrets   []string
 	NodeSelector  []string
+	HTTPSRedirect bool
 	// Flags maps spec fields to the flags that set them, for errors: nil
 	// for deploy's (flagOf); surge scale names its own --min and --max.
 	Flags map[string]string
@@ -117,7 +118,9 @@ The manifest (surge.yaml) lists functions under "functions:", each with a name,
 one of build (a folder), image or archive, and the fields of the API's function
 spec: command, args, env (a map), port, resources {cpu, memory}, concurrency,
 timeout, readiness {path, period}, scaling {minScale, maxScale, metric, target,
-scaleToZeroGrace, stableWindow}, imagePullSecrets, nodeSelector (a map), labels.`,
+scaleToZeroGrace, stableWindow}, imagePullSecrets, nodeSelector (a map),
+httpsRedirect (true: the gateways redirect its plain HTTP requests to HTTPS),
+labels.`,
 		Example: `  surge init hi && cd hi && surge deploy
   surge deploy hello ./examples/hello
   surge deploy hello --image registry.example/hello:v1
@@ -186,6 +189,7 @@ func addSpecFlags(c *cobra.Command, o *DeployOptions) {
 	f.StringVar(&o.ReadinessPath, "readiness-path", "", "HTTP path probed for readiness, e.g. /healthz; \"\" probes with a TCP connect")
 	f.StringArrayVarP(&o.Labels, "label", "l", nil, "label K=V; K- removes it (repeatable)")
 	f.StringArrayVar(&o.NodeSelector, "node-selector", nil, "run only on the nodes with label K=V (repeatable); K- removes it")
+	f.BoolVar(&o.HTTPSRedirect, "https-redirect", false, "gateways answer the function's plain HTTP requests with a redirect to HTTPS (--https-redirect=false to stop); makes no revision")
 	f.StringArrayVar(&o.PullSecrets, "pull-secret", nil, "pull secret for a private registry (repeatable; default: every one of the namespace for the image's registry); --pull-secret= alone clears them")
 }
 
@@ -461,7 +465,7 @@ func deployTo(ctx context.Context, c *client.Client, o *DeployOptions, p *progre
 	switch {
 	case cur == nil:
 		verb = "created"
-	case rev == cur.Status.LatestRevision:
+	case rev == cur.Status.LatestRevision && out.Metadata.ResourceVersion == cur.Metadata.ResourceVersion:
 		verb = "unchanged"
 	}
 	switch {
@@ -646,6 +650,7 @@ func (o *DeployOptions) applyFlags(fn *api.Function) error {
 	setIf(o.Set["command"], &s.Command, listFlag(o.Command))
 	setIf(o.Set["arg"], &s.Args, listFlag(o.Args))
 	setIf(o.Set["pull-secret"], &s.ImagePullSecrets, listFlag(o.PullSecrets))
+	setIf(o.Set["https-redirect"], &s.HTTPSRedirect, o.HTTPSRedirect)
 	if o.Set["readiness-path"] {
 		switch {
 		case o.ReadinessPath == "" && s.Readiness != nil && s.Readiness.Period.Duration == 0:

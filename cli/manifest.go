@@ -55,6 +55,7 @@ type ManifestFunction struct {
 	Scaling          ManifestScaling   `yaml:"scaling"`
 	ImagePullSecrets []string          `yaml:"imagePullSecrets"`
 	NodeSelector     map[string]string `yaml:"nodeSelector"`
+	HTTPSRedirect    bool              `yaml:"httpsRedirect"`
 }
 
 // ManifestResources is a replica's cpu and memory, as in the API.
@@ -239,6 +240,7 @@ func (m *Manifest) function(i int, image, namespace string) *api.Function {
 			Timeout:          api.Duration{Duration: f.Timeout},
 			ImagePullSecrets: f.ImagePullSecrets,
 			NodeSelector:     f.NodeSelector,
+			HTTPSRedirect:    f.HTTPSRedirect,
 			Scaling: api.ScalingPolicy{
 				MinScale: f.Scaling.MinScale, MaxScale: f.Scaling.MaxScale, Metric: f.Scaling.Metric, Target: f.Scaling.Target,
 				ScaleToZeroGrace: api.Duration{Duration: f.Scaling.ScaleToZeroGrace},

@@ -113,10 +113,11 @@ func (s *Store) PutFunction(ctx context.Context, f *api.Function, mode WriteMode
 				return nil, err
 			}
 			if same && (po.digest == "" || po.digest == cur.Status.ImageDigest) {
-				if maps.Equal(cur.Metadata.Labels, f.Metadata.Labels) {
+				if maps.Equal(cur.Metadata.Labels, f.Metadata.Labels) && cur.Spec.HTTPSRedirect == f.Spec.HTTPSRedirect {
 					return &FunctionResult{Function: cur}, nil
 				}
-				// Labels only: rewrite the function, make no revision.
+				// Labels or how clients reach the function only: rewrite
+				// the function, make no revision.
 				fval, err := encode(&next)
 				if err != nil {
 					return nil, err
@@ -305,13 +306,17 @@ func (s *Store) PromoteRevision(ctx context.Context, function api.Key, revName s
 	return move, nil // already counts as moved: the traffic followed
 }
 
-// sameSpec compares two specs by their JSON form, which is what is stored.
+// sameSpec compares two specs by their JSON form, which is what is stored,
+// but for the fields that are the gateways' and not the replicas'
+// (HTTPSRedirect): what a revision runs.
 func sameSpec(a, b *api.FunctionSpec) (bool, error) {
-	ja, err := json.Marshal(a)
+	ca, cb := *a, *b
+	ca.HTTPSRedirect, cb.HTTPSRedirect = false, false
+	ja, err := json.Marshal(&ca)
 	if err != nil {
 		return false, err
 	}
-	jb, err := json.Marshal(b)
+	jb, err := json.Marshal(&cb)
 	if err != nil {
 		return false, err
 	}
