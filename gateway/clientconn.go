@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -49,6 +50,11 @@ type clientConn struct {
 	// tunneled is set, before the hijack, on a connection a tunnel takes
 	// over; Read and Write then only read and write.
 	tunneled bool
+	// closing is set by a tlsConn's Close, which writes TLS's
+	// close_notify and may run on any goroutine: Write then writes what
+	// is held and what it is given at once, and touches no state of the
+	// owner's.
+	closing  atomic.Bool
 	mu       sync.Mutex // guards held, which Close takes from any goroutine
 	held     []byte
 	buf      []byte // the owner's buffer for held, between uses
@@ -72,25 +78,34 @@ func (c *clientConn) SetWriteDeadline(t time.Time) error { return c.dl.SetWriteD
 
 // holdAnswer asks c to hold back the writes of the answer being written,
 // which is complete (no streamed body follows): fasthttp reads the next
-// request right after it. The connection may not be a clientConn (a
-// listener from Deps, fasthttp's per-IP wrapper): then nothing changes.
+// request right after it. Over TLS the clientConn under it holds the
+// answer's record. The connection may have no clientConn (a listener
+// from Deps, fasthttp's per-IP wrapper): then nothing changes.
 func holdAnswer(c net.Conn) {
-	if cc, ok := c.(*clientConn); ok {
+	if cc := underClientConn(c); cc != nil {
 		cc.holdNext = true
 	}
 }
 
-// holdNothing readies c, if it is a clientConn, for a tunnel: its owner
-// calls it before the hijack, and from then on Read and Write may run at
-// once and hold nothing back.
+// holdNothing readies c's clientConn, if it has one, for a tunnel: its
+// owner calls it before the hijack, and from then on Read and Write may
+// run at once and hold nothing back.
 func holdNothing(c net.Conn) {
-	if cc, ok := c.(*clientConn); ok {
+	if cc := underClientConn(c); cc != nil {
 		cc.tunneled = true
 	}
 }
 
 func (c *clientConn) Write(p []byte) (int, error) {
 	if c.tunneled {
+		return c.dl.write(p)
+	}
+	if c.closing.Load() {
+		if held := c.takeHeld(); len(held) > 0 {
+			if _, err := c.dl.write(held); err != nil {
+				return 0, err
+			}
+		}
 		return c.dl.write(p)
 	}
 	if err := c.flushHeld(); err != nil {

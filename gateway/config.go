@@ -117,6 +117,31 @@ type Config struct {
 	DrainDelay time.Duration
 	// DrainTimeout bounds the wait for in-flight requests at shutdown.
 	DrainTimeout time.Duration
+
+	// TLSAddr is where the gateway serves HTTPS, with the certificates of
+	// TLSCertFile, TLSDir and Deps.CertIssuer (see certs.go); "" serves
+	// none.
+	TLSAddr string
+	// TLSCertFile and TLSKeyFile are a PEM certificate (its chain after
+	// it) and its key: the default certificate, for a client whose name
+	// (SNI) no other certificate matches. Both or neither.
+	TLSCertFile, TLSKeyFile string
+	// TLSDir holds certificates chosen by SNI: each NAME.crt with its
+	// NAME.key beside it.
+	TLSDir string
+	// TLSReloadInterval is how often the certificate files are looked at
+	// for changes, and issued certificates for renewal. Shorter serves a
+	// renewed certificate sooner, for a few stat calls more.
+	TLSReloadInterval time.Duration
+	// HTTPSRedirect answers every plain HTTP request (but HealthPath's)
+	// with a redirect to the same URL over HTTPS; a function's
+	// spec.httpsRedirect does it for that function alone. Function calls
+	// through the gateway's plain port are redirected too.
+	HTTPSRedirect bool
+	// HTTPSRedirectPort is the port redirects name: 0 for TLSAddr's (and
+	// none for 443). Set it when clients reach HTTPS at another port than
+	// the gateway's (a load balancer's 443).
+	HTTPSRedirectPort int
 }
 
 // DefaultConfig returns the configuration `surge up` runs with.
@@ -154,6 +179,7 @@ func DefaultConfig() Config {
 		StatsInterval:           time.Second,
 		DrainDelay:              0,
 		DrainTimeout:            30 * time.Second,
+		TLSReloadInterval:       time.Second,
 	}
 }
 
@@ -169,7 +195,8 @@ var ErrInvalidConfig = errors.New("gateway: invalid config")
 
 // withDefaults returns a copy of c with zero values taken from DefaultConfig.
 // Fields where zero is meaningful (MaxConnsPerIP, ResponseStartTimeout,
-// MaxQueueWait, DrainDelay, TrustForwardedHeaders, HealthPath) are kept.
+// MaxQueueWait, DrainDelay, TrustForwardedHeaders, HealthPath, the TLS
+// files and address, HTTPSRedirect and its port) are kept.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	setDur := func(v *time.Duration, def time.Duration) {
@@ -217,6 +244,7 @@ func (c Config) withDefaults() Config {
 	}
 	setDur(&c.StatsInterval, d.StatsInterval)
 	setDur(&c.DrainTimeout, d.DrainTimeout)
+	setDur(&c.TLSReloadInterval, d.TLSReloadInterval)
 	return c
 }
 
@@ -312,5 +340,12 @@ func (c Config) problems(prefix string) []error {
 	pos("StatsInterval", c.StatsInterval)
 	nonNeg("DrainDelay", c.DrainDelay)
 	pos("DrainTimeout", c.DrainTimeout)
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("TLSCertFile", fmt.Sprintf("%q with TLSKeyFile %q", c.TLSCertFile, c.TLSKeyFile), "give both or neither")
+	}
+	pos("TLSReloadInterval", c.TLSReloadInterval)
+	if c.HTTPSRedirectPort < 0 || c.HTTPSRedirectPort > 65535 {
+		bad("HTTPSRedirectPort", c.HTTPSRedirectPort, "must be between 0 and 65535")
+	}
 	return errs
 }

@@ -28,10 +28,12 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,6 +81,12 @@ type Deps struct {
 	Clock clock.Clock
 	// Listener, when set, is served instead of listening on Config.Addr.
 	Listener net.Listener
+	// TLSListener, when set, is served with TLS instead of listening on
+	// Config.TLSAddr.
+	TLSListener net.Listener
+	// CertIssuer, when set, makes certificates for the gateway's domain
+	// and namespaces that no file covers (see certs.go).
+	CertIssuer CertIssuer
 }
 
 // Gateway is one gateway process's proxy.
@@ -97,6 +105,12 @@ type Gateway struct {
 	sources   []RouteSource
 	listener  net.Listener
 	srv       *fasthttp.Server
+	// HTTPS: the certificates (nil without TLS), the server configuration,
+	// the listener, and ":PORT" for redirects ("" for 443).
+	certs       *certStore
+	tlsConfig   *tls.Config
+	tlsListener net.Listener
+	httpsPort   string
 	tunnels   tunnelSet // upgraded connections fasthttp handed over
 
 	draining  atomic.Bool
@@ -132,6 +146,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		g.log = slog.New(slog.DiscardHandler)
 	}
 	g.clock = clock.Or(g.clock)
+	g.tlsListener = deps.TLSListener
+	g.httpsPort = httpsPort(&cfg, deps.TLSListener)
 	g.sysClock = g.clock == clock.Real()
 	g.epoch = g.clock.Now()
 	switch cfg.Policy {
@@ -189,7 +205,35 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		CloseOnShutdown:              true,
 		SecureErrorLogMessage:        true,
 	}
+	haveCerts := cfg.TLSCertFile != "" || cfg.TLSDir != "" || deps.CertIssuer != nil
+	switch tlsOn := cfg.TLSAddr != "" || deps.TLSListener != nil; {
+	case tlsOn && !haveCerts:
+		return nil, fmt.Errorf("%w: TLSAddr %q: no certificates: set TLSCertFile and TLSKeyFile, or TLSDir", ErrInvalidConfig, cfg.TLSAddr)
+	case !tlsOn && haveCerts:
+		return nil, fmt.Errorf("%w: certificates but no TLSAddr: set it to where to serve HTTPS, such as :8443", ErrInvalidConfig)
+	case tlsOn:
+		g.certs = newCertStore(&cfg, deps.CertIssuer, g.routes, g.clock, g.log)
+		g.tlsConfig = newTLSConfig(g.certs)
+	}
 	return g, nil
+}
+
+// httpsPort is ":PORT" of the gateway's HTTPS as redirects name it, ""
+// for 443.
+func httpsPort(cfg *Config, ln net.Listener) string {
+	port := ""
+	switch {
+	case cfg.HTTPSRedirectPort != 0:
+		port = strconv.Itoa(cfg.HTTPSRedirectPort)
+	case ln != nil:
+		_, port, _ = net.SplitHostPort(ln.Addr().String())
+	case cfg.TLSAddr != "":
+		_, port, _ = net.SplitHostPort(cfg.TLSAddr)
+	}
+	if port == "" || port == "443" {
+		return ""
+	}
+	return ":" + port
 }
 
 // Routes is the routing state, for sources the caller runs itself and
@@ -242,23 +286,45 @@ func (g *Gateway) requestStart(ctx *fasthttp.RequestCtx) time.Time {
 // WebSockets still open, and returns once everything it started has
 // exited. It returns nil after a drain that ctx started, or the error that
 // ended it. Call it once.
-func (g *Gateway) Run(ctx context.Context) error {
-	ln := g.listener
-	if ln == nil {
-		var err error
-		if ln, err = net.Listen("tcp", g.cfg.Addr); err != nil {
+func (g *Gateway) Run(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil && !g.draining.Load() { // a return before the drain closed them
+			for _, ln := range []net.Listener{g.listener, g.tlsListener} {
+				if ln != nil {
+					_ = ln.Close()
+				}
+			}
+		}
+	}()
+	if g.certs != nil {
+		if err := g.certs.load(ctx); err != nil {
+			return err
+		}
+		if g.tlsListener == nil {
+			if g.tlsListener, err = net.Listen("tcp", g.cfg.TLSAddr); err != nil {
+				return fmt.Errorf("gateway listen on %s: %w", g.cfg.TLSAddr, err)
+			}
+		}
+	}
+	if g.listener == nil {
+		if g.listener, err = net.Listen("tcp", g.cfg.Addr); err != nil {
 			return fmt.Errorf("gateway listen on %s: %w", g.cfg.Addr, err)
 		}
 	}
-	g.listener = ln
-	serveLn := net.Listener(clientListener{ln})
 	eg, ectx := errgroup.WithContext(ctx)
-	eg.Go(func() error {
-		if err := g.srv.Serve(serveLn); err != nil && !g.draining.Load() {
-			return fmt.Errorf("gateway serve on %s: %w", ln.Addr(), err)
-		}
-		return nil
-	})
+	serve := func(ln, serveLn net.Listener) {
+		eg.Go(func() error {
+			if err := g.srv.Serve(serveLn); err != nil && !g.draining.Load() {
+				return fmt.Errorf("gateway serve on %s: %w", ln.Addr(), err)
+			}
+			return nil
+		})
+	}
+	serve(g.listener, clientListener{g.listener})
+	if g.certs != nil {
+		serve(g.tlsListener, tlsListener{Listener: clientListener{g.tlsListener}, config: g.tlsConfig})
+		eg.Go(func() error { g.certs.run(ectx); return nil })
+	}
 	for _, src := range g.sources {
 		eg.Go(func() error {
 			if err := src.Run(ectx, g.routes); err != nil && ectx.Err() == nil {
@@ -288,6 +354,9 @@ func (g *Gateway) drain() error {
 	// Shutdown does nothing if Serve has not registered the listener yet
 	// (ctx ended right away); closing it ourselves ends Serve either way.
 	_ = g.listener.Close()
+	if g.tlsListener != nil {
+		_ = g.tlsListener.Close()
+	}
 	g.tunnels.drain(ctx)
 	g.routes.closeIdle()
 	if err != nil {

@@ -49,6 +49,8 @@ type functionRoute struct {
 	// byName holds every known revision of the function, routed by traffic
 	// or not, for the Surge-Revision header.
 	byName map[string]*revision
+	// httpsRedirect sends the function's plain HTTP requests to HTTPS.
+	httpsRedirect bool
 }
 
 // Table is one immutable routing snapshot. Requests load the current one
@@ -218,7 +220,7 @@ func (r *Routes) rebuild() {
 	numbers := func(rev *revision) int64 { return s.revisions[rev.key].Number }
 	t := &Table{routes: make(map[string]*functionRoute, 2*len(s.functions))}
 	for fk, fi := range s.functions {
-		fr := &functionRoute{key: fk, byName: map[string]*revision{}}
+		fr := &functionRoute{key: fk, byName: map[string]*revision{}, httpsRedirect: fi.HTTPSRedirect}
 		revs := byFunction[fk]
 		for _, rev := range revs {
 			fr.byName[rev.key.Name] = rev
