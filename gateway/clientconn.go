@@ -54,10 +54,10 @@ type clientConn struct {
 	// close_notify and may run on any goroutine: Write then writes what
 	// is held and what it is given at once, and touches no state of the
 	// owner's.
-	closing  atomic.Bool
-	mu       sync.Mutex // guards held, which Close takes from any goroutine
-	held     []byte
-	buf      []byte // the owner's buffer for held, between uses
+	closing atomic.Bool
+	mu      sync.Mutex // guards held, which Close takes from any goroutine
+	held    []byte
+	buf     []byte // the owner's buffer for held, between uses
 }
 
 func newClientConn(c net.Conn) net.Conn {

@@ -111,7 +111,7 @@ type Gateway struct {
 	tlsConfig   *tls.Config
 	tlsListener net.Listener
 	httpsPort   string
-	tunnels   tunnelSet // upgraded connections fasthttp handed over
+	tunnels     tunnelSet // upgraded connections fasthttp handed over
 
 	draining  atomic.Bool
 	drainOnce sync.Once

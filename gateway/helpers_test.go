@@ -44,10 +44,10 @@ type testGateway struct {
 	*Gateway
 	addr    string
 	tlsAddr string // the HTTPS listener's, when the config has certificates
-	reg    *prometheus.Registry
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error
+	reg     *prometheus.Registry
+	cancel  context.CancelFunc
+	done    chan struct{}
+	err     error
 }
 
 func startGateway(t *testing.T, cfg Config, deps Deps) *testGateway {
