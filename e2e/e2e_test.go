@@ -87,8 +87,9 @@ type cluster struct {
 	out     *syncBuffer
 	// api is the API's address, which the registry shares.
 	api string
-	// gateway is the gateway's address (surge up only).
-	gateway string
+	// gateway is the gateway's address, and tlsGateway its HTTPS address
+	// (surge up only).
+	gateway, tlsGateway string
 }
 
 func newCluster(t *testing.T, verb string) *cluster {
@@ -114,8 +115,8 @@ func newClusterOn(t *testing.T, verb, bridge, podCIDR string) *cluster {
 	if verb == "up" {
 		// Its own bridge and addresses, so it cannot clash with a `make
 		// run` on the same machine.
-		c.gateway = freeAddr(t)
-		c.flags = append(c.flags, "--gateway-addr", c.gateway, "--pod-cidr", podCIDR, "--bridge", bridge,
+		c.gateway, c.tlsGateway = freeAddr(t), freeAddr(t)
+		c.flags = append(c.flags, "--gateway-addr", c.gateway, "--tls-addr", c.tlsGateway, "--pod-cidr", podCIDR, "--bridge", bridge,
 			"--gossip-addr", freeAddr(t), "--agent-addr", freeAddr(t))
 	}
 	t.Cleanup(func() {

@@ -30,6 +30,8 @@ type GatewayOptions struct {
 	JoinToken  string
 	GossipAddr string
 	Join       []string
+	// TLS is HTTPS: addresses, certificates, redirects.
+	TLS GatewayTLSOptions
 	// joinTokenFile is --join-token-file; joinTokenFlag the retired
 	// --join-token, which only says what to use instead.
 	joinTokenFile, joinTokenFlag string
@@ -73,13 +75,17 @@ func addGatewayGossipFlags(c *cobra.Command, o *GatewayOptions) {
 func newGatewayCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
 	o := &GatewayOptions{Streams: s}
 	c := &cobra.Command{
-		Use:   "gateway --api URL --token-file GATEWAY_TOKEN_FILE [--join-token-file JOIN_TOKEN_FILE]",
+		Use:   "gateway --api URL --token-file GATEWAY_TOKEN_FILE [--join-token-file JOIN_TOKEN_FILE] [--tls-cert F --tls-key F] [--tls-dir DIR]",
 		Short: "Run a gateway: routes and balances every request to the functions' replicas",
 		Long: `Gateway routes every request to a replica of its function. It reads the API
 with a gateway token (--token-file, or SURGE_TOKEN; the first server start
 keeps one in DATA_DIR/gateway-token) and, to hear of ready endpoints by gossip
 at once, joins gossip with the cluster's join token (--join-token-file, or
-SURGE_JOIN_TOKEN). Neither token is ever a flag's value, which ps shows.`,
+SURGE_JOIN_TOKEN). Neither token is ever a flag's value, which ps shows.
+
+With --tls-cert and --tls-key, or --tls-dir, it serves HTTPS too, on
+--tls-addr (:8443): the certificate for each client's name (SNI), wildcards
+too, reloaded when the files change. --https-redirect sends plain HTTP there.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.LogLevel = g.LogLevel()
@@ -96,6 +102,7 @@ SURGE_JOIN_TOKEN). Neither token is ever a flag's value, which ps shows.`,
 	}
 	addGatewayFlags(c, o)
 	addGatewayGossipFlags(c, o)
+	addGatewayTLSFlags(c, &o.TLS, false)
 	return c
 }
 
@@ -115,6 +122,9 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 		opts.Config.Domain = o.Domain
 	}
 	opts.Config.DrainDelay = o.DrainDelay
+	if err := o.TLS.apply(&opts); err != nil {
+		return err
+	}
 	opts.JoinToken, opts.GossipSeeds = o.JoinToken, o.Join
 	if o.GossipAddr != "" {
 		opts.GossipAddr = o.GossipAddr
