@@ -69,9 +69,11 @@ type Config struct {
 	// SignCSR, when set, signs node agents' serving certificates with the
 	// cluster CA; it returns the certificate and the CA, both PEM.
 	SignCSR func(csrPEM []byte, commonName string, hosts []string) (cert, ca []byte, err error)
-	// OnActivate, when set, learns of each scale-from-zero (the
-	// autoscaler, so that it does not scale the revision straight back).
-	OnActivate func(revision api.Key)
+	// OnActivate, when set, learns of each activation (the autoscaler, so
+	// that it counts the demand and does not scale the revision straight
+	// back) and returns the replicas the demand needs now; without it an
+	// activation asks for one.
+	OnActivate func(rev *api.Revision, demand int32) int32
 	// PodCIDR is split into one subnet of NodeSubnetBits per node.
 	PodCIDR        netip.Prefix
 	NodeSubnetBits int
