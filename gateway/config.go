@@ -77,8 +77,18 @@ type Config struct {
 	UpstreamBufferBytes int
 
 	// QueueDepth is how many requests may wait per revision for a replica
-	// with room; more are answered 503 with Retry-After.
+	// with room (a burst from zero, or more than the replicas hold); more
+	// are answered 503 with Retry-After. A function's spec.queueDepth
+	// overrides it. Large by default, as Knative's activator's 10,000: a
+	// waiting request costs a few KiB (B10 prints the figure), and every
+	// one turned away is a failed request.
 	QueueDepth int
+	// MaxQueued bounds the requests waiting in all revisions' queues
+	// together: past it the gateway is out of room, and answers 503 with
+	// Retry-After. 0 means no bound but each revision's; gateway.Run
+	// (surge gateway, surge up) derives one from the memory the process may
+	// use (see MemoryQueueBound).
+	MaxQueued int
 	// MaxQueueWait caps the wait in the queue below the request's own
 	// deadline; 0 means the deadline only (cold starts may take a while).
 	MaxQueueWait time.Duration
@@ -96,7 +106,10 @@ type Config struct {
 	// MaxRetries is the most retries of one request.
 	MaxRetries int
 
-	// EjectAfter consecutive connect failures eject a replica.
+	// EjectAfter failures in a row eject a replica: 5xx answers, failed
+	// connections, connections reset or cut before the answer, timeouts
+	// (5, Envoy's consecutive_5xx). A refused connection ejects at once,
+	// until the replica is reported Ready again.
 	EjectAfter int
 	// EjectBaseBackoff is the first ejection; each further one doubles it.
 	EjectBaseBackoff time.Duration
@@ -140,7 +153,8 @@ func DefaultConfig() Config {
 		MaxConnsPerEndpoint:     1024,
 		UpstreamIdleConnTimeout: 60 * time.Second,
 		UpstreamBufferBytes:     16 << 10,
-		QueueDepth:              256,
+		QueueDepth:              10_000,
+		MaxQueued:               0,
 		MaxQueueWait:            0,
 		ActivationInterval:      time.Second,
 		RetryBudgetRatio:        0.2,
@@ -169,7 +183,8 @@ var ErrInvalidConfig = errors.New("gateway: invalid config")
 
 // withDefaults returns a copy of c with zero values taken from DefaultConfig.
 // Fields where zero is meaningful (MaxConnsPerIP, ResponseStartTimeout,
-// MaxQueueWait, DrainDelay, TrustForwardedHeaders, HealthPath) are kept.
+// MaxQueued, MaxQueueWait, DrainDelay, TrustForwardedHeaders, HealthPath)
+// are kept.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	setDur := func(v *time.Duration, def time.Duration) {
@@ -284,6 +299,9 @@ func (c Config) problems(prefix string) []error {
 	}
 	if c.QueueDepth < 0 {
 		bad("QueueDepth", c.QueueDepth, "must not be negative")
+	}
+	if c.MaxQueued < 0 {
+		bad("MaxQueued", c.MaxQueued, "must not be negative")
 	}
 	nonNeg("MaxQueueWait", c.MaxQueueWait)
 	pos("ActivationInterval", c.ActivationInterval)

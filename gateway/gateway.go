@@ -98,6 +98,9 @@ type Gateway struct {
 	listener  net.Listener
 	srv       *fasthttp.Server
 	tunnels   tunnelSet // upgraded connections fasthttp handed over
+	// followUps are revisions whose demand grew since their last
+	// activation: see Gateway.activate.
+	followUps chan *revision
 
 	draining  atomic.Bool
 	drainOnce sync.Once
@@ -122,6 +125,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		sources:   deps.Sources,
 		listener:  deps.Listener,
 		drainCh:   make(chan struct{}),
+		followUps: make(chan *revision, 64),
 		eject: ejectPolicy{
 			after:      int32(cfg.EjectAfter),
 			backoff:    backoff.Policy{Base: cfg.EjectBaseBackoff, Max: cfg.EjectMaxBackoff},
@@ -158,9 +162,14 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		}
 		hooks.revisionRemoved = func(r *revision) { g.metrics.forget(r) }
 	}
+	var room *queueRoom
+	if cfg.MaxQueued > 0 {
+		room = &queueRoom{max: int64(cfg.MaxQueued)}
+	}
 	g.routes = newRoutes(routeConfig{
 		defaultTimeout: cfg.DefaultTimeout,
 		queueDepth:     cfg.QueueDepth,
+		room:           room,
 		budget:         newBudgetConfig(cfg.RetryBudgetRatio, cfg.RetryBudgetBurst),
 	}, hooks)
 	g.srv = &fasthttp.Server{
@@ -268,6 +277,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		})
 	}
 	eg.Go(func() error { g.statsLoop(ectx); return nil })
+	eg.Go(func() error { g.followUpLoop(ectx); return nil })
 	eg.Go(func() error {
 		<-ectx.Done()
 		return g.drain()
