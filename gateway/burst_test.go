@@ -332,3 +332,28 @@ func TestRetryBudgetUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d requests, %v retries (budget %v)", n, retries, limit)
 }
+
+// TestMoreThanAReplicasConnectionsWait: a revision without a concurrency
+// limit still has MaxConnsPerEndpoint connections to each replica; the
+// requests beyond them wait for one rather than fail.
+func TestMoreThanAReplicasConnectionsWait(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConnsPerEndpoint = 2
+	tg := startGateway(t, cfg, Deps{})
+	addr, entered, release := blockingBackend(t)
+	tg.route("many", "many-00001", 0, 0, addr)
+	results := make(chan int, 5)
+	for range 5 {
+		go func() { code, _ := send(httpClient, tg.addr, "GET", "many.surge.localhost", nil); results <- code }()
+	}
+	<-entered
+	<-entered
+	rev := tg.Routes().Load().routes["many"].targets[0].rev
+	eventually(t, "three requests to wait", func() bool { return rev.queue.length() == 3 })
+	close(release)
+	for range 5 {
+		if code := <-results; code != 200 {
+			t.Errorf("status %d, want 200", code)
+		}
+	}
+}

@@ -211,6 +211,9 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 				g.answer(ctx, x, fasthttp.StatusBadRequest, msgBadBody)
 				return
 			}
+			if !g.draining.Load() {
+				idleNext(ctx.Conn()) // the body is read: the next read is the next request's
+			}
 			x.req.SetBodyRaw(x.body)
 		} else {
 			x.streamed = true

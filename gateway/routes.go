@@ -112,6 +112,11 @@ type Routes struct {
 type routeConfig struct {
 	defaultTimeout time.Duration
 	queueDepth     int
+	// maxPerEndpoint caps every endpoint's requests in flight, as its
+	// connection pool caps its connections (MaxConnsPerEndpoint): more
+	// wait in the queue rather than fail for want of a connection. 0: no
+	// cap but the revision's limit.
+	maxPerEndpoint int64
 	// room bounds the waiting requests of all revisions together; nil
 	// means no bound but each revision's.
 	room   *queueRoom
@@ -201,7 +206,11 @@ func (r *Routes) rebuild() {
 		k := endpointKey{ei.Namespace, ei.Replica, ei.Addr}
 		ep := r.eps[k]
 		if ep == nil || ep.rev != rev {
-			ep = &Endpoint{addr: ei.Addr, limit: rev.limit, rev: rev}
+			limit := rev.limit
+			if m := r.cfg.maxPerEndpoint; m > 0 && (limit == 0 || limit > m) {
+				limit = m
+			}
+			ep = &Endpoint{addr: ei.Addr, limit: limit, rev: rev}
 			if r.hooks.hostClient != nil {
 				ep.hc = r.hooks.hostClient(ei.Addr, rev.limit)
 			}
