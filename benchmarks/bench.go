@@ -17,6 +17,10 @@
 //	    same client; and through a whole `surge up`.
 //	B4  Burst: a step from 1 to 10 clients, until more replicas are
 //	    requested and until they are Ready (no baseline).
+//	B10 Bursts: 0→500 and 0→5,000 concurrent requests to a function at
+//	    zero, and a step from 10 to 500 clients on a warm one: success
+//	    rate, time until all are answered, replicas asked and Ready over
+//	    time, peak memory (no baseline).
 //	B7  API mutating latency: create/replace a Function through the HTTPS
 //	    API vs a raw etcd Put from the same process.
 //	B8  Gateway cost: allocations per proxied request, and memory per

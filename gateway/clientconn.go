@@ -184,7 +184,9 @@ func (c *clientConn) Read(p []byte) (int, error) {
 	c.holdNext = false
 	if c.idleNext {
 		c.idleNext = false
-		c.parkAsked.Store(false)
+		if c.parkAsked.Load() { // a sweep's ask that came too late
+			c.parkAsked.Store(false)
+		}
 		c.gen.Add(1)
 		c.between.Store(true)
 		n, err := c.read(p, true)

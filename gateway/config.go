@@ -38,7 +38,8 @@ type Config struct {
 	// costing about a kibibyte instead of a dozen (B8), until its next
 	// request. Shorter saves memory sooner; longer spares connections
 	// with a few requests a second the few microseconds a wake costs.
-	// Negative never parks.
+	// Negative never parks; nor does MaxConnsPerIP, whose wrapper hides
+	// the gateway's connections from it.
 	ParkIdleAfter time.Duration
 	// MaxHeaderBytes limits a request's start line and header; more is
 	// answered 431. It is also the per-connection read buffer, so it costs

@@ -314,7 +314,10 @@ func (g *Gateway) drain() error {
 		g.park.stop() // closes the parked connections, idle all
 	}
 	err := g.srv.ShutdownWithContext(ctx)
-	if g.park != nil {
+	if g.park != nil && err == nil {
+		// Every connection fasthttp served, woken ones among them, has
+		// ended: their goroutines are returning. (After a timeout they are
+		// left, as fasthttp leaves its workers.)
 		g.park.wait()
 	}
 	// Shutdown does nothing if Serve has not registered the listener yet

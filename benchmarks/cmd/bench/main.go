@@ -29,6 +29,7 @@ func main() {
 		{"B1/B2/B8 gateway throughput, added latency and cost", benchmarks.Gateway},
 		{"B3 cold start", benchmarks.ColdStart},
 		{"B4 burst scale-up", benchmarks.Burst},
+		{"B10 bursts from zero and on a warm function", benchmarks.BurstFromZero},
 	} {
 		if ctx.Err() != nil {
 			break
