@@ -70,19 +70,18 @@ type clientConn struct {
 	// idleNext is set by the owner when the answer is complete and the
 	// request's body read: its next Read waits for the next request.
 	idleNext bool
-	// between is set while such a Read waits; gen counts them. The sweep
-	// asks a connection that waits in the same Read as at the last sweep
-	// to park (parkAsked), and makes the Read return.
-	between   atomic.Bool
-	gen       atomic.Uint32
+	// idleGen counts such Reads twice, as they begin and as they end: it
+	// is odd while one waits. The sweep asks a connection that waits in
+	// the same Read as at the last sweep to park (parkAsked), and makes
+	// the Read return.
+	idleGen   atomic.Uint32
 	parkAsked atomic.Bool
 	parking   bool // the owner's: Read returned errParked; Close parks
 	// Under park.mu: the registry's index, the last sweep's view, and
 	// when the connection was parked.
-	idx         int
-	seenGen     uint32
-	seenBetween bool
-	parkedAt    time.Time
+	idx      int
+	seenGen  uint32
+	parkedAt time.Time
 }
 
 func newClientConn(c net.Conn) *clientConn {
@@ -187,10 +186,9 @@ func (c *clientConn) Read(p []byte) (int, error) {
 		if c.parkAsked.Load() { // a sweep's ask that came too late
 			c.parkAsked.Store(false)
 		}
-		c.gen.Add(1)
-		c.between.Store(true)
+		c.idleGen.Add(1)
 		n, err := c.read(p, true)
-		c.between.Store(false)
+		c.idleGen.Add(1)
 		return n, err
 	}
 	return c.read(p, false)

@@ -26,7 +26,7 @@ import (
 // fasthttp's set-up of a connection, a few microseconds, so only
 // connections idle for a while are parked.
 //
-// The request path pays two atomic stores a request (clientConn.Read): a
+// The request path pays two atomic adds a request (clientConn.Read): a
 // sweep, every ParkIdleAfter/2 on the gateway's Clock, finds the
 // connections that have waited for their next request since the sweep
 // before, and makes their read return at once (a read deadline in the
@@ -196,16 +196,12 @@ func (p *parking) run() {
 func (p *parking) sweepLocked(now time.Time) {
 	defer p.swept.Add(1)
 	for _, c := range p.conns {
-		if !c.between.Load() {
-			c.seenBetween = false
-			continue
-		}
-		g := c.gen.Load()
-		if c.seenBetween && g == c.seenGen && !c.parkAsked.Load() {
+		g := c.idleGen.Load()
+		if g&1 == 1 && g == c.seenGen && !c.parkAsked.Load() {
 			c.parkAsked.Store(true)
 			c.dl.interruptRead()
 		}
-		c.seenGen, c.seenBetween = g, true
+		c.seenGen = g
 	}
 	for fd, c := range p.parked {
 		if now.Sub(c.parkedAt) >= p.idleTimeout {
