@@ -67,6 +67,8 @@ type parking struct {
 	poll  poller
 
 	swept atomic.Int64 // sweeps so far, for tests
+	parks atomic.Int64 // connections parked so far
+	wakes atomic.Int64 // parked connections woken so far
 
 	mu      sync.Mutex
 	conns   []*clientConn       // every open client connection, parked or not
@@ -152,6 +154,7 @@ func (p *parking) park(c *clientConn) bool {
 		p.log.Warn("park idle connection", "err", err)
 		return false
 	}
+	p.parks.Add(1)
 	return true
 }
 
@@ -180,6 +183,7 @@ func (p *parking) run() {
 			}
 			delete(p.parked, fd)
 			p.poll.del(fd)
+			p.wakes.Add(1)
 			p.served.Go(func() { _ = p.serve(c) })
 		}
 		if now := p.clock.Now(); !now.Before(next) {

@@ -3,6 +3,8 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -10,10 +12,22 @@ import (
 
 // epoller is a poller on an epoll instance of its own, beside the Go
 // runtime's: a descriptor may be in several. Each is watched one-shot, so
-// an event comes once, and woken by an eventfd.
+// an event comes once, and a wait is ended by an eventfd in the set.
+//
+// The instance is waited on through the runtime's poller, as a file (an
+// epoll descriptor is readable while it holds events), never in a
+// blocking epoll_wait: that would hold the process's only P for as long
+// as it waits when the gateway runs on one core (GOMAXPROCS 1), until
+// sysmon took it back — milliseconds of stalled requests each time.
 type epoller struct {
 	epfd, wakefd int
+	file         *os.File // epfd, for the runtime's poller
+	raw          syscall.RawConn
 	events       []unix.EpollEvent // wait's, on run's goroutine
+	// State of one wait, for its callback.
+	fds   []int
+	err   error
+	ready func(fd uintptr) bool
 }
 
 func newPoller() (poller, error) {
@@ -32,7 +46,20 @@ func newPoller() (poller, error) {
 		_ = unix.Close(wakefd)
 		return nil, fmt.Errorf("epoll add eventfd: %w", err)
 	}
-	return &epoller{epfd: epfd, wakefd: wakefd, events: make([]unix.EpollEvent, 256)}, nil
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wakefd)
+		return nil, fmt.Errorf("epoll nonblocking: %w", err)
+	}
+	e := &epoller{epfd: epfd, wakefd: wakefd, events: make([]unix.EpollEvent, 256)}
+	e.file = os.NewFile(uintptr(epfd), "gateway-parking-epoll")
+	if e.raw, err = e.file.SyscallConn(); err != nil {
+		_ = e.file.Close()
+		_ = unix.Close(wakefd)
+		return nil, fmt.Errorf("epoll file: %w", err)
+	}
+	e.ready = e.collect // bound once
+	return e, nil
 }
 
 func (e *epoller) add(fd int) error {
@@ -50,25 +77,45 @@ func (e *epoller) add(fd int) error {
 func (e *epoller) del(fd int) { _ = unix.EpollCtl(e.epfd, unix.EPOLL_CTL_DEL, fd, nil) }
 
 func (e *epoller) wait(fds []int, d time.Duration) ([]int, error) {
-	msec := int(min(d.Milliseconds(), 1<<30))
-	for {
-		n, err := unix.EpollWait(e.epfd, e.events, msec)
-		if errors.Is(err, unix.EINTR) {
+	e.fds, e.err = fds, nil
+	_ = e.file.SetReadDeadline(time.Now().Add(d))
+	err := e.raw.Read(e.ready)
+	fds, werr := e.fds, e.err
+	e.fds, e.err = nil, nil
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fds, nil
+	case err != nil:
+		return fds, fmt.Errorf("epoll wait: %w", err)
+	case werr != nil:
+		return fds, fmt.Errorf("epoll wait: %w", werr)
+	}
+	return fds, nil
+}
+
+// collect is wait's RawConn.Read callback: it takes the events the set
+// holds, without blocking, and asks the runtime to wait for more when
+// there are none.
+func (e *epoller) collect(fd uintptr) bool {
+	n, err := unix.EpollWait(int(fd), e.events, 0)
+	switch {
+	case errors.Is(err, unix.EINTR):
+		return false
+	case err != nil:
+		e.err = err
+		return true
+	case n == 0:
+		return false
+	}
+	for _, ev := range e.events[:n] {
+		if int(ev.Fd) == e.wakefd {
+			var b [8]byte
+			_, _ = unix.Read(e.wakefd, b[:])
 			continue
 		}
-		if err != nil {
-			return fds, fmt.Errorf("epoll wait: %w", err)
-		}
-		for _, ev := range e.events[:n] {
-			if int(ev.Fd) == e.wakefd {
-				var b [8]byte
-				_, _ = unix.Read(e.wakefd, b[:])
-				continue
-			}
-			fds = append(fds, int(ev.Fd))
-		}
-		return fds, nil
+		e.fds = append(e.fds, int(ev.Fd))
 	}
+	return true
 }
 
 func (e *epoller) wake() {
@@ -77,6 +124,6 @@ func (e *epoller) wake() {
 }
 
 func (e *epoller) close() {
-	_ = unix.Close(e.epfd)
+	_ = e.file.Close()
 	_ = unix.Close(e.wakefd)
 }

@@ -64,6 +64,9 @@ func TestIdleConnectionIsParkedAndServedAgain(t *testing.T) {
 			t.Errorf("round %d: fasthttp serves %d connections while the only one is parked", round, n)
 		}
 	}
+	if p, w := tg.park.parks.Load(), tg.park.wakes.Load(); p != 3 || w != 2 {
+		t.Errorf("%d parks and %d wakes, want 3 and 2", p, w)
+	}
 	// Busy, it is not: a request right after another is served as usual.
 	for range 50 {
 		if code, _ := rawGet(t, c, br, "p.surge.localhost"); code != 200 {
