@@ -13,7 +13,7 @@ TMP       ?= $(or $(TMPDIR),/tmp)
 # after the suite.
 E2E_REPORT ?= $(TMP)/surge-e2e-report.txt
 
-.PHONY: build run test unit e2e bench lint fmt-check vet clean
+.PHONY: build run test unit e2e e2e-long bench lint fmt-check vet clean
 
 build: ## Build bin/surge.
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/surge
@@ -37,8 +37,11 @@ unit: ## Unit and integration tests, with the race detector.
 
 e2e: ## End-to-end tests: the binary as a user runs it, and the multi-node fault scenarios (built without -race).
 	@rm -f $(E2E_REPORT)
-	@status=0; E2E_REPORT=$(E2E_REPORT) $(GO) test -count=1 -timeout 15m -tags e2e ./e2e/... || status=$$?; \
+	@status=0; E2E_REPORT=$(E2E_REPORT) E2E_ROUNDS=$(E2E_ROUNDS) $(GO) test -count=1 -timeout $(if $(E2E_ROUNDS),60m,20m) -tags e2e ./e2e/... || status=$$?; \
 	if [ -s $(E2E_REPORT) ]; then cat $(E2E_REPORT); fi; exit $$status
+
+e2e-long: ## The end-to-end tests with the node faults (R3, R4) repeated E2E_ROUNDS times (default 5).
+	$(MAKE) --no-print-directory e2e E2E_ROUNDS=$(or $(E2E_ROUNDS),5)
 
 TRACE     ?= benchmarks/testdata/azure2019-100
 

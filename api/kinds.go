@@ -22,6 +22,8 @@ var (
 	ScaleKind    = Kind{Name: KindScale, Plural: "scales", Namespaced: true}
 	ReplicaKind  = Kind{Name: KindReplica, Plural: "replicas", Namespaced: true}
 	NodeKind     = Kind{Name: KindNode, Plural: "nodes"}
+	// PullSecretKind is a private registry's credentials.
+	PullSecretKind = Kind{Name: KindPullSecret, Plural: "pullsecrets", Namespaced: true}
 )
 
 // ObjectKind implements Object.
@@ -41,6 +43,9 @@ func (*Replica) ObjectKind() Kind { return ReplicaKind }
 
 // ObjectKind implements Object.
 func (*Node) ObjectKind() Kind { return NodeKind }
+
+// ObjectKind implements Object.
+func (*PullSecret) ObjectKind() Kind { return PullSecretKind }
 
 // ObjectPtr is the constraint of generic code over object types: *T is
 // an Object. With it a caller names only the type, e.g.

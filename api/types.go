@@ -28,6 +28,8 @@ const (
 	KindScale    = "Scale"
 	KindReplica  = "Replica"
 	KindNode     = "Node"
+	// KindPullSecret is a private registry's credentials.
+	KindPullSecret = "PullSecret"
 )
 
 // Object is implemented by every API object.
@@ -136,6 +138,14 @@ type FunctionSpec struct {
 	Readiness *Probe `json:"readiness,omitempty"`
 	// Scaling steers the autoscaler.
 	Scaling ScalingPolicy `json:"scaling,omitzero"`
+	// ImagePullSecrets names the PullSecrets of the function's namespace
+	// that nodes may use to pull Image. Empty means every PullSecret of
+	// the namespace whose registry is Image's.
+	ImagePullSecrets []string `json:"imagePullSecrets,omitempty"`
+	// NodeSelector, when set, limits the function's replicas to the nodes
+	// whose labels hold every one of these pairs (Kubernetes'
+	// nodeSelector), e.g. {"disk": "ssd"}. Empty means any node.
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 }
 
 // FunctionStatus is what the control plane observed of a Function.
@@ -148,8 +158,14 @@ type FunctionStatus struct {
 	// (a missing image, a crash at start-up) never takes traffic from
 	// the one before it.
 	LatestReadyRevision string `json:"latestReadyRevision,omitempty"`
-	// URL is where the gateway serves the function, when known.
+	// URL is where the gateway serves the function, when the control
+	// plane knows the gateway's address (surge up, or surge server
+	// --gateway-url). It is filled in when the function is read, not
+	// stored.
 	URL string `json:"url,omitempty"`
+	// ImageDigest is the digest spec.image resolved to at the latest
+	// deploy, which the latest revision runs (RevisionSpec.ImageDigest).
+	ImageDigest string `json:"imageDigest,omitempty"`
 }
 
 // InitialScale is how many replicas a new revision asks for before the
@@ -178,7 +194,17 @@ type RevisionSpec struct {
 	Number int64 `json:"number"`
 	// Template is the Function's spec at the time of the deploy.
 	Template FunctionSpec `json:"template"`
+	// ImageDigest is the digest ("sha256:…") Template.Image resolved to
+	// when the revision was made, and every replica of the revision runs
+	// it (PinnedImage), so that a tag moved later, a rollback or a new
+	// replica runs the same code. Empty when the image could not be
+	// resolved at deploy: replicas then pull the reference as written.
+	ImageDigest string `json:"imageDigest,omitempty"`
 }
+
+// Image is the reference the replicas of the revision run: the template's
+// image pinned to ImageDigest when there is one.
+func (s *RevisionSpec) Image() string { return PinnedImage(s.Template.Image, s.ImageDigest) }
 
 // RevisionStatus is what the control plane observed of a Revision.
 type RevisionStatus struct {
@@ -324,6 +350,11 @@ type NodeSpec struct {
 	PodSubnet string `json:"podSubnet,omitempty"`
 	// Unschedulable (cordoned) nodes get no new replicas.
 	Unschedulable bool `json:"unschedulable,omitempty"`
+	// Drain moves the node's replicas elsewhere: the replica controller
+	// starts a replacement of each on another node and stops the old one
+	// only once replacements are Ready (surge drain). A draining node is
+	// unschedulable too.
+	Drain bool `json:"drain,omitempty"`
 }
 
 // NodeResources is an amount of cpu and memory, as quantity strings.
@@ -338,11 +369,17 @@ type NodeStatus struct {
 	Capacity    NodeResources `json:"capacity,omitzero"`
 	Allocatable NodeResources `json:"allocatable,omitzero"`
 	State       NodeState     `json:"state,omitempty"`
-	// AgentURL is the agent's HTTPS endpoint (replica logs), with a
-	// certificate from the cluster CA.
+	// AgentURL is the agent's HTTPS endpoint (replica logs), at Address,
+	// with the node's serving certificate from the node CA; only the API
+	// server calls it (ValidAgentURL).
 	AgentURL string `json:"agentURL,omitempty"`
 	// LastSeen is when the node last reported.
 	LastSeen time.Time `json:"lastSeen,omitzero"`
+	// Images are the digests ("sha256:…") of the images the agent has
+	// pulled, the most recent first, at most MaxNodeImages: the scheduler
+	// prefers a node that has a replica's image already, as its start
+	// skips the pull.
+	Images []string `json:"images,omitempty"`
 }
 
 // Node is one machine that runs a node agent.
@@ -355,6 +392,42 @@ type Node struct {
 
 // GetMetadata implements Object.
 func (n *Node) GetMetadata() *ObjectMeta { return &n.Metadata }
+
+// PullSecretSpec holds the credentials of one private registry.
+type PullSecretSpec struct {
+	// Registry is the registry's host[:port] the credentials are for, as
+	// it appears in image references, e.g. "ghcr.io".
+	Registry string `json:"registry"`
+	// Username and Password are sent with HTTP basic authentication (a
+	// registry token goes in Password). Readers other than admins and
+	// nodes get Password blanked.
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+}
+
+// PullSecret lets nodes pull the images of one private registry, for the
+// functions of its namespace (see FunctionSpec.ImagePullSecrets), and the
+// control plane resolve their tags to digests at deploy.
+type PullSecret struct {
+	Kind     string         `json:"kind,omitempty"`
+	Metadata ObjectMeta     `json:"metadata"`
+	Spec     PullSecretSpec `json:"spec"`
+}
+
+// GetMetadata implements Object.
+func (p *PullSecret) GetMetadata() *ObjectMeta { return &p.Metadata }
+
+// RevisionRate is the load of one revision summed over the gateways that
+// report it: GET /v1/stats.
+type RevisionRate struct {
+	Namespace string `json:"namespace"`
+	Function  string `json:"function"`
+	Revision  string `json:"revision"`
+	// Concurrency is the time-averaged number of requests in flight.
+	Concurrency float64 `json:"concurrency"`
+	// RPS is requests per second over the gateways' last window.
+	RPS float64 `json:"rps"`
+}
 
 // List is the body of a list answer.
 type List[T any] struct {

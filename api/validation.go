@@ -40,6 +40,7 @@ var (
 	labelKey     = regexp.MustCompile(`^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
 	labelValue   = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
 	revisionName = regexp.MustCompile(`^(.+)-(\d{5,})$`)
+	imageDigest  = regexp.MustCompile(`^[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$`)
 )
 
 // NameRule is the sentence that explains a valid name, for error messages.
@@ -101,20 +102,39 @@ func (v *validator) meta(m *ObjectMeta, namespaced bool) {
 	if !namespaced && m.Namespace != "" {
 		v.add("metadata.namespace", "must be empty: this kind has no namespace")
 	}
-	if len(m.Labels) > MaxLabels {
-		v.add("metadata.labels", "has %d labels, at most %d are allowed", len(m.Labels), MaxLabels)
+	v.labels("metadata.labels", m.Labels)
+}
+
+// labels checks a map of labels, or of a selector's pairs, named field.
+func (v *validator) labels(field string, labels map[string]string) {
+	if len(labels) > MaxLabels {
+		v.add(field, "has %d labels, at most %d are allowed", len(labels), MaxLabels)
 	}
 	// Sorted, so that the same object always gets the same errors in the
 	// same order (the first is the one an Invalid answer names).
-	for _, k := range slices.Sorted(maps.Keys(m.Labels)) {
-		val := m.Labels[k]
-		if len(k) > 253 || !labelKey.MatchString(k) {
-			v.add("metadata.labels", "key %q must be an optional DNS prefix and '/', then letters, digits, '-', '_' or '.'", k)
-		}
-		if len(val) > 63 || !labelValue.MatchString(val) {
-			v.add("metadata.labels["+k+"]", "value %q must be at most 63 letters, digits, '-', '_' or '.'", val)
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		val := labels[k]
+		if err := ValidateLabel(k, val); err != nil {
+			f := field
+			if len(k) <= 253 && labelKey.MatchString(k) {
+				f += "[" + k + "]"
+			}
+			v.add(f, "%v", err)
 		}
 	}
+}
+
+// ValidateLabel checks one label's key and value (or a node selector's
+// pair): a key of letters, digits, '-', '_' and '.' after an optional DNS
+// prefix and '/', and a value of at most 63 such characters.
+func ValidateLabel(key, value string) error {
+	if len(key) > 253 || !labelKey.MatchString(key) {
+		return fmt.Errorf("key %q must be an optional DNS prefix and '/', then letters, digits, '-', '_' or '.'", key)
+	}
+	if len(value) > 63 || !labelValue.MatchString(value) {
+		return fmt.Errorf("value %q must be at most 63 letters, digits, '-', '_' or '.'", value)
+	}
+	return nil
 }
 
 // duration checks the range of a duration field. Its syntax was checked
@@ -253,6 +273,64 @@ func (v *validator) functionSpec(p string, s *FunctionSpec) {
 	}
 	v.duration(p+".scaling.scaleToZeroGrace", sc.ScaleToZeroGrace, 0, MaxTimeout)
 	v.duration(p+".scaling.stableWindow", sc.StableWindow, 6*time.Second, MaxTimeout)
+	seenSecret := map[string]bool{}
+	for i, n := range s.ImagePullSecrets {
+		f := fmt.Sprintf("%s.imagePullSecrets[%d]", p, i)
+		switch {
+		case ValidateName(n) != nil:
+			v.add(f, "%q %s", n, NameRule)
+		case seenSecret[n]:
+			v.add(f, "%q is named twice", n)
+		}
+		seenSecret[n] = true
+	}
+	v.labels(p+".nodeSelector", s.NodeSelector)
+}
+
+// MaxNodeImages bounds NodeStatus.Images, so that a node's object stays
+// small however many images its agent has pulled.
+const MaxNodeImages = 64
+
+// ValidateNode checks a Node and reports every problem at once.
+func ValidateNode(n *Node) error {
+	var v validator
+	v.meta(&n.Metadata, false)
+	if len(n.Status.Images) > MaxNodeImages {
+		v.add("status.images", "has %d images, at most %d are allowed", len(n.Status.Images), MaxNodeImages)
+	}
+	for i, d := range n.Status.Images {
+		if !imageDigest.MatchString(d) {
+			v.add(fmt.Sprintf("status.images[%d]", i), "%q is not a digest like \"sha256:\" and 64 hex digits", d)
+		}
+	}
+	return v.result()
+}
+
+// ValidatePullSecret checks a PullSecret and reports every problem at once.
+func ValidatePullSecret(ps *PullSecret) error {
+	var v validator
+	v.meta(&ps.Metadata, true)
+	s := &ps.Spec
+	switch {
+	case s.Registry == "":
+		v.add("spec.registry", "is required: the registry's host[:port], e.g. \"ghcr.io\"")
+	case strings.ContainsAny(s.Registry, "/ \t@") || strings.Contains(s.Registry, "://"):
+		v.add("spec.registry", "%q must be a host[:port] without scheme or path, e.g. \"ghcr.io\"", s.Registry)
+	default:
+		if _, err := name.NewRegistry(s.Registry); err != nil {
+			v.add("spec.registry", "%q is not a registry host: %v", s.Registry, err)
+		}
+	}
+	if s.Username == "" && s.Password == "" {
+		v.add("spec.password", "is required: a password or token (and a username if the registry wants one)")
+	}
+	if strings.ContainsAny(s.Username, ":\r\n") {
+		v.add("spec.username", "must not contain ':' or line breaks")
+	}
+	if strings.ContainsAny(s.Password, "\r\n") {
+		v.add("spec.password", "must not contain line breaks")
+	}
+	return v.result()
 }
 
 // ValidateTraffic checks a Traffic object of the named function.

@@ -256,6 +256,10 @@ func TestValidateFunction(t *testing.T) {
 			f.Spec.Resources.CPU = "abc"
 			f.Spec.Timeout = dur("2h")
 		}, []string{"spec.port", "spec.resources.cpu", "spec.timeout"}},
+		// spec.nodeSelector: label pairs.
+		{"node selector", func(f *api.Function) { f.Spec.NodeSelector = map[string]string{"disk": "ssd", "example.com/zone": "a"} }, nil},
+		{"node selector bad value", func(f *api.Function) { f.Spec.NodeSelector = map[string]string{"disk": "s s d"} }, []string{"spec.nodeSelector[disk]"}},
+		{"node selector bad key", func(f *api.Function) { f.Spec.NodeSelector = map[string]string{"bad key": "v"} }, []string{"spec.nodeSelector"}},
 		{"everything wrong", func(f *api.Function) {
 			*f = api.Function{
 				Metadata: api.ObjectMeta{Name: "Bad_Name", Namespace: "Bad_NS", Labels: map[string]string{"k": "a b"}},
@@ -330,6 +334,38 @@ func TestValidateFunctionMessages(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("ValidateFunction (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestValidateNode(t *testing.T) {
+	const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	many := make([]string, api.MaxNodeImages+1)
+	for i := range many {
+		many[i] = digest
+	}
+	for _, tt := range []struct {
+		name   string
+		change func(*api.Node)
+		want   []string
+	}{
+		{"valid", func(*api.Node) {}, nil},
+		{"labels and images", func(n *api.Node) {
+			n.Metadata.Labels = map[string]string{"disk": "ssd"}
+			n.Status.Images = []string{digest}
+		}, nil},
+		{"bad name", func(n *api.Node) { n.Metadata.Name = "Node_1" }, []string{"metadata.name"}},
+		{"a namespace", func(n *api.Node) { n.Metadata.Namespace = "default" }, []string{"metadata.namespace"}},
+		{"bad label", func(n *api.Node) { n.Metadata.Labels = map[string]string{"disk": "s s d"} }, []string{"metadata.labels[disk]"}},
+		{"not a digest", func(n *api.Node) { n.Status.Images = []string{"hello:v1"} }, []string{"status.images[0]"}},
+		{"too many images", func(n *api.Node) { n.Status.Images = many }, []string{"status.images"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n := &api.Node{Metadata: api.ObjectMeta{Name: "node-1"}}
+			tt.change(n)
+			if diff := cmp.Diff(tt.want, fields(t, api.ValidateNode(n))); diff != "" {
+				t.Errorf("ValidateNode field paths (-want +got):\n%s", diff)
 			}
 		})
 	}

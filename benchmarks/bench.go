@@ -17,15 +17,27 @@
 //	    same client; and through a whole `surge up`.
 //	B4  Burst: a step from 1 to 10 clients, until more replicas are
 //	    requested and until they are Ready (no baseline).
+//	B5  Placement: decisions per second of the scheduler's core over 5,000
+//	    simulated nodes running 50,000 replicas, vs the naive filter-and-
+//	    sort it replaced; and bindings per second through etcd
+//	    (store.BindReplica) vs a bare compare-and-put loop, 32 in flight.
+//	B6  Failure detection: 100 members of Surge's gossip (real memberlist
+//	    over an in-memory network), 20 of them with every message delayed
+//	    by 2 s: time until a killed member is declared dead, p50/p99 over
+//	    100 deaths, and false positives.
+//	B7  API mutating latency: create/replace a Function through the HTTPS
+//	    API vs a raw etcd Put from the same process.
+//	B9  Control plane at scale: a real `surge server` with 1,000 simulated
+//	    nodes and 20 simulated gateways; 10,000 functions deployed, then
+//	    new revisions timed until every gateway routes them; memory per
+//	    node and per function.
+//	B8  Gateway cost: allocations per proxied request, and memory per
+//	    10,000 idle keep-alive client connections, with what it is made
+//	    of for the Go proxies (stacks, heap by allocation site, runtime).
 //	B10 Bursts: 0→500 and 0→5,000 concurrent requests to a function at
 //	    zero, and a step from 10 to 500 clients on a warm one: success
 //	    rate, time until all are answered, replicas asked and Ready over
 //	    time, peak memory (no baseline).
-//	B7  API mutating latency: create/replace a Function through the HTTPS
-//	    API vs a raw etcd Put from the same process.
-//	B8  Gateway cost: allocations per proxied request, and memory per
-//	    10,000 idle keep-alive client connections, with what it is made
-//	    of for the Go proxies (stacks, heap by allocation site, runtime).
 //
 // The autoscaler's policies are judged separately, on a real trace, by
 // benchmarks/replay (`make bench` runs it after these).

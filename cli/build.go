@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"os"
 	"runtime"
 	"strings"
 
@@ -33,9 +32,8 @@ type BuildOptions struct {
 	Arch    string
 }
 
-func newBuildCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := &BuildOptions{Streams: s, NewClient: newClient,
-		Build: imagebuild.Build, Load: imagebuild.LoadArchive, Push: imagebuild.Push, Getenv: os.Getenv}
+func newBuildCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
+	o := &BuildOptions{Streams: s, NewClient: newClient, Build: d.build, Load: d.load, Push: d.push, Getenv: d.getenv}
 	c := &cobra.Command{
 		Use:   "build [DIR] -t NAME[:TAG] [--archive FILE.tar]",
 		Short: "Build a Go function into an image and push it to Surge's registry",

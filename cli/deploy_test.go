@@ -220,7 +220,7 @@ func TestDeployErrors(t *testing.T) {
 			name:   "new function without --image",
 			deploy: "hello",
 			set:    func(o *DeployOptions) { o.Env, o.Set["env"] = []string{"A=1"}, true },
-			want:   `function "hello" does not exist yet: --image is required to create it`,
+			want:   `function "hello" does not exist yet: give its image with --image REF, or a folder to build: surge deploy hello DIR`,
 			usage:  true,
 		},
 		{
@@ -385,7 +385,7 @@ func TestDeployWaitsForTheRevisionToBeReady(t *testing.T) {
 			t.Errorf("stdout = %q, want nothing", out)
 		}
 		// What the replica reports is said as soon as it is seen, once.
-		if got, want := errb.String(), "waiting for hello-00002: replica hello-00002-stuck: "+pullErr+"\n"; got != want {
+		if got, want := errb.String(), "waiting for hello-00002 to be Ready: replica hello-00002-stuck: "+pullErr+"\n"; got != want {
 			t.Errorf("stderr = %q, want %q", got, want)
 		}
 		f.edit(func() {

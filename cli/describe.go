@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,14 +33,18 @@ type Description struct {
 	Revisions []api.Revision `json:"revisions"`
 	Scales    []api.Scale    `json:"scales"`
 	Replicas  []api.Replica  `json:"replicas"`
+	// CrashLogs are the last log lines of the replicas whose container
+	// exited (a crash loop), by replica.
+	CrashLogs map[string][]string `json:"crashLogs,omitempty"`
 }
 
-func newDescribeCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := &DescribeOptions{Streams: s, NewClient: newClient, Now: time.Now}
+func newDescribeCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
+	o := &DescribeOptions{Streams: s, NewClient: newClient, Now: d.now}
 	c := &cobra.Command{
-		Use:   "describe NAME",
-		Short: "Show a function: its spec, revisions, traffic and replicas",
-		Args:  cobra.ExactArgs(1),
+		Use:               "describe NAME",
+		Short:             "Show a function: its URL, spec, revisions, traffic and replicas, and a crashing replica's last log lines",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeFunctions(newClient),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = args[0]
 			return runDescribe(cmd.Context(), o)
@@ -72,6 +78,18 @@ func fetchDescription(ctx context.Context, c *client.Client, name string) (*Desc
 		return nil, err
 	}
 	d.Revisions, d.Scales, d.Replicas = revs.Items, scales.Items, reps.Items
+	for i := range d.Replicas {
+		r := &d.Replicas[i]
+		if !crashed(r) && (r.Status.Restarts == 0 || r.Status.Phase == api.ReplicaReady) {
+			continue
+		}
+		if lines, err := logTail(ctx, c, r, crashTail); err == nil && len(lines) > 0 {
+			if d.CrashLogs == nil {
+				d.CrashLogs = map[string][]string{}
+			}
+			d.CrashLogs[r.Metadata.Name] = lines
+		}
+	}
 	return d, nil
 }
 
@@ -97,8 +115,17 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 	f, s := &d.Function, &d.Function.Spec
 	kv := newTable(w, "Name:", f.Metadata.Name)
 	kv.row("Namespace:", f.Metadata.Namespace)
+	if f.Status.URL != "" {
+		kv.row("URL:", f.Status.URL)
+	}
 	kv.row("Created:", f.Metadata.CreationTimestamp.Format(time.RFC3339)+" ("+age(now, f.Metadata.CreationTimestamp)+" ago)")
+	if len(f.Metadata.Labels) > 0 {
+		kv.row("Labels:", labelList(f.Metadata.Labels))
+	}
 	kv.row("Image:", s.Image)
+	if d := f.Status.ImageDigest; d != "" && !strings.Contains(s.Image, "@") {
+		kv.row("Pinned to:", d)
+	}
 	if len(s.Command) > 0 {
 		kv.row("Command:", strings.Join(s.Command, " "))
 	}
@@ -106,6 +133,26 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 		kv.row("Args:", strings.Join(s.Args, " "))
 	}
 	kv.row("Port:", itoa(s.Port))
+	if r := s.Readiness; r != nil {
+		probe := "GET " + r.Path
+		if r.Path == "" {
+			probe = "TCP connect"
+		}
+		if r.Period.Duration > 0 {
+			probe += " every " + r.Period.String()
+		}
+		kv.row("Readiness:", probe)
+	}
+	if len(s.ImagePullSecrets) > 0 {
+		kv.row("Pull secrets:", strings.Join(s.ImagePullSecrets, ", "))
+	}
+	if len(s.NodeSelector) > 0 {
+		pairs := make([]string, 0, len(s.NodeSelector))
+		for _, k := range slices.Sorted(maps.Keys(s.NodeSelector)) {
+			pairs = append(pairs, k+"="+s.NodeSelector[k])
+		}
+		kv.row("Node selector:", strings.Join(pairs, ", "))
+	}
 	env := make([]string, len(s.Env))
 	for i, e := range s.Env {
 		env[i] = e.Name + "=" + e.Value
@@ -151,7 +198,7 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 				mode, reason = sc.Status.Mode, sc.Status.Reason
 			}
 		}
-		t.row("  "+n, fmt.Sprintf("%d%%", share[n]), itoa(desired[n]), itoa(ready[n]), mode, reason, r.Spec.Template.Image, age(now, r.Metadata.CreationTimestamp))
+		t.row("  "+n, fmt.Sprintf("%d%%", share[n]), itoa(desired[n]), itoa(ready[n]), mode, reason, shortImage(r.Spec.Image()), age(now, r.Metadata.CreationTimestamp))
 	}
 	if err := t.flush(); err != nil {
 		return err
@@ -180,7 +227,22 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 			fmt.Fprintf(w, "  %s: %s\n", r.Metadata.Name, r.Status.Message)
 		}
 	}
+	for _, r := range d.Replicas {
+		if lines := d.CrashLogs[r.Metadata.Name]; len(lines) > 0 {
+			fmt.Fprintf(w, "\nLast log lines of %s:\n", r.Metadata.Name)
+			printIndented(w, lines)
+		}
+	}
 	return nil
+}
+
+// labelList writes labels as "k=v k2=v2", sorted.
+func labelList(labels map[string]string) string {
+	parts := make([]string, 0, len(labels))
+	for _, k := range sortedKeys(labels) {
+		parts = append(parts, k+"="+labels[k])
+	}
+	return strings.Join(parts, " ")
 }
 
 // takesTraffic reports whether t sends rev a share of the requests.
@@ -194,4 +256,15 @@ func takesTraffic(t *api.Traffic, rev string) bool {
 		}
 	}
 	return false
+}
+
+// printIndented writes lines indented by two spaces; empty ones stay empty.
+func printIndented(w io.Writer, lines []string) {
+	for _, l := range lines {
+		if l == "" {
+			fmt.Fprintln(w)
+			continue
+		}
+		fmt.Fprintf(w, "  %s\n", l)
+	}
 }

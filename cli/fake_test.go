@@ -43,6 +43,26 @@ type fakeAPI struct {
 	revisions map[string]*api.Revision
 	scales    map[string]*api.Scale
 	replicas  map[string]*api.Replica
+	nodes     map[string]*api.Node
+	secrets   map[string]*api.PullSecret
+	// tokens are what GET /v1/tokens lists, in order; POST adds one with
+	// the next ID of newTokenIDs.
+	tokens      []api.Token
+	newTokenIDs []string
+	// stats is what GET /v1/stats answers; nil answers 404, as a server
+	// without it does.
+	stats []api.RevisionRate
+	// logs are the replicas' logs, served as a node agent would at the
+	// fake's own URL (nodes' agentURL is the fake's).
+	logs map[string]string
+	// gatewayURL, when set, makes the functions' URLs: http://NAME.gatewayURL.
+	gatewayURL string
+	// unscheduled names revisions whose replica no node takes, with the
+	// scheduler's message.
+	unscheduled map[string]string
+	// slow names revisions that get Ready only after this many reads of
+	// their function, their replica Starting until then.
+	slow map[string]int
 	// stuck names revisions that never get a Ready replica, with what
 	// their replica reports instead (a pull error, say).
 	stuck map[string]string
@@ -51,6 +71,9 @@ type fakeAPI struct {
 	fail map[string]*api.Error
 	// failOnce is fail for the next request of a route only.
 	failOnce map[string]*api.Error
+	// before, when set, runs before each request is served, under mu
+	// (the control plane acting between a verb's polls).
+	before   func(r *http.Request)
 	requests []fakeRequest
 }
 
@@ -73,19 +96,26 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		fail:      map[string]*api.Error{},
 		stuck:     map[string]string{},
 		failOnce:  map[string]*api.Error{},
+		nodes:     map[string]*api.Node{},
+		secrets:   map[string]*api.PullSecret{},
+		logs:      map[string]string{},
+
+		unscheduled: map[string]string{},
+		slow:        map[string]int{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/version", func(w http.ResponseWriter, r *http.Request) {
 		writeFakeJSON(w, http.StatusOK, map[string]string{"version": "v9.9.9-fake", "api": api.Version})
 	})
 	mux.HandleFunc("GET /v1/functions", func(w http.ResponseWriter, r *http.Request) {
-		writeFakeJSON(w, http.StatusOK, listOf(f.functions, ""))
+		writeFakeJSON(w, http.StatusOK, listOf(f.withURLs(f.functions), ""))
 	})
 	mux.HandleFunc("GET /v1/namespaces/default/functions", func(w http.ResponseWriter, r *http.Request) {
-		writeFakeJSON(w, http.StatusOK, listOf(f.functions, ""))
+		writeFakeJSON(w, http.StatusOK, listOf(f.withURLs(f.functions), ""))
 	})
 	mux.HandleFunc("GET /v1/namespaces/default/functions/{name}", func(w http.ResponseWriter, r *http.Request) {
-		getOne(w, f.functions, api.KindFunction, r.PathValue("name"))
+		f.progress(r.PathValue("name"))
+		getOne(w, f.withURLs(f.functions), api.KindFunction, r.PathValue("name"))
 	})
 	mux.HandleFunc("PUT /v1/namespaces/default/functions/{name}", f.putFunction)
 	mux.HandleFunc("DELETE /v1/namespaces/default/functions/{name}", func(w http.ResponseWriter, r *http.Request) {
@@ -103,11 +133,137 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	mux.HandleFunc("GET /v1/namespaces/default/revisions", func(w http.ResponseWriter, r *http.Request) {
 		writeFakeJSON(w, http.StatusOK, listOf(f.revisions, r.URL.Query().Get("function")))
 	})
+	mux.HandleFunc("GET /v1/scales", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, listOf(f.scales, ""))
+	})
 	mux.HandleFunc("GET /v1/namespaces/default/scales", func(w http.ResponseWriter, r *http.Request) {
 		writeFakeJSON(w, http.StatusOK, listOf(f.scales, r.URL.Query().Get("function")))
 	})
+	mux.HandleFunc("GET /v1/replicas", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, listOf(f.replicas, ""))
+	})
 	mux.HandleFunc("GET /v1/namespaces/default/replicas", func(w http.ResponseWriter, r *http.Request) {
 		writeFakeJSON(w, http.StatusOK, listOf(f.replicas, r.URL.Query().Get("function")))
+	})
+
+	mux.HandleFunc("GET /v1/whoami", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, map[string]string{"id": "t0k3n1d", "role": "admin"})
+	})
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, listOf(f.nodes, ""))
+	})
+	mux.HandleFunc("GET /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
+		getOne(w, f.nodes, api.KindNode, r.PathValue("name"))
+	})
+	mux.HandleFunc("PUT /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		cur, ok := f.nodes[name]
+		if !ok {
+			writeFakeJSON(w, http.StatusNotFound, api.NotFound(api.KindNode, name))
+			return
+		}
+		var n api.Node
+		if err := json.NewDecoder(r.Body).Decode(&n); err != nil {
+			writeFakeJSON(w, http.StatusBadRequest, api.BadRequest("body is not a node: %v", err))
+			return
+		}
+		if rv := n.Metadata.ResourceVersion; rv != "" && rv != cur.Metadata.ResourceVersion {
+			writeFakeJSON(w, http.StatusConflict, api.NewError(http.StatusConflict, api.ReasonConflict, "node %q was changed since you read it", name))
+			return
+		}
+		n.Metadata.ResourceVersion = f.nextRV()
+		f.nodes[name] = &n
+		writeFakeJSON(w, http.StatusOK, &n)
+	})
+	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
+		if f.stats == nil {
+			writeFakeJSON(w, http.StatusNotFound, api.NewError(http.StatusNotFound, api.ReasonNotFound, "no route for GET /v1/stats"))
+			return
+		}
+		writeFakeJSON(w, http.StatusOK, api.List[api.RevisionRate]{Items: f.stats})
+	})
+	mux.HandleFunc("GET /v1/namespaces/default/pullsecrets", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, listOf(f.secrets, ""))
+	})
+	mux.HandleFunc("GET /v1/namespaces/default/pullsecrets/{name}", func(w http.ResponseWriter, r *http.Request) {
+		getOne(w, f.secrets, api.KindPullSecret, r.PathValue("name"))
+	})
+	putSecret := func(w http.ResponseWriter, r *http.Request) {
+		var ps api.PullSecret
+		if err := json.NewDecoder(r.Body).Decode(&ps); err != nil {
+			writeFakeJSON(w, http.StatusBadRequest, api.BadRequest("body is not a pull secret: %v", err))
+			return
+		}
+		if err := api.ValidatePullSecret(&ps); err != nil {
+			var fe api.FieldErrors
+			errors.As(err, &fe)
+			writeFakeJSON(w, http.StatusUnprocessableEntity, api.Invalid(api.KindPullSecret, ps.Metadata.Name, fe))
+			return
+		}
+		ps.Metadata = f.meta(api.KindPullSecret, ps.Metadata.Name, nil)
+		f.secrets[ps.Metadata.Name] = &ps
+		writeFakeJSON(w, http.StatusOK, &ps)
+	}
+	mux.HandleFunc("POST /v1/namespaces/default/pullsecrets", putSecret)
+	mux.HandleFunc("PUT /v1/namespaces/default/pullsecrets/{name}", putSecret)
+	mux.HandleFunc("DELETE /v1/namespaces/default/pullsecrets/{name}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		if _, ok := f.secrets[name]; !ok {
+			writeFakeJSON(w, http.StatusNotFound, api.NotFound(api.KindPullSecret, name))
+			return
+		}
+		delete(f.secrets, name)
+		writeFakeJSON(w, http.StatusOK, map[string]string{"status": "deleted", "name": name})
+	})
+	mux.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		writeFakeJSON(w, http.StatusOK, api.List[api.Token]{Items: f.tokens})
+	})
+	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		var req api.TokenRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			writeFakeJSON(w, http.StatusBadRequest, api.BadRequest("body is not a token request: %v", err))
+			return
+		}
+		if len(f.newTokenIDs) == 0 {
+			writeFakeJSON(w, http.StatusInternalServerError, api.NewError(http.StatusInternalServerError, api.ReasonInternal, "the fake has no more token IDs"))
+			return
+		}
+		tok := api.Token{ID: f.newTokenIDs[0], Role: req.Role, Description: req.Description, Created: f.now}
+		f.newTokenIDs = f.newTokenIDs[1:]
+		f.tokens = append(f.tokens, tok)
+		writeFakeJSON(w, http.StatusCreated, api.NewToken{Token: tok, Secret: tok.ID + ".fake-secret-of-" + tok.ID})
+	})
+	mux.HandleFunc("DELETE /v1/tokens/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		admins := 0
+		for _, t := range f.tokens {
+			if t.Role == "admin" {
+				admins++
+			}
+		}
+		for i, t := range f.tokens {
+			if t.ID != id {
+				continue
+			}
+			if t.Role == "admin" && admins == 1 {
+				writeFakeJSON(w, http.StatusConflict, api.NewError(http.StatusConflict, api.ReasonConflict,
+					"token %s is the last admin token: create another admin token first (surge token create --role admin)", id))
+				return
+			}
+			f.tokens = append(f.tokens[:i], f.tokens[i+1:]...)
+			writeFakeJSON(w, http.StatusOK, map[string]string{"status": "deleted", "id": id})
+			return
+		}
+		writeFakeJSON(w, http.StatusNotFound, api.NotFound("token", id))
+	})
+	mux.HandleFunc("GET /v1/namespaces/default/replicas/{name}/log", func(w http.ResponseWriter, r *http.Request) {
+		text, ok := f.logs[r.PathValue("name")]
+		if !ok {
+			writeFakeJSON(w, http.StatusNotFound, api.NotFound(api.KindReplica, r.PathValue("name")))
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, text)
 	})
 
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -124,6 +280,9 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 			writeFakeJSON(w, http.StatusUnauthorized, api.NewError(http.StatusUnauthorized, api.ReasonUnauthorized, "invalid or revoked token"))
 			return
 		}
+		if f.before != nil {
+			f.before(r)
+		}
 		if e := f.fail[r.Method+" "+r.URL.Path]; e != nil {
 			writeFakeJSON(w, e.Code, e)
 			return
@@ -138,6 +297,52 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	t.Cleanup(srv.Close)
 	f.URL = srv.URL
 	return f
+}
+
+// progress moves a slow revision of fn on by one read, and makes it Ready
+// (its traffic, all of it) at the last. f.mu is held.
+func (f *fakeAPI) progress(fn string) {
+	cur := f.functions[fn]
+	if cur == nil {
+		return
+	}
+	rev := cur.Status.LatestRevision
+	n, ok := f.slow[rev]
+	if !ok {
+		return
+	}
+	if n > 1 {
+		f.slow[rev] = n - 1
+		return
+	}
+	delete(f.slow, rev)
+	delete(f.replicas, rev+"-stuck")
+	cur.Status.LatestReadyRevision = rev
+	f.traffic[fn].Spec.Targets = []api.TrafficTarget{{Revision: rev, Percent: 100}}
+}
+
+// withURLs returns copies of fns with their URLs, when the fake has a
+// gateway URL. f.mu is held.
+func (f *fakeAPI) withURLs(fns map[string]*api.Function) map[string]*api.Function {
+	if f.gatewayURL == "" {
+		return fns
+	}
+	out := make(map[string]*api.Function, len(fns))
+	for k, fn := range fns {
+		c := *fn
+		c.Status.URL = "http://" + fn.Metadata.Name + "." + f.gatewayURL
+		out[k] = &c
+	}
+	return out
+}
+
+// addNode adds a node with allocatable cpu and memory, whose agent (for
+// logs) is the fake itself.
+func (f *fakeAPI) addNode(name, cpu, memory string) {
+	f.edit(func() {
+		f.nodes[name] = &api.Node{Kind: api.KindNode, Metadata: api.ObjectMeta{Name: name, CreationTimestamp: f.now},
+			Status: api.NodeStatus{State: api.NodeAlive, Allocatable: api.NodeResources{CPU: cpu, Memory: memory}, AgentURL: f.URL}}
+	})
 }
 
 // newClient is a clientFunc for the fake.
@@ -215,7 +420,7 @@ func (f *fakeAPI) putFunction(w http.ResponseWriter, r *http.Request) {
 		writeFakeJSON(w, ae.Code, ae)
 		return
 	}
-	writeFakeJSON(w, code, out)
+	writeFakeJSON(w, code, f.withURLs(map[string]*api.Function{"": out})[""])
 }
 
 // put is store.PutFunction in CreateOrReplace mode, in memory. f.mu is held.
@@ -251,6 +456,7 @@ func (f *fakeAPI) put(fn *api.Function) (*api.Function, int, error) {
 		next.Metadata.CreationTimestamp = f.now
 	}
 	next.Metadata.Generation++
+	next.Status.ImageDigest = "" // the fake resolves no image
 	rev := api.RevisionName(m.Name, next.Metadata.Generation)
 	next.Status.LatestRevision = rev
 	next.Metadata.ResourceVersion = f.nextRV()
@@ -266,12 +472,19 @@ func (f *fakeAPI) put(fn *api.Function) (*api.Function, int, error) {
 		Spec:     api.ScaleSpec{Replicas: max(next.Spec.Scaling.MinScale, 1)},
 	}
 	msg, stuck := f.stuck[rev]
+	node := "node-a"
+	if m, ok := f.unscheduled[rev]; ok {
+		msg, stuck, node = m, true, ""
+	}
+	if _, ok := f.slow[rev]; ok {
+		msg, stuck = "pulling the image", true
+	}
 	if stuck {
 		name := rev + "-stuck"
 		f.replicas[name] = &api.Replica{
 			Kind:     api.KindReplica,
 			Metadata: f.meta(api.KindReplica, name, map[string]string{api.LabelFunction: m.Name, api.LabelRevision: rev}),
-			Spec:     api.ReplicaSpec{Function: m.Name, Revision: rev, NodeName: "node-a"},
+			Spec:     api.ReplicaSpec{Function: m.Name, Revision: rev, NodeName: node},
 			Status:   api.ReplicaStatus{Phase: api.ReplicaStarting, Message: msg},
 		}
 	} else {

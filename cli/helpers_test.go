@@ -28,7 +28,7 @@ func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
 	path := filepath.Join("testdata", name+".golden")
 	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(path, got, 0o644); err != nil {
@@ -60,10 +60,13 @@ func isUsage(err error) bool {
 // seededFake is a fake API with two functions:
 //
 //   - hello, deployed three times (3 days, 5 hours and 90 seconds ago),
-//     its traffic split 80/20 over the two newest revisions, with three
-//     replicas of which one is still unscheduled;
+//     its traffic split 80/20 over the two newest revisions, with four
+//     replicas of which one is still unscheduled and one crash-loops;
 //   - world, deployed once 45 minutes ago with every field set, and no
-//     replicas (scaled to zero).
+//     replicas (scaled to zero);
+//   - a crash-looping replica of hello-00003, with a log; the gateways'
+//     load of hello; two nodes, whose agent (for logs) is the fake; and a
+//     gateway URL.
 func seededFake(t *testing.T) *fakeAPI {
 	t.Helper()
 	f := newFakeAPI(t)
@@ -105,6 +108,12 @@ func seededFake(t *testing.T) *fakeAPI {
 	})
 
 	f.edit(func() {
+		f.tokens = []api.Token{
+			{ID: "0a1b2c3d4e5f", Role: "admin", Description: "admin, made at first start", Created: testNow.Add(-30 * 24 * time.Hour)},
+			{ID: "1b2c3d4e5f60", Role: "node", Description: "join-token, made at first start", Created: testNow.Add(-30 * 24 * time.Hour)},
+			{ID: "2c3d4e5f6071", Role: "gateway", Description: "gateway-token, made at first start", Created: testNow.Add(-30 * 24 * time.Hour)},
+		}
+		f.newTokenIDs = []string{"3d4e5f607182", "4e5f60718293", "5f60718293a4"}
 		f.now = testNow.Add(-time.Minute)
 		f.traffic["hello"].Spec.Targets = []api.TrafficTarget{
 			{Revision: "hello-00003", Percent: 80},
@@ -131,6 +140,20 @@ func seededFake(t *testing.T) *fakeAPI {
 		replica("hello-00002-a1b2c", "hello-00002", "node-1", "10.88.0.4", api.ReplicaReady, 0, "84ms", 5*time.Hour)
 		replica("hello-00003-d4e5f", "hello-00003", "node-2", "10.88.1.7", api.ReplicaReady, 2, "120ms", 80*time.Second)
 		replica("hello-00003-g6h7i", "hello-00003", "", "", api.ReplicaPending, 0, "", 10*time.Second)
+		replica("hello-00003-j8k9l", "hello-00003", "node-2", "", api.ReplicaStarting, 3, "", 60*time.Second)
+		f.replicas["hello-00003-j8k9l"].Status.Message = "restart: exited with code 2"
+		f.logs["hello-00003-j8k9l"] = "starting\n" + strings.Repeat("working\n", 20) + "panic: no config\n\ngoroutine 1 [running]:\nmain.main()\n"
+		f.logs["hello-00003-d4e5f"] = "listening on :8080\n"
+		f.gatewayURL = "surge.test:8080"
+		pinned := "sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+		f.revisions["hello-00003"].Spec.ImageDigest = pinned
+		f.functions["hello"].Status.ImageDigest = pinned
+		f.stats = []api.RevisionRate{
+			{Namespace: "default", Function: "hello", Revision: "hello-00002", RPS: 2.25},
+			{Namespace: "default", Function: "hello", Revision: "hello-00003", Concurrency: 4, RPS: 10},
+		}
 	})
+	f.addNode("node-1", "2", "4Gi")
+	f.addNode("node-2", "2", "4Gi")
 	return f
 }

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,15 +18,18 @@ type NodesOptions struct {
 	NewClient clientFunc
 	Now       func() time.Time
 	Output    string
+	// Names, when set, lists only these nodes.
+	Names []string
 }
 
-func newNodesCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := &NodesOptions{Streams: s, NewClient: newClient, Now: time.Now}
+func newNodesCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
+	o := &NodesOptions{Streams: s, NewClient: newClient, Now: d.now}
 	c := &cobra.Command{
-		Use:   "nodes",
-		Short: "List the nodes, their state, subnet, capacity and replicas",
-		Args:  cobra.NoArgs,
+		Use:               "nodes [NAME...]",
+		Short:             "List the nodes, their state, subnet, capacity and replicas",
+		ValidArgsFunction: completeNodes(newClient),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Names = args
 			return runNodes(cmd.Context(), o)
 		},
 	}
@@ -44,6 +49,20 @@ func runNodes(ctx context.Context, o *NodesOptions) error {
 	if err != nil {
 		return describeAPIError("nodes", "", err)
 	}
+	if len(o.Names) > 0 {
+		kept := nodes.Items[:0]
+		for _, n := range nodes.Items {
+			if slices.Contains(o.Names, n.Metadata.Name) {
+				kept = append(kept, n)
+			}
+		}
+		for _, name := range o.Names {
+			if !slices.ContainsFunc(kept, func(n api.Node) bool { return n.Metadata.Name == name }) {
+				return fmt.Errorf("node %q not found: `surge nodes` lists them", name)
+			}
+		}
+		nodes.Items = kept
+	}
 	if o.Output != outTable {
 		return printStructured(o.Out, o.Output, nodes.Items)
 	}
@@ -59,7 +78,10 @@ func runNodes(ctx context.Context, o *NodesOptions) error {
 	t := newTable(o.Out, "NAME", "STATE", "ADDRESS", "SUBNET", "CPU", "MEMORY", "REPLICAS", "LAST SEEN", "AGE")
 	for _, n := range nodes.Items {
 		state := string(n.Status.State)
-		if n.Spec.Unschedulable {
+		switch {
+		case n.Spec.Drain:
+			state += ",draining"
+		case n.Spec.Unschedulable:
 			state += ",cordoned"
 		}
 		seen := ""

@@ -78,7 +78,7 @@ func TestReadVerbsRejectOutput(t *testing.T) {
 func TestLsEmpty(t *testing.T) {
 	f := newFakeAPI(t)
 	for _, tt := range []struct{ output, want string }{
-		{outTable, "NAME   REVISION   IMAGE   PORT   CONCURRENCY   SCALE   AGE\n"},
+		{outTable, "NAME   URL   REVISION   READY   RPS   IMAGE   AGE\n"},
 		{outJSON, "[]\n"},
 		{outYAML, "[]\n"},
 	} {
@@ -101,10 +101,10 @@ func TestReadVerbsRequests(t *testing.T) {
 	}{
 		{"ls", func(ctx context.Context, f *fakeAPI, s Streams) error {
 			return runLs(ctx, &LsOptions{Streams: s, NewClient: f.newClient, Now: fixedNow, Output: outTable})
-		}, []string{"/v1/namespaces/default/functions"}},
+		}, []string{"/v1/namespaces/default/functions", "/v1/namespaces/default/scales", "/v1/stats"}},
 		{"ls -A", func(ctx context.Context, f *fakeAPI, s Streams) error {
 			return runLs(ctx, &LsOptions{Streams: s, NewClient: f.newClient, Now: fixedNow, Output: outTable, AllNamespaces: true})
-		}, []string{"/v1/functions"}},
+		}, []string{"/v1/functions", "/v1/scales", "/v1/stats"}},
 		{"describe", func(ctx context.Context, f *fakeAPI, s Streams) error {
 			return runDescribe(ctx, &DescribeOptions{Streams: s, NewClient: f.newClient, Now: fixedNow, Output: outTable, Name: "hello"})
 		}, []string{
@@ -113,6 +113,7 @@ func TestReadVerbsRequests(t *testing.T) {
 			"/v1/namespaces/default/revisions?function=hello",
 			"/v1/namespaces/default/scales?function=hello",
 			"/v1/namespaces/default/replicas?function=hello",
+			"/v1/namespaces/default/replicas/hello-00003-j8k9l/log",
 		}},
 		{"revisions", func(ctx context.Context, f *fakeAPI, s Streams) error {
 			return runRevisions(ctx, &RevisionsOptions{Streams: s, NewClient: f.newClient, Now: fixedNow, Output: outTable, Name: "hello"})

@@ -21,12 +21,13 @@ type RevisionsOptions struct {
 	Name      string
 }
 
-func newRevisionsCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := &RevisionsOptions{Streams: s, NewClient: newClient, Now: time.Now}
+func newRevisionsCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
+	o := &RevisionsOptions{Streams: s, NewClient: newClient, Now: d.now}
 	c := &cobra.Command{
-		Use:   "revisions NAME",
-		Short: "List a function's revisions and the traffic each receives",
-		Args:  cobra.ExactArgs(1),
+		Use:               "revisions NAME",
+		Short:             "List a function's revisions, the image each runs and the traffic each receives",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeFunctions(newClient),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = args[0]
 			return runRevisions(cmd.Context(), o)
@@ -77,7 +78,7 @@ func runRevisions(ctx context.Context, o *RevisionsOptions) error {
 	// Newest first, as users look for the latest.
 	for i := len(revs.Items) - 1; i >= 0; i-- {
 		r := revs.Items[i]
-		t.row(r.Metadata.Name, strconv.Itoa(int(share[r.Metadata.Name]))+"%", r.Spec.Template.Image,
+		t.row(r.Metadata.Name, strconv.Itoa(int(share[r.Metadata.Name]))+"%", shortImage(r.Spec.Image()),
 			itoa(desired[r.Metadata.Name]), age(now, r.Metadata.CreationTimestamp))
 	}
 	return t.flush()

@@ -20,10 +20,11 @@ type RmOptions struct {
 func newRmCmd(s Streams, newClient clientFunc) *cobra.Command {
 	o := &RmOptions{Streams: s, NewClient: newClient}
 	return &cobra.Command{
-		Use:     "rm NAME...",
-		Aliases: []string{"delete"},
-		Short:   "Delete functions with their revisions, traffic and replicas",
-		Args:    cobra.MinimumNArgs(1),
+		Use:               "rm NAME...",
+		Aliases:           []string{"delete"},
+		Short:             "Delete functions with their revisions, traffic and replicas",
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: completeFunctionsAny(newClient),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Names = args
 			return runRm(cmd.Context(), o)

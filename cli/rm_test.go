@@ -36,7 +36,7 @@ func TestRm(t *testing.T) {
 			// Deletes stop at the first failure; what was deleted is said.
 			name:        "stops at a missing one",
 			names:       []string{"hello", "nosuch", "world"},
-			wantErr:     `function "nosuch" not found`,
+			wantErr:     "function \"nosuch\" not found: `surge ls` lists them",
 			wantOut:     "function \"hello\" deleted\n",
 			wantDeletes: []string{"/v1/namespaces/default/functions/hello", "/v1/namespaces/default/functions/nosuch"},
 		},

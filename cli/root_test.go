@@ -21,7 +21,14 @@ func writeConfig(t *testing.T) string {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(filepath.Dir(path), "wrong-token"), []byte("wrong\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return path
+}
+
+func notFound(name string) string {
+	return "surge: function \"" + name + "\" not found: `surge ls` lists them"
 }
 
 // TestExecute runs whole command lines through Execute against the fake
@@ -47,7 +54,7 @@ func TestExecute(t *testing.T) {
 			wantOut: "function \"hello\" unchanged: revision hello-00003\n"},
 		{name: "deploy env", args: "deploy hello -e A=1 --env B=2", wantCode: 0,
 			wantOut: "function \"hello\" updated: revision hello-00004 takes all traffic\n"},
-		{name: "ls", args: "ls", wantCode: 0, wantOut: "NAME    REVISION"},
+		{name: "ls", args: "ls", wantCode: 0, wantOut: "NAME    URL"},
 		{name: "list alias", args: "list -o json", wantCode: 0, wantOut: "[\n"},
 		{name: "rm", args: "rm hello world", wantCode: 0,
 			wantOut: "function \"hello\" deleted\nfunction \"world\" deleted\n"},
@@ -81,7 +88,7 @@ func TestExecute(t *testing.T) {
 		{name: "bad rm name", args: "rm hello Bad_Name", wantCode: 1,
 			wantErr: `surge: function "Bad_Name": name ` + api.NameRule},
 		{name: "new function without image", args: "deploy new --port 80", wantCode: 2,
-			wantErr: `surge: function "new" does not exist yet: --image is required to create it`},
+			wantErr: `surge: function "new" does not exist yet: give its image with --image REF, or a folder to build: surge deploy new DIR`},
 		{name: "bad env syntax", args: "deploy hello --env JUSTANAME", wantCode: 2,
 			wantErr: `surge: --env "JUSTANAME": want NAME=VALUE, or NAME- to remove it`},
 		{name: "bad output", args: "ls -o xml", wantCode: 2,
@@ -101,7 +108,11 @@ func TestExecute(t *testing.T) {
 		{name: "unknown command", args: "deploi hello", wantCode: 2,
 			wantErr: `surge: unknown command "deploi" for "surge" Did you mean this? deploy`},
 		{name: "missing arg deploy", args: "deploy --image x", wantCode: 2,
-			wantErr: "surge: surge deploy: accepts 1 arg(s), received 0 (usage: surge deploy NAME [--image REF] [flags])"},
+			wantErr: "surge: give the function's NAME: surge deploy NAME --image REF"},
+		{name: "too many args deploy", args: "deploy a b c", wantCode: 2,
+			wantErr: "surge: surge deploy: accepts at most 2 arg(s), received 3 (usage: surge deploy [NAME] [DIR | --image REF | --archive FILE | -f surge.yaml] [flags])"},
+		{name: "dir and image", args: "deploy hello ./x --image y", wantCode: 2,
+			wantErr: "surge: give a source DIR, --image or --archive, not two of them"},
 		{name: "missing arg describe", args: "describe", wantCode: 2,
 			wantErr: "surge: surge describe: accepts 1 arg(s), received 0 (usage: surge describe NAME [flags])"},
 		{name: "missing arg revisions", args: "revisions", wantCode: 2,
@@ -112,17 +123,21 @@ func TestExecute(t *testing.T) {
 			wantErr: `surge: surge ls: unknown command "hello" for "surge ls" (usage: surge ls [flags])`},
 
 		// The server says no: exit 1, one line naming the object.
-		{name: "401", args: "describe hello --token wrong", wantCode: 1,
-			wantErr: `surge: function "hello": invalid or revoked token (check the token in your client config, or --token)`},
-		{name: "401 on ls", args: "ls --token wrong", wantCode: 1,
-			wantErr: `surge: functions "default": invalid or revoked token (check the token in your client config, or --token)`},
+		{name: "401", args: "describe hello --token-file {{DIR}}/wrong-token", wantCode: 1,
+			wantErr: "surge: function \"hello\": invalid or revoked token: log in again with `surge login URL --token-file FILE`, or pass --token-file FILE"},
+		{name: "401 on ls", args: "ls --token-file {{DIR}}/wrong-token", wantCode: 1,
+			wantErr: "surge: functions \"default\": invalid or revoked token: log in again with `surge login URL --token-file FILE`, or pass --token-file FILE"},
+		{name: "token on the command line", args: "ls --token " + fakeToken, wantCode: 2,
+			wantErr: "surge: --token shows the token to every user of this machine (ps): put it in a file and pass --token-file FILE, or set SURGE_TOKEN"},
 		{name: "403", args: "deploy hello --image x",
 			fail: map[string]*api.Error{"PUT /v1/namespaces/default/functions/hello": api.NewError(http.StatusForbidden,
 				api.ReasonForbidden, "token t1 (role reader) may not write functions")},
 			wantCode: 1, wantErr: `surge: function "hello": token t1 (role reader) may not write functions`},
-		{name: "404 describe", args: "describe nosuch", wantCode: 1, wantErr: `surge: function "nosuch" not found`},
-		{name: "404 revisions", args: "revisions nosuch", wantCode: 1, wantErr: `surge: function "nosuch" not found`},
-		{name: "404 rm", args: "rm nosuch", wantCode: 1, wantErr: `surge: function "nosuch" not found`},
+		{name: "404 describe", args: "describe nosuch", wantCode: 1, wantErr: notFound("nosuch")},
+		{name: "404 revisions", args: "revisions nosuch", wantCode: 1, wantErr: notFound("nosuch")},
+		{name: "404 rm", args: "rm nosuch", wantCode: 1, wantErr: notFound("nosuch")},
+		{name: "404 invoke", args: "invoke nosuch", wantCode: 1, wantErr: notFound("nosuch")},
+		{name: "404 logs", args: "logs nosuch", wantCode: 1, wantErr: notFound("nosuch")},
 		{name: "409", args: "deploy hello --image x",
 			fail: map[string]*api.Error{"PUT /v1/namespaces/default/functions/hello": api.NewError(http.StatusConflict,
 				api.ReasonConflict, `function "hello" was changed since you read it: read it again and retry`)},
@@ -132,7 +147,7 @@ func TestExecute(t *testing.T) {
 				{Field: "spec.image", Message: "is not in the registry"},
 				{Field: "spec.readiness.path", Message: "is\nnot served"},
 			})},
-			wantCode: 1, wantErr: `surge: function "hello": --image is not in the registry; spec.readiness.path is not served`},
+			wantCode: 1, wantErr: `surge: function "hello": --image is not in the registry; --readiness-path is not served`},
 		{name: "500", args: "ls",
 			fail: map[string]*api.Error{"GET /v1/namespaces/default/functions": api.NewError(http.StatusInternalServerError,
 				api.ReasonInternal, "internal error: the server log has the details")},
@@ -140,12 +155,14 @@ func TestExecute(t *testing.T) {
 
 		// No server.
 		{name: "unreachable", args: "ls --api " + closed.URL, wantCode: 1,
-			wantErr: "surge: API server unreachable at " + closed.URL + `: Get "` + closed.URL +
-				`/v1/namespaces/default/functions": dial tcp ` + strings.TrimPrefix(closed.URL, "http://") + ": connect: connection refused"},
+			wantErr: "surge: cannot reach the API at " + strings.TrimPrefix(closed.URL, "http://") + " (connect: connection refused): " +
+				"is Surge running? Start it with `surge up`, or check the server of your context (surge config get-contexts) or --api"},
 		{name: "bad --api", args: "ls --api localhost:7070", wantCode: 1,
 			wantErr: `surge: server "localhost:7070" is not an API URL like https://127.0.0.1:7070`},
 		{name: "no config", args: "ls --api= --config {{CONFIG}}.missing", wantCode: 1,
-			wantErr: "surge: no client config at {{CONFIG}}.missing: start a server with `surge up` (it writes one), or pass --api and --token"},
+			wantErr: "surge: no client config at {{CONFIG}}.missing: start Surge with `surge up` (it writes one), or `surge login URL --token-file FILE`, or pass --api and --token-file"},
+		{name: "unknown context", args: "ls --context nope", wantCode: 1,
+			wantErr: "surge: --context \"nope\" is not in {{CONFIG}}: `surge config get-contexts` lists them"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -156,7 +173,7 @@ func TestExecute(t *testing.T) {
 				}
 			})
 			config := writeConfig(t)
-			expand := strings.NewReplacer("{{API}}", f.URL, "{{CONFIG}}", config).Replace
+			expand := strings.NewReplacer("{{API}}", f.URL, "{{CONFIG}}", config, "{{DIR}}", filepath.Dir(config)).Replace
 			args := append([]string{"--api", f.URL, "--config", config}, strings.Fields(expand(tt.args))...)
 			s, out, errb := testStreams()
 

@@ -7,8 +7,8 @@ import (
 	"github.com/spf13/pflag"
 )
 
-func newScaleCmd(s Streams, newClient clientFunc) *cobra.Command {
-	o := &DeployOptions{Streams: s, NewClient: newClient, Flags: scaleFlagOf}
+func newScaleCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
+	o := &DeployOptions{Streams: s, NewClient: newClient, Flags: scaleFlagOf, Now: d.now, TTY: isTerminal(s.Err)}
 	c := &cobra.Command{
 		Use:   "scale NAME [--min N] [--max N] [--target N] [--metric concurrency|rps] [--scale-to-zero-grace D]",
 		Short: "Set a function's autoscaling policy",
@@ -18,7 +18,8 @@ takes the traffic once a replica of it is Ready (as Knative does for its
 autoscaling annotations).`,
 		Example: `  surge scale hello --min 1 --max 20
   surge scale hello --target 50 --metric rps`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeFunctions(newClient),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = args[0]
 			o.Set = map[string]bool{}

@@ -13,27 +13,47 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/surgeplatform/surge/api"
 )
 
-// Client talks to one API server. It is safe for concurrent use.
+// Client talks to the API servers of one cluster: it sends each request
+// to the server that answered last, and moves on to the next when that one
+// is unreachable (see send). It is safe for concurrent use.
 type Client struct {
-	base      string
+	// servers are the API's base URLs, without a final slash; cur indexes
+	// the one in use, shared by the copies WithToken makes.
+	servers   []string
+	cur       *atomic.Int32
 	token     string
 	namespace string
 	http      *http.Client
+	// conns are the connections it made, when it authenticates with a
+	// client certificate (NewWithCertificate); nil otherwise.
+	conns *connSet
 }
 
 // New returns a client for a config.
-func New(cfg *Config) (*Client, error) {
-	u, err := url.Parse(cfg.Server)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+func New(cfg *Config) (*Client, error) { return newClient(cfg, nil) }
+
+// newClient returns a client for a config, with its transport completed
+// by tune (nil leaves it).
+func newClient(cfg *Config, tune func(*http.Transport)) (*Client, error) {
+	servers := cfg.Endpoints()
+	if len(servers) == 0 {
 		return nil, fmt.Errorf("server %q is not an API URL like https://127.0.0.1:7070", cfg.Server)
+	}
+	for _, s := range servers {
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, fmt.Errorf("server %q is not an API URL like https://127.0.0.1:7070", s)
+		}
 	}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CertificateAuthority != "" {
@@ -46,6 +66,10 @@ func New(cfg *Config) (*Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsCfg
 	tr.MaxIdleConnsPerHost = 32
+	// A server whose machine is gone does not refuse a connection: the
+	// dial waits, and with several servers the next one should be tried
+	// within seconds, not after the default 30s.
+	tr.DialContext = (&net.Dialer{Timeout: DialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	// The API speaks HTTP/2, which multiplexes every request of a client
 	// (heartbeats, watches, status writes) on one connection. A connection
 	// whose peer vanished (a cut link, a partition) would hold them all
@@ -54,12 +78,19 @@ func New(cfg *Config) (*Client, error) {
 	// ping after ConnIdlePing of silence, answered within ConnPingTimeout,
 	// finds it dead in seconds; the next request dials anew.
 	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: ConnIdlePing, PingTimeout: ConnPingTimeout}
+	if tune != nil {
+		tune(tr)
+	}
 	ns := cfg.Namespace
 	if ns == "" {
 		ns = api.DefaultNamespace
 	}
+	for i := range servers {
+		servers[i] = strings.TrimRight(servers[i], "/")
+	}
 	return &Client{
-		base:      strings.TrimRight(cfg.Server, "/"),
+		servers:   servers,
+		cur:       new(atomic.Int32),
 		token:     cfg.Token,
 		namespace: ns,
 		http:      &http.Client{Transport: tr},
@@ -75,6 +106,11 @@ const (
 	ConnPingTimeout = 2 * time.Second
 )
 
+// DialTimeout bounds a connection's set-up to a server: past it the
+// server counts as unreachable, and the next one is tried. A LAN answers
+// in milliseconds; 5s leaves room for a loaded server.
+const DialTimeout = 5 * time.Second
+
 // Transport is the client's HTTP transport, which trusts the config's CA:
 // other protocols on the API listener (the OCI registry at /v2/) use it.
 func (c *Client) Transport() http.RoundTripper { return c.http.Transport }
@@ -85,8 +121,12 @@ func (c *Client) Token() string { return c.token }
 // Namespace is the client's default namespace.
 func (c *Client) Namespace() string { return c.namespace }
 
-// Server is the API's base URL.
-func (c *Client) Server() string { return c.base }
+// Server is the base URL of the API server in use: the one that answered
+// last (at first, the config's first).
+func (c *Client) Server() string { return c.servers[c.cur.Load()] }
+
+// Servers are every API server's base URL, in the config's order.
+func (c *Client) Servers() []string { return append([]string(nil), c.servers...) }
 
 // ErrUnreachable wraps transport errors: the server did not answer.
 var ErrUnreachable = errors.New("API server unreachable")
@@ -110,38 +150,91 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 }
 
 // send performs a request and turns a non-2xx answer into an *api.Error.
+// With several servers it fails over: a request that could not reach its
+// server, and an idempotent one whose connection broke or that the server
+// answered 503 (its etcd member cut off from the quorum), goes to the next
+// server, which is then the one in use. A POST is sent again only when its
+// connection was never made, so that a create is never done twice.
 func (c *Client) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
-	var rd io.Reader
+	var b []byte
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
 			return nil, fmt.Errorf("encode request: %w", err)
 		}
-		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	start := int(c.cur.Load())
+	var lastErr error
+	for i := range len(c.servers) {
+		idx := (start + i) % len(c.servers)
+		req, err := c.newRequest(ctx, c.servers[idx], method, path, b, body != nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.http.Do(req)
+		last := i == len(c.servers)-1
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil, ctx.Err()
+		case err != nil:
+			lastErr = fmt.Errorf("%w at %s: %w", ErrUnreachable, c.servers[idx], err)
+			if last || !(idempotent(method) || neverConnected(err)) {
+				return nil, lastErr
+			}
+			continue
+		case resp.StatusCode == http.StatusServiceUnavailable && idempotent(method) && !last:
+			lastErr = readError(resp)
+			resp.Body.Close()
+			continue
+		}
+		if idx != start {
+			c.cur.CompareAndSwap(int32(start), int32(idx))
+		}
+		if resp.StatusCode >= 300 {
+			defer resp.Body.Close()
+			return nil, readError(resp)
+		}
+		return resp, nil
+	}
+	return nil, lastErr
+}
+
+// newRequest makes one request to the server at base.
+func (c *Client) newRequest(ctx context.Context, base, method, path string, body []byte, hasBody bool) (*http.Request, error) {
+	var rd io.Reader
+	if hasBody {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	if body != nil {
+	if hasBody {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("%w at %s: %v", ErrUnreachable, c.base, err)
+	return req, nil
+}
+
+// idempotent reports whether sending a request twice does what sending it
+// once does (RFC 9110, 9.2.2): PUT replaces, DELETE of a deleted object
+// is a 404.
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodOptions:
+		return true
 	}
-	if resp.StatusCode >= 300 {
-		defer resp.Body.Close()
-		return nil, readError(resp)
-	}
-	return resp, nil
+	return false
+}
+
+// neverConnected reports whether err happened before a connection was
+// made, so that the server cannot have seen the request.
+func neverConnected(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 func readError(resp *http.Response) error {
@@ -242,7 +335,8 @@ type WatchOptions struct {
 // Watch streams changes of the objects of type T in a namespace ("" for
 // every namespace) to fn, reconnecting from the last seen
 // resourceVersion whenever the stream breaks (a server restart, a network
-// blip), so no change is lost or seen twice. It returns when ctx ends, when
+// blip), on the next server when there are several (see send), so no
+// change is lost or seen twice. It returns when ctx ends, when
 // fn returns an error, or with api.ErrGone when the server no longer has
 // the history to resume: the caller then lists again and watches from the
 // list's version.
@@ -338,27 +432,16 @@ func (c *Client) WithToken(token string) *Client {
 	return &cc
 }
 
-// Open sends a GET to any URL with the client's token and TLS trust (a node
-// agent's endpoint, say) and returns the streaming answer; a non-2xx answer
-// is an *api.Error.
-func (c *Client) Open(ctx context.Context, url string) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+// Open sends a GET for path, a path of the API such as a replica's log,
+// and returns the streaming answer; a non-2xx answer is an *api.Error. It
+// goes to the API's origin only: the client's token never leaves it.
+func (c *Client) Open(ctx context.Context, path string) (io.ReadCloser, error) {
+	if !strings.HasPrefix(path, "/") {
+		return nil, fmt.Errorf("open %q: want a path of the API, like /v1/...", path)
+	}
+	resp, err := c.send(ctx, http.MethodGet, path, nil)
 	if err != nil {
 		return nil, err
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("%w at %s: %v", ErrUnreachable, url, err)
-	}
-	if resp.StatusCode >= 300 {
-		defer resp.Body.Close()
-		return nil, readError(resp)
 	}
 	return resp.Body, nil
 }

@@ -3,6 +3,7 @@ package client_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -361,7 +362,7 @@ func TestOpenStreams(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	body, err := newClient(t, srv, "t").Open(context.Background(), srv.URL+"/logs")
+	body, err := newClient(t, srv, "t").Open(context.Background(), "/logs")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,8 +374,50 @@ func TestOpenStreams(t *testing.T) {
 	if diff := cmp.Diff([]string{"line 0", "line 1", "line 2"}, lines); diff != "" {
 		t.Errorf("lines (-want +got):\n%s", diff)
 	}
-	if _, err := newClient(t, srv, "wrong").Open(context.Background(), srv.URL+"/logs"); !errors.Is(err, api.ErrUnauthorized) {
+	if _, err := newClient(t, srv, "wrong").Open(context.Background(), "/logs"); !errors.Is(err, api.ErrUnauthorized) {
 		t.Errorf("Open with a wrong token: %v, want unauthorized", err)
+	}
+	// Open goes to the API's origin only: the token goes nowhere else.
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("a request reached another origin, with %q", r.Header.Get("Authorization"))
+	}))
+	defer elsewhere.Close()
+	if _, err := newClient(t, srv, "t").Open(context.Background(), elsewhere.URL+"/logs"); err == nil {
+		t.Errorf("Open(%q) = nil error, want it refused", elsewhere.URL+"/logs")
+	}
+	// A path that looks like a network path is still a path of the API.
+	if body, err := newClient(t, srv, "t").Open(context.Background(), "//"+strings.TrimPrefix(elsewhere.URL, "http://")+"/logs"); err == nil {
+		body.Close()
+	}
+}
+
+// TestCloseConnections: a client with a certificate closes its busy
+// connections too, so that a renewed certificate is used at once.
+func TestCloseConnections(t *testing.T) {
+	started := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		close(started)
+		<-r.Context().Done()
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	cfg := &client.Config{Server: srv.URL, CertificateAuthority: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))}
+	c, err := client.NewWithCertificate(cfg, func() *tls.Certificate { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := c.Open(context.Background(), "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	<-started
+	c.CloseConnections()
+	if _, err := io.ReadAll(body); err == nil {
+		t.Error("a stream outlived CloseConnections")
 	}
 }
 

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -27,10 +29,27 @@ type Config struct {
 	// EtcdEndpoints, when set, are an external etcd cluster's client URLs
 	// and no etcd is embedded.
 	EtcdEndpoints []string
+	// EtcdCAFile, EtcdCertFile and EtcdKeyFile are the PEM files the
+	// server reaches an external etcd with over TLS: the CA its
+	// certificate chains to, and the client certificate and key it
+	// presents. Empty: the system roots, and no client certificate.
+	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
 	// EtcdClientAddr and EtcdPeerAddr are where the embedded etcd listens,
-	// with TLS and client certificates from the cluster CA.
+	// with TLS and client certificates from the cluster CA. The peer
+	// address is where the other servers' members reach this one; empty
+	// is APIAddr's host (loopback when that is a wildcard), port 7072.
 	EtcdClientAddr string
 	EtcdPeerAddr   string
+	// JoinServer, when set, is the API URL of a running server of the
+	// cluster this server joins at its first start (later starts find
+	// their cluster in the data dir): it presents JoinServerToken (that
+	// server's DATA_DIR/server-token) over TLS that must chain to
+	// JoinServerCA (the cluster CA, PEM), receives the CA, its key and the
+	// tokens, and becomes an etcd member (a learner, promoted once it has
+	// caught up).
+	JoinServer      string
+	JoinServerToken string
+	JoinServerCA    []byte
 	// Name is this server's etcd member name; the default is the host name.
 	Name string
 	// TLSSANs are extra host names or IPs for the API's certificate, beyond
@@ -58,6 +77,17 @@ type Config struct {
 	// controller at gossip speed. GossipJoin are members to join.
 	GossipAddr string
 	GossipJoin []string
+	// GatewayURL is the base URL of the gateways as clients reach them,
+	// e.g. "http://surge.localhost:8080": a function NAME is then served
+	// at http://NAME.surge.localhost:8080 (NAME.NAMESPACE.… outside the
+	// default namespace), the URL the API reports in FunctionStatus.URL.
+	// Its host is the gateways' --domain. Empty reports no URL.
+	GatewayURL string
+	// ResolveTimeout bounds how long a deploy waits for another registry
+	// to say what digest a tag names, to pin the revision to it; a slow
+	// or unreachable registry leaves the revision unpinned. Images in the
+	// built-in registry resolve without the network.
+	ResolveTimeout time.Duration
 	// Registerer takes the server's metrics (the API's, the autoscaler's),
 	// and the API serves them at /metrics, so it must be a
 	// prometheus.Gatherer too (a *prometheus.Registry); it takes the
@@ -78,13 +108,13 @@ func DefaultConfig() Config {
 		DataDir:             defaultDataDir(),
 		APIAddr:             "127.0.0.1:7070",
 		EtcdClientAddr:      "127.0.0.1:7071",
-		EtcdPeerAddr:        "127.0.0.1:7072",
 		CompactionRetention: "1h",
 		WriteUserConfig:     true,
 		PodCIDR:             "10.244.0.0/16",
 		NodeSubnetBits:      24,
 		Controllers:         controllers.DefaultConfig(),
 		Autoscaling:         autoscaling.DefaultConfig(),
+		ResolveTimeout:      5 * time.Second,
 	}
 }
 
@@ -111,7 +141,7 @@ func (c Config) withDefaults() Config {
 		c.EtcdClientAddr = d.EtcdClientAddr
 	}
 	if c.EtcdPeerAddr == "" {
-		c.EtcdPeerAddr = d.EtcdPeerAddr
+		c.EtcdPeerAddr = defaultPeerAddr(c.APIAddr)
 	}
 	if c.CompactionRetention == "" {
 		c.CompactionRetention = d.CompactionRetention
@@ -124,6 +154,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Controllers == (controllers.Config{}) {
 		c.Controllers = d.Controllers
+	}
+	if c.ResolveTimeout == 0 {
+		c.ResolveTimeout = d.ResolveTimeout
 	}
 	if c.Autoscaling.Tick == 0 {
 		c.Autoscaling = d.Autoscaling
@@ -139,12 +172,30 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// defaultPeerPort is the embedded etcd's peer port when EtcdPeerAddr is
+// left empty.
+const defaultPeerPort = "7072"
+
+// defaultPeerAddr is APIAddr's host with the peer port: the address other
+// servers reach this machine at, loopback when the API listens on every
+// address.
+func defaultPeerAddr(apiAddr string) string {
+	h, _, err := net.SplitHostPort(apiAddr)
+	if ip := net.ParseIP(h); err != nil || h == "" || (ip != nil && ip.IsUnspecified()) {
+		h = "127.0.0.1"
+	}
+	return net.JoinHostPort(h, defaultPeerPort)
+}
+
 // Validate reports every bad field at once.
 func (c Config) Validate() error {
 	var errs []error
 	for _, a := range []struct{ flag, v string }{
 		{"--api-addr", c.APIAddr}, {"--etcd-client-addr", c.EtcdClientAddr}, {"--etcd-peer-addr", c.EtcdPeerAddr},
 	} {
+		if a.v == "" && a.flag == "--etcd-peer-addr" {
+			continue // derived from --api-addr
+		}
 		if _, port, err := net.SplitHostPort(a.v); err != nil || port == "" {
 			errs = append(errs, fmt.Errorf("%s %q: want HOST:PORT", a.flag, a.v))
 		}
@@ -154,10 +205,42 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--etcd-endpoints %q: want a URL like https://10.0.0.1:2379", e))
 		}
 	}
+	for _, f := range []struct{ flag, v string }{{"--etcd-cafile", c.EtcdCAFile}, {"--etcd-certfile", c.EtcdCertFile}, {"--etcd-keyfile", c.EtcdKeyFile}} {
+		if f.v != "" && len(c.EtcdEndpoints) == 0 {
+			errs = append(errs, fmt.Errorf("%s %q: only for an external etcd, with --etcd-endpoints", f.flag, f.v))
+		}
+	}
+	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {
+		errs = append(errs, fmt.Errorf("--etcd-certfile %q and --etcd-keyfile %q: give both or neither", c.EtcdCertFile, c.EtcdKeyFile))
+	}
+	if h, _, err := net.SplitHostPort(c.EtcdPeerAddr); err == nil {
+		if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+			errs = append(errs, fmt.Errorf("--etcd-peer-addr %q: want this machine's address as the other servers reach it, not a wildcard", c.EtcdPeerAddr))
+		}
+	}
+	if c.JoinServer != "" {
+		if u, err := url.Parse(c.JoinServer); err != nil || u.Scheme != "https" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--join-server %q: want a running server's API URL, like https://10.0.0.1:7070", c.JoinServer))
+		}
+		if c.JoinServerToken == "" {
+			errs = append(errs, errors.New("--join-server needs --token: the server-token of a server of the cluster"))
+		}
+		if len(c.JoinServerCA) == 0 {
+			errs = append(errs, errors.New("--join-server needs --ca-file: the cluster CA (pki/ca.crt of a server of the cluster)"))
+		}
+	}
 	if p, err := netip.ParsePrefix(c.PodCIDR); err != nil || !p.Addr().Is4() {
 		errs = append(errs, fmt.Errorf("--pod-cidr %q: want an IPv4 CIDR like 10.244.0.0/16", c.PodCIDR))
 	} else if c.NodeSubnetBits < p.Bits() || c.NodeSubnetBits > 30 {
 		errs = append(errs, fmt.Errorf("node subnet /%d: want between /%d (the pod CIDR) and /30", c.NodeSubnetBits, p.Bits()))
+	}
+	if c.GatewayURL != "" {
+		if _, err := functionURLs(c.GatewayURL); err != nil {
+			errs = append(errs, fmt.Errorf("--gateway-url %q: %w", c.GatewayURL, err))
+		}
+	}
+	if c.ResolveTimeout < 0 {
+		errs = append(errs, fmt.Errorf("config ResolveTimeout %s: want >= 0", c.ResolveTimeout))
 	}
 	if !filepath.IsAbs(c.DataDir) {
 		errs = append(errs, fmt.Errorf("--data-dir %q: want an absolute path", c.DataDir))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -47,10 +48,12 @@ func (e *etcdConn) close() {
 
 // startEtcd connects to the external etcd when EtcdEndpoints are set, and
 // otherwise starts the embedded member, with a certificate from the
-// cluster CA.
-func (s *Server) startEtcd(ctx context.Context, c *certs) (*etcdConn, error) {
+// cluster CA: the first member of a new cluster, or, when j says so, a
+// member joining the cluster j names (ClusterState "existing"). A member
+// whose data dir holds etcd's data restarts from it, whatever j says.
+func (s *Server) startEtcd(ctx context.Context, c *certs, j *joined) (*etcdConn, error) {
 	if len(s.cfg.EtcdEndpoints) > 0 {
-		cli, err := dialEtcd(ctx, s.cfg.EtcdEndpoints)
+		cli, err := dialEtcd(ctx, s.cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -61,17 +64,33 @@ func (s *Server) startEtcd(ctx context.Context, c *certs) (*etcdConn, error) {
 	}, s.clock.Now()); err != nil {
 		return nil, fmt.Errorf("etcd certificate: %w", err)
 	}
-	e, cli, err := startEmbeddedEtcd(ctx, s.cfg, c.dir)
+	initial := ""
+	if j != nil {
+		initial = j.initialCluster
+	}
+	e, cli, err := startEmbeddedEtcd(ctx, s.cfg, c.dir, initial)
 	if err != nil {
 		return nil, err
 	}
 	return &etcdConn{client: cli, member: e}, nil
 }
 
+// Raft timing of the embedded members: etcd's defaults, a heartbeat every
+// 100ms and an election after 1s without one. The election timeout is how
+// long a killed etcd leader stalls writes; shorter ones misfire on a busy
+// machine. It also sets etcd's floor on a lease's TTL, 1.5 election
+// timeouts rounded up (2s), and on a new etcd leader every lease gets one
+// election timeout more (see controllers.Config.LeaseTTL).
+const (
+	etcdHeartbeat       = 100 * time.Millisecond
+	etcdElectionTimeout = time.Second
+)
+
 // startEmbeddedEtcd starts the member this server embeds and returns it
 // with an in-process client, which skips the network and TLS for the
-// server's own requests.
-func startEmbeddedEtcd(ctx context.Context, c Config, pkiDir string) (*embed.Etcd, *clientv3.Client, error) {
+// server's own requests. initialCluster, when set, is the cluster the
+// member joins (NAME=PEER_URL,…, this member included).
+func startEmbeddedEtcd(ctx context.Context, c Config, pkiDir, initialCluster string) (*embed.Etcd, *clientv3.Client, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = c.Name
 	cfg.Dir = filepath.Join(c.DataDir, "etcd")
@@ -82,6 +101,12 @@ func startEmbeddedEtcd(ctx context.Context, c Config, pkiDir string) (*embed.Etc
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clientURL}, []url.URL{clientURL}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peerURL}, []url.URL{peerURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	if initialCluster != "" {
+		cfg.InitialCluster, cfg.ClusterState = initialCluster, embed.ClusterStateFlagExisting
+	}
+	cfg.TickMs, cfg.ElectionMs = uint(etcdHeartbeat/time.Millisecond), uint(etcdElectionTimeout/time.Millisecond)
+	// Peers and clients alike present a certificate from the cluster CA:
+	// the peer traffic between servers is mutual TLS.
 	tls := transport.TLSInfo{
 		CertFile:       filepath.Join(pkiDir, "etcd.crt"),
 		KeyFile:        filepath.Join(pkiDir, "etcd.key"),
@@ -116,11 +141,32 @@ func startEmbeddedEtcd(ctx context.Context, c Config, pkiDir string) (*embed.Etc
 	return e, v3client.New(e.Server), nil
 }
 
-// dialEtcd connects to an external etcd cluster.
-func dialEtcd(ctx context.Context, endpoints []string) (*clientv3.Client, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Context: ctx})
+// dialEtcd connects to an external etcd cluster, over TLS with the
+// configured CA and client certificate when they are given.
+func dialEtcd(ctx context.Context, c Config) (*clientv3.Client, error) {
+	cc := clientv3.Config{Endpoints: c.EtcdEndpoints, DialTimeout: 5 * time.Second, Context: ctx}
+	if c.EtcdCAFile != "" || c.EtcdCertFile != "" {
+		info := transport.TLSInfo{CertFile: c.EtcdCertFile, KeyFile: c.EtcdKeyFile, TrustedCAFile: c.EtcdCAFile}
+		t, err := info.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("etcd TLS (--etcd-cafile, --etcd-certfile, --etcd-keyfile): %w", err)
+		}
+		cc.TLS = t
+	}
+	cli, err := clientv3.New(cc)
 	if err != nil {
-		return nil, fmt.Errorf("connect to etcd %v: %w", endpoints, err)
+		return nil, fmt.Errorf("connect to etcd %v: %w", c.EtcdEndpoints, err)
+	}
+	// The client connects lazily, and retries a refused handshake for as
+	// long as a request waits: one read says now whether etcd takes us.
+	pctx, cancel := context.WithTimeout(ctx, cc.DialTimeout)
+	defer cancel()
+	if _, err := cli.Get(pctx, storageVersionKey); err != nil {
+		cli.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("etcd %v does not answer: check --etcd-endpoints, --etcd-cafile, --etcd-certfile and --etcd-keyfile: %w", c.EtcdEndpoints, err)
 	}
 	return cli, nil
 }
@@ -134,4 +180,11 @@ func etcdHosts(c Config) []string {
 		}
 	}
 	return hosts
+}
+
+// hasEtcdData reports whether the data dir holds an embedded member's data
+// (the member has started before, and restarts from it).
+func hasEtcdData(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, "etcd", "member"))
+	return err == nil
 }

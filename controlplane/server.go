@@ -4,9 +4,15 @@
 // rollouts) and the autoscaler. A server may also be a gossip member, to
 // hear of dead nodes at gossip speed.
 //
-// Server.Run goes through its steps in order — data directory and PKI,
-// etcd, the API handler, tokens, gossip, the leader's work and image GC,
-// serving — and undoes them in reverse when its context ends.
+// Server.Run goes through its steps in order — data directory, joining a
+// cluster (first start only), PKI, etcd, the API handler, tokens, gossip,
+// the leader's work, the server's entry in the cluster, serving — and
+// undoes them in reverse when its context ends.
+//
+// Several servers make one cluster: each embeds an etcd member (peer
+// traffic over mutual TLS from the cluster CA), serves the API and a copy
+// of the registry, and campaigns to be the one leader of the controllers
+// and the autoscaler.
 package controlplane
 
 import (
@@ -25,8 +31,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane/apiserver"
 	"github.com/surgeplatform/surge/controlplane/auth"
@@ -117,20 +123,33 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.prepareDataDir(); err != nil {
 		return err
 	}
+	j, err := s.joinCluster(ctx)
+	if err != nil {
+		return err
+	}
 	certs, err := s.loadPKI()
 	if err != nil {
 		return err
 	}
-	db, err := s.startEtcd(ctx, certs)
+	db, err := s.startEtcd(ctx, certs, j)
 	if err != nil {
 		return err
 	}
 	defer db.close()
+	if db.member != nil && db.member.Server.IsLearner() {
+		if err := s.promoteSelf(ctx, db.member, db.client); err != nil {
+			return err
+		}
+	}
+	if err := checkStorageVersion(ctx, db.client); err != nil {
+		return err
+	}
 
-	parts, err := s.build(db.client, certs.ca)
+	parts, err := s.build(db, certs)
 	if err != nil {
 		return err
 	}
+	defer parts.peers.close()
 	ln, err := net.Listen("tcp", s.cfg.APIAddr)
 	if err != nil {
 		return fmt.Errorf("listen on --api-addr %s: %w", s.cfg.APIAddr, err)
@@ -140,6 +159,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.bootstrapTokens(ctx, parts.tokens, certs.ca.CertPEM); err != nil {
 		return err
 	}
+	if err := parts.peers.setAuth(certs.ca.CertPEM, s.admin.Token); err != nil {
+		return err
+	}
 	s.store = parts.store
 
 	stopGossip, err := s.startGossip(parts.controllers)
@@ -147,10 +169,10 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopGossip()
-	stopBackground := s.runInBackground(ctx, parts)
+	stopBackground := s.runInBackground(ctx, db, parts)
 	defer stopBackground()
 
-	return s.serve(ctx, ln, parts.api, certs.api, db.errs())
+	return s.serve(ctx, ln, parts.api, certs, db.errs())
 }
 
 // prepareDataDir makes the data directory, private to this user.
@@ -164,16 +186,22 @@ func (s *Server) prepareDataDir() error {
 	return nil
 }
 
-// certs are the cluster CA and the API's serving certificate.
+// certs are the cluster CA, the API's serving certificate, the node CA
+// and the API server's client certificate towards node agents.
 type certs struct {
 	dir string
 	ca  *pki.CA
 	api tls.Certificate
+	// nodes signs nodes' certificates (see pki.NodeCA).
+	nodes *pki.NodeCA
+	// agentClient is the API server's client certificate for node
+	// agents, from the cluster CA: what the agents trust.
+	agentClient tls.Certificate
 }
 
-// loadPKI loads the CA and the API's certificate from the data dir,
-// making them at the first start and renewing the certificate when it
-// nears its expiry or lacks a host.
+// loadPKI loads the CAs and the API's certificates from the data dir,
+// making them at the first start and renewing a certificate when it nears
+// its expiry or lacks a host.
 func (s *Server) loadPKI() (*certs, error) {
 	dir := filepath.Join(s.cfg.DataDir, "pki")
 	now := s.clock.Now()
@@ -187,14 +215,19 @@ func (s *Server) loadPKI() (*certs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("API certificate: %w", err)
 	}
-	return &certs{dir: dir, ca: ca, api: api}, nil
+	c := &certs{dir: dir, ca: ca, api: api}
+	if err := s.loadNodePKI(c, now); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // build makes the parts the server runs on etcd, before any of them
-// starts: the stores, the autoscaler, the registry, the controllers and the
-// API handler.
-func (s *Server) build(cli *clientv3.Client, ca *pki.CA) (*parts, error) {
-	p := &parts{store: store.New(cli, s.clock), tokens: auth.NewStore(cli, s.clock)}
+// starts: the stores, the autoscaler, the registry (replicated among the
+// servers), the controllers with the leader's tasks, and the API handler.
+func (s *Server) build(db *etcdConn, c *certs) (*parts, error) {
+	cli := db.client
+	p := &parts{store: store.New(cli, s.clock), tokens: auth.NewStore(cli, s.clock), peers: &peers{self: s.cfg.Name, cli: cli}}
 	var err error
 	if p.scaler, err = autoscaling.New(s.cfg.Autoscaling, p.store, store.NewGatewayLoad(p.store, s.cfg.Autoscaling.StatsMaxAge), s.clock, s.log, s.registerer); err != nil {
 		return nil, fmt.Errorf("autoscaler: %w", err)
@@ -206,8 +239,19 @@ func (s *Server) build(cli *clientv3.Client, ca *pki.CA) (*parts, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if p.controllers, err = controllers.New(s.cfg.Controllers, p.store, s.log, s.clock, s.cfg.Name, p.scaler.Run); err != nil {
+	tasks := []controllers.LeaderTask{p.scaler.Run, s.collectImages(p)}
+	if db.member != nil {
+		tasks = append(tasks, s.keepEtcdLeaderAway(db.member, cli, p.peers))
+	}
+	if p.controllers, err = controllers.New(s.cfg.Controllers, p.store, s.log, s.clock, s.cfg.Name, tasks...); err != nil {
 		return nil, err
+	}
+	images := &replicated{local: p.images, peers: p.peers, etcd: cli, log: s.log.With("component", "registry")}
+	resolver := &imageResolver{store: p.store, images: p.images, own: s.ownOrPeerRegistry(p.peers),
+		followTag: images.followTag, timeout: s.cfg.ResolveTimeout}
+	var urls func(api.Key) string
+	if s.cfg.GatewayURL != "" {
+		urls, _ = functionURLs(s.cfg.GatewayURL) // checked by Validate
 	}
 	p.api, err = apiserver.New(apiserver.Config{
 		Store: p.store, Tokens: p.tokens, Log: s.log, Registerer: s.registerer, Gatherer: s.gatherer,
@@ -215,12 +259,14 @@ func (s *Server) build(cli *clientv3.Client, ca *pki.CA) (*parts, error) {
 		Clock:          s.clock,
 		PodCIDR:        netip.MustParsePrefix(s.cfg.PodCIDR), // checked by Validate
 		NodeSubnetBits: s.cfg.NodeSubnetBits,
-		Extra:          registryRoutes(p.images),
+		Extra:          append(registryRoutes(images), s.clusterRoutes(db, p)...),
 		OnActivate:     p.scaler.Activated,
-		SignCSR: func(csr []byte, cn string, hosts []string) ([]byte, []byte, error) {
-			cert, err := ca.SignCSR(csr, cn, hosts, s.clock.Now())
-			return cert, ca.CertPEM, err
-		},
+		FunctionURL:    urls,
+		ResolveImage:   resolver.resolve,
+		Load:           store.NewGatewayLoad(p.store, s.cfg.Autoscaling.StatsMaxAge),
+		NodeCA:         c.nodes,
+		// Its own copy: the API keeps it for as long as it serves.
+		AgentClientCertificate: &c.agentClient,
 	})
 	if err != nil {
 		return nil, err
@@ -236,11 +282,13 @@ type parts struct {
 	images      *registry.Registry
 	controllers *controllers.Manager
 	api         *apiserver.Server
+	// peers reaches the other servers (registry copies, GC rounds).
+	peers *peers
 }
 
-// bootstrapTokens makes, at the first start, the admin token (and client
-// config), the join token and a gateway token, and reads them at later
-// ones.
+// bootstrapTokens makes, at the first start of a cluster, the admin token
+// (and client config), the join token, a gateway token and the server
+// token, and reads them at later starts and on the servers that joined.
 func (s *Server) bootstrapTokens(ctx context.Context, tokens *auth.Store, caPEM []byte) error {
 	admin, err := s.bootstrap(ctx, tokens, caPEM)
 	if err != nil {
@@ -252,6 +300,9 @@ func (s *Server) bootstrapTokens(ctx context.Context, tokens *auth.Store, caPEM 
 	}
 	gw, err := s.roleToken(ctx, tokens, GatewayTokenFile, auth.RoleGateway)
 	if err != nil {
+		return err
+	}
+	if _, err := s.roleToken(ctx, tokens, ServerTokenFile, auth.RoleAdmin); err != nil {
 		return err
 	}
 	s.admin, s.join, s.gateway = admin, join, gw
@@ -277,9 +328,10 @@ func (s *Server) startGossip(mgr *controllers.Manager) (stop func(), err error) 
 }
 
 // runInBackground starts what runs beside the API — the controllers,
-// which campaign and run the leader's work, and image GC — and returns
+// which campaign and run the leader's work (the autoscaler, image GC),
+// and this server's entry in the cluster's list of servers — and returns
 // how to stop them and wait for them.
-func (s *Server) runInBackground(ctx context.Context, p *parts) (stop func()) {
+func (s *Server) runInBackground(ctx context.Context, db *etcdConn, p *parts) (stop func()) {
 	bctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -287,7 +339,11 @@ func (s *Server) runInBackground(ctx context.Context, p *parts) (stop func()) {
 			s.log.Error("controllers stopped", "err", err)
 		}
 	})
-	wg.Go(func() { s.collectImages(bctx, p.store, p.images) })
+	info := api.ServerInfo{Name: s.cfg.Name, APIURL: s.apiURL(), Version: s.version, APIVersion: api.Version}
+	if db.member != nil {
+		info.MemberID = db.member.Server.MemberID().String()
+	}
+	wg.Go(func() { s.registerServer(bctx, db.client, info) })
 	return func() {
 		cancel()
 		wg.Wait()
@@ -296,10 +352,10 @@ func (s *Server) runInBackground(ctx context.Context, p *parts) (stop func()) {
 
 // serve serves the API on ln until ctx ends or the API or etcd fails, and
 // then shuts the API down.
-func (s *Server) serve(ctx context.Context, ln net.Listener, h http.Handler, cert tls.Certificate, etcdErr <-chan error) error {
+func (s *Server) serve(ctx context.Context, ln net.Listener, h http.Handler, c *certs, etcdErr <-chan error) error {
 	srv := &http.Server{
 		Handler:           h,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		TLSConfig:         apiTLSConfig(c),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),

@@ -95,7 +95,7 @@ func TestServerMetricsGoToItsRegisterer(t *testing.T) {
 		t.Errorf("registry has %v, want the API's request counter", have)
 	}
 
-	body, err := c.Open(context.Background(), in.URL()+"/metrics")
+	body, err := c.Open(context.Background(), "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestServerMetricsPrivateByDefault(t *testing.T) {
 	if _, err := client.List[api.Function](context.Background(), c, "default", nil); err != nil {
 		t.Fatal(err)
 	}
-	body, err := c.Open(context.Background(), in.URL()+"/metrics")
+	body, err := c.Open(context.Background(), "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -37,16 +38,27 @@ func startCluster(t *testing.T) *harness.Cluster {
 }
 
 // deployHello builds the hello example and deploys it with n replicas,
-// returning them once every one is Ready.
-func deployHello(t *testing.T, c *harness.Cluster, n string) []api.Replica {
+// returning them once every one is Ready (deploy itself returns once the
+// first is).
+func deployHello(t *testing.T, c *harness.Cluster, n int) []api.Replica {
 	t.Helper()
 	image := strings.TrimSpace(c.MustSurge("build", "../examples/hello", "-t", "hello:v1"))
-	c.MustSurge("deploy", "hello", "--image", image, "--min-scale", n)
-	reps, err := c.Replicas("hello")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return reps
+	c.MustSurge("deploy", "hello", "--image", image, "--min-scale", strconv.Itoa(n))
+	var ready []api.Replica
+	waitUntil(t, fmt.Sprintf("%d Ready replicas of hello", n), time.Minute, func() bool {
+		reps, err := c.Replicas("hello")
+		if err != nil {
+			return false
+		}
+		ready = ready[:0]
+		for _, r := range reps {
+			if r.Status.Phase == api.ReplicaReady {
+				ready = append(ready, r)
+			}
+		}
+		return len(ready) == n
+	})
+	return ready
 }
 
 // TestClusterRoutesAcrossNodes: the scheduler spreads a function's
@@ -55,7 +67,7 @@ func deployHello(t *testing.T, c *harness.Cluster, n string) []api.Replica {
 // replica reaches the replicas of its function on the other nodes.
 func TestClusterRoutesAcrossNodes(t *testing.T) {
 	c := startCluster(t)
-	reps := deployHello(t, c, "3")
+	reps := deployHello(t, c, 3)
 	nodes, err := c.Nodes()
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +108,17 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 		}
 	}
 
+	// surge logs reads every replica's log through the API, which fetches
+	// each from its node's agent with its own certificate.
+	var logs, logsErr string
+	deadline := time.Now().Add(time.Minute)
+	for !everyReplicaLogged(logs, reps) {
+		if time.Now().After(deadline) {
+			t.Fatalf("surge logs printed not every replica's first line after a minute:\n%s\nstderr: %s", logs, logsErr)
+		}
+		logs, logsErr, _ = c.Surge("logs", "hello")
+	}
+
 	// From inside a replica's own network namespace on a1, the replicas
 	// of the same function on a2 and a3 answer.
 	a1 := c.AgentOf("a1")
@@ -115,6 +138,20 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 			t.Errorf("from a replica on a1, replica %s on %s at %s: %v: %s", r.Metadata.Name, r.Spec.NodeName, r.Status.IP, err, out)
 		}
 	}
+}
+
+// everyReplicaLogged reports whether surge logs printed the first line of
+// every replica.
+func everyReplicaLogged(out string, reps []api.Replica) bool {
+	lines := strings.Split(out, "\n")
+	for _, r := range reps {
+		if !slices.ContainsFunc(lines, func(l string) bool {
+			return strings.HasPrefix(l, "["+r.Metadata.Name+"] ") && strings.Contains(l, "hello: listening")
+		}) {
+			return false
+		}
+	}
+	return true
 }
 
 func inSubnet(ip, cidr string) bool {

@@ -98,7 +98,7 @@ func TestDataPathUnderBursts(t *testing.T) {
 		c.mustSurge("deploy", "victim", "--image", image, "--min-scale", "2")
 		var reps []api.Replica
 		waitFor(t, "2 Ready replicas", 2*time.Minute, func() bool {
-			reps = readyReplicas(ctx, cl, "victim")
+			reps = readyReplicasOf(ctx, cl, "victim")
 			return len(reps) == 2
 		})
 		l := harness.StartLoad(harness.LoadOptions{Targets: []string{c.gateway}, Host: "victim.surge.localhost", Clients: 8, Duration: 12 * time.Second})
@@ -111,7 +111,7 @@ func TestDataPathUnderBursts(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, "2 Ready replicas after the kill", time.Minute, func() bool {
-			r := readyReplicas(ctx, cl, "victim")
+			r := readyReplicasOf(ctx, cl, "victim")
 			return len(r) == 2 && !slices.Contains(functionPIDs(t, r), pids[0])
 		})
 		res := l.Wait()
@@ -122,8 +122,8 @@ func TestDataPathUnderBursts(t *testing.T) {
 	})
 }
 
-// readyReplicas lists fn's Ready replicas.
-func readyReplicas(ctx context.Context, cl *client.Client, fn string) []api.Replica {
+// readyReplicasOf lists fn's Ready replicas.
+func readyReplicasOf(ctx context.Context, cl *client.Client, fn string) []api.Replica {
 	list, err := client.List[api.Replica](ctx, cl, "default", nil)
 	if err != nil {
 		return nil

@@ -92,6 +92,13 @@ type cluster struct {
 }
 
 func newCluster(t *testing.T, verb string) *cluster {
+	return newClusterOn(t, verb, "surge-e2e0", "10.245.0.0/16")
+}
+
+// newClusterOn is newCluster with the bridge and pod CIDR of a surge up:
+// each test that runs one beside another's needs its own, as an agent
+// owns its bridge.
+func newClusterOn(t *testing.T, verb, bridge, podCIDR string) *cluster {
 	dir := t.TempDir()
 	c := &cluster{
 		t: t, verb: verb,
@@ -108,7 +115,7 @@ func newCluster(t *testing.T, verb string) *cluster {
 		// Its own bridge and addresses, so it cannot clash with a `make
 		// run` on the same machine.
 		c.gateway = freeAddr(t)
-		c.flags = append(c.flags, "--gateway-addr", c.gateway, "--pod-cidr", "10.245.0.0/16", "--bridge", "surge-e2e0",
+		c.flags = append(c.flags, "--gateway-addr", c.gateway, "--pod-cidr", podCIDR, "--bridge", bridge,
 			"--gossip-addr", freeAddr(t), "--agent-addr", freeAddr(t))
 	}
 	t.Cleanup(func() {
@@ -117,15 +124,15 @@ func newCluster(t *testing.T, verb string) *cluster {
 		}
 		c.stop(syscall.SIGKILL)
 		if verb == "up" {
-			deleteBridge(t, "surge-e2e0")
+			deleteBridge(t, bridge)
 		}
 	})
 	return c
 }
 
 // removeReplicas deletes every function and waits until the agent has
-// stopped their containers and released their network namespaces, which
-// outlive the surge process by design (a restarted agent adopts them).
+// stopped their containers and released their network namespaces, then
+// stops surge.
 func (c *cluster) removeReplicas() {
 	c.t.Helper()
 	out, _, _ := c.surge("ls", "-A", "-o", "json")
@@ -152,7 +159,7 @@ func (c *cluster) removeReplicas() {
 	}
 	c.stop(syscall.SIGTERM)
 	if ents, _ := os.ReadDir(filepath.Join(state, "netns")); len(ents) > 0 {
-		c.t.Errorf("%d network namespaces left after surge stopped (its warm pool's are released on SIGTERM)", len(ents))
+		c.t.Errorf("%d network namespaces left after surge stopped (its warm pool's are released on SIGTERM); its output:\n%s", len(ents), c.out)
 	}
 	killUnder(c.t, c.dataDir)
 }
@@ -321,7 +328,7 @@ func TestReadmeQuickStart(t *testing.T) {
 	// A deploy whose image does not pull takes no traffic: it fails after
 	// its wait, saying why, and hello-00002 goes on answering.
 	_, errOut, code := c.surge("deploy", "hello", "--image", c.api+"/default/nope:v9", "--wait-timeout", "10s")
-	for _, want := range []string{"waiting for hello-00003: replica hello-00003-", "not found",
+	for _, want := range []string{"waiting for hello-00003 to be Ready: replica hello-00003-", "not found",
 		"revision hello-00003 has no Ready replica after 10s", "the traffic stays on hello-00002"} {
 		if code != 1 || !strings.Contains(errOut, want) {
 			t.Errorf("deploy of a missing image: exit %d, stderr lacks %q:\n%s", code, want, errOut)

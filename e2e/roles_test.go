@@ -74,8 +74,10 @@ func shimsUnder(dir string) []int {
 
 // deleteBridge removes a bridge an agent of the test made: the agent
 // leaves it by design (a restarted agent keeps using it), a test must not.
+// The agent's policy chains must be gone already (see noPolicyLeft).
 func deleteBridge(t *testing.T, name string) {
 	t.Helper()
+	noPolicyLeft(t, name)
 	if l, err := netlink.LinkByName(name); err == nil {
 		if err := netlink.LinkDel(l); err != nil {
 			t.Errorf("delete bridge %s: %v", name, err)
@@ -206,7 +208,7 @@ func TestAgentSIGKILLUnderTraffic(t *testing.T) {
 		"--gossip-addr", gossipAddr, "--agent-addr", freeAddr(t)}}
 	gwAddr := freeAddr(t)
 	gw := &proc{t: t, env: []string{"SURGE_CONFIG=" + writeConfig("gateway", read("gateway-token"))}, args: []string{"gateway",
-		"--gateway-addr", gwAddr, "--join-token", join, "--gossip-addr", freeAddr(t), "--join", gossipAddr}}
+		"--gateway-addr", gwAddr, "--join-token-file", filepath.Join(srv.dataDir, "join-token"), "--gossip-addr", freeAddr(t), "--join", gossipAddr}}
 	agent.start()
 	gw.start()
 	t.Cleanup(func() {

@@ -37,8 +37,13 @@ func TestClusterScenarios(t *testing.T) {
 	t.Run("R9", s.r9StopGateway)
 	t.Run("R8", s.r8BurstFromZero)
 	t.Run("R5", s.r5StarvedAndLossyNodes)
-	t.Run("R3", s.r3CutLink)
-	t.Run("R4", s.r4Partition)
+	// The faults whose goals hold "in every run" repeat E2E_ROUNDS times
+	// (make e2e-long); once by default.
+	rounds, _ := strconv.Atoi(os.Getenv("E2E_ROUNDS"))
+	for range max(rounds, 1) {
+		t.Run("R3", s.r3CutLink)
+		t.Run("R4", s.r4Partition)
+	}
 }
 
 type scenarios struct {

@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
+	"github.com/surgeplatform/surge/controlplane/registry"
 	"github.com/surgeplatform/surge/controlplane/registry/registrytest"
 	"github.com/surgeplatform/surge/imagebuild"
 )
@@ -434,5 +435,17 @@ func TestPush(t *testing.T) {
 
 	if _, err := imagebuild.Push(context.Background(), built, s.Host+"/default/hello:v2", imagebuild.PushOptions{Transport: s.Client().Transport}); err == nil {
 		t.Error("push without a token succeeded")
+	}
+}
+
+// TestPushTooLarge: a registry that refuses a layer as too large gives a
+// TooLargeError with its message, the limit in it.
+func TestPushTooLarge(t *testing.T) {
+	s := registrytest.NewServer(t, registrytest.Options{Config: registry.Config{MaxBlobSize: 1024}})
+	opts := imagebuild.PushOptions{Token: s.Token, Transport: s.Client().Transport}
+	_, err := imagebuild.Push(context.Background(), randomImage(t, runtime.GOARCH), s.Host+"/default/big:v1", opts)
+	var tl *imagebuild.TooLargeError
+	if !errors.As(err, &tl) || !strings.Contains(tl.Message, "limit of 1024 bytes") {
+		t.Errorf("push of an image over the limit: %v, want a TooLargeError naming the limit", err)
 	}
 }

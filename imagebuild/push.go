@@ -2,6 +2,7 @@ package imagebuild
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
 // PushOptions say how to reach the registry.
@@ -20,6 +22,17 @@ type PushOptions struct {
 	// control plane's CA. Nil means http.DefaultTransport.
 	Transport http.RoundTripper
 }
+
+// TooLargeError is a push the registry refused because the image, or one
+// of its layers, is larger than it takes.
+type TooLargeError struct {
+	// Message is the registry's, e.g. "blob is larger than the registry's
+	// limit of 4294967296 bytes".
+	Message string
+}
+
+// Error says the image is too large, in the registry's words.
+func (e *TooLargeError) Error() string { return "image too large: " + e.Message }
 
 // Push uploads img to ref ("HOST[:PORT]/REPO:TAG"), skipping the blobs the
 // registry has already, and returns the image's reference by digest,
@@ -39,6 +52,14 @@ func Push(ctx context.Context, img v1.Image, ref string, o PushOptions) (string,
 		opts = append(opts, remote.WithTransport(o.Transport))
 	}
 	if err := remote.Write(r, img, opts...); err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && te.StatusCode == http.StatusRequestEntityTooLarge {
+			msg := "the registry refused a layer as too large"
+			if len(te.Errors) > 0 && te.Errors[0].Message != "" {
+				msg = te.Errors[0].Message
+			}
+			return "", fmt.Errorf("push %s: %w", ref, &TooLargeError{Message: msg})
+		}
 		return "", fmt.Errorf("push %s: %w", ref, err)
 	}
 	d, err := img.Digest()

@@ -16,14 +16,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"net/http"
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/internal/backoff"
 	"github.com/surgeplatform/surge/internal/clock"
 	"github.com/surgeplatform/surge/nodeagent/containers"
 )
@@ -70,6 +74,10 @@ type Config struct {
 	// beats are missed (controllers.Config.LeaseConfirm). A beat is one
 	// small request; a second lets a dead node go in a few seconds.
 	Heartbeat time.Duration
+	// Labels are the node's labels, which functions' node selectors
+	// match; the agent sets them when it first registers the node. A
+	// node changes none afterwards (see register): an operator does.
+	Labels map[string]string
 	// StatusEvery is how many beats apart the agent rewrites its node's
 	// whole status (address, capacity, its endpoint), repairing it if
 	// anyone changed it; the lease alone says it is alive.
@@ -92,15 +100,25 @@ type Config struct {
 	BackoffBase, BackoffMax, BackoffReset time.Duration
 	// StopGrace is how long a stopping replica has after SIGTERM.
 	StopGrace time.Duration
-	// LogAddr is where the agent serves replica logs over HTTPS; empty
-	// serves none.
+	// StopReplicasOnExit makes Run stop every replica of the node when it
+	// returns (SIGTERM, SIGKILL after StopGrace) and remove their
+	// containers and networks: `surge up`, where stopping Surge must leave
+	// nothing running. Off, as kubelet, replicas keep running and the
+	// next agent adopts them: restarting the agent stops no function.
+	StopReplicasOnExit bool
+	// LogAddr is where the agent serves replica logs over HTTPS, to the
+	// API server alone (it requires the API server's client certificate);
+	// empty serves none.
 	LogAddr string
 	// Clock paces every wait of the agent (heartbeat, probes, back-offs,
-	// the delayed Starting write, the whoami cache). Nil is the wall
+	// the delayed Starting write, certificate renewal). Nil is the wall
 	// clock. How old a heartbeat is, only the servers' clocks say.
 	Clock clock.Clock
 	// agentURL is where it does, once it does (sent with the heartbeat).
 	agentURL string
+	// apiCA is the cluster CA, PEM, which the API server's client
+	// certificate chains to: the log server accepts no other caller.
+	apiCA []byte
 }
 
 // DefaultConfig returns the defaults for this machine.
@@ -164,6 +182,11 @@ func (c Config) Validate() error {
 	if c.StopGrace < 0 {
 		errs = append(errs, fmt.Errorf("stop grace %s: must not be negative", c.StopGrace))
 	}
+	for _, k := range slices.Sorted(maps.Keys(c.Labels)) {
+		if err := api.ValidateLabel(k, c.Labels[k]); err != nil {
+			errs = append(errs, fmt.Errorf("node label %s=%s: %w", k, c.Labels[k], err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -182,6 +205,9 @@ type Agent struct {
 	clock      clock.Clock
 	replicas   replicaAPI
 	probe      probeFunc
+
+	// images are the images pulled here, for the node's status.
+	images imageSet
 
 	mu          sync.Mutex
 	supervisors map[api.Key]*supervisor // by replica
@@ -205,16 +231,20 @@ func New(cfg Config, c *client.Client, newRuntime RuntimeFactory, announce Annou
 // pod subnet the control plane gave it (which the runtime's network
 // needs). Run calls it as it starts, once the log server has its URL, and
 // with every heartbeat.
-func register(ctx context.Context, c *client.Client, cfg Config) (*api.Node, error) {
+func register(ctx context.Context, c *client.Client, cfg Config, images ...string) (*api.Node, error) {
 	res := api.NodeResources{CPU: api.FormatCPU(cfg.MilliCPU), Memory: api.FormatMemory(cfg.MemoryBytes)}
 	n := &api.Node{
-		Metadata: api.ObjectMeta{Name: cfg.NodeName},
+		Metadata: api.ObjectMeta{Name: cfg.NodeName, Labels: cfg.Labels},
 		Status: api.NodeStatus{Address: cfg.Address, Capacity: res, Allocatable: res,
-			State: api.NodeAlive, AgentURL: cfg.agentURL},
+			State: api.NodeAlive, AgentURL: cfg.agentURL, Images: images},
 	}
 	var out api.Node
 	err := c.Do(ctx, "POST", client.CollectionPath[api.Node](""), n, &out)
 	if errors.Is(err, api.ErrAlreadyExist) {
+		// A status write keeps the labels the node has: a node sets its
+		// labels when it first registers, and changes none afterwards
+		// (NodeRestriction), or it could attract the functions that select
+		// other nodes.
 		err = c.Do(ctx, "PUT", client.ObjectPath[api.Node](api.Key{Name: cfg.NodeName})+"/status", n, &out)
 	}
 	if err != nil {
@@ -224,6 +254,36 @@ func register(ctx context.Context, c *client.Client, cfg Config) (*api.Node, err
 		return nil, err
 	}
 	return &out, nil
+}
+
+// startBackoff paces the start-up calls' attempts while the API answers
+// 503.
+var startBackoff = backoff.Policy{Base: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
+
+// whileUnavailable runs op, and again while the API answers 503 (every
+// server's etcd electing a leader, for a moment): an agent started beside a
+// control plane that changes leaders waits for it instead of exiting. Any
+// other error is op's answer.
+func (a *Agent) whileUnavailable(ctx context.Context, op func(context.Context) error) error {
+	return backoff.Retry(ctx, a.clock, startBackoff, func(ctx context.Context) error {
+		err := op(ctx)
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Code == http.StatusServiceUnavailable {
+			a.log.Warn("the API is unavailable; trying again", "err", err)
+			return err
+		}
+		return backoff.Permanent(err)
+	})
+}
+
+// registerAtStart is register, while the API is unavailable.
+func (a *Agent) registerAtStart(ctx context.Context) (*api.Node, error) {
+	var node *api.Node
+	err := a.whileUnavailable(ctx, func(ctx context.Context) (err error) {
+		node, err = register(ctx, a.api, a.cfg, a.images.list()...)
+		return err
+	})
+	return node, err
 }
 
 // renewLease is one heartbeat: it renews the node's lease and returns the
@@ -238,9 +298,10 @@ func renewLease(ctx context.Context, c *client.Client, node string) (*api.Node, 
 
 // Run registers the node, adopts the containers already running, and
 // supervises the node's replicas until ctx ends. Containers keep running
-// when the agent stops: a restarted agent adopts them.
+// when the agent stops, for a restarted agent to adopt, unless
+// StopReplicasOnExit.
 func (a *Agent) Run(ctx context.Context) error {
-	node, err := register(ctx, a.api, a.cfg)
+	node, err := a.registerAtStart(ctx)
 	if ctx.Err() != nil {
 		return nil // stopped while starting: nothing to undo
 	}
@@ -260,13 +321,22 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		defer stop()
 		a.cfg.agentURL = url
-		if _, err := register(ctx, a.api, a.cfg); err != nil && ctx.Err() == nil {
+		if _, err := a.registerAtStart(ctx); err != nil && ctx.Err() == nil {
 			return err
 		}
 	}
+	if a.cfg.StopReplicasOnExit {
+		// Deferred after the log server and the runtime's Close, so run
+		// before them, and after the supervisors have returned.
+		defer a.stopAll()
+	}
 	a.log.Info("node registered", "subnet", node.Spec.PodSubnet, "cpu", api.FormatCPU(a.cfg.MilliCPU), "memory", api.FormatMemory(a.cfg.MemoryBytes))
 	q := url.Values{"node": {a.cfg.NodeName}}
-	list, err := client.List[api.Replica](ctx, a.api, "", q)
+	var list *api.List[api.Replica]
+	err = a.whileUnavailable(ctx, func(ctx context.Context) (err error) {
+		list, err = client.List[api.Replica](ctx, a.api, "", q)
+		return err
+	})
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -421,6 +491,33 @@ func (a *Agent) release(r *api.Replica) {
 	}()
 }
 
+// stopAll stops every replica container of the node, StopGrace each, in
+// parallel, then removes whatever is left (networks, files); for
+// StopReplicasOnExit, once the supervisors have returned.
+func (a *Agent) stopAll() {
+	// A bound on real I/O (containerd), so on real time: the grace itself
+	// is timed by the runtime's clock.
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.StopGrace+30*time.Second)
+	defer cancel()
+	list, err := a.runtime.List(ctx)
+	if err != nil {
+		a.log.Warn("stop replicas on exit: list containers", "err", err)
+	}
+	var wg sync.WaitGroup
+	for _, c := range list {
+		wg.Go(func() {
+			if err := a.runtime.Stop(ctx, c.ID, a.cfg.StopGrace); err != nil {
+				a.log.Warn("stop replica on exit", "replica", c.ID, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	if _, err := a.runtime.RemoveOrphans(ctx, func(string) bool { return false }); err != nil {
+		a.log.Warn("stop replicas on exit: remove what is left", "err", err)
+	}
+	a.log.Info("stopped every replica of the node on exit", "replicas", len(list))
+}
+
 // replicaAPI is what supervisors read and write through the control
 // plane. Its methods block on the network and are called from supervisor
 // goroutines and reportLater's timers, concurrently.
@@ -463,6 +560,40 @@ func (c *apiReplicas) revision(ctx context.Context, key api.Key) (*api.Revision,
 	return rev, nil
 }
 
+// pullAuth returns the credentials of the pull secrets a revision's image
+// may be pulled with (see api.FunctionSpec.ImagePullSecrets): none for an
+// image in the control plane's registry, whose token the runtime has, so
+// that those cold starts make no extra call.
+func (c *apiReplicas) pullAuth(ctx context.Context, namespace string, t *api.FunctionSpec) ([]containers.RegistryAuth, error) {
+	host, ok := api.ImageRegistry(t.Image)
+	if u, err := url.Parse(c.api.Server()); !ok || (err == nil && api.NormalizeRegistry(u.Host) == host) {
+		return nil, nil
+	}
+	list, err := client.List[api.PullSecret](ctx, c.api, namespace, nil)
+	if err != nil {
+		return nil, err
+	}
+	var out []containers.RegistryAuth
+	for _, ps := range list.Items {
+		if api.NormalizeRegistry(ps.Spec.Registry) != host {
+			continue
+		}
+		if len(t.ImagePullSecrets) > 0 && !slices.Contains(t.ImagePullSecrets, ps.Metadata.Name) {
+			continue
+		}
+		out = append(out, containers.RegistryAuth{Host: ps.Spec.Registry, Username: ps.Spec.Username, Password: ps.Spec.Password})
+	}
+	return out, nil
+}
+
+// pullAuthAPI is the part of replicaAPI that reads pull secrets; the
+// supervisors' fakes may leave it out.
+type pullAuthAPI interface {
+	pullAuth(ctx context.Context, namespace string, t *api.FunctionSpec) ([]containers.RegistryAuth, error)
+}
+
+var _ pullAuthAPI = (*apiReplicas)(nil)
+
 func (c *apiReplicas) putStatus(ctx context.Context, r *api.Replica) error {
 	return c.api.Do(ctx, "PUT", client.ObjectPath[api.Replica](api.KeyOf(r))+"/status", r, nil)
 }
@@ -483,10 +614,16 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		// A deadline on a network call: wall time, whatever the clock.
 		bctx, cancel := context.WithTimeout(ctx, 2*a.cfg.Heartbeat)
 		var err error
-		if beat%a.cfg.StatusEvery == 0 {
-			_, err = register(bctx, a.api, a.cfg)
+		// A new image is told at the next beat, for the scheduler to
+		// place the image's next replicas here.
+		images, changed := a.images.take()
+		if changed || beat%a.cfg.StatusEvery == 0 {
+			_, err = register(bctx, a.api, a.cfg, images...)
+			if err != nil && changed {
+				a.images.untold() // tell them at the next beat
+			}
 		} else if _, err = renewLease(bctx, a.api, a.cfg.NodeName); errors.Is(err, api.ErrNotFound) {
-			_, err = register(bctx, a.api, a.cfg)
+			_, err = register(bctx, a.api, a.cfg, images...)
 		}
 		cancel()
 		if err != nil && ctx.Err() == nil {

@@ -25,10 +25,14 @@ type fakeRuntime struct {
 	containers map[string]*fakeContainer
 	starts     int
 	stops      []string
+	limited    []string // ApplyCPULimit's ids, in order
 	pid        uint32
 	startTime  time.Duration // how long Start takes
 	startHook  func()        // called as Start begins, when set
 	pullErr    error         // what EnsureImage returns
+	// crashCode, when set, makes each started container exit with it at
+	// once, before it listens.
+	crashCode *uint32
 }
 
 type fakeContainer struct {
@@ -85,6 +89,10 @@ func (f *fakeRuntime) Start(_ context.Context, s containers.Spec) (containers.Co
 	if err != nil {
 		return containers.Container{}, err
 	}
+	if f.crashCode != nil {
+		c.ln.Close()
+		c.exit <- containers.Exit{Code: *f.crashCode, At: time.Now()}
+	}
 	f.containers[s.ID] = c
 	f.starts++
 	return c.c, nil
@@ -120,6 +128,34 @@ func (f *fakeRuntime) Stop(_ context.Context, id string, _ time.Duration) error 
 	}
 	f.stops = append(f.stops, id)
 	return nil
+}
+
+// ApplyCPULimit records that id's start-up boost ended.
+func (f *fakeRuntime) ApplyCPULimit(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.limited = append(f.limited, id)
+	return nil
+}
+
+func (f *fakeRuntime) cpuLimited() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.limited...)
+}
+
+// running adds a container as an earlier agent left it: running, its
+// replica's supervisor gone.
+func (f *fakeRuntime) running(t *testing.T, id string) containers.Container {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.listen(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.containers[id] = c
+	return c.c
 }
 
 func (f *fakeRuntime) List(context.Context) ([]containers.Container, error) {
@@ -183,12 +219,22 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 
 func startAgent(t *testing.T, in *controlplanetest.Instance, f *fakeRuntime) (stop func()) {
 	t.Helper()
+	return startAgentWith(t, in, f, nil)
+}
+
+// startAgentWith starts an agent whose config mutate changed, when set.
+func startAgentWith(t *testing.T, in *controlplanetest.Instance, f *fakeRuntime, mutate func(*Config)) (stop func()) {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.NodeName = "node-1"
 	cfg.MilliCPU, cfg.MemoryBytes = 2000, 4<<30
 	cfg.BackoffBase, cfg.BackoffMax = 10*time.Millisecond, 50*time.Millisecond
 	cfg.ReadyProbePeriod = 20 * time.Millisecond
-	a, err := New(cfg, in.ClientWithToken(in.Server().JoinToken()),
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	nodeAPI, _ := in.NodeClient(cfg.NodeName, cfg.Address)
+	a, err := New(cfg, nodeAPI,
 		func(context.Context, *api.Node) (Runtime, error) { return f, nil }, nil,
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -318,6 +364,37 @@ func TestRestartedAgentAdoptsRunningContainers(t *testing.T) {
 	}
 	if r := replicas(t, c); r[0].Status.Restarts != 0 {
 		t.Errorf("restarts %d, want 0", r[0].Status.Restarts)
+	}
+}
+
+// TestStopReplicasOnExit: an agent told to (surge up) stops every
+// replica of its node when it stops, where a default agent (surge agent,
+// TestRestartedAgentAdoptsRunningContainers) leaves them running.
+func TestStopReplicasOnExit(t *testing.T) {
+	in := controlplanetest.Start(t)
+	c := in.Client()
+	f := newFakeRuntime(t)
+	stop := startAgentWith(t, in, f, func(c *Config) { c.StopReplicasOnExit = true })
+	fn := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1"}}
+	fn.Spec.Scaling.MinScale = 2
+	if _, err := c.PutFunction(context.Background(), fn); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "two Ready replicas", func() (bool, string) {
+		reps := replicas(t, c)
+		ready := 0
+		for _, r := range reps {
+			if r.Status.Phase == api.ReplicaReady {
+				ready++
+			}
+		}
+		return ready == 2, fmt.Sprintf("%+v", reps)
+	})
+	stop()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.containers) != 0 || len(f.stops) < 2 {
+		t.Errorf("after the agent stopped: %d containers left, stops %v; want none left, both stopped", len(f.containers), f.stops)
 	}
 }
 

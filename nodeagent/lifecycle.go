@@ -19,9 +19,10 @@ import (
 // at the size of one replica.
 //
 //	state          event          next             actions
+//	(new, adopted)                adopting         settle
 //	starting       ready          ready            settle, report Ready, announce ready
 //	starting       start failed   backing off      report Starting, clean up
-//	adopting       ready          ready            settle, report Ready (if not already), announce ready
+//	adopting       ready          ready            report Ready (if not already), announce ready
 //	adopting       start failed   stopped
 //	ready          probe failed   unready (at N)   announce gone, report Starting
 //	unready        probe ok       ready            report Ready, announce ready
@@ -30,6 +31,13 @@ import (
 //	restarting     ready          ready            settle, report Ready, announce ready
 //	restarting     start failed   backing off      report Starting
 //	any            cancelled      stopped
+//
+// The start-up boost (the CPU quota withheld until Ready) also ends
+// without an event here: the runtime ends it itself when the replica is
+// not Ready StartupCPUBoostMax after a start or restart
+// (containers.Config), and an adopted container's ends as it is adopted:
+// the agent cannot tell how long it has run boosted while no agent
+// watched it.
 
 // lifecycleState is where a replica's container is.
 type lifecycleState int
@@ -38,8 +46,8 @@ const (
 	// stateStarting: a new container is being pulled, created and started,
 	// until it answers its probe.
 	stateStarting lifecycleState = iota
-	// stateAdopting: a container found running (made by an earlier agent)
-	// is probed until it answers.
+	// stateAdopting: a container found running (made by an earlier agent),
+	// its start-up boost ended, is probed until it answers.
 	stateAdopting
 	// stateReady: the container serves; it is probed every period.
 	stateReady
@@ -205,13 +213,16 @@ type lifecycle struct {
 }
 
 // newLifecycle is where a supervisor begins: adopting a running container
-// or starting a new one, with the restart count the status already has.
-func newLifecycle(adopted bool, restarts int32) lifecycle {
+// or starting a new one, with the restart count the status already has;
+// and what to do first: an adopted container's start-up boost ends at
+// once, Ready or not.
+func newLifecycle(adopted bool, restarts int32) (lifecycle, []action) {
 	m := lifecycle{state: stateStarting, restarts: restarts}
 	if adopted {
 		m.state = stateAdopting
+		return m, []action{{kind: actSettle}}
 	}
-	return m
+	return m, nil
 }
 
 // running reports whether a container is up in m's state: the states
@@ -230,7 +241,7 @@ func transition(m lifecycle, ev event, p lifecyclePolicy) (lifecycle, []action) 
 	case stateStarting:
 		switch ev.kind {
 		case evReady:
-			return up(m, ev, true)
+			return up(m, ev, true, true)
 		case evStartFailed:
 			m.startFailures++
 			m = backOff(m, stateStarting, p.backoff.Delay(m.startFailures))
@@ -242,18 +253,18 @@ func transition(m lifecycle, ev event, p lifecyclePolicy) (lifecycle, []action) 
 	case stateAdopting:
 		switch ev.kind {
 		case evReady:
-			return up(m, ev, !ev.unchanged)
+			return up(m, ev, false, !ev.unchanged)
 		case evStartFailed:
 			// An adopted container that never answers is left as it is,
-			// and its supervisor ends (as before the lifecycle was a
-			// state machine).
+			// under its CPU quota (newLifecycle), and its supervisor ends
+			// (as before the lifecycle was a state machine).
 			m.state = stateStopped
 			return m, nil
 		}
 	case stateRestarting:
 		switch ev.kind {
 		case evReady:
-			return up(m, ev, true)
+			return up(m, ev, true, true)
 		case evStartFailed:
 			m.restarts++
 			m = backOff(m, stateRestarting, p.backoff.Delay(int(m.restarts)))
@@ -302,12 +313,15 @@ func transition(m lifecycle, ev event, p lifecyclePolicy) (lifecycle, []action) 
 }
 
 // up is the way into stateReady from a start, an adoption or a restart:
-// the start-up boost ends, the status says Ready at the container's
-// address (unless report is false: it already does), and the data path
-// is told.
-func up(m lifecycle, ev event, report bool) (lifecycle, []action) {
+// the start-up boost ends (unless settle is false: an adoption ended it),
+// the status says Ready at the container's address (unless report is
+// false: it already does), and the data path is told.
+func up(m lifecycle, ev event, settle, report bool) (lifecycle, []action) {
 	m.state, m.upSince, m.probeFailures, m.startFailures = stateReady, ev.at, 0, 0
-	acts := []action{{kind: actSettle}}
+	var acts []action
+	if settle {
+		acts = append(acts, action{kind: actSettle})
+	}
 	if report {
 		acts = append(acts, action{kind: actReport, phase: api.ReplicaReady, address: true})
 	}

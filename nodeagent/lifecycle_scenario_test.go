@@ -23,7 +23,8 @@ var update = flag.Bool("update", false, "rewrite the expected output in testdata
 // event a line: the time since the first as a Go duration, the event
 // (ready, start-failed, probe-ok, probe-failed, exited, waited, cancelled)
 // and, for failures and exits, why; "ready unchanged" is an adopted
-// container whose status already says Ready. With -update the traces are
+// container whose status already says Ready. A "new" line that has
+// actions (an adoption's) is traced too. With -update the traces are
 // rewritten from what transition does.
 func TestLifecycleScenarios(t *testing.T) {
 	path := filepath.Join("testdata", "lifecycle.txt")
@@ -71,7 +72,12 @@ func runScenario(t *testing.T, n int, input string) string {
 					t.Fatalf("scenario %d: %q: %v", n, line, err)
 				}
 			}
-			m, begun = newLifecycle(f[1] == "adopted", restarts), true
+			var acts []action
+			m, acts = newLifecycle(f[1] == "adopted", restarts)
+			begun = true
+			if len(acts) > 0 {
+				writeTrace(&trace, line, m, acts)
+			}
 			continue
 		}
 		if !begun || len(f) < 2 {
@@ -95,18 +101,24 @@ func runScenario(t *testing.T, n int, input string) string {
 		}
 		var acts []action
 		m, acts = transition(m, ev, testPolicy)
-		fmt.Fprintf(&trace, "%s %s -> %s restarts=%d", f[0], f[1], m.state, m.restarts)
-		if m.state == stateBackingOff {
-			fmt.Fprintf(&trace, " wait=%s", m.wait)
-		}
-		for i, a := range acts {
-			sep := "; "
-			if i == 0 {
-				sep = ": "
-			}
-			trace.WriteString(sep + a.String())
-		}
-		trace.WriteString("\n")
+		writeTrace(&trace, f[0]+" "+f[1], m, acts)
 	}
 	return trace.String()
+}
+
+// writeTrace writes one line of a trace: what happened, the state it led
+// to, and the actions.
+func writeTrace(trace *strings.Builder, what string, m lifecycle, acts []action) {
+	fmt.Fprintf(trace, "%s -> %s restarts=%d", what, m.state, m.restarts)
+	if m.state == stateBackingOff {
+		fmt.Fprintf(trace, " wait=%s", m.wait)
+	}
+	for i, a := range acts {
+		sep := "; "
+		if i == 0 {
+			sep = ": "
+		}
+		trace.WriteString(sep + a.String())
+	}
+	trace.WriteString("\n")
 }

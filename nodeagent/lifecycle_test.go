@@ -84,14 +84,14 @@ func TestTransition(t *testing.T) {
 			from: lifecycle{state: stateAdopting, restarts: 2},
 			ev:   ev(evReady, 0, ""),
 			want: up,
-			acts: []action{settle, reportReadyAt, announceReady},
+			acts: []action{reportReadyAt, announceReady},
 		},
 		{
 			name: "an adopted container whose status says so already is not reported",
 			from: lifecycle{state: stateAdopting, restarts: 2},
 			ev:   event{kind: evReady, at: t0, unchanged: true},
 			want: up,
-			acts: []action{settle, announceReady},
+			acts: []action{announceReady},
 		},
 		{
 			name: "an adopted container that never answers is left alone",
@@ -233,11 +233,13 @@ func TestTransition(t *testing.T) {
 }
 
 func TestNewLifecycle(t *testing.T) {
-	if m := newLifecycle(false, 4); m.state != stateStarting || m.restarts != 4 {
-		t.Errorf("newLifecycle(fresh) = %+v", m)
+	if m, acts := newLifecycle(false, 4); m.state != stateStarting || m.restarts != 4 || len(acts) != 0 {
+		t.Errorf("newLifecycle(fresh) = %+v, %v", m, acts)
 	}
-	if m := newLifecycle(true, 0); m.state != stateAdopting {
-		t.Errorf("newLifecycle(adopted) = %+v", m)
+	// An adopted container's start-up boost ends before anything else.
+	m, acts := newLifecycle(true, 0)
+	if m.state != stateAdopting || !cmp.Equal(acts, []action{{kind: actSettle}}, cmp.AllowUnexported(action{})) {
+		t.Errorf("newLifecycle(adopted) = %+v, %v", m, acts)
 	}
 }
 

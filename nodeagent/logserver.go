@@ -2,19 +2,16 @@ package nodeagent
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,46 +24,14 @@ type LogSource interface {
 	OpenLogs(ctx context.Context, id string, follow bool) (io.ReadCloser, error)
 }
 
-// whoamiTTL is how long a token's check against the API is trusted: a
-// revoked token may read logs this long after it was revoked.
-const whoamiTTL = 30 * time.Second
-
-// logServer serves replica logs over HTTPS to holders of an admin or
-// viewer token, checked against the API (the agent holds no token store).
+// logServer serves replica logs to the API server, and to nothing else:
+// users read logs through the API (GET
+// /v1/namespaces/NS/replicas/NAME/log), which authorises them and fetches
+// the log from here with its own client certificate. The agent takes no
+// bearer token at all, so none can be stolen here.
 type logServer struct {
 	agent *Agent
 	logs  LogSource
-
-	mu    sync.Mutex
-	roles map[string]cachedRole // by token
-}
-
-type cachedRole struct {
-	role    string
-	expires time.Time
-}
-
-func (s *logServer) role(ctx context.Context, token string) (string, error) {
-	now := s.agent.clock.Now()
-	s.mu.Lock()
-	c, ok := s.roles[token]
-	s.mu.Unlock()
-	if ok && now.Before(c.expires) {
-		return c.role, nil
-	}
-	var who struct {
-		Role string `json:"role"`
-	}
-	if err := s.agent.api.WithToken(token).Do(ctx, http.MethodGet, "/v1/whoami", nil, &who); err != nil {
-		return "", err
-	}
-	s.mu.Lock()
-	if len(s.roles) > 1024 {
-		clear(s.roles) // bounded: a flood of tokens costs re-checks, not memory
-	}
-	s.roles[token] = cachedRole{role: who.Role, expires: now.Add(whoamiTTL)}
-	s.mu.Unlock()
-	return who.Role, nil
 }
 
 func writeErr(w http.ResponseWriter, e *api.Error) {
@@ -76,35 +41,14 @@ func writeErr(w http.ResponseWriter, e *api.Error) {
 }
 
 // ServeHTTP answers GET /v1/namespaces/NS/replicas/NAME/log[?follow=true].
+// The TLS handshake has checked the caller: the API server.
 func (s *logServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/healthz" {
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	token, ok := bearer(r)
-	if !ok {
-		writeErr(w, api.NewError(http.StatusUnauthorized, api.ReasonUnauthorized, "missing bearer token"))
-		return
-	}
-	role, err := s.role(r.Context(), token)
-	var ae *api.Error
-	switch {
-	case errors.As(err, &ae):
-		writeErr(w, ae)
-		return
-	case err != nil:
-		writeErr(w, api.NewError(http.StatusServiceUnavailable, api.ReasonUnavailable, "cannot check the token now: %v", err))
-		return
-	case role != "admin" && role != "viewer":
-		writeErr(w, api.NewError(http.StatusForbidden, api.ReasonForbidden, "role %s may not read logs", role))
-		return
-	}
 	ns, name := r.PathValue("ns"), r.PathValue("name")
 	s.agent.mu.Lock()
 	_, mine := s.agent.supervisors[api.Key{Namespace: ns, Name: name}]
 	s.agent.mu.Unlock()
 	if !mine {
-		writeErr(w, api.NotFound("replica", name))
+		writeErr(w, api.NewError(http.StatusNotFound, api.ReasonNotFound, "replica %q does not run on node %s", name, s.agent.cfg.NodeName))
 		return
 	}
 	follow := r.URL.Query().Get("follow") == "true"
@@ -132,57 +76,75 @@ func (s *logServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func bearer(r *http.Request) (string, bool) {
-	const p = "Bearer "
-	h := r.Header.Get("Authorization")
-	if len(h) <= len(p) || h[:len(p)] != p {
-		return "", false
+// logServerTLS is the log endpoint's TLS: the agent's serving certificate
+// from the node CA (kept current by serving), and a client certificate
+// required, from the cluster CA (apiCA), naming the API server. An etcd or
+// API serving certificate of the same CA is not a client certificate of
+// that name, and a node's certificate is not from that CA.
+func logServerTLS(serving *certKeeper, apiCA *x509.CertPool, now func() time.Time) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if c := serving.get(); c != nil {
+				return c, nil
+			}
+			return nil, errors.New("no serving certificate yet")
+		},
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs:  apiCA,
+		Time:       now,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			leaf := cs.PeerCertificates[0]
+			if leaf.Subject.CommonName != api.APIServerClientName || !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+				return fmt.Errorf("client certificate %q is not the API server's", leaf.Subject.CommonName)
+			}
+			return nil
+		},
 	}
-	return h[len(p):], true
 }
 
-// serveLogs gets a serving certificate from the control plane, listens on
-// addr and serves logs until ctx ends. It returns the URL it serves at.
+// serveLogs gets a serving certificate from the control plane (kept
+// current while it serves), listens on addr and serves logs to the API
+// server until ctx ends. It returns the URL it serves at: https, at the
+// node's address, the only URL the API server dials.
 func (a *Agent) serveLogs(ctx context.Context, addr string, logs LogSource) (string, func(), error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if len(a.cfg.apiCA) == 0 {
+		return "", nil, errors.New("serve logs: the agent checks the API server's client certificate against the cluster CA; give it (--ca-file)")
+	}
+	apiCA := x509.NewCertPool()
+	if !apiCA.AppendCertsFromPEM(a.cfg.apiCA) {
+		return "", nil, errors.New("serve logs: the cluster CA holds no PEM certificate")
+	}
+	serving := &certKeeper{what: "serving certificate", clock: a.clock, log: a.log,
+		renew: func(ctx context.Context) (tls.Certificate, error) {
+			return client.RequestCertificate(ctx, a.api, a.cfg.NodeName, api.UsageServer)
+		}}
+	first, err := serving.renew(ctx)
 	if err != nil {
-		return "", nil, err
+		return "", nil, fmt.Errorf("agent serving certificate: %w", err)
 	}
-	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: a.cfg.NodeName},
-	}, key)
-	if err != nil {
-		return "", nil, err
-	}
-	var resp struct{ Certificate string }
-	req := map[string]string{"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}))}
-	if err := a.api.Do(ctx, http.MethodPost, client.ObjectPath[api.Node](api.Key{Name: a.cfg.NodeName})+"/certificate", req, &resp); err != nil {
-		return "", nil, fmt.Errorf("agent certificate: %w", err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	cert, err := tls.X509KeyPair([]byte(resp.Certificate), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
-	if err != nil {
-		return "", nil, fmt.Errorf("agent certificate: %w", err)
-	}
+	_ = serving.set(first)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	ls := &logServer{agent: a, logs: logs, roles: map[string]cachedRole{}}
-	mux.Handle("GET /v1/namespaces/{ns}/"+api.ReplicaKind.Plural+"/{name}/log", ls)
-	mux.Handle("GET /healthz", ls)
+	mux.Handle("GET /v1/namespaces/{ns}/"+api.ReplicaKind.Plural+"/{name}/log", &logServer{agent: a, logs: logs})
 	srv := &http.Server{
 		Handler:           mux,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		TLSConfig:         logServerTLS(serving, apiCA, a.clock.Now),
 		ReadHeaderTimeout: 10 * time.Second,
+		// Handshakes refused (anyone but the API server) at debug level.
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.ServeTLS(ln, "", "") }()
-	go func() { <-ctx.Done(); srv.Close() }()
+	rctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = srv.ServeTLS(ln, "", "") })
+	wg.Go(func() { serving.run(rctx) })
+	wg.Go(func() { <-rctx.Done(); srv.Close() })
 	host, port, _ := net.SplitHostPort(ln.Addr().String())
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = a.cfg.Address
 	}
-	return "https://" + net.JoinHostPort(host, port), func() { srv.Close(); <-done }, nil
+	return "https://" + net.JoinHostPort(host, port), func() { stop(); wg.Wait() }, nil
 }

@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,14 +10,13 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"time"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/gossip"
-	"github.com/surgeplatform/surge/internal/backoff"
 	"github.com/surgeplatform/surge/internal/clock"
 	"github.com/surgeplatform/surge/nodeagent/containers"
 	"github.com/surgeplatform/surge/nodeagent/network"
@@ -25,10 +25,13 @@ import (
 // Options are everything a node agent needs to run; Run builds its parts
 // from them. Make them with DefaultOptions.
 type Options struct {
-	// Client is the agent's API identity: the server's URL, the cluster
-	// CA, and a node token. The token is the cluster's join token, which
-	// also keys gossip and authenticates pulls from the control plane's
-	// registry (at the API's host:port).
+	// Client is how the agent reaches the API: the server's URL, the
+	// cluster CA, and the cluster's join token. The join token is used
+	// once, to obtain the node's client certificate (kept under
+	// Containers.StateDir/identity and renewed while the agent runs), and
+	// keys gossip; the agent authenticates with the certificate alone, to
+	// the API and to the control plane's registry (at the API's
+	// host:port).
 	Client client.Config
 	// Agent configures the agent itself. Its NodeName is lowercased (host
 	// names often are not; node names may not be).
@@ -41,6 +44,8 @@ type Options struct {
 	// GossipAddr is where the agent gossips, HOST:PORT, UDP and TCP; port
 	// 0 picks one.
 	GossipAddr string
+	// Policy configures what the replicas may reach (policy.go).
+	Policy PolicyConfig
 	// Join lists the gossip addresses (HOST:PORT) of members already in
 	// the cluster; empty starts alone until one joins this agent.
 	Join []string
@@ -53,6 +58,10 @@ type Options struct {
 	// Metrics is where the agent registers its metrics while it runs; nil
 	// registers none.
 	Metrics prometheus.Registerer
+
+	// registryCert is the node's client certificate, for pulls from the
+	// control plane's registry; set by Run.
+	registryCert func() *tls.Certificate
 }
 
 // DefaultOptions returns the defaults: every part's DefaultConfig, and
@@ -62,6 +71,7 @@ func DefaultOptions() Options {
 	return Options{
 		Agent:      DefaultConfig(),
 		Containers: containers.DefaultConfig(),
+		Policy:     DefaultPolicyConfig(),
 		GossipAddr: "0.0.0.0:7946",
 	}
 }
@@ -77,10 +87,12 @@ func (o Options) withDefaults() Options {
 	o.Clock = clock.Or(o.Clock)
 	o.Agent.Clock = o.Clock
 	o.Agent = o.Agent.withDefaults()
+	o.Agent.apiCA = []byte(o.Client.CertificateAuthority)
 	o.Containers.Clock, o.Containers.Network.Clock = o.Clock, o.Clock
 	o.Containers.Log = o.Log.With("component", "runtime")
 	o.Containers.Network.Log = o.Log.With("component", "network")
 	o.Join = append([]string(nil), o.Join...)
+	o.Policy = o.Policy.withDefaults()
 	return o
 }
 
@@ -100,17 +112,22 @@ func (o Options) Validate() error {
 	if err := o.Agent.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if o.Agent.Address == "" {
-		errs = append(errs, errors.New(`node address "": want this node's address as peers reach it`))
+	if _, err := netip.ParseAddr(o.Agent.Address); err != nil {
+		errs = append(errs, fmt.Errorf("node address %q: want this node's IP address as peers reach it", o.Agent.Address))
 	}
 	if a := o.Agent.LogAddr; a != "" && !isHostPort(a) {
 		errs = append(errs, fmt.Errorf("log address %q: want HOST:PORT", a))
+	} else if a != "" && o.Client.CertificateAuthority == "" {
+		errs = append(errs, fmt.Errorf("log address %q: the agent serves logs to the API server alone, whose client certificate it checks against the cluster CA: give the CA (--ca-file)", a))
 	}
 	rc := o.Containers
 	if registry != "" {
 		rc = o.containersConfig(&api.Node{}, registry)
 	}
 	if err := rc.WithDefaults().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.Policy.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if !isHostPort(o.GossipAddr) {
@@ -139,23 +156,64 @@ func registryHost(server string) (string, error) {
 	return u.Host, nil
 }
 
+// ClaimNetwork checks that the node's replica network can be made as o
+// asks, and takes the agent's hold on its bridge (network.ClaimBridge). In
+// CNI mode, the default, the plugins must be installed (a
+// *network.MissingPluginsError says which are not) and no other agent may
+// hold the bridge (a *network.OwnedError names the one that does). It
+// returns nil in host mode, and when o carries a claim already
+// (Containers.Network.Claim). Run calls it before it joins gossip or
+// registers the node; a caller that calls it first (to fail before
+// starting anything else) passes the claim in o, and releases it once Run
+// has returned.
+func ClaimNetwork(o Options) (*network.Claim, error) {
+	o = o.withDefaults()
+	nc := o.Containers.WithDefaults().Network
+	if err := network.CheckPlugins(nc); err != nil {
+		return nil, err
+	}
+	if nc.Mode == network.ModeHost || nc.Claim != nil {
+		return nil, nil
+	}
+	return network.ClaimBridge(nc, o.Agent.NodeName)
+}
+
 // Run runs a node agent until ctx ends, then returns nil once everything
 // it started has stopped (its containers keep running, for the next agent
-// to adopt). It validates o (every bad option named at once), joins
+// to adopt, unless Agent.StopReplicasOnExit). It validates o (every bad
+// option named at once), claims the node's bridge (ClaimNetwork), joins
 // gossip, registers the node, makes the container runtime once the control
-// plane has given the node its pod subnet, and supervises the node's
+// plane has given the node its pod subnet, removes what other agents left
+// on the bridge (network.Network.RemoveStrays), and supervises the node's
 // replicas (see Agent.Run).
 func Run(ctx context.Context, o Options) error {
 	o = o.withDefaults()
 	if err := o.Validate(); err != nil {
 		return err
 	}
+	if o.Containers.Network.Claim == nil {
+		claim, err := ClaimNetwork(o)
+		if err != nil {
+			return err
+		}
+		defer claim.Release()
+		o.Containers.Network.Claim = claim
+	}
 	registry, _ := registryHost(o.Client.Server) // valid: checked above
-	c, err := client.New(&o.Client)
+	id, err := startIdentity(ctx, o)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: nothing to undo
+		}
 		return err
 	}
-	defer closeIdleConnections(c)
+	defer id.close()
+	rctx, stopRenew := context.WithCancel(ctx)
+	var renewing sync.WaitGroup
+	renewing.Go(func() { id.cert.run(rctx) })
+	defer func() { stopRenew(); renewing.Wait() }()
+	c := id.api
+	o.registryCert = id.cert.get
 
 	peers := NewPeers(o.Agent.NodeName, o.Log)
 	gopts := o.gossipOptions(peers)
@@ -166,7 +224,9 @@ func Run(ctx context.Context, o Options) error {
 	defer g.Stop()
 	peers.SetGossip(g.Gossip)
 
-	agent, err := New(o.Agent, c, o.runtimeFactory(registry, g.Gossip, gopts.Meta, peers), peers, o.Log)
+	policy := newReplicaPolicy(o, c, peers)
+	defer policy.stop()
+	agent, err := New(o.Agent, c, o.runtimeFactory(registry, g.Gossip, gopts.Meta, peers, policy), peers, o.Log)
 	if err != nil {
 		return err
 	}
@@ -175,57 +235,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer unregister()
-	actx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); assignRoutes(actx, c, peers, o.Clock, o.Log) }()
-	defer func() { stop(); <-done }()
 	return agent.Run(ctx)
-}
-
-// assignRoutes keeps what peers knows of the control plane's assignments
-// (each node's pod subnet and address) current, from a list and then a
-// watch of the nodes, until ctx ends: peers routes a gossip claim only
-// where it matches.
-func assignRoutes(ctx context.Context, c *client.Client, peers *Peers, clk clock.Clock, log *slog.Logger) {
-	retry := backoff.Policy{Base: 200 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.5}
-	known := map[string]bool{}
-	set := func(n *api.Node, gone bool) {
-		subnet, err1 := netip.ParsePrefix(n.Spec.PodSubnet)
-		via, err2 := netip.ParseAddr(n.Status.Address)
-		ok := !gone && err1 == nil && err2 == nil
-		peers.SetAssigned(n.Metadata.Name, subnet, via, ok)
-		known[n.Metadata.Name] = !gone
-	}
-	for failures := 0; ctx.Err() == nil; {
-		list, err := client.List[api.Node](ctx, c, "", nil)
-		if err == nil {
-			failures = 0
-			listed := map[string]bool{}
-			for i := range list.Items {
-				set(&list.Items[i], false)
-				listed[list.Items[i].Metadata.Name] = true
-			}
-			for name, live := range known {
-				if live && !listed[name] {
-					set(&api.Node{Metadata: api.ObjectMeta{Name: name}}, true)
-				}
-			}
-			err = client.Watch[api.Node](ctx, c, "", client.WatchOptions{ResourceVersion: list.ResourceVersion},
-				func(e api.WatchEvent[*api.Node]) error {
-					set(e.Object, e.Type == api.EventDeleted)
-					return nil
-				})
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if errors.Is(err, api.ErrGone) {
-			continue // history compacted: list again at once
-		}
-		failures++
-		log.Warn("watch nodes for peer routes; retrying", "err", err)
-		clock.Sleep(ctx, clk, retry.Delay(failures))
-	}
 }
 
 // gossipOptions is the agent's gossip member: named after the node, keyed
@@ -245,12 +255,18 @@ func (o Options) gossipOptions(peers *Peers) gossip.Options {
 }
 
 // containersConfig is the runtime's config for node: o.Containers with the
-// node's pod subnet and the control plane's registry (at registry, with
-// the client's token and CA).
+// node's pod subnet and the control plane's registry (at registry, and at
+// the client's other API servers, with the node's certificate and the
+// client's CA; never the join token).
 func (o Options) containersConfig(node *api.Node, registry string) containers.Config {
 	rc := o.Containers
 	rc.RegistryHost = registry
-	rc.RegistryToken = o.Client.Token
+	for _, s := range o.Client.Endpoints()[1:] {
+		if h, err := registryHost(s); err == nil {
+			rc.RegistryMirrors = append(rc.RegistryMirrors, h)
+		}
+	}
+	rc.RegistryCertificate = o.registryCert
 	rc.RegistryCA = []byte(o.Client.CertificateAuthority)
 	rc.Network.Subnet = node.Spec.PodSubnet
 	return rc
@@ -269,12 +285,25 @@ func nodeMeta(base gossip.NodeMeta, cfg Config, node *api.Node, mode network.Mod
 }
 
 // runtimeFactory makes the container runtime once the node is registered,
+// puts the replica network policy in place before any replica starts,
 // routes to peers through its network, and tells gossip the node's
 // capacity and subnet.
-func (o Options) runtimeFactory(registry string, g *gossip.Gossip, meta gossip.NodeMeta, peers *Peers) RuntimeFactory {
+func (o Options) runtimeFactory(registry string, g *gossip.Gossip, meta gossip.NodeMeta, peers *Peers, policy *replicaPolicy) RuntimeFactory {
 	return func(ctx context.Context, node *api.Node) (Runtime, error) {
 		r, err := containers.New(ctx, o.containersConfig(node, registry))
 		if err != nil {
+			return nil, err
+		}
+		if o.Containers.Network.Claim != nil {
+			// Before any replica starts: what another agent left on the
+			// bridge would answer at the addresses this one hands out.
+			if _, err := r.Network().RemoveStrays(ctx); err != nil {
+				r.Close()
+				return nil, fmt.Errorf("remove what another agent left on bridge %s: %w", o.Containers.Network.Claim.Bridge(), err)
+			}
+		}
+		if err := policy.start(ctx, node, r.Network()); err != nil {
+			r.Close()
 			return nil, err
 		}
 		peers.SetRouter(r.Network())

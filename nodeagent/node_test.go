@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -67,6 +68,9 @@ func TestOptionsValidate(t *testing.T) {
 		{"good", func(*Options) {}, nil},
 		{"an upper-case host name is lowercased", func(o *Options) { o.Agent.NodeName = "Node-1" }, nil},
 		{"no CA trusts the system's roots", func(o *Options) { o.Client.CertificateAuthority = "" }, nil},
+		{"no CA to know the API server's client certificate by", func(o *Options) {
+			o.Client.CertificateAuthority, o.Agent.LogAddr = "", "10.0.0.5:7073"
+		}, []string{`log address "10.0.0.5:7073"`}},
 		{"every bad option at once", func(o *Options) {
 			o.Client.Server = "10.0.0.1"
 			o.Client.Token = ""
@@ -177,9 +181,15 @@ func TestContainersConfig(t *testing.T) {
 	want := struct {
 		StateDir, Subnet, Bridge, RegistryHost, RegistryToken, RegistryCA string
 		SameClock                                                         bool
-	}{"/var/lib/surge/agent", "10.244.3.0/24", "surge1", "10.0.0.1:7070", "join-token-0123456789", testCA(), true}
+	}{"/var/lib/surge/agent", "10.244.3.0/24", "surge1", "10.0.0.1:7070", "", testCA(), true}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("containers config (-want +got):\n%s", diff)
+	}
+	// Pulls authenticate with the node's certificate, never the join token.
+	cert := &tls.Certificate{}
+	o.registryCert = func() *tls.Certificate { return cert }
+	if rc := o.containersConfig(node, "10.0.0.1:7070"); rc.RegistryCertificate == nil || rc.RegistryCertificate() != cert || rc.RegistryToken != "" {
+		t.Errorf("registry credentials: token %q, a certificate %v; want the node's certificate only", rc.RegistryToken, rc.RegistryCertificate != nil)
 	}
 	if err := rc.WithDefaults().Validate(); err != nil {
 		t.Errorf("derived config does not validate: %v", err)
@@ -270,6 +280,8 @@ func TestRunWiresItsParts(t *testing.T) {
 	o.Containers.StateDir = t.TempDir()
 	o.Containers.ContainerdAddress = filepath.Join(o.Containers.StateDir, "none.sock")
 	o.Containers.PrivateContainerd = false
+	// Replicas' networking is TestRunClaimsTheNetworkFirst's.
+	o.Containers.Network.Mode = network.ModeHost
 	o.GossipAddr = "127.0.0.1:0"
 	o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	o.Metrics = prometheus.NewRegistry()
@@ -297,5 +309,60 @@ func TestRunWiresItsParts(t *testing.T) {
 	bad.Client.Token, bad.GossipAddr = "", "nowhere"
 	if err := Run(ctx, bad); err == nil || !strings.Contains(err.Error(), "client token") || !strings.Contains(err.Error(), "gossip address") {
 		t.Errorf("Run(bad options) = %v, want every bad option named", err)
+	}
+}
+
+// TestRunClaimsTheNetworkFirst: an agent whose replicas could not be
+// networked as asked (the CNI plugins missing, the bridge another agent's)
+// fails before it joins gossip or registers its node, with the error that
+// says which.
+func TestRunClaimsTheNetworkFirst(t *testing.T) {
+	in := controlplanetest.Start(t)
+	o := DefaultOptions()
+	o.Client = *in.AdminConfig()
+	o.Client.Token = in.Server().JoinToken()
+	o.Agent.LogAddr = ""
+	o.Containers.StateDir = t.TempDir()
+	o.Containers.Network.BridgeName = "surgetw0"
+	o.Containers.Network.LockDir = t.TempDir()
+	o.GossipAddr = "127.0.0.1:0"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := in.Client()
+	defer closeIdleConnections(c)
+
+	noPlugins := o
+	noPlugins.Agent.NodeName = "no-plugins"
+	noPlugins.Containers.Network.PluginDirs = []string{t.TempDir()}
+	var mp *network.MissingPluginsError
+	if err := Run(ctx, noPlugins); !errors.As(err, &mp) {
+		t.Errorf("Run without the CNI plugins = %v, want a *network.MissingPluginsError", err)
+	}
+	if _, err := client.Get[api.Node](ctx, c, api.Key{Name: "no-plugins"}); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("node registered by an agent that could not run: %v", err)
+	}
+
+	first := o
+	first.Agent.NodeName = "first"
+	claim, err := ClaimNetwork(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer claim.Release()
+	second := o
+	second.Agent.NodeName = "second"
+	second.Containers.StateDir = t.TempDir()
+	var owned *network.OwnedError
+	if err := Run(ctx, second); !errors.As(err, &owned) || owned.Owner.Node != "first" ||
+		owned.Owner.StateDir != filepath.Join(o.Containers.StateDir, "network") {
+		t.Errorf("Run on a bridge another agent holds = %v, want an *network.OwnedError naming node first and its state dir", err)
+	}
+	if _, err := client.Get[api.Node](ctx, c, api.Key{Name: "second"}); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("node registered by an agent refused its bridge: %v", err)
+	}
+	host := second
+	host.Containers.Network.Mode = network.ModeHost
+	if claim, err := ClaimNetwork(host); claim != nil || err != nil {
+		t.Errorf("ClaimNetwork in host mode = %v, %v; want nothing to claim", claim, err)
 	}
 }

@@ -28,9 +28,11 @@ type supervisor struct {
 	done    chan struct{}
 	log     *slog.Logger
 
-	spec   containers.Spec
-	probe  probeConfig
-	status api.ReplicaStatus
+	spec containers.Spec
+	// template is the revision's spec, for its pull secrets.
+	template api.FunctionSpec
+	probe    probeConfig
+	status   api.ReplicaStatus
 	// c is the container that answers, or last answered.
 	c containers.Container
 	// seen is when the current start began, for its reported latency.
@@ -80,7 +82,7 @@ func specFor(r *api.Replica, rev *api.Revision) (containers.Spec, error) {
 	}
 	return containers.Spec{
 		ID: r.Metadata.Name, Namespace: r.Metadata.Namespace, Function: r.Spec.Function, Revision: r.Spec.Revision,
-		Image: t.Image, Command: t.Command, Args: t.Args, Env: env, Port: port,
+		Image: rev.Spec.Image(), Command: t.Command, Args: t.Args, Env: env, Port: port,
 		MilliCPU: cpu, MemoryBytes: mem,
 	}, nil
 }
@@ -102,6 +104,7 @@ func (s *supervisor) run(ctx context.Context, adopted *containers.Container) {
 	if err != nil {
 		return
 	}
+	s.template = rev.Spec.Template
 	if s.spec, err = specFor(r, rev); err != nil {
 		s.report(ctx, api.ReplicaFailed, "revision cannot run here: "+err.Error())
 		return
@@ -112,7 +115,10 @@ func (s *supervisor) run(ctx context.Context, adopted *containers.Container) {
 		s.c = *adopted
 		s.log.Info("adopted running container", "pid", s.c.PID)
 	}
-	m := newLifecycle(adopted != nil, s.status.Restarts)
+	m, acts := newLifecycle(adopted != nil, s.status.Restarts)
+	for _, act := range acts {
+		s.perform(ctx, act)
+	}
 	policy := policyOf(a.cfg)
 	var w *watch // the running container's exit and probe ticker
 	defer func() { w.stop() }()
@@ -215,7 +221,11 @@ func (s *supervisor) perform(ctx context.Context, act action) {
 			a.announce.EndpointGone(s.withStatus())
 		}
 	case actCleanUp:
-		if err := a.runtime.Stop(ctx, s.replica.Metadata.Name, 0); err != nil && ctx.Err() == nil {
+		stop := func(ctx context.Context, id string) error { return a.runtime.Stop(ctx, id, 0) }
+		if d, ok := a.runtime.(discarder); ok {
+			stop = d.Discard // the log stays: it says why the start failed
+		}
+		if err := stop(ctx, s.replica.Metadata.Name); err != nil && ctx.Err() == nil {
 			s.log.Warn("clean up after a failed start", "err", err)
 		}
 		s.seen = a.clock.Now()
@@ -272,9 +282,17 @@ func (w *watch) stop() {
 func (s *supervisor) start(ctx context.Context) (containers.Container, error) {
 	a := s.agent
 	s.reportLater(ctx, startingReportDelay, api.ReplicaStarting, "")
+	if pa, ok := a.replicas.(pullAuthAPI); ok {
+		auths, err := pa.pullAuth(ctx, s.replica.Metadata.Namespace, &s.template)
+		if err != nil {
+			return containers.Container{}, fmt.Errorf("read pull secrets: %w", err)
+		}
+		ctx = containers.WithPullAuth(ctx, auths)
+	}
 	if err := a.runtime.EnsureImage(ctx, s.spec.Image); err != nil {
 		return containers.Container{}, fmt.Errorf("pull image %s: %w", s.spec.Image, err)
 	}
+	a.images.add(s.spec.Image)
 	pulled := a.clock.Now()
 	c, err := a.runtime.Start(ctx, s.spec)
 	if err != nil {
@@ -289,6 +307,12 @@ func (s *supervisor) start(ctx context.Context) (containers.Container, error) {
 	s.status.StartPhases = fmt.Sprintf("image %s, start %s, ready %s",
 		pulled.Sub(s.seen).Round(time.Millisecond), started.Sub(pulled).Round(time.Millisecond), ready.Sub(started).Round(time.Millisecond))
 	return c, nil
+}
+
+// discarder is implemented by runtimes that can remove a replica's
+// container but keep its log, for the clean-up after a failed start.
+type discarder interface {
+	Discard(ctx context.Context, id string) error
 }
 
 // cpuLimiter is implemented by runtimes that start replicas without their
@@ -308,14 +332,23 @@ func (s *supervisor) settle(ctx context.Context) {
 }
 
 // waitReady probes a container every ProbeInterval until it answers, for
-// at most StartTimeout. The timeout is a timer, not a context deadline:
-// the probes' own I/O deadlines are real time, whatever the clock.
+// at most StartTimeout, and fails at once when the container exits first
+// (a function that crashes at start-up is told apart from a slow one, and
+// surge deploy can say so without waiting out the timeout). The timeout is
+// a timer, not a context deadline: the probes' own I/O deadlines are real
+// time, whatever the clock.
 func (s *supervisor) waitReady(ctx context.Context, c containers.Container) error {
 	a := s.agent
 	expired := a.clock.NewTimer(a.cfg.StartTimeout)
 	defer expired.Stop()
 	t := a.clock.NewTicker(a.cfg.ProbeInterval)
 	defer t.Stop()
+	wctx, stopWait := context.WithCancel(ctx)
+	defer stopWait()
+	exited, err := a.runtime.Wait(wctx, s.replica.Metadata.Name)
+	if err != nil {
+		exited = nil // probes alone, as before
+	}
 	for {
 		err := a.probe(ctx, c.IP, c.Port, s.probe.path)
 		if err == nil {
@@ -326,18 +359,39 @@ func (s *supervisor) waitReady(ctx context.Context, c containers.Container) erro
 			return fmt.Errorf("not ready: %w", ctx.Err())
 		case <-expired.Chan():
 			return fmt.Errorf("not ready after %s: %w", a.cfg.StartTimeout, err)
+		case e, ok := <-exited:
+			if !ok || ctx.Err() != nil {
+				exited = nil
+				continue
+			}
+			if e.Err != nil {
+				return fmt.Errorf("exited before it was ready: %w", e.Err)
+			}
+			return fmt.Errorf("exited with code %d before it was ready", e.Code)
 		case <-t.Chan():
 		}
 	}
 }
 
+// probeClient sends readiness probes. It runs in the node's own network,
+// which reaches what replicas must not (the node's ports, a cloud's
+// metadata address), and the replica chooses its answer: so it follows no
+// redirect (a replica could point it anywhere, blind, and multiply one
+// probe into many requests), and it uses no proxy. One probe is one
+// request to the replica's own address.
 var probeClient = &http.Client{
 	Timeout:   time.Second,
-	Transport: &http.Transport{DisableKeepAlives: true},
+	Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	},
 }
 
 // probeOnce checks a replica: a TCP connect, then an HTTP GET of path when
-// one is set (any status below 400 passes).
+// one is set. Any status below 400 passes, a redirect included: a 3xx says
+// the replica serves HTTP, as Kubernetes' httpGet judges it; unlike
+// Kubernetes, which follows a redirect to the same host, the probe follows
+// none (see probeClient).
 func probeOnce(ctx context.Context, ip string, port int32, path string) error {
 	addr := net.JoinHostPort(ip, strconv.Itoa(int(port)))
 	if path == "" {
@@ -351,6 +405,11 @@ func probeOnce(ctx context.Context, ip string, port int32, path string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return err
+	}
+	if req.URL.Host != addr {
+		// The API admits only paths that start with '/'; a revision
+		// stored before that rule must not aim the probe elsewhere.
+		return fmt.Errorf("readiness path %q: leaves the replica's address", path)
 	}
 	req.Header.Set("User-Agent", "surge-probe")
 	resp, err := probeClient.Do(req)

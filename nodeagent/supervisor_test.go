@@ -3,8 +3,10 @@ package nodeagent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -284,4 +286,48 @@ func TestSupervisorBacksOffFailedStartsAndCleansUp(t *testing.T) {
 	if got := s.replicas.written(); got[len(got)-1].Restarts != 0 {
 		t.Errorf("failed starts counted as restarts: %v", got)
 	}
+}
+
+// TestSupervisorEndsAnAdoptedReplicasBoostAtOnce: a container an earlier
+// agent started may be in its start-up boost, for however long that agent
+// was gone; the adopting agent cannot tell, and ends it before anything
+// else, whether or not the container ever answers.
+func TestSupervisorEndsAnAdoptedReplicasBoostAtOnce(t *testing.T) {
+	for _, answers := range []bool{true, false} {
+		t.Run(fmt.Sprintf("answers=%v", answers), func(t *testing.T) {
+			s := newSupervised(t, nil)
+			id := s.replica.Metadata.Name
+			if !answers {
+				s.agent.probe = func(context.Context, string, int32, string) error { return errors.New("connection refused") }
+			}
+			c := s.runtime.running(t, id)
+			ctx, cancel := context.WithCancel(context.Background())
+			s.agent.startSupervisor(ctx, s.replica, &c)
+			t.Cleanup(func() { cancel(); s.agent.wg.Wait() })
+			// The clock never moves: a container that does not answer is
+			// still being waited for, inside its start timeout.
+			waitFor(t, "the adopted replica's CPU limit", func() (bool, string) {
+				got := s.runtime.cpuLimited()
+				return slices.Equal(got, []string{id}), fmt.Sprint(got)
+			})
+			if answers {
+				s.waitWrites(t, ready)
+			}
+			cancel()
+			s.agent.wg.Wait()
+			if got := s.runtime.cpuLimited(); !slices.Equal(got, []string{id}) {
+				t.Errorf("CPU limit applied to %v, want once to %s", got, id)
+			}
+		})
+	}
+}
+
+// TestSupervisorSeesACrashAtStartAtOnce: a container that exits before it
+// answers fails its start then, not after StartTimeout, with its exit code.
+func TestSupervisorSeesACrashAtStartAtOnce(t *testing.T) {
+	s := newSupervised(t, nil)
+	code := uint32(2)
+	s.runtime.crashCode = &code
+	s.start(t)
+	s.waitWrites(t, starting("exited with code 2 before it was ready", 0))
 }

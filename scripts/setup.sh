@@ -4,7 +4,9 @@
 #   scripts/setup.sh          what Surge needs to run (make run)
 #   scripts/setup.sh bench    that, and the peers the benchmarks measure
 #                             Surge against (make bench, and CI, whose tests
-#                             check the peers' configs)
+#                             check the peers' configs), and busybox-static,
+#                             of which the end-to-end tests make the non-Go
+#                             example (examples/cgi)
 #
 # As root it installs; otherwise it prints one line saying what to install
 # and exits non-zero.
@@ -13,7 +15,7 @@ set -euo pipefail
 packages=(containerd runc containernetworking-plugins iptables)
 case "${1:-}" in
 "") ;;
-bench) packages+=(nginx haproxy wrk) ;;
+bench) packages+=(nginx haproxy wrk busybox-static) ;;
 *)
   echo "usage: $0 [bench]" >&2
   exit 2

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,9 +31,30 @@ type GatewayOptions struct {
 	MaxQueued  int
 	// JoinToken keys gossip; GossipAddr and Join place this gateway in it.
 	// Without a join token the gateway learns endpoints from etcd alone.
+	// surge gateway reads it from --join-token-file or SURGE_JOIN_TOKEN.
 	JoinToken  string
 	GossipAddr string
 	Join       []string
+	// joinTokenFile is --join-token-file; joinTokenFlag the retired
+	// --join-token, which only says what to use instead.
+	joinTokenFile, joinTokenFlag string
+}
+
+// JoinTokenEnv is the environment variable that holds the join token of a
+// gateway, for a machine where a file will not do.
+const JoinTokenEnv = "SURGE_JOIN_TOKEN"
+
+// joinToken returns the join token of --join-token-file, else of
+// SURGE_JOIN_TOKEN, else "". A token is never a flag's value: every user
+// of the machine reads a process's command line.
+func (o *GatewayOptions) joinToken(getenv func(string) string) (string, error) {
+	if o.joinTokenFlag != "" {
+		return "", cli.Usagef("--join-token shows the token to every user of this machine (ps): pass --join-token-file FILE, or set %s", JoinTokenEnv)
+	}
+	if o.joinTokenFile != "" {
+		return cli.ReadTokenFile("--join-token-file", o.joinTokenFile, nil)
+	}
+	return strings.TrimSpace(getenv(JoinTokenEnv)), nil
 }
 
 func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
@@ -47,7 +70,9 @@ func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 }
 
 func addGatewayGossipFlags(c *cobra.Command, o *GatewayOptions) {
-	c.Flags().StringVar(&o.JoinToken, "join-token", "", "the cluster's join token, to learn endpoints by gossip at once")
+	c.Flags().StringVar(&o.joinTokenFile, "join-token-file", "", "file holding the cluster's join token (the server's DATA_DIR/join-token), to learn endpoints by gossip at once; default $"+JoinTokenEnv)
+	c.Flags().StringVar(&o.joinTokenFlag, "join-token", "", "never: a token on the command line shows in ps; use --join-token-file or $"+JoinTokenEnv)
+	_ = c.Flags().MarkHidden("join-token")
 	c.Flags().StringVar(&o.GossipAddr, "gossip-addr", gateway.DefaultOptions().GossipAddr, "where this gateway gossips")
 	c.Flags().StringSliceVar(&o.Join, "join", nil, "gossip addresses of cluster nodes (HOST:PORT)")
 }
@@ -55,13 +80,21 @@ func addGatewayGossipFlags(c *cobra.Command, o *GatewayOptions) {
 func newGatewayCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
 	o := &GatewayOptions{Streams: s}
 	c := &cobra.Command{
-		Use:   "gateway --api URL --token GATEWAY_TOKEN",
+		Use:   "gateway --api URL --token-file GATEWAY_TOKEN_FILE [--join-token-file JOIN_TOKEN_FILE]",
 		Short: "Run a gateway: routes and balances every request to the functions' replicas",
-		Args:  cobra.NoArgs,
+		Long: `Gateway routes every request to a replica of its function. It reads the API
+with a gateway token (--token-file, or SURGE_TOKEN; the first server start
+keeps one in DATA_DIR/gateway-token) and, to hear of ready endpoints by gossip
+at once, joins gossip with the cluster's join token (--join-token-file, or
+SURGE_JOIN_TOKEN). Neither token is ever a flag's value, which ps shows.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.LogLevel = g.LogLevel()
 			cfg, err := g.ClientConfig()
 			if err != nil {
+				return err
+			}
+			if o.JoinToken, err = o.joinToken(os.Getenv); err != nil {
 				return err
 			}
 			o.Client = *cfg
@@ -81,7 +114,7 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 		return err
 	}
 	opts := gateway.DefaultOptions()
-	opts.API = o.Client
+	opts.API = o.Client.WithEndpoints(o.Client.Endpoints()) // --api A,B,C: fail over between them
 	if o.Addr != "" {
 		opts.Config.Addr = o.Addr
 	}

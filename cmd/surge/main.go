@@ -17,7 +17,7 @@ var version = "dev"
 
 // serverVerbs are the verbs that run a role: they import the roles, which
 // the client verbs of package cli never do.
-var serverVerbs = []cli.Verb{newServerCmd, newUpCmd, newAgentCmd, newGatewayCmd}
+var serverVerbs = []cli.Verb{newServerCmd, newUpCmd, newAgentCmd, newGatewayCmd, newAdminCmd}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +19,8 @@ import (
 	"github.com/surgeplatform/surge/cli"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane"
+	"github.com/surgeplatform/surge/gateway"
+	"github.com/surgeplatform/surge/nodeagent"
 )
 
 // ServerOptions are the inputs of `surge server` and `surge up`.
@@ -43,11 +47,15 @@ func addServerFlags(c *cobra.Command, o *ServerOptions) {
 	f.StringVar(&o.Config.DataDir, "data-dir", d.DataDir, "where etcd, certificates, tokens and logs live")
 	f.StringVar(&o.Config.APIAddr, "api-addr", d.APIAddr, "HTTPS API listen address")
 	f.StringSliceVar(&o.Config.EtcdEndpoints, "etcd-endpoints", nil, "use this external etcd cluster instead of the embedded one")
+	f.StringVar(&o.Config.EtcdCAFile, "etcd-cafile", "", "with --etcd-endpoints: PEM of the CA the etcd servers' certificates chain to")
+	f.StringVar(&o.Config.EtcdCertFile, "etcd-certfile", "", "with --etcd-endpoints: PEM client certificate to present to etcd")
+	f.StringVar(&o.Config.EtcdKeyFile, "etcd-keyfile", "", "with --etcd-endpoints: PEM key of --etcd-certfile")
 	f.StringVar(&o.Config.EtcdClientAddr, "etcd-client-addr", d.EtcdClientAddr, "embedded etcd's client listen address (TLS, client certificates)")
-	f.StringVar(&o.Config.EtcdPeerAddr, "etcd-peer-addr", d.EtcdPeerAddr, "embedded etcd's peer listen address (TLS, client certificates)")
+	f.StringVar(&o.Config.EtcdPeerAddr, "etcd-peer-addr", d.EtcdPeerAddr, "embedded etcd's peer address, where the other servers reach it (mutual TLS; default: --api-addr's host, port 7072)")
 	f.StringVar(&o.Config.Name, "name", "", "this server's member name (default: the host name)")
 	f.StringSliceVar(&o.Config.TLSSANs, "tls-san", nil, "extra host names or IPs for the API certificate")
 	f.StringVar(&o.Config.PodCIDR, "pod-cidr", d.PodCIDR, "replica addresses; each node gets a /24 of it")
+	f.StringVar(&o.Config.GatewayURL, "gateway-url", "", "the gateways' URL as clients reach them, e.g. http://surge.example.com: functions are at NAME.HOST (surge up: http://DOMAIN:PORT of its gateway)")
 }
 
 func newServerCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
@@ -55,17 +63,50 @@ func newServerCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "server",
 		Short: "Run a control-plane server: API and etcd",
-		Args:  cobra.NoArgs,
+		Long: `Server runs a control-plane server: the API and registry on an embedded etcd
+member (or --etcd-endpoints), and, when elected, the controllers and the
+autoscaler. The first server of a cluster makes its CA and tokens. More
+servers join it with --join-server, presenting its DATA_DIR/server-token
+(--token-file) over TLS checked against its CA (--ca-file): each receives the CA,
+its key and the tokens, and becomes an etcd member. Three servers keep
+serving when any one fails.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.LogLevel = g.LogLevel()
 			o.Config.UserConfigPath = g.UserConfigPath()
+			if err := joinFlags(cmd, g, &o.Config); err != nil {
+				return err
+			}
 			return runServer(cmd.Context(), o)
 		},
 	}
 	addServerFlags(c, o)
 	c.Flags().StringVar(&o.Config.GossipAddr, "gossip-addr", "0.0.0.0:7945", "where the server gossips, to hear of dead nodes at once (\"\" for none)")
 	c.Flags().StringSliceVar(&o.Config.GossipJoin, "join", nil, "gossip addresses of cluster members (HOST:PORT)")
+	c.Flags().StringVar(&o.Config.JoinServer, "join-server", "", "at the first start, join the cluster of the server whose API is at this URL (with --token-file: its server-token, and --ca-file: its pki/ca.crt)")
 	return c
+}
+
+// joinFlags reads what --join-server needs from the global flags:
+// --token-file (or SURGE_TOKEN), the joined server's server-token, and
+// --ca-file, the cluster CA.
+func joinFlags(cmd *cobra.Command, g *cli.Globals, c *controlplane.Config) error {
+	if c.JoinServer == "" {
+		return nil
+	}
+	tok, err := g.FlagToken()
+	if err != nil {
+		return err
+	}
+	c.JoinServerToken = tok
+	if f := cmd.Flag("ca-file"); f != nil && f.Value.String() != "" {
+		b, err := os.ReadFile(f.Value.String())
+		if err != nil {
+			return fmt.Errorf("--ca-file: %w", err)
+		}
+		c.JoinServerCA = b
+	}
+	return nil
 }
 
 func newUpCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
@@ -75,7 +116,10 @@ func newUpCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
 		Short: "Run all of Surge on this machine",
 		Long: `Up runs every role of Surge in one process on this machine: embedded etcd,
 the API server and registry, the controllers and autoscaler, a node agent and
-a gateway. It writes a client config so that the other verbs work at once.`,
+a gateway. It writes a client config so that the other verbs work at once.
+
+Stopping it (Ctrl-C, SIGTERM) stops every replica it runs, unless
+--keep-replicas: then the next surge up on the same data dir adopts them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.LogLevel = g.LogLevel()
@@ -112,6 +156,20 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 	}
 	if o.AllInOne {
 		o.Config.GossipAddr = "127.0.0.1:0" // the agent and gateway join it
+		// The node's network first: a machine without the CNI plugins, or
+		// a bridge another agent holds, fails here, before the server
+		// starts.
+		ao := o.Agent
+		ao.StateDir = agentStateDir(o.Config.DataDir)
+		claim, err := nodeagent.ClaimNetwork(agentOptions(&ao, log))
+		if err != nil {
+			return agentError(err, " and --pod-cidr")
+		}
+		defer claim.Release()
+		o.Agent.claim, o.Agent.stopReplicas = claim, true
+		if o.Config.GatewayURL == "" {
+			o.Config.GatewayURL = "http://" + cmp.Or(o.Gateway.Domain, gateway.DefaultConfig().Domain) + portOf(cmp.Or(o.Gateway.Addr, gateway.DefaultConfig().Addr))
+		}
 	}
 	srv, err := controlplane.New(o.Config, log, o.Version)
 	if err != nil {
@@ -143,31 +201,47 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 		ao.Client = client.Config{Server: admin.Server, CertificateAuthority: admin.CertificateAuthority, Token: srv.JoinToken()}
 		ao.StateDir = agentStateDir(o.Config.DataDir)
 		ao.Join = []string{srv.GossipAddr()}
+		// Replicas call other functions through this gateway.
+		if _, p, err := net.SplitHostPort(o.Gateway.Addr); err == nil {
+			if port, err := strconv.ParseUint(p, 10, 16); err == nil {
+				ao.GatewayPorts = []uint{uint(port)}
+			}
+		}
 		roles.Go(func() error { return wrap("node agent", runAgent(rctx, &ao)) })
 		gwo := o.Gateway
 		gwo.Streams, gwo.LogLevel = o.Streams, o.LogLevel
 		gwo.Client = client.Config{Server: admin.Server, CertificateAuthority: admin.CertificateAuthority, Token: srv.GatewayToken()}
 		gwo.JoinToken, gwo.GossipAddr, gwo.Join = srv.JoinToken(), "127.0.0.1:0", []string{ao.GossipAddr}
 		roles.Go(func() error { return wrap("gateway", runGateway(rctx, &gwo, prometheus.NewRegistry())) })
-		fmt.Fprintf(o.Out, `Surge is up. API: %s   data: %s
-Client config: %s
+		fmt.Fprintf(o.Out, `Surge is up. API: %s   gateway: %s   data: %s
+Client config (admin token): %s
+Tokens (files, mode 0600): join %s   gateway %s
 
 Try:
-  %s build examples/hello -t hello:v1
-  %s deploy hello --image <the image it printed>
-  curl http://hello.surge.localhost%s/
+  %s init hi && cd hi && %s deploy
+  %s invoke hi
 
-Press Ctrl-C to stop.
-`, admin.Server, o.Config.DataDir, o.Config.UserConfigPath, o.Self, o.Self, portOf(o.Gateway.Addr))
+Press Ctrl-C to stop%s.
+`, admin.Server, o.Config.GatewayURL, o.Config.DataDir, o.Config.UserConfigPath, tokenPath(o, controlplane.JoinTokenFile),
+			tokenPath(o, controlplane.GatewayTokenFile), o.Self, relSelf(o.Self), relSelf(o.Self), stopNote(o.Agent.KeepReplicas))
 	} else {
 		ca := filepath.Join(o.Config.DataDir, "pki", "ca.crt")
 		join := ""
 		if a := srv.GossipAddr(); a != "" {
 			join = " --join " + a
 		}
-		fmt.Fprintf(o.Out, "Surge server is up. API: %s\n\nJoin a node agent with:\n  surge agent --api %s --token %s --ca-file %s%s\n"+
-			"Run a gateway with:\n  surge gateway --api %s --token %s --ca-file %s --join-token %s%s\n",
-			admin.Server, admin.Server, srv.JoinToken(), ca, join, admin.Server, srv.GatewayToken(), ca, srv.JoinToken(), join)
+		joinToken, gatewayToken := tokenPath(o, controlplane.JoinTokenFile), tokenPath(o, controlplane.GatewayTokenFile)
+		serverToken := tokenPath(o, controlplane.ServerTokenFile)
+		fmt.Fprintf(o.Out, "Surge server is up. API: %s\nAdmin client config: %s\n"+
+			"Tokens (files, mode 0600): join %s   gateway %s   server %s\n\n"+
+			"Copy %s and the token files to the other machines. Join a node agent with:\n"+
+			"  surge agent --api %s --token-file %s --ca-file %s%s\n"+
+			"Run a gateway with:\n  surge gateway --api %s --token-file %s --ca-file %s --join-token-file %s%s\n"+
+			"Add a server (three keep serving when one fails), on its machine:\n"+
+			"  surge server --join-server %s --token-file %s --ca-file %s --api-addr THAT_IP:7070\n",
+			admin.Server, filepath.Join(o.Config.DataDir, controlplane.AdminConfigFile), joinToken, gatewayToken, serverToken,
+			ca, admin.Server, joinToken, ca, join, admin.Server, gatewayToken, ca, joinToken, join,
+			admin.Server, serverToken, ca)
 	}
 	// The server's own end: if it stops first, it takes the others along.
 	var serverErr error
@@ -195,12 +269,27 @@ Press Ctrl-C to stop.
 	return err
 }
 
+// tokenPath is where the server keeps a token: the path is printed,
+// never the token, which stdout (a terminal's scroll-back, a service's
+// journal) would keep for anyone who reads it.
+func tokenPath(o *ServerOptions, file string) string {
+	return filepath.Join(o.Config.DataDir, file)
+}
+
 // wrap names the role an error came from; nil stays nil.
 func wrap(role string, err error) error {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return fmt.Errorf("%s: %w", role, err)
+}
+
+// stopNote says what becomes of the replicas when surge up stops.
+func stopNote(keep bool) string {
+	if keep {
+		return "; the replicas keep running, for the next surge up on this data dir"
+	}
+	return " Surge and every replica it runs"
 }
 
 // portOf returns ":PORT" of a listen address, for the curl line.
@@ -217,4 +306,13 @@ func selfName() string {
 		return os.Args[0]
 	}
 	return "surge"
+}
+
+// relSelf is self as seen from a directory one level down ("../bin/surge"
+// after `cd hi`), for the commands printed.
+func relSelf(self string) string {
+	if strings.Contains(self, "/") && !filepath.IsAbs(self) {
+		return filepath.Join("..", self)
+	}
+	return self
 }

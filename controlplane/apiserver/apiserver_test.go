@@ -2,11 +2,14 @@ package apiserver_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -25,6 +28,7 @@ import (
 	"github.com/surgeplatform/surge/controlplane/apiserver"
 	"github.com/surgeplatform/surge/controlplane/auth"
 	"github.com/surgeplatform/surge/controlplane/controlplanetest/etcdtest"
+	"github.com/surgeplatform/surge/controlplane/pki"
 	"github.com/surgeplatform/surge/controlplane/store"
 	"github.com/surgeplatform/surge/internal/clock"
 )
@@ -41,16 +45,25 @@ type env struct {
 	reg    *prometheus.Registry
 	admin  string
 
+	// http trusts the test server; nodeCA certifies nodes; clk is the
+	// server's clock.
+	http   *http.Client
+	nodeCA *pki.NodeCA
+	clk    *clock.Fake
+
 	mu        sync.Mutex
 	activated []string // "revision demand" of every OnActivate call
-	signed    []string // "CN hosts..." of every SignCSR call
 }
 
 func newEnv(t *testing.T, configure ...func(*apiserver.Config)) *env {
 	t.Helper()
 	cli := etcdtest.Start(t)
 	clk := clock.NewFake()
-	e := &env{t: t, etcd: cli, store: store.New(cli, clk), tokens: auth.NewStore(cli, clk), reg: prometheus.NewRegistry()}
+	nodeCA, err := pki.LoadOrCreateNodeCA(t.TempDir(), clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, etcd: cli, store: store.New(cli, clk), tokens: auth.NewStore(cli, clk), reg: prometheus.NewRegistry(), nodeCA: nodeCA, clk: clk}
 	cfg := apiserver.Config{
 		Store: e.store, Tokens: e.tokens, Registerer: e.reg, Version: "v-test", Clock: clk,
 		PodCIDR: netip.MustParsePrefix("10.244.0.0/16"), NodeSubnetBits: 24,
@@ -60,15 +73,7 @@ func newEnv(t *testing.T, configure ...func(*apiserver.Config)) *env {
 			e.activated = append(e.activated, fmt.Sprintf("%s %d", rev.Metadata.Name, demand))
 			return (demand + 99) / 100 // 100 per replica
 		},
-		SignCSR: func(csr []byte, cn string, hosts []string) ([]byte, []byte, error) {
-			if string(csr) == "bad" {
-				return nil, nil, errors.New("no PEM certificate request found")
-			}
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			e.signed = append(e.signed, cn+" "+strings.Join(hosts, " "))
-			return []byte("CERT"), []byte("CA"), nil
-		},
+		NodeCA: nodeCA,
 		Extra: []apiserver.Route{
 			{Pattern: "GET /v2/", Resource: auth.ResourceRegistry, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "registry") })},
 			{Pattern: "PUT /v2/", Resource: auth.ResourceRegistry, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusCreated) })},
@@ -81,9 +86,13 @@ func newEnv(t *testing.T, configure ...func(*apiserver.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
+	// As the real listener: TLS, a client certificate asked for, not
+	// required (nodes send theirs, token holders none).
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	e.url = srv.URL
+	e.url, e.http = srv.URL, srv.Client()
 	e.admin = e.token(auth.RoleAdmin)
 	return e
 }
@@ -112,6 +121,13 @@ func (e *env) do(method, path, token, body string) answer {
 
 func (e *env) doType(method, path, token, body, contentType string) answer {
 	e.t.Helper()
+	return e.doWith(e.http, method, path, token, body, contentType)
+}
+
+// doWith is doType with another HTTP client (a node's, with its
+// certificate).
+func (e *env) doWith(c *http.Client, method, path, token, body, contentType string) answer {
+	e.t.Helper()
 	req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
 	if err != nil {
 		e.t.Fatal(err)
@@ -122,7 +138,7 @@ func (e *env) doType(method, path, token, body, contentType string) answer {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		e.t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -174,12 +190,21 @@ func TestProbesAndVersion(t *testing.T) {
 		t.Errorf("version: %d %s", a.code, a.body)
 	}
 
+	// etcd's words (addresses, members, certificates) are for the log,
+	// not for whoever asks /readyz.
+	var log bytes.Buffer
 	down := newEnv(t, func(c *apiserver.Config) {
-		c.Ready = func(context.Context) error { return errors.New("etcd unreachable") }
+		c.Log = slog.New(slog.NewTextHandler(&log, nil))
+		c.Ready = func(context.Context) error {
+			return errors.New("context deadline exceeded: dial tcp 10.9.8.7:2379: etcd member s3 unreachable")
+		}
 	})
 	a = down.do("GET", "/readyz", "", "")
-	if a.code != http.StatusServiceUnavailable || !strings.Contains(string(a.body), "etcd unreachable") {
-		t.Errorf("readyz with etcd down: %d %s, want 503 saying why", a.code, a.body)
+	if a.code != http.StatusServiceUnavailable || strings.Contains(string(a.body), "10.9.8.7") || strings.Contains(string(a.body), "etcd member") {
+		t.Errorf("readyz with etcd down: %d %s, want 503 without etcd's error", a.code, a.body)
+	}
+	if !strings.Contains(log.String(), "etcd member s3 unreachable") {
+		t.Errorf("the log does not say why the server is not ready:\n%s", log.String())
 	}
 }
 
@@ -223,7 +248,10 @@ func TestRolesAreChecked(t *testing.T) {
 		{"viewer lists tokens", viewer, "GET", "/v1/tokens", "", 403},
 		{"viewer pulls", viewer, "GET", "/v2/", "", 200},
 		{"viewer pushes", viewer, "PUT", "/v2/x/blobs/uploads/1", "", 403},
-		{"node writes a replica", node, "POST", "/v1/namespaces/default/replicas", replica, 201},
+		// The join token (a node-role token) only bootstraps.
+		{"join token writes a replica", node, "POST", "/v1/namespaces/default/replicas", replica, 403},
+		{"join token reads", node, "GET", "/v1/namespaces/default/functions/hello", "", 403},
+		{"join token pulls", node, "GET", "/v2/", "", 403},
 		{"node deploys", node, "PUT", "/v1/namespaces/default/functions/hello", `{"spec":{"image":"x"}}`, 403},
 		{"gateway activates", gateway, "POST", "/v1/namespaces/default/scales/hello-00001/activate", "", 200},
 		{"gateway writes a replica", gateway, "DELETE", "/v1/namespaces/default/replicas/hello-00001-abcde", "", 403},
@@ -281,7 +309,12 @@ func TestBadRequestsNameTheField(t *testing.T) {
 		{"bad function filter", "GET", "/v1/namespaces/default/replicas?function=Bad_", ``, 400, "function"},
 		{"two node filters", "GET", "/v1/namespaces/default/replicas?node=a&node=b", ``, 400, "node"},
 		{"bad stats", "POST", "/v1/stats", `{"gateway":"gw 1","revisions":[{"revision":"hello"}]}`, 422, "gateway"},
-		{"bad csr", "POST", "/v1/nodes/n1/certificate", `{"csr":"bad"}`, 404, ""}, // no node n1
+		{"bad csr", "POST", "/v1/nodes/n1/bootstrap", `{"csr":"bad","address":"127.0.0.1"}`, 400, "csr"},
+		{"bad node address", "POST", "/v1/nodes/n1/bootstrap", `{"csr":"x","address":"here"}`, 400, "address"},
+		{"bad certificate usage", "POST", "/v1/nodes/n1/certificate", `{"csr":"x","usage":"both"}`, 403, ""}, // for nodes only
+		{"agent URL not at the node's address", "POST", "/v1/nodes", `{"metadata":{"name":"n2"},"status":{"address":"10.0.0.5","agentURL":"http://10.0.0.5:7073"}}`, 422, "status.agentURL"},
+		{"replica IP not an IP", "PUT", "/v1/namespaces/default/replicas/hello-00001-abcde/status", `{"status":{"phase":"Ready","ip":"here","port":8080}}`, 422, "status.ip"},
+		{"Ready without a port", "PUT", "/v1/namespaces/default/replicas/hello-00001-abcde/status", `{"status":{"phase":"Ready","ip":"10.244.0.5"}}`, 422, "status.phase"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := e.do(tc.method, tc.path, e.admin, tc.body)
@@ -370,7 +403,7 @@ func TestReplicaStatusAndFilters(t *testing.T) {
 	}
 	// The agent's status write cannot move its replica.
 	a := e.do("PUT", "/v1/namespaces/default/replicas/hello-00001-aaaaa/status", e.admin,
-		`{"spec":{"function":"hello","revision":"hello-00001","nodeName":"elsewhere"},"status":{"phase":"Ready"}}`)
+		`{"spec":{"function":"hello","revision":"hello-00001","nodeName":"elsewhere"},"status":{"phase":"Ready","ip":"10.244.0.5","port":8080}}`)
 	var r api.Replica
 	if err := json.Unmarshal(a.body, &r); err != nil || r.Spec.NodeName != "node-a" || r.Status.Phase != api.ReplicaReady {
 		t.Errorf("status write: %d %s; want Ready on node-a", a.code, a.body)
@@ -408,7 +441,7 @@ func (e *env) watchLines(path string, n int) []api.WatchEvent[*api.Function] {
 		e.t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+e.admin)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.http.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -481,6 +514,15 @@ func TestWatchFromACompactedVersionIsGone(t *testing.T) {
 	if gone.Code != http.StatusGone || gone.Reason != api.ReasonGone || !strings.Contains(gone.Message, "list again") {
 		t.Errorf("watch from a compacted version: %+v, want 410 telling to list again", gone)
 	}
+
+	// The admin token was written before the compaction too: a watch from a
+	// kept version still streams (its token is vouched for again, not
+	// taken for revoked).
+	e.deploy("hello", "example.test/hello:v3")
+	got := e.watchLines("/v1/namespaces/default/functions?watch=true&resourceVersion="+last.Metadata.ResourceVersion, 1)
+	if got[0].Type != api.EventModified || got[0].Object.Spec.Image != "example.test/hello:v3" {
+		t.Errorf("watch after a compaction: %+v, want hello modified to v3", got)
+	}
 }
 
 func TestActivate(t *testing.T) {
@@ -533,7 +575,7 @@ func TestTokenRoutes(t *testing.T) {
 	e := newEnv(t)
 	a := e.do("POST", "/v1/tokens", e.admin, `{"role":"viewer","description":"ci"}`)
 	var created apiserver.TokenResponse
-	if err := json.Unmarshal(a.body, &created); err != nil || a.code != http.StatusCreated || created.Secret == "" || created.Role != auth.RoleViewer {
+	if err := json.Unmarshal(a.body, &created); err != nil || a.code != http.StatusCreated || created.Secret == "" || created.Role != "viewer" {
 		t.Fatalf("create: %d %s", a.code, a.body)
 	}
 	if a := e.do("GET", "/v1/version", created.Secret, ""); a.code != http.StatusOK {
@@ -552,32 +594,6 @@ func TestTokenRoutes(t *testing.T) {
 	}
 	if a := e.do("DELETE", "/v1/tokens/"+created.ID, e.admin, ""); a.code != http.StatusNotFound {
 		t.Errorf("revoke again: %d, want 404", a.code)
-	}
-}
-
-func TestCertificates(t *testing.T) {
-	e := newEnv(t)
-	if a := e.do("POST", "/v1/nodes", e.admin, `{"metadata":{"name":"node-a"},"status":{"address":"10.0.0.5"}}`); a.code != http.StatusCreated {
-		t.Fatalf("register: %d %s", a.code, a.body)
-	}
-	a := e.do("POST", "/v1/nodes/node-a/certificate", e.admin, `{"csr":"PEM"}`)
-	var resp apiserver.CertificateResponse
-	if err := json.Unmarshal(a.body, &resp); err != nil || resp != (apiserver.CertificateResponse{Certificate: "CERT", CA: "CA"}) {
-		t.Errorf("sign: %d %s", a.code, a.body)
-	}
-	e.mu.Lock()
-	signed := e.signed
-	e.mu.Unlock()
-	if diff := cmp.Diff([]string{"surge-agent-node-a node-a localhost 127.0.0.1 ::1 10.0.0.5"}, signed); diff != "" {
-		t.Errorf("what was signed (-want +got):\n%s", diff)
-	}
-	if a := e.do("POST", "/v1/nodes/node-a/certificate", e.admin, `{"csr":"bad"}`); a.code != http.StatusBadRequest || a.err.Field != "csr" {
-		t.Errorf("a bad CSR: %d field %q, want 400 on csr", a.code, a.err.Field)
-	}
-
-	unsigned := newEnv(t, func(c *apiserver.Config) { c.SignCSR = nil })
-	if a := unsigned.do("POST", "/v1/nodes/node-a/certificate", unsigned.admin, `{"csr":"PEM"}`); a.code != http.StatusNotFound && a.code != http.StatusMethodNotAllowed {
-		t.Errorf("with no signer: %d, want the route absent", a.code)
 	}
 }
 

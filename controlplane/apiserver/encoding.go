@@ -9,6 +9,11 @@ import (
 	"net/http"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/raft/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/surgeplatform/surge/api"
 )
 
@@ -29,11 +34,41 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // logged, and the client is told only that something failed.
 func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 	var ae *api.Error
-	if !errors.As(err, &ae) {
+	switch {
+	case errors.As(err, &ae):
+	case etcdUnavailable(err):
+		// etcd is electing a leader, or this server's member is cut off
+		// from the quorum: another server, or this one a moment later,
+		// answers. The client fails over on a 503.
+		log.Warn("etcd unavailable", "err", err)
+		ae = api.NewError(http.StatusServiceUnavailable, api.ReasonUnavailable, "the store is unavailable for a moment (etcd is electing a leader or unreachable): try again")
+	default:
 		log.Error("internal error", "err", err)
 		ae = api.NewError(http.StatusInternalServerError, api.ReasonInternal, "internal error: the server log has the details")
 	}
 	writeJSON(w, ae.Code, ae)
+}
+
+// etcdUnavailable reports whether err is etcd saying it cannot answer now
+// (no leader, leader changed, request timed out: gRPC's Unavailable; or a
+// proposal raft dropped while its leader moved, which reaches the
+// in-process client as an Unknown status carrying raft's sentinel's text).
+// A write that timed out may still have been applied: whoever retries it
+// must be able to tell, as the store's guarded transactions can.
+func etcdUnavailable(err error) bool {
+	if errors.Is(err, raft.ErrProposalDropped) {
+		return true
+	}
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code() == codes.Unavailable
+	}
+	var gs interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &gs) {
+		st := gs.GRPCStatus()
+		return st.Code() == codes.Unavailable || st.Message() == raft.ErrProposalDropped.Error()
+	}
+	return false
 }
 
 // decodeBody reads one JSON object from the request into v. Unknown

@@ -2,20 +2,64 @@ package apiserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 
 	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/controlplane/auth"
 	"github.com/surgeplatform/surge/controlplane/store"
 )
 
 // createFunction is POST: it fails when the function exists.
 func (s *Server) createFunction(ctx context.Context, f *api.Function) (*api.Function, int, error) {
-	res, err := s.cfg.Store.PutFunction(ctx, f, store.CreateOnly)
+	pin, err := s.resolveImage(ctx, f)
 	if err != nil {
 		return nil, 0, err
 	}
+	res, err := s.cfg.Store.PutFunction(ctx, f, store.CreateOnly, pin...)
+	if err != nil {
+		return nil, 0, err
+	}
+	s.withURL(res.Function)
 	return res.Function, http.StatusCreated, nil
+}
+
+// resolveImage asks Config.ResolveImage for the digest f's image names now,
+// for the revision to pin. A failure to resolve is no error: the revision
+// runs the reference as written; only an *api.Error (a pull secret that
+// does not exist) refuses the deploy.
+func (s *Server) resolveImage(ctx context.Context, f *api.Function) ([]store.PutOption, error) {
+	if s.cfg.ResolveImage == nil {
+		return nil, nil
+	}
+	d, err := s.cfg.ResolveImage(ctx, f)
+	var ae *api.Error
+	switch {
+	case errors.As(err, &ae):
+		return nil, ae
+	case err != nil:
+		s.cfg.Log.Info("image not pinned", "function", api.KeyOf(f).String(), "image", f.Spec.Image, "err", err)
+		return nil, nil
+	case d == "":
+		return nil, nil
+	}
+	return []store.PutOption{store.WithImageDigest(d)}, nil
+}
+
+// withURL fills in where the gateway serves f, when the server knows.
+func (s *Server) withURL(f *api.Function) {
+	if s.cfg.FunctionURL != nil && f != nil {
+		f.Status.URL = s.cfg.FunctionURL(api.KeyOf(f))
+	}
+}
+
+// showFunctions fills in the URL of each function.
+func (s *Server) showFunctions(_ context.Context, fns []api.Function) error {
+	for i := range fns {
+		s.withURL(&fns[i])
+	}
+	return nil
 }
 
 // replaceFunction is PUT: it creates the function when it does not exist
@@ -26,10 +70,15 @@ func (s *Server) replaceFunction(ctx context.Context, f *api.Function) (*api.Fun
 	if f.Metadata.ResourceVersion != "" {
 		mode = store.ReplaceOnly
 	}
-	res, err := s.cfg.Store.PutFunction(ctx, f, mode)
+	pin, err := s.resolveImage(ctx, f)
 	if err != nil {
 		return nil, 0, err
 	}
+	res, err := s.cfg.Store.PutFunction(ctx, f, mode, pin...)
+	if err != nil {
+		return nil, 0, err
+	}
+	s.withURL(res.Function)
 	code := http.StatusOK
 	if res.Created {
 		code = http.StatusCreated
@@ -80,9 +129,17 @@ func validateReplica(r *api.Replica) error {
 	return nil
 }
 
-func validateNode(n *api.Node) error {
-	if err := api.ValidateName(n.Metadata.Name); err != nil {
-		return api.FieldErrors{{Field: "metadata.name", Message: fmt.Sprintf("%q %s", n.Metadata.Name, api.NameRule)}}
+func validateNode(n *api.Node) error { return api.ValidateNode(n) }
+
+// redactPullSecret blanks a pull secret's password for every reader but
+// admins and nodes (which pull with it; a node reads only those of the
+// namespaces it runs replicas of, see nodeReadsPullSecrets).
+func redactPullSecret(ctx context.Context, ps *api.PullSecret) {
+	switch principal(ctx).Role {
+	case auth.RoleAdmin, auth.RoleNode:
+		return
 	}
-	return nil
+	if ps.Spec.Password != "" {
+		ps.Spec.Password = Redacted
+	}
 }

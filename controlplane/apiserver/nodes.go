@@ -10,18 +10,18 @@ import (
 	"github.com/surgeplatform/surge/controlplane/store"
 )
 
-// createNode registers a node with a subnet of the pod CIDR.
-func (s *Server) createNode(ctx context.Context, n *api.Node) (*api.Node, int, error) {
-	out, err := s.cfg.Store.CreateNode(ctx, n, s.cfg.PodCIDR, s.cfg.NodeSubnetBits)
-	return out, http.StatusCreated, err
-}
-
 // heartbeatRoutes serve a node agent's heartbeat: PUT /v1/nodes/NAME/lease
 // renews the node's lease (see store.RenewNodeLease), and answers the
 // node as the API sees it, so that the agent learns at once when it was
-// declared dead.
+// declared dead. A node renews only its own lease.
 func (s *Server) heartbeatRoutes() {
-	s.handle("PUT /v1/nodes/{name}/lease", "nodes", auth.Write, func(w http.ResponseWriter, r *http.Request) {
+	s.handle("PUT /v1/nodes/{name}/lease", api.NodeKind.Plural, auth.Write, func(w http.ResponseWriter, r *http.Request) {
+		if p, ok := asNode(r.Context()); ok {
+			if err := ownNode(p, r.PathValue("name"), "renew the lease"); err != nil {
+				writeError(w, s.cfg.Log, err)
+				return
+			}
+		}
 		n, err := s.cfg.Store.RenewNodeLease(r.Context(), r.PathValue("name"))
 		if err != nil {
 			writeError(w, s.cfg.Log, err)

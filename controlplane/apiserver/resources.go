@@ -32,6 +32,14 @@ type kindOps[T any] struct {
 	// show, when set, completes what get and list answer with what is
 	// kept apart from the objects (a node's lastSeen, from its lease).
 	show func(ctx context.Context, objs []T) error
+	// authorizeRead, when set, is asked before a get (key names the
+	// object) or a list or watch (key.Name is empty); it refuses with a
+	// 403 what the caller (principal(ctx)) may not read of the kind.
+	authorizeRead func(ctx context.Context, key api.Key) error
+	// redact, when set, blanks what the request's principal may not read
+	// of an object (a pull secret's password), in every answer: get, list,
+	// watch and writes.
+	redact func(ctx context.Context, obj *T)
 }
 
 // registerKind mounts the list, watch, get, create, replace and delete
@@ -41,9 +49,21 @@ func registerKind[T any, P api.ObjectPtr[T]](s *Server, ops kindOps[T]) {
 	res := k.Plural
 	item := "/v1/" + res + "/{name}"
 	coll := "/v1/" + res
+	mayRead := func(w http.ResponseWriter, r *http.Request, key api.Key) bool {
+		if ops.authorizeRead == nil {
+			return true
+		}
+		if err := ops.authorizeRead(r.Context(), key); err != nil {
+			writeError(w, s.cfg.Log, err)
+			return false
+		}
+		return true
+	}
 	if k.Namespaced {
 		s.handle("GET /v1/"+res, res, auth.Read, func(w http.ResponseWriter, r *http.Request) {
-			listOrWatch[T, P](s, w, r, "", ops)
+			if mayRead(w, r, api.Key{}) {
+				listOrWatch[T, P](s, w, r, "", ops)
+			}
 		})
 		coll = "/v1/namespaces/{ns}/" + res
 		item = coll + "/{name}"
@@ -54,10 +74,16 @@ func registerKind[T any, P api.ObjectPtr[T]](s *Server, ops kindOps[T]) {
 			writeError(w, s.cfg.Log, err)
 			return
 		}
-		listOrWatch[T, P](s, w, r, ns, ops)
+		if mayRead(w, r, api.Key{Namespace: ns}) {
+			listOrWatch[T, P](s, w, r, ns, ops)
+		}
 	})
 	s.handle("GET "+item, res, auth.Read, func(w http.ResponseWriter, r *http.Request) {
-		obj, err := store.Get[T, P](r.Context(), s.cfg.Store, api.Key{Namespace: r.PathValue("ns"), Name: r.PathValue("name")})
+		key := api.Key{Namespace: r.PathValue("ns"), Name: r.PathValue("name")}
+		if !mayRead(w, r, key) {
+			return
+		}
+		obj, err := store.Get[T, P](r.Context(), s.cfg.Store, key)
 		if err == nil && ops.show != nil {
 			one := []T{*obj}
 			err = ops.show(r.Context(), one)
@@ -66,6 +92,9 @@ func registerKind[T any, P api.ObjectPtr[T]](s *Server, ops kindOps[T]) {
 		if err != nil {
 			writeError(w, s.cfg.Log, err)
 			return
+		}
+		if ops.redact != nil {
+			ops.redact(r.Context(), obj)
 		}
 		writeJSON(w, http.StatusOK, obj)
 	})
@@ -95,6 +124,9 @@ func registerKind[T any, P api.ObjectPtr[T]](s *Server, ops kindOps[T]) {
 			if err != nil {
 				writeError(w, s.cfg.Log, err)
 				return
+			}
+			if ops.redact != nil {
+				ops.redact(r.Context(), out)
 			}
 			writeJSON(w, code, out)
 		}
@@ -192,6 +224,12 @@ func isWatch(r *http.Request) bool {
 	return w == "true" || w == "1"
 }
 
+// isFollow reports a log request that streams until the client leaves.
+func isFollow(r *http.Request) bool {
+	f := r.URL.Query().Get("follow")
+	return f == "true" || f == "1"
+}
+
 // listOrWatch answers a list, or streams a watch when ?watch=true.
 func listOrWatch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r *http.Request, ns string, ops kindOps[T]) {
 	k := api.KindOf[T, P]()
@@ -217,7 +255,7 @@ func listOrWatch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r 
 		scope.Function = fn
 	}
 	if isWatch(r) {
-		watch[T, P](s, w, r, scope, keep)
+		watch[T, P](s, w, r, scope, keep, ops.redact)
 		return
 	}
 	items, rev, err := store.List[T, P](r.Context(), s.cfg.Store, scope)
@@ -237,13 +275,18 @@ func listOrWatch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r 
 			return
 		}
 	}
+	if ops.redact != nil {
+		for i := range kept {
+			ops.redact(r.Context(), &kept[i])
+		}
+	}
 	writeJSON(w, http.StatusOK, api.List[T]{ResourceVersion: strconv.FormatInt(rev, 10), Items: kept})
 }
 
 // watch streams one JSON event per line until the client goes away or the
 // watch ends; an ending watch sends an ERROR event first, so the client
 // knows to resume (or, for 410, to list again).
-func watch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r *http.Request, scope store.Scope, keep func(*T) bool) {
+func watch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r *http.Request, scope store.Scope, keep func(*T) bool, redact func(context.Context, *T)) {
 	rev, err := store.ParseVersion(r.URL.Query().Get("resourceVersion"))
 	if err != nil {
 		writeError(w, s.cfg.Log, err)
@@ -276,6 +319,11 @@ func watch[T any, P api.ObjectPtr[T]](s *Server, w http.ResponseWriter, r *http.
 			return
 		}
 		events = slices.DeleteFunc(events, func(e api.WatchEvent[*T]) bool { return !keep(e.Object) })
+		if redact != nil {
+			for _, e := range events {
+				redact(r.Context(), e.Object)
+			}
+		}
 		if len(events) == 0 {
 			// Nothing the client asked for: still tell it how far it got.
 			events = append(events, api.WatchEvent[*T]{Type: api.EventBookmark, ResourceVersion: strconv.FormatInt(at, 10)})

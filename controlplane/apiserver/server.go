@@ -15,7 +15,17 @@
 //	DELETE /v1/namespaces/NS/KIND/NAME         delete
 //	GET    /v1/nodes[/NAME], POST, PUT, DELETE nodes have no namespace
 //	PUT    /v1/nodes/NAME/lease                a node agent's heartbeat
+//	POST   /v1/nodes/NAME/bootstrap            the join token, traded once for the node's certificate
+//	POST   /v1/nodes/NAME/certificate          a node renews its certificate, or gets a serving one
+//	GET    /v1/namespaces/NS/replicas/NAME/log a replica's log, fetched from its agent (?follow=true)
 //	POST   /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/ID
+//	GET    /v1/stats                           the gateways' load per revision
+//	*      /v2/...                             the OCI registry (bearer, or basic with the token as password)
+//
+// A request authenticates with a bearer token (admin, viewer, gateway; the
+// join token only bootstraps) or, for a node, with its client certificate
+// from the node CA. A node may change only its own Node and lease and the
+// status of the replicas bound to it (noderestriction.go).
 //
 // A watch answers newline-delimited JSON api.WatchEvent values. It resumes
 // from ?resourceVersion=N (the list's, or the last event's). When N has been
@@ -25,6 +35,8 @@ package apiserver
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -38,7 +50,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/surgeplatform/surge/api"
+	"github.com/surgeplatform/surge/autoscaler"
 	"github.com/surgeplatform/surge/controlplane/auth"
+	"github.com/surgeplatform/surge/controlplane/pki"
 	"github.com/surgeplatform/surge/controlplane/store"
 	"github.com/surgeplatform/surge/internal/clock"
 )
@@ -66,9 +80,16 @@ type Config struct {
 	// Clock times requests and stamps what the server records; nil is the
 	// wall clock.
 	Clock clock.Clock
-	// SignCSR, when set, signs node agents' serving certificates with the
-	// cluster CA; it returns the certificate and the CA, both PEM.
-	SignCSR func(csrPEM []byte, commonName string, hosts []string) (cert, ca []byte, err error)
+	// NodeCA, when set, certifies nodes (their client certificates, which
+	// the join token obtains once, and the agents' serving certificates)
+	// and is what node client certificates must chain to. Without it no
+	// node can join: the join token has nothing to obtain.
+	NodeCA NodeCA
+	// AgentClientCertificate, when set, is the API server's client
+	// certificate (from the cluster CA, named api.APIServerClientName),
+	// which it presents to node agents to fetch replicas' logs; without
+	// it, or without NodeCA, the API serves no logs.
+	AgentClientCertificate *tls.Certificate
 	// OnActivate, when set, learns of each activation (the autoscaler, so
 	// that it counts the demand and does not scale the revision straight
 	// back) and returns the replicas the demand needs now; without it an
@@ -80,7 +101,38 @@ type Config struct {
 	// Extra mounts more handlers on the authenticated mux (the registry),
 	// keyed by pattern, with the resource name the role check uses.
 	Extra []Route
+	// FunctionURL, when set, says where the gateway serves a function; it
+	// fills FunctionStatus.URL in every answer about functions.
+	FunctionURL func(api.Key) string
+	// ResolveImage, when set, returns the digest a function's image names
+	// now, which its new revision pins (api.RevisionSpec.ImageDigest). It
+	// may block on a registry; an *api.Error refuses the deploy, any other
+	// error leaves the revision unpinned. It is called from request
+	// goroutines, concurrently.
+	ResolveImage func(ctx context.Context, f *api.Function) (digest string, err error)
+	// Load, when set, serves GET /v1/stats: the gateways' latest load per
+	// revision.
+	Load LoadSource
+	// Limits are the server's quotas; a zero field takes its default
+	// (DefaultLimits).
+	Limits Limits
 }
+
+// LoadSource is the gateways' summed load per revision (store.GatewayLoad).
+// It is called from request goroutines, concurrently, and reads etcd.
+type LoadSource interface {
+	Load(ctx context.Context, now time.Time) (map[api.Key]autoscaler.Load, error)
+}
+
+// NodeCA signs nodes' certificates and is the authority node client
+// certificates chain to; package pki's NodeCA implements it. Its methods
+// do not block and are called from request goroutines, concurrently.
+type NodeCA interface {
+	Sign(csr *x509.CertificateRequest, c pki.NodeCert, now time.Time) ([]byte, error)
+	Certificate() *x509.Certificate
+}
+
+var _ NodeCA = (*pki.NodeCA)(nil)
 
 // Route is a handler mounted beside the API.
 type Route struct {
@@ -94,6 +146,10 @@ type Server struct {
 	cfg     Config
 	mux     *http.ServeMux
 	metrics *metrics
+	// nodeRoots holds the node CA, when there is one.
+	nodeRoots *x509.CertPool
+	// watches counts each principal's open watches.
+	watches *watchCounter
 }
 
 // readyTimeout bounds a /readyz check: a probe that hangs is a failed probe.
@@ -111,7 +167,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), metrics: m}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), metrics: m, watches: newWatchCounter(cfg.Limits.MaxWatchesPerPrincipal)}
+	if cfg.NodeCA != nil {
+		s.nodeRoots = x509.NewCertPool()
+		s.nodeRoots.AddCert(cfg.NodeCA.Certificate())
+	}
 	s.routes()
 	return s, nil
 }
@@ -140,6 +200,8 @@ func (c Config) withDefaults() (Config, error) {
 		}
 		c.Gatherer = g
 	}
+	c.Limits = c.Limits.withDefaults()
+	errs = append(errs, c.Limits.validate()...)
 	if len(errs) > 0 {
 		return c, errors.Join(errs...)
 	}
@@ -162,10 +224,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 
 type principalKey struct{}
 
-// principal is the token a request authenticated with.
-func principal(ctx context.Context) auth.Token {
-	t, _ := ctx.Value(principalKey{}).(auth.Token)
-	return t
+// principal is who a request authenticated as.
+func principal(ctx context.Context) auth.Principal {
+	p, _ := ctx.Value(principalKey{}).(auth.Principal)
+	return p
 }
 
 func (s *Server) routes() {
@@ -176,64 +238,90 @@ func (s *Server) routes() {
 		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 		defer cancel()
 		if err := s.cfg.Ready(ctx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+			// Anyone may ask /readyz: what etcd said (its addresses, its
+			// members, its certificates' troubles) goes to the log only.
+			s.cfg.Log.Warn("not ready", "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": "the store does not answer; the server's log says why"})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.handle("GET /metrics", auth.ResourceMetrics, auth.Read,
 		promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP)
-	s.handle("GET /v1/version", "version", auth.Read, func(w http.ResponseWriter, r *http.Request) {
+	s.handle("GET /v1/version", auth.ResourceVersion, auth.Read, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"version": s.cfg.Version, "api": api.Version})
 	})
-	// whoami lets other listeners (node agents' log endpoints) check a
-	// token they were handed without holding the token store.
-	s.handle("GET /v1/whoami", "whoami", auth.Read, func(w http.ResponseWriter, r *http.Request) {
+	// whoami says who the caller is: its role, and its token or node.
+	s.handle("GET /v1/whoami", auth.ResourceWhoami, auth.Read, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, principal(r.Context()))
 	})
 
 	registerKind(s, kindOps[api.Function]{
-		validate: func(f *api.Function) error { api.SetDefaults(&f.Spec); return api.ValidateFunction(f) },
-		create:   s.createFunction,
-		replace:  s.replaceFunction,
-		delete:   s.cfg.Store.DeleteFunction,
+		validate: func(f *api.Function) error {
+			api.SetDefaults(&f.Spec)
+			if err := api.ValidateFunction(f); err != nil {
+				return err
+			}
+			return s.cfg.Limits.functionLimits(f)
+		},
+		create:  s.createFunction,
+		replace: s.replaceFunction,
+		delete:  s.cfg.Store.DeleteFunction,
+		show:    s.showFunctions,
+		redact:  redactFunction,
 	})
-	registerKind(s, kindOps[api.Revision]{})
+	registerKind(s, kindOps[api.PullSecret]{
+		validate: api.ValidatePullSecret,
+		create:   createOnly[api.PullSecret](s),
+		replace:  replaceOnly[api.PullSecret](s),
+		delete:   deleteOne[api.PullSecret](s),
+		redact:   redactPullSecret,
+		// A node reads those of the namespaces it runs replicas of.
+		authorizeRead: s.nodeReadsPullSecrets,
+	})
+	registerKind(s, kindOps[api.Revision]{authorizeRead: s.nodeReadsRevision, redact: redactRevision})
 	registerKind(s, kindOps[api.Traffic]{
 		validate: api.ValidateTraffic,
 		replace:  s.replaceTraffic,
 	})
 	registerKind(s, kindOps[api.Scale]{
-		validate: api.ValidateScale,
-		replace:  s.keepStatus(store.UpdateScaleSpec),
+		validate: func(sc *api.Scale) error {
+			if err := api.ValidateScale(sc); err != nil {
+				return err
+			}
+			return s.cfg.Limits.scaleLimits(sc)
+		},
+		replace: s.keepStatus(store.UpdateScaleSpec),
 	})
 	registerKind(s, kindOps[api.Replica]{
 		validate: validateReplica,
-		create:   createOnly[api.Replica](s),
-		replace:  replaceOnly[api.Replica](s),
-		delete:   deleteOne[api.Replica](s),
-		status: func(ctx context.Context, r *api.Replica) (*api.Replica, error) {
-			return store.UpdateReplicaStatus(ctx, s.cfg.Store, r)
-		},
-		filter: replicaFilter,
+		// Replicas are made, bound and removed by the controllers; a
+		// node reports only the status of its own (replicaStatus).
+		create:  notByNodes(createOnly[api.Replica](s), "create replicas"),
+		replace: notByNodes(replaceOnly[api.Replica](s), "replace replicas"),
+		delete:  notByNodesDelete(deleteOne[api.Replica](s), "delete replicas"),
+		status:  s.replicaStatus,
+		filter:  replicaFilter,
 	})
 	registerKind(s, kindOps[api.Node]{
 		validate: validateNode,
 		create:   s.createNode,
-		replace:  replaceOnly[api.Node](s),
-		delete: func(ctx context.Context, key api.Key, rv string) error {
+		// A node's spec (subnet, cordon) is the control plane's, and its
+		// removal the admin's: a node writes only its own status.
+		replace: notByNodes(replaceOnly[api.Node](s), "replace nodes"),
+		delete: notByNodesDelete(func(ctx context.Context, key api.Key, rv string) error {
 			return s.cfg.Store.DeleteNode(ctx, key.Name, rv)
-		},
-		status: func(ctx context.Context, n *api.Node) (*api.Node, error) {
-			return store.UpdateNodeStatus(ctx, s.cfg.Store, n)
-		},
-		show: s.showNodes,
+		}, "delete nodes"),
+		status: s.nodeStatus,
+		show:   s.showNodes,
 	})
 	s.tokenRoutes()
 	s.activateRoutes()
 	s.statsRoutes()
+	s.loadRoutes()
 	s.certificateRoutes()
 	s.heartbeatRoutes()
+	s.logRoutes()
 	for _, rt := range s.cfg.Extra {
 		v := auth.Read
 		if m, _, _ := strings.Cut(rt.Pattern, " "); m != "GET" && m != "HEAD" {
@@ -256,20 +344,47 @@ func (s *Server) handle(pattern, resource string, verb auth.Verb, h http.Handler
 		start := s.cfg.Clock.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		defer func() {
-			s.metrics.observe(resource, r.Method, sw.code, s.cfg.Clock.Since(start), isWatch(r))
+			s.metrics.observe(resource, r.Method, sw.code, s.cfg.Clock.Since(start), isWatch(r) || isFollow(r))
 		}()
-		tok, err := s.authenticate(r)
+		p, err := s.authenticate(r)
 		if err != nil {
+			if strings.HasPrefix(r.URL.Path, "/v2/") {
+				// The distribution spec's challenge: docker and crane then
+				// send their credentials, the password being a token.
+				sw.Header().Set("WWW-Authenticate", `Basic realm="surge"`)
+			}
 			writeError(sw, s.cfg.Log, err)
 			return
 		}
-		if !auth.Allowed(tok.Role, verb, resource) {
-			writeError(sw, s.cfg.Log, api.NewError(http.StatusForbidden, api.ReasonForbidden,
-				"token %s (role %s) may not %s %s", tok.ID, tok.Role, verbWord(verb), resource))
+		if !auth.Allowed(p, verb, resource) {
+			hint := ""
+			if p.Role == auth.RoleNode && p.Node == "" {
+				hint = ": the join token only obtains a node's certificate (POST /v1/nodes/NAME/bootstrap), with which the node acts"
+			}
+			writeError(sw, s.cfg.Log, forbidden("%s may not %s %s%s", p.Name(), verbWord(verb), resource, hint))
 			return
 		}
-		h(sw, r.WithContext(context.WithValue(r.Context(), principalKey{}, tok)))
+		r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
+		if isWatch(r) {
+			release, err := s.watches.acquire(p)
+			if err != nil {
+				writeError(sw, s.cfg.Log, err)
+				return
+			}
+			defer release()
+		}
+		if p.ID != "" && (isWatch(r) || isFollow(r)) {
+			var stop func()
+			r, stop = s.cutOnRevoke(r, p)
+			defer stop()
+		}
+		h(sw, r)
 	})
+}
+
+// forbidden is the 403 answer, saying what is refused.
+func forbidden(format string, args ...any) *api.Error {
+	return api.NewError(http.StatusForbidden, api.ReasonForbidden, format, args...)
 }
 
 func verbWord(v auth.Verb) string {
@@ -279,20 +394,38 @@ func verbWord(v auth.Verb) string {
 	return "read"
 }
 
-func (s *Server) authenticate(r *http.Request) (auth.Token, error) {
+// authenticate finds who sent r: a node by its client certificate
+// (nodeIdentity), or the holder of a bearer token; never both at once.
+func (s *Server) authenticate(r *http.Request) (auth.Principal, error) {
 	h := r.Header.Get("Authorization")
+	node, hasCert, err := s.nodeIdentity(r)
+	switch {
+	case err != nil:
+		return auth.Principal{}, err
+	case hasCert && h != "":
+		return auth.Principal{}, unauthorized("send a node's client certificate or a bearer token, not both")
+	case hasCert:
+		return node, nil
+	}
 	bearer, ok := strings.CutPrefix(h, "Bearer ")
+	if registry := strings.HasPrefix(r.URL.Path, "/v2/"); registry && !ok {
+		// docker login and crane send the token as a basic-auth password
+		// (any user name), after the challenge unauthorized sets.
+		if _, pass, basic := r.BasicAuth(); basic {
+			bearer, ok = pass, true
+		}
+	}
 	if !ok || bearer == "" {
-		return auth.Token{}, unauthorized("missing bearer token: send \"Authorization: Bearer TOKEN\" (the token is in your client config)")
+		return auth.Principal{}, unauthorized("missing bearer token: send \"Authorization: Bearer TOKEN\" (the token is in your client config)")
 	}
 	tok, err := s.cfg.Tokens.Authenticate(r.Context(), strings.TrimSpace(bearer))
 	if errors.Is(err, auth.ErrInvalidToken) {
-		return auth.Token{}, unauthorized("invalid or revoked token")
+		return auth.Principal{}, unauthorized("invalid or revoked token")
 	}
 	if err != nil {
-		return auth.Token{}, api.NewError(http.StatusServiceUnavailable, api.ReasonUnavailable, "cannot check the token now: %v", err)
+		return auth.Principal{}, api.NewError(http.StatusServiceUnavailable, api.ReasonUnavailable, "cannot check the token now: %v", err)
 	}
-	return tok, nil
+	return auth.TokenPrincipal(tok), nil
 }
 
 func unauthorized(msg string) *api.Error {

@@ -1,9 +1,11 @@
 package apiserver
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/controlplane/auth"
@@ -44,5 +46,30 @@ func (s *Server) statsRoutes() {
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// loadRoutes serves GET /v1/stats: each revision's load summed over the
+// gateways' fresh reports (surge ls shows the rps), sorted by namespace
+// and revision. Without a LoadSource it answers an empty list.
+func (s *Server) loadRoutes() {
+	s.handle("GET /v1/stats", auth.ResourceStats, auth.Read, func(w http.ResponseWriter, r *http.Request) {
+		out := api.List[api.RevisionRate]{Items: []api.RevisionRate{}}
+		if s.cfg.Load != nil {
+			load, err := s.cfg.Load.Load(r.Context(), s.cfg.Clock.Now())
+			if err != nil {
+				writeError(w, s.cfg.Log, err)
+				return
+			}
+			for k, l := range load {
+				fn, _, _ := api.ParseRevisionName(k.Name)
+				out.Items = append(out.Items, api.RevisionRate{Namespace: k.Namespace, Function: fn, Revision: k.Name,
+					Concurrency: l.Sample.Concurrency, RPS: l.RPS})
+			}
+			slices.SortFunc(out.Items, func(a, b api.RevisionRate) int {
+				return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Revision, b.Revision))
+			})
+		}
+		writeJSON(w, http.StatusOK, out)
 	})
 }

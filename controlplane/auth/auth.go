@@ -34,7 +34,10 @@ const (
 	RoleAdmin Role = "admin"
 	// RoleViewer may only read.
 	RoleViewer Role = "viewer"
-	// RoleNode is a node agent's: it reads, and writes nodes and replicas.
+	// RoleNode is a node's. A node-role token is the cluster's join
+	// token, which only obtains a node's client certificate; with that
+	// certificate the node reads what it needs and writes its own Node,
+	// lease and replicas' status (see Allowed).
 	RoleNode Role = "node"
 	// RoleGateway is a gateway's: it reads, and reports traffic statistics.
 	RoleGateway Role = "gateway"
@@ -61,10 +64,18 @@ type Token struct {
 	Created     time.Time `json:"created"`
 	// Hash is the hex SHA-256 of the secret.
 	Hash string `json:"hash,omitempty"`
+	// Revision is the etcd revision that wrote the token (tokens are
+	// never changed, only made and revoked): WaitRevoked watches from
+	// there, so no revocation after the token was read slips by.
+	Revision int64 `json:"-"`
 }
 
 // ErrInvalidToken is returned for a token that is malformed, unknown or wrong.
 var ErrInvalidToken = errors.New("auth: invalid token")
+
+// ErrLastAdmin refuses to revoke the only admin token left: without one,
+// nobody could make tokens again.
+var ErrLastAdmin = errors.New("auth: the last admin token")
 
 const tokenPrefix = "/surge/v1/tokens/"
 
@@ -107,7 +118,7 @@ func (s *Store) Create(ctx context.Context, role Role, description string) (stri
 	if !resp.Succeeded {
 		return "", Token{}, fmt.Errorf("create token: id %s is taken", id)
 	}
-	t.Hash = ""
+	t.Hash, t.Revision = "", resp.Header.Revision
 	return id + "." + secret, t, nil
 }
 
@@ -132,7 +143,7 @@ func (s *Store) Authenticate(ctx context.Context, bearer string) (Token, error) 
 	if subtle.ConstantTimeCompare([]byte(t.Hash), []byte(hashSecret(secret))) != 1 {
 		return Token{}, ErrInvalidToken
 	}
-	t.Hash = ""
+	t.Hash, t.Revision = "", resp.Kvs[0].ModRevision
 	return t, nil
 }
 
@@ -154,14 +165,101 @@ func (s *Store) List(ctx context.Context) ([]Token, error) {
 	return out, nil
 }
 
-// Delete revokes a token; it reports whether one existed.
+// Delete revokes a token; it reports whether one existed. It refuses,
+// with ErrLastAdmin, to revoke the only admin token: the check and the
+// delete are one transaction, so two revocations at once cannot remove
+// the last two.
 func (s *Store) Delete(ctx context.Context, id string) (bool, error) {
 	if strings.ContainsAny(id, "/") || id == "" {
 		return false, nil
 	}
-	resp, err := s.c.Delete(ctx, tokenPrefix+id)
-	if err != nil {
-		return false, fmt.Errorf("delete token: %w", err)
+	for {
+		resp, err := s.c.Get(ctx, tokenPrefix, clientv3.WithPrefix())
+		if err != nil {
+			return false, fmt.Errorf("revoke token %s: %w", id, err)
+		}
+		var target *Token
+		var admins []clientv3.Cmp
+		for _, kv := range resp.Kvs {
+			var t Token
+			if err := json.Unmarshal(kv.Value, &t); err != nil {
+				return false, fmt.Errorf("revoke token %s: %w", id, err)
+			}
+			if t.Role == RoleAdmin {
+				admins = append(admins, clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision))
+			}
+			if string(kv.Key) == tokenPrefix+id {
+				target = &t
+			}
+		}
+		switch {
+		case target == nil:
+			return false, nil
+		case target.Role == RoleAdmin && len(admins) <= 1:
+			return false, ErrLastAdmin
+		}
+		// Every admin token read must still be there, unchanged: else
+		// read again.
+		cmps := admins
+		if target.Role != RoleAdmin {
+			cmps = nil
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(tokenPrefix+id), ">", 0))
+		txn, err := s.c.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(tokenPrefix + id)).Commit()
+		if err != nil {
+			return false, fmt.Errorf("revoke token %s: %w", id, err)
+		}
+		if txn.Succeeded {
+			return true, nil
+		}
 	}
-	return resp.Deleted > 0, nil
+}
+
+// WaitRevoked blocks until the token id, read at revision rev
+// (Token.Revision), is revoked, and returns nil; or until ctx ends, and
+// returns its error. It watches etcd, so every API server sees a
+// revocation as soon as etcd tells it, whichever server revoked. When the
+// watch fails (etcd lost its leader, the server lost etcd) it returns nil
+// too: a token that cannot be vouched for is as good as revoked, and the
+// caller's client comes back and authenticates again.
+func (s *Store) WaitRevoked(ctx context.Context, id string, rev int64) error {
+	key := tokenPrefix + id
+	from := rev
+	for {
+		compacted, err := s.watchDeletes(ctx, key, from)
+		if err != nil || !compacted {
+			return err
+		}
+		// etcd compacted past the revision watched from (auto-compaction
+		// does this to every long watch): read the token again, and watch
+		// on from that read if it is still the one authenticated.
+		resp, err := s.c.Get(clientv3.WithRequireLeader(ctx), key)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil || len(resp.Kvs) == 0 || resp.Kvs[0].ModRevision != rev:
+			return nil
+		}
+		from = resp.Header.Revision
+	}
+}
+
+// watchDeletes watches key from revision from+1 until it is deleted
+// (nil), ctx ends (its error) or the watch fails (nil); compacted reports
+// that it failed because etcd compacted past from.
+func (s *Store) watchDeletes(ctx context.Context, key string, from int64) (compacted bool, err error) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for resp := range s.c.Watch(wctx, key, clientv3.WithRev(from+1), clientv3.WithFilterPut()) {
+		if resp.CompactRevision != 0 {
+			return true, nil
+		}
+		if resp.Err() != nil {
+			break
+		}
+		if len(resp.Events) > 0 {
+			return false, nil
+		}
+	}
+	return false, ctx.Err()
 }

@@ -3,6 +3,8 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,32 +105,115 @@ func TestRoles(t *testing.T) {
 }
 
 func TestAllowed(t *testing.T) {
-	resources := []string{"functions", "revisions", "traffic", "scales", "replicas", "nodes",
-		auth.ResourceTokens, auth.ResourceMetrics, auth.ResourceActivations, auth.ResourceStats, auth.ResourceRegistry}
-	// mayWrite lists, per role, what it may write; every role reads all
-	// but the tokens, which only the admin sees.
-	mayWrite := map[auth.Role][]string{
-		auth.RoleAdmin:   resources,
-		auth.RoleViewer:  nil,
-		auth.RoleNode:    {"replicas", "nodes"},
-		auth.RoleGateway: {auth.ResourceActivations, auth.ResourceStats},
+	resources := []string{"functions", "revisions", "traffic", "scales", "replicas", "nodes", "pullsecrets",
+		auth.ResourceTokens, auth.ResourceMetrics, auth.ResourceActivations, auth.ResourceStats, auth.ResourceRegistry,
+		auth.ResourceVersion, auth.ResourceWhoami, auth.ResourceLogs, auth.ResourceBootstrap, auth.ResourceCertificates}
+	node := auth.NodePrincipal("node-a", netip.MustParseAddr("10.0.0.5"))
+	all := func(except ...string) []string {
+		return slices.DeleteFunc(slices.Clone(resources), func(r string) bool { return slices.Contains(except, r) })
 	}
-	for role, writes := range mayWrite {
-		for _, res := range resources {
-			wantRead := role == auth.RoleAdmin || res != auth.ResourceTokens
-			wantWrite := false
-			for _, w := range writes {
-				wantWrite = wantWrite || w == res
+	for _, tc := range []struct {
+		name          string
+		p             auth.Principal
+		read, written []string
+	}{
+		{"admin", auth.Principal{Role: auth.RoleAdmin, ID: "a"}, resources, resources},
+		{"viewer", auth.Principal{Role: auth.RoleViewer, ID: "v"}, all(auth.ResourceTokens, auth.ResourceBootstrap), nil},
+		{"gateway", auth.Principal{Role: auth.RoleGateway, ID: "g"}, all(auth.ResourceTokens, auth.ResourceBootstrap, auth.ResourceLogs),
+			[]string{auth.ResourceActivations, auth.ResourceStats}},
+		// The join token: a node-role token that names no node.
+		{"join token", auth.Principal{Role: auth.RoleNode, ID: "j"}, nil, []string{auth.ResourceBootstrap}},
+		{"node certificate", node, []string{"revisions", "replicas", "nodes", "pullsecrets", auth.ResourceRegistry, auth.ResourceVersion, auth.ResourceWhoami},
+			[]string{"replicas", "nodes", auth.ResourceCertificates}},
+		{"unknown role", auth.Principal{Role: "root", ID: "r"}, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, res := range resources {
+				if got, want := auth.Allowed(tc.p, auth.Read, res), slices.Contains(tc.read, res); got != want {
+					t.Errorf("may read %s: %v, want %v", res, got, want)
+				}
+				if got, want := auth.Allowed(tc.p, auth.Write, res), slices.Contains(tc.written, res); got != want {
+					t.Errorf("may write %s: %v, want %v", res, got, want)
+				}
 			}
-			if got := auth.Allowed(role, auth.Read, res); got != wantRead {
-				t.Errorf("%s may read %s: %v, want %v", role, res, got, wantRead)
-			}
-			if got := auth.Allowed(role, auth.Write, res); got != wantWrite {
-				t.Errorf("%s may write %s: %v, want %v", role, res, got, wantWrite)
-			}
-		}
+		})
 	}
-	if auth.Allowed("root", auth.Read, "functions") {
-		t.Error("an unknown role may read")
+	if got := node.Name(); got != "node node-a" {
+		t.Errorf("node principal's name %q", got)
+	}
+	if got := auth.TokenPrincipal(auth.Token{ID: "0123456789ab", Role: auth.RoleViewer}).Name(); got != "token 0123456789ab (role viewer)" {
+		t.Errorf("token principal's name %q", got)
+	}
+}
+
+func TestLastAdminTokenCannotBeRevoked(t *testing.T) {
+	ctx := context.Background()
+	tokens := auth.NewStore(etcdtest.Start(t), nil)
+	_, first, err := tokens.Create(ctx, auth.RoleAdmin, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, viewer, err := tokens.Create(ctx, auth.RoleViewer, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tokens.Delete(ctx, first.ID); !errors.Is(err, auth.ErrLastAdmin) {
+		t.Errorf("revoke the only admin token: %v, want ErrLastAdmin", err)
+	}
+	_, second, err := tokens.Create(ctx, auth.RoleAdmin, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := tokens.Delete(ctx, first.ID); !ok || err != nil {
+		t.Errorf("revoke one of two admin tokens: %v, %v", ok, err)
+	}
+	if _, err := tokens.Delete(ctx, second.ID); !errors.Is(err, auth.ErrLastAdmin) {
+		t.Errorf("revoke the admin token left: %v, want ErrLastAdmin", err)
+	}
+	if ok, err := tokens.Delete(ctx, viewer.ID); !ok || err != nil {
+		t.Errorf("revoke a viewer token: %v, %v", ok, err)
+	}
+}
+
+// TestWaitRevoked: WaitRevoked returns once the token is revoked, also
+// when that happened between its authentication and the wait, and with
+// the context's error when the context ends first.
+func TestWaitRevoked(t *testing.T) {
+	ctx := context.Background()
+	tokens := auth.NewStore(etcdtest.Start(t), nil)
+	secret, _, err := tokens.Create(ctx, auth.RoleViewer, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokens.Authenticate(ctx, secret)
+	if err != nil || tok.Revision == 0 {
+		t.Fatalf("authenticate: %+v %v, want a revision", tok, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tokens.WaitRevoked(ctx, tok.ID, tok.Revision) }()
+	if _, err := tokens.Delete(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("wait for a revocation: %v", err)
+	}
+	// Revoked before the wait began: the wait sees it.
+	if err := tokens.WaitRevoked(ctx, tok.ID, tok.Revision); err != nil {
+		t.Errorf("wait for a past revocation: %v", err)
+	}
+
+	secret, _, err = tokens.Create(ctx, auth.RoleViewer, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := tokens.Authenticate(ctx, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	go func() { done <- tokens.WaitRevoked(cctx, live.ID, live.Revision) }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("wait ended by its context: %v, want context.Canceled", err)
 	}
 }

@@ -139,32 +139,47 @@ func (r *Runner) Activated(rev *api.Revision, demand int32) int32 {
 	return n
 }
 
-// Run decides every Tick of the runner's clock until ctx ends. It is a
-// controllers.LeaderTask.
+// Run decides at once, then every Tick of the runner's clock, until ctx
+// ends. It is a controllers.LeaderTask: a server that has just become the
+// leader (its predecessor killed in the middle of a burst, say) decides
+// without waiting a tick.
 func (r *Runner) Run(ctx context.Context) error {
 	if r.cfg.Manual {
 		<-ctx.Done()
 		return nil
 	}
+	var m mirror
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	mctx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Go(func() {
+		m.run(mctx, r.store, r.clock, func(err error) { r.log.Warn("autoscaler's watch broke; reading again", "err", err) })
+	})
 	t := r.clock.NewTicker(r.cfg.Tick)
 	defer t.Stop()
 	for {
+		// The first round reads etcd itself when the mirror has nothing yet.
+		if err := r.tick(ctx, &m); err != nil && ctx.Err() == nil {
+			r.log.Warn("autoscaler tick", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.Chan():
 		}
-		if err := r.Tick(ctx); err != nil && ctx.Err() == nil {
-			r.log.Warn("autoscaler tick", "err", err)
-		}
 	}
 }
 
-// Tick makes one round of decisions: read, decide, write. It is exported
-// for tests.
-func (r *Runner) Tick(ctx context.Context) error {
+// Tick makes one round of decisions: read (listing etcd), decide, write.
+// It is exported for tests; Run reads a mirror kept by a watch instead.
+func (r *Runner) Tick(ctx context.Context) error { return r.tick(ctx, nil) }
+
+// tick is one round of decisions on what m holds, or, while m has nothing
+// yet (or is nil), on lists of etcd.
+func (r *Runner) tick(ctx context.Context, m *mirror) error {
 	now := r.clock.Now()
-	in, err := r.read(ctx, now)
+	in, err := r.read(ctx, now, m)
 	if err != nil {
 		return err
 	}
@@ -195,13 +210,20 @@ func (r *Runner) Tick(ctx context.Context) error {
 }
 
 // read is one tick's view of the cluster: the load first, then the
-// objects, Functions before Traffic (see autoscaler.Input).
-func (r *Runner) read(ctx context.Context, now time.Time) (autoscaler.Input, error) {
-	var in autoscaler.Input
-	var err error
-	if in.Load, err = r.stats.Load(ctx, now); err != nil {
-		return in, err
+// objects, from m when it has them, else listed, Functions before
+// Traffic (see autoscaler.Input).
+func (r *Runner) read(ctx context.Context, now time.Time, m *mirror) (autoscaler.Input, error) {
+	load, err := r.stats.Load(ctx, now)
+	if err != nil {
+		return autoscaler.Input{}, err
 	}
+	if m != nil {
+		if in, ok := m.input(); ok {
+			in.Load = load
+			return in, nil
+		}
+	}
+	in := autoscaler.Input{Load: load}
 	if in.Scales, _, err = store.List[api.Scale](ctx, r.store, store.Scope{}); err != nil {
 		return in, err
 	}
@@ -231,11 +253,23 @@ func (r *Runner) write(ctx context.Context, sc *api.Scale, desired int32, mode, 
 		}
 		*sc = *out
 	}
-	if sc.Status.Mode != mode || sc.Status.Reason != reason {
+	// The controllers write the same status (the replica counts) all the
+	// time: a conflict reads the scale again and tries once more before
+	// leaving it to the next tick.
+	for attempt := 0; attempt < 2 && (sc.Status.Mode != mode || sc.Status.Reason != reason); attempt++ {
 		next := *sc
 		next.Status.Mode, next.Status.Reason = mode, reason
-		if _, err := store.UpdateScaleStatus(ctx, r.store, &next); err != nil &&
-			!errors.Is(err, api.ErrConflict) && !errors.Is(err, api.ErrNotFound) {
+		_, err := store.UpdateScaleStatus(ctx, r.store, &next)
+		switch {
+		case err == nil, errors.Is(err, api.ErrNotFound):
+			return nil
+		case !errors.Is(err, api.ErrConflict):
+			return err
+		}
+		if sc, err = store.Get[api.Scale](ctx, r.store, api.KeyOf(sc)); err != nil {
+			if errors.Is(err, api.ErrNotFound) {
+				return nil
+			}
 			return err
 		}
 	}

@@ -226,7 +226,7 @@ func TestNewRevisionKeepsItsInitialScaleForAWindow(t *testing.T) {
 	}
 }
 
-func TestRunDecidesOnEveryTickOfItsClock(t *testing.T) {
+func TestRunDecidesAtOnceThenOnEveryTickOfItsClock(t *testing.T) {
 	in := controlplanetest.StartWith(t, manual) // this test's runner is the only one
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -267,14 +267,16 @@ func TestRunDecidesOnEveryTickOfItsClock(t *testing.T) {
 		}
 	}
 
+	// At once: a new leader decides without waiting a tick.
+	tick(0)
 	if err := clk.BlockUntilContext(ctx, 1); err != nil { // the ticker
 		t.Fatal(err)
 	}
 	clk.Advance(cfg.Tick)
-	tick(1)
-	// The second tick waits in the ticker until the first one is written.
+	tick(1) // it decides as the first did, so it writes nothing
+	// The next tick waits in the ticker until this one is written.
 	clk.Advance(cfg.Tick)
-	tick(2) // it decides as the first did, so it writes nothing
+	tick(2)
 	sc, err := client.Get[api.Scale](ctx, in.Client(), api.Key{Namespace: "default", Name: "hello-00001"})
 	if err != nil {
 		t.Fatal(err)

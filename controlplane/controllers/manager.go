@@ -6,14 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/controlplane/leader"
-	"github.com/surgeplatform/surge/controlplane/scheduler"
 	"github.com/surgeplatform/surge/controlplane/store"
 	"github.com/surgeplatform/surge/internal/clock"
 )
@@ -38,14 +39,26 @@ type Config struct {
 	// node's replicas sooner, longer tolerates slower beats.
 	LeaseConfirm time.Duration
 	// LeaseTTL is the leader's etcd lease TTL in seconds: how long a
-	// crashed leader blocks the next one (leader.Config.TTL).
+	// killed leader blocks the next one (leader.Config.TTL), and how soon
+	// a leader cut off from etcd stops. 3s hands over within about 3.5s
+	// (the lease, plus etcd's half-second expiry check) when the killed
+	// server was not also etcd's leader; a new etcd leader extends every
+	// lease by its full TTL and one election timeout (1s), which is why
+	// the leader keeps etcd's leadership on another server (see
+	// controlplane's etcd leader mover). etcd's floor is 2s; below 3s a
+	// keep-alive every 2/3s risks losing the term on a loaded machine.
 	LeaseTTL int
+	// BindConcurrency is how many bindings the scheduler writes at once.
+	// etcd commits concurrent transactions in one batch (one fsync), so a
+	// burst of placements binds in a few round trips rather than one per
+	// replica; more costs the server more memory and goroutines in a burst.
+	BindConcurrency int
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{Resync: 5 * time.Second, Debounce: 5 * time.Millisecond, NodeTimeout: 30 * time.Second,
-		LeaseConfirm: 3 * time.Second, LeaseTTL: 10}
+		LeaseConfirm: 3 * time.Second, LeaseTTL: 3, BindConcurrency: 32}
 }
 
 // Manager runs the controllers while this server is the leader.
@@ -88,6 +101,9 @@ type LeaderTask = leader.Task
 // passes, the resync and the debounce; nil is the wall clock.
 func New(cfg Config, st *store.Store, log *slog.Logger, clk clock.Clock, id string, tasks ...LeaderTask) (*Manager, error) {
 	clk = clock.Or(clk)
+	if cfg.BindConcurrency <= 0 {
+		cfg.BindConcurrency = DefaultConfig().BindConcurrency
+	}
 	log = log.With("component", "controllers")
 	lc := leader.DefaultConfig()
 	lc.Key, lc.ID, lc.TTL, lc.Clock, lc.Log = electionKey, id, cfg.LeaseTTL, clk, log
@@ -100,43 +116,71 @@ func New(cfg Config, st *store.Store, log *slog.Logger, clk clock.Clock, id stri
 
 const electionKey = store.Prefix + "leader/controllers"
 
+// Leader names the server that leads now (its election ID), or "" when
+// none does: the oldest candidate's key under the election's prefix, as
+// etcd's concurrency.Election orders them.
+func Leader(ctx context.Context, cli *clientv3.Client) (string, error) {
+	resp, err := cli.Get(ctx, electionKey+"/", clientv3.WithFirstCreate()...)
+	if err != nil {
+		return "", fmt.Errorf("read the controllers' leader: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	return string(resp.Kvs[0].Value), nil
+}
+
 // Run campaigns for leadership and, while leading, runs passes and the
 // leader tasks, until ctx ends (package leader).
 func (m *Manager) Run(ctx context.Context) error {
 	return m.elector.Run(ctx, append([]LeaderTask{m.loop}, m.tasks...)...)
 }
 
-// loop runs a pass on every change and every resync period.
+// loop reads the state into a cache that its watch keeps current, and
+// runs a pass on every change and every resync period.
 func (m *Manager) loop(ctx context.Context) error {
-	wch := m.store.Client().Watch(clientv3.WithRequireLeader(ctx), store.Prefix, clientv3.WithPrefix())
+	c, err := readCache(ctx, m.store, m.clock, true)
+	if err != nil {
+		return err
+	}
 	tick := m.clock.NewTicker(m.cfg.Resync)
 	defer tick.Stop()
 	recheck := m.clock.NewTimer(m.cfg.Resync)
 	defer recheck.Stop()
 	for {
-		if err := m.Pass(ctx); err != nil && ctx.Err() == nil {
+		start := m.clock.Now()
+		if err := c.sync(ctx); err != nil {
+			return err
+		}
+		synced := m.clock.Now()
+		if err := m.pass(ctx, c); err != nil && ctx.Err() == nil {
 			m.log.Warn("pass failed; retrying", "err", err)
 		}
+		m.log.Debug("pass", "revision", c.rev, "sync", synced.Sub(start), "took", m.clock.Since(synced),
+			"replicas", len(c.replicas), "unbound", len(c.unbound))
 		// A node whose verdict may turn before the next resync (its lease
 		// ages past LeaseConfirm) is looked at again right then.
 		recheck.Stop()
 		if !m.recheck.IsZero() {
 			recheck.Reset(max(m.recheck.Sub(m.clock.Now()), 0) + time.Millisecond)
 		}
-		if err := m.waitForChange(ctx, wch, tick.Chan(), recheck.Chan()); err != nil {
+		if err := m.waitForChange(ctx, c.wch, c.apply, tick.Chan(), recheck.Chan()); err != nil {
 			return err
 		}
 	}
 }
 
-// errWatchClosed ends a term whose watch etcd closed (it lost its
-// leader): the next term watches anew.
-var errWatchClosed = errors.New("controllers: watch closed")
-
 // waitForChange blocks until a resync tick or a relevant change, then lets
 // a burst of writes land (Debounce, on the clock) and drains what queued
-// up behind it.
-func (m *Manager) waitForChange(ctx context.Context, wch clientv3.WatchChan, tick, recheck <-chan time.Time) error {
+// up behind it. Every watch response it takes goes to apply (nil: none).
+func (m *Manager) waitForChange(ctx context.Context, wch clientv3.WatchChan, apply func(clientv3.WatchResponse) error,
+	tick, recheck <-chan time.Time) error {
+	take := func(wr clientv3.WatchResponse) error {
+		if apply == nil {
+			return nil
+		}
+		return apply(wr)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -151,6 +195,9 @@ func (m *Manager) waitForChange(ctx context.Context, wch clientv3.WatchChan, tic
 			if !ok {
 				return errWatchClosed
 			}
+			if err := take(wr); err != nil {
+				return err
+			}
 			if !relevant(wr) {
 				continue
 			}
@@ -159,9 +206,12 @@ func (m *Manager) waitForChange(ctx context.Context, wch clientv3.WatchChan, tic
 			}
 			for {
 				select {
-				case _, ok := <-wch:
+				case wr, ok := <-wch:
 					if !ok {
 						return errWatchClosed
+					}
+					if err := take(wr); err != nil {
+						return err
 					}
 				default:
 					return nil
@@ -186,63 +236,25 @@ func relevant(wr clientv3.WatchResponse) bool {
 	return false
 }
 
-// state is one consistent read of what the controllers look at.
-type state struct {
-	functions []api.Function
-	scales    []api.Scale
-	replicas  []api.Replica
-	// revisionList is every revision; revisions indexes it by key.
-	revisionList []api.Revision
-	revisions    map[api.Key]*api.Revision
-	// nodes carry their last heartbeat in status.lastSeen.
-	nodes []api.Node
-}
-
-func (m *Manager) read(ctx context.Context) (*state, error) {
-	var s state
-	var err error
-	if s.functions, _, err = store.List[api.Function](ctx, m.store, store.Scope{}); err != nil {
-		return nil, err
-	}
-	if s.scales, _, err = store.List[api.Scale](ctx, m.store, store.Scope{}); err != nil {
-		return nil, err
-	}
-	if s.replicas, _, err = store.List[api.Replica](ctx, m.store, store.Scope{}); err != nil {
-		return nil, err
-	}
-	if s.revisionList, _, err = store.List[api.Revision](ctx, m.store, store.Scope{}); err != nil {
-		return nil, err
-	}
-	s.revisions = make(map[api.Key]*api.Revision, len(s.revisionList))
-	for i := range s.revisionList {
-		r := &s.revisionList[i]
-		s.revisions[api.KeyOf(r)] = r
-	}
-	if s.nodes, _, err = store.List[api.Node](ctx, m.store, store.Scope{}); err != nil {
-		return nil, err
-	}
-	leases, err := m.store.NodeLeases(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for i := range s.nodes {
-		store.WithLease(&s.nodes[i], leases)
-	}
-	return &s, nil
-}
-
-// Pass runs every controller once. It is exported for tests.
+// Pass reads the whole state from etcd and runs every controller once,
+// as the leader's loop does on its cache. It is exported for tests.
 func (m *Manager) Pass(ctx context.Context) error {
-	st, err := m.read(ctx)
+	c, err := readCache(ctx, m.store, m.clock, false)
 	if err != nil {
 		return err
 	}
+	return m.pass(ctx, c)
+}
+
+// pass runs every controller once over c, which each keeps current with
+// what it writes.
+func (m *Manager) pass(ctx context.Context, c *cache) error {
 	return errors.Join(
-		m.nodes(ctx, st),
-		m.replicaSets(ctx, st),
-		m.schedule(ctx, st),
-		m.statuses(ctx, st),
-		m.rollouts(ctx, st),
+		m.nodes(ctx, c),
+		m.replicaSets(ctx, c),
+		m.schedule(ctx, c),
+		m.statuses(ctx, c),
+		m.rollouts(ctx, c),
 	)
 }
 
@@ -252,27 +264,64 @@ func (m *Manager) Pass(ctx context.Context) error {
 // traffic stays on the revision before, and a revision that never gets a
 // Ready replica never takes any. Traffic a user set after the deploy
 // stays as set (store.PromoteRevision).
-func (m *Manager) rollouts(ctx context.Context, st *state) error {
-	ready := map[api.Key]int32{}
-	for _, sc := range st.scales {
-		ready[api.KeyOf(&sc)] = sc.Status.ReadyReplicas
-	}
-	var errs []error
-	for _, f := range st.functions {
+func (m *Manager) rollouts(ctx context.Context, c *cache) error {
+	var ops []writeOp
+	for _, f := range c.functions {
 		latest := f.Status.LatestRevision
-		if latest == "" || latest == f.Status.LatestReadyRevision || ready[api.Key{Namespace: f.Metadata.Namespace, Name: latest}] == 0 {
+		if latest == "" || latest == f.Status.LatestReadyRevision {
 			continue
 		}
-		moved, err := m.store.PromoteRevision(ctx, api.KeyOf(&f), latest)
-		if err != nil {
-			if !benign(err) {
-				errs = append(errs, err)
+		sc := c.scales[api.Key{Namespace: f.Metadata.Namespace, Name: latest}]
+		if sc == nil || sc.Status.ReadyReplicas == 0 {
+			continue
+		}
+		from := f.Status.LatestReadyRevision
+		ops = append(ops, func(ctx context.Context) (func(), error) {
+			moved, err := m.store.PromoteRevision(ctx, api.KeyOf(f), latest)
+			if err != nil {
+				if benign(err) {
+					err = nil
+				}
+				return nil, err
 			}
-			continue
+			if moved {
+				m.log.Info("rolled out", "function", f.Metadata.Name, "namespace", f.Metadata.Namespace,
+					"revision", latest, "from", from)
+			}
+			return nil, nil
+		})
+	}
+	return m.write(ctx, ops)
+}
+
+// writeOp is one write of a pass. It may run on any goroutine, with
+// others at once; the function it returns, if any, applies what it wrote
+// to the cache, back on the loop's goroutine.
+type writeOp func(ctx context.Context) (apply func(), err error)
+
+// write runs a pass's writes, BindConcurrency at a time — etcd commits
+// concurrent transactions together, so a thousand replicas are made in a
+// few round trips rather than a thousand — then applies their results to
+// the cache in order.
+func (m *Manager) write(ctx context.Context, ops []writeOp) error {
+	applies := make([]func(), len(ops))
+	errs := make([]error, len(ops))
+	if len(ops) == 1 {
+		applies[0], errs[0] = ops[0](ctx)
+	} else {
+		var g errgroup.Group
+		g.SetLimit(m.cfg.BindConcurrency)
+		for i, op := range ops {
+			g.Go(func() error {
+				applies[i], errs[i] = op(ctx)
+				return nil
+			})
 		}
-		if moved {
-			m.log.Info("rolled out", "function", f.Metadata.Name, "namespace", f.Metadata.Namespace,
-				"revision", latest, "from", f.Status.LatestReadyRevision)
+		_ = g.Wait()
+	}
+	for _, apply := range applies {
+		if apply != nil {
+			apply()
 		}
 	}
 	return errors.Join(errs...)
@@ -281,74 +330,122 @@ func (m *Manager) rollouts(ctx context.Context, st *state) error {
 // nodes marks nodes dead by nodeVerdict, and removes their replicas so
 // that the replica controller makes new ones elsewhere. It sets m.recheck
 // to the earliest time a live node's verdict could turn.
-func (m *Manager) nodes(ctx context.Context, st *state) error {
+func (m *Manager) nodes(ctx context.Context, c *cache) error {
 	now := m.clock.Now()
 	m.recheck = time.Time{}
 	dead := map[string]bool{}
 	var errs []error
-	for i := range st.nodes {
-		n := &st.nodes[i]
+	for name, n := range c.nodes {
 		if n.Status.State == api.NodeDead {
-			dead[n.Metadata.Name] = true
+			dead[name] = true
 			continue
 		}
 		gossipDead := false
 		if m.live != nil {
-			gs, ok := m.live.State(n.Metadata.Name)
+			gs, ok := m.live.State(name)
 			gossipDead = ok && gs == api.NodeDead
 		}
-		isDead, recheck := nodeVerdict(n.Status.LastSeen, gossipDead, now, m.cfg.LeaseConfirm, m.cfg.NodeTimeout)
+		lastSeen := c.lastSeen(n)
+		isDead, recheck := nodeVerdict(lastSeen, gossipDead, now, m.cfg.LeaseConfirm, m.cfg.NodeTimeout)
 		if !isDead {
 			if !recheck.IsZero() && (m.recheck.IsZero() || recheck.Before(m.recheck)) {
 				m.recheck = recheck
 			}
 			continue
 		}
-		m.log.Warn("node dead", "node", n.Metadata.Name, "lastSeen", n.Status.LastSeen, "gossip", gossipDead)
-		n.Status.State = api.NodeDead
-		if _, err := store.UpdateNodeStatus(ctx, m.store, n); err != nil {
+		m.log.Warn("node dead", "node", name, "lastSeen", lastSeen, "gossip", gossipDead)
+		next := *n
+		next.Status.State, next.Status.LastSeen = api.NodeDead, lastSeen
+		out, err := store.UpdateNodeStatus(ctx, m.store, &next)
+		if err != nil {
 			if !benign(err) {
 				errs = append(errs, err)
 			}
 			continue
 		}
-		dead[n.Metadata.Name] = true
+		c.setNode(out)
+		dead[name] = true
 	}
-	kept := st.replicas[:0]
-	for _, r := range st.replicas {
+	if len(dead) == 0 {
+		return errors.Join(errs...)
+	}
+	var ops []writeOp
+	for k, r := range c.replicas {
 		if r.Spec.NodeName != "" && dead[r.Spec.NodeName] {
-			if err := store.Delete[api.Replica](ctx, m.store, api.KeyOf(&r), ""); err != nil && !benign(err) {
-				errs = append(errs, err)
-			}
-			continue
+			ops = append(ops, m.deleteReplica(c, k))
 		}
-		kept = append(kept, r)
 	}
-	st.replicas = kept
-	return errors.Join(errs...)
+	return errors.Join(append(errs, m.write(ctx, ops))...)
 }
 
-// replicaSets makes each revision's replica count match its Scale, and
-// removes replicas whose revision is gone.
-func (m *Manager) replicaSets(ctx context.Context, st *state) error {
-	byRev := map[api.Key][]api.Replica{}
-	for _, r := range st.replicas {
-		k := revisionOf(&r)
-		byRev[k] = append(byRev[k], r)
+// createReplica is the write that makes replica r: placed at once when a
+// node fits, bound in the transaction that creates it; else, or when that
+// node changed meanwhile, unbound, for schedule.
+func (m *Manager) createReplica(c *cache, r *api.Replica) writeOp {
+	key := api.KeyOf(r)
+	req, ok := c.cluster.Request(r)
+	node := ""
+	if ok {
+		if name, err := c.cluster.Pick(req); err == nil {
+			node = name
+			c.cluster.Assume(key, node, req)
+		}
 	}
-	var errs []error
-	for _, sc := range st.scales {
-		k := api.KeyOf(&sc)
-		rev := st.revisions[k]
+	if node == "" {
+		return func(ctx context.Context) (func(), error) {
+			out, err := store.Create(ctx, m.store, r)
+			if err != nil {
+				return nil, err
+			}
+			return func() { c.setReplica(out) }, nil
+		}
+	}
+	nodeRV := c.nodes[node].Metadata.ResourceVersion
+	return func(ctx context.Context) (func(), error) {
+		unbound := *r
+		out, err := store.CreateBoundReplica(ctx, m.store, r, node, nodeRV)
+		if errors.Is(err, api.ErrConflict) {
+			out, err = store.Create(ctx, m.store, &unbound)
+		}
+		if err != nil {
+			return func() { c.cluster.Forget(key) }, err
+		}
+		return func() {
+			if out.Spec.NodeName == "" {
+				c.cluster.Forget(key)
+			}
+			c.setReplica(out)
+		}, nil
+	}
+}
+
+// deleteReplica is the write that deletes replica k.
+func (m *Manager) deleteReplica(c *cache, k api.Key) writeOp {
+	return func(ctx context.Context) (func(), error) {
+		if err := store.Delete[api.Replica](ctx, m.store, k, ""); err != nil && !benign(err) {
+			return nil, err
+		}
+		return func() { c.forgetReplica(k) }, nil
+	}
+}
+
+// replicaSets makes each revision's replica count match its Scale,
+// replaces the replicas of draining nodes (see planReplicas), and removes
+// replicas whose revision is gone.
+func (m *Manager) replicaSets(ctx context.Context, c *cache) error {
+	draining := func(node string) bool {
+		n := c.nodes[node]
+		return n != nil && n.Spec.Drain
+	}
+	var ops []writeOp
+	for k, sc := range c.scales {
+		rev := c.revisions[k]
 		if rev == nil {
 			continue
 		}
-		plan := planReplicas(sc.Spec.Replicas, byRev[k])
-		delete(byRev, k)
+		plan := planReplicas(sc.Spec.Replicas, c.byRevision[k], draining)
 		for _, name := range plan.remove {
-			if err := store.Delete[api.Replica](ctx, m.store, api.Key{Namespace: sc.Metadata.Namespace, Name: name}, ""); err != nil && !benign(err) {
-				errs = append(errs, err)
-			}
+			ops = append(ops, m.deleteReplica(c, api.Key{Namespace: sc.Metadata.Namespace, Name: name}))
 		}
 		for range plan.create {
 			r := &api.Replica{
@@ -359,23 +456,19 @@ func (m *Manager) replicaSets(ctx context.Context, st *state) error {
 				Spec:   api.ReplicaSpec{Function: rev.Spec.Function, Revision: rev.Metadata.Name},
 				Status: api.ReplicaStatus{Phase: api.ReplicaPending},
 			}
-			out, err := store.Create(ctx, m.store, r)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			st.replicas = append(st.replicas, *out)
+			ops = append(ops, m.createReplica(c, r))
 		}
 	}
 	// Replicas of revisions that have no Scale any more.
-	for _, reps := range byRev {
-		for _, r := range reps {
-			if err := store.Delete[api.Replica](ctx, m.store, api.KeyOf(&r), ""); err != nil && !benign(err) {
-				errs = append(errs, err)
-			}
+	for rk, reps := range c.byRevision {
+		if c.scales[rk] != nil {
+			continue
+		}
+		for k := range reps {
+			ops = append(ops, m.deleteReplica(c, k))
 		}
 	}
-	return errors.Join(errs...)
+	return m.write(ctx, ops)
 }
 
 // suffix is five random lower-case letters and digits, as Kubernetes
@@ -390,72 +483,170 @@ func suffix() string {
 	return string(b[:])
 }
 
-// schedule binds every unbound replica to a node: the scheduler places,
-// this shell writes each binding and tells the scheduler it holds.
-func (m *Manager) schedule(ctx context.Context, st *state) error {
-	cluster := scheduler.NewCluster(st.nodes, st.replicas, st.revisionList)
+// schedule binds every unbound replica to a node: the scheduler places
+// them one after another in memory (each Assume seen by the next Pick),
+// then the bindings are written, BindConcurrency at a time, each in one
+// transaction that fails if the replica or the node changed since the
+// cache read them. A binding that fails so is forgotten, both are read
+// again, and the replica placed anew, up to bindAttempts times; what is
+// left waits for the next pass.
+func (m *Manager) schedule(ctx context.Context, c *cache) error {
+	todo := make([]*api.Replica, 0, len(c.unbound))
+	for _, r := range c.unbound {
+		todo = append(todo, r)
+	}
+	// Oldest first, so that a replica that waits is not overtaken forever.
+	slices.SortFunc(todo, func(a, b *api.Replica) int {
+		if c := a.Metadata.CreationTimestamp.Compare(b.Metadata.CreationTimestamp); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Metadata.Name, b.Metadata.Name)
+	})
 	var errs []error
-	for i := range st.replicas {
-		r := &st.replicas[i]
-		if r.Spec.NodeName != "" {
-			continue
-		}
-		req, ok := cluster.Request(r)
-		if !ok {
-			continue
-		}
-		name, err := cluster.Pick(req)
-		if err != nil {
-			msg := err.Error()
-			if r.Status.Message != msg {
-				r.Status.Message = msg
-				if _, err := store.UpdateReplicaStatus(ctx, m.store, r); err != nil && !benign(err) {
-					errs = append(errs, err)
-				}
+	for attempt := 1; attempt <= bindAttempts && len(todo) > 0; attempt++ {
+		raced, err := m.bindAll(ctx, c, todo)
+		errs = append(errs, err)
+		todo = todo[:0]
+		for _, b := range raced {
+			if fresh, ok := m.reread(ctx, c, b.replica, b.node); ok {
+				todo = append(todo, fresh)
 			}
-			continue
 		}
-		r.Spec.NodeName = name
-		r.Status.Message = ""
-		if _, err := store.Update(ctx, m.store, r); err != nil {
-			if !benign(err) {
-				errs = append(errs, err)
-			}
-			continue
-		}
-		cluster.Bind(name, req)
 	}
 	return errors.Join(errs...)
 }
 
-// statuses writes each Scale's observed replica counts.
-func (m *Manager) statuses(ctx context.Context, st *state) error {
-	type count struct{ all, ready int32 }
-	counts := map[api.Key]count{}
-	for _, r := range st.replicas {
-		k := revisionOf(&r)
-		c := counts[k]
-		if active(&r) {
-			c.all++
-		}
-		if r.Status.Phase == api.ReplicaReady {
-			c.ready++
-		}
-		counts[k] = c
+// bindAttempts bounds how often one pass tries to bind a replica whose
+// binding lost a race.
+const bindAttempts = 3
+
+// race is a binding that found its replica or its node changed.
+type race struct {
+	replica *api.Replica
+	node    string
+}
+
+// bindAll places and binds replicas; raced are the bindings that found
+// the replica or its node changed.
+func (m *Manager) bindAll(ctx context.Context, c *cache, replicas []*api.Replica) (raced []race, _ error) {
+	type binding struct {
+		r       *api.Replica
+		node    string
+		nodeRV  string
+		out     *api.Replica
+		err     error
+		assumed api.Key
 	}
 	var errs []error
-	for i := range st.scales {
-		sc := &st.scales[i]
-		c := counts[api.KeyOf(sc)]
-		if sc.Status.Replicas == c.all && sc.Status.ReadyReplicas == c.ready {
+	binds := make([]binding, 0, len(replicas))
+	for _, r := range replicas {
+		req, ok := c.cluster.Request(r)
+		if !ok {
 			continue
 		}
-		sc.Status.Replicas, sc.Status.ReadyReplicas = c.all, c.ready
-		if _, err := store.UpdateScaleStatus(ctx, m.store, sc); err != nil && !benign(err) {
-			errs = append(errs, err)
+		name, err := c.cluster.Pick(req)
+		if err != nil {
+			msg := err.Error()
+			if r.Status.Message != msg {
+				next := *r
+				next.Status.Message = msg
+				out, err := store.UpdateReplicaStatus(ctx, m.store, &next)
+				if err != nil && !benign(err) {
+					errs = append(errs, err)
+				}
+				if err == nil {
+					c.setReplica(out)
+				}
+			}
+			continue
+		}
+		c.cluster.Assume(api.KeyOf(r), name, req)
+		binds = append(binds, binding{r: r, node: name, nodeRV: c.nodes[name].Metadata.ResourceVersion, assumed: api.KeyOf(r)})
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(m.cfg.BindConcurrency)
+	for i := range binds {
+		b := &binds[i]
+		g.Go(func() error {
+			b.out, b.err = store.BindReplica(gctx, m.store, b.r, b.node, b.nodeRV)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	for i := range binds {
+		b := &binds[i]
+		switch {
+		case b.err == nil:
+			c.setReplica(b.out)
+		case errors.Is(b.err, api.ErrConflict):
+			c.cluster.Forget(b.assumed)
+			raced = append(raced, race{b.r, b.node})
+		case errors.Is(b.err, api.ErrNotFound):
+			c.forgetReplica(b.assumed)
+		default:
+			c.cluster.Forget(b.assumed)
+			errs = append(errs, b.err)
 		}
 	}
-	return errors.Join(errs...)
+	return raced, errors.Join(errs...)
+}
+
+// reread reads a replica whose binding to node lost a race, and the
+// node, into the cache; ok is false when the replica is gone or bound now.
+func (m *Manager) reread(ctx context.Context, c *cache, r *api.Replica, node string) (_ *api.Replica, ok bool) {
+	n, err := store.Get[api.Node](ctx, m.store, api.Key{Name: node})
+	switch {
+	case err == nil:
+		c.setNode(n)
+	case errors.Is(err, api.ErrNotFound):
+		delete(c.nodes, node)
+		c.cluster.RemoveNode(node)
+	}
+	fresh, err := store.Get[api.Replica](ctx, m.store, api.KeyOf(r))
+	if err != nil {
+		if errors.Is(err, api.ErrNotFound) {
+			c.forgetReplica(api.KeyOf(r))
+		}
+		return nil, false
+	}
+	c.setReplica(fresh)
+	return fresh, fresh.Spec.NodeName == ""
+}
+
+// statuses writes each Scale's observed replica counts.
+func (m *Manager) statuses(ctx context.Context, c *cache) error {
+	var ops []writeOp
+	for k, sc := range c.scales {
+		var all, ready int32
+		for _, r := range c.byRevision[k] {
+			if active(r) {
+				all++
+			}
+			if r.Status.Phase == api.ReplicaReady {
+				ready++
+			}
+		}
+		if sc.Status.Replicas == all && sc.Status.ReadyReplicas == ready {
+			continue
+		}
+		next := *sc
+		next.Status.Replicas, next.Status.ReadyReplicas = all, ready
+		ops = append(ops, func(ctx context.Context) (func(), error) {
+			out, err := store.UpdateScaleStatus(ctx, m.store, &next)
+			if err != nil {
+				if benign(err) {
+					err = nil
+				}
+				return nil, err
+			}
+			return func() {
+				if newer(c.scales[k], out) {
+					c.scales[k] = out
+				}
+			}, nil
+		})
+	}
+	return m.write(ctx, ops)
 }
 
 // revisionOf is the key of a replica's revision.

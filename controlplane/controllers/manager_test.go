@@ -474,7 +474,7 @@ func TestWaitForChange(t *testing.T) {
 			}
 			tick := make(chan time.Time)
 			done := make(chan error, 1)
-			go func() { done <- m.waitForChange(context.Background(), wch, tick, nil) }()
+			go func() { done <- m.waitForChange(context.Background(), wch, nil, tick, nil) }()
 
 			if tc.debounce {
 				ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -525,12 +525,12 @@ func TestWaitForChangeEnds(t *testing.T) {
 	m := &Manager{cfg: Config{Debounce: time.Hour}, clock: clock.NewFake()}
 	closed := make(chan clientv3.WatchResponse)
 	close(closed)
-	if err := m.waitForChange(context.Background(), closed, nil, nil); err != errWatchClosed {
+	if err := m.waitForChange(context.Background(), closed, nil, nil, nil); err != errWatchClosed {
 		t.Errorf("closed watch: %v, want errWatchClosed", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := m.waitForChange(ctx, make(chan clientv3.WatchResponse), nil, nil); err != context.Canceled {
+	if err := m.waitForChange(ctx, make(chan clientv3.WatchResponse), nil, nil, nil); err != context.Canceled {
 		t.Errorf("ended context: %v, want context.Canceled", err)
 	}
 	// A change arrives, and ctx ends during its debounce.
@@ -538,7 +538,7 @@ func TestWaitForChangeEnds(t *testing.T) {
 	wch := make(chan clientv3.WatchResponse, 1)
 	wch <- watchEvent(store.Prefix + "functions/default/hello")
 	done := make(chan error, 1)
-	go func() { done <- m.waitForChange(ctx, wch, nil, nil) }()
+	go func() { done <- m.waitForChange(ctx, wch, nil, nil, nil) }()
 	if err := m.clock.(*clock.Fake).BlockUntilContext(context.Background(), 1); err != nil {
 		t.Fatal(err)
 	}

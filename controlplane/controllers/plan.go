@@ -5,14 +5,19 @@
 // replica → the function's traffic). One server runs them, the leader
 // elected through etcd (package leader).
 //
-// Each is level-triggered, as in Kubernetes: a pass reads the whole state,
-// computes the difference with pure functions (plan.go), and writes it. A
-// pass runs on any change under the store's prefix and every resync period,
-// so a missed event or a crash between writes is repaired by the next pass.
+// Each is level-triggered, as in Kubernetes: a pass looks at the whole
+// state, computes the difference with pure functions (plan.go, and
+// package scheduler for placements), and writes it. The state is a cache
+// that one watch of the store keeps current (cache.go), synced to etcd's
+// current revision before each pass, so that a pass reads nothing from
+// etcd however large the cluster. A pass runs on any change under the
+// store's prefix and every resync period, so a missed event or a crash
+// between writes is repaired by the next pass.
 package controllers
 
 import (
-	"sort"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/surgeplatform/surge/api"
@@ -45,33 +50,75 @@ func removalRank(r *api.Replica) int {
 
 // planReplicas compares a revision's desired scale with its replicas.
 // Failed replicas are removed and replaced.
-func planReplicas(desired int32, replicas []api.Replica) replicaPlan {
+//
+// Replicas bound to a draining node are leaving: the revision gets
+// replacements for them elsewhere first (draining nodes take no new
+// replicas), and a leaving replica is removed only once the revision's
+// other Ready replicas make up for it — a drain never lowers a
+// revision's Ready count below what it asks for (or what it had, when
+// that is less). A leaving replica that is not Ready serves nothing and
+// goes at once.
+func planReplicas(desired int32, replicas map[api.Key]*api.Replica, draining func(node string) bool) replicaPlan {
 	var p replicaPlan
-	var act []api.Replica
+	// Most revisions have what they ask for: say so without allocating,
+	// as every pass asks of every revision.
+	settled := len(replicas) == int(desired)
+	for _, r := range replicas {
+		if !settled {
+			break
+		}
+		settled = active(r) && (r.Spec.NodeName == "" || !draining(r.Spec.NodeName))
+	}
+	if settled {
+		return p
+	}
+	var staying, leaving []*api.Replica
 	for _, r := range replicas {
 		switch {
 		case r.Status.Phase == api.ReplicaFailed:
 			p.remove = append(p.remove, r.Metadata.Name)
-		case active(&r):
-			act = append(act, r)
+		case !active(r):
+		case r.Spec.NodeName != "" && draining(r.Spec.NodeName):
+			leaving = append(leaving, r)
+		default:
+			staying = append(staying, r)
 		}
 	}
 	n := int(desired)
 	switch {
-	case len(act) < n:
-		p.create = n - len(act)
-	case len(act) > n:
-		sort.SliceStable(act, func(i, j int) bool {
-			ri, rj := removalRank(&act[i]), removalRank(&act[j])
-			if ri != rj {
-				return ri < rj
+	case len(staying) < n:
+		p.create = n - len(staying)
+	case len(staying) > n:
+		slices.SortFunc(staying, func(a, b *api.Replica) int {
+			if ra, rb := removalRank(a), removalRank(b); ra != rb {
+				return ra - rb
 			}
-			return act[i].Metadata.CreationTimestamp.After(act[j].Metadata.CreationTimestamp)
+			if c := b.Metadata.CreationTimestamp.Compare(a.Metadata.CreationTimestamp); c != 0 {
+				return c // the youngest first
+			}
+			return strings.Compare(a.Metadata.Name, b.Metadata.Name)
 		})
-		for _, r := range act[:len(act)-n] {
+		for _, r := range staying[:len(staying)-n] {
 			p.remove = append(p.remove, r.Metadata.Name)
 		}
+		staying = staying[len(staying)-n:]
 	}
+	readyStaying := 0
+	for _, r := range staying {
+		if r.Status.Phase == api.ReplicaReady {
+			readyStaying++
+		}
+	}
+	slices.SortFunc(leaving, func(a, b *api.Replica) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
+	keep := max(0, n-readyStaying)
+	for _, r := range leaving {
+		if r.Status.Phase == api.ReplicaReady && keep > 0 {
+			keep--
+			continue
+		}
+		p.remove = append(p.remove, r.Metadata.Name)
+	}
+	slices.Sort(p.remove)
 	return p
 }
 

@@ -33,11 +33,40 @@ func TestPlanReplicas(t *testing.T) {
 			rep("young", "n", api.ReplicaReady, 5),
 			rep("starting", "n", api.ReplicaStarting, 50),
 			rep("unbound", "", api.ReplicaPending, 60),
-		}, replicaPlan{remove: []string{"unbound", "starting", "young"}}},
+		}, replicaPlan{remove: []string{"starting", "unbound", "young"}}},
 		{"to zero", 0, []api.Replica{rep("a", "n", api.ReplicaReady, 10)}, replicaPlan{remove: []string{"a"}}},
+		// A drain, step by step: replacements first, the old replicas
+		// once the new ones are Ready.
+		{"drain: replacements are made", 2, []api.Replica{
+			rep("a", "draining", api.ReplicaReady, 10), rep("b", "draining", api.ReplicaReady, 10),
+		}, replicaPlan{create: 2}},
+		{"drain: the old stay while the new start", 2, []api.Replica{
+			rep("a", "draining", api.ReplicaReady, 10), rep("b", "draining", api.ReplicaReady, 10),
+			rep("c", "n", api.ReplicaStarting, 1), rep("d", "", api.ReplicaPending, 1),
+		}, replicaPlan{}},
+		{"drain: one old goes for each new one Ready", 2, []api.Replica{
+			rep("a", "draining", api.ReplicaReady, 10), rep("b", "draining", api.ReplicaReady, 10),
+			rep("c", "n", api.ReplicaReady, 1), rep("d", "n", api.ReplicaStarting, 1),
+		}, replicaPlan{remove: []string{"b"}}},
+		{"drain: done", 2, []api.Replica{
+			rep("a", "draining", api.ReplicaReady, 10),
+			rep("c", "n", api.ReplicaReady, 1), rep("d", "n", api.ReplicaReady, 1),
+		}, replicaPlan{remove: []string{"a"}}},
+		{"drain: an old replica that is not Ready goes at once", 1, []api.Replica{
+			rep("a", "draining", api.ReplicaStarting, 10),
+		}, replicaPlan{create: 1, remove: []string{"a"}}},
+		{"drain while scaling down", 1, []api.Replica{
+			rep("a", "draining", api.ReplicaReady, 10),
+			rep("c", "n", api.ReplicaReady, 1), rep("d", "n", api.ReplicaReady, 2),
+		}, replicaPlan{remove: []string{"a", "c"}}},
+		{"drain to zero", 0, []api.Replica{rep("a", "draining", api.ReplicaReady, 10)}, replicaPlan{remove: []string{"a"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := planReplicas(tc.desired, tc.replicas)
+			reps := map[api.Key]*api.Replica{}
+			for i := range tc.replicas {
+				reps[api.Key{Name: tc.replicas[i].Metadata.Name}] = &tc.replicas[i]
+			}
+			got := planReplicas(tc.desired, reps, func(node string) bool { return node == "draining" })
 			if diff := cmp.Diff(tc.want, got, cmp.AllowUnexported(replicaPlan{})); diff != "" {
 				t.Errorf("plan (-want +got):\n%s", diff)
 			}

@@ -1,6 +1,8 @@
-// Package pki makes and keeps the certificates a Surge cluster needs: one
-// certificate authority, generated at the first start and kept in the data
-// directory, and server and client certificates signed by it.
+// Package pki makes and keeps the certificates a Surge cluster needs: two
+// certificate authorities, generated at the first start and kept in the
+// data directory — the cluster CA, which signs the API's and etcd's
+// certificates and the API server's client certificate, and the node CA
+// (NodeCA), which signs only nodes' short-lived certificates.
 //
 // Keys are ECDSA P-256: small, fast to make, and accepted by every TLS stack
 // Surge talks to (Go, etcd, curl).
@@ -42,10 +44,16 @@ type CA struct {
 // LoadOrCreateCA reads DIR/ca.crt and DIR/ca.key, making them first when
 // neither exists.
 func LoadOrCreateCA(dir string, now time.Time) (*CA, error) {
-	certPath, keyPath := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+	return loadOrCreateCA(dir, "ca", "surge-ca", now)
+}
+
+// loadOrCreateCA reads DIR/BASE.crt and DIR/BASE.key, making a CA named
+// cn first when neither exists.
+func loadOrCreateCA(dir, base, cn string, now time.Time) (*CA, error) {
+	certPath, keyPath := filepath.Join(dir, base+".crt"), filepath.Join(dir, base+".key")
 	certPEM, err := os.ReadFile(certPath)
 	if errors.Is(err, fs.ErrNotExist) {
-		return createCA(dir, certPath, keyPath, now)
+		return createCA(dir, certPath, keyPath, cn, now)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read CA: %w", err)
@@ -69,7 +77,7 @@ func LoadOrCreateCA(dir string, now time.Time) (*CA, error) {
 	return &CA{Cert: cert, CertPEM: certPEM, key: key}, nil
 }
 
-func createCA(dir, certPath, keyPath string, now time.Time) (*CA, error) {
+func createCA(dir, certPath, keyPath, cn string, now time.Time) (*CA, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
@@ -79,7 +87,7 @@ func createCA(dir, certPath, keyPath string, now time.Time) (*CA, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "surge-ca", Organization: []string{"surge"}},
+		Subject:               pkix.Name{CommonName: cn, Organization: []string{"surge"}},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(caLifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
@@ -233,41 +241,4 @@ func (ca *CA) Pool() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(ca.Cert)
 	return p
-}
-
-// SignCSR issues a server certificate for the key in a PEM certificate
-// request, valid for hosts (the request's own names are ignored: the
-// caller decides what the holder may claim).
-func (ca *CA) SignCSR(csrPEM []byte, commonName string, hosts []string, now time.Time) ([]byte, error) {
-	block, _ := pem.Decode(csrPEM)
-	if block == nil || block.Type != "CERTIFICATE REQUEST" {
-		return nil, errors.New("no PEM certificate request found")
-	}
-	csr, err := x509.ParseCertificateRequest(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse certificate request: %w", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("certificate request signature: %w", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: commonName, Organization: []string{"surge"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(leafLifetime),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.key)
-	if err != nil {
-		return nil, fmt.Errorf("sign certificate for %s: %w", commonName, err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }

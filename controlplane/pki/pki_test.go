@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/controlplane/pki"
 	"github.com/surgeplatform/surge/internal/clock"
 )
@@ -181,46 +183,139 @@ func TestLoadOrIssue(t *testing.T) {
 	}
 }
 
-func TestSignCSR(t *testing.T) {
-	ca, _ := newCA(t)
+func csrFor(t *testing.T, tmpl *x509.CertificateRequest) (*x509.CertificateRequest, *ecdsa.PrivateKey, []byte) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The request asks for a name the signer does not grant.
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: "admin"}, DNSNames: []string{"api.example.test"},
-	}, key)
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-	certPEM, err := ca.SignCSR(csr, "surge-agent-node-a", []string{"node-a", "10.0.0.5"}, now)
+	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	csr, err := pki.ParseCSR(csrPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert := parse(t, certPEM)
-	if !key.PublicKey.Equal(cert.PublicKey) || cert.Subject.CommonName != "surge-agent-node-a" {
-		t.Errorf("certificate for %q: want the request's key, named by the signer", cert.Subject.CommonName)
-	}
-	if !slices.Equal(cert.DNSNames, []string{"node-a"}) {
-		t.Errorf("DNS names %v: want only what the signer grants", cert.DNSNames)
-	}
-	if !slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}) {
-		t.Errorf("key usages %v: want server only", cert.ExtKeyUsage)
-	}
-	verify(t, ca, cert, "10.0.0.5", now)
+	return csr, key, der
+}
 
+// TestNodeCA: the node CA is a CA of its own, apart from the cluster CA;
+// it signs a node's key for the node's address and one usage, for a day,
+// and what it signs verifies against it alone.
+func TestNodeCA(t *testing.T) {
+	ca, dir := newCA(t)
+	nca, err := pki.LoadOrCreateNodeCA(dir, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := pki.LoadOrCreateNodeCA(dir, now.Add(time.Hour)); err != nil || !again.Certificate().Equal(nca.Certificate()) {
+		t.Fatalf("node CA loaded again: %v, same %v", err, err == nil && again.Certificate().Equal(nca.Certificate()))
+	}
+	if nca.Certificate().Equal(ca.Cert) || nca.Certificate().PublicKey.(*ecdsa.PublicKey).Equal(ca.Cert.PublicKey) {
+		t.Fatal("the node CA is the cluster CA, or shares its key")
+	}
+	if m := mode(t, filepath.Join(dir, "node-ca.key")); m != 0o600 {
+		t.Errorf("node CA key mode %o, want 0600", m)
+	}
+	addr := netip.MustParseAddr("10.0.0.5")
+	csr, key, _ := csrFor(t, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "node-a"}})
+	for _, usage := range []api.CertificateUsage{api.UsageClient, api.UsageServer} {
+		certPEM, err := nca.Sign(csr, pki.NodeCert{Node: "node-a", Address: addr, Usage: usage}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert := parse(t, certPEM)
+		if !key.PublicKey.Equal(cert.PublicKey) || cert.Subject.CommonName != "surge:node:node-a" || len(cert.DNSNames) != 0 {
+			t.Errorf("%s certificate %q, DNS names %v: want the request's key, named surge:node:node-a, no DNS name", usage, cert.Subject.CommonName, cert.DNSNames)
+		}
+		want := map[api.CertificateUsage]x509.ExtKeyUsage{api.UsageClient: x509.ExtKeyUsageClientAuth, api.UsageServer: x509.ExtKeyUsageServerAuth}[usage]
+		if !slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{want}) {
+			t.Errorf("%s certificate's key usages %v, want only %v", usage, cert.ExtKeyUsage, want)
+		}
+		if node, got, ok := pki.NodeIdentity(cert); !ok || node != "node-a" || got != addr {
+			t.Errorf("NodeIdentity = %q %v %v, want node-a 10.0.0.5", node, got, ok)
+		}
+		opts := x509.VerifyOptions{Roots: nca.Pool(), KeyUsages: []x509.ExtKeyUsage{want}}
+		for _, tc := range []struct {
+			at   time.Time
+			host string
+			ok   bool
+		}{
+			{now, "10.0.0.5", true},
+			{now.Add(23 * time.Hour), "10.0.0.5", true},
+			{now.Add(25 * time.Hour), "10.0.0.5", false}, // a day's certificate
+			{now, "localhost", false},
+			{now, "127.0.0.1", false},
+			{now, "node-a", false},
+		} {
+			opts.CurrentTime, opts.DNSName = tc.at, tc.host
+			if _, err := cert.Verify(opts); (err == nil) != tc.ok {
+				t.Errorf("%s certificate for %s at now+%s: %v, want valid %v", usage, tc.host, tc.at.Sub(now), err, tc.ok)
+			}
+		}
+		// The cluster CA's clients (the CLI, agents, etcd) do not trust it.
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+			t.Errorf("a node %s certificate verifies against the cluster CA", usage)
+		}
+	}
+	if _, err := nca.Sign(csr, pki.NodeCert{Node: "node-a", Address: addr, Usage: "both"}, now); err == nil {
+		t.Error("signed a certificate of an unknown usage")
+	}
+	if _, err := nca.Sign(csr, pki.NodeCert{Node: "Node_A", Address: addr, Usage: api.UsageClient}, now); err == nil {
+		t.Error("signed a certificate for a bad node name")
+	}
+}
+
+func TestNodeIdentityWantsANodeCertificate(t *testing.T) {
+	ca, _ := newCA(t)
+	for _, leaf := range []pki.Leaf{
+		{CommonName: "surge:node:node-a", Hosts: []string{"10.0.0.5"}, Client: true}, // not the node organization
+		{CommonName: "surge-apiserver", Hosts: []string{"10.0.0.5"}, Client: true},
+	} {
+		certPEM, _, err := ca.Issue(leaf, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if node, _, ok := pki.NodeIdentity(parse(t, certPEM)); ok {
+			t.Errorf("certificate %q names node %q", leaf.CommonName, node)
+		}
+	}
+}
+
+func TestExtraNamesAndParseCSR(t *testing.T) {
+	addr := netip.MustParseAddr("10.0.0.5")
+	for _, tc := range []struct {
+		name string
+		tmpl x509.CertificateRequest
+		want []string
+	}{
+		{"bare", x509.CertificateRequest{}, nil},
+		{"its own names", x509.CertificateRequest{Subject: pkix.Name{CommonName: "surge:node:node-a"}, IPAddresses: []net.IP{net.ParseIP("10.0.0.5")}}, nil},
+		{"localhost", x509.CertificateRequest{DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}, []string{"localhost", "127.0.0.1"}},
+		{"another node", x509.CertificateRequest{Subject: pkix.Name{CommonName: "surge:node:node-b"}}, []string{"common name surge:node:node-b"}},
+		{"the API", x509.CertificateRequest{Subject: pkix.Name{CommonName: "surge-apiserver"}, DNSNames: []string{"api.example.test"}}, []string{"common name surge-apiserver", "api.example.test"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			csr, _, _ := csrFor(t, &tc.tmpl)
+			if got := pki.ExtraNames(csr, "node-a", addr); !slices.Equal(got, tc.want) {
+				t.Errorf("ExtraNames = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	_, _, der := csrFor(t, &x509.CertificateRequest{})
 	tampered := slices.Clone(der)
 	tampered[len(tampered)-1] ^= 0xff
+	ca, _ := newCA(t)
 	for _, bad := range []struct{ name, pem string }{
 		{"no PEM", "junk"},
-		{"a certificate, not a request", string(certPEM)},
+		{"a certificate, not a request", string(ca.CertPEM)},
 		{"garbage in the block", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: []byte("junk")}))},
 		{"a broken signature", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: tampered}))},
 	} {
-		if _, err := ca.SignCSR([]byte(bad.pem), "x", nil, now); err == nil {
-			t.Errorf("%s: signed", bad.name)
+		if _, err := pki.ParseCSR([]byte(bad.pem)); err == nil {
+			t.Errorf("%s: parsed", bad.name)
 		}
 	}
 }

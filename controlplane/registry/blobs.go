@@ -2,6 +2,7 @@ package registry
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -151,7 +153,14 @@ func (r *Registry) appendUpload(req *http.Request, id string) (int64, error) {
 		want = end - start + 1
 		body = io.LimitReader(body, want)
 	}
-	n, err := io.Copy(f, body)
+	limit := r.cfg.MaxBlobSize - size
+	if want > limit || req.ContentLength > limit {
+		return 0, tooLarge(r.cfg.MaxBlobSize)
+	}
+	n, err := io.Copy(f, io.LimitReader(body, limit+1))
+	if err == nil && n > limit {
+		err = tooLarge(r.cfg.MaxBlobSize)
+	}
 	if err == nil && want >= 0 && n != want {
 		err = errorf(http.StatusBadRequest, "BLOB_UPLOAD_INVALID", "chunk has %d bytes, Content-Range says %d", n, want)
 	}
@@ -163,7 +172,16 @@ func (r *Registry) appendUpload(req *http.Request, id string) (int64, error) {
 }
 
 // finishUpload appends the last chunk (if any), checks the digest the
-// client claims and moves the upload into the blob store.
+// client claims against the bytes as stored, and moves them into the blob
+// store.
+//
+// The check and the store are one: the upload is first taken out of
+// uploads/ (a second PUT, or a PATCH that comes later, finds no upload),
+// then copied into a file of this request's own, hashing the bytes as they
+// are written, and that file is what is renamed into place. A PATCH of the
+// same upload that opened it before it was taken may still write to it,
+// but not to the copy: the blob holds exactly the bytes whose digest was
+// checked, whatever races it. The copy costs a second write of each blob.
 func (r *Registry) finishUpload(w http.ResponseWriter, req *http.Request, repo, id, digest string) error {
 	want, ok := parseDigest(digest)
 	if !ok {
@@ -172,15 +190,22 @@ func (r *Registry) finishUpload(w http.ResponseWriter, req *http.Request, repo, 
 	if _, err := r.appendUpload(req, id); err != nil {
 		return err
 	}
-	path := r.uploadPath(id)
-	// Hashing reads the file again, from the page cache as a rule; it keeps
-	// chunked uploads stateless across requests and server restarts.
-	got, err := syncAndHash(path)
+	taken := filepath.Join(r.cfg.Dir, "tmp", "upload-"+id)
+	if err := os.Rename(r.uploadPath(id), taken); errors.Is(err, fs.ErrNotExist) {
+		return errorf(http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN", "no upload %q", id)
+	} else if err != nil {
+		return fmt.Errorf("finish upload: %w", err)
+	}
+	defer os.Remove(taken)
+	blob, got, err := r.copyHashed(taken)
 	if err != nil {
-		return err
+		return fmt.Errorf("finish upload: %w", err)
+	}
+	if r.testHookVerified != nil {
+		r.testHookVerified(taken)
 	}
 	if got != want {
-		_ = os.Remove(path)
+		_ = os.Remove(blob)
 		oe := errorf(http.StatusBadRequest, "DIGEST_INVALID", "uploaded content has digest %s, not %s", got, want)
 		oe.Detail = map[string]string{"expected": want.String(), "actual": got.String()}
 		return oe
@@ -189,24 +214,44 @@ func (r *Registry) finishUpload(w http.ResponseWriter, req *http.Request, repo, 
 	defer r.mu.RUnlock()
 	dst := r.blobPath(want)
 	if exists(dst) {
-		_ = os.Remove(path)
+		_ = os.Remove(blob)
 		r.touch(dst)
-	} else if err := install(path, dst); err != nil {
+	} else if err := install(blob, dst); err != nil {
+		_ = os.Remove(blob)
 		return fmt.Errorf("store blob %s: %w", want, err)
 	}
 	blobCreated(w, repo, want)
 	return nil
 }
 
-func syncAndHash(path string) (v1.Hash, error) {
-	f, err := os.Open(path)
+// copyHashed copies src into a new file in tmp/, fsynced, and returns its
+// path and the SHA-256 of the bytes written to it.
+func (r *Registry) copyHashed(src string) (path string, sum v1.Hash, err error) {
+	in, err := os.Open(src)
 	if err != nil {
-		return v1.Hash{}, err
+		return "", v1.Hash{}, err
 	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return v1.Hash{}, err
+	defer in.Close()
+	out, err := os.CreateTemp(filepath.Join(r.cfg.Dir, "tmp"), "blob-")
+	if err != nil {
+		return "", v1.Hash{}, err
 	}
-	h, _, err := v1.SHA256(f)
-	return h, err
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(out, h), in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(out.Name())
+		return "", v1.Hash{}, err
+	}
+	return out.Name(), v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// tooLarge is the answer to a blob that grows past the limit.
+func tooLarge(limit int64) *ociError {
+	return errorf(http.StatusRequestEntityTooLarge, "SIZE_INVALID", "blob is larger than the registry's limit of %d bytes", limit)
 }

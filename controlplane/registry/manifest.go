@@ -151,8 +151,8 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, repo, r
 	} else if err := r.writeFile(p, body); err != nil {
 		return fmt.Errorf("store manifest %s: %w", d, err)
 	}
-	if err := r.writeFile(r.manifestLink(repo, d), []byte(m.mediaType)); err != nil {
-		return fmt.Errorf("link manifest %s into %s: %w", d, repo, err)
+	if err := r.linkManifest(repo, d, m.mediaType); err != nil {
+		return err
 	}
 	if tag != "" {
 		if err := r.writeFile(r.tagPath(repo, tag), []byte(d.String())); err != nil {
@@ -167,10 +167,60 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, repo, r
 	return nil
 }
 
+// linkManifest links manifest d into repo, making the repository if it is
+// new, within Config.MaxRepositories.
+func (r *Registry) linkManifest(repo string, d v1.Hash, mediaType string) error {
+	if !r.repoExists(repo) {
+		r.newRepo.Lock()
+		defer r.newRepo.Unlock()
+		if !r.repoExists(repo) {
+			repos, err := r.repositories()
+			if err != nil {
+				return fmt.Errorf("count repositories: %w", err)
+			}
+			if len(repos) >= r.cfg.MaxRepositories {
+				oe := errorf(http.StatusForbidden, "DENIED",
+					"the registry holds %d repositories, its limit (MaxRepositories): push to an existing repository, or remove functions whose images are no longer needed (image GC then removes their repositories)",
+					len(repos))
+				oe.Detail = map[string]any{"limit": "MaxRepositories", "max": r.cfg.MaxRepositories}
+				return oe
+			}
+		}
+	}
+	if err := r.writeFile(r.manifestLink(repo, d), []byte(mediaType)); err != nil {
+		return fmt.Errorf("link manifest %s into %s: %w", d, repo, err)
+	}
+	return nil
+}
+
 // repoExists reports whether a manifest was ever put to repo; its
 // directory alone may be the parent of a nested repository's.
 func (r *Registry) repoExists(repo string) bool {
 	return exists(filepath.Join(r.repoDir(repo), "_manifests"))
+}
+
+// ErrUnknown is returned by Resolve for a repository, tag or manifest the
+// registry does not hold.
+var ErrUnknown = errors.New("registry: unknown image")
+
+// Resolve returns the digest of the manifest that ref (a tag, or a digest)
+// names in repo ("default/hello"): what a deploy pins its revision to.
+func (r *Registry) Resolve(repo, ref string) (v1.Hash, error) {
+	if len(repo) > 255 || !repoRE.MatchString(repo) {
+		return v1.Hash{}, fmt.Errorf("%w: invalid repository name %q", ErrUnknown, repo)
+	}
+	d, err := r.resolve(repo, ref)
+	var oe *ociError
+	if errors.As(err, &oe) {
+		return v1.Hash{}, fmt.Errorf("%w: %s", ErrUnknown, oe.Message)
+	}
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if !exists(r.manifestLink(repo, d)) {
+		return v1.Hash{}, fmt.Errorf("%w: manifest %s@%s is not in the registry", ErrUnknown, repo, d)
+	}
+	return d, nil
 }
 
 // resolve turns a tag or digest into the digest of a manifest of repo.

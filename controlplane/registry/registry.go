@@ -56,6 +56,18 @@ type Config struct {
 	// 4 MiB, like CNCF distribution: real manifests are a few KiB, and the
 	// bound stops a client from making the server buffer a huge body.
 	MaxManifestSize int64
+	// MaxBlobSize bounds one blob (a layer): an upload that grows past it
+	// is refused with 413, so that one push cannot fill the server's disk.
+	// 4 GiB by default, Docker Hub's order of magnitude; zero means the
+	// default.
+	MaxBlobSize int64
+	// MaxRepositories bounds how many repositories the registry holds: a
+	// manifest put to a new repository past it is refused with 403
+	// DENIED, so that a pushing client cannot make directories without
+	// end. Each function's image is one repository (NAMESPACE/NAME), and
+	// GC removes those no function uses any more. 10000 by default; zero
+	// means the default.
+	MaxRepositories int
 	// GCGrace protects blobs, manifests, tags and uploads younger than it
 	// from GC: a push in flight (blobs first, manifest last) and an image
 	// pushed but not yet deployed survive. Longer keeps garbage longer;
@@ -72,6 +84,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		MaxManifestSize: 4 << 20,
+		MaxBlobSize:     4 << 30,
+		MaxRepositories: 10000,
 		GCGrace:         time.Hour,
 		Log:             slog.New(slog.DiscardHandler),
 		Clock:           clock.Real(),
@@ -85,6 +99,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.GCGrace == 0 {
 		c.GCGrace = d.GCGrace
+	}
+	if c.MaxBlobSize == 0 {
+		c.MaxBlobSize = d.MaxBlobSize
+	}
+	if c.MaxRepositories == 0 {
+		c.MaxRepositories = d.MaxRepositories
 	}
 	if c.Log == nil {
 		c.Log = d.Log
@@ -102,6 +122,12 @@ func (c Config) Validate() error {
 	if c.MaxManifestSize <= 0 {
 		errs = append(errs, fmt.Errorf("registry MaxManifestSize %d: want > 0", c.MaxManifestSize))
 	}
+	if c.MaxBlobSize < 0 {
+		errs = append(errs, fmt.Errorf("registry MaxBlobSize %d: want >= 0", c.MaxBlobSize))
+	}
+	if c.MaxRepositories < 0 {
+		errs = append(errs, fmt.Errorf("registry MaxRepositories %d: want >= 0", c.MaxRepositories))
+	}
 	if c.GCGrace < 0 {
 		errs = append(errs, fmt.Errorf("registry GCGrace %s: want >= 0", c.GCGrace))
 	}
@@ -118,6 +144,14 @@ type Registry struct {
 	// shared, GC holds it exclusively, so GC never deletes a blob that a
 	// manifest being put has just checked for.
 	mu sync.RWMutex
+	// newRepo is held from counting the repositories to making a new
+	// one, so that two pushes cannot both take the last place.
+	newRepo sync.Mutex
+
+	// testHookVerified, when set, is called by finishUpload once it has
+	// checked the digest of its copy of the upload, with the path of the
+	// upload it took (tests write to it there, as a late PATCH would).
+	testHookVerified func(taken string)
 }
 
 var _ http.Handler = (*Registry)(nil)

@@ -36,6 +36,19 @@ type FunctionResult struct {
 	Revision string
 }
 
+// PutOption adds to what PutFunction writes.
+type PutOption func(*putOptions)
+
+type putOptions struct{ digest string }
+
+// WithImageDigest records the digest the function's image resolved to at
+// this deploy (see api.RevisionSpec.ImageDigest): a new revision runs it,
+// and an unchanged spec whose tag now resolves to another digest makes a
+// new revision too.
+func WithImageDigest(digest string) PutOption {
+	return func(o *putOptions) { o.digest = digest }
+}
+
 // PutFunction writes a Function with the deploy semantics users expect:
 //
 //   - a new spec, or one that differs from the stored one, makes a new
@@ -45,11 +58,16 @@ type FunctionResult struct {
 //     transaction; an existing function's stays where it is until the new
 //     revision has a Ready replica, when the rollout controller moves it
 //     (PromoteRevision): a revision that cannot start takes no traffic;
-//   - an unchanged spec makes no revision: deploys are idempotent;
+//   - an unchanged spec makes no revision: deploys are idempotent; unless
+//     WithImageDigest says that its image's tag moved to another digest;
 //   - a ResourceVersion on f makes the write conditional (api.ErrConflict).
 //
 // f's spec must be defaulted and valid.
-func (s *Store) PutFunction(ctx context.Context, f *api.Function, mode WriteMode) (*FunctionResult, error) {
+func (s *Store) PutFunction(ctx context.Context, f *api.Function, mode WriteMode, opts ...PutOption) (*FunctionResult, error) {
+	var po putOptions
+	for _, o := range opts {
+		o(&po)
+	}
 	m := &f.Metadata
 	if m.Namespace == "" {
 		m.Namespace = api.DefaultNamespace
@@ -94,7 +112,7 @@ func (s *Store) PutFunction(ctx context.Context, f *api.Function, mode WriteMode
 			if err != nil {
 				return nil, err
 			}
-			if same {
+			if same && (po.digest == "" || po.digest == cur.Status.ImageDigest) {
 				if maps.Equal(cur.Metadata.Labels, f.Metadata.Labels) {
 					return &FunctionResult{Function: cur}, nil
 				}
@@ -126,6 +144,7 @@ func (s *Store) PutFunction(ctx context.Context, f *api.Function, mode WriteMode
 		next.Metadata.Generation++
 		revName := api.RevisionName(m.Name, next.Metadata.Generation)
 		next.Status.LatestRevision = revName
+		next.Status.ImageDigest = po.digest
 
 		ops, err := s.revisionOps(&next, revName, cur == nil)
 		if err != nil {
@@ -166,7 +185,8 @@ func (s *Store) revisionOps(fn *api.Function, revName string, first bool) ([]cli
 	labels := map[string]string{api.LabelFunction: fn.Metadata.Name}
 	rev := &api.Revision{
 		Metadata: api.ObjectMeta{Name: revName, Namespace: ns, Labels: labels},
-		Spec:     api.RevisionSpec{Function: fn.Metadata.Name, Number: fn.Metadata.Generation, Template: fn.Spec},
+		Spec: api.RevisionSpec{Function: fn.Metadata.Name, Number: fn.Metadata.Generation, Template: fn.Spec,
+			ImageDigest: fn.Status.ImageDigest},
 	}
 	s.stampNew(rev)
 	scale := &api.Scale{

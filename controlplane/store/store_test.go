@@ -529,3 +529,46 @@ func TestReadsWhatWasStoredBefore(t *testing.T) {
 		t.Errorf("revisions %+v, want hello-00001 with a 5m timeout", revs)
 	}
 }
+
+// TestPutFunctionPinsDigest: the digest a deploy resolved is the
+// revision's; the same spec with the tag moved makes a new revision, and
+// with no digest known (unresolvable) or the same one makes none.
+func TestPutFunctionPinsDigest(t *testing.T) {
+	st, _ := newStore(t)
+	ctx := context.Background()
+	put := func(digest string) *store.FunctionResult {
+		t.Helper()
+		f := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1"}}
+		api.SetDefaults(&f.Spec)
+		res, err := st.PutFunction(ctx, f, store.CreateOrReplace, store.WithImageDigest(digest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	const d1, d2 = "sha256:1111111111111111111111111111111111111111111111111111111111111111", "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	steps := []struct {
+		digest, wantRev, wantPinned string
+	}{
+		{d1, "hello-00001", d1},
+		{d1, "", d1}, // same tag, same digest: unchanged
+		{"", "", d1}, // not resolvable now: unchanged, still pinned
+		{d2, "hello-00002", d2},
+	}
+	for i, s := range steps {
+		res := put(s.digest)
+		if res.Revision != s.wantRev || res.Function.Status.ImageDigest != s.wantPinned {
+			t.Errorf("step %d (digest %q): revision %q, function pinned to %q; want %q and %q",
+				i, s.digest, res.Revision, res.Function.Status.ImageDigest, s.wantRev, s.wantPinned)
+		}
+	}
+	for rev, want := range map[string]string{"hello-00001": d1, "hello-00002": d2} {
+		r, err := store.Get[api.Revision](ctx, st, api.Key{Namespace: "default", Name: rev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Spec.ImageDigest != want || r.Spec.Image() != "example.test/hello:v1@"+want {
+			t.Errorf("%s pins %q and runs %q; want %q", rev, r.Spec.ImageDigest, r.Spec.Image(), want)
+		}
+	}
+}

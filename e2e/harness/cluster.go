@@ -35,8 +35,9 @@ type Options struct {
 	README string
 	// Dir holds every host's home: data dirs, state dirs, logs.
 	Dir string
-	// Servers, Agents and Gateways count the roles. Gateways run on the
-	// first agents' hosts.
+	// Servers, Agents and Gateways count the roles. The first server
+	// starts a cluster; the others join it (the README's `surge server
+	// --join-server` line). Gateways run on the first agents' hosts.
 	Servers, Agents, Gateways int
 	// LogLevel is passed to every role.
 	LogLevel string
@@ -50,7 +51,8 @@ type Cluster struct {
 	// Servers, Agents and Gateways are the roles' processes; an agent's
 	// node is named after its host.
 	Servers, Agents, Gateways []*Proc
-	// config is the admin client config the test's CLI uses.
+	// config is the admin client config the test's CLI uses: every
+	// server's API, to fail over between.
 	config string
 	// commands are the README's command lines, by role.
 	commands map[string]string
@@ -70,8 +72,8 @@ const (
 // the cleanup that removes all of it and checks that nothing is left.
 func Start(t testing.TB, o Options) *Cluster {
 	t.Helper()
-	if o.Servers != 1 {
-		t.Fatalf("harness: %d servers asked; one is all a cluster has until servers can join each other", o.Servers)
+	if o.Servers < 1 {
+		t.Fatalf("harness: %d servers asked; a cluster has at least one", o.Servers)
 	}
 	if o.Gateways > o.Agents {
 		t.Fatalf("harness: %d gateways need as many agent hosts, have %d", o.Gateways, o.Agents)
@@ -91,30 +93,70 @@ func Start(t testing.TB, o Options) *Cluster {
 	t.Cleanup(c.cleanup)
 
 	for i := range o.Servers {
-		c.Servers = append(c.Servers, c.newProc("server", fmt.Sprintf("s%d", i+1), nil))
+		role := "server-join"
+		if i == 0 {
+			role = "server"
+		}
+		c.Servers = append(c.Servers, c.newProc(role, fmt.Sprintf("s%d", i+1), nil))
 	}
 	server := c.Servers[0].Host
-	c.Servers[0].Env = append(c.Servers[0].Env, "SERVER_IP="+server.IP.String())
-	c.config = filepath.Join(c.Servers[0].Dir, ".surge", "config.yaml")
+	// API lists every server's API, as the README has the other machines
+	// name them.
+	apis := make([]string, len(c.Servers))
+	for i := range c.Servers {
+		apis[i] = c.ServerURL(i)
+	}
+	env := []string{"SERVER_IP=" + server.IP.String(), "API=" + strings.Join(apis, ",")}
+	for _, p := range c.Servers {
+		p.Env = append(p.Env, env...)
+	}
 	c.start(c.Servers[0])
 	dataDir := filepath.Join(c.Servers[0].Dir, ".local", "share", "surge")
+	firstConfig := filepath.Join(c.Servers[0].Dir, ".surge", "config.yaml")
 	c.waitFor("the server's tokens", time.Minute, func() bool {
-		return exists(filepath.Join(dataDir, "gateway-token")) && exists(c.config)
+		return exists(filepath.Join(dataDir, "gateway-token")) && exists(filepath.Join(dataDir, "server-token")) && exists(firstConfig)
 	})
-	cfg, err := client.LoadConfig(c.config)
+	// What the README says to copy to the other servers, which then join.
+	serverFiles := map[string]string{"ca.crt": filepath.Join(dataDir, "pki", "ca.crt"), "server-token": filepath.Join(dataDir, "server-token")}
+	for _, p := range c.Servers[1:] {
+		copyFiles(t, serverFiles, p.Dir)
+		c.start(p)
+	}
+	cfg, err := client.LoadConfig(firstConfig)
 	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Server = strings.Join(apis, ",")
+	b, err := cfg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.config = filepath.Join(o.Dir, "admin-config.yaml")
+	if err := os.WriteFile(c.config, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if c.api, err = client.New(cfg); err != nil {
 		t.Fatal(err)
 	}
+	c.waitFor(fmt.Sprintf("%d servers, each a voting etcd member", o.Servers), 2*time.Minute, func() bool {
+		st, err := c.ClusterStatus()
+		if err != nil || len(st.Servers) != o.Servers || (o.Servers > 1 && len(st.Members) != o.Servers) {
+			return false
+		}
+		for _, m := range st.Members {
+			if m.Learner {
+				return false
+			}
+		}
+		return true
+	})
 
 	// What the README says to copy to every other machine.
 	secrets := map[string]string{"ca.crt": filepath.Join(dataDir, "pki", "ca.crt"),
 		"join-token": filepath.Join(dataDir, "join-token"), "gateway-token": filepath.Join(dataDir, "gateway-token")}
 	for i := range o.Agents {
 		name := fmt.Sprintf("a%d", i+1)
-		p := c.newProc("agent", name, []string{"SERVER_IP=" + server.IP.String()})
+		p := c.newProc("agent", name, env)
 		state := filepath.Join(p.Dir, "agent")
 		// What a real machine has by default: its own state dir and its
 		// own containerd (none answers where this points, so the agent
@@ -126,7 +168,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	for i := range o.Gateways {
 		host := c.Agents[i].Host
-		p := c.newProcOn("gateway", host.Name+"-gateway", host, []string{"SERVER_IP=" + server.IP.String()})
+		p := c.newProcOn("gateway", host.Name+"-gateway", host, env)
 		copyFiles(t, secrets, p.Dir)
 		c.Gateways = append(c.Gateways, p)
 		c.start(p)
@@ -168,7 +210,7 @@ func (c *Cluster) newProcOn(role, name string, h *Host, env []string) *Proc {
 		c.t.Fatal(err)
 	}
 	return &Proc{
-		Name: role + " " + name, Host: h, Script: c.commands[role],
+		Name: strings.TrimSuffix(role, "-join") + " " + name, Host: h, Script: c.commands[role],
 		Env: append([]string{"HOME=" + home, "NODE_IP=" + h.IP.String(), "SURGE_CONFIG=", "XDG_DATA_HOME=",
 			"PATH=" + filepath.Dir(c.opts.Bin) + ":" + os.Getenv("PATH")}, env...),
 		Args: nil, Dir: home, LogPath: filepath.Join(c.opts.Dir, name+".log"),
@@ -214,8 +256,41 @@ func (c *Cluster) GatewayAddr(i int) string {
 	return c.Gateways[i].Host.IP.String() + ":" + strconv.Itoa(GatewayPort)
 }
 
-// Client is an admin API client.
+// Client is an admin API client of every server, failing over between
+// them.
 func (c *Cluster) Client() *client.Client { return c.api }
+
+// ConfigPath is the admin client config the test's CLI uses: every
+// server's API, the CA and the admin token.
+func (c *Cluster) ConfigPath() string { return c.config }
+
+// ServerURL is server i's API URL.
+func (c *Cluster) ServerURL(i int) string {
+	return "https://" + c.Servers[i].Host.IP.String() + ":" + strconv.Itoa(APIPort)
+}
+
+// Server returns the server process of a server name ("s2").
+func (c *Cluster) Server(name string) *Proc {
+	for _, p := range c.Servers {
+		if p.Host.Name == name {
+			return p
+		}
+	}
+	c.t.Fatalf("no server %q", name)
+	return nil
+}
+
+// ClusterStatus reads GET /v1/cluster: the servers, the controllers'
+// leader, etcd's leader and members.
+func (c *Cluster) ClusterStatus() (*api.ClusterStatus, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var st api.ClusterStatus
+	if err := c.api.Do(ctx, http.MethodGet, "/v1/cluster", nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
 
 // Nodes lists the nodes the API knows.
 func (c *Cluster) Nodes() ([]api.Node, error) {
@@ -345,12 +420,27 @@ func (c *Cluster) AgentOf(node string) *Proc {
 // cluster made is left.
 func (c *Cluster) cleanup() {
 	t := c.t
-	if c.api != nil && len(c.Servers) > 0 && c.Servers[0].Running() {
+	if c.api != nil && slices.ContainsFunc(c.Servers, (*Proc).Running) {
 		c.removeFunctions()
 	}
 	for _, p := range c.procs() {
 		if err := p.Stop(syscall.SIGTERM, 30*time.Second); err != nil {
 			t.Logf("%s ended with %v", p.Name, err)
+		}
+	}
+	if keep := os.Getenv("E2E_KEEP_LOGS"); keep != "" && t.Failed() {
+		// Asked for: every process's whole log of a failed test, kept.
+		logs := map[string]string{}
+		for _, p := range c.procs() {
+			logs[filepath.Base(p.LogPath)] = p.LogPath
+		}
+		for _, p := range c.Servers {
+			logs[p.Host.Name+"-etcd.log"] = filepath.Join(p.Dir, ".local", "share", "surge", "logs", "etcd.log")
+		}
+		for name, path := range logs {
+			if b, err := os.ReadFile(path); err == nil && os.MkdirAll(keep, 0o755) == nil {
+				_ = os.WriteFile(filepath.Join(keep, name), b, 0o644)
+			}
 		}
 	}
 	killUnder(c.opts.Dir)
@@ -514,7 +604,8 @@ func copyFiles(t testing.TB, files map[string]string, dir string) {
 }
 
 // readmeCommands reads the README's cluster block and returns the command
-// line of each role (the first line that runs `surge ROLE`).
+// line of each role (the first line that runs `surge ROLE`): "server" is
+// the first server's, "server-join" the others' (with --join-server).
 func readmeCommands(readme string) (map[string]string, error) {
 	b, err := os.ReadFile(readme)
 	if err != nil {
@@ -529,14 +620,21 @@ func readmeCommands(readme string) (map[string]string, error) {
 	for _, line := range strings.Split(block, "\n") {
 		line = strings.TrimSpace(line)
 		for _, role := range []string{"server", "agent", "gateway"} {
-			if strings.HasPrefix(line, "surge "+role+" ") && cmds[role] == "" {
+			if role == "server" && strings.Contains(line, "--join-server") {
+				role = "server-join"
+			}
+			if strings.HasPrefix(line, "surge "+strings.TrimSuffix(role, "-join")+" ") && cmds[role] == "" {
 				cmds[role] = line
 			}
 		}
 	}
-	for _, role := range []string{"server", "agent", "gateway"} {
+	for _, role := range []string{"server", "server-join", "agent", "gateway"} {
 		if cmds[role] == "" {
-			return nil, fmt.Errorf("%s's cluster block has no `surge %s` line", readme, role)
+			what := "surge " + role
+			if role == "server-join" {
+				what = "surge server --join-server"
+			}
+			return nil, fmt.Errorf("%s's cluster block has no `%s` line", readme, what)
 		}
 	}
 	return cmds, nil

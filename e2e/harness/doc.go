@@ -9,7 +9,8 @@
 // the hosts' gateway; the bounded load generator (Load) sends traffic only
 // to the gateways' addresses in those namespaces. Everything the harness
 // makes is named with one random prefix and removed by the test's cleanup,
-// which then checks that nothing of it is left (Leftovers).
+// which then checks that nothing of it is left (Leftovers). E2E_KEEP_LOGS=DIR
+// keeps the processes' logs of a failed test in DIR.
 //
 // Processes enter their namespace with nsenter --net, not ip netns exec,
 // which remounts /sys: runc then finds no cgroup mount.

@@ -1,8 +1,7 @@
 // Command hello is the smallest Surge function: an HTTP server on $PORT
 // (8080 by default) that says hello and names the replica that answered.
 //
-//	surge build examples/hello -t hello:v1
-//	surge deploy hello --image <the reference it prints>
+//	surge deploy hello examples/hello
 //	surge invoke hello
 package main
 

@@ -1,6 +1,7 @@
 package containers
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -44,25 +45,46 @@ type Config struct {
 
 	// RegistryHost is the control plane's registry, host:port as it appears
 	// in image references (the API address). Only requests to it carry
-	// RegistryToken and trust RegistryCA; other registries are pulled
-	// anonymously with the system roots. Required when either is set.
+	// RegistryToken or RegistryCertificate and trust RegistryCA; other
+	// registries are pulled anonymously with the system roots. Required
+	// when any of them is set.
 	RegistryHost string
+	// RegistryMirrors are the control plane's other servers, host:port:
+	// each holds the same registry. An image named at RegistryHost or at
+	// any of them is pulled from the host it names first, then from the
+	// others, so that a pull outlives the server it names.
+	RegistryMirrors []string
 	// RegistryToken is sent as "Authorization: Bearer TOKEN" to
 	// RegistryHost.
 	RegistryToken string
 	// RegistryCA is the PEM bundle RegistryHost's certificate chains to
 	// (the cluster CA). Empty trusts the system roots.
 	RegistryCA []byte
+	// RegistryCertificate, when set, returns the client certificate to
+	// present to RegistryHost (the node's, which is how a node agent
+	// authenticates to the control plane). It is called at each TLS
+	// handshake, from pulls' goroutines, and must not block; nil is none.
+	RegistryCertificate func() *tls.Certificate
 
-	// LogMaxSize is the size past which RotateLogs rotates a replica's log.
-	// Bigger keeps more history in one file; the copy during rotation costs
-	// a read and write of this much.
+	// LogMaxSize caps what one replica's log keeps on disk: the live file
+	// and its rotated ones together, its newest lines. The live file is
+	// rotated at its share, LogMaxSize/(LogMaxFiles+1), and the copy costs
+	// a read and a write of that much. Bigger keeps more history for
+	// surge logs; the node's disk holds this much per replica.
 	LogMaxSize int64
+	// LogNodeMaxSize caps the logs of every replica on the node together:
+	// past it, the rotated files whose newest line is oldest go first,
+	// then the live logs written to least recently are emptied. Size it
+	// to the disk under StateDir; at least LogMaxSize.
+	LogNodeMaxSize int64
 	// LogMaxFiles is how many rotated files (ID.log.1 … ID.log.N) are kept
-	// beside the live one. 0 truncates without keeping any.
+	// beside the live one. 0 truncates without keeping any. More files
+	// make smaller rotations (cheaper copies) and a finer-grained trim.
 	LogMaxFiles int
-	// LogRotateInterval is how often RotateLogs checks sizes; a replica can
-	// write this long at full speed past LogMaxSize.
+	// LogRotateInterval is how often RotateLogs checks sizes and caps; a
+	// replica can write this long at full speed past its cap, and the
+	// node's logs past theirs. Each check costs a directory read and a
+	// stat per file.
 	LogRotateInterval time.Duration
 	// LogPollInterval is how often a following log reader looks for new
 	// lines; lower is fresher and costs a stat per reader per interval.
@@ -80,9 +102,18 @@ type Config struct {
 	// cold start throttled to 100m takes twice as long (runc's set-up and
 	// the function's own start run under the quota), and at 100m's weight
 	// (a tenth of a core's) a busy node starves it further. The boost ends
-	// at Ready or at the start timeout, whichever comes first. Off, the
-	// limits apply from the first instruction.
+	// at Ready or after StartupCPUBoostMax, whichever comes first. Off,
+	// the limits apply from the first instruction.
 	StartupCPUBoost bool
+	// StartupCPUBoostMax is the longest a replica's task runs boosted
+	// after a start or a restart: a replica not Ready by then gets its CPU
+	// quota and weight from the runtime itself. Longer lets a slow
+	// start-up (a large runtime, a cold JIT) finish at full speed; shorter
+	// bounds what a replica that never becomes Ready takes from its
+	// neighbours: this long per start, which the agent retries after its
+	// StartTimeout (1m) and a back-off. Beyond the agent's StartTimeout it
+	// never fires: the start has failed and the container is gone.
+	StartupCPUBoostMax time.Duration
 	// DefaultUID and DefaultGID run replicas whose image names no user or
 	// names root. 65532 is distroless' "nonroot".
 	DefaultUID, DefaultGID uint32
@@ -112,17 +143,21 @@ func DefaultConfig() Config {
 		Snapshotter:       "overlayfs",
 		Runtime:           "io.containerd.runc.v2",
 		LogMaxSize:        10 << 20,
+		LogNodeMaxSize:    1 << 30,
 		LogMaxFiles:       3,
-		LogRotateInterval: 10 * time.Second,
+		LogRotateInterval: time.Second,
 		LogPollInterval:   250 * time.Millisecond,
 		TmpSize:           64 << 20,
 		DefaultPidsLimit:  1024,
 		StartupCPUBoost:   true,
-		DefaultUID:        65532,
-		DefaultGID:        65532,
-		Network:           network.DefaultConfig(),
-		Log:               slog.New(slog.DiscardHandler),
-		Clock:             clock.Real(),
+		// Ten times a slow Go cold start; a sixth of the agent's start
+		// timeout.
+		StartupCPUBoostMax: 10 * time.Second,
+		DefaultUID:         65532,
+		DefaultGID:         65532,
+		Network:            network.DefaultConfig(),
+		Log:                slog.New(slog.DiscardHandler),
+		Clock:              clock.Real(),
 	}
 }
 
@@ -151,6 +186,9 @@ func (c Config) WithDefaults() Config {
 	if c.LogMaxSize == 0 {
 		c.LogMaxSize = d.LogMaxSize
 	}
+	if c.LogNodeMaxSize == 0 {
+		c.LogNodeMaxSize = d.LogNodeMaxSize
+	}
 	if c.LogRotateInterval == 0 {
 		c.LogRotateInterval = d.LogRotateInterval
 	}
@@ -162,6 +200,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.DefaultPidsLimit == 0 {
 		c.DefaultPidsLimit = d.DefaultPidsLimit
+	}
+	if c.StartupCPUBoostMax == 0 {
+		c.StartupCPUBoostMax = d.StartupCPUBoostMax
 	}
 	if c.DefaultUID == 0 {
 		c.DefaultUID = d.DefaultUID
@@ -212,11 +253,16 @@ func (c Config) Validate() error {
 	if c.Runtime == "" {
 		bad("Runtime", `""`, "want a runtime name such as io.containerd.runc.v2")
 	}
-	if (c.RegistryToken != "" || len(c.RegistryCA) > 0) && c.RegistryHost == "" {
-		bad("RegistryHost", `""`, "want the registry's host:port when RegistryToken or RegistryCA is set, so they go to that registry only")
+	if (c.RegistryToken != "" || len(c.RegistryCA) > 0 || c.RegistryCertificate != nil) && c.RegistryHost == "" {
+		bad("RegistryHost", `""`, "want the registry's host:port when RegistryToken, RegistryCA or RegistryCertificate is set, so they go to that registry only")
 	}
 	if strings.Contains(c.RegistryHost, "/") {
 		bad("RegistryHost", fmt.Sprintf("%q", c.RegistryHost), "want host[:port] without scheme or path")
+	}
+	for _, m := range c.RegistryMirrors {
+		if m == "" || strings.Contains(m, "/") {
+			bad("RegistryMirrors", fmt.Sprintf("%q", m), "want host[:port] without scheme or path")
+		}
 	}
 	if strings.ContainsAny(c.RegistryToken, "\r\n") {
 		bad("RegistryToken", "(redacted)", "must not contain line breaks")
@@ -227,8 +273,13 @@ func (c Config) Validate() error {
 	if c.LogMaxSize < 4096 {
 		bad("LogMaxSize", c.LogMaxSize, "want at least 4096 bytes")
 	}
+	if c.LogNodeMaxSize < c.LogMaxSize {
+		bad("LogNodeMaxSize", c.LogNodeMaxSize, fmt.Sprintf("want at least LogMaxSize (%d bytes)", c.LogMaxSize))
+	}
 	if c.LogMaxFiles < 0 || c.LogMaxFiles > 100 {
 		bad("LogMaxFiles", c.LogMaxFiles, "want 0..100")
+	} else if c.LogMaxSize >= 4096 && c.logFileShare() < 1024 {
+		bad("LogMaxFiles", c.LogMaxFiles, fmt.Sprintf("want at most %d: each file's share of LogMaxSize at least 1 KiB", c.LogMaxSize/1024-1))
 	}
 	if c.LogRotateInterval < 10*time.Millisecond {
 		bad("LogRotateInterval", c.LogRotateInterval, "want at least 10ms")
@@ -238,6 +289,9 @@ func (c Config) Validate() error {
 	}
 	if c.TmpSize < 1<<20 {
 		bad("TmpSize", c.TmpSize, "want at least 1 MiB")
+	}
+	if c.StartupCPUBoostMax < 0 {
+		bad("StartupCPUBoostMax", c.StartupCPUBoostMax, "want a positive duration, or 0 for the default")
 	}
 	if c.DefaultPidsLimit < 8 {
 		bad("DefaultPidsLimit", c.DefaultPidsLimit, "want at least 8")

@@ -129,6 +129,7 @@ func (r *Runtime) start(ctx context.Context, spec Spec) (_ Container, retErr err
 	}
 	c.Labels = labels
 	c.IP, c.Port = att.IP, in.port
+	r.armBoost(id, labels)
 	tStart := r.cfg.Clock.Now()
 	r.cfg.Log.Debug("replica started", "replica", id, "pid", c.PID, "ip", c.IP, "port", c.Port,
 		"took", tStart.Sub(t0), "container", tCreate.Sub(t0), "task", tTask.Sub(tCreate),
@@ -406,6 +407,7 @@ func (r *Runtime) Restart(ctx context.Context, id string) (Container, error) {
 		return Container{}, fmt.Errorf("restart replica %s: %w", id, err)
 	}
 	fillFromLabels(&c, info.Labels)
+	r.armBoost(id, info.Labels)
 	return c, nil
 }
 
@@ -418,10 +420,20 @@ func (r *Runtime) Restart(ctx context.Context, id string) (Container, error) {
 func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
 	unlock := r.ids.Lock(id)
 	defer unlock()
-	return r.stop(r.nsctx(ctx), id, grace)
+	return r.stop(r.nsctx(ctx), id, grace, false)
 }
 
-func (r *Runtime) stop(ctx context.Context, id string, grace time.Duration) error {
+// Discard is Stop at once that keeps the replica's log: after a start that
+// failed, so that the next start appends to it and the lines that tell why
+// it crashed can still be read (surge deploy shows them). Stop removes it.
+func (r *Runtime) Discard(ctx context.Context, id string) error {
+	unlock := r.ids.Lock(id)
+	defer unlock()
+	return r.stop(r.nsctx(ctx), id, 0, true)
+}
+
+func (r *Runtime) stop(ctx context.Context, id string, grace time.Duration, keepLogs bool) error {
+	r.boosts.disarm(id)
 	ctr, err := r.loadContainer(ctx, id)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -441,6 +453,9 @@ func (r *Runtime) stop(ctx context.Context, id string, grace time.Duration) erro
 	}
 	if err := os.RemoveAll(r.replicaDir(id)); err != nil {
 		return fmt.Errorf("stop replica %s: %w", id, err)
+	}
+	if keepLogs {
+		return nil
 	}
 	if err := r.removeLogs(id); err != nil {
 		return fmt.Errorf("stop replica %s: %w", id, err)
@@ -600,7 +615,7 @@ func (r *Runtime) RemoveOrphans(ctx context.Context, keep func(id string) bool) 
 		unlock := r.ids.Lock(id)
 		_, err := r.loadContainer(ctx, id)
 		if errors.Is(err, ErrNotFound) {
-			if err := r.stop(ctx, id, 0); err != nil {
+			if err := r.stop(ctx, id, 0, false); err != nil {
 				errs = append(errs, err)
 			} else if !slices.Contains(removed, id) {
 				removed = append(removed, id)
@@ -725,16 +740,28 @@ func (r *Runtime) watchFor(ctx context.Context, id string) (*watch, error) {
 // that its start-up (the runtime's, then the function's own) is neither
 // throttled to its steady-state share nor outweighed on a busy node; the
 // agent calls this once the replica is Ready, and again after every
-// restart. It is idempotent.
+// restart, and the runtime itself StartupCPUBoostMax after the task
+// started if nobody did before. It is idempotent. An id without a
+// container or a task is ErrNotFound.
 func (r *Runtime) ApplyCPULimit(ctx context.Context, id string) error {
 	unlock := r.ids.Lock(id)
 	defer unlock()
-	ctx = r.nsctx(ctx)
+	err := r.applyCPULimit(r.nsctx(ctx), id)
+	if err == nil || errors.Is(err, ErrNotFound) {
+		r.boosts.disarm(id) // over, or nothing left to limit
+	}
+	return err
+}
+
+func (r *Runtime) applyCPULimit(ctx context.Context, id string) error {
 	ctr, err := r.loadContainer(ctx, id)
 	if err != nil {
 		return err
 	}
 	labels, err := ctr.Labels(ctx)
+	if errdefs.IsNotFound(err) {
+		return fmt.Errorf("cpu limit of replica %s: %w", id, ErrNotFound)
+	}
 	if err != nil {
 		return fmt.Errorf("cpu limit of replica %s: %w", id, err)
 	}
@@ -743,6 +770,9 @@ func (r *Runtime) ApplyCPULimit(ctx context.Context, id string) error {
 		return nil
 	}
 	task, err := ctr.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return fmt.Errorf("cpu limit of replica %s: no task: %w", id, ErrNotFound)
+	}
 	if err != nil {
 		return fmt.Errorf("cpu limit of replica %s: %w", id, err)
 	}
@@ -750,6 +780,9 @@ func (r *Runtime) ApplyCPULimit(ctx context.Context, id string) error {
 	if err := task.Update(ctx, client.WithResources(&specs.LinuxResources{
 		CPU: &specs.LinuxCPU{Shares: &shares, Quota: &quota, Period: &period},
 	})); err != nil {
+		if errdefs.IsNotFound(err) {
+			return fmt.Errorf("cpu limit of replica %s: task gone: %w", id, ErrNotFound)
+		}
 		return fmt.Errorf("cpu limit of replica %s: %w", id, err)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,13 +39,53 @@ type imageInfo struct {
 	uid, gid uint32 // the user to run as, root already replaced
 }
 
-// newResolver makes the resolver for pulls: RegistryHost with the bearer
-// token and the cluster CA, every other registry anonymously over HTTPS
-// with the system roots.
-func newResolver(cfg Config) (remotes.Resolver, error) {
+// RegistryAuth is the credentials of one registry other than
+// RegistryHost: a function's pull secret.
+type RegistryAuth struct {
+	// Host is the registry's host[:port] as image references name it.
+	Host     string
+	Username string
+	Password string
+}
+
+type pullAuthKey struct{}
+
+// WithPullAuth returns a context whose pulls (EnsureImage, and Start when
+// it pulls) may use auths for the registries they name; the others are
+// pulled as before. The image, once pulled, is on the node for every
+// replica that names it.
+func WithPullAuth(ctx context.Context, auths []RegistryAuth) context.Context {
+	if len(auths) == 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, pullAuthKey{}, auths)
+}
+
+func pullAuth(ctx context.Context) []RegistryAuth {
+	a, _ := ctx.Value(pullAuthKey{}).([]RegistryAuth)
+	return a
+}
+
+// newResolver makes the resolver for pulls: RegistryHost and its mirrors
+// (the control plane's servers, tried in turn) with the bearer token or
+// the client certificate and the cluster CA, every other registry
+// over HTTPS with the system roots (plain HTTP on loopback, as Docker
+// does), anonymously or with the credentials auths has for its host.
+func newResolver(cfg Config, auths []RegistryAuth) (remotes.Resolver, error) {
+	creds := func(host string) (string, string, error) {
+		for _, a := range auths {
+			if normalizeHost(a.Host) == normalizeHost(host) {
+				return a.Username, a.Password, nil
+			}
+		}
+		return "", "", nil
+	}
 	// Public registries hand out anonymous bearer tokens on a 401
-	// challenge; the authorizer fetches them.
-	defaults := docker.ConfigureDefaultRegistries(docker.WithAuthorizer(docker.NewDockerAuthorizer()))
+	// challenge; the authorizer fetches them, with creds' where it has
+	// some.
+	defaults := docker.ConfigureDefaultRegistries(
+		docker.WithAuthorizer(docker.NewDockerAuthorizer(docker.WithAuthCreds(creds))),
+		docker.WithPlainHTTP(docker.MatchLocalhost))
 	var own *http.Client
 	if cfg.RegistryHost != "" {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -56,25 +97,54 @@ func newResolver(cfg Config) (remotes.Resolver, error) {
 			}
 			tr.TLSClientConfig.RootCAs = pool
 		}
+		if get := cfg.RegistryCertificate; get != nil {
+			tr.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				if c := get(); c != nil {
+					return c, nil
+				}
+				return &tls.Certificate{}, nil
+			}
+			// A connection keeps the certificate it was made with, which
+			// the node renews: each request dials anew with the current
+			// one, for a handshake per blob of a pull.
+			tr.DisableKeepAlives = true
+		}
 		own = &http.Client{Transport: tr}
 	}
+	servers := append([]string{cfg.RegistryHost}, cfg.RegistryMirrors...)
 	hosts := func(host string) ([]docker.RegistryHost, error) {
-		if own == nil || host != cfg.RegistryHost {
+		if own == nil || !slices.Contains(servers, host) {
 			return defaults(host)
 		}
-		h := docker.RegistryHost{
-			Client:       own,
-			Host:         host,
-			Scheme:       "https",
-			Path:         "/v2",
-			Capabilities: docker.HostCapabilityPull | docker.HostCapabilityResolve,
+		// The host the image names, then the control plane's other servers.
+		order := append([]string{host}, slices.DeleteFunc(slices.Clone(servers), func(s string) bool { return s == host })...)
+		out := make([]docker.RegistryHost, 0, len(order))
+		for _, s := range order {
+			h := docker.RegistryHost{
+				Client:       own,
+				Host:         s,
+				Scheme:       "https",
+				Path:         "/v2",
+				Capabilities: docker.HostCapabilityPull | docker.HostCapabilityResolve,
+			}
+			if cfg.RegistryToken != "" {
+				h.Header = http.Header{"Authorization": {"Bearer " + cfg.RegistryToken}}
+			}
+			out = append(out, h)
 		}
-		if cfg.RegistryToken != "" {
-			h.Header = http.Header{"Authorization": {"Bearer " + cfg.RegistryToken}}
-		}
-		return []docker.RegistryHost{h}, nil
+		return out, nil
 	}
 	return docker.NewResolver(docker.ResolverOptions{Hosts: hosts}), nil
+}
+
+// normalizeHost gives Docker Hub's several names one.
+func normalizeHost(h string) string {
+	h = strings.ToLower(h)
+	switch h {
+	case "docker.io", "index.docker.io", "registry-1.docker.io":
+		return "docker.io"
+	}
+	return h
 }
 
 // normalizeRef returns ref fully qualified, as containerd names images
@@ -110,7 +180,15 @@ func (r *Runtime) image(ctx context.Context, ref string) (*imageInfo, error) {
 		if v, ok := r.images.Load(name); ok {
 			return v, nil
 		}
-		info, err := r.ensureImage(r.nsctx(ctx), name)
+		resolver := r.resolver
+		if auths := pullAuth(ctx); len(auths) > 0 {
+			res, err := newResolver(r.cfg, auths)
+			if err != nil {
+				return nil, err
+			}
+			resolver = res
+		}
+		info, err := r.ensureImage(r.nsctx(ctx), name, resolver)
 		if err != nil {
 			return nil, err
 		}
@@ -127,12 +205,12 @@ func (r *Runtime) image(ctx context.Context, ref string) (*imageInfo, error) {
 // containerd again (after the image or its snapshot vanished).
 func (r *Runtime) forgetImage(name string) { r.images.Delete(name) }
 
-func (r *Runtime) ensureImage(ctx context.Context, name string) (*imageInfo, error) {
+func (r *Runtime) ensureImage(ctx context.Context, name string, resolver remotes.Resolver) (*imageInfo, error) {
 	img, err := r.client.GetImage(ctx, name)
 	switch {
 	case errdefs.IsNotFound(err):
 		img, err = r.client.Pull(ctx, name,
-			client.WithResolver(r.resolver),
+			client.WithResolver(resolver),
 			client.WithPullUnpack,
 			client.WithPullSnapshotter(r.cfg.Snapshotter))
 		if err != nil {

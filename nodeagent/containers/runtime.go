@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/remotes"
@@ -42,13 +43,17 @@ type Runtime struct {
 	images    sync.Map // normalized ref -> *imageInfo
 	pulls     singleflight.Group
 	logStates sync.Map // log path -> *logState
-	watchMu   sync.Mutex
-	watches   map[string]*watch
-	ctx       context.Context // ends with Close; task waits hang on it
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup // task wait goroutines and the network's warm pool
-	closeErr  error
-	closed    sync.Once
+	// logsOverNodeCap is whether the last pass of RotateLogs found the
+	// logs over the node's cap: its warning is logged once per episode.
+	logsOverNodeCap atomic.Bool
+	boosts          *boostDeadlines
+	watchMu         sync.Mutex
+	watches         map[string]*watch
+	ctx             context.Context // ends with Close; task waits hang on it
+	cancel          context.CancelFunc
+	wg              sync.WaitGroup // task wait goroutines and the network's warm pool
+	closeErr        error
+	closed          sync.Once
 }
 
 // New checks cfg, connects to containerd and prepares replica networking.
@@ -76,6 +81,7 @@ func New(ctx context.Context, cfg Config) (_ *Runtime, retErr error) {
 		cancel:  cancel,
 		noFile:  openFilesLimit(),
 	}
+	r.boosts = newBoostDeadlines(cfg.Clock, cfg.StartupCPUBoostMax, r.endBoost)
 	defer func() {
 		if retErr != nil {
 			r.Close()
@@ -98,7 +104,7 @@ func New(ctx context.Context, cfg Config) (_ *Runtime, retErr error) {
 			r.cfg.Log.Warn("warm network namespaces", "err", err)
 		}
 	}()
-	if r.resolver, err = newResolver(cfg); err != nil {
+	if r.resolver, err = newResolver(cfg, nil); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -145,7 +151,9 @@ func (r *Runtime) Client() *client.Client { return r.client }
 // Network is the replica networking, for peer routes.
 func (r *Runtime) Network() *network.Network { return r.net }
 
-// Close stops the runtime's waits, releases the network's warm pool (CNI
+// Close stops the runtime's waits and boost deadlines (a replica still in
+// its start-up boost keeps it until the next agent adopts it), releases
+// the network's warm pool (CNI
 // DEL of the namespaces no replica took) and, if New started a private
 // containerd, stops it (its replicas keep running in their shims), and
 // removes the namespace's cgroup when no container is left in it. It does
@@ -153,6 +161,7 @@ func (r *Runtime) Network() *network.Network { return r.net }
 func (r *Runtime) Close() error {
 	r.closed.Do(func() {
 		r.cancel()
+		r.boosts.close()
 		r.wg.Wait()
 		var errs []error
 		if r.client != nil {

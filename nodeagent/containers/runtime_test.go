@@ -563,7 +563,7 @@ func TestLogsWrittenRotatedFollowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLine("A line 000099")
-	if err := r.rotateAll(); err != nil {
+	if err := r.enforceLogCaps(); err != nil {
 		t.Fatal(err)
 	}
 	old, err := os.ReadFile(r.LogPath(c.ID) + ".1")
@@ -585,13 +585,14 @@ func TestLogsWrittenRotatedFollowed(t *testing.T) {
 		t.Errorf("live log after rotation starts %q", live[:min(len(live), 40)])
 	}
 
-	// Rotate twice more: only LogMaxFiles old files stay.
+	// Rotate twice more: only LogMaxFiles old files stay, and no more
+	// than LogMaxSize in all.
 	for _, tag := range []string{"C", "D"} {
 		if _, err := waitHTTP(ctx, replicaURL(c, "/log?n=100&size=100&tag="+tag)); err != nil {
 			t.Fatal(err)
 		}
 		waitLine(tag + " line 000099")
-		if err := r.rotateAll(); err != nil {
+		if err := r.enforceLogCaps(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -599,7 +600,19 @@ func TestLogsWrittenRotatedFollowed(t *testing.T) {
 		t.Errorf("a third rotated file exists: %v", err)
 	}
 
-	// A reader that does not follow gets the old files, oldest first.
+	var onDisk int64
+	for _, p := range append([]string{r.LogPath(c.ID)}, rotatedNames(r.LogPath(c.ID), 2)...) {
+		if st, err := os.Stat(p); err == nil {
+			onDisk += st.Size()
+		}
+	}
+	if onDisk > r.cfg.LogMaxSize {
+		t.Errorf("%d bytes of log on disk, past the replica's cap, %d", onDisk, r.cfg.LogMaxSize)
+	}
+
+	// A reader that does not follow (surge logs, the log server) gets the
+	// old files, oldest first: D's 10 KB passed the cap, and its newest
+	// lines are what is kept, whole and in order.
 	all, err := r.OpenLogs(ctx, c.ID, false)
 	if err != nil {
 		t.Fatal(err)
@@ -609,9 +622,15 @@ func TestLogsWrittenRotatedFollowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(b)
-	if ic, id := strings.Index(s, "C line 000000"), strings.Index(s, "D line 000000"); ic < 0 || id < ic {
-		t.Errorf("non-follow read: C at %d, D at %d", ic, id)
+	kept := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(kept) < 20 || kept[len(kept)-1] == "" || !strings.HasPrefix(kept[len(kept)-1], "D line 000099") {
+		t.Fatalf("non-follow read of %d lines ends %q, want D's newest", len(kept), kept[len(kept)-1])
+	}
+	first, _ := strconv.Atoi(strings.Fields(kept[0])[2])
+	for i, l := range kept {
+		if want := fmt.Sprintf("D line %06d ", first+i); !strings.HasPrefix(l, want) {
+			t.Fatalf("non-follow read: line %d is %q, want %q…", i, l[:min(len(l), 20)], want)
+		}
 	}
 
 	// Stop removes the log; the follower ends.

@@ -3,6 +3,7 @@ package containers
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"os"
@@ -38,6 +39,9 @@ func TestConfigValidate(t *testing.T) {
 			c.RegistryHost, c.RegistryToken = "127.0.0.1:7070", "tok"
 		}, nil},
 		{"token without host", func(c *Config) { c.RegistryToken = "tok" }, []string{"RegistryHost"}},
+		{"certificate without host", func(c *Config) {
+			c.RegistryCertificate = func() *tls.Certificate { return nil }
+		}, []string{"RegistryHost"}},
 		{"every bad field at once", func(c *Config) {
 			c.ContainerdAddress = "run/containerd.sock"
 			c.StateDir = "rel"
@@ -51,8 +55,10 @@ func TestConfigValidate(t *testing.T) {
 			c.LogPollInterval = time.Nanosecond
 			c.TmpSize = 1
 			c.DefaultPidsLimit = 2
+			c.StartupCPUBoostMax = -time.Second
 		}, []string{"ContainerdAddress", "StateDir", "Namespace", "RegistryHost", "RegistryToken", "RegistryCA",
-			"LogMaxSize", "LogMaxFiles", "LogRotateInterval", "LogPollInterval", "TmpSize", "DefaultPidsLimit"}},
+			"LogMaxSize", "LogMaxFiles", "LogRotateInterval", "LogPollInterval", "TmpSize", "DefaultPidsLimit",
+			"StartupCPUBoostMax"}},
 		{"state dir too long for a socket", func(c *Config) { c.StateDir = "/" + strings.Repeat("x", 90) }, []string{"StateDir"}},
 	}
 	for _, tt := range tests {
@@ -320,14 +326,15 @@ func TestRotateKeepsNFiles(t *testing.T) {
 	p := r.LogPath("a")
 	for i, chunk := range []string{"one\n", "two\n", "three\n"} {
 		appendFile(t, p, strings.Repeat(chunk, 2000))
-		if err := r.rotateAll(); err != nil {
+		if err := r.enforceLogCaps(); err != nil {
 			t.Fatal(err)
 		}
 		if st, _ := os.Stat(p); st.Size() != 0 {
 			t.Fatalf("round %d: live file %d bytes", i, st.Size())
 		}
 	}
-	for name, want := range map[string]string{".1": "three\n", ".2": "two\n"} {
+	// Each write passed the cap: the rotated files hold its newest lines.
+	for name, want := range map[string]string{".1": "three\n", ".2": "three\n"} {
 		b, err := os.ReadFile(p + name)
 		if err != nil || !strings.HasPrefix(string(b), want) {
 			t.Errorf("%s: %q…, %v; want %q…", name, b[:min(len(b), 10)], err, want)
@@ -338,7 +345,7 @@ func TestRotateKeepsNFiles(t *testing.T) {
 	}
 	// Under the limit nothing happens.
 	appendFile(t, p, "small\n")
-	if err := r.rotateAll(); err != nil {
+	if err := r.enforceLogCaps(); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(p); string(b) != "small\n" {

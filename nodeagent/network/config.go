@@ -17,14 +17,13 @@ import (
 type Mode string
 
 const (
-	// ModeAuto picks ModeCNI when the CNI plugins are installed, else
-	// ModeHost.
-	ModeAuto Mode = ""
 	// ModeCNI gives each replica its own network namespace and an IP from
-	// the node's subnet (bridge + host-local).
+	// the node's subnet (bridge + host-local). The default: New fails,
+	// with a *MissingPluginsError, where the plugins are not installed.
 	ModeCNI Mode = "cni"
 	// ModeHost runs replicas in the host's network namespace, each on an
-	// allocated port of Config.HostIP: for machines without the plugins.
+	// allocated port of Config.HostIP, with no network isolation at all:
+	// for machines without the plugins, and only when asked for.
 	ModeHost Mode = "host"
 )
 
@@ -40,8 +39,9 @@ type Config struct {
 	// new agent can adopt or tear down what the old one made. Required,
 	// absolute.
 	StateDir string
-	// Mode forces a mode; ModeAuto (the default) uses CNI when every
-	// RequiredPlugins binary is found in PluginDirs, and says so once.
+	// Mode is ModeCNI (the default) or ModeHost. Host networking is never
+	// picked for the caller: a replica there reaches everything the node
+	// does.
 	Mode Mode
 	// PluginDirs are searched for the CNI plugin binaries. Debian's
 	// containernetworking-plugins installs to /usr/lib/cni; /opt/cni/bin is
@@ -51,9 +51,9 @@ type Config struct {
 	// "10.244.1.0/24". The bridge takes its first address as the replicas'
 	// gateway; host-local hands out the rest. Required in ModeCNI.
 	Subnet string
-	// BridgeName is the Linux bridge the replicas' veths join. Two Networks
-	// on one machine (tests, two agents) need two names: the bridge plugin
-	// refuses a second IPv4 subnet on one bridge.
+	// BridgeName is the Linux bridge the replicas' veths join. Two agents
+	// on one machine need two names: an agent owns its bridge and subnet
+	// (see ClaimBridge).
 	BridgeName string
 	// NetworkName is the CNI network name. It keys host-local's store, the
 	// CNI result cache (/var/lib/cni/results) and the masquerade chains, so
@@ -78,6 +78,22 @@ type Config struct {
 	// the start that took the entry. Longer leaves the pool short for
 	// longer after a start.
 	PoolRefillDelay time.Duration
+	// AddressProbeWait is how long the ARP probe of a replica's new
+	// address listens for another answer after the replica's own (see
+	// Setup): whatever else still holds the address on the bridge answers
+	// in the same few microseconds, from the kernel. Each CNI ADD waits
+	// this long, beside the container's creation; 0 takes the default.
+	AddressProbeWait time.Duration
+	// LockDir holds the bridges' claims (ClaimBridge): a lock file per
+	// bridge and network namespace, with its holder. Agents exclude each
+	// other only through the same LockDir; keep it on a tmpfs (a reboot
+	// ends every claim anyway).
+	LockDir string
+	// Claim is the caller's hold on BridgeName, from ClaimBridge; nil
+	// for a Network that shares its bridge (tests). Only with one does
+	// RemoveStrays remove what the bridge holds that no record of StateDir
+	// explains. The caller releases it, after the Network is done.
+	Claim *Claim
 	// Log receives the one line that says which mode is used, and cleanup
 	// failures nobody returns to. Nil discards.
 	Log *slog.Logger
@@ -90,13 +106,15 @@ type Config struct {
 // StateDir and Subnet.
 func DefaultConfig() Config {
 	return Config{
-		Mode:            ModeAuto,
-		PluginDirs:      []string{"/usr/lib/cni", "/opt/cni/bin"},
-		BridgeName:      "surge0",
-		NetworkName:     "surge",
-		HostIP:          "127.0.0.1",
-		PoolSize:        2,
-		PoolRefillDelay: 250 * time.Millisecond,
+		Mode:             ModeCNI,
+		PluginDirs:       []string{"/usr/lib/cni", "/opt/cni/bin"},
+		BridgeName:       "surge0",
+		NetworkName:      "surge",
+		HostIP:           "127.0.0.1",
+		PoolSize:         2,
+		PoolRefillDelay:  250 * time.Millisecond,
+		AddressProbeWait: 10 * time.Millisecond,
+		LockDir:          "/run/surge",
 	}
 }
 
@@ -114,8 +132,17 @@ func (c Config) withDefaults() Config {
 	if c.NetworkName == "" {
 		c.NetworkName = d.NetworkName
 	}
+	if c.Mode == "" {
+		c.Mode = d.Mode
+	}
 	if c.HostIP == "" {
 		c.HostIP = d.HostIP
+	}
+	if c.AddressProbeWait == 0 {
+		c.AddressProbeWait = d.AddressProbeWait
+	}
+	if c.LockDir == "" {
+		c.LockDir = d.LockDir
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -128,17 +155,16 @@ func (c Config) withDefaults() Config {
 var cniName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
 
 // Validate reports every bad field at once. Subnet is checked only when it
-// is set or Mode is ModeCNI: ModeAuto may end up in ModeHost, which needs
-// none.
+// is set or Mode is ModeCNI: ModeHost needs none.
 func (c Config) Validate() error {
 	var errs []error
 	if !filepath.IsAbs(c.StateDir) {
 		errs = append(errs, fmt.Errorf("network StateDir %q: want an absolute path", c.StateDir))
 	}
 	switch c.Mode {
-	case ModeAuto, ModeCNI, ModeHost:
+	case ModeCNI, ModeHost:
 	default:
-		errs = append(errs, fmt.Errorf("network Mode %q: want %q, %q or empty (auto)", c.Mode, ModeCNI, ModeHost))
+		errs = append(errs, fmt.Errorf("network Mode %q: want %q or %q", c.Mode, ModeCNI, ModeHost))
 	}
 	if c.Subnet != "" || c.Mode == ModeCNI {
 		p, err := netip.ParsePrefix(c.Subnet)
@@ -167,6 +193,15 @@ func (c Config) Validate() error {
 	}
 	if c.PoolSize < 0 || c.PoolSize > 64 {
 		errs = append(errs, fmt.Errorf("network PoolSize %d: want 0 (no warm pool) to 64", c.PoolSize))
+	}
+	if c.AddressProbeWait < 0 || c.AddressProbeWait > time.Second {
+		errs = append(errs, fmt.Errorf("network AddressProbeWait %s: want 0 (default) to 1s", c.AddressProbeWait))
+	}
+	if !filepath.IsAbs(c.LockDir) {
+		errs = append(errs, fmt.Errorf("network LockDir %q: want an absolute path", c.LockDir))
+	}
+	if c.Claim != nil && (c.Claim.bridge != c.BridgeName || c.Mode != ModeCNI) {
+		errs = append(errs, fmt.Errorf("network Claim of bridge %q: want a claim of BridgeName %q, in mode %q", c.Claim.bridge, c.BridgeName, ModeCNI))
 	}
 	if c.PoolRefillDelay < 0 {
 		errs = append(errs, fmt.Errorf("network PoolRefillDelay %s: want >= 0", c.PoolRefillDelay))

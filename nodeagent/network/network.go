@@ -1,9 +1,13 @@
 // Package network gives each Surge replica its own network namespace and an
 // IP from the node's pod subnet, through CNI (bridge + host-local, driven by
 // go-cni), and routes the subnets of peer nodes (host-gateway routing).
-// Where the CNI plugins are missing it falls back to host networking: a
-// replica shares the host's namespace and listens on an allocated port of
-// 127.0.0.1.
+// Where the CNI plugins are missing it fails, unless asked for host
+// networking (ModeHost): a replica then shares the host's namespace and
+// listens on an allocated port of 127.0.0.1.
+//
+// An agent owns its bridge (ClaimBridge), removes at start what another
+// left there (RemoveStrays), and never hands out an address that
+// something on the bridge still answers at (the ARP probe of probe.go).
 //
 // Everything a Network makes is recorded under Config.StateDir, so a new
 // agent can adopt the attachments of the one before it (same netns, same
@@ -22,6 +26,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -86,11 +91,13 @@ type Network struct {
 	ports sync.Mutex
 }
 
-// New checks cfg, creates the state directories, and picks the mode: CNI
-// when Mode is ModeCNI, or ModeAuto with a Subnet and every
-// RequiredPlugins binary found. It logs the choice once. It does not touch
-// the host's network: the bridge appears with the first Setup. ModeCNI
-// needs root (namespaces, veths, iptables) from the first Setup on.
+// New checks cfg and creates the state directories. In ModeCNI it checks
+// that the plugins are installed (a *MissingPluginsError says which are
+// not) and that no other link routes the subnet, and gives back the
+// addresses an earlier Network held because something else answered at
+// them (see Setup). It logs the mode once. It does not touch the host's
+// network: the bridge appears with the first Setup. ModeCNI needs root
+// (namespaces, veths, iptables) from the first Setup on.
 func New(cfg Config) (*Network, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -98,6 +105,7 @@ func New(cfg Config) (*Network, error) {
 	}
 	n := &Network{
 		cfg:      cfg,
+		mode:     cfg.Mode,
 		records:  store[Attachment]{dir: filepath.Join(cfg.StateDir, "attachments")},
 		netnsDir: filepath.Join(cfg.StateDir, "netns"),
 	}
@@ -111,18 +119,10 @@ func New(cfg Config) (*Network, error) {
 		}
 	}
 
-	missing := missingPlugins(cfg.PluginDirs)
-	n.mode = cfg.Mode
-	if n.mode == ModeAuto {
-		n.mode = ModeCNI
-		if len(missing) > 0 || cfg.Subnet == "" {
-			n.mode = ModeHost
-		}
-	}
 	switch n.mode {
 	case ModeCNI:
-		if len(missing) > 0 {
-			return nil, fmt.Errorf("network: CNI plugins %v not found in %v: install containernetworking-plugins or use host mode", missing, cfg.PluginDirs)
+		if err := CheckPlugins(cfg); err != nil {
+			return nil, err
 		}
 		if err := subnetClash(cfg.Subnet, cfg.BridgeName); err != nil {
 			return nil, err
@@ -130,18 +130,40 @@ func New(cfg Config) (*Network, error) {
 		if err := n.loadCNI(); err != nil {
 			return nil, err
 		}
+		if err := n.releaseHeldAddresses(); err != nil {
+			return nil, err
+		}
 		cfg.Log.Info("replica networking: CNI bridge", "bridge", cfg.BridgeName, "subnet", cfg.Subnet, "plugins", cfg.PluginDirs)
 	case ModeHost:
-		why := "host mode configured"
-		if cfg.Mode == ModeAuto {
-			why = fmt.Sprintf("CNI plugins %v not found in %v", missing, cfg.PluginDirs)
-			if len(missing) == 0 {
-				why = "no pod subnet configured"
-			}
-		}
-		cfg.Log.Warn("replica networking: host network, each replica on an allocated port of "+cfg.HostIP+" (no per-replica IP, not reachable from other nodes)", "reason", why)
+		cfg.Log.Warn("replica networking: host network, as configured: each replica on an allocated port of " + cfg.HostIP +
+			" with no network isolation (no per-replica IP, not reachable from other nodes)")
 	}
 	return n, nil
+}
+
+// MissingPluginsError says which CNI plugins ModeCNI needs and did not
+// find.
+type MissingPluginsError struct {
+	Missing []string // plugin names, in RequiredPlugins' order
+	Dirs    []string // where they were looked for
+}
+
+func (e *MissingPluginsError) Error() string {
+	return fmt.Sprintf("network: CNI plugins %s not found in %s: install containernetworking-plugins, or use host networking",
+		strings.Join(e.Missing, ", "), strings.Join(e.Dirs, " or "))
+}
+
+// CheckPlugins returns a *MissingPluginsError when cfg is in ModeCNI (the
+// default) and a RequiredPlugins binary is in none of its PluginDirs.
+func CheckPlugins(cfg Config) error {
+	cfg = cfg.withDefaults()
+	if cfg.Mode != ModeCNI {
+		return nil
+	}
+	if missing := missingPlugins(cfg.PluginDirs); len(missing) > 0 {
+		return &MissingPluginsError{Missing: missing, Dirs: cfg.PluginDirs}
+	}
+	return nil
 }
 
 // subnetClash returns an error naming the route that already covers part
@@ -401,11 +423,7 @@ func (n *Network) add(ctx context.Context, a Attachment) (_ Attachment, retErr e
 		}
 	}()
 
-	res, err := n.cni.Setup(ctx, id, a.NetNS)
-	if err != nil {
-		return Attachment{}, fmt.Errorf("set up network for %s: CNI add: %w", id, err)
-	}
-	ip, err := resultIP(res)
+	ip, err := n.cniAdd(ctx, id, a.NetNS)
 	if err != nil {
 		return Attachment{}, fmt.Errorf("set up network for %s: %w", id, err)
 	}
@@ -416,17 +434,23 @@ func (n *Network) add(ctx context.Context, a Attachment) (_ Attachment, retErr e
 	return a, nil
 }
 
-func resultIP(res *gocni.Result) (string, error) {
+// resultAddr returns the address and hardware address of the replica's
+// eth0 in a CNI result.
+func resultAddr(res *gocni.Result) (netip.Addr, net.HardwareAddr, error) {
 	iface, ok := res.Interfaces["eth0"]
 	if !ok || len(iface.IPConfigs) == 0 {
-		return "", errors.New("CNI result has no address on eth0")
+		return netip.Addr{}, nil, errors.New("CNI result has no address on eth0")
+	}
+	mac, err := net.ParseMAC(iface.Mac)
+	if err != nil {
+		return netip.Addr{}, nil, fmt.Errorf("CNI result: eth0's hardware address %q: %w", iface.Mac, err)
 	}
 	for _, c := range iface.IPConfigs {
-		if c.IP.To4() != nil {
-			return c.IP.String(), nil
+		if ip, ok := netip.AddrFromSlice(c.IP.To4()); ok {
+			return ip, mac, nil
 		}
 	}
-	return iface.IPConfigs[0].IP.String(), nil
+	return netip.Addr{}, nil, fmt.Errorf("CNI result has no IPv4 address on eth0: %v", iface.IPConfigs)
 }
 
 // setupHost allocates a port on HostIP that is free now and not held by

@@ -33,8 +33,9 @@ func TestConfigValidate(t *testing.T) {
 		want   []string // substrings of the error; none for a valid config
 	}{
 		{"defaults", func(*Config) {}, nil},
-		{"auto without subnet", func(c *Config) { c.Subnet = "" }, nil},
-		{"cni without subnet", func(c *Config) { c.Subnet = ""; c.Mode = ModeCNI }, []string{"Subnet"}},
+		{"host without subnet", func(c *Config) { c.Subnet = ""; c.Mode = ModeHost }, nil},
+		{"cni (the default) without subnet", func(c *Config) { c.Subnet = "" }, []string{"Subnet"}},
+		{"a claim of another bridge", func(c *Config) { c.Claim = &Claim{bridge: "other0"} }, []string{"Claim", "other0"}},
 		{"every bad field at once", func(c *Config) {
 			c.StateDir = "rel"
 			c.Mode = "bogus"
@@ -46,7 +47,10 @@ func TestConfigValidate(t *testing.T) {
 			c.PluginDirs = []string{"lib/cni"}
 			c.PoolSize = -1
 			c.PoolRefillDelay = -time.Second
-		}, []string{"StateDir", "Mode", "Subnet", "BridgeName", "NetworkName", "MTU", "HostIP", "PluginDirs", "PoolSize", "PoolRefillDelay"}},
+			c.AddressProbeWait = -time.Second
+			c.LockDir = "run/surge"
+		}, []string{"StateDir", "Mode", "Subnet", "BridgeName", "NetworkName", "MTU", "HostIP", "PluginDirs", "PoolSize",
+			"PoolRefillDelay", "AddressProbeWait", "LockDir"}},
 		{"no warm pool", func(c *Config) { c.PoolSize = 0 }, nil},
 		{"ipv6 subnet", func(c *Config) { c.Subnet = "fd00::/64" }, []string{"IPv4"}},
 	}
@@ -400,12 +404,31 @@ func TestPeerRoutes(t *testing.T) {
 	}
 }
 
-func TestHostFallback(t *testing.T) {
+// TestHostNetworkOnlyWhenAsked: where the plugins are missing New fails,
+// saying which and where; host networking is used only when configured.
+func TestHostNetworkOnlyWhenAsked(t *testing.T) {
 	ctx := testContext(t)
 	cfg := DefaultConfig()
 	cfg.StateDir = t.TempDir()
 	cfg.Subnet = "10.244.248.0/24"
-	cfg.PluginDirs = []string{t.TempDir()} // no plugins there
+	empty := t.TempDir()
+	cfg.PluginDirs = []string{empty} // no plugins there
+	_, err := New(cfg)
+	var mp *MissingPluginsError
+	if !errors.As(err, &mp) {
+		t.Fatalf("New without plugins = %v, want a *MissingPluginsError", err)
+	}
+	if diff := cmp.Diff(&MissingPluginsError{Missing: RequiredPlugins, Dirs: []string{empty}}, mp); diff != "" {
+		t.Errorf("MissingPluginsError (-want +got):\n%s", diff)
+	}
+	if err := CheckPlugins(cfg); !errors.As(err, &mp) {
+		t.Errorf("CheckPlugins without plugins = %v, want a *MissingPluginsError", err)
+	}
+
+	cfg.Mode = ModeHost
+	if err := CheckPlugins(cfg); err != nil {
+		t.Errorf("CheckPlugins in host mode = %v, want nil", err)
+	}
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -247,17 +247,14 @@ func (n *Network) fillOne(ctx context.Context) error {
 		return fmt.Errorf("warm network namespace: %w", err)
 	}
 
-	res, err := n.cni.Setup(ctx, id, e.NetNS)
-	if err == nil {
-		e.IP, err = resultIP(res)
-	}
+	e.IP, err = n.cniAdd(ctx, id, e.NetNS)
 	if err == nil {
 		err = p.records.put(e)
 	}
 	if err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		return errors.Join(fmt.Errorf("warm network namespace: CNI add: %w", err), n.releaseEntry(cctx, e))
+		return errors.Join(fmt.Errorf("warm network namespace: %w", err), n.releaseEntry(cctx, e))
 	}
 	p.mu.Lock()
 	p.ready = append(p.ready, e.Attachment)

@@ -29,6 +29,9 @@ func main() {
 		{"B1/B2/B8 gateway throughput, added latency and cost", benchmarks.Gateway},
 		{"B3 cold start", benchmarks.ColdStart},
 		{"B4 burst scale-up", benchmarks.Burst},
+		{"B5 placement and bindings", benchmarks.Placement},
+		{"B6 failure detection", benchmarks.FailureDetection},
+		{"B9 control plane at 10,000 functions", benchmarks.ControlPlaneScale},
 		{"B10 bursts from zero and on a warm function", benchmarks.BurstFromZero},
 	} {
 		if ctx.Err() != nil {

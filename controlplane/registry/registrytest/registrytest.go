@@ -20,6 +20,10 @@ type Options struct {
 	// Challenge adds `WWW-Authenticate: Bearer realm=...` to a 401, as a
 	// registry with a token service would. The API server sends none.
 	Challenge bool
+	// Basic also takes the token as a basic-auth password and answers a
+	// 401 with `WWW-Authenticate: Basic`, as the API server does for
+	// docker login and crane. It overrides Challenge.
+	Basic bool
 	// Config configures the registry; Dir defaults to a test directory.
 	Config registry.Config
 }
@@ -48,7 +52,11 @@ func NewServer(t testing.TB, o Options) *Server {
 		t.Fatalf("registry.New: %v", err)
 	}
 	s := &Server{Registry: reg, Token: o.Token}
-	s.Server = httptest.NewTLSServer(RequireBearer(o.Token, o.Challenge, reg))
+	h := RequireBearer(o.Token, o.Challenge, reg)
+	if o.Basic {
+		h = requireBasicOrBearer(o.Token, reg)
+	}
+	s.Server = httptest.NewTLSServer(h)
 	t.Cleanup(s.Close)
 	s.Host = strings.TrimPrefix(s.URL, "https://")
 	return s
@@ -65,6 +73,22 @@ func RequireBearer(token string, challenge bool, next http.Handler) http.Handler
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
 			fmt.Fprintln(w, `{"code":401,"reason":"Unauthorized","error":"missing bearer token"}`)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// requireBasicOrBearer is RequireBearer that also takes the token as a
+// basic-auth password, and challenges with Basic.
+func requireBasicOrBearer(token string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, pass, basic := r.BasicAuth()
+		if r.Header.Get("Authorization") != "Bearer "+token && (!basic || pass != token) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="surge"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintln(w, `{"code":401,"reason":"Unauthorized","error":"invalid or revoked token"}`)
 			return
 		}
 		next.ServeHTTP(w, r)
