@@ -68,8 +68,11 @@ func (l tlsListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc, _ := c.(*clientConn)
-	return &tlsConn{Conn: tls.Server(c, l.config), cc: cc}, nil
+	tc := &tlsConn{Conn: tls.Server(c, l.config)}
+	if cc, ok := c.(*clientConn); ok {
+		tc.cc, cc.outer = cc, tc
+	}
+	return tc, nil
 }
 
 // tlsConn is a client's TLS connection, with the clientConn under it
@@ -84,10 +87,23 @@ type tlsConn struct {
 // and closes. It may be called from any goroutine (fasthttp's shutdown
 // closes idle connections from its own): the clientConn then writes the
 // alert as it comes, touching none of its owner's state.
+//
+// A connection being parked (park.go) is not closed: its clientConn goes
+// to the parking, and this tlsConn, its session whole, is served again
+// when the client sends its next request. Only the owner parks, after
+// the clientConn's Read returned errParked, which tls.Conn passes up
+// without failing the session (a temporary error), and fasthttp takes
+// for a keep-alive connection's quiet end. The parking reads nothing of
+// the socket itself (it waits for readability), so no byte is taken from
+// under TLS.
 func (c *tlsConn) Close() error {
-	if c.cc != nil {
-		c.cc.closing.Store(true)
+	if c.cc == nil {
+		return c.Conn.Close()
 	}
+	if c.cc.parking {
+		return c.cc.Close()
+	}
+	c.cc.closing.Store(true)
 	return c.Conn.Close()
 }
 

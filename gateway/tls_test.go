@@ -605,3 +605,54 @@ func TestTLSDrainClosesIdleConnections(t *testing.T) {
 		t.Errorf("read after the drain: %d, %v; want io.EOF (close_notify)", n, err)
 	}
 }
+
+// TestParkedTLSConnectionKeepsItsSession: an idle TLS connection is
+// parked like a plain one — fasthttp lets go of it, no close_notify is
+// sent — and when the client sends its next request the same TLS session
+// goes on: the request is answered on the same connection, with no new
+// handshake.
+func TestParkedTLSConnectionKeepsItsSession(t *testing.T) {
+	f := startTLSFixture(t, func(cfg *Config, _ *Deps) { cfg.ParkIdleAfter = 20 * time.Millisecond })
+	// fasthttp counts each listener it serves as one open connection, and
+	// takes one off: with two, the count is one with no connection open
+	// (once the fixture's own probe has gone).
+	const idle = 1
+	eventually(t, "no connection open", func() bool { return f.srv.GetOpenConnectionsCount() == idle })
+	c, err := tls.Dial("tcp", f.tlsAddr, f.ca.clientConfig("a.example.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for round := range 3 {
+		getOver(t, c)
+		eventually(t, "the idle TLS connection to be parked", func() bool { return f.parkedCount() == 1 })
+		if n := f.srv.GetOpenConnectionsCount() - idle; n != 0 {
+			t.Errorf("round %d: fasthttp serves %d connections while the only one is parked", round, n)
+		}
+	}
+	getOver(t, c)
+	if p, w := f.park.parks.Load(), f.park.wakes.Load(); p != 3 || w != 3 {
+		t.Errorf("%d parks and %d wakes, want 3 and 3", p, w)
+	}
+	// Pipelined, right after a wake: both answered, in order.
+	eventually(t, "the idle TLS connection to be parked", func() bool { return f.parkedCount() == 1 })
+	req := "GET /.surge/ready HTTP/1.1\r\nHost: a.example.test\r\n\r\n"
+	if _, err := io.WriteString(c, req+req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for i := range 2 {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("pipelined answer %d: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("pipelined answer %d: %s", i, resp.Status)
+		}
+	}
+	if st := c.ConnectionState(); st.DidResume || !st.HandshakeComplete {
+		t.Errorf("connection state after the wakes: %+v; want the first handshake's session", st)
+	}
+}
