@@ -6,8 +6,9 @@
 #                             Surge against (make bench, and CI, whose tests
 #                             check the peers' configs), busybox-static,
 #                             of which the end-to-end tests make the non-Go
-#                             example (examples/cgi), and curl, the client
-#                             the HTTPS tests check the gateway with
+#                             example (examples/cgi), curl, the client the
+#                             HTTPS tests check the gateway with, and h2load
+#                             (nghttp2-client), B1-H2's load generator
 #
 # As root it installs; otherwise it prints one line saying what to install
 # and exits non-zero.
@@ -16,7 +17,7 @@ set -euo pipefail
 packages=(containerd runc containernetworking-plugins iptables)
 case "${1:-}" in
 "") ;;
-bench) packages+=(nginx haproxy wrk busybox-static curl) ;;
+bench) packages+=(nginx haproxy wrk busybox-static curl nghttp2-client) ;;
 *)
   echo "usage: $0 [bench]" >&2
   exit 2
