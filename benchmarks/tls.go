@@ -185,8 +185,8 @@ func GatewayTLS(ctx context.Context) ([]Row, error) {
 			}
 		}
 		rows = append(rows, Row{Bench: "B1-H2", Subject: run.subject, Value: bestRun.rps, Unit: "rps", Baseline: run.subject == "nginx, h2",
-			Note: fmt.Sprintf("h2load -c%d -m1, best of %d; process CPU %.0f%% (%.1fk rps per CPU-second); protocol %s",
-				wrkConns, b1Rounds, 100*bestRun.cpu, bestRun.rps/max(bestRun.cpu, 0.01)/1000, bestRun.proto)})
+			Note: fmt.Sprintf("h2load -c%d -m1, best of %d; process CPU %.0f%% (%.1fk rps per CPU-second); %s, %s",
+				wrkConns, b1Rounds, 100*bestRun.cpu, bestRun.rps/max(bestRun.cpu, 0.01)/1000, bestRun.proto, bestRun.tls)})
 	}
 	return rows, nil
 }
@@ -277,6 +277,7 @@ type h2loadRun struct {
 	rps   float64
 	cpu   float64 // the share of one core the subject's processes used
 	proto string  // the protocol h2load negotiated
+	tls   string  // the TLS version and cipher it negotiated
 }
 
 // h2loadLoop runs h2load against addr over TLS for b1Duration (after a
@@ -347,6 +348,10 @@ func parseH2load(out string) (h2loadRun, error) {
 			failed, _ = strconv.ParseInt(f[9], 10, 64)
 		case strings.HasPrefix(line, "Application protocol:") && len(f) == 3:
 			r.proto = f[2]
+		case strings.HasPrefix(line, "TLS Protocol:") && len(f) == 3:
+			r.tls = strings.TrimSpace(f[2] + " " + r.tls)
+		case strings.HasPrefix(line, "Cipher:") && len(f) == 2:
+			r.tls = strings.TrimSpace(r.tls + " " + f[1])
 		}
 	}
 	switch {

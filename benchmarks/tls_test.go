@@ -14,8 +14,8 @@ func TestParseH2load(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, err := parseH2load(string(b))
-	if err != nil || r.rps != 3715.50 || r.proto != "h2" {
-		t.Errorf("parseH2load = %+v, %v; want 3715.50 req/s over h2", r, err)
+	if err != nil || r.rps != 3715.50 || r.proto != "h2" || r.tls != "TLSv1.3 TLS_AES_128_GCM_SHA256" {
+		t.Errorf("parseH2load = %+v, %v; want 3715.50 req/s over h2, TLS 1.3 with AES-128-GCM", r, err)
 	}
 	bad := strings.Replace(string(b), "7431 succeeded, 0 failed", "0 succeeded, 7431 failed", 1)
 	if _, err := parseH2load(bad); err == nil || !strings.Contains(err.Error(), "7431 of 7431 requests failed") {

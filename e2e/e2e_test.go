@@ -308,7 +308,9 @@ func TestReadmeQuickStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, port, _ := net.SplitHostPort(c.gateway)
-	script := "set -euo pipefail\n" + strings.ReplaceAll(readmeTryBlock(t), ":8080/", ":"+port+"/")
+	_, tlsPort, _ := net.SplitHostPort(c.tlsGateway)
+	script := strings.NewReplacer(":8080/", ":"+port+"/", ":8443/", ":"+tlsPort+"/", "~/.local/share/surge/", c.dataDir+"/").Replace(readmeTryBlock(t))
+	script = "set -euo pipefail\n" + script
 	cmd := exec.Command("bash", "-c", script)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "SURGE_CONFIG="+c.config)
@@ -317,8 +319,8 @@ func TestReadmeQuickStart(t *testing.T) {
 		t.Fatalf("README try block failed: %v\n%s\nserver output:\n%s", err, out, c.out)
 	}
 	got := string(out)
-	if n := strings.Count(got, "hello from surge"); n != 2 {
-		t.Errorf("want two answers from the function through the gateway, got %d:\n%s", n, got)
+	if n := strings.Count(got, "hello from surge"); n != 3 {
+		t.Errorf("want three answers from the function through the gateway (two over HTTP, one over HTTPS), got %d:\n%s", n, got)
 	}
 	for _, want := range []string{"hello-00001", "Ready", "hello-00002   100%"} {
 		if !strings.Contains(got, want) {
