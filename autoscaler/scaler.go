@@ -46,6 +46,12 @@ type ScalerConfig struct {
 	// risks scaling the revision straight back down; longer keeps
 	// replicas for requests that went away.
 	ActivationHold time.Duration
+	// MaxReplicas is the cluster's bound on one revision's replicas, what
+	// a function without a maxScale of its own (0) gets, and the most any
+	// maxScale gets; 0 means none. The API server bounds maxScale by the
+	// same figure (its Limits.MaxReplicas), so a report of load, however
+	// large, asks for no more.
+	MaxReplicas int
 }
 
 // DefaultScalerConfig returns the defaults documented on each field.
@@ -247,7 +253,7 @@ func (s *Scaler) decider(k api.Key, rev *api.Revision) (*Decider, error) {
 	if d, ok := s.deciders[k]; ok {
 		return d, nil
 	}
-	d, err := NewDecider(s.cfg.Decider, policyFor(&rev.Spec.Template))
+	d, err := NewDecider(s.cfg.Decider, policyFor(&rev.Spec.Template, s.cfg.MaxReplicas))
 	if err != nil {
 		return nil, fmt.Errorf("decide revision %s: %w", k, err)
 	}

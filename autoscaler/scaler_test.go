@@ -153,7 +153,7 @@ func TestScalerRules(t *testing.T) {
 				want.ProgressDeadline = deadline
 			}
 			// The Decider's own decision, on a Decider fed the same sample.
-			ref, err := NewDecider(DefaultConfig(), policyFor(&c.rev.spec))
+			ref, err := NewDecider(DefaultConfig(), policyFor(&c.rev.spec, 0))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -198,7 +198,7 @@ func TestScalerFollowsEachRevisionsDecider(t *testing.T) {
 	s := newScaler(t)
 	var refs []*rig
 	for range revs {
-		refs = append(refs, newRig(t, DefaultConfig(), policyFor(&spec)))
+		refs = append(refs, newRig(t, DefaultConfig(), policyFor(&spec, 0)))
 	}
 	ready := []int32{0, 0}
 	changes := 0
@@ -322,23 +322,32 @@ func TestStatusReason(t *testing.T) {
 
 func TestPolicyFor(t *testing.T) {
 	for _, c := range []struct {
-		name string
-		spec api.FunctionSpec
-		want Policy
+		name       string
+		spec       api.FunctionSpec
+		clusterMax int
+		want       Policy
 	}{
-		{"defaults", api.FunctionSpec{},
+		{"defaults", api.FunctionSpec{}, 0,
 			Policy{Targets: []Target{{Metric: MetricConcurrency}}, KeepAlive: KeepAliveAdaptive}},
+		// No maxScale of its own is the cluster's bound, not none: one
+		// report of a huge load asks for no more.
+		{"no maxScale takes the cluster's", api.FunctionSpec{}, 1000,
+			Policy{MaxReplicas: 1000, Targets: []Target{{Metric: MetricConcurrency}}, KeepAlive: KeepAliveAdaptive}},
+		{"a maxScale above the cluster's takes the cluster's", api.FunctionSpec{Scaling: api.ScalingPolicy{MinScale: 5, MaxScale: 50}}, 4,
+			Policy{MinReplicas: 4, MaxReplicas: 4, Targets: []Target{{Metric: MetricConcurrency}}, KeepAlive: KeepAliveAdaptive}},
+		{"a maxScale below the cluster's stays", api.FunctionSpec{Scaling: api.ScalingPolicy{MaxScale: 9}}, 1000,
+			Policy{MaxReplicas: 9, Targets: []Target{{Metric: MetricConcurrency}}, KeepAlive: KeepAliveAdaptive}},
 		{"bounds, limit and rps target",
-			api.FunctionSpec{Concurrency: 4, Scaling: api.ScalingPolicy{MinScale: 1, MaxScale: 9, Metric: api.MetricRPS, Target: 50}},
+			api.FunctionSpec{Concurrency: 4, Scaling: api.ScalingPolicy{MinScale: 1, MaxScale: 9, Metric: api.MetricRPS, Target: 50}}, 0,
 			Policy{MinReplicas: 1, MaxReplicas: 9, ContainerConcurrency: 4, Targets: []Target{{Metric: MetricRPS, Value: 50}}, KeepAlive: KeepAliveAdaptive}},
 		{"a grace is a fixed keep-alive",
-			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: api.Seconds(10), ScaleToZeroGrace: api.Seconds(60)}},
+			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: api.Seconds(10), ScaleToZeroGrace: api.Seconds(60)}}, 0,
 			Policy{Targets: []Target{{Metric: MetricConcurrency}}, StableWindow: 10 * time.Second, ScaleToZeroGrace: time.Minute, KeepAlive: KeepAliveFixed}},
 		{"negative durations take the defaults",
-			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: api.Seconds(-10), ScaleToZeroGrace: api.Seconds(-1)}},
+			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: api.Seconds(-10), ScaleToZeroGrace: api.Seconds(-1)}}, 0,
 			Policy{Targets: []Target{{Metric: MetricConcurrency}}, KeepAlive: KeepAliveAdaptive}},
 	} {
-		if diff := cmp.Diff(c.want, policyFor(&c.spec)); diff != "" {
+		if diff := cmp.Diff(c.want, policyFor(&c.spec, c.clusterMax)); diff != "" {
 			t.Errorf("%s: policyFor (-want +got):\n%s", c.name, diff)
 		}
 	}
