@@ -241,6 +241,17 @@ type RollbackRequest struct {
 	Revision string `json:"revision,omitempty"`
 }
 
+// RollbackResponse answers a rollback.
+type RollbackResponse struct {
+	// Rollout is the rollout the rollback wrote; its Spec.Revision has
+	// all the traffic now, and Spec.From had the largest share of it.
+	Rollout Rollout `json:"rollout"`
+	// Activated is true when the revision was at zero replicas and the
+	// rollback asked for one first: requests wait in the gateways for it
+	// to be Ready, as they do for any revision woken from zero.
+	Activated bool `json:"activated,omitempty"`
+}
+
 // MainTarget is the revision with the largest share of t (the newest of
 // equal shares), or "" when none has a share.
 func MainTarget(t *Traffic) string {

@@ -160,6 +160,44 @@ func rollbackTarget(st *functionState) (string, error) {
 	return ro.Spec.From, nil
 }
 
+// RollbackTarget is where Rollback(ctx, function, to) would move the
+// traffic: to itself, or, when to is empty, the revision before the
+// function's current rollout. It fails as Rollback would when there is
+// none, when the revision does not exist, or when all the traffic is on
+// it already. The API activates the revision it names before the
+// rollback, so that it scales up from zero at once.
+func (s *Store) RollbackTarget(ctx context.Context, function api.Key, to string) (string, error) {
+	st, err := s.readFunctionState(ctx, function)
+	if err != nil {
+		return "", err
+	}
+	return st.rollbackTo(to)
+}
+
+// rollbackTo checks a rollback of the function in st to revision to (or,
+// when empty, to the revision before the current rollout) and returns
+// where it goes.
+func (st *functionState) rollbackTo(to string) (string, error) {
+	name := st.fn.Metadata.Name
+	if to == "" {
+		var err error
+		if to, err = rollbackTarget(st); err != nil {
+			return "", err
+		}
+	}
+	if !st.hasRevision(to) {
+		e := api.NewError(http.StatusNotFound, api.ReasonNotFound,
+			"revision %q of function %q does not exist: `surge revisions %s` lists them", to, name, name)
+		e.Field = "revision"
+		return "", e
+	}
+	if api.SameShares(st.traffic, map[string]int32{to: 100}) {
+		return "", api.NewError(http.StatusConflict, api.ReasonConflict,
+			"function %q: all of its traffic is on %s already", name, to)
+	}
+	return to, nil
+}
+
 // Rollback moves all of a function's traffic to revision to (or, when to
 // is empty, to the revision before the current rollout) at once, keeping
 // its tags, and records it as a rollout (Spec.Rollback) that ends any
@@ -173,22 +211,10 @@ func (s *Store) Rollback(ctx context.Context, function api.Key, to string) (*Rol
 		return nil, err
 	}
 	name := function.Name
-	if to == "" {
-		if to, err = rollbackTarget(st); err != nil {
-			return nil, err
-		}
-	}
-	if !st.hasRevision(to) {
-		e := api.NewError(http.StatusNotFound, api.ReasonNotFound,
-			"revision %q of function %q does not exist: `surge revisions %s` lists them", to, name, name)
-		e.Field = "revision"
-		return nil, e
+	if to, err = st.rollbackTo(to); err != nil {
+		return nil, err
 	}
 	from := api.MainTarget(st.traffic)
-	if api.SameShares(st.traffic, map[string]int32{to: 100}) {
-		return nil, api.NewError(http.StatusConflict, api.ReasonConflict,
-			"function %q: all of its traffic is on %s already", name, to)
-	}
 	now := s.clock.Now().UTC()
 	reason := fmt.Sprintf("rolled back from %s by a user", from)
 	if ro := st.rollout; ro != nil && ro.Status.Phase == api.RolloutProgressing {
