@@ -240,7 +240,8 @@ type TrafficTarget struct {
 	// TAG-FUNCTION.DOMAIN (TAG-FUNCTION.NAMESPACE.DOMAIN outside the
 	// default namespace), whatever its share, as Knative's traffic tags
 	// do; a tagged revision with 0% scales on its own requests, and to
-	// zero when they stop. A tag names one revision of a function.
+	// zero when they stop. A tag names one revision of a function, and a
+	// revision has one tag at most (it is named once).
 	Tag string `json:"tag,omitempty"`
 }
 
