@@ -168,7 +168,7 @@ func (c *statsCollector) collect(now time.Time, revs []*revision) []RevisionStat
 			Window:      window,
 			Requests:    m.requests - p.requests,
 			InFlight:    r.stats.inFlight(),
-			QueueLength: r.queue.len(),
+			QueueLength: r.queue.length(),
 		}
 		if r.outcomes.requests.Load() > 0 {
 			st.Outcomes = r.outcomes.snapshot()

@@ -48,7 +48,7 @@ func (s *Server) rollback(ctx context.Context, function api.Key, to string) (*ap
 	if err != nil {
 		return nil, err
 	}
-	act, err := s.activate(ctx, api.Key{Namespace: function.Namespace, Name: to})
+	act, err := s.activate(ctx, api.Key{Namespace: function.Namespace, Name: to}, 1)
 	if err != nil {
 		return nil, err
 	}

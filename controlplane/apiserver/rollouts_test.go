@@ -50,9 +50,9 @@ func TestRollbackActivatesFirst(t *testing.T) {
 		t.Errorf("hello-00001 asks for %d replicas after the rollback, want 1", sc.Spec.Replicas)
 	}
 	e.mu.Lock()
-	activated := append([]api.Key(nil), e.activated...)
+	activated := append([]string(nil), e.activated...)
 	e.mu.Unlock()
-	if diff := cmp.Diff([]api.Key{old}, activated); diff != "" {
+	if diff := cmp.Diff([]string{"hello-00001 1"}, activated); diff != "" {
 		t.Errorf("OnActivate calls (-want +got):\n%s", diff)
 	}
 	var tr api.Traffic

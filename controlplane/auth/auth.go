@@ -223,15 +223,43 @@ func (s *Store) Delete(ctx context.Context, id string) (bool, error) {
 // too: a token that cannot be vouched for is as good as revoked, and the
 // caller's client comes back and authenticates again.
 func (s *Store) WaitRevoked(ctx context.Context, id string, rev int64) error {
+	key := tokenPrefix + id
+	from := rev
+	for {
+		compacted, err := s.watchDeletes(ctx, key, from)
+		if err != nil || !compacted {
+			return err
+		}
+		// etcd compacted past the revision watched from (auto-compaction
+		// does this to every long watch): read the token again, and watch
+		// on from that read if it is still the one authenticated.
+		resp, err := s.c.Get(clientv3.WithRequireLeader(ctx), key)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil || len(resp.Kvs) == 0 || resp.Kvs[0].ModRevision != rev:
+			return nil
+		}
+		from = resp.Header.Revision
+	}
+}
+
+// watchDeletes watches key from revision from+1 until it is deleted
+// (nil), ctx ends (its error) or the watch fails (nil); compacted reports
+// that it failed because etcd compacted past from.
+func (s *Store) watchDeletes(ctx context.Context, key string, from int64) (compacted bool, err error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for resp := range s.c.Watch(wctx, tokenPrefix+id, clientv3.WithRev(rev+1), clientv3.WithFilterPut()) {
+	for resp := range s.c.Watch(wctx, key, clientv3.WithRev(from+1), clientv3.WithFilterPut()) {
+		if resp.CompactRevision != 0 {
+			return true, nil
+		}
 		if resp.Err() != nil {
 			break
 		}
 		if len(resp.Events) > 0 {
-			return nil
+			return false, nil
 		}
 	}
-	return ctx.Err()
+	return false, ctx.Err()
 }
