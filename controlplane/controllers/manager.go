@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -85,6 +86,11 @@ type Manager struct {
 	outcomes OutcomeSource
 	// testEvidence is CanaryPass's, between calls.
 	testEvidence *evidence
+	// canariesLive is whether the last pass's cache held a canary in
+	// progress, or a pass started one since: the canary loop reads the
+	// rollouts and the gateways' reports only then. Set by the loop's
+	// goroutine, read by the canary loop's.
+	canariesLive atomic.Bool
 	// recheck is when the last pass said a node's verdict could turn
 	// (zero: no such time); the loop runs a pass then. Only the loop's
 	// goroutine uses it.
@@ -269,6 +275,11 @@ func (m *Manager) Pass(ctx context.Context) error {
 // pass runs every controller once over c, which each keeps current with
 // what it writes.
 func (m *Manager) pass(ctx context.Context, c *cache) error {
+	live := false
+	for _, ro := range c.rollouts {
+		live = live || (ro.Status.Phase == api.RolloutProgressing && ro.Spec.Canary != nil)
+	}
+	m.canariesLive.Store(live)
 	return errors.Join(
 		m.nodes(ctx, c),
 		m.replicaSets(ctx, c),
@@ -345,6 +356,7 @@ func (m *Manager) rollouts(ctx context.Context, c *cache) error {
 				how := "all at once"
 				if f.Spec.Canary != nil && from != "" {
 					how = "canary " + f.Spec.Canary.String()
+					m.canariesLive.Store(true) // before the watch tells the next pass
 				}
 				m.log.Info("rolling out", "function", f.Metadata.Name, "namespace", f.Metadata.Namespace,
 					"revision", latest, "from", from, "how", how)

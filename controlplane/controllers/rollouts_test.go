@@ -14,13 +14,15 @@ import (
 // fakeOutcomes is one gateway's cumulative counters, as store.GatewayLoad
 // reads them; tests add requests between canary passes.
 type fakeOutcomes struct {
-	mu   sync.Mutex
-	revs map[api.Key]api.Outcomes
+	mu    sync.Mutex
+	revs  map[api.Key]api.Outcomes
+	reads int
 }
 
 func (f *fakeOutcomes) Outcomes(context.Context, time.Time) (map[string]map[api.Key]api.Outcomes, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads++
 	out := map[api.Key]api.Outcomes{}
 	for k, o := range f.revs {
 		out[k] = o.Clone()
@@ -241,5 +243,42 @@ func TestPassPrunesRevisionsPastKeepRevisions(t *testing.T) {
 	// more are kept: hello-00002 and hello-00003.
 	if got := strings.Join(names, " "); got != "hello-00002 hello-00003 hello-00004 hello-00005" {
 		t.Errorf("revisions left: %s", got)
+	}
+}
+
+// TestCanaryLoopIdleWithoutCanaries: with no canary in progress the loop
+// reads no gateway report; it starts reading once a pass starts one, and
+// stops when the canary ends.
+func TestCanaryLoopIdleWithoutCanaries(t *testing.T) {
+	f := newFixture(t)
+	src := &fakeOutcomes{revs: map[api.Key]api.Outcomes{}}
+	f.m.UseOutcomes(src)
+	f.node("node-a", f.clock.Now().Add(time.Hour))
+	f.deploy("example.test/hello:v1", 1)
+	f.pass()
+	f.ready("hello-00001")
+	f.pass()
+	f.deploy("example.test/hello:v2", 1)
+	f.pass()
+	f.ready("hello-00002")
+	f.pass() // all at once: no canary
+	f.canaryPass()
+	if src.reads != 0 {
+		t.Fatalf("the canary loop read the gateways' reports %d times with no canary in progress", src.reads)
+	}
+	f.deployCanary("example.test/hello:v3")
+	f.pass()
+	f.ready("hello-00003")
+	f.pass()
+	f.canaryPass()
+	if src.reads != 1 {
+		t.Fatalf("a canary in progress: %d reads of the reports, want 1", src.reads)
+	}
+	f.setTraffic(api.TrafficTarget{Revision: "hello-00003", Percent: 100})
+	f.canaryPass() // aborted
+	f.pass()
+	f.canaryPass()
+	if src.reads != 2 {
+		t.Errorf("after the canary ended: %d reads of the reports, want still 2", src.reads)
 	}
 }
