@@ -88,7 +88,9 @@ type Input struct {
 	// Functions give each function's latest revision, which rolls out
 	// until it is the latest Ready one.
 	Functions []api.Function
-	// Traffic says which revisions serve: those with a target above 0%.
+	// Traffic says which revisions serve: those with a target above 0%,
+	// and those with a tag, which answer at their own host whatever their
+	// share.
 	Traffic []api.Traffic
 	// Load is the gateways' demand per revision; a revision missing from
 	// it had none.
@@ -203,7 +205,7 @@ func (s *Scaler) Decide(now time.Time, in Input) (Result, error) {
 	serving := map[api.Key]bool{}
 	for _, t := range in.Traffic {
 		for _, tt := range t.Spec.Targets {
-			if tt.Percent > 0 {
+			if tt.Percent > 0 || tt.Tag != "" {
 				serving[api.Key{Namespace: t.Metadata.Namespace, Name: tt.Revision}] = true
 			}
 		}

@@ -52,6 +52,7 @@ func TestScalerRules(t *testing.T) {
 		ready   int32
 		serving bool // a traffic target above 0%
 		zero    bool // a traffic target at 0%
+		tagged  bool // a traffic target at 0% with a tag
 		// rollingOut: the function's latest revision, not yet its latest
 		// Ready one.
 		rollingOut bool
@@ -104,6 +105,12 @@ func TestScalerRules(t *testing.T) {
 			rev: rev{spec: cc1, age: time.Second}, desired: 0, reason: ReasonNoTraffic},
 		{name: "a traffic target at 0% is no traffic",
 			rev: rev{spec: cc1, age: time.Hour, ready: 1, zero: true}, desired: 0, reason: ReasonNoTraffic},
+		{name: "tagged at 0%, idle past its first window: the Decider's zero, after its keep-alive",
+			rev: rev{spec: cc1, age: window, tagged: true}, desired: 0, reason: ReasonToZero},
+		{name: "tagged at 0% with MinScale: kept, as a revision with traffic",
+			rev: rev{spec: minScale(2), age: time.Hour, ready: 2, tagged: true}, desired: 2, reason: ReasonBound},
+		{name: "tagged at 0% with requests: the Decider's",
+			rev: rev{spec: cc1, age: time.Hour, ready: 1, tagged: true, load: busy}, desired: fromDecider, reason: ReasonPanic},
 		{name: "no traffic but requests in flight: the Decider's, draining",
 			rev: rev{spec: cc1, age: time.Hour, ready: 3, load: Sample{Concurrency: 2}}, desired: fromDecider, reason: ReasonStable},
 		{name: "no traffic but requests arriving: the Decider's",
@@ -135,13 +142,16 @@ func TestScalerRules(t *testing.T) {
 				Scales: []api.Scale{scaleOf(r, c.rev.ready)}, Revisions: []api.Revision{r}, Functions: []api.Function{fn},
 				Load: map[api.Key]Load{k: {Sample: c.rev.load, RPS: c.rev.load.Requests}},
 			}
-			if c.rev.serving || c.rev.zero {
-				percent := int32(100)
-				if c.rev.zero {
+			if c.rev.serving || c.rev.zero || c.rev.tagged {
+				percent, tag := int32(100), ""
+				if c.rev.zero || c.rev.tagged {
 					percent = 0
 				}
+				if c.rev.tagged {
+					tag = "next"
+				}
 				in.Traffic = []api.Traffic{{Metadata: api.ObjectMeta{Namespace: "default", Name: "hello"},
-					Spec: api.TrafficSpec{Targets: []api.TrafficTarget{{Revision: r.Metadata.Name, Percent: percent}}}}}
+					Spec: api.TrafficSpec{Targets: []api.TrafficTarget{{Revision: r.Metadata.Name, Percent: percent, Tag: tag}}}}}
 			}
 			recorded := c.recorded
 			if recorded == (Sample{}) {

@@ -84,6 +84,11 @@ func (s *Server) checkStats(ctx context.Context, st *api.GatewayStats) error {
 		if _, _, ok := api.ParseRevisionName(l.Revision); !ok {
 			errs = append(errs, api.FieldError{Field: fmt.Sprintf("revisions[%d].revision", i), Message: fmt.Sprintf("%q is not a revision name", l.Revision)})
 		}
+		if o := l.Outcomes; o != nil && (o.Requests < 0 || o.Errors < 0 || o.Errors > o.Requests ||
+			len(o.Latency) > api.LatencyBuckets || slices.ContainsFunc(o.Latency, func(n int64) bool { return n < 0 })) {
+			errs = append(errs, api.FieldError{Field: fmt.Sprintf("revisions[%d].outcomes", i),
+				Message: fmt.Sprintf("counts must not be negative, errors not more than requests, and latency at most %d buckets", api.LatencyBuckets)})
+		}
 		switch {
 		case l.Concurrency < 0 || l.Requests < 0:
 			errs = append(errs, api.FieldError{Field: fmt.Sprintf("revisions[%d]", i), Message: "counts must not be negative"})

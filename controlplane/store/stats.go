@@ -134,3 +134,30 @@ func statsWindow(d api.Duration) time.Duration {
 	}
 	return d.Duration
 }
+
+// Outcomes returns how the revisions' requests ended, as each gateway
+// whose latest report is fresh at now counts them (api.Outcomes:
+// cumulative counters), by gateway (its report's key) and revision. The
+// rollout controller differences them from one call to the next, so a
+// missed report loses nothing. A report that does not decode is skipped.
+func (g *GatewayLoad) Outcomes(ctx context.Context, now time.Time) (map[string]map[api.Key]api.Outcomes, error) {
+	resp, err := g.store.c.Get(ctx, StatsPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read gateway stats: %w", err)
+	}
+	out := map[string]map[api.Key]api.Outcomes{}
+	for _, kv := range resp.Kvs {
+		var gs api.GatewayStats
+		if err := json.Unmarshal(kv.Value, &gs); err != nil || now.Sub(gs.At) > g.maxAge {
+			continue
+		}
+		m := map[api.Key]api.Outcomes{}
+		for _, l := range gs.Revisions {
+			if l.Outcomes != nil {
+				m[api.Key{Namespace: l.Namespace, Name: l.Revision}] = *l.Outcomes
+			}
+		}
+		out[string(kv.Key)] = m
+	}
+	return out, nil
+}
