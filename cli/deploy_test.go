@@ -146,7 +146,7 @@ func TestDeploy(t *testing.T) {
 			existing: true,
 			set:      func(o *DeployOptions) { o.HTTPSRedirect, o.Set["https-redirect"] = true, true },
 			change:   func(s *api.FunctionSpec) { s.HTTPSRedirect = true },
-			wantOut:  "function \"hello\" updated: revision hello-00001 takes all traffic\n",
+			wantOut:  "function \"hello\" updated, with no new revision: the gateways redirect its plain HTTP requests to HTTPS\n",
 		},
 		{
 			name:     "no flags is unchanged",

@@ -72,6 +72,8 @@ type Server struct {
 	gateway string
 	// gossipAddr is where the server's gossip member listens.
 	gossipAddr string
+	// gossipKey keys the cluster's gossip.
+	gossipKey []byte
 }
 
 // GossipAddr is where the server gossips ("" when it does not); valid
@@ -107,6 +109,9 @@ func (s *Server) AdminConfig() *client.Config { return s.admin }
 
 // JoinToken is the token agents join with; valid after Ready.
 func (s *Server) JoinToken() string { return s.join }
+
+// GossipKey is the cluster's gossip key; valid after Ready.
+func (s *Server) GossipKey() []byte { return s.gossipKey }
 
 // GatewayToken is a token gateways use; valid after Ready.
 func (s *Server) GatewayToken() string { return s.gateway }
@@ -164,7 +169,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.store = parts.store
 
-	stopGossip, err := s.startGossip(parts.controllers)
+	s.gossipKey = certs.gossipKey
+	stopGossip, err := s.startGossip(parts.controllers, certs.gossipKey)
 	if err != nil {
 		return err
 	}
@@ -197,6 +203,8 @@ type certs struct {
 	// agentClient is the API server's client certificate for node
 	// agents, from the cluster CA: what the agents trust.
 	agentClient tls.Certificate
+	// gossipKey keys the cluster's gossip (see pki.LoadOrCreateGossipKey).
+	gossipKey []byte
 }
 
 // loadPKI loads the CAs and the API's certificates from the data dir,
@@ -219,6 +227,9 @@ func (s *Server) loadPKI() (*certs, error) {
 	if err := s.loadNodePKI(c, now); err != nil {
 		return nil, err
 	}
+	if c.gossipKey, err = pki.LoadOrCreateGossipKey(dir); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -229,7 +240,11 @@ func (s *Server) build(db *etcdConn, c *certs) (*parts, error) {
 	cli := db.client
 	p := &parts{store: store.New(cli, s.clock), tokens: auth.NewStore(cli, s.clock), peers: &peers{self: s.cfg.Name, cli: cli}}
 	var err error
-	if p.scaler, err = autoscaling.New(s.cfg.Autoscaling, p.store, store.NewGatewayLoad(p.store, s.cfg.Autoscaling.StatsMaxAge), s.clock, s.log, s.registerer); err != nil {
+	acfg := s.cfg.Autoscaling
+	if acfg.MaxReplicas == 0 {
+		acfg.MaxReplicas = int(apiserver.DefaultLimits().MaxReplicas) // the bound the API puts on maxScale
+	}
+	if p.scaler, err = autoscaling.New(acfg, p.store, store.NewGatewayLoad(p.store, s.cfg.Autoscaling.StatsMaxAge), s.clock, s.log, s.registerer); err != nil {
 		return nil, fmt.Errorf("autoscaler: %w", err)
 	}
 	if p.images, err = registry.New(registry.Config{
@@ -239,7 +254,7 @@ func (s *Server) build(db *etcdConn, c *certs) (*parts, error) {
 	}); err != nil {
 		return nil, err
 	}
-	tasks := []controllers.LeaderTask{p.scaler.Run, s.collectImages(p)}
+	tasks := []controllers.LeaderTask{p.scaler.Run, s.collectImages(p), s.expireStats(p.store)}
 	if db.member != nil {
 		tasks = append(tasks, s.keepEtcdLeaderAway(db.member, cli, p.peers))
 	}
@@ -265,6 +280,7 @@ func (s *Server) build(db *etcdConn, c *certs) (*parts, error) {
 		ResolveImage:   resolver.resolve,
 		Load:           store.NewGatewayLoad(p.store, s.cfg.Autoscaling.StatsMaxAge),
 		NodeCA:         c.nodes,
+		GossipKey:      c.gossipKey,
 		// Its own copy: the API keeps it for as long as it serves.
 		AgentClientCertificate: &c.agentClient,
 	})
@@ -312,13 +328,13 @@ func (s *Server) bootstrapTokens(ctx context.Context, tokens *auth.Store, caPEM 
 // startGossip makes the server a gossip member when GossipAddr is set, so
 // that the node controller hears of a dead node when gossip does. It
 // returns how to leave.
-func (s *Server) startGossip(mgr *controllers.Manager) (stop func(), err error) {
+func (s *Server) startGossip(mgr *controllers.Manager, key []byte) (stop func(), err error) {
 	if s.cfg.GossipAddr == "" {
 		return func() {}, nil
 	}
 	live := newLiveness()
 	g, err := gossip.Start(gossip.Options{Role: gossip.RoleServer, NodeName: "server-" + s.cfg.Name, Addr: s.cfg.GossipAddr,
-		Seeds: s.cfg.GossipJoin, JoinToken: s.join, Handler: live, Logger: s.log, Clock: s.clock})
+		Seeds: s.cfg.GossipJoin, Key: key, Handler: live, Logger: s.log, Clock: s.clock})
 	if err != nil {
 		return nil, err
 	}

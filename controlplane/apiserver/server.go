@@ -20,6 +20,8 @@
 //	GET    /v1/namespaces/NS/replicas/NAME/log a replica's log, fetched from its agent (?follow=true)
 //	POST   /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/ID
 //	GET    /v1/stats                           the gateways' load per revision
+//	POST   /v1/namespaces/NS/rollouts/NAME/rollback  all of a function's traffic back, at once
+//	DELETE /v1/namespaces/NS/revisions/NAME    a revision no traffic, tag or rollout keeps
 //	*      /v2/...                             the OCI registry (bearer, or basic with the token as password)
 //
 // A request authenticates with a bearer token (admin, viewer, gateway; the
@@ -37,6 +39,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -90,6 +93,10 @@ type Config struct {
 	// which it presents to node agents to fetch replicas' logs; without
 	// it, or without NodeCA, the API serves no logs.
 	AgentClientCertificate *tls.Certificate
+	// GossipKey is the cluster's gossip key, which GET /v1/gossip/key
+	// hands to nodes (by their certificate) and gateways; without it that
+	// answers 404.
+	GossipKey []byte
 	// OnActivate, when set, learns of each activation (the autoscaler, so
 	// that it counts the demand and does not scale the revision straight
 	// back) and returns the replicas the demand needs now; without it an
@@ -251,6 +258,16 @@ func (s *Server) routes() {
 	s.handle("GET /v1/version", auth.ResourceVersion, auth.Read, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"version": s.cfg.Version, "api": api.Version})
 	})
+	// The gossip key, for the members of the cluster's gossip: nodes and
+	// gateways (auth.ResourceGossipKey).
+	s.handle("GET /v1/gossip/key", auth.ResourceGossipKey, auth.Read, func(w http.ResponseWriter, r *http.Request) {
+		if len(s.cfg.GossipKey) == 0 {
+			writeError(w, s.cfg.Log, api.NewError(http.StatusNotFound, api.ReasonNotFound, "this server has no gossip key"))
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		writeJSON(w, http.StatusOK, api.GossipKey{Key: hex.EncodeToString(s.cfg.GossipKey)})
+	})
 	// whoami says who the caller is: its role, and its token or node.
 	s.handle("GET /v1/whoami", auth.ResourceWhoami, auth.Read, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, principal(r.Context()))
@@ -279,7 +296,9 @@ func (s *Server) routes() {
 		// A node reads those of the namespaces it runs replicas of.
 		authorizeRead: s.nodeReadsPullSecrets,
 	})
-	registerKind(s, kindOps[api.Revision]{authorizeRead: s.nodeReadsRevision, redact: redactRevision})
+	registerKind(s, kindOps[api.Revision]{authorizeRead: s.nodeReadsRevision, redact: redactRevision, delete: s.deleteRevision})
+	// Rollouts are the rollout controller's: read-only, but for a rollback.
+	registerKind(s, kindOps[api.Rollout]{})
 	registerKind(s, kindOps[api.Traffic]{
 		validate: api.ValidateTraffic,
 		replace:  s.replaceTraffic,
@@ -317,6 +336,7 @@ func (s *Server) routes() {
 	})
 	s.tokenRoutes()
 	s.activateRoutes()
+	s.rollbackRoutes()
 	s.statsRoutes()
 	s.loadRoutes()
 	s.certificateRoutes()
