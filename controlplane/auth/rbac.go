@@ -41,6 +41,9 @@ const (
 	// ResourceCertificates is a node renewing its client certificate or
 	// getting its serving certificate.
 	ResourceCertificates = "certificates"
+	// ResourceDiscovery is the list of every role's metrics endpoint,
+	// for Prometheus' service discovery.
+	ResourceDiscovery = "discovery"
 )
 
 // Principal is who a request authenticated as: a bearer token, or a node
@@ -90,6 +93,9 @@ var readable = map[Role]map[string]bool{
 	// which), and the images it pulls.
 	RoleNode: {api.NodeKind.Plural: true, api.ReplicaKind.Plural: true, api.RevisionKind.Plural: true,
 		api.PullSecretKind.Plural: true, ResourceRegistry: true, ResourceVersion: true, ResourceWhoami: true},
+	// A scraper reads metrics and where they are, and nothing of the
+	// cluster's objects.
+	RoleMetrics: {ResourceMetrics: true, ResourceDiscovery: true, ResourceVersion: true, ResourceWhoami: true},
 }
 
 // writable lists, per role other than admin, the resources it may write.
@@ -99,6 +105,7 @@ var writable = map[Role]map[string]bool{
 	// replicas' status; the API server checks which (NodeRestriction).
 	RoleNode:    {api.ReplicaKind.Plural: true, api.NodeKind.Plural: true, ResourceCertificates: true},
 	RoleGateway: {ResourceActivations: true, ResourceStats: true},
+	RoleMetrics: {},
 }
 
 // Allowed reports whether p may do verb on resource (a kind's plural, or
