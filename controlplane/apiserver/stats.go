@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"slices"
 
@@ -33,6 +34,16 @@ func (s *Server) statsRoutes() {
 			}
 			if l.Concurrency < 0 || l.Requests < 0 {
 				errs = append(errs, api.FieldError{Field: fmt.Sprintf("revisions[%d]", i), Message: "counts must not be negative"})
+			}
+		}
+		if st.MetricsURL != "" {
+			// Discovery sends scrapers (and their token) there: only to
+			// where the report came from, or to loopback.
+			from, _ := netip.ParseAddrPort(r.RemoteAddr)
+			if u, err := api.NormalizeMetricsURL(st.MetricsURL, from.Addr()); err != nil {
+				errs = append(errs, api.FieldError{Field: "metricsURL", Message: err.Error()})
+			} else {
+				st.MetricsURL = u
 			}
 		}
 		if len(errs) > 0 {

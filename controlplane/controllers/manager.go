@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
@@ -69,6 +70,7 @@ type Manager struct {
 	clock   clock.Clock
 	elector *leader.Elector
 	tasks   []LeaderTask
+	metrics *metrics
 	// live, when set, declares nodes dead as soon as gossip does.
 	live Liveness
 	// wake, when set, triggers a pass (gossip changed).
@@ -98,8 +100,9 @@ type LeaderTask = leader.Task
 
 // New returns a Manager. id names this server in the election; tasks run
 // beside the controllers while this server leads. clk is the clock of the
-// passes, the resync and the debounce; nil is the wall clock.
-func New(cfg Config, st *store.Store, log *slog.Logger, clk clock.Clock, id string, tasks ...LeaderTask) (*Manager, error) {
+// passes, the resync and the debounce; nil is the wall clock. The
+// controllers' and the scheduler's metrics go to reg (nil: nowhere).
+func New(cfg Config, st *store.Store, log *slog.Logger, clk clock.Clock, reg prometheus.Registerer, id string, tasks ...LeaderTask) (*Manager, error) {
 	clk = clock.Or(clk)
 	if cfg.BindConcurrency <= 0 {
 		cfg.BindConcurrency = DefaultConfig().BindConcurrency
@@ -111,7 +114,11 @@ func New(cfg Config, st *store.Store, log *slog.Logger, clk clock.Clock, id stri
 	if err != nil {
 		return nil, fmt.Errorf("controllers: %w", err)
 	}
-	return &Manager{cfg: cfg, store: st, log: log, clock: clk, elector: el, tasks: tasks}, nil
+	mt, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("controllers: %w", err)
+	}
+	return &Manager{cfg: cfg, store: st, log: log, clock: clk, elector: el, tasks: tasks, metrics: mt}, nil
 }
 
 const electionKey = store.Prefix + "leader/controllers"
@@ -139,6 +146,8 @@ func (m *Manager) Run(ctx context.Context) error {
 // loop reads the state into a cache that its watch keeps current, and
 // runs a pass on every change and every resync period.
 func (m *Manager) loop(ctx context.Context) error {
+	m.metrics.leader.Set(1)
+	defer m.metrics.leader.Set(0)
 	c, err := readCache(ctx, m.store, m.clock, true)
 	if err != nil {
 		return err
@@ -156,6 +165,7 @@ func (m *Manager) loop(ctx context.Context) error {
 		if err := m.pass(ctx, c); err != nil && ctx.Err() == nil {
 			m.log.Warn("pass failed; retrying", "err", err)
 		}
+		m.metrics.passDuration.Observe(m.clock.Since(synced).Seconds())
 		m.log.Debug("pass", "revision", c.rev, "sync", synced.Sub(start), "took", m.clock.Since(synced),
 			"replicas", len(c.replicas), "unbound", len(c.unbound))
 		// A node whose verdict may turn before the next resync (its lease
@@ -250,11 +260,11 @@ func (m *Manager) Pass(ctx context.Context) error {
 // what it writes.
 func (m *Manager) pass(ctx context.Context, c *cache) error {
 	return errors.Join(
-		m.nodes(ctx, c),
-		m.replicaSets(ctx, c),
-		m.schedule(ctx, c),
-		m.statuses(ctx, c),
-		m.rollouts(ctx, c),
+		m.metrics.countErr(ctrlNodes, m.nodes(ctx, c)),
+		m.metrics.countErr(ctrlReplicas, m.replicaSets(ctx, c)),
+		m.metrics.countErr(ctrlScheduler, m.schedule(ctx, c)),
+		m.metrics.countErr(ctrlStatuses, m.statuses(ctx, c)),
+		m.metrics.countErr(ctrlRollouts, m.rollouts(ctx, c)),
 	)
 }
 
@@ -285,6 +295,7 @@ func (m *Manager) rollouts(ctx context.Context, c *cache) error {
 				return nil, err
 			}
 			if moved {
+				m.metrics.rollouts.Inc()
 				m.log.Info("rolled out", "function", f.Metadata.Name, "namespace", f.Metadata.Namespace,
 					"revision", latest, "from", from)
 			}
@@ -365,6 +376,7 @@ func (m *Manager) nodes(ctx context.Context, c *cache) error {
 		}
 		c.setNode(out)
 		dead[name] = true
+		m.metrics.nodesDead.Inc()
 	}
 	if len(dead) == 0 {
 		return errors.Join(errs...)
@@ -397,19 +409,25 @@ func (m *Manager) createReplica(c *cache, r *api.Replica) writeOp {
 			if err != nil {
 				return nil, err
 			}
+			m.metrics.replicas.WithLabelValues("created").Inc()
 			return func() { c.setReplica(out) }, nil
 		}
 	}
 	nodeRV := c.nodes[node].Metadata.ResourceVersion
 	return func(ctx context.Context) (func(), error) {
+		start := m.clock.Now()
 		unbound := *r
 		out, err := store.CreateBoundReplica(ctx, m.store, r, node, nodeRV)
 		if errors.Is(err, api.ErrConflict) {
+			m.metrics.placementFailures.WithLabelValues("conflict").Inc()
 			out, err = store.Create(ctx, m.store, &unbound)
+		} else if err == nil {
+			m.metrics.placed(m.clock.Since(start))
 		}
 		if err != nil {
 			return func() { c.cluster.Forget(key) }, err
 		}
+		m.metrics.replicas.WithLabelValues("created").Inc()
 		return func() {
 			if out.Spec.NodeName == "" {
 				c.cluster.Forget(key)
@@ -422,8 +440,12 @@ func (m *Manager) createReplica(c *cache, r *api.Replica) writeOp {
 // deleteReplica is the write that deletes replica k.
 func (m *Manager) deleteReplica(c *cache, k api.Key) writeOp {
 	return func(ctx context.Context) (func(), error) {
-		if err := store.Delete[api.Replica](ctx, m.store, k, ""); err != nil && !benign(err) {
+		err := store.Delete[api.Replica](ctx, m.store, k, "")
+		if err != nil && !benign(err) {
 			return nil, err
+		}
+		if err == nil {
+			m.metrics.replicas.WithLabelValues("deleted").Inc()
 		}
 		return func() { c.forgetReplica(k) }, nil
 	}
@@ -538,6 +560,7 @@ func (m *Manager) bindAll(ctx context.Context, c *cache, replicas []*api.Replica
 		assumed api.Key
 	}
 	var errs []error
+	start := m.clock.Now()
 	binds := make([]binding, 0, len(replicas))
 	for _, r := range replicas {
 		req, ok := c.cluster.Request(r)
@@ -546,6 +569,7 @@ func (m *Manager) bindAll(ctx context.Context, c *cache, replicas []*api.Replica
 		}
 		name, err := c.cluster.Pick(req)
 		if err != nil {
+			m.metrics.placementFailures.WithLabelValues("unschedulable").Inc()
 			msg := err.Error()
 			if r.Status.Message != msg {
 				next := *r
@@ -569,6 +593,9 @@ func (m *Manager) bindAll(ctx context.Context, c *cache, replicas []*api.Replica
 		b := &binds[i]
 		g.Go(func() error {
 			b.out, b.err = store.BindReplica(gctx, m.store, b.r, b.node, b.nodeRV)
+			if b.err == nil {
+				m.metrics.placed(m.clock.Since(start))
+			}
 			return nil
 		})
 	}
@@ -579,11 +606,13 @@ func (m *Manager) bindAll(ctx context.Context, c *cache, replicas []*api.Replica
 		case b.err == nil:
 			c.setReplica(b.out)
 		case errors.Is(b.err, api.ErrConflict):
+			m.metrics.placementFailures.WithLabelValues("conflict").Inc()
 			c.cluster.Forget(b.assumed)
 			raced = append(raced, race{b.r, b.node})
 		case errors.Is(b.err, api.ErrNotFound):
 			c.forgetReplica(b.assumed)
 		default:
+			m.metrics.placementFailures.WithLabelValues("error").Inc()
 			c.cluster.Forget(b.assumed)
 			errs = append(errs, b.err)
 		}
