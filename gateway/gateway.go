@@ -30,6 +30,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -57,6 +58,9 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Log receives operational events; nil discards them.
 	Log *slog.Logger
+	// AccessLog receives the access log, a JSON object per line, from one
+	// goroutine (Config.AccessLog says which requests); nil writes none.
+	AccessLog io.Writer
 	// Clock is the gateway's one source of time; nil means the wall
 	// clock. It times what the gateway waits for (stats windows, the
 	// drain's delay and timeout, a queued request's wait, a WebSocket's
@@ -92,6 +96,7 @@ type Gateway struct {
 	picker    Picker
 	eject     ejectPolicy
 	metrics   *metrics
+	alog      *accessLog // nil: no access log
 	activator Activator
 	sink      StatsSink
 	sources   []RouteSource
@@ -146,6 +151,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 			return nil, err
 		}
 		g.metrics = m
+	}
+	g.alog = newAccessLog(cfg.AccessLog, cfg.AccessLogSample, cfg.AccessLogBuffer, deps.AccessLog)
+	if g.alog != nil && g.metrics != nil {
+		g.alog.dropped = g.metrics.accessDropped
 	}
 	hooks := routeHooks{
 		hostClient: func(addr string, limit int64) *fasthttp.HostClient { return newHostClient(addr, limit, &g.cfg) },
@@ -272,7 +281,19 @@ func (g *Gateway) Run(ctx context.Context) error {
 		<-ectx.Done()
 		return g.drain()
 	})
-	return eg.Wait()
+	if g.alog == nil {
+		return eg.Wait()
+	}
+	// The access log's writer outlives the drain, whose requests it logs.
+	stopLog, logDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(logDone)
+		g.alog.run(stopLog, func(err error) { g.log.Warn("access log write failed; dropping records until it works", "err", err) })
+	}()
+	err := eg.Wait()
+	close(stopLog)
+	<-logDone
+	return err
 }
 
 // drain stops the gateway gracefully; see Run.

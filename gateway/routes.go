@@ -32,7 +32,11 @@ type revision struct {
 	stats          revStats
 	budget         retryBudget
 	lastActivation atomic.Int64 // unix nanoseconds
-	m              *revMetrics  // nil without metrics
+	// coldStart is set while a request that found the revision without a
+	// replica waits for one or is answered: the first of a cold start,
+	// which surge_cold_start_seconds times.
+	coldStart atomic.Bool
+	m         *revMetrics // nil without metrics
 }
 
 func (r *revision) endpoints() []*Endpoint {
