@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/surgeplatform/surge/cli"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/gateway"
+	"github.com/surgeplatform/surge/internal/telemetry"
 )
 
 // GatewayOptions are the inputs of `surge gateway`, and of the gateway
@@ -33,6 +35,14 @@ type GatewayOptions struct {
 	// joinTokenFile is --join-token-file; joinTokenFlag the retired
 	// --join-token, which only says what to use instead.
 	joinTokenFile, joinTokenFlag string
+	// MetricsAddr is --metrics-addr (surge gateway); metricsURL is where
+	// the gateway tells discovery its metrics are, once bound.
+	MetricsAddr string
+	metricsURL  string
+	// AccessLog is --access-log (off, sampled, full); AccessLogFile
+	// --access-log-file, "" for standard error.
+	AccessLog     string
+	AccessLogFile string
 }
 
 // JoinTokenEnv is the environment variable that holds the join token of a
@@ -60,6 +70,9 @@ func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 	// and keep-alive clients be told to leave, so no request is caught by
 	// the close; 0 stops at once.
 	c.Flags().DurationVar(&o.DrainDelay, "drain-delay", time.Second, "on SIGTERM, keep serving this long with readiness false before closing")
+	c.Flags().StringVar(&o.AccessLog, "access-log", string(gateway.AccessLogSampled),
+		"which requests the access log records, a JSON line each: off, sampled (one in a hundred, and every 5xx) or full")
+	c.Flags().StringVar(&o.AccessLogFile, "access-log-file", "", "where the access log goes (appended); default standard error")
 }
 
 func addGatewayGossipFlags(c *cobra.Command, o *GatewayOptions) {
@@ -91,11 +104,20 @@ SURGE_JOIN_TOKEN). Neither token is ever a flag's value, which ps shows.`,
 				return err
 			}
 			o.Client = *cfg
-			return runGateway(cmd.Context(), o, prometheus.NewRegistry())
+			process, reg := telemetry.NewProcessRegistry(g.Version()), prometheus.NewRegistry()
+			m, err := listenMetrics(o.MetricsAddr, prometheus.Gatherers{process, reg}, o.Client)
+			if err != nil {
+				return err
+			}
+			if m != nil {
+				o.metricsURL = m.url
+			}
+			return withMetrics(cmd.Context(), m, func(ctx context.Context) error { return runGateway(ctx, o, reg) })
 		},
 	}
 	addGatewayFlags(c, o)
 	addGatewayGossipFlags(c, o)
+	addMetricsFlag(c, &o.MetricsAddr, defaultGatewayMetricsAddr)
 	return c
 }
 
@@ -119,7 +141,21 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 	if o.GossipAddr != "" {
 		opts.GossipAddr = o.GossipAddr
 	}
-	opts.Registerer = reg
+	opts.Registerer, opts.MetricsURL = reg, o.metricsURL
 	opts.Log = log.With("component", "gateway")
+	if o.AccessLog != "" {
+		if opts.Config.AccessLog, err = gateway.ParseAccessLogMode(o.AccessLog); err != nil {
+			return cli.Usagef("--access-log: %v", err)
+		}
+	}
+	opts.AccessLog = stderrFile(o.Err)
+	if o.AccessLogFile != "" {
+		f, err := os.OpenFile(o.AccessLogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return fmt.Errorf("--access-log-file: %w", err)
+		}
+		defer f.Close()
+		opts.AccessLog = f
+	}
 	return gateway.Run(ctx, opts)
 }
