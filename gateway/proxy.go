@@ -47,7 +47,7 @@ type exchange struct {
 	queued, cold, coldFirst bool
 	coldMs                  int64
 	retries                 int32
-	replica                 string // the address of the replica that answered
+	replica                 string               // the address of the replica that answered
 	tp                      [traceparentLen]byte // a traceparent made for the request
 	num                     []byte               // scratch for a header's digits
 	log                     accessRecord         // filled only with an access log
