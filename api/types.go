@@ -127,6 +127,11 @@ type FunctionSpec struct {
 	Resources Resources `json:"resources,omitzero"`
 	// Concurrency is how many requests one replica serves at once; 0 means no limit.
 	Concurrency int32 `json:"concurrency,omitempty"`
+	// QueueDepth is how many of the function's requests may wait in each
+	// gateway for a replica with room (a burst from zero, or more than its
+	// replicas hold); more are answered 503 with Retry-After. 0 means the
+	// gateway's own bound (`surge gateway --queue-depth`).
+	QueueDepth int32 `json:"queueDepth,omitempty"`
 	// Timeout bounds one request, e.g. "30s"; zero means DefaultTimeout.
 	Timeout Duration `json:"timeout,omitzero"`
 	// Readiness says how to tell that a replica can serve.
@@ -271,6 +276,16 @@ type Scale struct {
 
 // GetMetadata implements Object.
 func (s *Scale) GetMetadata() *ObjectMeta { return &s.Metadata }
+
+// Activation is the body of POST /v1/namespaces/NS/scales/NAME/activate:
+// a gateway holding requests of a revision that its replicas cannot take
+// (it has none, or every one is at its concurrency limit) asks for enough
+// replicas for them at once, without waiting for the autoscaler's tick.
+type Activation struct {
+	// Demand is how many of the revision's requests the gateway holds,
+	// waiting or in flight. 0, or no body, counts as 1.
+	Demand int32 `json:"demand,omitempty"`
+}
 
 // ReplicaPhase is where a replica is in its life.
 type ReplicaPhase string

@@ -17,6 +17,7 @@ import (
 const (
 	MaxNameLength    = 63
 	MaxConcurrency   = 10000
+	MaxQueueDepth    = 1000000
 	MinMemoryBytes   = 4 << 20
 	MaxMemoryBytes   = 1 << 40
 	MaxCPUMillicores = 256 * 1000
@@ -241,6 +242,9 @@ func (v *validator) functionSpec(p string, s *FunctionSpec) {
 	}
 	if s.Concurrency < 0 || s.Concurrency > MaxConcurrency {
 		v.add(p+".concurrency", "must be between 0 (no limit) and %d", MaxConcurrency)
+	}
+	if s.QueueDepth < 0 || s.QueueDepth > MaxQueueDepth {
+		v.add(p+".queueDepth", "must be between 0 (the gateway's) and %d", MaxQueueDepth)
 	}
 	v.duration(p+".timeout", s.Timeout, time.Second, MaxTimeout)
 	if r := s.Readiness; r != nil {

@@ -197,6 +197,12 @@ func TestValidateFunction(t *testing.T) {
 		{"concurrency negative", func(f *api.Function) { f.Spec.Concurrency = -1 }, []string{"spec.concurrency"}},
 		{"concurrency too high", func(f *api.Function) { f.Spec.Concurrency = api.MaxConcurrency + 1 }, []string{"spec.concurrency"}},
 
+		// spec.queueDepth
+		{"queue depth 0 is the gateway's", func(f *api.Function) { f.Spec.QueueDepth = 0 }, nil},
+		{"queue depth max", func(f *api.Function) { f.Spec.QueueDepth = api.MaxQueueDepth }, nil},
+		{"queue depth negative", func(f *api.Function) { f.Spec.QueueDepth = -1 }, []string{"spec.queueDepth"}},
+		{"queue depth too high", func(f *api.Function) { f.Spec.QueueDepth = api.MaxQueueDepth + 1 }, []string{"spec.queueDepth"}},
+
 		// spec.timeout
 		{"timeout zero is the default", func(f *api.Function) { f.Spec.Timeout = api.Duration{} }, nil},
 		{"timeout 1s", func(f *api.Function) { f.Spec.Timeout = dur("1s") }, nil},

@@ -327,6 +327,28 @@ func (d *Decider) Scale(now time.Time, ready int) Decision {
 	return dec
 }
 
+// ActivationScale returns the replicas that demand requests waiting or in
+// flight need at once, as a gateway asks for them when it holds requests
+// the revision's replicas cannot take: demand over the revision's
+// concurrency target per replica (or over one replica's capacity, when it
+// scales on another metric), rounded up, and within the policy's bounds:
+// at least MinReplicas and one, at most MaxReplicas. Unlike Scale it
+// averages nothing and limits no rate: the requests are already waiting,
+// and a burst from zero should not ask for one replica at a time.
+func (d *Decider) ActivationScale(demand float64) int {
+	per := d.capacity
+	for _, t := range d.targets {
+		if t.metric == MetricConcurrency {
+			per = t.value
+		}
+	}
+	n := max(ceilInt(demand/per), d.policy.MinReplicas, 1)
+	if d.policy.MaxReplicas > 0 {
+		n = min(n, d.policy.MaxReplicas)
+	}
+	return n
+}
+
 // replicasFor returns the replicas demand in-flight requests arriving at
 // lambda per second need at target requests per replica, with the burst
 // capacity ColdStartCost buys. inFlight is the demand of the last period,

@@ -108,8 +108,11 @@
 // On top of its Decider, in this order of precedence (each later rule
 // overrides the earlier ones):
 //
-//   - a request waiting for a revision at zero counts as one in flight for
-//     ActivationHold, until the gateways' reports show it;
+//   - requests a gateway holds for a revision at zero, or for one whose
+//     replicas are all at their limit, count as in flight for
+//     ActivationHold, until the gateways' reports show them (Activate; it
+//     also returns the replicas they need at once, which the API server
+//     asks for without waiting for the next tick);
 //   - a new revision that takes traffic keeps its initial scale (MinScale,
 //     at least one) for its first stable window, as Knative's does;
 //   - a deploy's latest revision keeps its initial scale (or more, with

@@ -43,6 +43,12 @@ const (
 	// ReasonNoTraffic: a revision that takes no traffic any more drains to
 	// zero once its last requests are done, whatever its policy says.
 	ReasonNoTraffic
+	// ReasonActivation: requests wait in a gateway for replicas (the
+	// revision is at zero, or its replicas are all at their limit): the
+	// replicas they need (Scaler.Activate) are kept for
+	// ScalerConfig.ActivationHold after the last activation, which the
+	// gateways repeat while requests wait.
+	ReasonActivation
 )
 
 // String returns the reason's name. The Scaler's reasons read as prose, as
@@ -71,6 +77,8 @@ func (r Reason) String() string {
 		return "not ready"
 	case ReasonNoTraffic:
 		return "no traffic"
+	case ReasonActivation:
+		return "activation"
 	}
 	return fmt.Sprintf("Reason(%d)", int(r))
 }

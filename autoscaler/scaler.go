@@ -38,12 +38,13 @@ type ScalerConfig struct {
 	// 10m, Knative's: long enough for a slow image pull; shorter frees a
 	// broken deploy's replicas sooner.
 	ProgressDeadline time.Duration
-	// ActivationHold is how long an activation (a request waiting for a
-	// revision at zero) counts as one request in flight while the
-	// gateways report none for the revision: as long as their reports may
-	// take to show the request. Default 3s, the runner's StatsMaxAge.
-	// Shorter risks scaling the revision straight back to zero; longer
-	// keeps a replica for a request that went away.
+	// ActivationHold is how long an activation (requests waiting in a
+	// gateway for a revision at zero, or for one whose replicas are all at
+	// their limit) counts as its demand in flight, when the gateways
+	// report less for the revision: as long as their reports may take to
+	// show the requests. Default 3s, the runner's StatsMaxAge. Shorter
+	// risks scaling the revision straight back down; longer keeps
+	// replicas for requests that went away.
 	ActivationHold time.Duration
 }
 
@@ -100,8 +101,8 @@ type RevisionDecision struct {
 	Reason Reason
 	// Panic reports whether the revision's Decider is in panic mode.
 	Panic bool
-	// Load is the demand the Decider recorded: the gateways', or one
-	// request in flight for a recent activation they do not show yet.
+	// Load is the demand the Decider recorded: the gateways', or a recent
+	// activation's demand when they do not show that much yet.
 	Load Load
 	// ProgressDeadline is the deadline a revision given up
 	// (ReasonNotReady) missed; zero for every other reason.
@@ -139,7 +140,13 @@ type Result struct {
 type Scaler struct {
 	cfg       ScalerConfig
 	deciders  map[api.Key]*Decider
-	activated map[api.Key]time.Time
+	activated map[api.Key]activation
+}
+
+// activation is the last demand a gateway asked replicas for, and when.
+type activation struct {
+	at     time.Time
+	demand int
 }
 
 // NewScaler returns a Scaler with no revisions yet. It returns an error
@@ -148,13 +155,33 @@ func NewScaler(cfg ScalerConfig) (*Scaler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new scaler: %w", err)
 	}
-	return &Scaler{cfg: cfg, deciders: map[api.Key]*Decider{}, activated: map[api.Key]time.Time{}}, nil
+	return &Scaler{cfg: cfg, deciders: map[api.Key]*Decider{}, activated: map[api.Key]activation{}}, nil
 }
 
-// Activated records that a request raised revision k from zero at now, so
-// that the next decisions count that demand before the gateways' reports
-// show it, and do not scale the revision straight back to zero.
-func (s *Scaler) Activated(k api.Key, now time.Time) { s.activated[k] = now }
+// Activate records that a gateway holds demand requests of revision rev
+// that its replicas cannot take (it is at zero, or every replica is at its
+// concurrency limit), at now, and returns the replicas that demand needs
+// at once (see Decider.ActivationScale): the caller raises the revision's
+// Scale to it without waiting for the next Decide. For ActivationHold the
+// decisions count the demand as requests in flight, when the gateways'
+// reports show less, and ask for no fewer replicas than it needs
+// (ReasonActivation), so that they neither scale the revision straight
+// back nor below what the activation asked for. Within the hold the
+// largest demand counts. It returns an error, and records
+// nothing, when the revision's spec makes an invalid policy.
+func (s *Scaler) Activate(now time.Time, rev *api.Revision, demand int) (int32, error) {
+	k := api.Key{Namespace: rev.Metadata.Namespace, Name: rev.Metadata.Name}
+	d, err := s.decider(k, rev)
+	if err != nil {
+		return 0, err
+	}
+	demand = max(demand, 1)
+	if a, ok := s.activated[k]; ok && now.Sub(a.at) < s.cfg.ActivationHold {
+		demand = max(demand, a.demand)
+	}
+	s.activated[k] = activation{at: now, demand: demand}
+	return int32(d.ActivationScale(float64(demand))), nil
+}
 
 // Decide returns the scale of every revision in in at now. Call it once per
 // Config.SamplePeriod of the Decider, with now increasing. It decides every
@@ -206,8 +233,8 @@ func (s *Scaler) Decide(now time.Time, in Input) (Result, error) {
 		}
 	}
 	slices.SortFunc(res.Gone, compareKeys)
-	for k, at := range s.activated {
-		if now.Sub(at) >= s.cfg.ActivationHold {
+	for k, a := range s.activated {
+		if now.Sub(a.at) >= s.cfg.ActivationHold {
 			delete(s.activated, k) // it will never count again
 		}
 	}
@@ -232,16 +259,25 @@ func (s *Scaler) decider(k api.Key, rev *api.Revision) (*Decider, error) {
 // the revision's life to the Decider's decision. Their order is their
 // precedence: each later rule overrides the earlier ones.
 func (s *Scaler) decide(now time.Time, k api.Key, rev *api.Revision, d *Decider, ready int, l Load, serving, rollingOut bool) RevisionDecision {
-	if at, ok := s.activated[k]; ok && now.Sub(at) < s.cfg.ActivationHold && l.Sample.Concurrency == 0 {
-		// A request is waiting for this revision's first replica; the
-		// gateways' reports have not caught up yet.
-		l.Sample.Concurrency, l.Sample.Requests = 1, 1
+	var ask int32
+	if a, ok := s.activated[k]; ok && now.Sub(a.at) < s.cfg.ActivationHold {
+		// Requests wait in a gateway for replicas of this revision; the
+		// gateways' reports may not have caught up yet, and the Decider's
+		// windows average a burst down: the replicas the activation asked
+		// for stay asked for.
+		demand := float64(a.demand)
+		l.Sample.Concurrency = max(l.Sample.Concurrency, demand)
+		l.Sample.Requests = max(l.Sample.Requests, demand)
+		ask = int32(d.ActivationScale(demand))
 	}
 	d.Record(now, l.Sample)
 	dec := d.Scale(now, ready)
 	out := RevisionDecision{
 		Revision: k, Function: rev.Spec.Function,
 		Desired: int32(dec.Desired), Reason: dec.Reason, Panic: dec.Panic, Load: l,
+	}
+	if out.Desired < ask {
+		out.Desired, out.Reason = ask, ReasonActivation
 	}
 	initial, age := api.InitialScale(&rev.Spec.Template), now.Sub(rev.Metadata.CreationTimestamp)
 	if out.Desired < initial && serving && age < d.stableW {

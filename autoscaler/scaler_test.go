@@ -57,8 +57,9 @@ func TestScalerRules(t *testing.T) {
 		rollingOut bool
 		load       Sample
 		// activated is how long ago the revision was activated; 0 means
-		// never.
+		// never. demand is the activation's (0: 1).
 		activated time.Duration
+		demand    int
 	}
 	minScale := func(n int32) api.FunctionSpec {
 		return api.FunctionSpec{Concurrency: 1, Scaling: api.ScalingPolicy{MinScale: n}}
@@ -115,6 +116,9 @@ func TestScalerRules(t *testing.T) {
 			recorded: Sample{Concurrency: 1, Requests: 1}, desired: fromDecider, reason: ReasonStable},
 		{name: "activated longer ago than the hold: not counted",
 			rev: rev{spec: cc1, age: time.Hour, serving: true, activated: hold}, desired: 0, reason: ReasonToZero},
+		{name: "activated by a burst: its demand in flight",
+			rev:      rev{spec: cc1, age: time.Hour, serving: true, activated: time.Second, demand: 500},
+			recorded: Sample{Concurrency: 500, Requests: 500}, desired: 715, reason: ReasonPanic},
 		{name: "activated while the gateways show load: theirs counts",
 			rev:     rev{spec: cc1, age: time.Hour, ready: 1, serving: true, load: busy, activated: time.Second},
 			desired: fromDecider, reason: ReasonPanic},
@@ -168,7 +172,9 @@ func TestScalerRules(t *testing.T) {
 
 			s := newScaler(t)
 			if c.rev.activated > 0 {
-				s.Activated(k, now.Add(-c.rev.activated))
+				if _, err := s.Activate(now.Add(-c.rev.activated), &r, c.rev.demand); err != nil {
+					t.Fatal(err)
+				}
 			}
 			res, err := s.Decide(now, in)
 			if err != nil {
@@ -248,7 +254,9 @@ func TestScalerForgetsGoneRevisions(t *testing.T) {
 	if got := []api.Key{res.Revisions[0].Revision, res.Revisions[1].Revision}; !cmp.Equal(got, []api.Key{keyOf(b), keyOf(a)}) {
 		t.Errorf("decisions in the order %v, want the Scales' order", got)
 	}
-	s.Activated(keyOf(b), at(1))
+	if _, err := s.Activate(at(1), &b, 1); err != nil {
+		t.Fatal(err)
+	}
 	res, err = s.Decide(at(1), Input{Scales: []api.Scale{scaleOf(a, 0)}, Revisions: []api.Revision{a}})
 	if err != nil {
 		t.Fatal(err)
@@ -333,5 +341,69 @@ func TestPolicyFor(t *testing.T) {
 		if diff := cmp.Diff(c.want, policyFor(&c.spec)); diff != "" {
 			t.Errorf("%s: policyFor (-want +got):\n%s", c.name, diff)
 		}
+	}
+}
+
+func TestScalerActivateAsksForTheDemand(t *testing.T) {
+	scaling := func(p api.ScalingPolicy) api.FunctionSpec { return api.FunctionSpec{Scaling: p} }
+	cases := []struct {
+		name   string
+		spec   api.FunctionSpec
+		demand int
+		want   int32
+	}{
+		{"one request, no limit", api.FunctionSpec{}, 1, 1},
+		{"no demand counts as one", api.FunctionSpec{}, 0, 1},
+		{"500, no limit: 100 per replica", api.FunctionSpec{}, 500, 5},
+		{"501, no limit: rounded up", api.FunctionSpec{}, 501, 6},
+		{"5000, no limit", api.FunctionSpec{}, 5000, 50},
+		{"5000 capped by maxScale", scaling(api.ScalingPolicy{MaxScale: 10}), 5000, 10},
+		{"500 at concurrency 10: 70% of it per replica", api.FunctionSpec{Concurrency: 10}, 500, 72},
+		{"a target of its own", scaling(api.ScalingPolicy{Target: 50}), 500, 10},
+		{"at least minScale", scaling(api.ScalingPolicy{MinScale: 3}), 1, 3},
+		{"rps metric: one replica's capacity", scaling(api.ScalingPolicy{Metric: api.MetricRPS}), 500, 5},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := revision(1, at(-3600), c.spec)
+			got, err := newScaler(t).Activate(at(0), &r, c.demand)
+			if err != nil || got != c.want {
+				t.Errorf("Activate(demand %d) = %d, %v; want %d", c.demand, got, err, c.want)
+			}
+		})
+	}
+
+	// Within the hold the largest demand counts, for the ask and for the
+	// decisions, which never ask for fewer replicas than it needs, though
+	// the Decider's windows average it down; after it, a new one starts
+	// afresh.
+	r := revision(1, at(-3600), api.FunctionSpec{Concurrency: 10})
+	s := newScaler(t)
+	in := Input{Scales: []api.Scale{scaleOf(r, 0)}, Revisions: []api.Revision{r}}
+	for sec := -60; sec < 0; sec++ {
+		if _, err := s.Decide(at(sec), in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hold := DefaultScalerConfig().ActivationHold
+	if got, _ := s.Activate(at(0), &r, 500); got != 72 {
+		t.Fatalf("ask for 500: %d replicas, want 72", got)
+	}
+	if got, _ := s.Activate(at(1), &r, 10); got != 72 {
+		t.Errorf("a smaller demand within the hold asked for %d replicas, want the 500's 72", got)
+	}
+	for sec := 1; sec < 3; sec++ {
+		res, err := s.Decide(at(sec), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := res.Revisions[0]
+		if d.Load.Sample.Concurrency != 500 || d.Desired < 72 {
+			t.Errorf("t=%d: the decision counted %v in flight and asked for %d replicas (%v); want the activation's 500 and at least 72",
+				sec, d.Load.Sample.Concurrency, d.Desired, d.Reason)
+		}
+	}
+	if got, _ := s.Activate(at(1).Add(hold), &r, 10); got != 2 {
+		t.Errorf("after the hold, an ask for 10 asked for %d replicas, want 2", got)
 	}
 }

@@ -8,8 +8,10 @@
 //	B1  Gateway throughput: closed-loop requests per second through Surge's
 //	    gateway, nginx, HAProxy and httputil.ReverseProxy, each on one
 //	    core, and to the backend directly.
-//	B2  Gateway added latency: open-loop p50/p99 at 25/50/75% of each
-//	    proxy's B1 maximum, minus the backend's own at the same rate.
+//	B2  Gateway added latency: open-loop p50/p99 at 25/50/75% of nginx's
+//	    B1 maximum, the same offered rates for every proxy, minus the
+//	    backend's own at the same rate; Surge's judged against nginx's and
+//	    HAProxy's at each.
 //	B3  Cold start: a replica started by Surge's runtime until it answers
 //	    HTTP, vs bare containerd (create, start, first answer) through the
 //	    same client; and through a whole `surge up`.
@@ -30,7 +32,12 @@
 //	    new revisions timed until every gateway routes them; memory per
 //	    node and per function.
 //	B8  Gateway cost: allocations per proxied request, and memory per
-//	    10,000 idle keep-alive client connections.
+//	    10,000 idle keep-alive client connections, with what it is made
+//	    of for the Go proxies (stacks, heap by allocation site, runtime).
+//	B10 Bursts: 0→500 and 0→5,000 concurrent requests to a function at
+//	    zero, and a step from 10 to 500 clients on a warm one: success
+//	    rate, time until all are answered, replicas asked and Ready over
+//	    time, peak memory (no baseline).
 //
 // The autoscaler's policies are judged separately, on a real trace, by
 // benchmarks/replay (`make bench` runs it after these).

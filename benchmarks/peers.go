@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -117,6 +118,25 @@ type proxyConf struct {
 	MaxConns int
 	NoFile   int
 	Capped   bool
+	// Debug, when set, is where a gwbench peer serves its memory figures
+	// (ServeMemStats), profiling one allocation per memProfileRate bytes:
+	// B8's breakdown. Other peers ignore it.
+	Debug string
+}
+
+// memProfileRate is the heap profile's sampling rate in B8: sparse
+// enough that its records add nothing measurable per connection (every
+// allocation profiled would add one per object), dense enough that ten
+// thousand connections' objects are counted to a few per cent.
+const memProfileRate = 4096
+
+// gwbenchArgs are the arguments of a gwbench peer of role for c.
+func gwbenchArgs(gwbench, role string, c proxyConf) []string {
+	args := []string{gwbench, role, "-addr", c.Listen, "-backend", c.Backend}
+	if c.Debug != "" {
+		args = append(args, "-debug-addr", c.Debug, "-memprofilerate", strconv.Itoa(memProfileRate))
+	}
+	return args
 }
 
 // newProxyConf sizes a configuration for maxConns client connections
@@ -281,7 +301,7 @@ type peer struct {
 func gatewayPeers(gwbench string) []peer {
 	peers := []peer{
 		{"surge gateway", func(ctx context.Context, c proxyConf) (*process, error) {
-			return startProcess(ctx, "surge gateway", proxyCPU, gwbench, "surge", "-addr", c.Listen, "-backend", c.Backend)
+			return startProcess(ctx, "surge gateway", proxyCPU, gwbenchArgs(gwbench, "surge", c)...)
 		}},
 		{"nginx", func(ctx context.Context, c proxyConf) (*process, error) {
 			conf, err := writeConf(nginxConf, "nginx.conf", c)
@@ -298,7 +318,7 @@ func gatewayPeers(gwbench string) []peer {
 			return startProcess(ctx, "haproxy", proxyCPU, "haproxy", "-db", "-f", conf)
 		}},
 		{"httputil.ReverseProxy", func(ctx context.Context, c proxyConf) (*process, error) {
-			return startProcess(ctx, "httputil.ReverseProxy", proxyCPU, gwbench, "httputil", "-addr", c.Listen, "-backend", c.Backend)
+			return startProcess(ctx, "httputil.ReverseProxy", proxyCPU, gwbenchArgs(gwbench, "httputil", c)...)
 		}},
 	}
 	if before := os.Getenv(BeforeEnv); before != "" {

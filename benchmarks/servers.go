@@ -2,14 +2,18 @@ package benchmarks
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"runtime"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,4 +103,83 @@ func HTTPUtilProxy(backend string) http.Handler {
 // other peers'.
 func HTTPUtilServer(addr, backend string) *http.Server {
 	return &http.Server{Addr: addr, Handler: HTTPUtilProxy(backend), ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+}
+
+// MemStats are a process's memory figures, in bytes, as ServeMemStats
+// serves them.
+type MemStats struct {
+	// Stacks is the goroutine stacks in use; Heap the heap spans in use;
+	// Runtime the runtime's own structures (spans, caches, GC metadata,
+	// profiling buckets).
+	Stacks, Heap, Runtime int64
+	// Goroutines is how many there are.
+	Goroutines int64
+	// HeapBy splits the live heap by what allocated it (see heapKinds),
+	// estimated from the heap profile's samples as pprof scales them;
+	// nil when the process does not profile (runtime.MemProfileRate 0).
+	HeapBy map[string]int64
+}
+
+// heapKinds classify a live allocation by the innermost frame of its
+// stack that names one of them, first match wins.
+var heapKinds = []struct{ frame, kind string }{
+	{"bufio.NewReaderSize", "buffers"},
+	{"bufio.NewWriterSize", "buffers"},
+	{"fasthttp.(*Server).acquireCtx", "request state"},
+	{"gateway.newClientConn", "connection state"},
+	{"gateway.(*parking)", "connection state"},
+	{"fasthttp.(*Server).serveConn", "connection state"},
+	{"net.newFD", "socket"},
+	{"net.(*netFD)", "socket"},
+	{"internal/poll.", "socket"},
+	{"net.newTCPConn", "socket"},
+	{"runtime.malg", "goroutines"},
+}
+
+// ServeMemStats answers with this process's MemStats as JSON, after two
+// garbage collections (the heap profile is as of the last): gwbench serves
+// it for B8's breakdown of what an idle connection costs.
+func ServeMemStats(w http.ResponseWriter, r *http.Request) {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	out := MemStats{
+		Stacks:     int64(m.StackInuse),
+		Heap:       int64(m.HeapInuse),
+		Runtime:    int64(m.MSpanInuse + m.MCacheInuse + m.BuckHashSys + m.GCSys + m.OtherSys),
+		Goroutines: int64(runtime.NumGoroutine()),
+	}
+	if rate := runtime.MemProfileRate; rate > 0 {
+		out.HeapBy = map[string]int64{}
+		n, _ := runtime.MemProfile(nil, false)
+		recs := make([]runtime.MemProfileRecord, n+100)
+		n, _ = runtime.MemProfile(recs, false)
+		for _, rec := range recs[:n] {
+			if rec.AllocObjects == 0 || rec.InUseBytes() <= 0 {
+				continue
+			}
+			// A sample stands for 1/(1-e^(-size/rate)) allocations of its size.
+			size := float64(rec.AllocBytes) / float64(rec.AllocObjects)
+			scale := 1 / -math.Expm1(-size/float64(rate))
+			out.HeapBy[heapKind(rec.Stack())] += int64(float64(rec.InUseBytes()) * scale)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+func heapKind(stack []uintptr) string {
+	frames := runtime.CallersFrames(stack)
+	for {
+		f, more := frames.Next()
+		for _, k := range heapKinds {
+			if strings.Contains(f.Function, k.frame) {
+				return k.kind
+			}
+		}
+		if !more {
+			return "other"
+		}
+	}
 }

@@ -23,7 +23,7 @@ import (
 // r8ExpectedToFail marks R8 (500 concurrent requests to a function at
 // zero) as known to fail until the gateway holds a burst from zero ("Data
 // path under bursts"): its line is printed and a failure is only logged.
-const r8ExpectedToFail = true
+const r8ExpectedToFail = false
 
 // TestClusterScenarios runs the fault scenarios on one cluster of one
 // server, three agents and two gateways, in turn. Each prints one line

@@ -496,19 +496,21 @@ func TestDrainUnderLoadFailsNoRequest(t *testing.T) {
 	}
 }
 
-// TestEjectedReplicaReturnsAfterBackoff goes on from
-// TestRetryOnConnectRefusedAndEject (ejected after EjectAfter refusals,
-// not picked while ejected) and TestEjection (the back-off, pure): a
-// replica that answers again gets traffic back once its back-off ends,
-// and its failure streak and back-off are forgotten.
-func TestEjectedReplicaReturnsAfterBackoff(t *testing.T) {
+// TestDeadReplicaReturnsWhenReportedReady goes on from
+// TestRetryOnConnectRefusedAndEject (ejected at its first refusal, not
+// picked while ejected) and TestDeadReplicaEjectedUntilReportedReady
+// (pure): a replica that refused a connection gets traffic again once it
+// answers and its sources report it Ready again — its agent restarted it
+// in place — and not before, however short the back-off; its failure
+// streak and back-off are forgotten.
+func TestDeadReplicaReturnsWhenReportedReady(t *testing.T) {
 	var goodHits, flakyHits atomic.Int64
 	good := backend(t, func(w http.ResponseWriter, r *http.Request) { goodHits.Add(1); fmt.Fprint(w, "good") })
 	flaky := closedAddr(t)
 	cfg := testConfig()
 	cfg.RetryBudgetBurst = 100
-	cfg.EjectBaseBackoff = 200 * time.Millisecond
-	cfg.EjectMaxBackoff = time.Second
+	cfg.EjectBaseBackoff = time.Millisecond
+	cfg.EjectMaxBackoff = time.Hour // only the report brings it back
 	tg := startGateway(t, cfg, Deps{})
 	tg.route("flaky", "flaky-00001", 0, 0, flaky, good)
 	var flakyEp *Endpoint
@@ -534,7 +536,7 @@ func TestEjectedReplicaReturnsAfterBackoff(t *testing.T) {
 		t.Fatalf("endpoint ejections = %d, want 1", flakyEp.ejections.Load())
 	}
 
-	// The replica comes back on the same address.
+	// The replica comes back on the same address...
 	l, err := net.Listen("tcp", flaky)
 	if err != nil {
 		t.Fatalf("listen again on %s: %v", flaky, err)
@@ -547,7 +549,15 @@ func TestEjectedReplicaReturnsAfterBackoff(t *testing.T) {
 	revived.Listener = l
 	revived.Start()
 	defer revived.Close()
+	for range 20 {
+		send()
+	}
+	if n := flakyHits.Load(); n != 0 {
+		t.Fatalf("the dead replica got %d requests before it was reported Ready again", n)
+	}
 
+	// ...and is reported Ready again.
+	tg.route("flaky", "flaky-00001", 0, 0, flaky, good)
 	eventually(t, "the revived replica to take traffic again", func() bool { send(); return flakyHits.Load() >= 10 })
 	if n, f := flakyEp.ejections.Load(), flakyEp.fails.Load(); n != 0 || f != 0 {
 		t.Errorf("after the replica answered: ejections %d, failures %d; want both forgotten", n, f)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"log/slog"
+	"math"
 	"net/http"
 	"sync"
 	"time"
@@ -12,9 +13,10 @@ import (
 	"github.com/surgeplatform/surge/internal/clock"
 )
 
-// ControlPlaneActivator asks the control plane for a revision's first
-// replica when a request finds none, so that scale from zero does not wait
-// for the autoscaler's next tick.
+// ControlPlaneActivator asks the control plane for replicas when requests
+// find a revision with none, or with every one at its limit: the API
+// raises the revision's Scale to what the demand needs (at once, without
+// waiting for the autoscaler's next tick) and tells the autoscaler.
 type ControlPlaneActivator struct {
 	// Client reaches the API with a token that may write activations.
 	Client *client.Client
@@ -31,9 +33,9 @@ type ControlPlaneActivator struct {
 var _ Activator = (*ControlPlaneActivator)(nil)
 
 // Activate implements Activator: it calls the API from a goroutine of its
-// own and returns at once. The gateway keeps the request queued; the new
-// replica reaches it through the route sources.
-func (a *ControlPlaneActivator) Activate(namespace, function, revision string) {
+// own and returns at once. The gateway keeps the requests queued; the new
+// replicas reach them through the route sources.
+func (a *ControlPlaneActivator) Activate(namespace, function, revision string, demand int) {
 	timeout := a.Timeout
 	if timeout == 0 {
 		timeout = 5 * time.Second
@@ -42,8 +44,9 @@ func (a *ControlPlaneActivator) Activate(namespace, function, revision string) {
 		ctx, cancel := clock.WithTimeout(context.Background(), clock.Or(a.Clock), timeout)
 		defer cancel()
 		path := client.ObjectPath[api.Scale](api.Key{Namespace: namespace, Name: revision}) + "/activate"
-		if err := a.Client.Do(ctx, http.MethodPost, path, nil, nil); err != nil && a.Log != nil {
-			a.Log.Warn("activate revision", "namespace", namespace, "function", function, "revision", revision, "err", err)
+		body := &api.Activation{Demand: int32(min(demand, math.MaxInt32))}
+		if err := a.Client.Do(ctx, http.MethodPost, path, body, nil); err != nil && a.Log != nil {
+			a.Log.Warn("activate revision", "namespace", namespace, "function", function, "revision", revision, "demand", demand, "err", err)
 		}
 	})
 }

@@ -58,6 +58,10 @@ const (
 	failNone failure = iota
 	// failConnect: the connection could not be made; nothing was sent.
 	failConnect
+	// failRefused: the replica's address refused the connection, or is
+	// unreachable: nothing listens there any more (the process died).
+	// Nothing was sent.
+	failRefused
 	// failNotSent: a pooled connection broke before a byte was written.
 	failNotSent
 	// failBroken: the connection broke after the request (or part of it)
@@ -71,32 +75,45 @@ const (
 	failBody
 )
 
+// replicaFault reports whether f counts against the replica for outlier
+// ejection: it failed to connect, reset or cut the connection, answered
+// garbage or too late. A pooled connection found closed before anything
+// was sent (a keep-alive race) and a client's failing body do not count.
+func (f failure) replicaFault() bool {
+	switch f {
+	case failConnect, failRefused, failBroken, failTimeout, failProtocol:
+		return true
+	}
+	return false
+}
+
 // attemptFacts is what decides whether a failed attempt may be retried.
 type attemptFacts struct {
-	failure    failure
-	idempotent bool // RFC 9110 §9.2.2: GET HEAD OPTIONS TRACE PUT DELETE
+	failure failure
+	// idempotent: RFC 9110 §9.2.2's GET HEAD OPTIONS TRACE PUT DELETE, or
+	// a request with an Idempotency-Key.
+	idempotent bool
 	// replayable: the request body can be sent again (none, buffered, or
 	// not a byte of the stream consumed).
 	replayable bool
-	// reused: the connection came from the pool (a keep-alive the replica
-	// may have closed just as we sent, as net/http's Transport assumes).
-	reused bool
-	// terminating: the replica is leaving (Terminating, deleted, node dead).
-	terminating bool
 }
 
-// retryable is the retry policy: retry only what the replica cannot have
-// acted on, or what is idempotent and hit a replica that is going away or
-// a keep-alive connection that it closed.
+// retryable is the retry policy: retry what the replica cannot have acted
+// on (nothing was sent), and an idempotent request whose connection broke
+// before a byte of the answer came — a replica that died with it, or a
+// keep-alive connection it closed as we sent — since sending it again is
+// safe by its method or its client's word. A timeout is not retried: the
+// replica may still be working on it, and a retry would double the load
+// of a slow revision.
 func retryable(f attemptFacts) bool {
 	if !f.replayable {
 		return false
 	}
 	switch f.failure {
-	case failConnect, failNotSent:
+	case failConnect, failRefused, failNotSent:
 		return true
 	case failBroken:
-		return f.idempotent && (f.terminating || f.reused)
+		return f.idempotent
 	}
 	return false
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,17 +18,26 @@ import (
 // write of a complete answer is held back and made by the next Read,
 // which then waits for the next request before it reads (writeWaiter).
 
-// clientListener wraps each accepted connection in a clientConn.
+// clientListener wraps each accepted connection in a clientConn, and
+// registers it with the gateway's parking (see park.go), which closes
+// those beyond MaxConns.
 type clientListener struct {
 	net.Listener
+	park *parking // nil: no parking
 }
 
 func (l clientListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		cc := newClientConn(c)
+		if l.park == nil || l.park.add(cc) {
+			return cc, nil
+		}
+		_ = c.Close() // MaxConns open already
 	}
-	return newClientConn(c), nil
 }
 
 // maxHeldWrite bounds what a clientConn holds back (and copies) of an
@@ -52,13 +62,42 @@ type clientConn struct {
 	mu       sync.Mutex // guards held, which Close takes from any goroutine
 	held     []byte
 	buf      []byte // the owner's buffer for held, between uses
+
+	// Parking (park.go): the registry c is in (nil: none), and its
+	// descriptor, -1 for a connection never parked.
+	park *parking
+	fd   int
+	// idleNext is set by the owner when the answer is complete and the
+	// request's body read: its next Read waits for the next request.
+	idleNext bool
+	// idleGen counts such Reads twice, as they begin and as they end: it
+	// is odd while one waits. The sweep asks a connection that waits in
+	// the same Read as at the last sweep to park (parkAsked), and makes
+	// the Read return.
+	idleGen   atomic.Uint32
+	parkAsked atomic.Bool
+	parking   bool // the owner's: Read returned errParked; Close parks
+	// Under park.mu: the registry's index, the last sweep's view, and
+	// when the connection was parked.
+	idx      int
+	seenGen  uint32
+	parkedAt time.Time
 }
 
-func newClientConn(c net.Conn) net.Conn {
-	cc := &clientConn{Conn: c}
+func newClientConn(c net.Conn) *clientConn {
+	cc := &clientConn{Conn: c, idx: -1, fd: -1}
 	cc.dl.conn = c
 	cc.ww.init(c)
 	return cc
+}
+
+// idleNext tells c, if it is a clientConn, that the request it served is
+// complete, body and answer: its next read waits for the next request,
+// and it may be parked if that takes a while. The owner calls it.
+func idleNext(c net.Conn) {
+	if cc, ok := c.(*clientConn); ok && cc.fd >= 0 {
+		cc.idleNext = true
+	}
 }
 
 // SetDeadline implements net.Conn; see lazyDeadlines.
@@ -83,9 +122,16 @@ func holdAnswer(c net.Conn) {
 // holdNothing readies c, if it is a clientConn, for a tunnel: its owner
 // calls it before the hijack, and from then on Read and Write may run at
 // once and hold nothing back.
+//
+// A tunnel's connection leaves the parking's registry: it is never
+// parked, and open WebSockets are counted apart from MaxConns.
 func holdNothing(c net.Conn) {
 	if cc, ok := c.(*clientConn); ok {
 		cc.tunneled = true
+		if cc.park != nil {
+			cc.park.forget(cc)
+			cc.park, cc.fd = nil, -1
+		}
 	}
 }
 
@@ -128,15 +174,31 @@ func (c *clientConn) flushHeld() error {
 }
 
 // Read writes what is held back, then waits for the client's next bytes
-// and reads them.
+// and reads them. Waiting for the next request, it returns errParked when
+// the sweep asks it to: see park.go.
 func (c *clientConn) Read(p []byte) (int, error) {
 	if c.tunneled {
 		return c.dl.read(p)
 	}
 	c.holdNext = false
+	if c.idleNext {
+		c.idleNext = false
+		if c.parkAsked.Load() { // a sweep's ask that came too late
+			c.parkAsked.Store(false)
+		}
+		c.idleGen.Add(1)
+		n, err := c.read(p, true)
+		c.idleGen.Add(1)
+		return n, err
+	}
+	return c.read(p, false)
+}
+
+// read is Read's; idle: the read waits for the next request.
+func (c *clientConn) read(p []byte, idle bool) (int, error) {
 	held := c.takeHeld()
 	if len(held) == 0 {
-		return c.dl.read(p)
+		return c.readIdle(p, idle)
 	}
 	n, err, rerr := c.ww.writeThenWait(held)
 	switch {
@@ -153,14 +215,46 @@ func (c *clientConn) Read(p []byte) (int, error) {
 	// Written, and the client's next bytes have come, or a deadline
 	// passed, early or not: the read says which.
 	c.buf = held[:0]
-	return c.dl.read(p)
+	return c.readIdle(p, idle)
+}
+
+// readIdle reads under the deadline asked for (see lazyDeadlines.read),
+// and, waiting for the next request (idle), returns errParked instead
+// when the sweep interrupted it to park the connection.
+func (c *clientConn) readIdle(p []byte, idle bool) (int, error) {
+	if !idle {
+		return c.dl.read(p)
+	}
+	for {
+		n, err := c.Conn.Read(p)
+		if n > 0 || err == nil {
+			return n, err
+		}
+		if c.parkAsked.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+			c.parking = true
+			return 0, errParked
+		}
+		if !c.dl.early(dirRead, err) {
+			return n, err
+		}
+	}
 }
 
 // Close writes what is held back first: the last answer before a
-// Connection: close.
+// Connection: close. A connection being parked is handed to the parking
+// instead, as long as it takes it.
 func (c *clientConn) Close() error {
 	if p := c.takeHeld(); len(p) > 0 {
 		_, _ = c.dl.write(p)
+	}
+	if c.parking {
+		c.parking = false
+		if c.park.park(c) {
+			return nil
+		}
+	}
+	if c.park != nil {
+		c.park.forget(c)
 	}
 	return c.Conn.Close()
 }

@@ -32,6 +32,15 @@ type Config struct {
 	// IdleTimeout closes a client keep-alive connection that sends nothing
 	// for this long. Longer saves handshakes; shorter saves file descriptors.
 	IdleTimeout time.Duration
+	// ParkIdleAfter parks a keep-alive connection that has waited this long
+	// (to twice as long) for its next request: it gives back its goroutine,
+	// its request state and its read buffer, and waits in an epoll set,
+	// costing about a kibibyte instead of a dozen (B8), until its next
+	// request. Shorter saves memory sooner; longer spares connections
+	// with a few requests a second the few microseconds a wake costs.
+	// Negative never parks; nor does MaxConnsPerIP, whose wrapper hides
+	// the gateway's connections from it.
+	ParkIdleAfter time.Duration
 	// MaxHeaderBytes limits a request's start line and header; more is
 	// answered 431. It is also the per-connection read buffer, so it costs
 	// memory per open connection.
@@ -46,9 +55,10 @@ type Config struct {
 	// MaxConnsPerIP caps concurrent connections from one client IP (0 = no
 	// cap); more are answered 429 and closed. Clients behind one NAT share it.
 	MaxConnsPerIP int
-	// MaxConns caps concurrent client connections in total, and, counted
-	// apart, open WebSockets: fasthttp stops counting a connection once
-	// the gateway takes it over for a tunnel.
+	// MaxConns caps concurrent client connections in total, parked ones
+	// among them (more are closed as they come), and, counted apart, open
+	// WebSockets: fasthttp stops counting a connection once the gateway
+	// takes it over for a tunnel.
 	MaxConns int
 	// TrustForwardedHeaders keeps incoming X-Forwarded-For/-Proto/-Host and
 	// appends to them; set it only behind a proxy you trust, else clients
@@ -68,7 +78,9 @@ type Config struct {
 	// DefaultTimeout is a function's total limit when its spec names none.
 	// It bounds a WebSocket's whole life too.
 	DefaultTimeout time.Duration
-	// MaxConnsPerEndpoint caps connections to one replica.
+	// MaxConnsPerEndpoint caps connections to one replica, and so its
+	// requests in flight: beyond it (or the function's concurrency limit,
+	// when lower) requests wait in the revision's queue.
 	MaxConnsPerEndpoint int
 	// UpstreamIdleConnTimeout closes pooled replica connections idle longer.
 	UpstreamIdleConnTimeout time.Duration
@@ -77,8 +89,18 @@ type Config struct {
 	UpstreamBufferBytes int
 
 	// QueueDepth is how many requests may wait per revision for a replica
-	// with room; more are answered 503 with Retry-After.
+	// with room (a burst from zero, or more than the replicas hold); more
+	// are answered 503 with Retry-After. A function's spec.queueDepth
+	// overrides it. Large by default, as Knative's activator's 10,000: a
+	// waiting request costs a few KiB (B10 prints the figure), and every
+	// one turned away is a failed request.
 	QueueDepth int
+	// MaxQueued bounds the requests waiting in all revisions' queues
+	// together: past it the gateway is out of room, and answers 503 with
+	// Retry-After. 0 means no bound but each revision's; gateway.Run
+	// (surge gateway, surge up) derives one from the memory the process may
+	// use (see MemoryQueueBound).
+	MaxQueued int
 	// MaxQueueWait caps the wait in the queue below the request's own
 	// deadline; 0 means the deadline only (cold starts may take a while).
 	MaxQueueWait time.Duration
@@ -96,7 +118,10 @@ type Config struct {
 	// MaxRetries is the most retries of one request.
 	MaxRetries int
 
-	// EjectAfter consecutive connect failures eject a replica.
+	// EjectAfter failures in a row eject a replica: 5xx answers, failed
+	// connections, connections reset or cut before the answer, timeouts
+	// (5, Envoy's consecutive_5xx). A refused connection ejects at once,
+	// until the replica is reported Ready again.
 	EjectAfter int
 	// EjectBaseBackoff is the first ejection; each further one doubles it.
 	EjectBaseBackoff time.Duration
@@ -140,6 +165,7 @@ func DefaultConfig() Config {
 		ReadTimeout:             30 * time.Second,
 		WriteTimeout:            30 * time.Second,
 		IdleTimeout:             90 * time.Second,
+		ParkIdleAfter:           50 * time.Millisecond,
 		MaxHeaderBytes:          16 << 10,
 		MaxRequestBodyBytes:     10 << 20,
 		ReplayBodyBytes:         64 << 10,
@@ -152,7 +178,8 @@ func DefaultConfig() Config {
 		MaxConnsPerEndpoint:     1024,
 		UpstreamIdleConnTimeout: 60 * time.Second,
 		UpstreamBufferBytes:     16 << 10,
-		QueueDepth:              256,
+		QueueDepth:              10_000,
+		MaxQueued:               0,
 		MaxQueueWait:            0,
 		ActivationInterval:      time.Second,
 		RetryBudgetRatio:        0.2,
@@ -184,7 +211,8 @@ var ErrInvalidConfig = errors.New("gateway: invalid config")
 
 // withDefaults returns a copy of c with zero values taken from DefaultConfig.
 // Fields where zero is meaningful (MaxConnsPerIP, ResponseStartTimeout,
-// MaxQueueWait, DrainDelay, TrustForwardedHeaders, HealthPath) are kept.
+// MaxQueued, MaxQueueWait, DrainDelay, TrustForwardedHeaders, HealthPath)
+// are kept.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	setDur := func(v *time.Duration, def time.Duration) {
@@ -207,6 +235,7 @@ func (c Config) withDefaults() Config {
 	setDur(&c.ReadTimeout, d.ReadTimeout)
 	setDur(&c.WriteTimeout, d.WriteTimeout)
 	setDur(&c.IdleTimeout, d.IdleTimeout)
+	setDur(&c.ParkIdleAfter, d.ParkIdleAfter)
 	setInt(&c.MaxHeaderBytes, d.MaxHeaderBytes)
 	setInt(&c.MaxRequestBodyBytes, d.MaxRequestBodyBytes)
 	setInt(&c.ReplayBodyBytes, d.ReplayBodyBytes)
@@ -313,6 +342,9 @@ func (c Config) problems(prefix string) []error {
 	}
 	if c.QueueDepth < 0 {
 		bad("QueueDepth", c.QueueDepth, "must not be negative")
+	}
+	if c.MaxQueued < 0 {
+		bad("MaxQueued", c.MaxQueued, "must not be negative")
 	}
 	nonNeg("MaxQueueWait", c.MaxQueueWait)
 	pos("ActivationInterval", c.ActivationInterval)

@@ -236,14 +236,14 @@ func TestRetryable(t *testing.T) {
 		f    attemptFacts
 		want bool
 	}{
-		{"refused POST", attemptFacts{failure: failConnect, replayable: true}, true},
-		{"refused, body consumed", attemptFacts{failure: failConnect}, false},
+		{"connect failed, POST", attemptFacts{failure: failConnect, replayable: true}, true},
+		{"refused POST", attemptFacts{failure: failRefused, replayable: true}, true},
+		{"refused, body consumed", attemptFacts{failure: failRefused}, false},
 		{"pooled conn broke before a byte", attemptFacts{failure: failNotSent, replayable: true}, true},
-		{"POST sent, conn broke", attemptFacts{failure: failBroken, replayable: true, reused: true, terminating: true}, false},
-		{"GET sent on fresh conn", attemptFacts{failure: failBroken, idempotent: true, replayable: true}, false},
-		{"GET sent on reused conn", attemptFacts{failure: failBroken, idempotent: true, replayable: true, reused: true}, true},
-		{"GET on terminating replica", attemptFacts{failure: failBroken, idempotent: true, replayable: true, terminating: true}, true},
-		{"GET timed out", attemptFacts{failure: failTimeout, idempotent: true, replayable: true, terminating: true}, false},
+		{"POST sent, conn broke", attemptFacts{failure: failBroken, replayable: true}, false},
+		{"GET sent, conn broke (the replica died)", attemptFacts{failure: failBroken, idempotent: true, replayable: true}, true},
+		{"GET sent, streamed body consumed", attemptFacts{failure: failBroken, idempotent: true}, false},
+		{"GET timed out", attemptFacts{failure: failTimeout, idempotent: true, replayable: true}, false},
 		{"bad answer", attemptFacts{failure: failProtocol, idempotent: true, replayable: true}, false},
 		{"client body broke", attemptFacts{failure: failBody, replayable: true}, false},
 	}
@@ -265,40 +265,50 @@ func TestEjection(t *testing.T) {
 	es := eps(0, 0, 0, 0)
 	a := es[0]
 	for i := range 4 {
-		if a.connectFailed(now, es, p) {
+		if a.failed(now, es, p, false) {
 			t.Fatalf("ejected after %d failures", i+1)
 		}
 	}
-	if !a.connectFailed(now, es, p) {
-		t.Fatal("not ejected after 5 failures")
+	// A success between failures starts the streak over.
+	a.succeeded()
+	for i := range 4 {
+		if a.failed(now, es, p, false) {
+			t.Fatalf("ejected after a success and %d failures", i+1)
+		}
+	}
+	if !a.failed(now, es, p, false) {
+		t.Fatal("not ejected after 5 failures in a row")
 	}
 	if a.eligible(now.Add(999*time.Millisecond).UnixNano()) || !a.eligible(now.Add(time.Second).UnixNano()) {
 		t.Error("first ejection is not 1s")
 	}
 	// On probation: the next failure ejects again, for twice as long.
 	now = now.Add(time.Second)
-	if !a.connectFailed(now, es, p) {
+	if !a.failed(now, es, p, false) {
 		t.Fatal("not ejected again on probation")
 	}
 	if a.eligible(now.Add(1999*time.Millisecond).UnixNano()) || !a.eligible(now.Add(2*time.Second).UnixNano()) {
 		t.Error("second ejection is not 2s")
 	}
 	// A success ends probation.
-	a.connected()
+	a.succeeded()
 	if a.ejections.Load() != 0 || a.fails.Load() != 0 {
-		t.Error("connected did not reset")
+		t.Error("succeeded did not reset")
 	}
 	// At most half of the replicas: b is ejected, c may not be as well... a still is.
 	b, c := es[1], es[2]
 	for range 5 {
-		b.connectFailed(now, es, p)
+		b.failed(now, es, p, false)
 	}
 	ejectedC := false
 	for range 5 {
-		ejectedC = c.connectFailed(now, es, p) || ejectedC
+		ejectedC = c.failed(now, es, p, false) || ejectedC
 	}
 	if ejectedC {
 		t.Error("a third of four replicas ejected: more than 50%")
+	}
+	if dead := c.failed(now, es, p, true); dead {
+		t.Error("a dead replica ejected beyond 50%")
 	}
 	if got := p.backoff.Delay(11); got != 8*time.Second {
 		t.Errorf("backoff cap: %v", got)
@@ -306,9 +316,49 @@ func TestEjection(t *testing.T) {
 	// A single replica is never ejected.
 	one := eps(0)
 	for range 10 {
-		if one[0].connectFailed(now, one, p) {
+		if one[0].failed(now, one, p, false) || one[0].failed(now, one, p, true) {
 			t.Fatal("the only replica was ejected")
 		}
+	}
+}
+
+// TestDeadReplicaEjectedUntilReportedReady: a refused connection ejects
+// a replica at once, for as long as its sources do not report it Ready
+// again (EjectMaxBackoff at most).
+func TestDeadReplicaEjectedUntilReportedReady(t *testing.T) {
+	p := ejectPolicy{after: 5, backoff: backoff.Policy{Base: time.Second, Max: 30 * time.Second}, maxPercent: 50}
+	r := newRoutes(routeConfig{defaultTimeout: time.Minute, queueDepth: 3, budget: newBudgetConfig(0.2, 1)}, routeHooks{})
+	ready := func(replica, addr string) EndpointInfo {
+		return EndpointInfo{Namespace: "default", Replica: replica, Function: "hello", Revision: "hello-00001", Addr: addr, Phase: api.ReplicaReady}
+	}
+	r.Update(func(s *State) {
+		s.SetFunction(FunctionInfo{Namespace: "default", Name: "hello"})
+		s.SetRevision(RevisionInfo{Namespace: "default", Name: "hello-00001", Function: "hello", Number: 1})
+		s.SetEndpoint(ready("a", "10.0.0.1:8080"))
+		s.SetEndpoint(ready("b", "10.0.0.2:8080"))
+	})
+	es := r.Load().routes["hello"].targets[0].rev.endpoints()
+	a := es[0]
+	now := time.Unix(1000, 0)
+	if !a.failed(now, es, p, true) {
+		t.Fatal("a refused connection did not eject at once")
+	}
+	if a.eligible(now.Add(29*time.Second).UnixNano()) || !a.eligible(now.Add(30*time.Second).UnixNano()) {
+		t.Error("a dead replica's ejection is not EjectMaxBackoff when no report comes")
+	}
+	// Another replica's report does not bring it back.
+	r.Update(func(s *State) { s.SetEndpoint(ready("b", "10.0.0.2:8080")) })
+	if a.eligible(now.Add(time.Second).UnixNano()) {
+		t.Error("a dead replica returned on another replica's report")
+	}
+	// Its own report does.
+	r.Update(func(s *State) { s.SetEndpoint(ready("a", "10.0.0.1:8080")) })
+	if !a.eligible(now.UnixNano()) || a.ejections.Load() != 0 {
+		t.Error("a dead replica reported Ready again is still ejected")
+	}
+	// A failure after it is a first failure, not probation.
+	if a.failed(now, es, p, false) {
+		t.Error("a replica reported Ready again was ejected by one failure")
 	}
 }
 
@@ -378,7 +428,9 @@ func TestRoutesBuild(t *testing.T) {
 
 	// A removed revision is marked gone and its waiters woken.
 	w := acquireWaiter()
-	rev.queue.push(w)
+	if rev.queue.push(w) != pushed {
+		t.Fatal("push refused")
+	}
 	r.Update(func(s *State) { s.DeleteRevision("default", "hello-00002") })
 	if !rev.gone.Load() {
 		t.Error("removed revision not marked gone")
@@ -409,9 +461,10 @@ var sortStrings = cmp.Transformer("sort", func(in []string) []string {
 })
 
 func TestWaitQueue(t *testing.T) {
-	q := waitQueue{max: 2}
+	room := &queueRoom{max: 3}
+	q := waitQueue{max: 2, room: room}
 	a, b, c := acquireWaiter(), acquireWaiter(), acquireWaiter()
-	if !q.push(a) || !q.push(b) || q.push(c) {
+	if q.push(a) != pushed || q.push(b) != pushed || q.push(c) != revisionFull {
 		t.Fatal("queue of 2 did not take exactly 2")
 	}
 	q.wakeOne()
@@ -423,10 +476,37 @@ func TestWaitQueue(t *testing.T) {
 	if q.remove(a) {
 		t.Error("a still queued after wake")
 	}
-	if !q.remove(b) || q.len() != 0 {
-		t.Error("remove b")
+	// a lost the race for its slot: back to the front, ahead of b.
+	q.requeue(a)
+	q.wakeOne()
+	select {
+	case <-a.ch:
+	default:
+		t.Fatal("a requeued request is not woken first")
+	}
+	if !q.remove(b) || q.length() != 0 || room.n.Load() != 0 {
+		t.Errorf("remove b: length %d, room taken %d", q.length(), room.n.Load())
 	}
 	q.wakeOne() // no waiter: nothing happens
+
+	// The gateway's room is shared by its revisions' queues.
+	other := waitQueue{max: 10, room: room}
+	for _, w := range []*waiter{a, b, c} {
+		if other.push(w) != pushed {
+			t.Fatal("a queue with room refused")
+		}
+	}
+	if q.push(acquireWaiter()) != gatewayFull {
+		t.Error("the gateway's room is not shared")
+	}
+	other.wake(2)
+	if other.length() != 1 || room.n.Load() != 1 {
+		t.Errorf("after waking 2 of 3: length %d, room taken %d", other.length(), room.n.Load())
+	}
+	other.wakeAll()
+	if other.length() != 0 || room.n.Load() != 0 {
+		t.Errorf("after waking all: length %d, room taken %d", other.length(), room.n.Load())
+	}
 }
 
 func TestStatsCollector(t *testing.T) {

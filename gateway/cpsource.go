@@ -166,6 +166,7 @@ func revisionInfo(r *api.Revision) RevisionInfo {
 		Function:    r.Spec.Function,
 		Number:      r.Spec.Number,
 		Concurrency: r.Spec.Template.Concurrency,
+		QueueDepth:  int(r.Spec.Template.QueueDepth),
 	}
 	if d := r.Spec.Template.Timeout.Duration; d > 0 {
 		ri.Timeout = d

@@ -76,6 +76,17 @@ func (d *lazyDeadlines) SetReadDeadline(t time.Time) error { return d.set(dirRea
 // SetWriteDeadline implements net.Conn.
 func (d *lazyDeadlines) SetWriteDeadline(t time.Time) error { return d.set(dirWrite, t) }
 
+// interruptRead makes a read waiting under d return at once with a
+// deadline error, as a deadline armed in the past: the parking sweep's
+// way to end a connection's wait (see park.go). The deadline asked for
+// is kept; the next read after the interrupted one re-arms it (early).
+func (d *lazyDeadlines) interruptRead() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.armed[dirRead] = time.Unix(1, 0)
+	_ = d.conn.SetReadDeadline(d.armed[dirRead])
+}
+
 // early reports whether err is an armed deadline that differs from the
 // one asked for (it fired early), and if so arms the one asked for: the
 // caller retries.

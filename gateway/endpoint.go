@@ -25,9 +25,13 @@ type Endpoint struct {
 	// requests on it are retried elsewhere.
 	draining atomic.Bool
 
-	fails        atomic.Int32 // consecutive connect failures
+	fails        atomic.Int32 // consecutive failures: see failed
 	ejections    atomic.Int32 // consecutive ejections, for the back-off
 	ejectedUntil atomic.Int64 // unix nanoseconds; 0 = never ejected
+	// dead is set by an ejection for a refused connection: the replica's
+	// process is gone, and the replica returns when its sources report it
+	// Ready again (Routes clears it), not when a back-off ends.
+	dead atomic.Bool
 }
 
 // Addr is the replica's ip:port.
@@ -77,22 +81,31 @@ func (e *Endpoint) release() {
 
 // ejectPolicy is outlier ejection's configuration.
 type ejectPolicy struct {
+	// after is the failures in a row that eject a replica.
 	after int32
 	// backoff is the length of consecutive ejections: Delay(1) the first.
 	// It has no jitter: a replica's ejections are its own, not a crowd's.
+	// Its Max also bounds a dead replica's ejection (see failed).
 	backoff    backoff.Policy
 	maxPercent int
 }
 
-// connectFailed records a failure to connect to e at now, and ejects e
-// when it has failed p.after times in a row (once, right after a previous
-// ejection ended: it is on probation) and no more than p.maxPercent of
-// peers (e's revision's endpoints, e among them) would then be ejected. It
-// reports whether e was ejected.
-func (e *Endpoint) connectFailed(now time.Time, peers []*Endpoint, p ejectPolicy) bool {
+// failed records a failed attempt on e at now — a refused or failed
+// connection, a connection reset or cut before the answer, a timeout, or a
+// 5xx answer — and ejects e when it has failed p.after times in a row, as
+// Envoy's consecutive_5xx outlier detection does (once, right after a
+// previous ejection ended: it is on probation), or at once when dead (the
+// replica refused a connection: nothing listens at its address any more).
+// An ejection lasts p.backoff.Delay(k) for the k-th in a row; a dead one
+// lasts until the replica is reported Ready again (Routes.rebuild ends
+// it), or, should no report come (the network failed, not the replica),
+// p.backoff.Max, after which the replica is on probation. No more than
+// p.maxPercent of peers (e's revision's endpoints, e among them) are
+// ejected at once. It reports whether e was ejected.
+func (e *Endpoint) failed(now time.Time, peers []*Endpoint, p ejectPolicy, dead bool) bool {
 	n := e.fails.Add(1)
 	threshold := p.after
-	if e.ejections.Load() > 0 {
+	if dead || e.ejections.Load() > 0 {
 		threshold = 1
 	}
 	if n < threshold {
@@ -111,20 +124,36 @@ func (e *Endpoint) connectFailed(now time.Time, peers []*Endpoint, p ejectPolicy
 	if (ejected+1)*100 > len(peers)*p.maxPercent {
 		return false
 	}
-	k := e.ejections.Add(1) - 1
-	e.ejectedUntil.Store(now.Add(p.backoff.Delay(int(k) + 1)).UnixNano())
+	k := e.ejections.Add(1)
+	d := p.backoff.Delay(int(k))
+	if dead {
+		d = p.backoff.Max
+		e.dead.Store(true)
+	}
+	e.ejectedUntil.Store(now.Add(d).UnixNano())
 	e.fails.Store(0)
 	return true
 }
 
-// connected records a successful connection: the failure streak and the
-// back-off end. Stores are skipped when nothing changes, to keep the
-// endpoint's cache line clean on the hot path.
-func (e *Endpoint) connected() {
+// succeeded records an attempt that got an answer below 500: the failure
+// streak and the back-off end. Stores are skipped when nothing changes, to
+// keep the endpoint's cache line clean on the hot path.
+func (e *Endpoint) succeeded() {
 	if e.fails.Load() != 0 {
 		e.fails.Store(0)
 	}
 	if e.ejections.Load() != 0 {
 		e.ejections.Store(0)
+	}
+}
+
+// reportedReady ends a dead replica's ejection: its sources report it
+// Ready again. Called by Routes.rebuild, under its lock.
+func (e *Endpoint) reportedReady() {
+	if e.dead.Load() {
+		e.dead.Store(false)
+		e.ejectedUntil.Store(0)
+		e.ejections.Store(0)
+		e.fails.Store(0)
 	}
 }

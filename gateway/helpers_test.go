@@ -188,14 +188,16 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 // recordingActivator records Activate calls and runs a hook for each.
 type recordingActivator struct {
-	mu    sync.Mutex
-	calls []string
-	hook  func(ns, fn, rev string)
+	mu      sync.Mutex
+	calls   []string
+	demands []int
+	hook    func(ns, fn, rev string)
 }
 
-func (a *recordingActivator) Activate(ns, fn, rev string) {
+func (a *recordingActivator) Activate(ns, fn, rev string, demand int) {
 	a.mu.Lock()
 	a.calls = append(a.calls, ns+"/"+fn+"/"+rev)
+	a.demands = append(a.demands, demand)
 	h := a.hook
 	a.mu.Unlock()
 	if h != nil {

@@ -143,15 +143,16 @@ func TestMetricsRegisteredWithBoundedLabels(t *testing.T) {
 		"surge_gateway_queue_depth", "surge_gateway_upstream_connect_errors_total",
 		"surge_gateway_retries_total", "surge_gateway_ejections_total",
 		"surge_gateway_queue_wait_seconds", "surge_cold_start_seconds",
+		"surge_gateway_queue_rejections_total", "surge_gateway_activations_total",
 	}
 	got, err := testutil.GatherAndCount(tg.reg, names...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One revision: a request counter per code class, one series of each
-	// other family, and one code for the 20 unrouted requests, whatever
-	// their hosts.
-	if want := len(codeClasses) + len(names) - 2 + 1; got != want {
+	// One revision: a request counter per code class, a rejection counter
+	// per bound, one series of each of the nine other families, and one
+	// code for the 20 unrouted requests, whatever their hosts.
+	if want := len(codeClasses) + 2 + 9 + 1; got != want {
 		t.Errorf("%d series, want %d", got, want)
 	}
 	telemetrytest.Check(t, "the gateway's registry", tg.reg, names...)

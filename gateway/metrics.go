@@ -23,6 +23,8 @@ type metrics struct {
 	connectErrors *prometheus.CounterVec   // namespace, function, revision
 	retries       *prometheus.CounterVec   // namespace, function, revision
 	ejections     *prometheus.CounterVec   // namespace, function, revision
+	queueFull     *prometheus.CounterVec   // namespace, function, revision, bound
+	activations   *prometheus.CounterVec   // namespace, function, revision
 	coldStarts    *prometheus.HistogramVec // namespace, function
 	accessDropped prometheus.Counter
 
@@ -81,6 +83,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "surge_gateway_ejections_total",
 			Help: "Replicas ejected from balancing after consecutive failures.",
 		}, revLabels),
+		queueFull: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "surge_gateway_queue_rejections_total",
+			Help: "Requests answered 503 because a queue was full, by the bound reached: the revision's queue depth, or the gateway's room for waiting requests.",
+		}, append(revLabels[:3:3], "bound")),
+		activations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "surge_gateway_activations_total",
+			Help: "Asks to the control plane for replicas of a revision whose requests found none with room.",
+		}, revLabels),
 		coldStarts: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "surge_cold_start_seconds",
 			Help:    "Cold starts seen by this gateway: from the first request queued for a revision with no replica to its answer.",
@@ -94,7 +104,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.requests, m.unrouted, m.duration, m.inflight, m.queue, m.queueWait,
-		m.connectErrors, m.retries, m.ejections, m.coldStarts, m.accessDropped} {
+		m.connectErrors, m.retries, m.ejections, m.queueFull, m.activations, m.coldStarts, m.accessDropped} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}
@@ -116,6 +126,8 @@ type revMetrics struct {
 	retries       prometheus.Counter
 	ejections     prometheus.Counter
 	coldStart     prometheus.Observer
+	activations   prometheus.Counter
+	queueFull     [2]prometheus.Counter // queueFullRevision, queueFullGateway
 	// codes is the request counter per code class (codeClasses).
 	codes [len(codeClasses)]prometheus.Counter
 }
@@ -131,7 +143,10 @@ func (m *metrics) forRevision(r *revision) *revMetrics {
 		retries:       m.retries.WithLabelValues(l[:]...),
 		ejections:     m.ejections.WithLabelValues(l[:]...),
 		coldStart:     m.coldStarts.WithLabelValues(l[0], l[1]),
+		activations:   m.activations.WithLabelValues(l[:]...),
 	}
+	rm.queueFull[queueFullRevision] = m.queueFull.WithLabelValues(l[0], l[1], l[2], "revision")
+	rm.queueFull[queueFullGateway] = m.queueFull.WithLabelValues(l[0], l[1], l[2], "gateway")
 	for i, class := range codeClasses {
 		rm.codes[i] = m.requests.WithLabelValues(l[0], l[1], l[2], class)
 	}
@@ -146,8 +161,9 @@ func (m *metrics) forRevision(r *revision) *revMetrics {
 func (m *metrics) forget(r *revision) {
 	l := prometheus.Labels{"namespace": r.key.Namespace, "function": r.function, "revision": r.key.Name}
 	m.requests.DeletePartialMatch(l)
+	m.queueFull.DeletePartialMatch(l)
 	for _, v := range []interface{ Delete(prometheus.Labels) bool }{m.duration, m.inflight, m.queue, m.queueWait,
-		m.connectErrors, m.retries, m.ejections} {
+		m.connectErrors, m.retries, m.ejections, m.activations} {
 		v.Delete(l)
 	}
 	fn := [2]string{r.key.Namespace, r.function}
@@ -157,6 +173,45 @@ func (m *metrics) forget(r *revision) {
 		delete(m.functions, fn)
 		m.coldStarts.DeleteLabelValues(fn[0], fn[1])
 	}
+}
+
+// The bounds of surge_gateway_queue_rejections_total.
+const (
+	queueFullRevision = iota
+	queueFullGateway
+)
+
+// registerParking registers gauges of the client connections p holds, and
+// how many are parked, read when scraped.
+func registerParking(reg prometheus.Registerer, p *parking) error {
+	count := func(parked bool) func() float64 {
+		return func() float64 {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if parked {
+				return float64(len(p.parked))
+			}
+			return float64(len(p.conns))
+		}
+	}
+	cs := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "surge_gateway_client_connections",
+			Help: "Client connections open (the parking counts them)."}, count(false)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "surge_gateway_parked_connections",
+			Help: "Idle keep-alive client connections parked: watched by one poller, with no goroutine or buffer of their own."}, count(true)),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "surge_gateway_connection_parks_total",
+			Help: "Idle client connections parked."}, func() float64 { return float64(p.parks.Load()) }),
+	}
+	var errs []error
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("register gateway metrics: %w", err)
+	}
+	return nil
 }
 
 // code is the request counter of a status code's class.

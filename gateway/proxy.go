@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"math/rand/v2"
 	"net/netip"
@@ -55,7 +56,6 @@ type exchange struct {
 	head       bool // HEAD: the answer has no body
 	idempotent bool
 	streamed   bool // the request body streams from the client
-	reused     bool // the attempt's connection came from the pool
 	upgrade    bool // a WebSocket handshake: tunnel on 101 (upgrade.go)
 
 	// the checked-out replica connection of a successful attempt: from
@@ -88,7 +88,7 @@ func releaseExchange(x *exchange) {
 	x.g, x.rev, x.ep = nil, nil, nil
 	x.code = 0
 	x.queued, x.cold, x.coldFirst, x.coldMs, x.retries, x.replica = false, false, false, -1, 0, ""
-	x.head, x.idempotent, x.streamed, x.reused, x.upgrade = false, false, false, false, false
+	x.head, x.idempotent, x.streamed, x.upgrade = false, false, false, false
 	if cap(x.body) > 1<<20 {
 		x.body = nil // keep the pool's memory bounded
 	}
@@ -102,6 +102,7 @@ var (
 	msgRevisionGone   = "the revision was removed while the request waited"
 	msgUnknownRev     = "the revision named by Surge-Revision is not a revision of this function"
 	msgQueueFull      = "too many requests are waiting for this function; retry later"
+	msgGatewayFull    = "the gateway holds as many waiting requests as it has room for; retry later"
 	msgTimeout        = "the function did not answer in time"
 	msgNoReplicaReady = "no replica of the function was Ready in the time the request could wait"
 	msgAllBusy        = "every replica of the function stayed at its concurrency limit for as long as the request could wait"
@@ -115,9 +116,13 @@ var (
 	// strColdStart names the answer's header that says how many
 	// milliseconds the request waited for a replica of a revision that had
 	// none (a cold start).
-	strColdStart      = []byte("Surge-Cold-Start")
-	contentTypeJSON   = "application/json"
-	retryAfterSeconds = "1"
+	strColdStart = []byte("Surge-Cold-Start")
+	// headerIdempotencyKey marks a request its client may send again
+	// (draft-ietf-httpapi-idempotency-key-header): the gateway retries it
+	// like a GET.
+	headerIdempotencyKey = "Idempotency-Key"
+	contentTypeJSON      = "application/json"
+	retryAfterSeconds    = "1"
 )
 
 // serve is the gateway's fasthttp handler.
@@ -177,7 +182,7 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 	x.rev = rev
 	x.deadline = x.start.Add(rev.timeout)
 	x.head = ctx.IsHead()
-	x.idempotent = isIdempotent(ctx.Method())
+	x.idempotent = isIdempotent(ctx.Method()) || len(ctx.Request.Header.Peek(headerIdempotencyKey)) > 0
 	rev.stats.begin(g.micros(x.start))
 	rev.budget.deposit()
 	if rev.m != nil {
@@ -235,6 +240,9 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 				g.answer(ctx, x, fasthttp.StatusBadRequest, msgBadBody)
 				return
 			}
+			if !g.draining.Load() {
+				idleNext(ctx.Conn()) // the body is read: the next read is the next request's
+			}
 			x.req.SetBodyRaw(x.body)
 		} else {
 			x.streamed = true
@@ -274,30 +282,27 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 		}
 		f, _ := x.roundTrip(ep)
 		if f == failNone {
-			ep.connected()
+			if x.resp.Header.StatusCode() >= fasthttp.StatusInternalServerError {
+				g.outlier(rev, ep, g.clock.Now(), false)
+			} else {
+				ep.succeeded()
+			}
 			x.replica = ep.addr
 			break
 		}
 		now = g.clock.Now()
-		if f == failConnect {
-			if rev.m != nil {
-				rev.m.connectErrors.Inc()
-			}
-			if ep.connectFailed(now, rev.endpoints(), g.eject) {
-				if rev.m != nil {
-					rev.m.ejections.Inc()
-				}
-				g.log.Warn("replica ejected after connect failures", "revision", rev.key.String(), "addr", ep.addr)
-			}
+		if (f == failConnect || f == failRefused) && rev.m != nil {
+			rev.m.connectErrors.Inc()
+		}
+		if f.replicaFault() {
+			g.outlier(rev, ep, now, f == failRefused)
 		}
 		x.ep = nil
 		ep.release()
 		facts := attemptFacts{
-			failure:     f,
-			idempotent:  x.idempotent,
-			replayable:  !x.streamed || x.reqBody.n == 0,
-			reused:      x.reused,
-			terminating: ep.draining.Load(),
+			failure:    f,
+			idempotent: x.idempotent,
+			replayable: !x.streamed || x.reqBody.n == 0,
 		}
 		if attempt < g.cfg.MaxRetries && retryable(facts) && now.Before(x.deadline) && rev.budget.withdraw() {
 			x.retries++
@@ -381,7 +386,8 @@ func (g *Gateway) acquire(x *exchange, avoid *Endpoint, now time.Time) (*Endpoin
 	if ep := g.picker.Pick(rev.endpoints(), avoid, now.UnixNano(), rand.Uint64()); ep != nil {
 		return ep, 0, ""
 	}
-	// Slow path: wait for a slot or a new replica.
+	// Slow path: wait for a slot or a new replica, while the request's
+	// deadline allows.
 	x.queued = true
 	if !x.cold && len(rev.endpoints()) == 0 {
 		x.cold = true
@@ -399,18 +405,31 @@ func (g *Gateway) acquire(x *exchange, avoid *Endpoint, now time.Time) (*Endpoin
 			timer.Stop()
 		}
 	}()
-	for {
+	for woken := false; ; woken = true {
 		if rev.gone.Load() {
 			return nil, fasthttp.StatusServiceUnavailable, msgRevisionGone
 		}
 		if g.draining.Load() {
 			return nil, fasthttp.StatusServiceUnavailable, msgDraining
 		}
-		if len(rev.endpoints()) == 0 {
-			g.activate(rev, now)
-		}
-		if !rev.queue.push(w) {
-			return nil, fasthttp.StatusServiceUnavailable, msgQueueFull
+		g.activate(rev, now)
+		if woken {
+			// Woken for a slot another request took first: still the
+			// oldest, so back to the front.
+			rev.queue.requeue(w)
+		} else {
+			switch rev.queue.push(w) {
+			case revisionFull:
+				if rev.m != nil {
+					rev.m.queueFull[queueFullRevision].Inc()
+				}
+				return nil, fasthttp.StatusServiceUnavailable, msgQueueFull
+			case gatewayFull:
+				if rev.m != nil {
+					rev.m.queueFull[queueFullGateway].Inc()
+				}
+				return nil, fasthttp.StatusServiceUnavailable, msgGatewayFull
+			}
 		}
 		// A slot freed between the failed pick and the push would have
 		// woken nobody: pick once more now that we are queued.
@@ -450,19 +469,89 @@ func (g *Gateway) acquire(x *exchange, avoid *Endpoint, now time.Time) (*Endpoin
 	}
 }
 
-// activate calls the Activator for a revision with no replica, at most
-// once per ActivationInterval.
-func (g *Gateway) activate(rev *revision, now time.Time) {
+// activate asks the Activator for replicas for the revision's demand — the
+// requests of it this gateway holds, in flight and waiting, this one
+// among them — when a request finds no replica with room: once per
+// ActivationInterval, and at once whenever the demand has doubled since
+// the last ask, so that a burst of N requests asks for N's replicas within
+// log2(N) calls rather than one replica per interval. A demand that grew
+// less is asked for activationSettle later (followUps), so the last ask
+// of a burst counts all of it.
+func (g *Gateway) activate(rev *revision, now time.Time) { g.ask(rev, now, false) }
+
+// activationSettle is how long after a request that raised the demand
+// without doubling it the demand is asked for anyway: long enough that a
+// burst's requests, arriving together, are asked for in one call.
+const activationSettle = 50 * time.Millisecond
+
+func (g *Gateway) ask(rev *revision, now time.Time, followUp bool) {
 	if g.activator == nil {
 		return
 	}
+	demand := rev.stats.inFlight()
+	asked := rev.lastDemand.Load()
 	n := now.UnixNano()
 	last := rev.lastActivation.Load()
-	if last != 0 && n-last < int64(g.cfg.ActivationInterval) {
+	if last != 0 && n-last < int64(g.cfg.ActivationInterval) && demand < 2*asked && !(followUp && demand > asked) {
+		if demand > asked && rev.followUp.CompareAndSwap(false, true) {
+			select {
+			case g.followUps <- rev:
+			default:
+				rev.followUp.Store(false) // full: a later request asks
+			}
+		}
 		return
 	}
 	if rev.lastActivation.CompareAndSwap(last, n) {
-		g.activator.Activate(rev.key.Namespace, rev.function, rev.key.Name)
+		rev.lastDemand.Store(demand)
+		if rev.m != nil {
+			rev.m.activations.Inc()
+		}
+		g.activator.Activate(rev.key.Namespace, rev.function, rev.key.Name, int(demand))
+	}
+}
+
+// followUpLoop asks, activationSettle after a revision's demand grew
+// without doubling, for what it has become, while requests still wait.
+// It runs until ctx ends.
+func (g *Gateway) followUpLoop(ctx context.Context) {
+	for {
+		var rev *revision
+		select {
+		case <-ctx.Done():
+			return
+		case rev = <-g.followUps:
+		}
+		if !clock.Sleep(ctx, g.clock, activationSettle) {
+			return
+		}
+		for rev != nil {
+			rev.followUp.Store(false)
+			if rev.queue.waiting() && !rev.gone.Load() {
+				g.ask(rev, g.clock.Now(), true)
+			}
+			select { // the others that came meanwhile have waited long enough
+			case rev = <-g.followUps:
+			default:
+				rev = nil
+			}
+		}
+	}
+}
+
+// outlier records a failed attempt on ep — see Endpoint.failed — and
+// counts and logs an ejection.
+func (g *Gateway) outlier(rev *revision, ep *Endpoint, now time.Time, dead bool) {
+	if !ep.failed(now, rev.endpoints(), g.eject, dead) {
+		return
+	}
+	if rev.m != nil {
+		rev.m.ejections.Inc()
+	}
+	if dead {
+		g.log.Warn("replica ejected until reported ready again: it refused a connection", "revision", rev.key.String(), "addr", ep.addr)
+	} else {
+		g.log.Warn("replica ejected after failures in a row", "revision", rev.key.String(), "addr", ep.addr, "failures", g.cfg.EjectAfter)
 	}
 }
 

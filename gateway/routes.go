@@ -28,10 +28,14 @@ type revision struct {
 	eps  atomic.Pointer[[]*Endpoint]
 	gone atomic.Bool
 
-	queue          waitQueue
-	stats          revStats
-	budget         retryBudget
-	lastActivation atomic.Int64 // unix nanoseconds
+	queue  waitQueue
+	stats  revStats
+	budget retryBudget
+	// lastActivation (unix nanoseconds) and lastDemand are the last call
+	// to the Activator: see Gateway.activate.
+	lastActivation atomic.Int64
+	lastDemand     atomic.Int64
+	followUp       atomic.Bool // queued in Gateway.followUps
 	// coldStart is set while a request that found the revision without a
 	// replica waits for one or is answered: the first of a cold start,
 	// which surge_cold_start_seconds times.
@@ -80,6 +84,21 @@ type endpointKey struct {
 	ns, replica, addr string
 }
 
+// room is how many more requests eps can take now: the free slots under
+// their concurrency limits, or -1 (every one) when one has no limit. A
+// burst waiting for a revision's first replicas is woken as far as they
+// have room, not all at once to find them full and queue again.
+func room(eps []*Endpoint) int {
+	n := 0
+	for _, e := range eps {
+		if e.limit == 0 {
+			return -1
+		}
+		n += int(max(e.limit-e.inflight.Load(), 0))
+	}
+	return n
+}
+
 // Routes holds the routing state that sources edit and the snapshot that
 // requests read. Update is serialized by a mutex; Load is one atomic read.
 type Routes struct {
@@ -97,7 +116,15 @@ type Routes struct {
 type routeConfig struct {
 	defaultTimeout time.Duration
 	queueDepth     int
-	budget         budgetConfig
+	// maxPerEndpoint caps every endpoint's requests in flight, as its
+	// connection pool caps its connections (MaxConnsPerEndpoint): more
+	// wait in the queue rather than fail for want of a connection. 0: no
+	// cap but the revision's limit.
+	maxPerEndpoint int64
+	// room bounds the waiting requests of all revisions together; nil
+	// means no bound but each revision's.
+	room   *queueRoom
+	budget budgetConfig
 }
 
 var _ Updater = (*Routes)(nil)
@@ -144,6 +171,10 @@ func (r *Routes) rebuild() {
 			}
 			rev.responseStart, rev.idle = ri.ResponseStartTimeout, ri.IdleTimeout
 			rev.queue.max = r.cfg.queueDepth
+			if ri.QueueDepth > 0 {
+				rev.queue.max = ri.QueueDepth
+			}
+			rev.queue.room = r.cfg.room
 			rev.budget.init(r.cfg.budget)
 			if r.hooks.revisionAdded != nil {
 				r.hooks.revisionAdded(rev)
@@ -179,7 +210,11 @@ func (r *Routes) rebuild() {
 		k := endpointKey{ei.Namespace, ei.Replica, ei.Addr}
 		ep := r.eps[k]
 		if ep == nil || ep.rev != rev {
-			ep = &Endpoint{addr: ei.Addr, limit: rev.limit, rev: rev}
+			limit := rev.limit
+			if m := r.cfg.maxPerEndpoint; m > 0 && (limit == 0 || limit > m) {
+				limit = m
+			}
+			ep = &Endpoint{addr: ei.Addr, limit: limit, rev: rev}
 			if r.hooks.hostClient != nil {
 				ep.hc = r.hooks.hostClient(ei.Addr, rev.limit)
 			}
@@ -188,6 +223,9 @@ func (r *Routes) rebuild() {
 		seen[k] = true
 		if ei.Phase == api.ReplicaReady {
 			ep.draining.Store(false)
+			if s.reported[api.Key{Namespace: ei.Namespace, Name: ei.Replica}] {
+				ep.reportedReady()
+			}
 			ready[rev] = append(ready[rev], ep)
 		} else {
 			ep.draining.Store(true)
@@ -202,13 +240,14 @@ func (r *Routes) rebuild() {
 			delete(r.eps, k)
 		}
 	}
+	clear(s.reported)
 	for _, rev := range live {
 		eps := ready[rev]
 		slices.SortFunc(eps, func(a, b *Endpoint) int { return strings.Compare(a.addr, b.addr) })
 		if !slices.Equal(eps, rev.endpoints()) {
 			rev.eps.Store(&eps)
-			if len(eps) > 0 {
-				rev.queue.wakeAll()
+			if rev.queue.waiting() {
+				rev.queue.wake(room(eps))
 			}
 		}
 	}

@@ -34,6 +34,9 @@ type RevisionInfo struct {
 	// IdleTimeout bounds the silence within a response body or a
 	// WebSocket; 0 means the gateway's IdleStreamTimeout.
 	IdleTimeout time.Duration
+	// QueueDepth is how many of the revision's requests may wait in the
+	// gateway for a replica; 0 means the gateway's Config.QueueDepth.
+	QueueDepth int
 }
 
 // EndpointInfo is one replica as routing sees it, from the control plane's
@@ -63,6 +66,9 @@ type State struct {
 	revisions map[api.Key]RevisionInfo
 	traffic   map[api.Key][]api.TrafficTarget // by function
 	endpoints map[api.Key]EndpointInfo        // by replica
+	// reported holds the replicas set since the last rebuild: a dead
+	// replica's ejection ends when it is reported Ready again.
+	reported map[api.Key]bool
 }
 
 func newState() State {
@@ -71,6 +77,7 @@ func newState() State {
 		revisions: map[api.Key]RevisionInfo{},
 		traffic:   map[api.Key][]api.TrafficTarget{},
 		endpoints: map[api.Key]EndpointInfo{},
+		reported:  map[api.Key]bool{},
 	}
 }
 
@@ -106,7 +113,9 @@ func (s *State) DeleteTraffic(ns, function string) {
 
 // SetEndpoint adds or replaces a replica's endpoint.
 func (s *State) SetEndpoint(e EndpointInfo) {
-	s.endpoints[api.Key{Namespace: e.Namespace, Name: e.Replica}] = e
+	k := api.Key{Namespace: e.Namespace, Name: e.Replica}
+	s.endpoints[k] = e
+	s.reported[k] = true
 }
 
 // DeleteEndpoint removes a replica's endpoint.
@@ -162,12 +171,17 @@ type RouteSource interface {
 	Run(ctx context.Context, u Updater) error
 }
 
-// Activator asks for a replica when a request finds a revision with none,
-// without waiting for the autoscaler's next tick. The control-plane wiring
-// implements it (for instance by writing Scale to at least 1).
+// Activator asks for replicas for the requests a revision's replicas
+// cannot take — a revision at zero, or one whose replicas are all at their
+// limit — without waiting for the autoscaler's next tick. The
+// control-plane wiring implements it: the API raises the revision's Scale
+// to what demand needs, and tells the autoscaler.
 type Activator interface {
-	// Activate is called from a request's goroutine, at most once per
-	// Config.ActivationInterval per revision. It must not block: hand the
-	// work to a goroutine of your own.
-	Activate(namespace, function, revision string)
+	// Activate asks for replicas for demand requests of the revision: every
+	// request of it this gateway holds, waiting or in flight. It is called
+	// from a request's goroutine, per revision at most once per
+	// Config.ActivationInterval, or sooner when demand has doubled since the
+	// last call. It must not block: hand the work to a goroutine of your
+	// own.
+	Activate(namespace, function, revision string, demand int)
 }

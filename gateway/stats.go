@@ -124,7 +124,7 @@ func (c *statsCollector) collect(now time.Time, revs []*revision) []RevisionStat
 			Window:      window,
 			Requests:    m.requests - p.requests,
 			InFlight:    r.stats.inFlight(),
-			QueueLength: r.queue.len(),
+			QueueLength: r.queue.length(),
 		}
 		if us := window.Microseconds(); us > 0 {
 			st.AverageConcurrency = float64(m.area-p.area) / float64(us)

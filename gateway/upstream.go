@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -59,6 +60,17 @@ type dialError struct {
 
 func (e *dialError) Error() string { return fmt.Sprintf("connect to replica %s: %v", e.addr, e.err) }
 func (e *dialError) Unwrap() error { return e.err }
+
+// failure is failRefused when the replica's address refused the
+// connection or cannot be reached — nothing listens there, the process is
+// gone — and failConnect for any other failure (a timeout: the replica
+// may only be slow to accept).
+func (e *dialError) failure() failure {
+	if errors.Is(e.err, syscall.ECONNREFUSED) || errors.Is(e.err, syscall.EHOSTUNREACH) || errors.Is(e.err, syscall.ENETUNREACH) {
+		return failRefused
+	}
+	return failConnect
+}
 
 // countingConn counts the bytes that crossed a replica connection, so a
 // failed attempt can tell whether any of the request went out or any of
@@ -184,6 +196,10 @@ func (x *exchange) roundTrip(ep *Endpoint) (failure, error) {
 	if x.upgrade {
 		c, err := hc.Dial(ep.addr)
 		if err != nil {
+			var de *dialError
+			if errors.As(err, &de) {
+				return de.failure(), err
+			}
 			return failConnect, err
 		}
 		conn, ok := c.(*countingConn)
@@ -191,7 +207,6 @@ func (x *exchange) roundTrip(ep *Endpoint) (failure, error) {
 			_ = c.Close()
 			return failNotSent, errors.New("gateway: replica connection of unexpected type")
 		}
-		x.reused = false
 		br, f, err := x.send(hc, conn)
 		if f != failNone {
 			_ = conn.Close()
@@ -204,7 +219,7 @@ func (x *exchange) roundTrip(ep *Endpoint) (failure, error) {
 	if err != nil {
 		var de *dialError
 		if errors.As(err, &de) {
-			return failConnect, err
+			return de.failure(), err
 		}
 		return failNotSent, err // the pool is full: nothing was sent
 	}
@@ -213,7 +228,6 @@ func (x *exchange) roundTrip(ep *Endpoint) (failure, error) {
 		connCall(hc, (*fasthttp.HostClient).CloseConn, any(cc))
 		return failNotSent, errors.New("gateway: replica connection of unexpected type")
 	}
-	x.reused = !cc.LastUseTime().IsZero()
 	br, f, err := x.send(hc, conn)
 	if f != failNone {
 		connCall(hc, (*fasthttp.HostClient).CloseConn, any(cc))

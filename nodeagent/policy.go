@@ -184,12 +184,16 @@ func (p *replicaPolicy) start(ctx context.Context, node *api.Node, n replicaNetw
 	p.resetNodes(nodes.Items)
 	p.resetReplicas(reps.Items)
 	first := network.BuildPolicy(p.input())
+	p.fw, p.attachments = fw, n.Attachments
 	if err := fw.Apply(ctx, first); err != nil {
+		// An apply cut short (the agent stopped while iptables-restore
+		// ran) may have committed its chains: take them out again.
+		p.removeUnused()
+		p.fw = nil
 		return err
 	}
 	p.log.Info("replica network policy in place", "bridge", p.bridge, "chains", network.ChainPrefix(p.bridge)+"*")
 
-	p.fw, p.attachments = fw, n.Attachments
 	ctx, p.cancel = context.WithCancel(ctx)
 	p.done = make(chan struct{})
 	go func() {
@@ -219,6 +223,12 @@ func (p *replicaPolicy) stop() {
 	}
 	p.cancel()
 	<-p.done
+	p.removeUnused()
+}
+
+// removeUnused removes the policy if no replica is left on the node's
+// network to fence in.
+func (p *replicaPolicy) removeUnused() {
 	left, err := p.attachments()
 	if err != nil {
 		p.log.Warn("replica policy: cannot tell whether replicas are left; leaving the policy in place", "err", err)

@@ -26,6 +26,11 @@ type GatewayOptions struct {
 	Addr       string
 	Domain     string
 	DrainDelay time.Duration
+	// QueueDepth and MaxQueued bound the requests waiting for replicas:
+	// per revision (a function's spec.queueDepth overrides it), and in
+	// all (0: from the memory the gateway may use).
+	QueueDepth int
+	MaxQueued  int
 	// JoinToken keys gossip; GossipAddr and Join place this gateway in it.
 	// Without a join token the gateway learns endpoints from etcd alone.
 	// surge gateway reads it from --join-token-file or SURGE_JOIN_TOKEN.
@@ -70,6 +75,8 @@ func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 	// and keep-alive clients be told to leave, so no request is caught by
 	// the close; 0 stops at once.
 	c.Flags().DurationVar(&o.DrainDelay, "drain-delay", time.Second, "on SIGTERM, keep serving this long with readiness false before closing")
+	c.Flags().IntVar(&o.QueueDepth, "queue-depth", d.QueueDepth, "how many requests of one function may wait for a replica (a burst from zero); more get 503 with Retry-After. A function's queueDepth overrides it")
+	c.Flags().IntVar(&o.MaxQueued, "max-queued", d.MaxQueued, "how many requests may wait for replicas in all; 0 sizes it to a quarter of the gateway's memory")
 	c.Flags().StringVar(&o.AccessLog, "access-log", string(gateway.AccessLogSampled),
 		"which requests the access log records, a JSON line each: off, sampled (one in a hundred, and every 5xx) or full")
 	c.Flags().StringVar(&o.AccessLogFile, "access-log-file", "", "where the access log goes (appended); default standard error")
@@ -137,6 +144,7 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 		opts.Config.Domain = o.Domain
 	}
 	opts.Config.DrainDelay = o.DrainDelay
+	opts.Config.QueueDepth, opts.Config.MaxQueued = o.QueueDepth, o.MaxQueued
 	opts.JoinToken, opts.GossipSeeds = o.JoinToken, o.Join
 	if o.GossipAddr != "" {
 		opts.GossipAddr = o.GossipAddr

@@ -52,7 +52,7 @@ type env struct {
 	clk    *clock.Fake
 
 	mu        sync.Mutex
-	activated []api.Key
+	activated []string // "revision demand" of every OnActivate call
 }
 
 func newEnv(t *testing.T, configure ...func(*apiserver.Config)) *env {
@@ -67,10 +67,11 @@ func newEnv(t *testing.T, configure ...func(*apiserver.Config)) *env {
 	cfg := apiserver.Config{
 		Store: e.store, Tokens: e.tokens, Registerer: e.reg, Version: "v-test", Clock: clk,
 		PodCIDR: netip.MustParsePrefix("10.244.0.0/16"), NodeSubnetBits: 24,
-		OnActivate: func(rev api.Key) {
+		OnActivate: func(rev *api.Revision, demand int32) int32 {
 			e.mu.Lock()
 			defer e.mu.Unlock()
-			e.activated = append(e.activated, rev)
+			e.activated = append(e.activated, fmt.Sprintf("%s %d", rev.Metadata.Name, demand))
+			return (demand + 99) / 100 // 100 per replica
 		},
 		NodeCA: nodeCA,
 		Extra: []apiserver.Route{
@@ -531,25 +532,39 @@ func TestActivate(t *testing.T) {
 	if _, err := store.SetScaleReplicas(ctx, e.store, api.Key{Namespace: "default", Name: "hello-00001"}, 1, 0); err != nil {
 		t.Fatal(err)
 	}
-	activate := func() apiserver.ActivateResponse {
+	activate := func(body string) apiserver.ActivateResponse {
 		t.Helper()
-		a := e.do("POST", "/v1/namespaces/default/scales/hello-00001/activate", e.admin, "")
+		a := e.do("POST", "/v1/namespaces/default/scales/hello-00001/activate", e.admin, body)
 		var out apiserver.ActivateResponse
 		if err := json.Unmarshal(a.body, &out); err != nil || a.code != http.StatusOK {
-			t.Fatalf("activate: %d %s", a.code, a.body)
+			t.Fatalf("activate %s: %d %s", body, a.code, a.body)
 		}
 		return out
 	}
-	if got, want := activate(), (apiserver.ActivateResponse{Revision: "hello-00001", Replicas: 1, Activated: true}); got != want {
+	// No body: one request, as gateways before demands asked.
+	if got, want := activate(""), (apiserver.ActivateResponse{Revision: "hello-00001", Replicas: 1, Activated: true}); got != want {
 		t.Errorf("first activation %+v, want %+v", got, want)
 	}
-	if got, want := activate(), (apiserver.ActivateResponse{Revision: "hello-00001", Replicas: 1}); got != want {
+	if got, want := activate(`{"demand":1}`), (apiserver.ActivateResponse{Revision: "hello-00001", Replicas: 1}); got != want {
 		t.Errorf("second activation %+v, want %+v (nothing raised)", got, want)
 	}
+	// The queue grew: the scale rises to what the autoscaler says 500 need.
+	if got, want := activate(`{"demand":500}`), (apiserver.ActivateResponse{Revision: "hello-00001", Replicas: 5}); got != want {
+		t.Errorf("activation for 500 %+v, want %+v", got, want)
+	}
+	// Less is never lowered to.
+	if got, want := activate(`{"demand":120}`), (apiserver.ActivateResponse{Revision: "hello-00001", Replicas: 5}); got != want {
+		t.Errorf("activation for 120 %+v, want %+v (nothing lowered)", got, want)
+	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if diff := cmp.Diff([]api.Key{{Namespace: "default", Name: "hello-00001"}}, e.activated); diff != "" {
+	if diff := cmp.Diff([]string{"hello-00001 1", "hello-00001 1", "hello-00001 500", "hello-00001 120"}, e.activated); diff != "" {
 		t.Errorf("OnActivate calls (-want +got):\n%s", diff)
+	}
+	e.mu.Unlock()
+	for _, body := range []string{`{"demand":-1}`, `{"demand":"many"}`, `[`} {
+		if a := e.do("POST", "/v1/namespaces/default/scales/hello-00001/activate", e.admin, body); a.code != http.StatusBadRequest {
+			t.Errorf("activate with %s: %d, want 400", body, a.code)
+		}
 	}
 	if a := e.do("POST", "/v1/namespaces/default/scales/nope-00001/activate", e.admin, ""); a.code != http.StatusNotFound {
 		t.Errorf("activate a missing revision: %d, want 404", a.code)

@@ -92,9 +92,11 @@ type Config struct {
 	// which it presents to node agents to fetch replicas' logs; without
 	// it, or without NodeCA, the API serves no logs.
 	AgentClientCertificate *tls.Certificate
-	// OnActivate, when set, learns of each scale-from-zero (the
-	// autoscaler, so that it does not scale the revision straight back).
-	OnActivate func(revision api.Key)
+	// OnActivate, when set, learns of each activation (the autoscaler, so
+	// that it counts the demand and does not scale the revision straight
+	// back) and returns the replicas the demand needs now; without it an
+	// activation asks for one.
+	OnActivate func(rev *api.Revision, demand int32) int32
 	// PodCIDR is split into one subnet of NodeSubnetBits per node.
 	PodCIDR        netip.Prefix
 	NodeSubnetBits int

@@ -120,14 +120,23 @@ func New(cfg Config, st *store.Store, stats StatsSource, clk clock.Clock, log *s
 		metrics: m, scaler: scaler}, nil
 }
 
-// Activated tells the runner that a request raised a revision from zero,
-// so that the decision core counts that demand before the gateways' next
-// report and does not scale the revision straight back to zero. It may be
-// called from any goroutine and does not block on I/O.
-func (r *Runner) Activated(revision api.Key) {
+// Activated tells the runner that a gateway holds demand requests of
+// revision rev that its replicas cannot take (at zero, or all at their
+// limit), and returns the replicas they need at once
+// (autoscaler.Scaler.Activate), for the API server to ask for without
+// waiting for the next tick. The decision core counts that demand until
+// the gateways' reports show it, so that it does not scale the revision
+// straight back. It may be called from any goroutine and does not block
+// on I/O.
+func (r *Runner) Activated(rev *api.Revision, demand int32) int32 {
 	r.mu.Lock()
-	r.scaler.Activated(revision, r.clock.Now())
+	n, err := r.scaler.Activate(r.clock.Now(), rev, int(demand))
 	r.mu.Unlock()
+	if err != nil {
+		r.log.Warn("activate", "revision", rev.Metadata.Name, "err", err)
+		return 1
+	}
+	return n
 }
 
 // Run decides at once, then every Tick of the runner's clock, until ctx

@@ -109,13 +109,31 @@ func TestRunnerScalesWithGatewayLoadAndToZero(t *testing.T) {
 	if err := gw.Do(ctx, "POST", client.ObjectPath[api.Scale](api.Key{Namespace: "default", Name: "hello-00001"})+"/activate", nil, &act); err != nil || !act.Activated {
 		t.Fatalf("activate: %+v, %v", act, err)
 	}
-	r.Activated(api.Key{Namespace: "default", Name: "hello-00001"})
+	rev, err := client.Get[api.Revision](ctx, c, api.Key{Namespace: "default", Name: "hello-00001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One request at 0.7 per replica: two.
+	if n := r.Activated(rev, 1); n != 2 {
+		t.Errorf("an activation for one request asks for %d replicas, want 2", n)
+	}
 	if err := r.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// At least one: PanicScaleUp may add spares for more requests like it.
 	if got := desired(); got < 1 {
 		t.Errorf("after activation and a tick desired is %d, want at least 1", got)
+	}
+	// A burst: 14 requests at concurrency 1 (0.7 per replica) need 20
+	// replicas at once, and the next tick does not ask for fewer.
+	if n := r.Activated(rev, 14); n != 20 {
+		t.Errorf("an activation for 14 requests asks for %d replicas, want 20", n)
+	}
+	if err := r.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := desired(); got < 20 {
+		t.Errorf("after an activation for 14 and a tick desired is %d, want at least 20", got)
 	}
 }
 

@@ -5,11 +5,15 @@ package controlplanetest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,16 +52,27 @@ func StartWith(t testing.TB, configure func(*controlplane.Config)) *Instance {
 	dir := t.TempDir()
 	cfg := controlplane.DefaultConfig()
 	cfg.DataDir = filepath.Join(dir, "data")
-	cfg.APIAddr = FreePort(t)
-	cfg.EtcdClientAddr = FreePort(t)
-	cfg.EtcdPeerAddr = FreePort(t)
 	cfg.Name = "test"
 	cfg.UserConfigPath = filepath.Join(dir, "config.yaml")
-	if configure != nil {
-		configure(&cfg)
+	in := &Instance{t: t}
+	// A free port can be taken by another process before the server binds
+	// it (other test binaries run at the same time): the first start picks
+	// new ports then, which no test has seen yet.
+	for attempt := 1; ; attempt++ {
+		in.Config = cfg
+		in.Config.APIAddr, in.Config.EtcdClientAddr, in.Config.EtcdPeerAddr = FreePort(t), FreePort(t), FreePort(t)
+		if configure != nil {
+			configure(&in.Config)
+		}
+		err := in.start()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 3 {
+			t.Fatalf("server did not start: %v", err)
+		}
+		_ = os.RemoveAll(in.Config.DataDir)
 	}
-	in := &Instance{t: t, Config: cfg}
-	in.Restart()
 	t.Cleanup(in.Stop)
 	return in
 }
@@ -68,9 +83,16 @@ func (in *Instance) Restart() {
 	if in.server != nil {
 		return
 	}
+	if err := in.start(); err != nil {
+		in.t.Fatalf("server did not start: %v", err)
+	}
+}
+
+// start runs the server and waits until it is ready.
+func (in *Instance) start() error {
 	srv, err := controlplane.New(in.Config, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
 	if err != nil {
-		in.t.Fatalf("new server: %v", err)
+		return fmt.Errorf("new server: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -79,12 +101,14 @@ func (in *Instance) Restart() {
 	case <-srv.Ready():
 	case err := <-done:
 		cancel()
-		in.t.Fatalf("server did not start: %v", err)
+		return err
 	case <-time.After(2 * time.Minute):
 		cancel()
-		in.t.Fatalf("server did not start within 2m")
+		<-done
+		return errors.New("not ready within 2m")
 	}
 	in.server, in.cancel, in.done = srv, cancel, done
+	return nil
 }
 
 // Stop stops the server and waits for it; it is a no-op when stopped.

@@ -32,6 +32,7 @@ func main() {
 		{"B5 placement and bindings", benchmarks.Placement},
 		{"B6 failure detection", benchmarks.FailureDetection},
 		{"B9 control plane at 10,000 functions", benchmarks.ControlPlaneScale},
+		{"B10 bursts from zero and on a warm function", benchmarks.BurstFromZero},
 	} {
 		if ctx.Err() != nil {
 			break

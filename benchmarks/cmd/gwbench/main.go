@@ -8,7 +8,10 @@
 //
 // Servers run until they are killed or interrupted. -cpuprofile FILE writes
 // a CPU profile of the server until then (go tool pprof FILE), to see where
-// a proxy's core goes under load.
+// a proxy's core goes under load. -debug-addr A serves the process's memory
+// figures, for B8's breakdown of an idle connection's cost, and
+// -memprofilerate 1 profiles every allocation so that the figures say what
+// the heap holds.
 package main
 
 import (
@@ -19,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 
@@ -35,7 +39,12 @@ func main() {
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
 	backend := fs.String("backend", "", "backend address (surge, httputil)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until the server stops")
+	debugAddr := fs.String("debug-addr", "", "serve the process's memory figures as JSON on this address (benchmarks.ServeMemStats)")
+	profileRate := fs.Int("memprofilerate", 0, "set runtime.MemProfileRate (1 profiles every allocation, for the breakdown of -debug-addr)")
 	_ = fs.Parse(os.Args[2:])
+	if *profileRate > 0 {
+		runtime.MemProfileRate = *profileRate
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err == nil {
@@ -48,6 +57,9 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 
+	if *debugAddr != "" {
+		go func() { _ = http.ListenAndServe(*debugAddr, http.HandlerFunc(benchmarks.ServeMemStats)) }()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
