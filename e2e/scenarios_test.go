@@ -20,11 +20,6 @@ import (
 	"github.com/surgeplatform/surge/e2e/harness"
 )
 
-// r8ExpectedToFail marks R8 (500 concurrent requests to a function at
-// zero) as known to fail until the gateway holds a burst from zero ("Data
-// path under bursts"): its line is printed and a failure is only logged.
-const r8ExpectedToFail = false
-
 // TestClusterScenarios runs the fault scenarios on one cluster of one
 // server, three agents and two gateways, in turn. Each prints one line
 // beginning with its id and its figures, and fails on its criterion.
@@ -280,17 +275,9 @@ func (s *scenarios) r8BurstFromZero(t *testing.T) {
 	wg.Wait()
 	took := time.Since(start)
 	hc.CloseIdleConnections()
-	note := ""
-	if r8ExpectedToFail {
-		note = " (expected to fail until \"Data path under bursts\")"
-	}
-	report(t, "R8 %d concurrent requests to a function at zero: %d answered 200 (goal %d), codes %v, all answered in %s%s",
-		n, codes[200], n, codes, took.Round(time.Millisecond), note)
+	report(t, "R8 %d concurrent requests to a function at zero: %d answered 200 (goal %d), codes %v, all answered in %s",
+		n, codes[200], n, codes, took.Round(time.Millisecond))
 	if codes[200] != n {
-		if r8ExpectedToFail {
-			t.Logf("R8 failed as expected: %d of %d answered 200", codes[200], n)
-			return
-		}
 		t.Errorf("R8: %d of %d answered 200", codes[200], n)
 	}
 }
