@@ -107,7 +107,7 @@ var (
 	msgNoFunction     = "no function is served at this address"
 	msgNoRevision     = "no revision of this function takes traffic yet"
 	msgRevisionGone   = "the revision was removed while the request waited"
-	msgUnknownRev     = "the revision named by Surge-Revision is not a revision of this function"
+	msgUnknownRev     = "the revision named by Surge-Revision is not one of this function's that take traffic or carry a tag"
 	msgQueueFull      = "too many requests are waiting for this function; retry later"
 	msgGatewayFull    = "the gateway holds as many waiting requests as it has room for; retry later"
 	msgTimeout        = "the function did not answer in time"
