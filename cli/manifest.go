@@ -402,6 +402,15 @@ func (m *Manifest) decode(n *yaml.Node, v reflect.Value, path string) error {
 			return bad("a number")
 		}
 		v.SetFloat(x)
+	case reflect.Bool:
+		switch n.Value {
+		case "true":
+			v.SetBool(true)
+		case "false":
+			v.SetBool(false)
+		default:
+			return bad("true or false")
+		}
 	default:
 		return fmt.Errorf("manifest field %s: type %s not handled", path, v.Type())
 	}

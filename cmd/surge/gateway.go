@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -10,6 +12,7 @@ import (
 	"github.com/surgeplatform/surge/cli"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/gateway"
+	"github.com/surgeplatform/surge/internal/telemetry"
 )
 
 // GatewayOptions are the inputs of `surge gateway`, and of the gateway
@@ -37,6 +40,14 @@ type GatewayOptions struct {
 	// retired holds the flags a gateway no longer takes
 	// (--join-token-file, --join-token): set, they only say what to do.
 	retired string
+	// MetricsAddr is --metrics-addr (surge gateway); metricsURL is where
+	// the gateway tells discovery its metrics are, once bound.
+	MetricsAddr string
+	metricsURL  string
+	// AccessLog is --access-log (off, sampled, full); AccessLogFile
+	// --access-log-file, "" for standard error.
+	AccessLog     string
+	AccessLogFile string
 }
 
 // errJoinTokenRetired is what --join-token-file and --join-token say: the
@@ -53,6 +64,9 @@ func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 	c.Flags().DurationVar(&o.DrainDelay, "drain-delay", time.Second, "on SIGTERM, keep serving this long with readiness false before closing")
 	c.Flags().IntVar(&o.QueueDepth, "queue-depth", d.QueueDepth, "how many requests of one function may wait for a replica (a burst from zero); more get 503 with Retry-After. A function's queueDepth overrides it")
 	c.Flags().IntVar(&o.MaxQueued, "max-queued", d.MaxQueued, "how many requests may wait for replicas in all; 0 sizes it to a quarter of the gateway's memory")
+	c.Flags().StringVar(&o.AccessLog, "access-log", string(gateway.AccessLogSampled),
+		"which requests the access log records, a JSON line each: off, sampled (one in a hundred, and every 5xx) or full")
+	c.Flags().StringVar(&o.AccessLogFile, "access-log-file", "", "where the access log goes (appended); default standard error")
 }
 
 func addGatewayGossipFlags(c *cobra.Command, o *GatewayOptions) {
@@ -90,11 +104,20 @@ too, reloaded when the files change. --https-redirect sends plain HTTP there.`,
 				return errJoinTokenRetired
 			}
 			o.Client = *cfg
-			return runGateway(cmd.Context(), o, prometheus.NewRegistry())
+			process, reg := telemetry.NewProcessRegistry(g.Version()), prometheus.NewRegistry()
+			m, err := listenMetrics(o.MetricsAddr, prometheus.Gatherers{process, reg}, o.Client)
+			if err != nil {
+				return err
+			}
+			if m != nil {
+				o.metricsURL = m.url
+			}
+			return withMetrics(cmd.Context(), m, func(ctx context.Context) error { return runGateway(ctx, o, reg) })
 		},
 	}
 	addGatewayFlags(c, o)
 	addGatewayGossipFlags(c, o)
+	addMetricsFlag(c, &o.MetricsAddr, defaultGatewayMetricsAddr)
 	addGatewayTLSFlags(c, &o.TLS, false)
 	return c
 }
@@ -123,7 +146,21 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 	if o.GossipAddr != "" {
 		opts.GossipAddr = o.GossipAddr
 	}
-	opts.Registerer = reg
+	opts.Registerer, opts.MetricsURL = reg, o.metricsURL
 	opts.Log = log.With("component", "gateway")
+	if o.AccessLog != "" {
+		if opts.Config.AccessLog, err = gateway.ParseAccessLogMode(o.AccessLog); err != nil {
+			return cli.Usagef("--access-log: %v", err)
+		}
+	}
+	opts.AccessLog = stderrFile(o.Err)
+	if o.AccessLogFile != "" {
+		f, err := os.OpenFile(o.AccessLogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return fmt.Errorf("--access-log-file: %w", err)
+		}
+		defer f.Close()
+		opts.AccessLog = f
+	}
 	return gateway.Run(ctx, opts)
 }
