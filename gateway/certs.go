@@ -134,6 +134,7 @@ type certStore struct {
 	routes                 *Routes
 	clock                  clock.Clock
 	log                    *slog.Logger
+	m                      *tlsMetrics // nil: none
 
 	table atomic.Pointer[certTable]
 
@@ -267,6 +268,9 @@ func (s *certStore) logged(p *pair, err error) bool {
 	}
 	if msg := err.Error(); msg != p.failed {
 		p.failed = msg
+		if s.m != nil {
+			s.m.errors.Inc()
+		}
 		if p.cert != nil {
 			s.log.Error("gateway TLS certificate not reloaded; the one loaded before goes on serving", "file", p.certPath, "err", err)
 		} else {
@@ -333,6 +337,9 @@ func (s *certStore) issue(ctx context.Context, ns string) error {
 		err = fmt.Errorf("issue the certificate of namespace %q: %w", ns, err)
 		if msg := err.Error(); msg != is.failed {
 			is.failed = msg
+			if s.m != nil {
+				s.m.errors.Inc()
+			}
 			s.log.Error("gateway TLS certificate not issued", "namespace", ns, "err", err)
 		}
 		return err
@@ -390,19 +397,26 @@ func (s *certStore) publish() {
 	type entry struct {
 		c    *tls.Certificate
 		rank int
+		name string // for the metrics: the file, or the namespace issued for
 	}
 	var all []entry
 	if s.static != nil && s.static.cert != nil {
-		all = append(all, entry{s.static.cert, rankFile})
+		all = append(all, entry{s.static.cert, rankFile, s.static.certPath})
 	}
 	for _, path := range slices.Sorted(maps.Keys(s.pairs)) {
 		if c := s.pairs[path].cert; c != nil {
-			all = append(all, entry{c, rankDir})
+			all = append(all, entry{c, rankDir, path})
 		}
 	}
 	for _, ns := range slices.Sorted(maps.Keys(s.issued)) {
 		if c := s.issued[ns].cert; c != nil {
-			all = append(all, entry{c, rankIssued})
+			all = append(all, entry{c, rankIssued, "issued:" + ns})
+		}
+	}
+	if s.m != nil {
+		s.m.notAfter.Reset()
+		for _, e := range all {
+			s.m.notAfter.WithLabelValues(e.name).Set(float64(e.c.Leaf.NotAfter.Unix()))
 		}
 	}
 	t := &certTable{byName: map[string][]*tls.Certificate{}}

@@ -226,13 +226,6 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		CloseOnShutdown:              true,
 		SecureErrorLogMessage:        true,
 	}
-	g.park = newParking(cfg.ParkIdleAfter, cfg.IdleTimeout, cfg.MaxConns, g.clock, g.log, g.srv.ServeConn)
-	if g.park != nil && deps.Registerer != nil {
-		if err := registerParking(deps.Registerer, g.park); err != nil {
-			g.park.poll.close() // never run: nothing else to stop
-			return nil, err
-		}
-	}
 	haveCerts := cfg.TLSCertFile != "" || cfg.TLSDir != "" || deps.CertIssuer != nil
 	switch tlsOn := cfg.TLSAddr != "" || deps.TLSListener != nil; {
 	case tlsOn && !haveCerts:
@@ -242,6 +235,20 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	case tlsOn:
 		g.certs = newCertStore(&cfg, deps.CertIssuer, g.routes, g.clock, g.log)
 		g.tlsConfig = newTLSConfig(g.certs)
+		if deps.Registerer != nil {
+			m, err := newTLSMetrics(deps.Registerer)
+			if err != nil {
+				return nil, err
+			}
+			g.certs.m, g.tlsConfig.VerifyConnection = m, m.handshake
+		}
+	}
+	g.park = newParking(cfg.ParkIdleAfter, cfg.IdleTimeout, cfg.MaxConns, g.clock, g.log, g.srv.ServeConn)
+	if g.park != nil && deps.Registerer != nil {
+		if err := registerParking(deps.Registerer, g.park); err != nil {
+			g.park.poll.close() // never run: nothing else to stop
+			return nil, err
+		}
 	}
 	return g, nil
 }

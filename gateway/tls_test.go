@@ -23,6 +23,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // logBuffer collects a gateway's log for a test.
@@ -299,6 +300,9 @@ func TestTLSSessionResumption(t *testing.T) {
 			}
 		})
 	}
+	if n := testutil.ToFloat64(f.certs.m.handshakes.WithLabelValues("true")); n != 4 {
+		t.Errorf("surge_gateway_tls_handshakes_total{resumed=\"true\"} = %v, want 4", n)
+	}
 }
 
 // TestTLSReloadWhileRequestsFlow: the certificate file is replaced while
@@ -428,6 +432,13 @@ func TestTLSBadFileKeepsTheOldCertificate(t *testing.T) {
 	f.refresh(t)
 	if got := f.cn(t, "a.example.test"); got != "a5" {
 		t.Errorf("after a good file: %q, want a5", got)
+	}
+	if n := testutil.ToFloat64(f.certs.m.errors); n != float64(len(steps)) {
+		t.Errorf("surge_gateway_tls_certificate_errors_total = %v, want %d, one per bad version", n, len(steps))
+	}
+	a5 := f.certs.table.Load().byName["a.example.test"][0].Leaf.NotAfter
+	if got := testutil.ToFloat64(f.certs.m.notAfter.WithLabelValues(base + ".crt")); got != float64(a5.Unix()) {
+		t.Errorf("expiry of a.crt: %v, want a5's %v", got, a5.Unix())
 	}
 	// A pair whose files are removed stops serving its names.
 	for _, ext := range []string{".crt", ".key"} {
