@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -60,10 +61,14 @@ type Config struct {
 	// WebSockets: fasthttp stops counting a connection once the gateway
 	// takes it over for a tunnel.
 	MaxConns int
-	// TrustForwardedHeaders keeps incoming X-Forwarded-For/-Proto/-Host and
-	// appends to them; set it only behind a proxy you trust, else clients
-	// can forge their address.
-	TrustForwardedHeaders bool
+	// TrustedProxies are the networks of the proxies in front of the
+	// gateway (load balancers) whose word on the client it takes: from
+	// them, Forwarded and X-Real-IP pass on, X-Forwarded-For is appended
+	// to, X-Forwarded-Proto and -Host kept. From anyone else, Forwarded
+	// and X-Real-IP are removed and X-Forwarded-* replaced with what the
+	// gateway sees, so no client can forge its address to a function.
+	// Empty by default.
+	TrustedProxies []netip.Prefix
 
 	// DialTimeout bounds connecting to a replica. Short finds dead replicas
 	// fast; too short fails under load.
@@ -196,7 +201,7 @@ var ErrInvalidConfig = errors.New("gateway: invalid config")
 
 // withDefaults returns a copy of c with zero values taken from DefaultConfig.
 // Fields where zero is meaningful (MaxConnsPerIP, ResponseStartTimeout,
-// MaxQueued, MaxQueueWait, DrainDelay, TrustForwardedHeaders, HealthPath)
+// MaxQueued, MaxQueueWait, DrainDelay, TrustedProxies, HealthPath)
 // are kept.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
@@ -296,6 +301,11 @@ func (c Config) problems(prefix string) []error {
 	}
 	if c.MaxConnsPerIP < 0 {
 		bad("MaxConnsPerIP", c.MaxConnsPerIP, "must not be negative")
+	}
+	for i, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			bad(fmt.Sprintf("TrustedProxies[%d]", i), p, "must be a network such as 10.0.0.0/8")
+		}
 	}
 	if c.MaxConns <= 0 {
 		bad("MaxConns", c.MaxConns, "must be positive")

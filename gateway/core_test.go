@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -550,11 +551,13 @@ func TestConfigValidateReportsEveryField(t *testing.T) {
 	cfg.MaxHeaderBytes = 10
 	cfg.RetryBudgetRatio = 2
 	cfg.Policy = "fastest"
+	cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), {}}
 	err := cfg.Validate()
 	if !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("err = %v", err)
 	}
-	for _, f := range []string{"Domain = bad domain", "MaxHeaderBytes = 10", "RetryBudgetRatio = 2", "Policy = fastest"} {
+	for _, f := range []string{"Domain = bad domain", "MaxHeaderBytes = 10", "RetryBudgetRatio = 2", "Policy = fastest",
+		"TrustedProxies[1] = invalid Prefix"} {
 		if !strings.Contains(err.Error(), f) {
 			t.Errorf("error %q does not name %q", err, f)
 		}

@@ -20,8 +20,9 @@
 // budget.go (retry budget and policy), queue.go, stats.go — the pure cores;
 // proxy.go and upstream.go — the request path; clientconn.go,
 // writewait.go and deadline.go — its connections' system calls and
-// timers; upgrade.go — WebSocket tunnels; gateway.go — the server's
-// life; run.go — the role's assembly; cpsource.go, gossipsource.go,
+// timers; clientaddr.go — what it believes of a client's address;
+// upgrade.go — WebSocket tunnels; gateway.go — the server's life;
+// run.go — the role's assembly; cpsource.go, gossipsource.go,
 // activator.go and statssink.go — its links to the control plane and
 // gossip.
 package gateway
@@ -99,6 +100,7 @@ type Gateway struct {
 	srv       *fasthttp.Server
 	tunnels   tunnelSet // upgraded connections fasthttp handed over
 	park      *parking  // idle connections' parking; nil: none
+	trusted   trustedNets
 	// followUps are revisions whose demand grew since their last
 	// activation: see Gateway.activate.
 	followUps chan *revision
@@ -199,6 +201,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		CloseOnShutdown:              true,
 		SecureErrorLogMessage:        true,
 	}
+	g.trusted = trustedNets(cfg.TrustedProxies)
 	g.park = newParking(cfg.ParkIdleAfter, cfg.IdleTimeout, cfg.MaxConns, g.clock, g.log, g.srv.ServeConn)
 	return g, nil
 }

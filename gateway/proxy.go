@@ -176,9 +176,10 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 		x.uri = append(x.uri, '?')
 		x.uri = append(x.uri, qs...)
 	}
-	fw := forwardInfo{tls: ctx.IsTLS(), trust: g.cfg.TrustForwardedHeaders}
+	fw := forwardInfo{tls: ctx.IsTLS()}
 	if ip, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
 		fw.clientIP = ip
+		fw.trust = g.trusted.contains(ip)
 	}
 	stream := ctx.RequestBodyStream()
 	if stream == nil || cl == 0 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -29,6 +30,9 @@ type GatewayOptions struct {
 	// all (0: from the memory the gateway may use).
 	QueueDepth int
 	MaxQueued  int
+	// TrustedProxies (networks or addresses) bounds what clients may say
+	// of themselves: see the gateway.Config field of that name.
+	TrustedProxies []string
 	// JoinToken keys gossip; GossipAddr and Join place this gateway in it.
 	// Without a join token the gateway learns endpoints from etcd alone.
 	// surge gateway reads it from --join-token-file or SURGE_JOIN_TOKEN.
@@ -67,6 +71,24 @@ func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 	c.Flags().DurationVar(&o.DrainDelay, "drain-delay", time.Second, "on SIGTERM, keep serving this long with readiness false before closing")
 	c.Flags().IntVar(&o.QueueDepth, "queue-depth", d.QueueDepth, "how many requests of one function may wait for a replica (a burst from zero); more get 503 with Retry-After. A function's queueDepth overrides it")
 	c.Flags().IntVar(&o.MaxQueued, "max-queued", d.MaxQueued, "how many requests may wait for replicas in all; 0 sizes it to a quarter of the gateway's memory")
+	c.Flags().StringSliceVar(&o.TrustedProxies, "trusted-proxies", nil, "networks of the proxies in front of the gateway (CIDR,...): their Forwarded, X-Real-IP and X-Forwarded-* are believed, anyone else's replaced")
+}
+
+// clientLimits sets in c what the flags allow clients.
+func (o *GatewayOptions) clientLimits(c *gateway.Config) error {
+	c.TrustedProxies = nil
+	for _, s := range o.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return cli.Usagef("--trusted-proxies: %q is neither a network such as 10.0.0.0/8 nor an address", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.TrustedProxies = append(c.TrustedProxies, p)
+	}
+	return nil
 }
 
 func addGatewayGossipFlags(c *cobra.Command, o *GatewayOptions) {
@@ -123,6 +145,9 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 	}
 	opts.Config.DrainDelay = o.DrainDelay
 	opts.Config.QueueDepth, opts.Config.MaxQueued = o.QueueDepth, o.MaxQueued
+	if err := o.clientLimits(&opts.Config); err != nil {
+		return err
+	}
 	opts.JoinToken, opts.GossipSeeds = o.JoinToken, o.Join
 	if o.GossipAddr != "" {
 		opts.GossipAddr = o.GossipAddr

@@ -1,10 +1,17 @@
 package main
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/cobra"
+
+	"github.com/surgeplatform/surge/cli"
+	"github.com/surgeplatform/surge/gateway"
 )
 
 // TestGatewayJoinToken: the join token comes from --join-token-file, else
@@ -52,5 +59,53 @@ func TestGatewayJoinToken(t *testing.T) {
 				t.Errorf("joinToken = %q, %v; want %q", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestGatewayClientLimitFlags: surge gateway and surge up take the flags
+// that bound clients, with the gateway's defaults (no trusted proxy), and turn
+// them into its Config; a bad network is named.
+func TestGatewayClientLimitFlags(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		want gateway.Config
+		err  string
+	}{
+		{name: "defaults", want: gateway.Config{}},
+		{name: "set",
+			args: []string{"--trusted-proxies", "10.0.0.0/8,192.168.1.7,2001:db8::/32"},
+			want: gateway.Config{TrustedProxies: []netip.Prefix{
+				netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32"), netip.MustParsePrefix("2001:db8::/32")}}},
+		{name: "bad network", args: []string{"--trusted-proxies", "10.0.0.0/33"}, err: `--trusted-proxies: "10.0.0.0/33" is neither a network`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &cobra.Command{Use: "gateway"}
+			o := &GatewayOptions{}
+			addGatewayFlags(c, o)
+			if err := c.Flags().Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			var got gateway.Config
+			err := o.clientLimits(&got)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Errorf("clientLimits = %v, want an error with %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+				t.Errorf("Config (-want +got):\n%s", diff)
+			}
+		})
+	}
+	up := newUpCmd(cli.Streams{}, &cli.Globals{})
+	for _, f := range []string{"trusted-proxies"} {
+		if up.Flags().Lookup(f) == nil {
+			t.Errorf("surge up has no --%s", f)
+		}
 	}
 }

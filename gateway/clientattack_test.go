@@ -1,0 +1,115 @@
+package gateway
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// The attacks of "Security II" (finding 5) on the gateway by its clients,
+// each carried out over real TCP connections against a gateway on
+// loopback, and refused.
+
+// dialFrom connects to addr from the loopback address local (any of
+// 127.0.0.0/8 is this machine's), as a client at that address would.
+func dialFrom(t *testing.T, local, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, local, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // a hang fails rather than stalls the test
+	return c
+}
+
+// readAnswer reads one answer from br, body whole.
+func readAnswer(t *testing.T, br *bufio.Reader) (int, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("read answer: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("read answer's body: %v", err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// closedAfter reports whether the gateway closed the connection after its
+// answer: a read then ends (EOF, or a reset) rather than waiting.
+func closedAfter(br *bufio.Reader) bool {
+	_, err := br.ReadByte()
+	return isClosedErr(err)
+}
+
+// TestTrustedNets: a trusted network holds its addresses, IPv4 ones as
+// IPv6 sockets name them too.
+func TestTrustedNets(t *testing.T) {
+	nets := trustedNets{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")}
+	for a, want := range map[string]bool{"10.9.9.9": true, "::ffff:10.9.9.9": true, "11.0.0.1": false, "2001:db8::5": true, "2001:db9::5": false} {
+		if got := nets.contains(netip.MustParseAddr(a)); got != want {
+			t.Errorf("trusted %s = %v, want %v", a, got, want)
+		}
+	}
+}
+
+// TestClientCannotForgeItsAddress: a client that names another address
+// (Forwarded, X-Real-IP, X-Forwarded-For, in any case, repeated) or
+// another scheme or host (X-Forwarded-Proto, -Host) is not believed: the
+// function sees only what the gateway saw. A trusted proxy's word passes
+// on, extended with the proxy's own address.
+func TestClientCannotForgeItsAddress(t *testing.T) {
+	cfg := testConfig()
+	cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}
+	tg := startGateway(t, cfg, Deps{})
+	tg.route("hello", "hello-00001", 0, 0, backend(t, echoHandler))
+	forged := "Forwarded: for=6.6.6.6;proto=https\r\nforwarded: for=7.7.7.7\r\n" +
+		"X-Real-IP: 6.6.6.6\r\nx-real-ip: 7.7.7.7\r\n" +
+		"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: bank.example\r\n"
+	type seen struct{ Forwarded, RealIP, For, Proto, Host []string }
+	for _, tt := range []struct {
+		name, from, method string
+		want               seen
+	}{
+		{"GET from a client", "127.0.0.1", "GET",
+			seen{For: []string{"127.0.0.1"}, Proto: []string{"http"}, Host: []string{"hello.surge.localhost"}}},
+		{"POST from a client", "127.0.0.1", "POST",
+			seen{For: []string{"127.0.0.1"}, Proto: []string{"http"}, Host: []string{"hello.surge.localhost"}}},
+		{"GET from a trusted proxy", "127.0.0.2", "GET", seen{
+			Forwarded: []string{"for=6.6.6.6;proto=https", "for=7.7.7.7"}, RealIP: []string{"6.6.6.6", "7.7.7.7"},
+			For: []string{"6.6.6.6, 127.0.0.2"}, Proto: []string{"https"}, Host: []string{"bank.example"}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialFrom(t, tt.from, tg.addr)
+			req := tt.method + " / HTTP/1.1\r\nHost: hello.surge.localhost\r\n" + forged
+			if tt.method == "POST" {
+				req += "Content-Length: 4\r\n\r\nbody"
+			} else {
+				req += "\r\n"
+			}
+			if _, err := io.WriteString(c, req); err != nil {
+				t.Fatal(err)
+			}
+			code, body := readAnswer(t, bufio.NewReader(c))
+			if code != 200 {
+				t.Fatalf("%d %q", code, body)
+			}
+			h := decodeEcho(t, body).Header
+			got := seen{Forwarded: h.Values("Forwarded"), RealIP: h.Values("X-Real-Ip"),
+				For: h.Values("X-Forwarded-For"), Proto: h.Values("X-Forwarded-Proto"), Host: h.Values("X-Forwarded-Host")}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("headers the function saw (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
