@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,6 +52,95 @@ func readAnswer(t *testing.T, br *bufio.Reader) (int, string) {
 func closedAfter(br *bufio.Reader) bool {
 	_, err := br.ReadByte()
 	return isClosedErr(err)
+}
+
+// TestPerIPCapHoldsAcrossParking: one address opens connections until
+// the cap, lets them idle until they are parked — fasthttp then serves
+// none of them, and its own per-IP count (which the gateway does not use)
+// would have forgotten them — and opens one more: refused, 429. Parked
+// connections are served again when they send, not refused as new ones;
+// one that closes makes room; another address, and a trusted proxy's,
+// are not held to the first one's count.
+func TestPerIPCapHoldsAcrossParking(t *testing.T) {
+	const limit = 3
+	cfg := parkingConfig()
+	cfg.MaxConnsPerIP = limit
+	cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.3/32")}
+	tg := startGateway(t, cfg, Deps{})
+	tg.route("p", "p-00001", 0, 0, backend(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
+	attacker := netip.MustParseAddr("127.0.0.1")
+
+	type client struct {
+		c  net.Conn
+		br *bufio.Reader
+	}
+	open := func(from string) client {
+		t.Helper()
+		c := dialFrom(t, from, tg.addr)
+		cl := client{c, bufio.NewReader(c)}
+		if code, body := rawGet(t, c, cl.br, "p.surge.localhost"); code != 200 || body != "ok" {
+			t.Fatalf("connection from %s: %d %q, want 200", from, code, body)
+		}
+		return cl
+	}
+	refused := func(from string) {
+		t.Helper()
+		c := dialFrom(t, from, tg.addr)
+		br := bufio.NewReader(c)
+		// Nothing is sent: the answer comes as the connection is accepted.
+		code, body := readAnswer(t, br)
+		if code != http.StatusTooManyRequests || !strings.Contains(body, msgTooManyConns) || !closedAfter(br) {
+			t.Errorf("a connection from %s past the cap: %d %q, want 429 and closed", from, code, body)
+		}
+	}
+
+	var held []client
+	for range limit {
+		held = append(held, open("127.0.0.1"))
+	}
+	eventually(t, "the idle connections to be parked", func() bool { return tg.parkedCount() == limit })
+	if n := tg.srv.GetOpenConnectionsCount(); n != 0 {
+		t.Fatalf("fasthttp serves %d connections while all are parked", n)
+	}
+	if n := tg.ips.count(attacker); n != limit {
+		t.Fatalf("%s counts %d connections while its %d are parked", attacker, n, limit)
+	}
+	refused("127.0.0.1")
+
+	// Another address has its own count; a trusted proxy has none.
+	open("127.0.0.2")
+	for range limit + 1 {
+		open("127.0.0.3")
+	}
+	if n := tg.ips.count(netip.MustParseAddr("127.0.0.3")); n != 0 {
+		t.Errorf("the trusted proxy's connections are counted: %d", n)
+	}
+
+	// A parked connection that sends is served: it was never let go of.
+	if code, _ := rawGet(t, held[0].c, held[0].br, "p.surge.localhost"); code != 200 {
+		t.Errorf("a parked connection's next request: %d, want 200", code)
+	}
+	refused("127.0.0.1")
+
+	// One that closes, parked, makes room for one more.
+	held[1].c.Close()
+	eventually(t, "the closed parked connection to be uncounted", func() bool { return tg.ips.count(attacker) == limit-1 })
+	open("127.0.0.1")
+	refused("127.0.0.1")
+}
+
+// TestPerIPCapKeys: an IPv6 client counts by its /64, which it can fill
+// with addresses at will; an IPv4 one by its address.
+func TestPerIPCapKeys(t *testing.T) {
+	for _, tt := range []struct{ a, b string }{
+		{"10.1.2.3", "10.1.2.3"},
+		{"2001:db8:1:2:aaaa::1", "2001:db8:1:2::"},
+		{"2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::"},
+	} {
+		if got := capKey(netip.MustParseAddr(tt.a)); got != netip.MustParseAddr(tt.b) {
+			t.Errorf("capKey(%s) = %s, want %s", tt.a, got, tt.b)
+		}
+	}
 }
 
 // TestTrustedNets: a trusted network holds its addresses, IPv4 ones as

@@ -39,8 +39,7 @@ type Config struct {
 	// costing about a kibibyte instead of a dozen (B8), until its next
 	// request. Shorter saves memory sooner; longer spares connections
 	// with a few requests a second the few microseconds a wake costs.
-	// Negative never parks; nor does MaxConnsPerIP, whose wrapper hides
-	// the gateway's connections from it.
+	// Negative never parks.
 	ParkIdleAfter time.Duration
 	// MaxHeaderBytes limits a request's start line and header; more is
 	// answered 431. It is also the per-connection read buffer, so it costs
@@ -53,8 +52,13 @@ type Config struct {
 	// Larger ones (and chunked ones) are streamed and retried only when not
 	// a byte of them was read. Costs up to this much memory per request.
 	ReplayBodyBytes int
-	// MaxConnsPerIP caps concurrent connections from one client IP (0 = no
-	// cap); more are answered 429 and closed. Clients behind one NAT share it.
+	// MaxConnsPerIP caps the open connections of one client address,
+	// parked ones and WebSockets among them; one more is answered 429 and
+	// closed as it comes (over TLS, closed). IPv6 addresses count by /64.
+	// Clients behind one NAT share it; TrustedProxies are not capped.
+	// DefaultConfig's 1024 is far above what a browser opens (6 per
+	// host), and keeps one host from taking more than 1/256 of MaxConns.
+	// 0 is no cap: for load generators on one machine (benchmarks).
 	MaxConnsPerIP int
 	// MaxConns caps concurrent client connections in total, parked ones
 	// among them (more are closed as they come), and, counted apart, open
@@ -64,10 +68,10 @@ type Config struct {
 	// TrustedProxies are the networks of the proxies in front of the
 	// gateway (load balancers) whose word on the client it takes: from
 	// them, Forwarded and X-Real-IP pass on, X-Forwarded-For is appended
-	// to, X-Forwarded-Proto and -Host kept. From anyone else, Forwarded
-	// and X-Real-IP are removed and X-Forwarded-* replaced with what the
-	// gateway sees, so no client can forge its address to a function.
-	// Empty by default.
+	// to, X-Forwarded-Proto and -Host kept, and connections are not
+	// capped per address. From anyone else, Forwarded and X-Real-IP are
+	// removed and X-Forwarded-* replaced with what the gateway sees, so
+	// no client can forge its address to a function. Empty by default.
 	TrustedProxies []netip.Prefix
 
 	// DialTimeout bounds connecting to a replica. Short finds dead replicas
@@ -162,7 +166,7 @@ func DefaultConfig() Config {
 		MaxHeaderBytes:          16 << 10,
 		MaxRequestBodyBytes:     10 << 20,
 		ReplayBodyBytes:         64 << 10,
-		MaxConnsPerIP:           0,
+		MaxConnsPerIP:           1024,
 		MaxConns:                256 * 1024,
 		DialTimeout:             2 * time.Second,
 		ResponseStartTimeout:    0,

@@ -100,6 +100,7 @@ type Gateway struct {
 	srv       *fasthttp.Server
 	tunnels   tunnelSet // upgraded connections fasthttp handed over
 	park      *parking  // idle connections' parking; nil: none
+	ips       *ipConns  // connections per client address
 	trusted   trustedNets
 	// followUps are revisions whose demand grew since their last
 	// activation: see Gateway.activate.
@@ -186,7 +187,6 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		ReadTimeout:        cfg.ReadTimeout,
 		WriteTimeout:       cfg.WriteTimeout,
 		IdleTimeout:        cfg.IdleTimeout,
-		MaxConnsPerIP:      cfg.MaxConnsPerIP,
 		MaxRequestBodySize: cfg.MaxRequestBodyBytes,
 		StreamRequestBody:  true,
 		// An idle keep-alive connection gives its 16 KiB write buffer
@@ -202,6 +202,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		SecureErrorLogMessage:        true,
 	}
 	g.trusted = trustedNets(cfg.TrustedProxies)
+	g.ips = newIPConns(cfg.MaxConnsPerIP, g.trusted)
 	g.park = newParking(cfg.ParkIdleAfter, cfg.IdleTimeout, cfg.MaxConns, g.clock, g.log, g.srv.ServeConn)
 	return g, nil
 }
@@ -276,7 +277,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 	}
 	g.listener = ln
-	serveLn := net.Listener(clientListener{Listener: ln, park: g.park})
+	serveLn := net.Listener(clientListener{Listener: ln, park: g.park, ips: g.ips, refusal: tooManyConnsAnswer})
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error {
 		if err := g.srv.Serve(serveLn); err != nil && !g.draining.Load() {

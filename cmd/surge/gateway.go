@@ -30,8 +30,9 @@ type GatewayOptions struct {
 	// all (0: from the memory the gateway may use).
 	QueueDepth int
 	MaxQueued  int
-	// TrustedProxies (networks or addresses) bounds what clients may say
-	// of themselves: see the gateway.Config field of that name.
+	// MaxConnsPerIP and TrustedProxies (networks or addresses) bound what
+	// clients may do: see the gateway.Config fields of those names.
+	MaxConnsPerIP  int
 	TrustedProxies []string
 	// JoinToken keys gossip; GossipAddr and Join place this gateway in it.
 	// Without a join token the gateway learns endpoints from etcd alone.
@@ -71,11 +72,13 @@ func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 	c.Flags().DurationVar(&o.DrainDelay, "drain-delay", time.Second, "on SIGTERM, keep serving this long with readiness false before closing")
 	c.Flags().IntVar(&o.QueueDepth, "queue-depth", d.QueueDepth, "how many requests of one function may wait for a replica (a burst from zero); more get 503 with Retry-After. A function's queueDepth overrides it")
 	c.Flags().IntVar(&o.MaxQueued, "max-queued", d.MaxQueued, "how many requests may wait for replicas in all; 0 sizes it to a quarter of the gateway's memory")
-	c.Flags().StringSliceVar(&o.TrustedProxies, "trusted-proxies", nil, "networks of the proxies in front of the gateway (CIDR,...): their Forwarded, X-Real-IP and X-Forwarded-* are believed, anyone else's replaced")
+	c.Flags().IntVar(&o.MaxConnsPerIP, "max-conns-per-ip", d.MaxConnsPerIP, "open connections one client address may hold (IPv6: one /64); more get 429. 0: no cap")
+	c.Flags().StringSliceVar(&o.TrustedProxies, "trusted-proxies", nil, "networks of the proxies in front of the gateway (CIDR,...): their Forwarded, X-Real-IP and X-Forwarded-* are believed, anyone else's replaced, and they are not capped per address")
 }
 
 // clientLimits sets in c what the flags allow clients.
 func (o *GatewayOptions) clientLimits(c *gateway.Config) error {
+	c.MaxConnsPerIP = o.MaxConnsPerIP
 	c.TrustedProxies = nil
 	for _, s := range o.TrustedProxies {
 		p, err := netip.ParsePrefix(s)

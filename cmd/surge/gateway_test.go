@@ -63,7 +63,8 @@ func TestGatewayJoinToken(t *testing.T) {
 }
 
 // TestGatewayClientLimitFlags: surge gateway and surge up take the flags
-// that bound clients, with the gateway's defaults (no trusted proxy), and turn
+// that bound clients, with the gateway's defaults (1024 connections per
+// address, no trusted proxy), and turn
 // them into its Config; a bad network is named.
 func TestGatewayClientLimitFlags(t *testing.T) {
 	for _, tt := range []struct {
@@ -72,10 +73,10 @@ func TestGatewayClientLimitFlags(t *testing.T) {
 		want gateway.Config
 		err  string
 	}{
-		{name: "defaults", want: gateway.Config{}},
+		{name: "defaults", want: gateway.Config{MaxConnsPerIP: 1024}},
 		{name: "set",
-			args: []string{"--trusted-proxies", "10.0.0.0/8,192.168.1.7,2001:db8::/32"},
-			want: gateway.Config{TrustedProxies: []netip.Prefix{
+			args: []string{"--max-conns-per-ip", "0", "--trusted-proxies", "10.0.0.0/8,192.168.1.7,2001:db8::/32"},
+			want: gateway.Config{MaxConnsPerIP: 0, TrustedProxies: []netip.Prefix{
 				netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32"), netip.MustParsePrefix("2001:db8::/32")}}},
 		{name: "bad network", args: []string{"--trusted-proxies", "10.0.0.0/33"}, err: `--trusted-proxies: "10.0.0.0/33" is neither a network`},
 	} {
@@ -103,7 +104,7 @@ func TestGatewayClientLimitFlags(t *testing.T) {
 		})
 	}
 	up := newUpCmd(cli.Streams{}, &cli.Globals{})
-	for _, f := range []string{"trusted-proxies"} {
+	for _, f := range []string{"max-conns-per-ip", "trusted-proxies"} {
 		if up.Flags().Lookup(f) == nil {
 			t.Errorf("surge up has no --%s", f)
 		}
