@@ -8,10 +8,13 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // The attacks of "Security II" (finding 5) on the gateway by its clients,
@@ -152,6 +155,86 @@ func TestTrustedNets(t *testing.T) {
 			t.Errorf("trusted %s = %v, want %v", a, got, want)
 		}
 	}
+}
+
+// TestSlowBodyCannotHoldAReplica: a body that streams to a replica holds
+// the replica's slot (here its only one) while it comes. One that arrives
+// within RequestBodyTimeout is proxied whole; one still arriving past it
+// is cut: 408, the connection closed and the slot free for the next
+// request.
+func TestSlowBodyCannotHoldAReplica(t *testing.T) {
+	const size = 1 << 20 // streamed: more than ReplayBodyBytes
+	head := fmt.Sprintf("POST / HTTP/1.1\r\nHost: slow.surge.localhost\r\nContent-Length: %d\r\n\r\n", size)
+	body := strings.Repeat("b", size)
+
+	t.Run("in time", func(t *testing.T) {
+		got := make(chan struct{}, 1)
+		tg := startGateway(t, testConfig(), Deps{Clock: newFakeClock()})
+		tg.route("slow", "slow-00001", 1, 0, backend(t, func(w http.ResponseWriter, r *http.Request) {
+			n, err := r.Body.Read(make([]byte, 1))
+			if n == 1 && r.Method == http.MethodPost {
+				got <- struct{}{}
+			}
+			rest, rerr := io.Copy(io.Discard, r.Body)
+			fmt.Fprint(w, int64(n)+rest, err, rerr)
+		}))
+		rev := tg.Routes().Load().routes["slow"].targets[0].rev
+		c := dialFrom(t, "127.0.0.1", tg.addr)
+		br := bufio.NewReader(c)
+		if _, err := io.WriteString(c, head+body[:size/2]); err != nil {
+			t.Fatal(err)
+		}
+		<-got // the body streams: the replica's one slot is taken
+		waited := make(chan int, 1)
+		go func() { code, _ := send(httpClient, tg.addr, "GET", "slow.surge.localhost", nil); waited <- code }()
+		eventually(t, "the next request to wait for the slot", func() bool { return rev.queue.length() == 1 })
+		if _, err := io.WriteString(c, body[size/2:]); err != nil {
+			t.Fatal(err)
+		}
+		if code, answer := readAnswer(t, br); code != 200 || answer != fmt.Sprint(size, nil, nil) {
+			t.Errorf("a body in time: %d %q, want 200 and all %d bytes", code, answer, size)
+		}
+		if code := <-waited; code != 200 {
+			t.Errorf("the request that waited for the slot: %d", code)
+		}
+	})
+
+	t.Run("past RequestBodyTimeout", func(t *testing.T) {
+		// The gateway's clock lags the wall clock by RequestBodyTimeout:
+		// the deadline it sets when the request takes the slot, from its
+		// clock, is due at once on the wall clock the socket keeps, as if
+		// the client had dribbled the body for that long.
+		cfg := testConfig()
+		clk := clock.NewFake()
+		clk.Advance(time.Since(clk.Now()) - cfg.RequestBodyTimeout)
+		var served atomic.Int64
+		tg := startGateway(t, cfg, Deps{Clock: clk})
+		tg.route("slow", "slow-00001", 1, 0, backend(t, func(w http.ResponseWriter, r *http.Request) {
+			if _, err := io.Copy(io.Discard, r.Body); err == nil {
+				served.Add(1) // a whole request: not the cut one's remains
+			}
+			fmt.Fprint(w, "ok")
+		}))
+		c := dialFrom(t, "127.0.0.1", tg.addr)
+		br := bufio.NewReader(c)
+		// More than the 8 KiB fasthttp reads before it calls the handler
+		// (a client stalling within those stalls under ReadTimeout, and
+		// takes no slot).
+		if _, err := io.WriteString(c, head+body[:16<<10]); err != nil {
+			t.Fatal(err)
+		}
+		code, answer := readAnswer(t, br)
+		if code != http.StatusRequestTimeout || !strings.Contains(answer, msgBodyTimeout) || !closedAfter(br) {
+			t.Errorf("a body not come in time: %d %q, want 408 and closed", code, answer)
+		}
+		ep := tg.Routes().Load().routes["slow"].targets[0].rev.endpoints()[0]
+		if n := ep.inflight.Load(); n != 0 {
+			t.Errorf("the replica holds %d requests after the 408, want its slot free", n)
+		}
+		if code, _ := send(httpClient, tg.addr, "GET", "slow.surge.localhost", nil); code != 200 || served.Load() != 1 {
+			t.Errorf("the next request: %d (the replica served %d), want 200 from the freed slot", code, served.Load())
+		}
+	})
 }
 
 // TestClientCannotForgeItsAddress: a client that names another address

@@ -24,6 +24,15 @@ type Config struct {
 	// does not stream). Longer tolerates slow clients; shorter resists
 	// slowloris-style connection hoarding.
 	ReadTimeout time.Duration
+	// RequestBodyTimeout bounds how long a request body streamed to a
+	// replica may take to arrive, from when the request took the
+	// replica's slot (under its concurrency limit): past it the gateway
+	// answers 408, closes the connection and frees the slot, so a client
+	// dribbling a body cannot hold a replica. The function's own time
+	// limit still applies when it is shorter. Longer tolerates slow
+	// uploads (30 s takes MaxRequestBodyBytes' 10 MiB at 2.8 Mbit/s);
+	// shorter frees slots sooner.
+	RequestBodyTimeout time.Duration
 	// WriteTimeout bounds writing an answer the gateway makes itself (404,
 	// 503, ...) or holds whole (a small proxied answer that came in one
 	// piece; the function's total limit when that comes first). Streamed
@@ -160,6 +169,7 @@ func DefaultConfig() Config {
 		Domain:                  "surge.localhost",
 		HealthPath:              "/.surge/ready",
 		ReadTimeout:             30 * time.Second,
+		RequestBodyTimeout:      30 * time.Second,
 		WriteTimeout:            30 * time.Second,
 		IdleTimeout:             90 * time.Second,
 		ParkIdleAfter:           50 * time.Millisecond,
@@ -227,6 +237,7 @@ func (c Config) withDefaults() Config {
 	}
 	c.Domain = strings.TrimPrefix(strings.ToLower(c.Domain), ".")
 	setDur(&c.ReadTimeout, d.ReadTimeout)
+	setDur(&c.RequestBodyTimeout, d.RequestBodyTimeout)
 	setDur(&c.WriteTimeout, d.WriteTimeout)
 	setDur(&c.IdleTimeout, d.IdleTimeout)
 	setDur(&c.ParkIdleAfter, d.ParkIdleAfter)
@@ -292,6 +303,7 @@ func (c Config) problems(prefix string) []error {
 		bad("HealthPath", c.HealthPath, "must start with /")
 	}
 	pos("ReadTimeout", c.ReadTimeout)
+	pos("RequestBodyTimeout", c.RequestBodyTimeout)
 	pos("WriteTimeout", c.WriteTimeout)
 	pos("IdleTimeout", c.IdleTimeout)
 	if c.MaxHeaderBytes < 1024 {

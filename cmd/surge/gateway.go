@@ -30,10 +30,12 @@ type GatewayOptions struct {
 	// all (0: from the memory the gateway may use).
 	QueueDepth int
 	MaxQueued  int
-	// MaxConnsPerIP and TrustedProxies (networks or addresses) bound what
-	// clients may do: see the gateway.Config fields of those names.
-	MaxConnsPerIP  int
-	TrustedProxies []string
+	// MaxConnsPerIP, RequestBodyTimeout and TrustedProxies (networks or
+	// addresses) bound what clients may do: see the gateway.Config fields
+	// of those names.
+	MaxConnsPerIP      int
+	RequestBodyTimeout time.Duration
+	TrustedProxies     []string
 	// JoinToken keys gossip; GossipAddr and Join place this gateway in it.
 	// Without a join token the gateway learns endpoints from etcd alone.
 	// surge gateway reads it from --join-token-file or SURGE_JOIN_TOKEN.
@@ -73,12 +75,13 @@ func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 	c.Flags().IntVar(&o.QueueDepth, "queue-depth", d.QueueDepth, "how many requests of one function may wait for a replica (a burst from zero); more get 503 with Retry-After. A function's queueDepth overrides it")
 	c.Flags().IntVar(&o.MaxQueued, "max-queued", d.MaxQueued, "how many requests may wait for replicas in all; 0 sizes it to a quarter of the gateway's memory")
 	c.Flags().IntVar(&o.MaxConnsPerIP, "max-conns-per-ip", d.MaxConnsPerIP, "open connections one client address may hold (IPv6: one /64); more get 429. 0: no cap")
+	c.Flags().DurationVar(&o.RequestBodyTimeout, "request-body-timeout", d.RequestBodyTimeout, "how long a request body may take to stream to a replica once the request has its slot; then 408")
 	c.Flags().StringSliceVar(&o.TrustedProxies, "trusted-proxies", nil, "networks of the proxies in front of the gateway (CIDR,...): their Forwarded, X-Real-IP and X-Forwarded-* are believed, anyone else's replaced, and they are not capped per address")
 }
 
 // clientLimits sets in c what the flags allow clients.
 func (o *GatewayOptions) clientLimits(c *gateway.Config) error {
-	c.MaxConnsPerIP = o.MaxConnsPerIP
+	c.MaxConnsPerIP, c.RequestBodyTimeout = o.MaxConnsPerIP, o.RequestBodyTimeout
 	c.TrustedProxies = nil
 	for _, s := range o.TrustedProxies {
 		p, err := netip.ParsePrefix(s)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/spf13/cobra"
@@ -64,7 +65,7 @@ func TestGatewayJoinToken(t *testing.T) {
 
 // TestGatewayClientLimitFlags: surge gateway and surge up take the flags
 // that bound clients, with the gateway's defaults (1024 connections per
-// address, no trusted proxy), and turn
+// address, 30s for a body, no trusted proxy), and turn
 // them into its Config; a bad network is named.
 func TestGatewayClientLimitFlags(t *testing.T) {
 	for _, tt := range []struct {
@@ -73,10 +74,10 @@ func TestGatewayClientLimitFlags(t *testing.T) {
 		want gateway.Config
 		err  string
 	}{
-		{name: "defaults", want: gateway.Config{MaxConnsPerIP: 1024}},
+		{name: "defaults", want: gateway.Config{MaxConnsPerIP: 1024, RequestBodyTimeout: 30 * time.Second}},
 		{name: "set",
-			args: []string{"--max-conns-per-ip", "0", "--trusted-proxies", "10.0.0.0/8,192.168.1.7,2001:db8::/32"},
-			want: gateway.Config{MaxConnsPerIP: 0, TrustedProxies: []netip.Prefix{
+			args: []string{"--max-conns-per-ip", "0", "--request-body-timeout", "2m", "--trusted-proxies", "10.0.0.0/8,192.168.1.7,2001:db8::/32"},
+			want: gateway.Config{MaxConnsPerIP: 0, RequestBodyTimeout: 2 * time.Minute, TrustedProxies: []netip.Prefix{
 				netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32"), netip.MustParsePrefix("2001:db8::/32")}}},
 		{name: "bad network", args: []string{"--trusted-proxies", "10.0.0.0/33"}, err: `--trusted-proxies: "10.0.0.0/33" is neither a network`},
 	} {
@@ -104,7 +105,7 @@ func TestGatewayClientLimitFlags(t *testing.T) {
 		})
 	}
 	up := newUpCmd(cli.Streams{}, &cli.Globals{})
-	for _, f := range []string{"max-conns-per-ip", "trusted-proxies"} {
+	for _, f := range []string{"max-conns-per-ip", "request-body-timeout", "trusted-proxies"} {
 		if up.Flags().Lookup(f) == nil {
 			t.Errorf("surge up has no --%s", f)
 		}
