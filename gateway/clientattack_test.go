@@ -57,6 +57,61 @@ func closedAfter(br *bufio.Reader) bool {
 	return isClosedErr(err)
 }
 
+// TestPathRoutingOffGivesEachFunctionItsOrigin: with path routing, a page
+// of one function (/fn/evil/) shares the gateway's origin with every
+// other's (/fn/victim/), so a browser lets it read them. With
+// PathRouting off, /fn/victim/ reaches no function on the gateway's own
+// host, nor on evil's (where it is evil's own path), and victim answers
+// at its own host only.
+func TestPathRoutingOffGivesEachFunctionItsOrigin(t *testing.T) {
+	var victimHits atomic.Int64
+	victim := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		victimHits.Add(1)
+		fmt.Fprint(w, "victim's secret")
+	})
+	evil := backend(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "evil at "+r.URL.Path) })
+	for _, tt := range []struct {
+		name        string
+		pathRouting bool
+		// what GET /fn/victim/ gets on the gateway's own host
+		wantCode int
+		wantBody string
+	}{
+		{"on (DefaultConfig)", true, 200, "victim's secret"},
+		{"off", false, 404, `{"error":"` + msgNoFunction + "\"}\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.PathRouting = tt.pathRouting
+			tg := startGateway(t, cfg, Deps{})
+			tg.route("victim", "victim-00001", 0, 0, victim)
+			tg.route("evil", "evil-00001", 0, 0, evil)
+			victimHits.Store(0)
+
+			c := dialFrom(t, "127.0.0.1", tg.addr)
+			br := bufio.NewReader(c)
+			get := func(host, path string) (int, string) {
+				t.Helper()
+				fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host)
+				return readAnswer(t, br)
+			}
+			code, body := get(tg.addr, "/fn/victim/")
+			if code != tt.wantCode || body != tt.wantBody {
+				t.Errorf("GET /fn/victim/ at the gateway's own host: %d %q, want %d %q", code, body, tt.wantCode, tt.wantBody)
+			}
+			if code, body := get("evil.surge.localhost", "/fn/victim/"); code != 200 || body != "evil at /fn/victim/" {
+				t.Errorf("GET /fn/victim/ at evil's host: %d %q, want evil's own path", code, body)
+			}
+			if code, body := get("victim.surge.localhost", "/"); code != 200 || body != "victim's secret" {
+				t.Errorf("victim at its own host: %d %q", code, body)
+			}
+			if want := int64(1); !tt.pathRouting && victimHits.Load() != want {
+				t.Errorf("victim served %d requests, want %d (its own host's only)", victimHits.Load(), want)
+			}
+		})
+	}
+}
+
 // TestPerIPCapHoldsAcrossParking: one address opens connections until
 // the cap, lets them idle until they are parked — fasthttp then serves
 // none of them, and its own per-IP count (which the gateway does not use)

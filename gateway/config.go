@@ -16,6 +16,16 @@ type Config struct {
 	// Domain is the suffix of routed hosts: NAME.DOMAIN and
 	// NAME.NAMESPACE.DOMAIN. Lowercase, without a leading dot.
 	Domain string
+	// PathRouting routes /fn/NAME/ and /fn/NAME.NAMESPACE/ on any other
+	// host too (DefaultConfig: on), for callers without a name for each
+	// function: replicas calling another function through their node's
+	// gateway, a first curl. Its cost: every function so routed shares one
+	// web origin, the gateway's, so in a browser one function's page reads
+	// another's cookies and answers and can register a service worker
+	// over all of them. Host routing gives each function an origin of its
+	// own; turn this off where browsers visit functions of different
+	// trust. Off (the zero value), only hosts under Domain are routed.
+	PathRouting bool
 	// HealthPath answers 200 while the gateway is ready and 503 while it
 	// drains, on any host, for load balancer probes. Empty turns it off.
 	HealthPath string
@@ -167,6 +177,7 @@ func DefaultConfig() Config {
 	return Config{
 		Addr:                    ":8080",
 		Domain:                  "surge.localhost",
+		PathRouting:             true,
 		HealthPath:              "/.surge/ready",
 		ReadTimeout:             30 * time.Second,
 		RequestBodyTimeout:      30 * time.Second,
@@ -215,8 +226,8 @@ var ErrInvalidConfig = errors.New("gateway: invalid config")
 
 // withDefaults returns a copy of c with zero values taken from DefaultConfig.
 // Fields where zero is meaningful (MaxConnsPerIP, ResponseStartTimeout,
-// MaxQueued, MaxQueueWait, DrainDelay, TrustedProxies, HealthPath)
-// are kept.
+// MaxQueued, MaxQueueWait, DrainDelay, TrustedProxies, PathRouting,
+// HealthPath) are kept.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	setDur := func(v *time.Duration, def time.Duration) {

@@ -131,8 +131,10 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 	x.scratch = scratch
 	if ok {
 		fr = tbl.lookup(key)
-	} else if k, r, ok := pathKey(path); ok {
-		fr, rest = tbl.lookup(k), r
+	} else if g.cfg.PathRouting {
+		if k, r, ok := pathKey(path); ok {
+			fr, rest = tbl.lookup(k), r
+		}
 	}
 	if fr == nil {
 		releaseExchange(x)

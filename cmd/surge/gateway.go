@@ -30,9 +30,10 @@ type GatewayOptions struct {
 	// all (0: from the memory the gateway may use).
 	QueueDepth int
 	MaxQueued  int
-	// MaxConnsPerIP, RequestBodyTimeout and TrustedProxies (networks or
-	// addresses) bound what clients may do: see the gateway.Config fields
-	// of those names.
+	// PathRouting, MaxConnsPerIP, RequestBodyTimeout and TrustedProxies
+	// (networks or addresses) bound what clients may do: see the
+	// gateway.Config fields of those names.
+	PathRouting        bool
 	MaxConnsPerIP      int
 	RequestBodyTimeout time.Duration
 	TrustedProxies     []string
@@ -74,6 +75,7 @@ func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 	c.Flags().DurationVar(&o.DrainDelay, "drain-delay", time.Second, "on SIGTERM, keep serving this long with readiness false before closing")
 	c.Flags().IntVar(&o.QueueDepth, "queue-depth", d.QueueDepth, "how many requests of one function may wait for a replica (a burst from zero); more get 503 with Retry-After. A function's queueDepth overrides it")
 	c.Flags().IntVar(&o.MaxQueued, "max-queued", d.MaxQueued, "how many requests may wait for replicas in all; 0 sizes it to a quarter of the gateway's memory")
+	c.Flags().BoolVar(&o.PathRouting, "path-routing", d.PathRouting, "also route /fn/NAME/ on any host; every function so routed shares one web origin: turn it off where browsers visit functions, and use NAME.DOMAIN")
 	c.Flags().IntVar(&o.MaxConnsPerIP, "max-conns-per-ip", d.MaxConnsPerIP, "open connections one client address may hold (IPv6: one /64); more get 429. 0: no cap")
 	c.Flags().DurationVar(&o.RequestBodyTimeout, "request-body-timeout", d.RequestBodyTimeout, "how long a request body may take to stream to a replica once the request has its slot; then 408")
 	c.Flags().StringSliceVar(&o.TrustedProxies, "trusted-proxies", nil, "networks of the proxies in front of the gateway (CIDR,...): their Forwarded, X-Real-IP and X-Forwarded-* are believed, anyone else's replaced, and they are not capped per address")
@@ -81,7 +83,7 @@ func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 
 // clientLimits sets in c what the flags allow clients.
 func (o *GatewayOptions) clientLimits(c *gateway.Config) error {
-	c.MaxConnsPerIP, c.RequestBodyTimeout = o.MaxConnsPerIP, o.RequestBodyTimeout
+	c.PathRouting, c.MaxConnsPerIP, c.RequestBodyTimeout = o.PathRouting, o.MaxConnsPerIP, o.RequestBodyTimeout
 	c.TrustedProxies = nil
 	for _, s := range o.TrustedProxies {
 		p, err := netip.ParsePrefix(s)

@@ -64,8 +64,8 @@ func TestGatewayJoinToken(t *testing.T) {
 }
 
 // TestGatewayClientLimitFlags: surge gateway and surge up take the flags
-// that bound clients, with the gateway's defaults (1024 connections per
-// address, 30s for a body, no trusted proxy), and turn
+// that bound clients, with the gateway's defaults (path routing on, 1024
+// connections per address, 30s for a body, no trusted proxy), and turn
 // them into its Config; a bad network is named.
 func TestGatewayClientLimitFlags(t *testing.T) {
 	for _, tt := range []struct {
@@ -74,9 +74,9 @@ func TestGatewayClientLimitFlags(t *testing.T) {
 		want gateway.Config
 		err  string
 	}{
-		{name: "defaults", want: gateway.Config{MaxConnsPerIP: 1024, RequestBodyTimeout: 30 * time.Second}},
+		{name: "defaults", want: gateway.Config{PathRouting: true, MaxConnsPerIP: 1024, RequestBodyTimeout: 30 * time.Second}},
 		{name: "set",
-			args: []string{"--max-conns-per-ip", "0", "--request-body-timeout", "2m", "--trusted-proxies", "10.0.0.0/8,192.168.1.7,2001:db8::/32"},
+			args: []string{"--path-routing=false", "--max-conns-per-ip", "0", "--request-body-timeout", "2m", "--trusted-proxies", "10.0.0.0/8,192.168.1.7,2001:db8::/32"},
 			want: gateway.Config{MaxConnsPerIP: 0, RequestBodyTimeout: 2 * time.Minute, TrustedProxies: []netip.Prefix{
 				netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32"), netip.MustParsePrefix("2001:db8::/32")}}},
 		{name: "bad network", args: []string{"--trusted-proxies", "10.0.0.0/33"}, err: `--trusted-proxies: "10.0.0.0/33" is neither a network`},
@@ -105,7 +105,7 @@ func TestGatewayClientLimitFlags(t *testing.T) {
 		})
 	}
 	up := newUpCmd(cli.Streams{}, &cli.Globals{})
-	for _, f := range []string{"max-conns-per-ip", "request-body-timeout", "trusted-proxies"} {
+	for _, f := range []string{"path-routing", "max-conns-per-ip", "request-body-timeout", "trusted-proxies"} {
 		if up.Flags().Lookup(f) == nil {
 			t.Errorf("surge up has no --%s", f)
 		}
