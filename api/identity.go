@@ -71,6 +71,14 @@ type CertificateResponse struct {
 	Certificate string `json:"certificate"`
 }
 
+// GossipKey is the answer of GET /v1/gossip/key: the cluster's gossip
+// key, hex-encoded, for the members of its gossip (nodes and gateways).
+// It is a secret of its own, made by the first server: the join token,
+// which every node host holds, does not give it.
+type GossipKey struct {
+	Key string `json:"key"`
+}
+
 // ValidAgentURL reports whether u is a node agent's endpoint the API may
 // dial: https, at the node's registered address (an IP), a port, and
 // nothing else (no user, path, query or fragment).

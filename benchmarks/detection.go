@@ -151,15 +151,15 @@ func (m *detectMember) kill() {
 	m.cancel()
 }
 
-// detectToken is the run's join token: any 16 bytes or more.
-const detectToken = "surge-bench-b6-join-token"
+// detectKey is the run's gossip key: any 32 bytes.
+var detectKey = []byte("surge-bench-b6-gossip-key-012345")
 
 // start adds a member and joins it to the first one.
 func (c *detectCluster) start(name string, delayed bool) (*detectMember, error) {
 	tr := &delayTransport{Transport: c.net.NewTransport(), delay: detectDelay}
 	tr.delayed.Store(delayed)
 	cfg := gossip.DefaultConfig()
-	cfg.NodeName, cfg.JoinToken, cfg.Transport = name, detectToken, tr
+	cfg.NodeName, cfg.Key, cfg.Transport = name, detectKey, tr
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	g, err := gossip.New(cfg, deathHandler{c.rec, name})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -185,4 +186,18 @@ func EncodeKeyPair(c tls.Certificate) (certPEM, keyPEM []byte, err error) {
 		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
 	return certPEM, keyPEM, nil
+}
+
+// GossipKey fetches the cluster's gossip key, as a member of its gossip (a
+// node, by its certificate, or a gateway) does before it joins.
+func GossipKey(ctx context.Context, c *Client) ([]byte, error) {
+	var k api.GossipKey
+	if err := c.Do(ctx, http.MethodGet, "/v1/gossip/key", nil, &k); err != nil {
+		return nil, fmt.Errorf("get the gossip key: %w", err)
+	}
+	key, err := hex.DecodeString(k.Key)
+	if err != nil || len(key) == 0 {
+		return nil, fmt.Errorf("get the gossip key: the API answered a key that is not hex")
+	}
+	return key, nil
 }

@@ -43,9 +43,6 @@ func (s *Server) roleToken(ctx context.Context, tokens *auth.Store, file string,
 			return "", fmt.Errorf("check %s: %w", file, err)
 		case !revoked:
 			return secret, nil
-		case role == auth.RoleNode:
-			s.log.Warn("the join token in the data dir was revoked: new nodes cannot join with it; write a new one there (surge token create --role node --file FILE) and give it to every server, node and gateway", "file", path)
-			return secret, nil
 		}
 		s.log.Info("the token in the data dir was revoked: making a new one", "file", path)
 		how = "made anew at start: the one before was revoked"

@@ -150,7 +150,7 @@ func TestThreeServers(t *testing.T) {
 			t.Errorf("server %+v: want its API version, member and URL", si)
 		}
 	}
-	for _, f := range []string{"pki/ca.crt", "pki/ca.key", controlplane.JoinTokenFile, controlplane.GatewayTokenFile, controlplane.ServerTokenFile} {
+	for _, f := range []string{"pki/ca.crt", "pki/ca.key", "pki/gossip.key", controlplane.JoinTokenFile, controlplane.GatewayTokenFile, controlplane.ServerTokenFile} {
 		a, _ := os.ReadFile(filepath.Join(s1.Config.DataDir, f))
 		for _, in := range []*controlplanetest.Instance{s2, s3} {
 			if b, err := os.ReadFile(filepath.Join(in.Config.DataDir, f)); err != nil || string(a) != string(b) {

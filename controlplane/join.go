@@ -37,10 +37,10 @@ const ServerTokenFile = "server-token"
 // clusterFiles are the files of the data dir that every server of a
 // cluster shares, relative to it: the cluster CA and its key, which sign
 // every server's certificates, the node CA and its key, which sign every
-// node's, and the tokens. A joining server receives them
+// node's, the gossip key, and the tokens. A joining server receives them
 // (and the admin token); a snapshot carries them. A secrets' encryption
 // key, when there is one, belongs here.
-var clusterFiles = []string{"pki/ca.crt", "pki/ca.key", "pki/node-ca.crt", "pki/node-ca.key",
+var clusterFiles = []string{"pki/ca.crt", "pki/ca.key", "pki/node-ca.crt", "pki/node-ca.key", "pki/" + pki.GossipKeyFile,
 	JoinTokenFile, GatewayTokenFile, ServerTokenFile}
 
 // fileMode is the mode a cluster file is written with: certificates are

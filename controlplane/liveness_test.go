@@ -20,7 +20,7 @@ import (
 func agentMember(t *testing.T, in *controlplanetest.Instance, name string) *gossip.Gossip {
 	t.Helper()
 	g, err := gossip.Start(gossip.Options{Role: gossip.RoleAgent, NodeName: name, Addr: "127.0.0.1:0",
-		JoinToken: in.Server().JoinToken(), Handler: nopHandler{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Key: in.Server().GossipKey(), Handler: nopHandler{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

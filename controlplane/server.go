@@ -72,6 +72,8 @@ type Server struct {
 	gateway string
 	// gossipAddr is where the server's gossip member listens.
 	gossipAddr string
+	// gossipKey keys the cluster's gossip.
+	gossipKey []byte
 }
 
 // GossipAddr is where the server gossips ("" when it does not); valid
@@ -107,6 +109,9 @@ func (s *Server) AdminConfig() *client.Config { return s.admin }
 
 // JoinToken is the token agents join with; valid after Ready.
 func (s *Server) JoinToken() string { return s.join }
+
+// GossipKey is the cluster's gossip key; valid after Ready.
+func (s *Server) GossipKey() []byte { return s.gossipKey }
 
 // GatewayToken is a token gateways use; valid after Ready.
 func (s *Server) GatewayToken() string { return s.gateway }
@@ -164,7 +169,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.store = parts.store
 
-	stopGossip, err := s.startGossip(parts.controllers)
+	s.gossipKey = certs.gossipKey
+	stopGossip, err := s.startGossip(parts.controllers, certs.gossipKey)
 	if err != nil {
 		return err
 	}
@@ -197,6 +203,8 @@ type certs struct {
 	// agentClient is the API server's client certificate for node
 	// agents, from the cluster CA: what the agents trust.
 	agentClient tls.Certificate
+	// gossipKey keys the cluster's gossip (see pki.LoadOrCreateGossipKey).
+	gossipKey []byte
 }
 
 // loadPKI loads the CAs and the API's certificates from the data dir,
@@ -217,6 +225,9 @@ func (s *Server) loadPKI() (*certs, error) {
 	}
 	c := &certs{dir: dir, ca: ca, api: api}
 	if err := s.loadNodePKI(c, now); err != nil {
+		return nil, err
+	}
+	if c.gossipKey, err = pki.LoadOrCreateGossipKey(dir); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -265,6 +276,7 @@ func (s *Server) build(db *etcdConn, c *certs) (*parts, error) {
 		ResolveImage:   resolver.resolve,
 		Load:           store.NewGatewayLoad(p.store, s.cfg.Autoscaling.StatsMaxAge),
 		NodeCA:         c.nodes,
+		GossipKey:      c.gossipKey,
 		// Its own copy: the API keeps it for as long as it serves.
 		AgentClientCertificate: &c.agentClient,
 	})
@@ -312,13 +324,13 @@ func (s *Server) bootstrapTokens(ctx context.Context, tokens *auth.Store, caPEM 
 // startGossip makes the server a gossip member when GossipAddr is set, so
 // that the node controller hears of a dead node when gossip does. It
 // returns how to leave.
-func (s *Server) startGossip(mgr *controllers.Manager) (stop func(), err error) {
+func (s *Server) startGossip(mgr *controllers.Manager, key []byte) (stop func(), err error) {
 	if s.cfg.GossipAddr == "" {
 		return func() {}, nil
 	}
 	live := newLiveness()
 	g, err := gossip.Start(gossip.Options{Role: gossip.RoleServer, NodeName: "server-" + s.cfg.Name, Addr: s.cfg.GossipAddr,
-		Seeds: s.cfg.GossipJoin, JoinToken: s.join, Handler: live, Logger: s.log, Clock: s.clock})
+		Seeds: s.cfg.GossipJoin, Key: key, Handler: live, Logger: s.log, Clock: s.clock})
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package controlplane_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -12,14 +13,15 @@ import (
 	"github.com/surgeplatform/surge/controlplane/controlplanetest"
 )
 
-// TestRevokedDataDirTokens: an admin or gateway token the data dir keeps
-// that was revoked (a rotation) is made anew at the next start, so that
-// surge up and the client config it writes work again; the join token,
-// which keys gossip, is kept, and the log says what to do.
+// TestRevokedDataDirTokens: an admin, gateway or join token the data dir
+// keeps that was revoked (a rotation) is made anew at the next start, so
+// that surge up and the client config it writes work again; the gossip
+// key, which no token gives, stays.
 func TestRevokedDataDirTokens(t *testing.T) {
 	ctx := context.Background()
 	in := controlplanetest.Start(t)
 	oldAdmin, oldGateway, oldJoin := in.Server().AdminConfig().Token, in.Server().GatewayToken(), in.Server().JoinToken()
+	oldKey := in.Server().GossipKey()
 
 	var second api.NewToken
 	if err := in.Client().Do(ctx, http.MethodPost, "/v1/tokens", api.TokenRequest{Role: "admin", Description: "rotation"}, &second); err != nil {
@@ -36,11 +38,11 @@ func TestRevokedDataDirTokens(t *testing.T) {
 	in.Restart()
 
 	admin, gateway := in.Server().AdminConfig().Token, in.Server().GatewayToken()
-	if admin == oldAdmin || gateway == oldGateway {
-		t.Fatal("the revoked admin or gateway token is still the data dir's")
+	if admin == oldAdmin || gateway == oldGateway || in.Server().JoinToken() == oldJoin {
+		t.Fatal("a revoked admin, gateway or join token is still the data dir's")
 	}
-	if in.Server().JoinToken() != oldJoin {
-		t.Error("the join token, which keys gossip, was replaced")
+	if !bytes.Equal(in.Server().GossipKey(), oldKey) || len(oldKey) != 32 {
+		t.Errorf("the gossip key changed with the tokens: %x, was %x", in.Server().GossipKey(), oldKey)
 	}
 	for _, tok := range []string{admin, gateway} {
 		if _, err := client.List[api.Node](ctx, in.ClientWithToken(tok), "", nil); err != nil {

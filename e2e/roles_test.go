@@ -208,7 +208,7 @@ func TestAgentSIGKILLUnderTraffic(t *testing.T) {
 		"--gossip-addr", gossipAddr, "--agent-addr", freeAddr(t)}}
 	gwAddr := freeAddr(t)
 	gw := &proc{t: t, env: []string{"SURGE_CONFIG=" + writeConfig("gateway", read("gateway-token"))}, args: []string{"gateway",
-		"--gateway-addr", gwAddr, "--join-token-file", filepath.Join(srv.dataDir, "join-token"), "--gossip-addr", freeAddr(t), "--join", gossipAddr}}
+		"--gateway-addr", gwAddr, "--gossip-addr", freeAddr(t), "--join", gossipAddr}}
 	agent.start()
 	gw.start()
 	t.Cleanup(func() {

@@ -103,7 +103,7 @@ func TestServersShowNoToken(t *testing.T) {
 	noTokenIn(t, "surge server's output", out, srvTokens)
 	join, gw := filepath.Join(srv.dataDir, "join-token"), filepath.Join(srv.dataDir, "gateway-token")
 	for _, want := range []string{"surge agent --api https://" + srv.api + " --token-file " + join,
-		"--token-file " + gw, "--join-token-file " + join} {
+		"surge gateway --api https://" + srv.api + " --token-file " + gw} {
 		if !strings.Contains(out, want) {
 			t.Errorf("surge server's output lacks %q:\n%s", want, out)
 		}

@@ -327,8 +327,11 @@ func TestRetryBudgetUnderLoad(t *testing.T) {
 	}
 	retries := testutil.ToFloat64(tg.metrics.retries.WithLabelValues("default", "down", "down-00001"))
 	limit := cfg.RetryBudgetRatio*n + float64(cfg.RetryBudgetBurst)
-	if retries < float64(cfg.RetryBudgetBurst) || retries > limit || int64(retries)+n != cuts.Load() {
-		t.Errorf("%v retries and %d attempts for %d requests; want at least the burst, at most %v retries (%.0f%% and a burst of %d), each one attempt more",
+	// Each request reaches a replica at least once, and a retry at most
+	// once more (a retry whose connection fails before the replica
+	// accepts it, on a loaded machine, reaches none).
+	if attempts := cuts.Load(); retries < float64(cfg.RetryBudgetBurst) || retries > limit || attempts < n || attempts > n+int64(retries) {
+		t.Errorf("%v retries and %d attempts for %d requests; want at least the burst, at most %v retries (%.0f%% and a burst of %d), each at most one attempt more",
 			retries, cuts.Load(), n, limit, 100*cfg.RetryBudgetRatio, cfg.RetryBudgetBurst)
 	}
 	t.Logf("%d requests, %v retries (budget %v)", n, retries, limit)

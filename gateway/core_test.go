@@ -578,7 +578,7 @@ func TestConfigValidateReportsEveryField(t *testing.T) {
 func TestRelistKeepsGossipEndpoints(t *testing.T) {
 	s := newState()
 	s.SetEndpoint(EndpointInfo{Namespace: "default", Replica: "from-etcd", Addr: "10.0.0.1:8080", Phase: api.ReplicaReady})
-	s.SetEndpoint(EndpointInfo{Namespace: "default", Replica: "from-gossip", Addr: "10.0.0.2:8080", Phase: api.ReplicaReady, FromGossip: true})
+	s.SetGossipEndpoint(EndpointInfo{Namespace: "default", Replica: "from-gossip", Addr: "10.0.0.2:8080", Phase: api.ReplicaReady})
 	s.ClearEndpoints()
 	var left []string
 	for k := range s.endpoints {
@@ -586,5 +586,80 @@ func TestRelistKeepsGossipEndpoints(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"from-gossip"}, left); diff != "" {
 		t.Errorf("endpoints after a relist (-want +got):\n%s", diff)
+	}
+}
+
+// TestGossipEndpointsRoutedOnlyWhereTheControlPlaneAgrees: every member of
+// gossip holds its key, a gateway too, so what gossip announces is routed
+// only where it agrees with what the control plane assigned: the replica
+// exists, bound to the node that announces it, at an address in that
+// node's pod subnet (the one the control plane knows, once it knows one),
+// and it serves the revision the control plane says. A replica still
+// starting in the control plane's eyes is routed at once on gossip's word.
+func TestGossipEndpointsRoutedOnlyWhereTheControlPlaneAgrees(t *testing.T) {
+	r := newRoutes(routeConfig{defaultTimeout: time.Minute, queueDepth: 3, budget: newBudgetConfig(0.2, 1)}, routeHooks{})
+	bound := func(replica, node, addr string, phase api.ReplicaPhase) EndpointInfo {
+		return EndpointInfo{Namespace: "default", Replica: replica, Function: "hello", Revision: "hello-00001", Node: node, Addr: addr, Phase: phase}
+	}
+	announced := func(replica, node, addr string) EndpointInfo {
+		// What gossip says it serves is ignored: the control plane's word.
+		return EndpointInfo{Namespace: "default", Replica: replica, Function: "other", Revision: "other-00001", Node: node, Addr: addr, Phase: api.ReplicaReady}
+	}
+	r.Update(func(s *State) {
+		for _, fn := range []string{"hello", "other"} {
+			s.SetFunction(FunctionInfo{Namespace: "default", Name: fn})
+			s.SetRevision(RevisionInfo{Namespace: "default", Name: fn + "-00001", Function: fn, Number: 1})
+		}
+		s.SetNodeSubnet("n1", netip.MustParsePrefix("10.244.1.0/24"))
+		s.SetNodeSubnet("n2", netip.MustParsePrefix("10.244.2.0/24"))
+		s.SetEndpoint(bound("good", "n1", "", api.ReplicaStarting))
+		s.SetEndpoint(bound("known-addr", "n1", "10.244.1.7:8080", api.ReplicaStarting))
+		s.SetEndpoint(bound("elsewhere", "n2", "", api.ReplicaPending))
+
+		s.SetGossipEndpoint(announced("good", "n1", "10.244.1.5:8080"))
+		s.SetGossipEndpoint(announced("known-addr", "n1", "10.244.1.66:8080")) // not the address etcd holds
+		s.SetGossipEndpoint(announced("elsewhere", "n1", "10.244.1.6:8080"))   // bound to n2
+		s.SetGossipEndpoint(announced("nobody", "n1", "10.244.1.8:8080"))      // no such replica
+		s.SetGossipEndpoint(announced("elsewhere", "n2", "10.0.0.1:8080"))     // outside n2's subnet
+	})
+	routed := func() []string {
+		var got []string
+		for _, fn := range []string{"hello", "other"} {
+			for _, ep := range r.Load().routes[fn].targets[0].rev.endpoints() {
+				got = append(got, fn+" "+ep.addr)
+			}
+		}
+		return got
+	}
+	if diff := cmp.Diff([]string{"hello 10.244.1.5:8080"}, routed()); diff != "" {
+		t.Errorf("routed after gossip's announcements (-want +got):\n%s", diff)
+	}
+
+	// The control plane moves the replica to another node: gossip's word
+	// for the old one no longer counts.
+	r.Update(func(s *State) { s.SetEndpoint(bound("good", "n2", "", api.ReplicaStarting)) })
+	if got := routed(); len(got) != 0 {
+		t.Errorf("routed after the replica was bound elsewhere: %v, want nothing", got)
+	}
+	// A node's subnet changed under an endpoint: no longer routed.
+	r.Update(func(s *State) {
+		s.SetEndpoint(bound("good", "n1", "", api.ReplicaStarting))
+		s.SetGossipEndpoint(announced("good", "n1", "10.244.1.5:8080"))
+		s.SetNodeSubnet("n1", netip.MustParsePrefix("10.244.9.0/24"))
+	})
+	if got := routed(); len(got) != 0 {
+		t.Errorf("routed outside the node's new subnet: %v, want nothing", got)
+	}
+	// Gossip saying a replica is gone counts only from its node.
+	r.Update(func(s *State) {
+		s.SetNodeSubnet("n1", netip.MustParsePrefix("10.244.1.0/24"))
+		s.DeleteGossipEndpoint("default", "good", "n2")
+	})
+	if diff := cmp.Diff([]string{"hello 10.244.1.5:8080"}, routed()); diff != "" {
+		t.Errorf("routed after another node said the replica is gone (-want +got):\n%s", diff)
+	}
+	r.Update(func(s *State) { s.DeleteGossipEndpoint("default", "good", "n1") })
+	if got := routed(); len(got) != 0 {
+		t.Errorf("routed after its node said it is gone: %v, want nothing", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -66,6 +67,12 @@ func (s *ControlPlaneSource) Run(ctx context.Context, u Updater) error {
 		return syncKind(ctx, s, u, func(st *State) { st.ClearTraffic() },
 			func(st *State, t *api.Traffic) { st.SetTraffic(nsOf(t.Metadata), t.Metadata.Name, t.Spec.Targets) },
 			func(st *State, t *api.Traffic) { st.DeleteTraffic(nsOf(t.Metadata), t.Metadata.Name) })
+	})
+	eg.Go(func() error {
+		// Nodes' pod subnets, against which what gossip announces is checked.
+		return syncKind(ctx, s, u, func(st *State) { st.ClearNodeSubnets() },
+			func(st *State, n *api.Node) { st.SetNodeSubnet(n.Metadata.Name, podSubnet(n)) },
+			func(st *State, n *api.Node) { st.ForgetNode(n.Metadata.Name) })
 	})
 	eg.Go(func() error {
 		return syncKind(ctx, s, u, func(st *State) { st.ClearEndpoints() },
@@ -172,6 +179,15 @@ func revisionInfo(r *api.Revision) RevisionInfo {
 		ri.Timeout = d
 	}
 	return ri
+}
+
+// podSubnet is a node's pod subnet; the zero Prefix while it has none.
+func podSubnet(n *api.Node) netip.Prefix {
+	p, err := netip.ParsePrefix(n.Spec.PodSubnet)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	return p.Masked()
 }
 
 func endpointInfo(r *api.Replica) EndpointInfo {

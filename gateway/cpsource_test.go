@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -16,9 +17,10 @@ import (
 	"github.com/surgeplatform/surge/internal/clock"
 )
 
-// fakeAPI serves list and watch for the four kinds the source reads, the
+// fakeAPI serves list and watch for the five kinds the source reads, the
 // way controlplane/apiserver does: a list, then newline-delimited events;
-// and it keeps the stats windows gateways post.
+// it keeps the stats windows gateways post, and hands out the gossip key
+// (testGossipKey).
 type fakeAPI struct {
 	mu     sync.Mutex
 	lists  map[string]any // plural -> api.List[T]
@@ -30,9 +32,12 @@ type fakeAPI struct {
 	stats     []api.GatewayStats
 }
 
+// testGossipKey is the gossip key of the tests' clusters.
+var testGossipKey = []byte("surge-gateway-test-gossip-key-01")
+
 func newFakeAPI() *fakeAPI {
 	f := &fakeAPI{lists: map[string]any{}, listed: map[string]int{}, failLists: map[string]int{}, events: map[string]chan string{}, watched: map[string]int{}}
-	for _, k := range []string{"functions", "revisions", "traffic", "replicas"} {
+	for _, k := range []string{"functions", "revisions", "traffic", "replicas", "nodes"} {
 		f.events[k] = make(chan string, 16)
 		f.lists[k] = api.List[struct{}]{ResourceVersion: "1", Items: []struct{}{}}
 	}
@@ -44,6 +49,10 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Authorization") != "Bearer t" {
 		w.WriteHeader(http.StatusUnauthorized)
 		json.NewEncoder(w).Encode(api.Error{Code: 401, Reason: api.ReasonUnauthorized, Message: "no"})
+		return
+	}
+	if r.Method == http.MethodGet && kind == "gossip/key" {
+		json.NewEncoder(w).Encode(api.GossipKey{Key: hex.EncodeToString(testGossipKey)})
 		return
 	}
 	if r.Method == http.MethodPost && kind == "stats" {

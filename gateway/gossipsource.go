@@ -2,7 +2,7 @@ package gateway
 
 import (
 	"context"
-	"strconv"
+	"net/netip"
 	"sync"
 
 	"github.com/surgeplatform/surge/api"
@@ -12,7 +12,9 @@ import (
 // GossipSource feeds the routing state from gossip: a replica's endpoint
 // is routed the moment its agent says it is ready, and every endpoint of a
 // node that gossip declares dead is dropped at once, without waiting for
-// etcd. It is both the gossip.Handler of the gateway's member and one of
+// etcd. Every member of gossip holds the key, gateways too: an endpoint it
+// announces is routed only where it agrees with what the control plane
+// assigned (State.gossipAgrees). It is both the gossip.Handler of the gateway's member and one of
 // its RouteSources.
 type GossipSource struct {
 	mu      sync.Mutex
@@ -51,15 +53,14 @@ func (s *GossipSource) OnNode(ev gossip.NodeEvent) {
 // OnEndpoint implements gossip.Handler.
 func (s *GossipSource) OnEndpoint(ev gossip.EndpointEvent) {
 	if ev.Type == gossip.EndpointGone {
-		s.enqueue(func(st *State) { st.DeleteEndpoint(ev.Namespace, ev.Replica) })
+		s.enqueue(func(st *State) { st.DeleteGossipEndpoint(ev.Namespace, ev.Replica, ev.Node) })
 		return
 	}
 	e := EndpointInfo{
 		Namespace: ev.Namespace, Replica: ev.Replica, Function: ev.Function, Revision: ev.Revision,
-		Node: ev.Node, Addr: ev.IP.String() + ":" + strconv.Itoa(int(ev.Port)), Phase: api.ReplicaReady,
-		FromGossip: true,
+		Node: ev.Node, Addr: netip.AddrPortFrom(ev.IP, ev.Port).String(), Phase: api.ReplicaReady,
 	}
-	s.enqueue(func(st *State) { st.SetEndpoint(e) })
+	s.enqueue(func(st *State) { st.SetGossipEndpoint(e) })
 }
 
 // Run implements RouteSource: it applies the queued changes, a batch per

@@ -196,6 +196,12 @@ func (r *Routes) rebuild() {
 	ready := map[*revision][]*Endpoint{}
 	seen := make(map[endpointKey]bool, len(s.endpoints))
 	for _, ei := range s.endpoints {
+		if ei.FromGossip {
+			var ok bool
+			if ei, ok = s.gossipAgrees(ei); !ok {
+				continue // not (yet) what the control plane assigned
+			}
+		}
 		rev := live[api.Key{Namespace: ei.Namespace, Name: ei.Revision}]
 		if rev == nil || ei.Addr == "" {
 			continue // gossip may know a replica before the watch knows its revision

@@ -11,16 +11,20 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/gossip"
+	"github.com/surgeplatform/surge/internal/backoff"
 	"github.com/surgeplatform/surge/internal/clock"
 )
 
 // Options are one gateway process: Run builds the proxy and its parts
-// from them (the control-plane watch, gossip when JoinToken is set, the
+// from them (the control-plane watch, gossip when GossipSeeds are set, the
 // activator and the stats sink) and runs them. Make them with
 // DefaultOptions.
 type Options struct {
@@ -36,17 +40,15 @@ type Options struct {
 	// the host name and Config.Addr.
 	Name string
 
-	// JoinToken, when set, makes the gateway a member of the cluster's
-	// gossip, where it learns that a replica is ready, or that a node
-	// died, at once rather than through etcd. Empty: the gateway learns
-	// endpoints from the API alone.
-	JoinToken string
-	// GossipAddr is where the gateway gossips, HOST:PORT with an IP host
-	// (port 0 picks one). Used only with JoinToken.
-	GossipAddr string
-	// GossipSeeds are gossip addresses of cluster members to join (see
-	// gossip.Options.Seeds). Used only with JoinToken.
+	// GossipSeeds, when set, make the gateway a member of the cluster's
+	// gossip, joining these members (see gossip.Options.Seeds): there it
+	// learns that a replica is ready, or that a node died, at once rather
+	// than through etcd. It gets the gossip key from the API with its
+	// token. None: the gateway learns endpoints from the API alone.
 	GossipSeeds []string
+	// GossipAddr is where the gateway gossips, HOST:PORT with an IP host
+	// (port 0 picks one). Used only with GossipSeeds.
+	GossipAddr string
 
 	// Registerer receives the gateway's metrics; nil registers none.
 	Registerer prometheus.Registerer
@@ -96,16 +98,8 @@ func (o Options) Validate() error {
 	if !validName(o.Name) {
 		add("Name %q must be 1-128 letters, digits, '-', '_', '.' or ':', starting with a letter or digit", o.Name)
 	}
-	switch {
-	case o.JoinToken != "":
-		if len(o.JoinToken) < gossip.MinJoinTokenLen {
-			add("JoinToken is %d bytes, want at least %d (the cluster's join token)", len(o.JoinToken), gossip.MinJoinTokenLen)
-		}
-		if !validGossipAddr(o.GossipAddr) {
-			add("GossipAddr %q is not HOST:PORT with an IP host, such as 0.0.0.0:7947", o.GossipAddr)
-		}
-	case len(o.GossipSeeds) > 0:
-		add("GossipSeeds %v are given without JoinToken: set it to gossip, or leave both out", o.GossipSeeds)
+	if len(o.GossipSeeds) > 0 && !validGossipAddr(o.GossipAddr) {
+		add("GossipAddr %q is not HOST:PORT with an IP host, such as 0.0.0.0:7947", o.GossipAddr)
 	}
 	if len(errs) == 0 {
 		return nil
@@ -235,7 +229,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	defer act.Wait()
 	sources := []RouteSource{&ControlPlaneSource{Client: c, Log: log, Clock: o.Clock}}
 	var gs *GossipSource
-	if o.JoinToken != "" {
+	if len(o.GossipSeeds) > 0 {
 		gs = NewGossipSource()
 		sources = append(sources, gs)
 	}
@@ -252,16 +246,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		return err
 	}
 	if gs != nil {
-		member, err := gossip.Start(gossip.Options{
-			Role: gossip.RoleGateway, NodeName: "gw-" + o.Name, Addr: o.GossipAddr, Seeds: o.GossipSeeds,
-			JoinToken: o.JoinToken, Handler: gs, Logger: log, Clock: o.Clock,
-		})
-		if err != nil {
-			return fmt.Errorf("gateway gossip: %w", err)
-		}
 		// Leave only after the drain: requests in flight meanwhile still
 		// learn of replicas that go.
-		defer member.Stop()
+		defer joinGossip(c, o, gs)()
 	}
 	addr := o.Config.Addr
 	if o.Listener != nil {
@@ -269,4 +256,51 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	log.Info("gateway serving", "addr", addr, "domain", o.Config.Domain, "name", o.Name, "gossip", gs != nil)
 	return gw.Run(ctx)
+}
+
+// gossipKeyRetry paces a gateway's asks for the gossip key while the API
+// cannot answer.
+var gossipKeyRetry = backoff.Policy{Base: 500 * time.Millisecond, Max: 10 * time.Second, Jitter: 0.2}
+
+// joinGossip makes the gateway a member of the cluster's gossip, in the
+// background: it gets the gossip key from the API with the gateway's
+// token (asking again while the API is out of reach: the gateway serves
+// from what it knows meanwhile) and starts the member, handled by gs.
+// leave stops both.
+func joinGossip(c *client.Client, o Options, gs *GossipSource) (leave func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var member *gossip.Running
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		var key []byte
+		err := backoff.Retry(ctx, o.Clock, gossipKeyRetry, func(ctx context.Context) (err error) {
+			key, err = client.GossipKey(ctx, c)
+			switch {
+			case errors.Is(err, api.ErrUnauthorized) || errors.Is(err, api.ErrForbidden):
+				return backoff.Permanent(err)
+			case err != nil && ctx.Err() == nil:
+				o.Log.Warn("gateway gossip: no gossip key yet; endpoints come from the API meanwhile", "err", err)
+			}
+			return err
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			member, err = gossip.Start(gossip.Options{
+				Role: gossip.RoleGateway, NodeName: "gw-" + o.Name, Addr: o.GossipAddr, Seeds: o.GossipSeeds,
+				Key: key, Handler: gs, Logger: o.Log, Clock: o.Clock,
+			})
+		}
+		if err != nil {
+			o.Log.Error("gateway gossip: not a member; endpoints come from the API alone", "err", err)
+		}
+	})
+	return func() {
+		cancel()
+		wg.Wait()
+		if member != nil {
+			member.Stop()
+		}
+	}
 }

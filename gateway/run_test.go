@@ -112,32 +112,40 @@ func TestRunRoutesWhatTheAPIListsAndReportsStats(t *testing.T) {
 	}
 }
 
-// TestRunRoutesAnEndpointGossipAnnounces: given a join token, the gateway
-// joins gossip through its seed, and routes to a replica that a node
-// agent announces there, which the API does not list.
+// TestRunRoutesAnEndpointGossipAnnounces: given seeds, the gateway gets
+// the gossip key from the API with its token, joins gossip through its
+// seed, and routes to a replica the moment its node's agent announces it
+// there, while the API still lists it as starting.
 func TestRunRoutesAnEndpointGossipAnnounces(t *testing.T) {
-	const token = "abc123.test-join-token-0123456789"
 	replica := helloReplica(t)
 	fake, apiCfg := helloAPI(t, "")
+	fake.lists["nodes"] = api.List[api.Node]{ResourceVersion: "5", Items: []api.Node{
+		{Metadata: api.ObjectMeta{Name: "node-a"}, Spec: api.NodeSpec{PodSubnet: "127.0.0.0/24"}},
+	}}
+	fake.lists["replicas"] = api.List[api.Replica]{ResourceVersion: "5", Items: []api.Replica{{
+		Metadata: api.ObjectMeta{Name: "hello-00001-bbbbb", Namespace: "default"},
+		Spec:     api.ReplicaSpec{Function: "hello", Revision: "hello-00001", NodeName: "node-a"},
+		Status:   api.ReplicaStatus{Phase: api.ReplicaStarting},
+	}}}
 	agent, err := gossip.Start(gossip.Options{Role: gossip.RoleAgent, NodeName: "node-a", Addr: "127.0.0.1:0",
-		JoinToken: token, Logger: slog.New(slog.DiscardHandler)})
+		Key: testGossipKey, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer agent.Stop()
 	opts := DefaultOptions()
-	opts.API, opts.JoinToken = apiCfg, token
+	opts.API = apiCfg
 	opts.GossipAddr, opts.GossipSeeds = "127.0.0.1:0", []string{agent.LocalNode().Addr.String()}
 	rg := startRun(t, opts)
 	// The source's list of replicas replaces every endpoint, gossip's too:
 	// announce once it has been applied.
-	eventually(t, "the API's replicas to be watched", func() bool { return fake.watchCount("replicas") > 0 })
+	eventually(t, "the API's replicas and nodes to be watched", func() bool {
+		return fake.watchCount("replicas") > 0 && fake.watchCount("nodes") > 0
+	})
 
-	host, port, _ := net.SplitHostPort(replica)
-	p, _ := strconv.Atoi(port)
+	ap := netip.MustParseAddrPort(replica)
 	ev := gossip.EndpointEvent{Type: gossip.EndpointReady, Namespace: "default", Function: "hello", Revision: "hello-00001",
-		Replica: "hello-00001-bbbbb", Port: uint16(p)}
-	ev.IP = netip.MustParseAddr(host)
+		Replica: "hello-00001-bbbbb", Node: "node-a", IP: ap.Addr(), Port: ap.Port()}
 	if err := agent.Broadcast(ev); err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +161,7 @@ func TestRunReportsEveryBadOption(t *testing.T) {
 	opts.Config.MaxRetries = -1
 	opts.API = client.Config{Server: "ftp://api"}
 	opts.Name = "-gw"
-	opts.JoinToken = "short"
+	opts.GossipSeeds = []string{"10.0.0.1:7946"}
 	opts.GossipAddr = "localhost:7947"
 	err := Run(context.Background(), opts)
 	if !errors.Is(err, ErrInvalidConfig) {
@@ -165,7 +173,6 @@ func TestRunReportsEveryBadOption(t *testing.T) {
 		`API.Server "ftp://api"`,
 		"API.Token is empty",
 		`Name "-gw"`,
-		"JoinToken is 5 bytes",
 		`GossipAddr "localhost:7947"`,
 	} {
 		if !strings.Contains(err.Error(), want) {
@@ -173,10 +180,4 @@ func TestRunReportsEveryBadOption(t *testing.T) {
 		}
 	}
 
-	opts = DefaultOptions()
-	opts.API = client.Config{Server: "https://127.0.0.1:7070", Token: "t"}
-	opts.GossipSeeds = []string{"10.0.0.1:7946"}
-	if err := opts.Validate(); err == nil || !strings.Contains(err.Error(), "GossipSeeds [10.0.0.1:7946] are given without JoinToken") {
-		t.Errorf("Validate of seeds without a join token = %v", err)
-	}
 }

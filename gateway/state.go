@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	"github.com/surgeplatform/surge/api"
@@ -55,6 +56,8 @@ type EndpointInfo struct {
 	// FromGossip marks an endpoint that gossip announced and the control
 	// plane has not (yet) confirmed: a control-plane relist does not
 	// clear it (ClearEndpoints), as gossip's own events add and remove it.
+	// It is routed only where it agrees with the control plane (see
+	// State.gossipAgrees).
 	FromGossip bool
 }
 
@@ -66,6 +69,13 @@ type State struct {
 	revisions map[api.Key]RevisionInfo
 	traffic   map[api.Key][]api.TrafficTarget // by function
 	endpoints map[api.Key]EndpointInfo        // by replica
+	// bound is every replica the control plane lists, in any phase: the
+	// node it is bound to, what it serves and its address once known.
+	// subnets is every node's pod subnet, as the control plane assigned
+	// it. Any member of gossip can announce anything; what it announces
+	// is routed only where these agree.
+	bound   map[api.Key]EndpointInfo
+	subnets map[string]netip.Prefix
 	// reported holds the replicas set since the last rebuild: a dead
 	// replica's ejection ends when it is reported Ready again.
 	reported map[api.Key]bool
@@ -77,6 +87,8 @@ func newState() State {
 		revisions: map[api.Key]RevisionInfo{},
 		traffic:   map[api.Key][]api.TrafficTarget{},
 		endpoints: map[api.Key]EndpointInfo{},
+		bound:     map[api.Key]EndpointInfo{},
+		subnets:   map[string]netip.Prefix{},
 		reported:  map[api.Key]bool{},
 	}
 }
@@ -111,16 +123,83 @@ func (s *State) DeleteTraffic(ns, function string) {
 	delete(s.traffic, api.Key{Namespace: ns, Name: function})
 }
 
-// SetEndpoint adds or replaces a replica's endpoint.
+// SetEndpoint adds or replaces a replica's endpoint, as the control plane
+// lists it. A replica the control plane still reports starting keeps the
+// ready endpoint gossip announced for it (gossip is faster).
 func (s *State) SetEndpoint(e EndpointInfo) {
+	k := api.Key{Namespace: e.Namespace, Name: e.Replica}
+	s.bound[k] = e
+	if cur, ok := s.endpoints[k]; ok && cur.FromGossip && (e.Phase == api.ReplicaPending || e.Phase == api.ReplicaStarting) {
+		return
+	}
+	s.endpoints[k] = e
+	s.reported[k] = true
+}
+
+// SetGossipEndpoint adds or replaces a replica's endpoint as gossip
+// announced it (e.FromGossip). It is routed once, and while, the control
+// plane agrees (gossipAgrees).
+func (s *State) SetGossipEndpoint(e EndpointInfo) {
+	e.FromGossip = true
 	k := api.Key{Namespace: e.Namespace, Name: e.Replica}
 	s.endpoints[k] = e
 	s.reported[k] = true
 }
 
-// DeleteEndpoint removes a replica's endpoint.
+// DeleteEndpoint removes a replica's endpoint: the control plane deleted
+// the replica.
 func (s *State) DeleteEndpoint(ns, replica string) {
-	delete(s.endpoints, api.Key{Namespace: ns, Name: replica})
+	k := api.Key{Namespace: ns, Name: replica}
+	delete(s.endpoints, k)
+	delete(s.bound, k)
+}
+
+// DeleteGossipEndpoint removes a replica's endpoint that gossip says is
+// gone, when gossip names the node the control plane bound it to.
+func (s *State) DeleteGossipEndpoint(ns, replica, node string) {
+	k := api.Key{Namespace: ns, Name: replica}
+	if b, ok := s.bound[k]; ok && b.Node != node {
+		return
+	}
+	delete(s.endpoints, k)
+}
+
+// SetNodeSubnet records the pod subnet the control plane assigned a node.
+func (s *State) SetNodeSubnet(node string, subnet netip.Prefix) {
+	if subnet.IsValid() {
+		s.subnets[node] = subnet
+	} else {
+		delete(s.subnets, node)
+	}
+}
+
+// ForgetNode drops a node the control plane deleted.
+func (s *State) ForgetNode(node string) { delete(s.subnets, node) }
+
+// ClearNodeSubnets drops every node's subnet; see ClearFunctions.
+func (s *State) ClearNodeSubnets() { clear(s.subnets) }
+
+// gossipAgrees reports whether an endpoint gossip announced agrees with
+// the control plane, and returns it as routed: the replica exists, bound
+// to the node gossip names; its address lies in that node's pod subnet,
+// and is the one the control plane knows, when it knows one; and it
+// serves the function and revision the control plane says (not those
+// gossip says).
+func (s *State) gossipAgrees(e EndpointInfo) (EndpointInfo, bool) {
+	b, ok := s.bound[api.Key{Namespace: e.Namespace, Name: e.Replica}]
+	if !ok || b.Node != e.Node {
+		return e, false
+	}
+	subnet, ok := s.subnets[b.Node]
+	ap, err := netip.ParseAddrPort(e.Addr)
+	if !ok || err != nil || !subnet.Contains(ap.Addr().Unmap()) {
+		return e, false
+	}
+	if b.Addr != "" && b.Addr != e.Addr {
+		return e, false
+	}
+	e.Function, e.Revision = b.Function, b.Revision
+	return e, true
 }
 
 // DeleteNode removes every endpoint on a node (gossip declared it dead).
@@ -145,8 +224,10 @@ func (s *State) ClearRevisions() { clear(s.revisions) }
 func (s *State) ClearTraffic() { clear(s.traffic) }
 
 // ClearEndpoints drops every endpoint the control plane gave, keeping
-// those gossip announced; see ClearFunctions.
+// those gossip announced (routed again once the new list agrees); see
+// ClearFunctions.
 func (s *State) ClearEndpoints() {
+	clear(s.bound)
 	for k, e := range s.endpoints {
 		if !e.FromGossip {
 			delete(s.endpoints, k)

@@ -1,8 +1,6 @@
 package gossip
 
 import (
-	"crypto/hkdf"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -78,7 +76,7 @@ func (m NodeMeta) validate(prefix string) []error {
 }
 
 // Config configures one gossip member. Make it with DefaultConfig, set
-// NodeName, JoinToken and Meta, and hand it to New, which copies it.
+// NodeName, Key and Meta, and hand it to New, which copies it.
 //
 // The timing values are memberlist's (see memberlist.Config for the
 // algorithm: SWIM with Lifeguard's suspicion, https://arxiv.org/abs/1707.00788).
@@ -115,12 +113,12 @@ type Config struct {
 	// from NodeName and Role.
 	Meta NodeMeta
 
-	// JoinToken is the cluster's join token. The gossip key is derived from
-	// it (see DeriveKey), and every packet and stream is encrypted and
-	// authenticated with it (AES-256-GCM); members with another token can
-	// neither join nor read. Required, at least MinJoinTokenLen bytes. It
-	// must be a random secret: the derivation does not stretch a weak one.
-	JoinToken string
+	// Key is the cluster's gossip key, KeySize random bytes that the first
+	// server makes (and every member obtains from the API with its own
+	// credentials): every packet and stream is encrypted and authenticated
+	// with it (AES-256-GCM), and members without it can neither join nor
+	// read. Required.
+	Key []byte
 	// Label is prefixed to every packet and stream, and authenticated with
 	// the key, so that another cluster's members on the same network (a
 	// second Surge, or a Consul) are turned away before decryption is even
@@ -199,11 +197,11 @@ type Config struct {
 	Clock clock.Clock
 }
 
-// MinJoinTokenLen is the shortest join token accepted, in bytes.
-const MinJoinTokenLen = 16
+// KeySize is the size of a gossip key, in bytes: AES-256.
+const KeySize = 32
 
 // DefaultConfig returns a Config with every default filled in, but no
-// JoinToken: the caller must set one.
+// Key: the caller must set one.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
@@ -332,8 +330,8 @@ func (c Config) problems() []error {
 	if c.AdvertisePort < 0 || c.AdvertisePort > 65535 {
 		add("AdvertisePort %d is out of range 0-65535", c.AdvertisePort)
 	}
-	if len(c.JoinToken) < MinJoinTokenLen {
-		add("JoinToken is %d bytes, want at least %d (the cluster's join token)", len(c.JoinToken), MinJoinTokenLen)
+	if len(c.Key) != KeySize {
+		add("Key is %d bytes, want %d (the cluster's gossip key)", len(c.Key), KeySize)
 	}
 	if c.Label == "" || len(c.Label) > memberlist.LabelMaxSize {
 		add("Label %q must be 1-%d bytes", c.Label, memberlist.LabelMaxSize)
@@ -389,23 +387,4 @@ func (c Config) problems() []error {
 		add("Clock is nil")
 	}
 	return errs
-}
-
-// The gossip key is HKDF-SHA256 (RFC 5869) of the join token with this
-// fixed salt and info, 32 bytes long, used as memberlist's AES-256-GCM key.
-// Changing either string splits old and new members into two clusters.
-const (
-	keySalt = "surge/gossip/v1"
-	keyInfo = "memberlist AES-256-GCM key"
-)
-
-// DeriveKey returns the 32-byte gossip key for a join token:
-// HKDF-SHA256(secret=token, salt="surge/gossip/v1",
-// info="memberlist AES-256-GCM key"). Every member of a cluster derives the
-// same key from the same token; a token change is a key change.
-func DeriveKey(joinToken string) ([]byte, error) {
-	if joinToken == "" {
-		return nil, fmt.Errorf("derive gossip key: empty join token")
-	}
-	return hkdf.Key(sha256.New, []byte(joinToken), []byte(keySalt), keyInfo, 32)
 }

@@ -1,7 +1,6 @@
 package gossip_test
 
 import (
-	"encoding/hex"
 	"errors"
 	"net/netip"
 	"strings"
@@ -11,12 +10,16 @@ import (
 	"github.com/surgeplatform/surge/gossip"
 )
 
-const testToken = "abc123.test-join-token-0123456789"
+// testKey is the gossip key of the tests' cluster; otherKey another's.
+var (
+	testKey  = []byte("surge-gossip-test-key-0123456789")
+	otherKey = []byte("another-clusters-gossip-key-0123")
+)
 
-func TestDefaultConfigWithTokenIsValid(t *testing.T) {
+func TestDefaultConfigWithKeyIsValid(t *testing.T) {
 	cfg := gossip.DefaultConfig()
 	cfg.NodeName = "node-a"
-	cfg.JoinToken = testToken
+	cfg.Key = testKey
 	cfg.Meta = gossip.NodeMeta{
 		Address:     netip.MustParseAddr("192.0.2.10"),
 		PodCIDR:     netip.MustParsePrefix("10.244.1.0/24"),
@@ -35,7 +38,7 @@ func TestValidateReportsEveryBadField(t *testing.T) {
 	cfg.Role = "worker"
 	cfg.BindAddr = "localhost"
 	cfg.BindPort = 70000
-	cfg.JoinToken = "short"
+	cfg.Key = []byte("short")
 	cfg.ProbeInterval = 100 * time.Millisecond
 	cfg.ProbeTimeout = time.Second
 	cfg.Meta.Name = "node-b"
@@ -49,7 +52,7 @@ func TestValidateReportsEveryBadField(t *testing.T) {
 		`Role "worker"`,
 		`BindAddr "localhost"`,
 		"BindPort 70000",
-		"JoinToken is 5 bytes",
+		"Key is 5 bytes, want 32",
 		"ProbeTimeout 1s must be shorter than ProbeInterval 100ms",
 		`Meta.Name "node-b" differs from NodeName "node-a"`,
 	} {
@@ -73,7 +76,7 @@ func TestValidateMeta(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := gossip.DefaultConfig()
-			cfg.JoinToken = testToken
+			cfg.Key = testKey
 			cfg.NodeName = "node-a"
 			if tt.meta.Name != "" {
 				cfg.NodeName = tt.meta.Name
@@ -87,29 +90,5 @@ func TestValidateMeta(t *testing.T) {
 				t.Errorf("Validate = %v, want an error with %q", err, tt.want)
 			}
 		})
-	}
-}
-
-// TestDeriveKeyIsStable pins the derivation: changing it makes members of
-// two versions unable to talk.
-func TestDeriveKeyIsStable(t *testing.T) {
-	k1, err := gossip.DeriveKey(testToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(k1) != 32 {
-		t.Fatalf("key is %d bytes, want 32", len(k1))
-	}
-	// Computed independently: RFC 5869 with Python's hmac and hashlib.
-	const want = "e4f60395acb51bc00ec636e4c2c5a36d31ac8c77173c9e1864ee0ae9cde3011f"
-	if got := hex.EncodeToString(k1); got != want {
-		t.Errorf("DeriveKey(%q) = %s, want %s", testToken, got, want)
-	}
-	k2, _ := gossip.DeriveKey(testToken + "x")
-	if hex.EncodeToString(k2) == hex.EncodeToString(k1) {
-		t.Error("two tokens gave one key")
-	}
-	if _, err := gossip.DeriveKey(""); err == nil {
-		t.Error("DeriveKey accepted an empty token")
 	}
 }

@@ -118,10 +118,6 @@ func New(cfg Config, h Handler) (*Gossip, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	key, err := DeriveKey(cfg.JoinToken)
-	if err != nil {
-		return nil, err
-	}
 	g := &Gossip{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "gossip", "node", cfg.NodeName),
@@ -155,7 +151,7 @@ func New(cfg Config, h Handler) (*Gossip, error) {
 	mc.AdvertisePort = cfg.AdvertisePort
 	mc.Transport = cfg.Transport
 	mc.Label = cfg.Label
-	mc.SecretKey = key
+	mc.SecretKey = slices.Clone(cfg.Key)
 	mc.GossipVerifyIncoming = true
 	mc.GossipVerifyOutgoing = true
 	mc.ProbeInterval = cfg.ProbeInterval

@@ -155,15 +155,15 @@ func TestUpdateMetaReachesOthers(t *testing.T) {
 	}
 }
 
-// TestOutsidersCannotJoin: a member with another join token (so another
-// key), or the right token but another label, is refused both ways and
+// TestOutsidersCannotJoin: a member with another gossip key, or the
+// right key but another label, is refused both ways and
 // never shows up in the cluster.
 func TestOutsidersCannotJoin(t *testing.T) {
 	tests := []struct {
 		name  string
 		setup func(*gossip.Config)
 	}{
-		{"other join token", func(c *gossip.Config) { c.JoinToken = "zzz999.another-clusters-token-000" }},
+		{"other key", func(c *gossip.Config) { c.Key = otherKey }},
 		{"other label", func(c *gossip.Config) { c.Label = "other-cluster" }},
 	}
 	for _, tt := range tests {

@@ -28,7 +28,7 @@ func testConfig(t *testing.T, name string) gossip.Config {
 	cfg.NodeName = name
 	cfg.BindAddr = "127.0.0.1"
 	cfg.BindPort = 0
-	cfg.JoinToken = testToken
+	cfg.Key = testKey
 	// Fast failure detection, with slack for -race on two busy cores: a
 	// false death in the middle of a test makes it flaky.
 	cfg.ProbeInterval = 200 * time.Millisecond

@@ -32,17 +32,17 @@ const labSubnet = "10.213.0.0/29"
 // two agents in two network namespaces find each other by gossip, and one
 // without the key cannot join. Three namespaces hang off a bridge in a
 // fourth: a (10.213.0.1), b (.2) and c (.3), every member on port 7946.
-// a and b share the join token and find each other; a member in c with
-// another token is refused by both, while a member in c with the right
-// token joins (so the refusal is the key's doing, not the network's).
+// a and b share the gossip key and find each other; a member in c with
+// another key is refused by both, while a member in c with the right
+// key joins (so the refusal is the key's doing, not the network's).
 func TestNetnsAgentsFindEachOtherAndOutsiderCannotJoin(t *testing.T) {
 	lab := newNetnsLab(t)
 	nsA := lab.addNode("a", "10.213.0.1/29")
 	nsB := lab.addNode("b", "10.213.0.2/29")
 	nsC := lab.addNode("c", "10.213.0.3/29")
 
-	a := startInNetns(t, nsA, "agent-a", "10.213.0.1", 7946, testToken)
-	b := startInNetns(t, nsB, "agent-b", "10.213.0.2", 7946, testToken)
+	a := startInNetns(t, nsA, "agent-a", "10.213.0.1", 7946, testKey)
+	b := startInNetns(t, nsB, "agent-b", "10.213.0.2", 7946, testKey)
 	join(t, b, a)
 	for _, m := range []*member{a, b} {
 		waitFor(t, 10*time.Second, m.name+" to see both agents", func() bool { return seesAlive(m, "agent-a", "agent-b") })
@@ -53,7 +53,7 @@ func TestNetnsAgentsFindEachOtherAndOutsiderCannotJoin(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "agent-b to learn agent-a's endpoint", func() bool { return hasReady(b, ep, "agent-a") })
 
-	outsider := startInNetns(t, nsC, "outsider", "10.213.0.3", 7946, "zzz999.another-clusters-token-000")
+	outsider := startInNetns(t, nsC, "outsider", "10.213.0.3", 7946, otherKey)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, seed := range []*member{a, b} {
@@ -64,7 +64,7 @@ func TestNetnsAgentsFindEachOtherAndOutsiderCannotJoin(t *testing.T) {
 		}
 	}
 
-	insider := startInNetns(t, nsC, "agent-c", "10.213.0.3", 7947, testToken)
+	insider := startInNetns(t, nsC, "agent-c", "10.213.0.3", 7947, testKey)
 	join(t, insider, a)
 	for _, m := range []*member{a, b, insider} {
 		waitFor(t, 10*time.Second, m.name+" to see agents a, b and c", func() bool { return seesAlive(m, "agent-a", "agent-b", "agent-c") })
@@ -206,7 +206,7 @@ func (t *netnsTransport) DialAddressTimeout(a memberlist.Address, timeout time.D
 }
 
 // startInNetns runs a member whose sockets live in ns, at ip:port.
-func startInNetns(t *testing.T, ns, name, ip string, port int, token string) *member {
+func startInNetns(t *testing.T, ns, name, ip string, port int, key []byte) *member {
 	t.Helper()
 	var nt *memberlist.NetTransport
 	err := inNetns(ns, func() error {
@@ -222,7 +222,7 @@ func startInNetns(t *testing.T, ns, name, ip string, port int, token string) *me
 		t.Fatalf("listen in %s at %s:%d: %v", ns, ip, port, err)
 	}
 	cfg := testConfig(t, name)
-	cfg.JoinToken = token
+	cfg.Key = key
 	cfg.Transport = &netnsTransport{NetTransport: nt, ns: ns}
 	m := start(t, cfg)
 	if want := net.JoinHostPort(ip, fmt.Sprint(port)); m.addr != want {

@@ -32,10 +32,9 @@ type Options struct {
 	// yet is found once it is. None: the member waits to be joined (the
 	// first server).
 	Seeds []string
-	// JoinToken is the cluster's join token, from which the gossip key is
-	// derived (see DeriveKey): members with another token can neither join
-	// nor read. At least MinJoinTokenLen bytes.
-	JoinToken string
+	// Key is the cluster's gossip key (see Config.Key): members with
+	// another can neither join nor read.
+	Key []byte
 	// Meta is what the member tells the others besides its name and role,
 	// which Start fills in (an agent's routable Address, say).
 	Meta NodeMeta
@@ -53,7 +52,7 @@ type Options struct {
 // the Config's are left to its problems.
 func (o Options) config() (Config, []error) {
 	cfg := DefaultConfig()
-	cfg.NodeName, cfg.Role, cfg.JoinToken, cfg.Meta = o.NodeName, o.Role, o.JoinToken, o.Meta
+	cfg.NodeName, cfg.Role, cfg.Key, cfg.Meta = o.NodeName, o.Role, o.Key, o.Meta
 	if o.Logger != nil {
 		cfg.Logger = o.Logger
 	}
@@ -101,8 +100,7 @@ type Running struct {
 // naming every bad field, or the error binding the listeners.
 //
 // It is how every Surge role joins gossip: the listeners are created in
-// the calling goroutine's network namespace, the key is derived from
-// o.JoinToken, and a seed that does not answer yet is retried by Run's
+// the calling goroutine's network namespace, the key is o.Key, and a seed that does not answer yet is retried by Run's
 // reconnect loop.
 func Start(o Options) (*Running, error) {
 	if err := o.Validate(); err != nil {

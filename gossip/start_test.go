@@ -17,7 +17,7 @@ import (
 func TestStartJoinsSeedsAndStopWaits(t *testing.T) {
 	server, err := gossip.Start(gossip.Options{
 		Role: gossip.RoleServer, NodeName: "server-a", Addr: "127.0.0.1:0",
-		JoinToken: testToken, Logger: testLogger(t),
+		Key: testKey, Logger: testLogger(t),
 	})
 	if err != nil {
 		t.Fatalf("Start(server): %v", err)
@@ -26,7 +26,7 @@ func TestStartJoinsSeedsAndStopWaits(t *testing.T) {
 	rec := &gossiptest.Recorder{}
 	gw, err := gossip.Start(gossip.Options{
 		Role: gossip.RoleGateway, NodeName: "gw-b", Addr: "127.0.0.1:0",
-		Seeds: []string{server.LocalNode().Addr.String()}, JoinToken: testToken,
+		Seeds: []string{server.LocalNode().Addr.String()}, Key: testKey,
 		Handler: rec, Logger: testLogger(t),
 	})
 	if err != nil {
@@ -61,7 +61,7 @@ func TestStartJoinsSeedsAndStopWaits(t *testing.T) {
 }
 
 func TestStartReportsEveryBadOption(t *testing.T) {
-	_, err := gossip.Start(gossip.Options{Role: "worker", NodeName: "n", Addr: "localhost:99999", JoinToken: "short"})
+	_, err := gossip.Start(gossip.Options{Role: "worker", NodeName: "n", Addr: "localhost:99999", Key: []byte("short")})
 	if !errors.Is(err, gossip.ErrInvalidConfig) {
 		t.Fatalf("Start = %v, want ErrInvalidConfig", err)
 	}
@@ -69,13 +69,13 @@ func TestStartReportsEveryBadOption(t *testing.T) {
 		`Addr "localhost:99999": host "localhost" is not an IP address`,
 		`Addr "localhost:99999": port "99999" is not 0-65535`,
 		`Role "worker"`,
-		"JoinToken is 5 bytes",
+		"Key is 5 bytes, want 32",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Start's error lacks %q:\n%v", want, err)
 		}
 	}
-	if err := (gossip.Options{Role: gossip.RoleAgent, NodeName: "n", Addr: "7946", JoinToken: testToken}).Validate(); err == nil || !strings.Contains(err.Error(), `Addr "7946" is not HOST:PORT`) {
+	if err := (gossip.Options{Role: gossip.RoleAgent, NodeName: "n", Addr: "7946", Key: testKey}).Validate(); err == nil || !strings.Contains(err.Error(), `Addr "7946" is not HOST:PORT`) {
 		t.Errorf("Validate of an address without a port = %v", err)
 	}
 }

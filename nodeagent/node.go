@@ -215,8 +215,17 @@ func Run(ctx context.Context, o Options) error {
 	c := id.api
 	o.registryCert = id.cert.get
 
+	// The gossip key comes with the node's identity: the join token does
+	// not give it.
+	key, err := client.GossipKey(ctx, c)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("node %s: %w", o.Agent.NodeName, err)
+	}
 	peers := NewPeers(o.Agent.NodeName, o.Log)
-	gopts := o.gossipOptions(peers)
+	gopts := o.gossipOptions(peers, key)
 	g, err := gossip.Start(gopts)
 	if err != nil {
 		return fmt.Errorf("join gossip at %s: %w", o.GossipAddr, err)
@@ -239,11 +248,12 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // gossipOptions is the agent's gossip member: named after the node, keyed
-// by the join token, telling peers the node's address, handled by peers.
-func (o Options) gossipOptions(peers *Peers) gossip.Options {
+// with the cluster's gossip key, telling peers the node's address,
+// handled by peers.
+func (o Options) gossipOptions(peers *Peers, key []byte) gossip.Options {
 	g := gossip.Options{
 		Role: gossip.RoleAgent, NodeName: o.Agent.NodeName, Addr: o.GossipAddr, Seeds: o.Join,
-		JoinToken: o.Client.Token, Logger: o.Log, Clock: o.Clock,
+		Key: key, Logger: o.Log, Clock: o.Clock,
 	}
 	if peers != nil {
 		g.Handler = peers

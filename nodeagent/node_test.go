@@ -204,13 +204,14 @@ func TestGossipConfigAndNodeMeta(t *testing.T) {
 	o.Agent.Address = "10.0.0.5"
 	o.Agent.MilliCPU, o.Agent.MemoryBytes = 3900, 8<<30
 	o = o.withDefaults()
-	g := o.gossipOptions(nil)
-	if g.NodeName != "node-1" || g.Role != gossip.RoleAgent || g.JoinToken != o.Client.Token || g.Meta.Address != netip.MustParseAddr("10.0.0.5") ||
+	key := []byte("surge-nodeagent-test-gossip-key0")
+	g := o.gossipOptions(nil, key)
+	if g.NodeName != "node-1" || g.Role != gossip.RoleAgent || string(g.Key) != string(key) || g.Meta.Address != netip.MustParseAddr("10.0.0.5") ||
 		g.Addr != o.GossipAddr || g.Clock != o.Clock || g.Handler != nil {
 		t.Errorf("gossip options: name %q, role %q, addr %q, meta %+v", g.NodeName, g.Role, g.Addr, g.Meta)
 	}
 	o.Agent.Address = "node-1.example.test"
-	if g := o.gossipOptions(nil); g.Meta.Address.IsValid() {
+	if g := o.gossipOptions(nil, nil); g.Meta.Address.IsValid() {
 		t.Errorf("a host name as address gave meta address %v, want none", g.Meta.Address)
 	}
 

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"net/netip"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,33 +35,19 @@ type GatewayOptions struct {
 	MaxConnsPerIP      int
 	RequestBodyTimeout time.Duration
 	TrustedProxies     []string
-	// JoinToken keys gossip; GossipAddr and Join place this gateway in it.
-	// Without a join token the gateway learns endpoints from etcd alone.
-	// surge gateway reads it from --join-token-file or SURGE_JOIN_TOKEN.
-	JoinToken  string
+	// GossipAddr and Join place this gateway in the cluster's gossip,
+	// keyed with the gossip key it gets from the API with its token.
+	// Without Join the gateway learns endpoints from etcd alone.
 	GossipAddr string
 	Join       []string
-	// joinTokenFile is --join-token-file; joinTokenFlag the retired
-	// --join-token, which only says what to use instead.
-	joinTokenFile, joinTokenFlag string
+	// retired holds the flags a gateway no longer takes
+	// (--join-token-file, --join-token): set, they only say what to do.
+	retired string
 }
 
-// JoinTokenEnv is the environment variable that holds the join token of a
-// gateway, for a machine where a file will not do.
-const JoinTokenEnv = "SURGE_JOIN_TOKEN"
-
-// joinToken returns the join token of --join-token-file, else of
-// SURGE_JOIN_TOKEN, else "". A token is never a flag's value: every user
-// of the machine reads a process's command line.
-func (o *GatewayOptions) joinToken(getenv func(string) string) (string, error) {
-	if o.joinTokenFlag != "" {
-		return "", cli.Usagef("--join-token shows the token to every user of this machine (ps): pass --join-token-file FILE, or set %s", JoinTokenEnv)
-	}
-	if o.joinTokenFile != "" {
-		return cli.ReadTokenFile("--join-token-file", o.joinTokenFile, nil)
-	}
-	return strings.TrimSpace(getenv(JoinTokenEnv)), nil
-}
+// errJoinTokenRetired is what --join-token-file and --join-token say: the
+// join token is for nodes, used once to obtain a node's certificate.
+var errJoinTokenRetired = cli.Usagef("a gateway no longer takes the join token: it gets the gossip key from the API with its gateway token; drop --join-token-file")
 
 func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 	d := gateway.DefaultConfig()
@@ -100,23 +84,25 @@ func (o *GatewayOptions) clientLimits(c *gateway.Config) error {
 }
 
 func addGatewayGossipFlags(c *cobra.Command, o *GatewayOptions) {
-	c.Flags().StringVar(&o.joinTokenFile, "join-token-file", "", "file holding the cluster's join token (the server's DATA_DIR/join-token), to learn endpoints by gossip at once; default $"+JoinTokenEnv)
-	c.Flags().StringVar(&o.joinTokenFlag, "join-token", "", "never: a token on the command line shows in ps; use --join-token-file or $"+JoinTokenEnv)
+	c.Flags().StringVar(&o.retired, "join-token-file", "", "retired: the gateway gets the gossip key from the API")
+	c.Flags().StringVar(&o.retired, "join-token", "", "retired: the gateway gets the gossip key from the API")
+	_ = c.Flags().MarkHidden("join-token-file")
 	_ = c.Flags().MarkHidden("join-token")
 	c.Flags().StringVar(&o.GossipAddr, "gossip-addr", gateway.DefaultOptions().GossipAddr, "where this gateway gossips")
-	c.Flags().StringSliceVar(&o.Join, "join", nil, "gossip addresses of cluster nodes (HOST:PORT)")
+	c.Flags().StringSliceVar(&o.Join, "join", nil, "gossip addresses of cluster members (HOST:PORT), to hear of ready endpoints at once; the gossip key comes from the API")
 }
 
 func newGatewayCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
 	o := &GatewayOptions{Streams: s}
 	c := &cobra.Command{
-		Use:   "gateway --api URL --token-file GATEWAY_TOKEN_FILE [--join-token-file JOIN_TOKEN_FILE]",
+		Use:   "gateway --api URL --token-file GATEWAY_TOKEN_FILE [--join HOST:PORT,...]",
 		Short: "Run a gateway: routes and balances every request to the functions' replicas",
 		Long: `Gateway routes every request to a replica of its function. It reads the API
 with a gateway token (--token-file, or SURGE_TOKEN; the first server start
-keeps one in DATA_DIR/gateway-token) and, to hear of ready endpoints by gossip
-at once, joins gossip with the cluster's join token (--join-token-file, or
-SURGE_JOIN_TOKEN). Neither token is ever a flag's value, which ps shows.`,
+keeps one in DATA_DIR/gateway-token), never a flag's value, which ps shows.
+With --join it also joins the cluster's gossip, with the gossip key the API
+gives it, to hear of ready endpoints at once; it routes what gossip
+announces only where the API agrees.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.LogLevel = g.LogLevel()
@@ -124,8 +110,8 @@ SURGE_JOIN_TOKEN). Neither token is ever a flag's value, which ps shows.`,
 			if err != nil {
 				return err
 			}
-			if o.JoinToken, err = o.joinToken(os.Getenv); err != nil {
-				return err
+			if o.retired != "" {
+				return errJoinTokenRetired
 			}
 			o.Client = *cfg
 			return runGateway(cmd.Context(), o, prometheus.NewRegistry())
@@ -156,7 +142,7 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 	if err := o.clientLimits(&opts.Config); err != nil {
 		return err
 	}
-	opts.JoinToken, opts.GossipSeeds = o.JoinToken, o.Join
+	opts.GossipSeeds = o.Join
 	if o.GossipAddr != "" {
 		opts.GossipAddr = o.GossipAddr
 	}

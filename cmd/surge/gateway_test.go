@@ -1,9 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,51 +15,19 @@ import (
 	"github.com/surgeplatform/surge/gateway"
 )
 
-// TestGatewayJoinToken: the join token comes from --join-token-file, else
-// SURGE_JOIN_TOKEN; --join-token, which ps would show, says what to use
-// instead.
-func TestGatewayJoinToken(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "join-token")
-	if err := os.WriteFile(file, []byte("abc123abc123.from-the-file\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	empty := filepath.Join(dir, "empty")
-	if err := os.WriteFile(empty, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := func(v string) func(string) string {
-		return func(k string) string {
-			if k == JoinTokenEnv {
-				return v
-			}
-			return ""
+// TestGatewayRefusesTheJoinToken: the join token is for nodes, used once
+// to obtain a node's certificate; a gateway gets the gossip key from the
+// API with its own token. The flags that gave it the join token say so,
+// with exit code 2 and one line, before anything starts.
+func TestGatewayRefusesTheJoinToken(t *testing.T) {
+	for _, flag := range []string{"--join-token-file=/etc/surge/join-token", "--join-token=abc123.secret"} {
+		var out, errb bytes.Buffer
+		code := cli.Execute(context.Background(), []string{"gateway", "--api", "https://127.0.0.1:7070", flag},
+			cli.Streams{In: strings.NewReader(""), Out: &out, Err: &errb}, "test", serverVerbs...)
+		want := "surge: a gateway no longer takes the join token: it gets the gossip key from the API with its gateway token; drop --join-token-file\n"
+		if code != 2 || errb.String() != want {
+			t.Errorf("surge gateway %s: exit %d, stderr %q; want 2, %q", flag, code, errb.String(), want)
 		}
-	}
-	for _, tc := range []struct {
-		name      string
-		o         GatewayOptions
-		env       string
-		want, err string
-	}{
-		{name: "file", o: GatewayOptions{joinTokenFile: file}, env: "abc123abc123.from-the-env", want: "abc123abc123.from-the-file"},
-		{name: "environment", env: "abc123abc123.from-the-env\n", want: "abc123abc123.from-the-env"},
-		{name: "none: endpoints from etcd alone"},
-		{name: "flag", o: GatewayOptions{joinTokenFlag: "abc123abc123.secret"}, err: "--join-token shows the token to every user of this machine (ps): pass --join-token-file FILE, or set SURGE_JOIN_TOKEN"},
-		{name: "empty file", o: GatewayOptions{joinTokenFile: empty}, err: "--join-token-file " + empty + " is empty"},
-		{name: "missing file", o: GatewayOptions{joinTokenFile: filepath.Join(dir, "nope")}, err: "no such file"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := tc.o.joinToken(env(tc.env))
-			switch {
-			case tc.err != "":
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Errorf("joinToken = %q, %v; want an error with %q", got, err, tc.err)
-				}
-			case err != nil || got != tc.want:
-				t.Errorf("joinToken = %q, %v; want %q", got, err, tc.want)
-			}
-		})
 	}
 }
 

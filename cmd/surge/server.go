@@ -211,7 +211,7 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 		gwo := o.Gateway
 		gwo.Streams, gwo.LogLevel = o.Streams, o.LogLevel
 		gwo.Client = client.Config{Server: admin.Server, CertificateAuthority: admin.CertificateAuthority, Token: srv.GatewayToken()}
-		gwo.JoinToken, gwo.GossipAddr, gwo.Join = srv.JoinToken(), "127.0.0.1:0", []string{ao.GossipAddr}
+		gwo.GossipAddr, gwo.Join = "127.0.0.1:0", []string{ao.GossipAddr}
 		roles.Go(func() error { return wrap("gateway", runGateway(rctx, &gwo, prometheus.NewRegistry())) })
 		fmt.Fprintf(o.Out, `Surge is up. API: %s   gateway: %s   data: %s
 Client config (admin token): %s
@@ -234,13 +234,13 @@ Press Ctrl-C to stop%s.
 		serverToken := tokenPath(o, controlplane.ServerTokenFile)
 		fmt.Fprintf(o.Out, "Surge server is up. API: %s\nAdmin client config: %s\n"+
 			"Tokens (files, mode 0600): join %s   gateway %s   server %s\n\n"+
-			"Copy %s and the token files to the other machines. Join a node agent with:\n"+
+			"Copy %s and the join token to node machines, the gateway token to gateway machines. Join a node agent with:\n"+
 			"  surge agent --api %s --token-file %s --ca-file %s%s\n"+
-			"Run a gateway with:\n  surge gateway --api %s --token-file %s --ca-file %s --join-token-file %s%s\n"+
+			"Run a gateway with:\n  surge gateway --api %s --token-file %s --ca-file %s%s\n"+
 			"Add a server (three keep serving when one fails), on its machine:\n"+
 			"  surge server --join-server %s --token-file %s --ca-file %s --api-addr THAT_IP:7070\n",
 			admin.Server, filepath.Join(o.Config.DataDir, controlplane.AdminConfigFile), joinToken, gatewayToken, serverToken,
-			ca, admin.Server, joinToken, ca, join, admin.Server, gatewayToken, ca, joinToken, join,
+			ca, admin.Server, joinToken, ca, join, admin.Server, gatewayToken, ca, join,
 			admin.Server, serverToken, ca)
 	}
 	// The server's own end: if it stops first, it takes the others along.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +56,9 @@ type env struct {
 	activated []string // "revision demand" of every OnActivate call
 }
 
+// testGossipKey is the gossip key the test server hands out.
+var testGossipKey = []byte("surge-apiserver-test-gossip-key0")
+
 func newEnv(t *testing.T, configure ...func(*apiserver.Config)) *env {
 	t.Helper()
 	cli := etcdtest.Start(t)
@@ -73,7 +77,7 @@ func newEnv(t *testing.T, configure ...func(*apiserver.Config)) *env {
 			e.activated = append(e.activated, fmt.Sprintf("%s %d", rev.Metadata.Name, demand))
 			return (demand + 99) / 100 // 100 per replica
 		},
-		NodeCA: nodeCA,
+		NodeCA: nodeCA, GossipKey: testGossipKey,
 		Extra: []apiserver.Route{
 			{Pattern: "GET /v2/", Resource: auth.ResourceRegistry, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "registry") })},
 			{Pattern: "PUT /v2/", Resource: auth.ResourceRegistry, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusCreated) })},
@@ -255,6 +259,11 @@ func TestRolesAreChecked(t *testing.T) {
 		{"node deploys", node, "PUT", "/v1/namespaces/default/functions/hello", `{"spec":{"image":"x"}}`, 403},
 		{"gateway activates", gateway, "POST", "/v1/namespaces/default/scales/hello-00001/activate", "", 200},
 		{"gateway writes a replica", gateway, "DELETE", "/v1/namespaces/default/replicas/hello-00001-abcde", "", 403},
+		// The gossip key is for its members (nodes by their certificate,
+		// gateways), not the join token's nor a reader's.
+		{"join token gets the gossip key", node, "GET", "/v1/gossip/key", "", 403},
+		{"viewer gets the gossip key", viewer, "GET", "/v1/gossip/key", "", 403},
+		{"gateway gets the gossip key", gateway, "GET", "/v1/gossip/key", "", 200},
 		{"admin pushes", e.admin, "PUT", "/v2/x/blobs/uploads/1", "", 201},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -264,6 +273,9 @@ func TestRolesAreChecked(t *testing.T) {
 			}
 			if a.code == http.StatusForbidden && !strings.Contains(a.err.Message, "role") {
 				t.Errorf("403 says %q, want it to name the role", a.err.Message)
+			}
+			if tc.path == "/v1/gossip/key" && a.code == http.StatusOK && string(a.body) != `{"key":"`+hex.EncodeToString(testGossipKey)+`"}`+"\n" {
+				t.Errorf("gossip key answer %s", a.body)
 			}
 		})
 	}

@@ -129,6 +129,7 @@ func TestNodeRestriction(t *testing.T) {
 		{"nodes", "GET", "/v1/nodes", "", 200, ""},
 		{"replicas", "GET", "/v1/replicas", "", 200, ""},
 		{"who", "GET", "/v1/whoami", "", 200, ""},
+		{"the gossip key", "GET", "/v1/gossip/key", "", 200, ""},
 		// Another node's.
 		{"another node's status", "PUT", "/v1/nodes/node-b/status", `{"status":{"address":"127.0.0.1","state":"dead"}}`, 403, ""},
 		{"another node's lease", "PUT", "/v1/nodes/node-b/lease", "", 403, ""},

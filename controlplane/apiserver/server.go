@@ -37,6 +37,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -90,6 +91,10 @@ type Config struct {
 	// which it presents to node agents to fetch replicas' logs; without
 	// it, or without NodeCA, the API serves no logs.
 	AgentClientCertificate *tls.Certificate
+	// GossipKey is the cluster's gossip key, which GET /v1/gossip/key
+	// hands to nodes (by their certificate) and gateways; without it that
+	// answers 404.
+	GossipKey []byte
 	// OnActivate, when set, learns of each activation (the autoscaler, so
 	// that it counts the demand and does not scale the revision straight
 	// back) and returns the replicas the demand needs now; without it an
@@ -250,6 +255,16 @@ func (s *Server) routes() {
 		promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP)
 	s.handle("GET /v1/version", auth.ResourceVersion, auth.Read, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"version": s.cfg.Version, "api": api.Version})
+	})
+	// The gossip key, for the members of the cluster's gossip: nodes and
+	// gateways (auth.ResourceGossipKey).
+	s.handle("GET /v1/gossip/key", auth.ResourceGossipKey, auth.Read, func(w http.ResponseWriter, r *http.Request) {
+		if len(s.cfg.GossipKey) == 0 {
+			writeError(w, s.cfg.Log, api.NewError(http.StatusNotFound, api.ReasonNotFound, "this server has no gossip key"))
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		writeJSON(w, http.StatusOK, api.GossipKey{Key: hex.EncodeToString(s.cfg.GossipKey)})
 	})
 	// whoami says who the caller is: its role, and its token or node.
 	s.handle("GET /v1/whoami", auth.ResourceWhoami, auth.Read, func(w http.ResponseWriter, r *http.Request) {

@@ -41,6 +41,9 @@ const (
 	// ResourceCertificates is a node renewing its client certificate or
 	// getting its serving certificate.
 	ResourceCertificates = "certificates"
+	// ResourceGossipKey is the cluster's gossip key: for the members of
+	// gossip (nodes, by their certificate, and gateways), read only.
+	ResourceGossipKey = "gossipkey"
 )
 
 // Principal is who a request authenticated as: a bearer token, or a node
@@ -104,7 +107,8 @@ var writable = map[Role]map[string]bool{
 // Allowed reports whether p may do verb on resource (a kind's plural, or
 // one of the Resource constants). Tokens are the admin's alone, for
 // reading too: a token list is a map of who can do what. Logs are for
-// those who read everything (admin and viewer). The join token (a
+// those who read everything (admin and viewer); the gossip key for those
+// who gossip (nodes and gateways). The join token (a
 // node-role token, held by every node and gateway host) may only
 // bootstrap a node's certificate; a node then acts with that certificate,
 // and the API server narrows further what it may change to its own
@@ -120,6 +124,8 @@ func Allowed(p Principal, v Verb, resource string) bool {
 		return v == Write && resource == ResourceBootstrap
 	case resource == ResourceBootstrap:
 		return false
+	case resource == ResourceGossipKey:
+		return v == Read && (r == RoleNode || r == RoleGateway)
 	case resource == ResourceLogs:
 		return v == Read && r == RoleViewer
 	case v == Read:
