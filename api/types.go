@@ -146,6 +146,17 @@ type FunctionSpec struct {
 	// whose labels hold every one of these pairs (Kubernetes'
 	// nodeSelector), e.g. {"disk": "ssd"}. Empty means any node.
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// Canary, when set, makes the function's next revisions take the
+	// traffic step by step, judged by the rollout controller; nil moves
+	// all of it at once when the revision has a Ready replica. It is not
+	// part of the revisions (RevisionTemplate): changing it alone makes
+	// none.
+	Canary *CanaryStrategy `json:"canary,omitempty"`
+	// KeepRevisions, when above 0, is how many of the function's
+	// revisions that take no traffic and have no tag the rollout
+	// controller keeps, the newest; it deletes older ones. 0 keeps every
+	// revision. Not part of the revisions either.
+	KeepRevisions int32 `json:"keepRevisions,omitempty"`
 }
 
 // FunctionStatus is what the control plane observed of a Function.
@@ -230,6 +241,13 @@ type TrafficTarget struct {
 	Revision string `json:"revision"`
 	// Percent of requests, 0 to 100; the targets of a Traffic sum to 100.
 	Percent int32 `json:"percent"`
+	// Tag, when set, makes the revision answer at its own host,
+	// TAG-FUNCTION.DOMAIN (TAG-FUNCTION.NAMESPACE.DOMAIN outside the
+	// default namespace), whatever its share, as Knative's traffic tags
+	// do; a tagged revision with 0% scales on its own requests, and to
+	// zero when they stop. A tag names one revision of a function, and a
+	// revision has one tag at most (it is named once).
+	Tag string `json:"tag,omitempty"`
 }
 
 // TrafficSpec lists where a function's requests go.
@@ -472,6 +490,10 @@ type RevisionLoad struct {
 	// InFlight and Queued are the counts at the window's end.
 	InFlight int64 `json:"inFlight,omitempty"`
 	Queued   int64 `json:"queued,omitempty"`
+	// Outcomes counts how the revision's requests ended at this gateway,
+	// cumulatively (not per window): for the rollout controller, which
+	// compares a canary's errors and latency with its baseline's.
+	Outcomes *Outcomes `json:"outcomes,omitempty"`
 }
 
 // GatewayStats is what a gateway reports every second for the autoscaler:

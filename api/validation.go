@@ -167,6 +167,11 @@ func SetDefaults(s *FunctionSpec) {
 	if s.Scaling.Metric == "" {
 		s.Scaling.Metric = MetricConcurrency
 	}
+	if s.Canary != nil {
+		c := *s.Canary
+		c.setDefaults()
+		s.Canary = &c
+	}
 }
 
 // ValidateFunction checks every field of a Function and reports every
@@ -285,6 +290,12 @@ func (v *validator) functionSpec(p string, s *FunctionSpec) {
 		seenSecret[n] = true
 	}
 	v.labels(p+".nodeSelector", s.NodeSelector)
+	if s.Canary != nil {
+		v.canary(p+".canary", s.Canary)
+	}
+	if s.KeepRevisions < 0 {
+		v.add(p+".keepRevisions", "must not be negative (0 keeps every revision)")
+	}
 }
 
 // MaxNodeImages bounds NodeStatus.Images, so that a node's object stays
@@ -333,6 +344,10 @@ func ValidatePullSecret(ps *PullSecret) error {
 	return v.result()
 }
 
+// TagHost is the first label of the host a tagged revision answers at:
+// "TAG-FUNCTION", as Knative names tag routes.
+func TagHost(tag, function string) string { return tag + "-" + function }
+
 // ValidateTraffic checks a Traffic object of the named function.
 func ValidateTraffic(t *Traffic) error {
 	var v validator
@@ -341,7 +356,7 @@ func ValidateTraffic(t *Traffic) error {
 		v.add("spec.targets", "is required: name at least one revision")
 	}
 	sum := int32(0)
-	seen := map[string]bool{}
+	seen, tags := map[string]bool{}, map[string]bool{}
 	for i, tt := range t.Spec.Targets {
 		f := fmt.Sprintf("spec.targets[%d]", i)
 		fn, _, ok := ParseRevisionName(tt.Revision)
@@ -358,6 +373,18 @@ func ValidateTraffic(t *Traffic) error {
 			v.add(f+".percent", "must be between 0 and 100")
 		}
 		sum += tt.Percent
+		if tt.Tag == "" {
+			continue
+		}
+		switch {
+		case ValidateName(tt.Tag) != nil:
+			v.add(f+".tag", "%q %s", tt.Tag, NameRule)
+		case len(tt.Tag)+1+len(t.Metadata.Name) > MaxNameLength:
+			v.add(f+".tag", "%q makes the host name %q longer than %d characters", tt.Tag, TagHost(tt.Tag, t.Metadata.Name), MaxNameLength)
+		case tags[tt.Tag]:
+			v.add(f+".tag", "%q tags two revisions: a tag names one", tt.Tag)
+		}
+		tags[tt.Tag] = true
 	}
 	if len(t.Spec.Targets) > 0 && sum != 100 {
 		v.add("spec.targets", "percentages must add up to 100, they add up to %d", sum)

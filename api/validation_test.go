@@ -260,6 +260,24 @@ func TestValidateFunction(t *testing.T) {
 		{"node selector", func(f *api.Function) { f.Spec.NodeSelector = map[string]string{"disk": "ssd", "example.com/zone": "a"} }, nil},
 		{"node selector bad value", func(f *api.Function) { f.Spec.NodeSelector = map[string]string{"disk": "s s d"} }, []string{"spec.nodeSelector[disk]"}},
 		{"node selector bad key", func(f *api.Function) { f.Spec.NodeSelector = map[string]string{"bad key": "v"} }, []string{"spec.nodeSelector"}},
+		// spec.canary, spec.keepRevisions: how revisions roll out and are kept.
+		{"canary", func(f *api.Function) {
+			f.Spec.Canary = &api.CanaryStrategy{Steps: []int32{10, 50, 100}, StepDuration: dur("30s")}
+		}, nil},
+		{"canary one step", func(f *api.Function) { f.Spec.Canary = &api.CanaryStrategy{Steps: []int32{100}} }, nil},
+		{"canary no steps", func(f *api.Function) { f.Spec.Canary = &api.CanaryStrategy{} }, []string{"spec.canary.steps"}},
+		{"canary not ending at 100", func(f *api.Function) { f.Spec.Canary = &api.CanaryStrategy{Steps: []int32{10, 50}} }, []string{"spec.canary.steps"}},
+		{"canary steps going down", func(f *api.Function) {
+			f.Spec.Canary = &api.CanaryStrategy{Steps: []int32{50, 10, 100}}
+		}, []string{"spec.canary.steps[1]"}},
+		{"canary step 0", func(f *api.Function) { f.Spec.Canary = &api.CanaryStrategy{Steps: []int32{0, 100}} }, []string{"spec.canary.steps[0]"}},
+		{"canary thresholds", func(f *api.Function) {
+			f.Spec.Canary = &api.CanaryStrategy{Steps: []int32{100}, StepDuration: dur("10ms"), MaxErrorRateIncrease: 2,
+				MaxLatencyRatio: 0.5, MinLatencyIncrease: dur("2h"), MinRequests: -1}
+		}, []string{"spec.canary.stepDuration", "spec.canary.maxErrorRateIncrease", "spec.canary.maxLatencyRatio",
+			"spec.canary.minLatencyIncrease", "spec.canary.minRequests"}},
+		{"keep revisions", func(f *api.Function) { f.Spec.KeepRevisions = 3 }, nil},
+		{"keep revisions negative", func(f *api.Function) { f.Spec.KeepRevisions = -1 }, []string{"spec.keepRevisions"}},
 		{"everything wrong", func(f *api.Function) {
 			*f = api.Function{
 				Metadata: api.ObjectMeta{Name: "Bad_Name", Namespace: "Bad_NS", Labels: map[string]string{"k": "a b"}},
@@ -388,33 +406,41 @@ func TestValidateTraffic(t *testing.T) {
 	traffic := func(name string, targets ...api.TrafficTarget) *api.Traffic {
 		return &api.Traffic{Metadata: api.ObjectMeta{Name: name, Namespace: "default"}, Spec: api.TrafficSpec{Targets: targets}}
 	}
-	type tg = api.TrafficTarget
+	tg := func(rev string, pct int32) api.TrafficTarget { return api.TrafficTarget{Revision: rev, Percent: pct} }
+	tagged := func(rev string, pct int32, tag string) api.TrafficTarget {
+		return api.TrafficTarget{Revision: rev, Percent: pct, Tag: tag}
+	}
 	tests := []struct {
 		name string
 		t    *api.Traffic
 		want []string
 	}{
-		{"one target", traffic("hello", tg{"hello-00001", 100}), nil},
-		{"split", traffic("hello", tg{"hello-00002", 80}, tg{"hello-00001", 20}), nil},
-		{"zero share kept", traffic("hello", tg{"hello-00002", 100}, tg{"hello-00001", 0}), nil},
-		{"hyphenated function", traffic("hello-world", tg{"hello-world-00012", 100}), nil},
+		{"one target", traffic("hello", tg("hello-00001", 100)), nil},
+		{"split", traffic("hello", tg("hello-00002", 80), tg("hello-00001", 20)), nil},
+		{"zero share kept", traffic("hello", tg("hello-00002", 100), tg("hello-00001", 0)), nil},
+		{"hyphenated function", traffic("hello-world", tg("hello-world-00012", 100)), nil},
 		{"no targets", traffic("hello"), []string{"spec.targets"}},
-		{"sum below 100", traffic("hello", tg{"hello-00001", 50}, tg{"hello-00002", 40}), []string{"spec.targets"}},
-		{"sum above 100", traffic("hello", tg{"hello-00001", 100}, tg{"hello-00002", 1}), []string{"spec.targets"}},
-		{"duplicate", traffic("hello", tg{"hello-00001", 50}, tg{"hello-00001", 50}), []string{"spec.targets[1].revision"}},
-		{"foreign revision", traffic("hello", tg{"world-00001", 100}), []string{"spec.targets[0].revision"}},
-		{"revision of a prefix function", traffic("hello-world", tg{"hello-00001", 100}), []string{"spec.targets[0].revision"}},
-		{"not a revision name", traffic("hello", tg{"hello", 100}), []string{"spec.targets[0].revision"}},
-		{"revision zero", traffic("hello", tg{"hello-00000", 100}), []string{"spec.targets[0].revision"}},
-		{"short number", traffic("hello", tg{"hello-1", 100}), []string{"spec.targets[0].revision"}},
-		{"percent negative", traffic("hello", tg{"hello-00001", -10}, tg{"hello-00002", 110}),
+		{"sum below 100", traffic("hello", tg("hello-00001", 50), tg("hello-00002", 40)), []string{"spec.targets"}},
+		{"sum above 100", traffic("hello", tg("hello-00001", 100), tg("hello-00002", 1)), []string{"spec.targets"}},
+		{"duplicate", traffic("hello", tg("hello-00001", 50), tg("hello-00001", 50)), []string{"spec.targets[1].revision"}},
+		{"foreign revision", traffic("hello", tg("world-00001", 100)), []string{"spec.targets[0].revision"}},
+		{"revision of a prefix function", traffic("hello-world", tg("hello-00001", 100)), []string{"spec.targets[0].revision"}},
+		{"not a revision name", traffic("hello", tg("hello", 100)), []string{"spec.targets[0].revision"}},
+		{"revision zero", traffic("hello", tg("hello-00000", 100)), []string{"spec.targets[0].revision"}},
+		{"short number", traffic("hello", tg("hello-1", 100)), []string{"spec.targets[0].revision"}},
+		{"percent negative", traffic("hello", tg("hello-00001", -10), tg("hello-00002", 110)),
 			[]string{"spec.targets[0].percent", "spec.targets[1].percent"}},
-		{"bad name", traffic("Bad_Name", tg{"Bad_Name-00001", 100}), []string{"metadata.name"}},
+		{"bad name", traffic("Bad_Name", tg("Bad_Name-00001", 100)), []string{"metadata.name"}},
 		{"bad namespace", &api.Traffic{
 			Metadata: api.ObjectMeta{Name: "hello", Namespace: "Bad"},
-			Spec:     api.TrafficSpec{Targets: []tg{{"hello-00001", 100}}},
+			Spec:     api.TrafficSpec{Targets: []api.TrafficTarget{tg("hello-00001", 100)}},
 		}, []string{"metadata.namespace"}},
-		{"everything at once", traffic("hello", tg{"world-00001", 50}, tg{"x", 30}, tg{"hello-00001", 101}),
+		{"tag at 0%", traffic("hello", tg("hello-00002", 100), tagged("hello-00001", 0, "old")), nil},
+		{"tag with a share", traffic("hello", tagged("hello-00002", 100, "current")), nil},
+		{"tag twice", traffic("hello", tagged("hello-00002", 100, "a"), tagged("hello-00001", 0, "a")), []string{"spec.targets[1].tag"}},
+		{"bad tag", traffic("hello", tagged("hello-00002", 100, "Old_1")), []string{"spec.targets[0].tag"}},
+		{"tag host too long", traffic("hello", tagged("hello-00002", 100, strings.Repeat("t", 58))), []string{"spec.targets[0].tag"}},
+		{"everything at once", traffic("hello", tg("world-00001", 50), tg("x", 30), tg("hello-00001", 101)),
 			[]string{"spec.targets[0].revision", "spec.targets[1].revision", "spec.targets[2].percent", "spec.targets"}},
 	}
 	for _, tt := range tests {
@@ -508,6 +534,20 @@ func TestSetDefaults(t *testing.T) {
 		api.SetDefaults(&s)
 		if diff := cmp.Diff(want, s); diff != "" {
 			t.Errorf("SetDefaults (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("canary thresholds", func(t *testing.T) {
+		s := api.FunctionSpec{Canary: &api.CanaryStrategy{Steps: []int32{10, 100}, MinRequests: 5}}
+		given := s.Canary
+		api.SetDefaults(&s)
+		want := api.CanaryStrategy{Steps: []int32{10, 100}, StepDuration: api.Duration{Duration: api.DefaultStepDuration},
+			MaxErrorRateIncrease: api.DefaultMaxErrorRateIncrease, MaxLatencyRatio: api.DefaultMaxLatencyRatio,
+			MinLatencyIncrease: api.Duration{Duration: api.DefaultMinLatencyIncrease}, MinRequests: 5}
+		if diff := cmp.Diff(want, *s.Canary); diff != "" {
+			t.Errorf("SetDefaults canary (-want +got):\n%s", diff)
+		}
+		if given.StepDuration.Duration != 0 {
+			t.Errorf("SetDefaults changed the caller's strategy in place")
 		}
 	})
 	t.Run("idempotent and valid", func(t *testing.T) {

@@ -40,8 +40,9 @@ const (
 	// within ScalerConfig.ProgressDeadline and is given up: zero replicas,
 	// while the traffic stays where it was.
 	ReasonNotReady
-	// ReasonNoTraffic: a revision that takes no traffic any more drains to
-	// zero once its last requests are done, whatever its policy says.
+	// ReasonNoTraffic: a revision that takes no traffic any more, and has
+	// no tag, drains to zero once its last requests are done, whatever its
+	// policy says.
 	ReasonNoTraffic
 	// ReasonActivation: requests wait in a gateway for replicas (the
 	// revision is at zero, or its replicas are all at their limit): the

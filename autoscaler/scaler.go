@@ -46,6 +46,12 @@ type ScalerConfig struct {
 	// risks scaling the revision straight back down; longer keeps
 	// replicas for requests that went away.
 	ActivationHold time.Duration
+	// MaxReplicas is the cluster's bound on one revision's replicas, what
+	// a function without a maxScale of its own (0) gets, and the most any
+	// maxScale gets; 0 means none. The API server bounds maxScale by the
+	// same figure (its Limits.MaxReplicas), so a report of load, however
+	// large, asks for no more.
+	MaxReplicas int
 }
 
 // DefaultScalerConfig returns the defaults documented on each field.
@@ -82,7 +88,9 @@ type Input struct {
 	// Functions give each function's latest revision, which rolls out
 	// until it is the latest Ready one.
 	Functions []api.Function
-	// Traffic says which revisions serve: those with a target above 0%.
+	// Traffic says which revisions serve: those with a target above 0%,
+	// and those with a tag, which answer at their own host whatever their
+	// share.
 	Traffic []api.Traffic
 	// Load is the gateways' demand per revision; a revision missing from
 	// it had none.
@@ -197,7 +205,7 @@ func (s *Scaler) Decide(now time.Time, in Input) (Result, error) {
 	serving := map[api.Key]bool{}
 	for _, t := range in.Traffic {
 		for _, tt := range t.Spec.Targets {
-			if tt.Percent > 0 {
+			if tt.Percent > 0 || tt.Tag != "" {
 				serving[api.Key{Namespace: t.Metadata.Namespace, Name: tt.Revision}] = true
 			}
 		}
@@ -247,7 +255,7 @@ func (s *Scaler) decider(k api.Key, rev *api.Revision) (*Decider, error) {
 	if d, ok := s.deciders[k]; ok {
 		return d, nil
 	}
-	d, err := NewDecider(s.cfg.Decider, policyFor(&rev.Spec.Template))
+	d, err := NewDecider(s.cfg.Decider, policyFor(&rev.Spec.Template, s.cfg.MaxReplicas))
 	if err != nil {
 		return nil, fmt.Errorf("decide revision %s: %w", k, err)
 	}

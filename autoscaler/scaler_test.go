@@ -52,6 +52,7 @@ func TestScalerRules(t *testing.T) {
 		ready   int32
 		serving bool // a traffic target above 0%
 		zero    bool // a traffic target at 0%
+		tagged  bool // a traffic target at 0% with a tag
 		// rollingOut: the function's latest revision, not yet its latest
 		// Ready one.
 		rollingOut bool
@@ -104,6 +105,12 @@ func TestScalerRules(t *testing.T) {
 			rev: rev{spec: cc1, age: time.Second}, desired: 0, reason: ReasonNoTraffic},
 		{name: "a traffic target at 0% is no traffic",
 			rev: rev{spec: cc1, age: time.Hour, ready: 1, zero: true}, desired: 0, reason: ReasonNoTraffic},
+		{name: "tagged at 0%, idle past its first window: the Decider's zero, after its keep-alive",
+			rev: rev{spec: cc1, age: window, tagged: true}, desired: 0, reason: ReasonToZero},
+		{name: "tagged at 0% with MinScale: kept, as a revision with traffic",
+			rev: rev{spec: minScale(2), age: time.Hour, ready: 2, tagged: true}, desired: 2, reason: ReasonBound},
+		{name: "tagged at 0% with requests: the Decider's",
+			rev: rev{spec: cc1, age: time.Hour, ready: 1, tagged: true, load: busy}, desired: fromDecider, reason: ReasonPanic},
 		{name: "no traffic but requests in flight: the Decider's, draining",
 			rev: rev{spec: cc1, age: time.Hour, ready: 3, load: Sample{Concurrency: 2}}, desired: fromDecider, reason: ReasonStable},
 		{name: "no traffic but requests arriving: the Decider's",
@@ -135,13 +142,16 @@ func TestScalerRules(t *testing.T) {
 				Scales: []api.Scale{scaleOf(r, c.rev.ready)}, Revisions: []api.Revision{r}, Functions: []api.Function{fn},
 				Load: map[api.Key]Load{k: {Sample: c.rev.load, RPS: c.rev.load.Requests}},
 			}
-			if c.rev.serving || c.rev.zero {
-				percent := int32(100)
-				if c.rev.zero {
+			if c.rev.serving || c.rev.zero || c.rev.tagged {
+				percent, tag := int32(100), ""
+				if c.rev.zero || c.rev.tagged {
 					percent = 0
 				}
+				if c.rev.tagged {
+					tag = "next"
+				}
 				in.Traffic = []api.Traffic{{Metadata: api.ObjectMeta{Namespace: "default", Name: "hello"},
-					Spec: api.TrafficSpec{Targets: []api.TrafficTarget{{Revision: r.Metadata.Name, Percent: percent}}}}}
+					Spec: api.TrafficSpec{Targets: []api.TrafficTarget{{Revision: r.Metadata.Name, Percent: percent, Tag: tag}}}}}
 			}
 			recorded := c.recorded
 			if recorded == (Sample{}) {
@@ -153,7 +163,7 @@ func TestScalerRules(t *testing.T) {
 				want.ProgressDeadline = deadline
 			}
 			// The Decider's own decision, on a Decider fed the same sample.
-			ref, err := NewDecider(DefaultConfig(), policyFor(&c.rev.spec))
+			ref, err := NewDecider(DefaultConfig(), policyFor(&c.rev.spec, 0))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -198,7 +208,7 @@ func TestScalerFollowsEachRevisionsDecider(t *testing.T) {
 	s := newScaler(t)
 	var refs []*rig
 	for range revs {
-		refs = append(refs, newRig(t, DefaultConfig(), policyFor(&spec)))
+		refs = append(refs, newRig(t, DefaultConfig(), policyFor(&spec, 0)))
 	}
 	ready := []int32{0, 0}
 	changes := 0
@@ -322,23 +332,32 @@ func TestStatusReason(t *testing.T) {
 
 func TestPolicyFor(t *testing.T) {
 	for _, c := range []struct {
-		name string
-		spec api.FunctionSpec
-		want Policy
+		name       string
+		spec       api.FunctionSpec
+		clusterMax int
+		want       Policy
 	}{
-		{"defaults", api.FunctionSpec{},
+		{"defaults", api.FunctionSpec{}, 0,
 			Policy{Targets: []Target{{Metric: MetricConcurrency}}, KeepAlive: KeepAliveAdaptive}},
+		// No maxScale of its own is the cluster's bound, not none: one
+		// report of a huge load asks for no more.
+		{"no maxScale takes the cluster's", api.FunctionSpec{}, 1000,
+			Policy{MaxReplicas: 1000, Targets: []Target{{Metric: MetricConcurrency}}, KeepAlive: KeepAliveAdaptive}},
+		{"a maxScale above the cluster's takes the cluster's", api.FunctionSpec{Scaling: api.ScalingPolicy{MinScale: 5, MaxScale: 50}}, 4,
+			Policy{MinReplicas: 4, MaxReplicas: 4, Targets: []Target{{Metric: MetricConcurrency}}, KeepAlive: KeepAliveAdaptive}},
+		{"a maxScale below the cluster's stays", api.FunctionSpec{Scaling: api.ScalingPolicy{MaxScale: 9}}, 1000,
+			Policy{MaxReplicas: 9, Targets: []Target{{Metric: MetricConcurrency}}, KeepAlive: KeepAliveAdaptive}},
 		{"bounds, limit and rps target",
-			api.FunctionSpec{Concurrency: 4, Scaling: api.ScalingPolicy{MinScale: 1, MaxScale: 9, Metric: api.MetricRPS, Target: 50}},
+			api.FunctionSpec{Concurrency: 4, Scaling: api.ScalingPolicy{MinScale: 1, MaxScale: 9, Metric: api.MetricRPS, Target: 50}}, 0,
 			Policy{MinReplicas: 1, MaxReplicas: 9, ContainerConcurrency: 4, Targets: []Target{{Metric: MetricRPS, Value: 50}}, KeepAlive: KeepAliveAdaptive}},
 		{"a grace is a fixed keep-alive",
-			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: api.Seconds(10), ScaleToZeroGrace: api.Seconds(60)}},
+			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: api.Seconds(10), ScaleToZeroGrace: api.Seconds(60)}}, 0,
 			Policy{Targets: []Target{{Metric: MetricConcurrency}}, StableWindow: 10 * time.Second, ScaleToZeroGrace: time.Minute, KeepAlive: KeepAliveFixed}},
 		{"negative durations take the defaults",
-			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: api.Seconds(-10), ScaleToZeroGrace: api.Seconds(-1)}},
+			api.FunctionSpec{Scaling: api.ScalingPolicy{StableWindow: api.Seconds(-10), ScaleToZeroGrace: api.Seconds(-1)}}, 0,
 			Policy{Targets: []Target{{Metric: MetricConcurrency}}, KeepAlive: KeepAliveAdaptive}},
 	} {
-		if diff := cmp.Diff(c.want, policyFor(&c.spec)); diff != "" {
+		if diff := cmp.Diff(c.want, policyFor(&c.spec, c.clusterMax)); diff != "" {
 			t.Errorf("%s: policyFor (-want +got):\n%s", c.name, diff)
 		}
 	}

@@ -6,10 +6,12 @@ import (
 	"github.com/surgeplatform/surge/api"
 )
 
-// policyFor turns a revision's scaling spec into its Decider's policy.
-// An explicit scale-to-zero grace is a fixed keep-alive: the user asked
-// for that long, so the adaptive keep-alive does not second-guess it.
-func policyFor(spec *api.FunctionSpec) Policy {
+// policyFor turns a revision's scaling spec into its Decider's policy,
+// with the cluster's bound on replicas (0: none) where the spec sets none
+// or a higher one. An explicit scale-to-zero grace is a fixed keep-alive:
+// the user asked for that long, so the adaptive keep-alive does not
+// second-guess it.
+func policyFor(spec *api.FunctionSpec, clusterMax int) Policy {
 	metric := MetricConcurrency
 	if spec.Scaling.Metric == api.MetricRPS {
 		metric = MetricRPS
@@ -25,6 +27,10 @@ func policyFor(spec *api.FunctionSpec) Policy {
 	}
 	if p.ScaleToZeroGrace > 0 {
 		p.KeepAlive = KeepAliveFixed
+	}
+	if clusterMax > 0 && (p.MaxReplicas == 0 || p.MaxReplicas > clusterMax) {
+		p.MaxReplicas = clusterMax
+		p.MinReplicas = min(p.MinReplicas, clusterMax)
 	}
 	return p
 }

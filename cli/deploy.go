@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -70,6 +71,11 @@ type DeployOptions struct {
 	Labels        []string
 	PullSecrets   []string
 	NodeSelector  []string
+	// Canary is --canary: steps like "10,50,100", or "off"; Step its
+	// --step; Keep is --keep, the function's keepRevisions.
+	Canary string
+	Step   api.Duration
+	Keep   int32
 	// Flags maps spec fields to the flags that set them, for errors: nil
 	// for deploy's (flagOf); surge scale names its own --min and --max.
 	Flags map[string]string
@@ -78,6 +84,9 @@ type DeployOptions struct {
 	Wait time.Duration
 	// Poll is how often the wait looks; 0 means every 250ms.
 	Poll time.Duration
+	// RolloutPoll is how often a canary's progress is read; 0 means every
+	// 500ms.
+	RolloutPoll time.Duration
 }
 
 // describeError is describeAPIError with the command's own flag names.
@@ -113,16 +122,27 @@ that (--wait-timeout), says at once when a revision crashes or no node has room
 for it, and prints the function's URL. Deploying the same thing twice changes
 nothing.
 
+With --canary 10,50,100 the traffic moves step by step instead, every --step
+(30s): the rollout controller, on the server, compares the new revision's error
+rate and p99 latency with the old one's at each step, and rolls it back by
+itself when they are worse, saying why. Deploy follows the canary to its end;
+stopping deploy stops nothing (surge rollout status NAME -w follows it again).
+The canary stays the function's way of rolling out until --canary off.
+--keep N keeps N old revisions that nothing else keeps, and deletes the older.
+
 The manifest (surge.yaml) lists functions under "functions:", each with a name,
 one of build (a folder), image or archive, and the fields of the API's function
 spec: command, args, env (a map), port, resources {cpu, memory}, concurrency,
 timeout, readiness {path, period}, scaling {minScale, maxScale, metric, target,
-scaleToZeroGrace, stableWindow}, imagePullSecrets, nodeSelector (a map), labels.`,
+scaleToZeroGrace, stableWindow}, imagePullSecrets, nodeSelector (a map), labels,
+canary {steps, stepDuration, maxErrorRateIncrease, maxLatencyRatio,
+minLatencyIncrease, minRequests}, keepRevisions.`,
 		Example: `  surge init hi && cd hi && surge deploy
   surge deploy hello ./examples/hello
   surge deploy hello --image registry.example/hello:v1
   surge deploy hello --env GREETING=hi --concurrency 10
-  surge deploy hello --env GREETING-          # remove a variable`,
+  surge deploy hello --env GREETING-          # remove a variable
+  surge deploy hello --env GREETING=hey --canary 10,50,100 --step 30s`,
 		Args:              cobra.MaximumNArgs(2),
 		ValidArgsFunction: completeDeployArgs(newClient),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -137,8 +157,18 @@ scaleToZeroGrace, stableWindow}, imagePullSecrets, nodeSelector (a map), labels.
 	addSourceFlags(c, o)
 	addSpecFlags(c, o)
 	addScalingFlags(c, o)
+	addRolloutFlags(c, o)
 	addWaitFlags(c, o)
 	return c
+}
+
+// addRolloutFlags adds how a function's new revisions take the traffic,
+// and how many old ones it keeps.
+func addRolloutFlags(c *cobra.Command, o *DeployOptions) {
+	f := c.Flags()
+	f.StringVar(&o.Canary, "canary", "", "move the traffic to new revisions step by step, in percent, e.g. 10,50,100, judged at each step; off moves all at once")
+	f.Var(durationFlag{&o.Step}, "step", "how long each canary step lasts before it is judged (default 30s)")
+	f.Int32Var(&o.Keep, "keep", 0, "keep this many old revisions that take no traffic and have no tag, deleting older ones; 0 keeps all")
 }
 
 // setFlags records in set the command's own flags the user gave (not
@@ -158,7 +188,7 @@ func setFlags(cmd *cobra.Command, set map[string]bool) {
 func newDeployOptions(s Streams, newClient clientFunc, d deps) *DeployOptions {
 	return &DeployOptions{Streams: s, NewClient: newClient,
 		Build: d.build, Load: d.load, Push: d.push,
-		Getenv: d.getenv, Now: d.now, TTY: isTerminal(s.Err)}
+		Getenv: d.getenv, Now: d.now, TTY: isTerminal(s.Err), RolloutPoll: d.poll}
 }
 
 // addSourceFlags adds where a deploy's image comes from.
@@ -464,17 +494,29 @@ func deployTo(ctx context.Context, c *client.Client, o *DeployOptions, p *progre
 	case rev == cur.Status.LatestRevision:
 		verb = "unchanged"
 	}
+	how := "all traffic"
+	if cur != nil && out.Spec.Canary != nil {
+		how = "the traffic step by step (" + "canary " + out.Spec.Canary.String() + ")"
+	}
 	switch {
+	case verb == "unchanged" && !reflect.DeepEqual(cur.Spec, out.Spec):
+		// Only what is not part of a revision changed: the canary, --keep.
+		fmt.Fprintf(o.Out, "function %q updated, with no new revision: the next deploys roll out %s\n", t.name, rolloutWords(out))
 	case out.Status.LatestReadyRevision == rev && verb == "unchanged":
 		fmt.Fprintf(o.Out, "function %q unchanged: revision %s\n", t.name, rev)
-	case out.Status.LatestReadyRevision == rev:
-		fmt.Fprintf(o.Out, "function %q %s: revision %s takes all traffic\n", t.name, verb, rev)
+	case o.Wait == 0 && out.Status.LatestReadyRevision == rev:
+		fmt.Fprintf(o.Out, "function %q %s: revision %s takes %s\n", t.name, verb, rev, how)
 	case o.Wait == 0:
-		fmt.Fprintf(o.Out, "function %q %s: revision %s takes all traffic once a replica is Ready\n", t.name, verb, rev)
+		fmt.Fprintf(o.Out, "function %q %s: revision %s takes %s once a replica is Ready\n", t.name, verb, rev, how)
 	default:
 		// An unchanged deploy of a revision still rolling out waits too: a
 		// retried deploy must not succeed where the first one failed.
-		if err := waitRollout(ctx, c, o, p, t.name, rev); err != nil {
+		if out.Status.LatestReadyRevision != rev {
+			if err := waitRollout(ctx, c, o, p, t.name, rev); err != nil {
+				return err
+			}
+		}
+		if err := followCanary(ctx, c, o, t.name, rev); err != nil {
 			return err
 		}
 		fmt.Fprintf(o.Out, "function %q %s: revision %s takes all traffic\n", t.name, verb, rev)
@@ -646,6 +688,10 @@ func (o *DeployOptions) applyFlags(fn *api.Function) error {
 	setIf(o.Set["command"], &s.Command, listFlag(o.Command))
 	setIf(o.Set["arg"], &s.Args, listFlag(o.Args))
 	setIf(o.Set["pull-secret"], &s.ImagePullSecrets, listFlag(o.PullSecrets))
+	setIf(o.Set["keep"], &s.KeepRevisions, o.Keep)
+	if err := o.applyCanary(s); err != nil {
+		return err
+	}
 	if o.Set["readiness-path"] {
 		switch {
 		case o.ReadinessPath == "" && s.Readiness != nil && s.Readiness.Period.Duration == 0:
@@ -657,6 +703,40 @@ func (o *DeployOptions) applyFlags(fn *api.Function) error {
 			r.Path = o.ReadinessPath
 			s.Readiness = &r
 		}
+	}
+	return nil
+}
+
+// applyCanary applies --canary and --step to a spec.
+func (o *DeployOptions) applyCanary(s *api.FunctionSpec) error {
+	if o.Set["canary"] {
+		switch o.Canary {
+		case "off", "none":
+			s.Canary = nil
+		default:
+			var steps []int32
+			for _, p := range strings.Split(o.Canary, ",") {
+				n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(p), "%"), 10, 32)
+				if err != nil {
+					return usagef("--canary %q: want the percentages of the steps, e.g. 10,50,100, or off", o.Canary)
+				}
+				steps = append(steps, int32(n))
+			}
+			c := api.CanaryStrategy{}
+			if s.Canary != nil {
+				c = *s.Canary
+			}
+			c.Steps = steps
+			s.Canary = &c
+		}
+	}
+	if o.Set["step"] {
+		if s.Canary == nil {
+			return usagef("--step is how long a canary's step lasts: give --canary STEPS too")
+		}
+		c := *s.Canary
+		c.StepDuration = o.Step
+		s.Canary = &c
 	}
 	return nil
 }
@@ -776,6 +856,39 @@ func waitRollout(ctx context.Context, c *client.Client, o *DeployOptions, p *pro
 		}
 		return fmt.Errorf("function %q: revision %s has no Ready replica after %s%s; %s (surge describe %s shows more)", name, rev, o.Wait, why, stays, name)
 	}
+}
+
+// rolloutWords says how a function's next revisions take the traffic,
+// and how many old ones it keeps.
+func rolloutWords(fn *api.Function) string {
+	s := "all at once"
+	if c := fn.Spec.Canary; c != nil {
+		s = "by canary " + c.String()
+	}
+	if k := fn.Spec.KeepRevisions; k > 0 {
+		s += fmt.Sprintf(", keeping %d old revisions", k)
+	}
+	return s
+}
+
+// followCanary follows the canary that moves function name's traffic to
+// rev, when there is one, to its end: nil once rev has all the traffic,
+// an error saying why when it was rolled back. A deploy without a canary
+// has moved all the traffic already: there is nothing to follow.
+func followCanary(ctx context.Context, c *client.Client, o *DeployOptions, name, rev string) error {
+	ro, err := client.Get[api.Rollout](ctx, c, api.Key{Namespace: c.Namespace(), Name: name})
+	if errors.Is(err, api.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return o.describeError(name, err)
+	}
+	if ro.Spec.Revision != rev || ro.Spec.Canary == nil {
+		return nil
+	}
+	fmt.Fprintf(o.Err, "canary %s from %s, judged by the server (surge rollout status %s -w follows it):\n", ro.Spec.Canary, ro.Spec.From, name)
+	_, err = followRollout(ctx, c, o.Err, name, ro, o.RolloutPoll, o.Now)
+	return err
 }
 
 // failFast returns the error that ends a wait at once for what replica r

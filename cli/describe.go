@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -28,8 +29,11 @@ type DescribeOptions struct {
 // Description is everything `surge describe` shows of a function; its
 // json and yaml output.
 type Description struct {
-	Function  api.Function   `json:"function"`
-	Traffic   *api.Traffic   `json:"traffic,omitempty"`
+	Function api.Function `json:"function"`
+	Traffic  *api.Traffic `json:"traffic,omitempty"`
+	// Rollout is the function's latest rollout; nil before its second
+	// revision took the traffic.
+	Rollout   *api.Rollout   `json:"rollout,omitempty"`
 	Revisions []api.Revision `json:"revisions"`
 	Scales    []api.Scale    `json:"scales"`
 	Replicas  []api.Replica  `json:"replicas"`
@@ -63,6 +67,12 @@ func fetchDescription(ctx context.Context, c *client.Client, name string) (*Desc
 	d := &Description{Function: *fn}
 	q := url.Values{"function": {name}}
 	if d.Traffic, err = client.Get[api.Traffic](ctx, c, api.Key{Namespace: ns, Name: name}); err != nil {
+		return nil, err
+	}
+	switch ro, err := client.Get[api.Rollout](ctx, c, api.Key{Namespace: ns, Name: name}); {
+	case err == nil:
+		d.Rollout = ro
+	case !errors.Is(err, api.ErrNotFound):
 		return nil, err
 	}
 	revs, err := client.List[api.Revision](ctx, c, ns, q)
@@ -167,19 +177,31 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 		policy += fmt.Sprintf(", target %g", sc.Target)
 	}
 	kv.row("Scaling:", policy)
+	kv.row("Rollout:", rolloutWords(f))
 	latest := f.Status.LatestRevision
 	if latest != "" && latest != f.Status.LatestReadyRevision && !takesTraffic(d.Traffic, latest) {
 		latest += " (rolling out: no Ready replica yet)"
 	}
 	kv.row("Latest revision:", latest)
+	if ro := d.Rollout; ro != nil {
+		line := ro.Spec.Revision
+		if ro.Spec.From != "" {
+			line += " from " + ro.Spec.From
+		}
+		line += ": " + phaseLine(ro)
+		if ro.Status.Reason != "" {
+			line += " (" + ro.Status.Reason + ")"
+		}
+		kv.row("Last rollout:", line)
+	}
 	if err := kv.flush(); err != nil {
 		return err
 	}
 
-	share := map[string]int32{}
+	share, tag := map[string]int32{}, map[string]string{}
 	if d.Traffic != nil {
 		for _, t := range d.Traffic.Spec.Targets {
-			share[t.Revision] = t.Percent
+			share[t.Revision], tag[t.Revision] = t.Percent, t.Tag
 		}
 	}
 	desired, ready := map[string]int32{}, map[string]int32{}
@@ -188,7 +210,8 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 		ready[sc.Metadata.Name] = sc.Status.ReadyReplicas
 	}
 	fmt.Fprintln(w, "\nRevisions:")
-	t := newTable(w, "  NAME", "TRAFFIC", "DESIRED", "READY", "MODE", "REASON", "IMAGE", "AGE")
+	tagged := newTagColumn(d.Traffic)
+	t := newTable(w, tagged.headers("  NAME", "TRAFFIC", "TAG", "DESIRED", "READY", "MODE", "REASON", "IMAGE", "AGE")...)
 	for i := len(d.Revisions) - 1; i >= 0; i-- {
 		r := d.Revisions[i]
 		n := r.Metadata.Name
@@ -198,7 +221,7 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 				mode, reason = sc.Status.Mode, sc.Status.Reason
 			}
 		}
-		t.row("  "+n, fmt.Sprintf("%d%%", share[n]), itoa(desired[n]), itoa(ready[n]), mode, reason, shortImage(r.Spec.Image()), age(now, r.Metadata.CreationTimestamp))
+		t.row(tagged.cells("  "+n, fmt.Sprintf("%d%%", share[n]), tag[n], itoa(desired[n]), itoa(ready[n]), mode, reason, shortImage(r.Spec.Image()), age(now, r.Metadata.CreationTimestamp))...)
 	}
 	if err := t.flush(); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -45,6 +46,15 @@ type fakeAPI struct {
 	replicas  map[string]*api.Replica
 	nodes     map[string]*api.Node
 	secrets   map[string]*api.PullSecret
+	rollouts  map[string]*api.Rollout
+	// canary scripts the rollout controller: each read of a function's
+	// canary in progress applies the next status (traffic with it); with
+	// none scripted, a read takes the next step.
+	canary     map[string][]api.RolloutStatus
+	canarySeen map[string]bool
+	// waking counts the reads of a revision's scale until its replica,
+	// asked for by a rollback from zero, is Ready.
+	waking map[string]int
 	// tokens are what GET /v1/tokens lists, in order; POST adds one with
 	// the next ID of newTokenIDs.
 	tokens      []api.Token
@@ -87,18 +97,22 @@ type fakeRequest struct {
 func newFakeAPI(t *testing.T) *fakeAPI {
 	t.Helper()
 	f := &fakeAPI{
-		now:       time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC),
-		functions: map[string]*api.Function{},
-		traffic:   map[string]*api.Traffic{},
-		revisions: map[string]*api.Revision{},
-		scales:    map[string]*api.Scale{},
-		replicas:  map[string]*api.Replica{},
-		fail:      map[string]*api.Error{},
-		stuck:     map[string]string{},
-		failOnce:  map[string]*api.Error{},
-		nodes:     map[string]*api.Node{},
-		secrets:   map[string]*api.PullSecret{},
-		logs:      map[string]string{},
+		now:        time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC),
+		functions:  map[string]*api.Function{},
+		traffic:    map[string]*api.Traffic{},
+		revisions:  map[string]*api.Revision{},
+		scales:     map[string]*api.Scale{},
+		replicas:   map[string]*api.Replica{},
+		fail:       map[string]*api.Error{},
+		stuck:      map[string]string{},
+		failOnce:   map[string]*api.Error{},
+		nodes:      map[string]*api.Node{},
+		secrets:    map[string]*api.PullSecret{},
+		logs:       map[string]string{},
+		rollouts:   map[string]*api.Rollout{},
+		canary:     map[string][]api.RolloutStatus{},
+		canarySeen: map[string]bool{},
+		waking:     map[string]int{},
 
 		unscheduled: map[string]string{},
 		slow:        map[string]int{},
@@ -129,6 +143,22 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	})
 	mux.HandleFunc("GET /v1/namespaces/default/traffic/{name}", func(w http.ResponseWriter, r *http.Request) {
 		getOne(w, f.traffic, api.KindTraffic, r.PathValue("name"))
+	})
+	mux.HandleFunc("PUT /v1/namespaces/default/traffic/{name}", f.putTraffic)
+	mux.HandleFunc("GET /v1/namespaces/default/rollouts/{name}", func(w http.ResponseWriter, r *http.Request) {
+		f.stepCanary(r.PathValue("name"))
+		getOne(w, f.rollouts, api.KindRollout, r.PathValue("name"))
+	})
+	mux.HandleFunc("POST /v1/namespaces/default/rollouts/{name}/rollback", f.rollback)
+	mux.HandleFunc("DELETE /v1/namespaces/default/revisions/{name}", f.deleteRevision)
+	mux.HandleFunc("GET /v1/namespaces/default/scales/{name}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		if sc := f.scales[name]; sc != nil && f.waking[name] > 0 {
+			if f.waking[name]--; f.waking[name] == 0 {
+				sc.Status.ReadyReplicas = sc.Spec.Replicas
+			}
+		}
+		getOne(w, f.scales, api.KindScale, name)
 	})
 	mux.HandleFunc("GET /v1/namespaces/default/revisions", func(w http.ResponseWriter, r *http.Request) {
 		writeFakeJSON(w, http.StatusOK, listOf(f.revisions, r.URL.Query().Get("function")))
@@ -443,6 +473,13 @@ func (f *fakeAPI) put(fn *api.Function) (*api.Function, int, error) {
 		return nil, 0, api.NewError(http.StatusConflict, api.ReasonConflict, "function %q was changed since you read it: read it again and retry", m.Name)
 	case cur != nil && reflect.DeepEqual(cur.Spec, fn.Spec):
 		return cur, http.StatusOK, nil
+	case cur != nil && reflect.DeepEqual(api.RevisionTemplate(&cur.Spec), api.RevisionTemplate(&fn.Spec)):
+		// How revisions roll out or are kept: no revision.
+		next := *cur
+		next.Spec = fn.Spec
+		next.Metadata.ResourceVersion = f.nextRV()
+		f.functions[m.Name] = &next
+		return &next, http.StatusOK, nil
 	}
 	next := *fn
 	next.Kind = api.KindFunction
@@ -464,7 +501,7 @@ func (f *fakeAPI) put(fn *api.Function) (*api.Function, int, error) {
 	f.revisions[rev] = &api.Revision{
 		Kind:     api.KindRevision,
 		Metadata: f.meta(api.KindRevision, rev, labels),
-		Spec:     api.RevisionSpec{Function: m.Name, Number: next.Metadata.Generation, Template: next.Spec},
+		Spec:     api.RevisionSpec{Function: m.Name, Number: next.Metadata.Generation, Template: api.RevisionTemplate(&next.Spec)},
 	}
 	f.scales[rev] = &api.Scale{
 		Kind:     api.KindScale,
@@ -490,7 +527,16 @@ func (f *fakeAPI) put(fn *api.Function) (*api.Function, int, error) {
 	} else {
 		next.Status.LatestReadyRevision = rev
 	}
-	if cur == nil || !stuck {
+	switch {
+	case cur != nil && !stuck && next.Spec.Canary != nil && f.traffic[m.Name] != nil:
+		tr := f.traffic[m.Name]
+		ro := &api.Rollout{Kind: api.KindRollout, Metadata: f.meta(api.KindRollout, m.Name, labels),
+			Spec:   api.RolloutSpec{Revision: rev, From: api.MainTarget(tr), Canary: next.Spec.Canary},
+			Status: api.RolloutStatus{Phase: api.RolloutProgressing, Percent: next.Spec.Canary.Steps[0], Started: f.now, StepStarted: f.now}}
+		f.rollouts[m.Name] = ro
+		f.canarySeen[m.Name] = false
+		tr.Spec.Targets = api.Split(tr, ro.Shares())
+	case cur == nil || !stuck:
 		f.traffic[m.Name] = &api.Traffic{
 			Kind:     api.KindTraffic,
 			Metadata: f.meta(api.KindTraffic, m.Name, labels),
@@ -499,6 +545,147 @@ func (f *fakeAPI) put(fn *api.Function) (*api.Function, int, error) {
 	}
 	f.functions[m.Name] = &next
 	return &next, code, nil
+}
+
+// stepCanary moves fn's canary in progress on, as the rollout controller
+// would between two reads. f.mu is held.
+func (f *fakeAPI) stepCanary(fn string) {
+	ro := f.rollouts[fn]
+	if ro == nil || ro.Status.Phase != api.RolloutProgressing || ro.Spec.Canary == nil {
+		return
+	}
+	if !f.canarySeen[fn] {
+		f.canarySeen[fn] = true // its first read shows its first step
+		return
+	}
+	if script := f.canary[fn]; len(script) > 0 {
+		next := script[0]
+		next.Started, next.StepStarted = ro.Status.Started, f.now
+		if next.Phase.Done() {
+			next.Finished = f.now
+		}
+		ro.Status, f.canary[fn] = next, script[1:]
+	} else {
+		steps := ro.Spec.Canary.Steps
+		ro.Status.Step = min(ro.Status.Step+1, int32(len(steps)-1))
+		ro.Status.Percent = steps[ro.Status.Step]
+		ro.Status.Analysis = &api.RolloutAnalysis{
+			Canary:   api.RevisionHealth{Requests: 40 * int64(ro.Status.Step), P99: api.Duration{Duration: 12 * time.Millisecond}},
+			Baseline: api.RevisionHealth{Requests: 360, Errors: 1, P99: api.Duration{Duration: 11 * time.Millisecond}},
+		}
+		if ro.Status.Percent == 100 {
+			ro.Status.Phase, ro.Status.Finished = api.RolloutSucceeded, f.now
+		}
+	}
+	ro.Metadata.ResourceVersion = f.nextRV()
+	if shares := ro.Shares(); shares != nil {
+		tr := f.traffic[fn]
+		tr.Spec.Targets = api.Split(tr, shares)
+	}
+}
+
+func (f *fakeAPI) putTraffic(w http.ResponseWriter, r *http.Request) {
+	var t api.Traffic
+	if err := json.NewDecoder(r.Body).Decode(&t); err != nil {
+		writeFakeJSON(w, http.StatusBadRequest, api.BadRequest("body is not a traffic: %v", err))
+		return
+	}
+	name := r.PathValue("name")
+	t.Metadata.Name, t.Metadata.Namespace = name, api.DefaultNamespace
+	if err := api.ValidateTraffic(&t); err != nil {
+		var fe api.FieldErrors
+		errors.As(err, &fe)
+		writeFakeJSON(w, http.StatusUnprocessableEntity, api.Invalid(api.KindTraffic, name, fe))
+		return
+	}
+	var fe api.FieldErrors
+	for i, tt := range t.Spec.Targets {
+		if f.revisions[tt.Revision] == nil {
+			fe = append(fe, api.FieldError{Field: fmt.Sprintf("spec.targets[%d].revision", i),
+				Message: fmt.Sprintf("revision %q does not exist: `surge revisions %s` lists them", tt.Revision, name)})
+		}
+	}
+	if len(fe) > 0 {
+		writeFakeJSON(w, http.StatusUnprocessableEntity, api.Invalid(api.KindTraffic, name, fe))
+		return
+	}
+	cur := f.traffic[name]
+	if cur == nil || (t.Metadata.ResourceVersion != "" && t.Metadata.ResourceVersion != cur.Metadata.ResourceVersion) {
+		writeFakeJSON(w, http.StatusConflict, api.NewError(http.StatusConflict, api.ReasonConflict, "traffic %q was changed since you read it", name))
+		return
+	}
+	cur.Spec = t.Spec
+	cur.Metadata.ResourceVersion = f.nextRV()
+	if ro := f.rollouts[name]; ro != nil && ro.Status.Phase == api.RolloutProgressing && !api.SameShares(cur, ro.Shares()) {
+		ro.Status.Phase = api.RolloutAborted
+	}
+	writeFakeJSON(w, http.StatusOK, cur)
+}
+
+// rollback is store.Rollback with the API's activation, in memory.
+func (f *fakeAPI) rollback(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var req api.RollbackRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		writeFakeJSON(w, http.StatusBadRequest, api.BadRequest("body is not a rollback request: %v", err))
+		return
+	}
+	tr := f.traffic[name]
+	if f.functions[name] == nil || tr == nil {
+		writeFakeJSON(w, http.StatusNotFound, api.NotFound(api.KindFunction, name))
+		return
+	}
+	ro, to := f.rollouts[name], req.Revision
+	if to == "" {
+		if ro == nil || ro.Spec.From == "" {
+			writeFakeJSON(w, http.StatusConflict, api.NewError(http.StatusConflict, api.ReasonConflict,
+				"function %q has no rollout to undo: name the revision, surge rollback %s --to REV", name, name))
+			return
+		}
+		to = ro.Spec.From
+	}
+	if f.revisions[to] == nil {
+		e := api.NewError(http.StatusNotFound, api.ReasonNotFound, "revision %q of function %q does not exist: `surge revisions %s` lists them", to, name, name)
+		e.Field = "revision"
+		writeFakeJSON(w, e.Code, e)
+		return
+	}
+	if api.SameShares(tr, map[string]int32{to: 100}) {
+		writeFakeJSON(w, http.StatusConflict, api.NewError(http.StatusConflict, api.ReasonConflict, "function %q: all of its traffic is on %s already", name, to))
+		return
+	}
+	out := api.RollbackResponse{}
+	if sc := f.scales[to]; sc != nil && sc.Spec.Replicas == 0 {
+		sc.Spec.Replicas, out.Activated = 1, true
+		f.waking[to] = 2
+	}
+	from := api.MainTarget(tr)
+	next := &api.Rollout{Kind: api.KindRollout, Metadata: f.meta(api.KindRollout, name, map[string]string{api.LabelFunction: name}),
+		Spec:   api.RolloutSpec{Revision: to, From: from, Rollback: true},
+		Status: api.RolloutStatus{Phase: api.RolloutSucceeded, Percent: 100, Started: f.now, Finished: f.now, Reason: "rolled back from " + from + " by a user"}}
+	f.rollouts[name] = next
+	tr.Spec.Targets = api.Split(tr, map[string]int32{to: 100})
+	tr.Metadata.ResourceVersion = f.nextRV()
+	out.Rollout = *next
+	writeFakeJSON(w, http.StatusOK, out)
+}
+
+// deleteRevision is store.DeleteRevision, in memory.
+func (f *fakeAPI) deleteRevision(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	rev := f.revisions[name]
+	if rev == nil {
+		writeFakeJSON(w, http.StatusNotFound, api.NotFound(api.KindRevision, name))
+		return
+	}
+	fn := rev.Spec.Function
+	if why := api.KeepsRevision(f.functions[fn], f.traffic[fn], f.rollouts[fn], name); why != "" {
+		writeFakeJSON(w, http.StatusConflict, api.NewError(http.StatusConflict, api.ReasonConflict, "revision %q is kept: %s", name, why))
+		return
+	}
+	delete(f.revisions, name)
+	delete(f.scales, name)
+	writeFakeJSON(w, http.StatusOK, map[string]string{"status": "deleted", "name": name})
 }
 
 func (f *fakeAPI) meta(kind, name string, labels map[string]string) api.ObjectMeta {

@@ -55,6 +55,19 @@ type ManifestFunction struct {
 	Scaling          ManifestScaling   `yaml:"scaling"`
 	ImagePullSecrets []string          `yaml:"imagePullSecrets"`
 	NodeSelector     map[string]string `yaml:"nodeSelector"`
+	Canary           *ManifestCanary   `yaml:"canary"`
+	KeepRevisions    int32             `yaml:"keepRevisions"`
+}
+
+// ManifestCanary is how new revisions take the traffic, as in the API's
+// CanaryStrategy.
+type ManifestCanary struct {
+	Steps                []int32       `yaml:"steps"`
+	StepDuration         time.Duration `yaml:"stepDuration"`
+	MaxErrorRateIncrease float64       `yaml:"maxErrorRateIncrease"`
+	MaxLatencyRatio      float64       `yaml:"maxLatencyRatio"`
+	MinLatencyIncrease   time.Duration `yaml:"minLatencyIncrease"`
+	MinRequests          int32         `yaml:"minRequests"`
 }
 
 // ManifestResources is a replica's cpu and memory, as in the API.
@@ -239,6 +252,7 @@ func (m *Manifest) function(i int, image, namespace string) *api.Function {
 			Timeout:          api.Duration{Duration: f.Timeout},
 			ImagePullSecrets: f.ImagePullSecrets,
 			NodeSelector:     f.NodeSelector,
+			KeepRevisions:    f.KeepRevisions,
 			Scaling: api.ScalingPolicy{
 				MinScale: f.Scaling.MinScale, MaxScale: f.Scaling.MaxScale, Metric: f.Scaling.Metric, Target: f.Scaling.Target,
 				ScaleToZeroGrace: api.Duration{Duration: f.Scaling.ScaleToZeroGrace},
@@ -251,6 +265,11 @@ func (m *Manifest) function(i int, image, namespace string) *api.Function {
 	}
 	if f.Readiness != nil {
 		fn.Spec.Readiness = &api.Probe{Path: f.Readiness.Path, Period: api.Duration{Duration: f.Readiness.Period}}
+	}
+	if c := f.Canary; c != nil {
+		fn.Spec.Canary = &api.CanaryStrategy{Steps: c.Steps, StepDuration: api.Duration{Duration: c.StepDuration},
+			MaxErrorRateIncrease: c.MaxErrorRateIncrease, MaxLatencyRatio: c.MaxLatencyRatio,
+			MinLatencyIncrease: api.Duration{Duration: c.MinLatencyIncrease}, MinRequests: int64(c.MinRequests)}
 	}
 	return fn
 }

@@ -110,6 +110,7 @@ func TestReadVerbsRequests(t *testing.T) {
 		}, []string{
 			"/v1/namespaces/default/functions/hello",
 			"/v1/namespaces/default/traffic/hello",
+			"/v1/namespaces/default/rollouts/hello",
 			"/v1/namespaces/default/revisions?function=hello",
 			"/v1/namespaces/default/scales?function=hello",
 			"/v1/namespaces/default/replicas?function=hello",

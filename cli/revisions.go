@@ -2,7 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -34,7 +38,63 @@ func newRevisionsCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
 		},
 	}
 	addOutputFlag(c, &o.Output)
+	c.AddCommand(newRevisionsRmCmd(s, newClient))
 	return c
+}
+
+// RevisionsRmOptions are the inputs of `surge revisions rm`.
+type RevisionsRmOptions struct {
+	Streams
+	NewClient clientFunc
+	Names     []string
+}
+
+func newRevisionsRmCmd(s Streams, newClient clientFunc) *cobra.Command {
+	o := &RevisionsRmOptions{Streams: s, NewClient: newClient}
+	c := &cobra.Command{
+		Use:   "rm REV...",
+		Short: "Delete revisions that take no traffic, have no tag and no rollout may go back to",
+		Long: `Revisions rm deletes old revisions with their replicas. The server refuses, saying
+why, a revision that takes traffic or has a tag, the function's latest, and
+the two revisions of its latest rollout (where a rollback goes). A function's
+keepRevisions (surge deploy --keep N) deletes the oldest of them by itself.`,
+		Example:           `  surge revisions rm hello-00001 hello-00002`,
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: completeRevisions(newClient),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Names = args
+			return runRevisionsRm(cmd.Context(), o)
+		},
+	}
+	wrapArgs(c)
+	return c
+}
+
+func runRevisionsRm(ctx context.Context, o *RevisionsRmOptions) error {
+	for _, n := range o.Names {
+		if _, _, ok := api.ParseRevisionName(n); !ok {
+			return usagef("%q is not a revision name like hello-00001: `surge revisions NAME` lists them", n)
+		}
+	}
+	c, err := o.NewClient()
+	if err != nil {
+		return err
+	}
+	for _, n := range o.Names {
+		err := client.Delete[api.Revision](ctx, c, api.Key{Namespace: c.Namespace(), Name: n})
+		var ae *api.Error
+		switch {
+		case errors.As(err, &ae) && ae.Code == http.StatusNotFound:
+			fn, _, _ := api.ParseRevisionName(n)
+			return fmt.Errorf("revision %q not found: `surge revisions %s` lists them", n, fn)
+		case errors.As(err, &ae):
+			return errors.New(ae.Message)
+		case err != nil:
+			return err
+		}
+		fmt.Fprintf(o.Out, "revision %q deleted\n", n)
+	}
+	return nil
 }
 
 func runRevisions(ctx context.Context, o *RevisionsOptions) error {
@@ -65,21 +125,41 @@ func runRevisions(ctx context.Context, o *RevisionsOptions) error {
 	if err != nil {
 		return describeAPIError("function", o.Name, err)
 	}
-	share := map[string]int32{}
+	share, tag := map[string]int32{}, map[string]string{}
 	for _, t := range traffic.Spec.Targets {
-		share[t.Revision] = t.Percent
+		share[t.Revision], tag[t.Revision] = t.Percent, t.Tag
 	}
 	desired := map[string]int32{}
 	for _, s := range scales.Items {
 		desired[s.Metadata.Name] = s.Spec.Replicas
 	}
-	t := newTable(o.Out, "NAME", "TRAFFIC", "IMAGE", "REPLICAS", "AGE")
+	// A TAG column only where some revision has one.
+	tagged := newTagColumn(traffic)
+	t := newTable(o.Out, tagged.headers("NAME", "TRAFFIC", "TAG", "IMAGE", "REPLICAS", "AGE")...)
 	now := o.Now()
 	// Newest first, as users look for the latest.
 	for i := len(revs.Items) - 1; i >= 0; i-- {
 		r := revs.Items[i]
-		t.row(r.Metadata.Name, strconv.Itoa(int(share[r.Metadata.Name]))+"%", shortImage(r.Spec.Image()),
-			itoa(desired[r.Metadata.Name]), age(now, r.Metadata.CreationTimestamp))
+		t.row(tagged.cells(r.Metadata.Name, strconv.Itoa(int(share[r.Metadata.Name]))+"%", tag[r.Metadata.Name], shortImage(r.Spec.Image()),
+			itoa(desired[r.Metadata.Name]), age(now, r.Metadata.CreationTimestamp))...)
 	}
 	return t.flush()
+}
+
+// tagColumn is whether a table shows the TAG column, its third: only when
+// a revision of the traffic has a tag.
+type tagColumn bool
+
+func newTagColumn(t *api.Traffic) tagColumn {
+	return tagColumn(t != nil && slices.ContainsFunc(t.Spec.Targets, func(tt api.TrafficTarget) bool { return tt.Tag != "" }))
+}
+
+// headers and cells drop the third column unless shown.
+func (c tagColumn) headers(h ...string) []string { return c.cells(h...) }
+
+func (c tagColumn) cells(v ...string) []string {
+	if c {
+		return v
+	}
+	return append(v[:2:2], v[3:]...)
 }

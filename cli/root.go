@@ -227,6 +227,9 @@ type deps struct {
 	push     func(context.Context, v1.Image, string, imagebuild.PushOptions) (string, error)
 	// http sends invoke's requests; nil is localhostClient's.
 	http *http.Client
+	// poll is how often the verbs that follow the server look again (a
+	// rollout, a rollback's replica); 0 is each verb's own default.
+	poll time.Duration
 }
 
 // realDeps are the process's.
@@ -282,6 +285,8 @@ func newRootCmd(s Streams, version string, d deps, more ...Verb) *cobra.Command 
 		newRevisionsCmd(s, g.newClient, d),
 		newRmCmd(s, g.newClient),
 		newScaleCmd(s, g.newClient, d),
+		newTrafficCmd(s, g.newClient), newTagCmd(s, g.newClient), newUntagCmd(s, g.newClient),
+		newRollbackCmd(s, g.newClient, d), newRolloutCmd(s, g.newClient, d),
 		newNodesCmd(s, g.newClient, d),
 		newCordonCmd(s, g.newClient), newUncordonCmd(s, g.newClient), newDrainCmd(s, g.newClient),
 		newLogsCmd(s, g.newClient),
@@ -412,6 +417,9 @@ var flagOf = map[string]string{
 	"spec.readiness.path":           "--readiness-path",
 	"metadata.labels":               "--label",
 	"spec.nodeSelector":             "--node-selector",
+	"spec.canary.steps":             "--canary",
+	"spec.canary.stepDuration":      "--step",
+	"spec.keepRevisions":            "--keep",
 }
 
 func fieldSentence(field, msg string, flags map[string]string) string {
@@ -424,7 +432,7 @@ func fieldSentence(field, msg string, flags map[string]string) string {
 	if strings.HasPrefix(field, "spec.env[") {
 		return "--env " + msg
 	}
-	for prefix, flag := range map[string]string{"spec.command[": "--command", "spec.args[": "--arg", "spec.imagePullSecrets[": "--pull-secret", "metadata.labels[": "--label", "spec.nodeSelector[": "--node-selector"} {
+	for prefix, flag := range map[string]string{"spec.command[": "--command", "spec.args[": "--arg", "spec.imagePullSecrets[": "--pull-secret", "metadata.labels[": "--label", "spec.nodeSelector[": "--node-selector", "spec.canary.steps[": "--canary"} {
 		if strings.HasPrefix(field, prefix) {
 			return flag + " " + msg
 		}

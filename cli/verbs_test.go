@@ -143,6 +143,7 @@ func (e *verbEnv) deps() deps {
 			repo, _, _ := strings.Cut(ref, ":latest")
 			return repo + "@" + d.String(), nil
 		},
+		poll: time.Millisecond,
 		// Every function's URL reaches the fake gateway.
 		http: &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return dialer.DialContext(ctx, network, gw)
@@ -252,6 +253,70 @@ func TestVerbsGolden(t *testing.T) {
 		{name: "nodes", lines: []string{"nodes", "nodes node-2", "nodes nope"}},
 		{name: "version", lines: []string{"version", "version --client", "version --api http://127.0.0.1:1"}},
 		{name: "scale-rm", lines: []string{"scale hello --min 2 --max 4", "rm world", "rm world"}},
+		{name: "traffic", lines: []string{
+			"traffic hello",
+			"traffic hello hello-00001=90 hello-00003=10",
+			"traffic hello hello-00001=50",
+			"traffic hello hello-00001=50 hello-00001=50",
+			"traffic hello nope=100",
+			"traffic hello hello-00001=lots",
+			"traffic hello hello-00009=100",
+			"traffic hello @latest=100 -o yaml",
+		}},
+		{name: "tag", lines: []string{
+			"tag hello hello-00001 old",
+			"traffic hello",
+			"revisions hello",
+			"tag hello hello-00002 old",
+			"traffic hello old=20 @latest=80",
+			"describe hello",
+			"tag hello hello-00002 prev",
+			"untag hello prev",
+			"untag hello prev",
+			"tag hello hello-00002 Bad_Tag",
+		}},
+		{name: "canary", lines: []string{
+			"deploy hello --env A=1 --canary 10,50,100 --step 30s",
+			"rollout status hello",
+			"deploy hello --canary 20,100",
+			"deploy hello --env A=2 --no-wait",
+			"rollout status hello -w",
+			"deploy hello --canary off --keep 3",
+			"deploy hello --step 10s",
+			"deploy hello --canary 10,x",
+			"deploy hello --canary 50,10",
+			"rollout status world",
+			"rollout status nope",
+		}},
+		{name: "canary-rolled-back", setup: func(e *verbEnv) {
+			bad := api.RevisionHealth{Requests: 20, Errors: 20, P99: api.Duration{Duration: 3 * time.Millisecond}}
+			good := api.RevisionHealth{Requests: 180, P99: api.Duration{Duration: 2 * time.Millisecond}}
+			e.f.edit(func() {
+				e.f.canary["hello"] = []api.RolloutStatus{{Phase: api.RolloutRolledBack, Percent: 10,
+					Reason:   "error rate 100.0% against 0.0% for hello-00003 (more than 5.0 points worse), over 20 requests at 10%",
+					Analysis: &api.RolloutAnalysis{Canary: bad, Baseline: good}}}
+			})
+		}, lines: []string{
+			"deploy hello --env A=1 --canary 10,50,100",
+			"rollout status hello",
+			"revisions hello",
+		}},
+		{name: "rollback", lines: []string{
+			"rollback world",
+			"rollback hello --to hello-00001",
+			"rollout status hello",
+			"rollback hello",
+			"rollback hello",
+			"rollback hello --to hello-00009",
+			"rollback nope",
+		}},
+		{name: "revisions-rm", lines: []string{
+			"revisions rm hello-00003",
+			"revisions rm hello-00001",
+			"revisions rm hello-00001",
+			"revisions rm hello",
+			"revisions hello",
+		}},
 		{name: "build", setup: func(e *verbEnv) { e.write("src/main.go", "package main\n") }, lines: []string{"build {{DIR}}/src -t hi:v1 --arch amd64"}},
 		{name: "contexts", setup: func(e *verbEnv) {
 			e.write("wrong-token", "s3cret-token\n")

@@ -240,7 +240,11 @@ func (s *Server) build(db *etcdConn, c *certs) (*parts, error) {
 	cli := db.client
 	p := &parts{store: store.New(cli, s.clock), tokens: auth.NewStore(cli, s.clock), peers: &peers{self: s.cfg.Name, cli: cli}}
 	var err error
-	if p.scaler, err = autoscaling.New(s.cfg.Autoscaling, p.store, store.NewGatewayLoad(p.store, s.cfg.Autoscaling.StatsMaxAge), s.clock, s.log, s.registerer); err != nil {
+	acfg := s.cfg.Autoscaling
+	if acfg.MaxReplicas == 0 {
+		acfg.MaxReplicas = int(apiserver.DefaultLimits().MaxReplicas) // the bound the API puts on maxScale
+	}
+	if p.scaler, err = autoscaling.New(acfg, p.store, store.NewGatewayLoad(p.store, s.cfg.Autoscaling.StatsMaxAge), s.clock, s.log, s.registerer); err != nil {
 		return nil, fmt.Errorf("autoscaler: %w", err)
 	}
 	if p.images, err = registry.New(registry.Config{
@@ -250,7 +254,7 @@ func (s *Server) build(db *etcdConn, c *certs) (*parts, error) {
 	}); err != nil {
 		return nil, err
 	}
-	tasks := []controllers.LeaderTask{p.scaler.Run, s.collectImages(p)}
+	tasks := []controllers.LeaderTask{p.scaler.Run, s.collectImages(p), s.expireStats(p.store)}
 	if db.member != nil {
 		tasks = append(tasks, s.keepEtcdLeaderAway(db.member, cli, p.peers))
 	}

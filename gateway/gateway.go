@@ -3,8 +3,10 @@
 // to the least-loaded ready replica with room, queues requests when none
 // has room (asking for a replica at once when a revision has none), retries
 // what is safe, ejects replicas that refuse connections, passes WebSocket
-// upgrades through, and reports per-revision load to the autoscaler every
-// second.
+// upgrades through, and reports per-revision load (for the autoscaler) and
+// outcomes — requests, errors, a latency histogram (for the rollout
+// controller's canaries) — every second. A revision tagged in its
+// function's traffic also answers at its own host, TAG-NAME.DOMAIN.
 //
 // Routing state comes from RouteSources (the control-plane watch,
 // ControlPlaneSource, and gossip, GossipSource) through Routes.Update into

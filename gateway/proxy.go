@@ -39,6 +39,12 @@ type exchange struct {
 	start    time.Time
 	deadline time.Time
 	code     int
+	// answered is when the replica's answer header came, for an answer
+	// whose body streams after the handler returned (or a tunnel): its
+	// latency ends there. Zero when the answer is complete at finish.
+	answered time.Time
+	// failed marks an answer that broke off mid-body on the replica's side.
+	failed bool
 
 	head       bool // HEAD: the answer has no body
 	idempotent bool
@@ -74,6 +80,7 @@ func releaseExchange(x *exchange) {
 	x.relay = relay{x: x}
 	x.g, x.rev, x.ep = nil, nil, nil
 	x.code = 0
+	x.answered, x.failed = time.Time{}, false
 	x.head, x.idempotent, x.streamed, x.upgrade = false, false, false, false
 	if cap(x.body) > 1<<20 {
 		x.body = nil // keep the pool's memory bounded
@@ -310,6 +317,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 	x.code = x.resp.Header.StatusCode()
 	if x.code == fasthttp.StatusSwitchingProtocols {
 		if x.upgrade && isWebSocketAccept(&x.resp.Header) {
+			x.answered = g.clock.Now()
 			g.tunnel(ctx, x)
 			return
 		}
@@ -348,6 +356,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 		cl = -1 // chunked, or read-until-close from the replica: chunked to the client
 		ctx.Response.ImmediateHeaderFlush = true
 	}
+	x.answered = g.clock.Now()
 	_ = ctx.SetWriteDeadline(x.deadline)
 	ctx.Response.SetBodyStream(&x.relay, cl)
 }
@@ -544,6 +553,11 @@ func (g *Gateway) finish(x *exchange) {
 	rev := x.rev
 	now := g.clock.Now()
 	rev.stats.end(g.micros(now))
+	end := now
+	if !x.answered.IsZero() {
+		end = x.answered
+	}
+	rev.outcomes.record(end.Sub(x.start), x.code >= 500 || x.failed)
 	if m := rev.m; m != nil {
 		m.inflight.Dec()
 		m.code(x.code).Inc()

@@ -28,9 +28,10 @@ type revision struct {
 	eps  atomic.Pointer[[]*Endpoint]
 	gone atomic.Bool
 
-	queue  waitQueue
-	stats  revStats
-	budget retryBudget
+	queue    waitQueue
+	stats    revStats
+	outcomes revOutcomes
+	budget   retryBudget
 	// lastActivation (unix nanoseconds) and lastDemand are the last call
 	// to the Activator: see Gateway.activate.
 	lastActivation atomic.Int64
@@ -53,6 +54,13 @@ type functionRoute struct {
 	// byName holds every known revision of the function, routed by traffic
 	// or not, for the Surge-Revision header.
 	byName map[string]*revision
+}
+
+// tagRoute is a tagged revision's own route, while a snapshot is built.
+type tagRoute struct {
+	fk  api.Key
+	tag string
+	fr  *functionRoute
 }
 
 // Table is one immutable routing snapshot. Requests load the current one
@@ -262,6 +270,7 @@ func (r *Routes) rebuild() {
 	}
 	numbers := func(rev *revision) int64 { return s.revisions[rev.key].Number }
 	t := &Table{routes: make(map[string]*functionRoute, 2*len(s.functions))}
+	var tagged []tagRoute
 	for fk, fi := range s.functions {
 		fr := &functionRoute{key: fk, byName: map[string]*revision{}}
 		revs := byFunction[fk]
@@ -272,7 +281,14 @@ func (r *Routes) rebuild() {
 			var cum uint32
 			for _, tg := range tt {
 				rev := fr.byName[tg.Revision]
-				if rev == nil || tg.Percent <= 0 {
+				if rev == nil {
+					continue
+				}
+				if tg.Tag != "" {
+					tagged = append(tagged, tagRoute{fk: fk, tag: tg.Tag, fr: &functionRoute{key: fk,
+						targets: []target{{rev: rev, cum: 100}}, byName: fr.byName}})
+				}
+				if tg.Percent <= 0 {
 					continue
 				}
 				cum += uint32(tg.Percent)
@@ -290,6 +306,21 @@ func (r *Routes) rebuild() {
 		t.routes[fk.Name+"."+fk.Namespace] = fr
 		if fk.Namespace == api.DefaultNamespace {
 			t.routes[fk.Name] = fr
+		}
+	}
+	// A tagged revision answers at TAG-NAME.DOMAIN, whatever its share,
+	// as Knative's tag routes do; a function of that name keeps its own,
+	// and of two tags that make one host the first in key order wins.
+	slices.SortFunc(tagged, func(a, b tagRoute) int {
+		return cmp.Or(strings.Compare(a.fk.Namespace, b.fk.Namespace), strings.Compare(a.fk.Name, b.fk.Name), strings.Compare(a.tag, b.tag))
+	})
+	for _, tr := range tagged {
+		host := api.TagHost(tr.tag, tr.fk.Name)
+		if _, taken := t.routes[host+"."+tr.fk.Namespace]; !taken {
+			t.routes[host+"."+tr.fk.Namespace] = tr.fr
+		}
+		if _, taken := t.routes[host]; !taken && tr.fk.Namespace == api.DefaultNamespace {
+			t.routes[host] = tr.fr
 		}
 	}
 	t.revisions = make([]*revision, 0, len(live))

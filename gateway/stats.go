@@ -3,6 +3,8 @@ package gateway
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/surgeplatform/surge/api"
 )
 
 // revStats accumulates one revision's load, lock-free.
@@ -62,6 +64,44 @@ func (s *revStats) end(t int64) { s.step(t, -1) }
 
 func (s *revStats) inFlight() int64 { return int64(s.state.Load() & statsCountMask) }
 
+// revOutcomes counts how a revision's requests ended, for the rollout
+// controller's canary analysis (api.Outcomes): cumulative and lock-free,
+// a few atomic adds per request.
+type revOutcomes struct {
+	requests, errors atomic.Int64
+	latency          [api.LatencyBuckets]atomic.Int64
+}
+
+// record counts a request that took d (see exchange.answered) and, when
+// failed, as an error.
+func (o *revOutcomes) record(d time.Duration, failed bool) {
+	o.latency[api.LatencyBucket(d)].Add(1)
+	if failed {
+		o.errors.Add(1)
+	}
+	o.requests.Add(1)
+}
+
+// snapshot reads the counters, without their trailing empty buckets. The
+// reads are not one atomic step: a request that ends meanwhile may be in
+// the histogram and not yet in Requests, which the next snapshot settles.
+func (o *revOutcomes) snapshot() api.Outcomes {
+	out := api.Outcomes{Requests: o.requests.Load(), Errors: o.errors.Load()}
+	n := 0
+	for i := range o.latency {
+		if o.latency[i].Load() > 0 {
+			n = i + 1
+		}
+	}
+	if n > 0 {
+		out.Latency = make([]int64, n)
+		for i := range out.Latency {
+			out.Latency[i] = o.latency[i].Load()
+		}
+	}
+	return out
+}
+
 // RevisionStats is one revision's load over one window, as this gateway saw
 // it; the autoscaler sums them over gateways.
 type RevisionStats struct {
@@ -76,6 +116,10 @@ type RevisionStats struct {
 	// InFlight and QueueLength are the counts at the window's end.
 	InFlight    int64
 	QueueLength int64
+	// Outcomes counts how the revision's requests ended at this gateway,
+	// since it began routing the revision (not per window); zero until
+	// one ended.
+	Outcomes api.Outcomes
 }
 
 // StatsSink receives each window's stats, for the autoscaler wiring.
@@ -125,6 +169,9 @@ func (c *statsCollector) collect(now time.Time, revs []*revision) []RevisionStat
 			Requests:    m.requests - p.requests,
 			InFlight:    r.stats.inFlight(),
 			QueueLength: r.queue.length(),
+		}
+		if r.outcomes.requests.Load() > 0 {
+			st.Outcomes = r.outcomes.snapshot()
 		}
 		if us := window.Microseconds(); us > 0 {
 			st.AverageConcurrency = float64(m.area-p.area) / float64(us)

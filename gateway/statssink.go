@@ -43,10 +43,15 @@ func (s *ControlPlaneStatsSink) ReportStats(stats []RevisionStats) {
 	body := api.GatewayStats{Gateway: s.Gateway, At: clk.Now().UTC(), Revisions: make([]api.RevisionLoad, 0, len(stats))}
 	for _, st := range stats {
 		body.Window = api.Duration{Duration: st.Window}
-		body.Revisions = append(body.Revisions, api.RevisionLoad{
+		l := api.RevisionLoad{
 			Namespace: st.Namespace, Function: st.Function, Revision: st.Revision,
 			Concurrency: st.AverageConcurrency, Requests: st.Requests, InFlight: st.InFlight, Queued: st.QueueLength,
-		})
+		}
+		if st.Outcomes.Requests > 0 {
+			o := st.Outcomes
+			l.Outcomes = &o
+		}
+		body.Revisions = append(body.Revisions, l)
 	}
 	ctx, cancel := clock.WithTimeout(context.Background(), clk, statsSendTimeout)
 	defer cancel()

@@ -401,6 +401,7 @@ func (r *relay) Read(p []byte) (int, error) {
 func (r *relay) CloseWithError(err error) error {
 	x := r.x
 	x.finishUpstream(r.eof && err == nil)
+	x.failed = r.err != nil // the replica's side broke; a client that left is not the revision's failure
 	x.g.finish(x)
 	return nil
 }

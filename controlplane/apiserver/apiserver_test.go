@@ -321,6 +321,8 @@ func TestBadRequestsNameTheField(t *testing.T) {
 		{"bad function filter", "GET", "/v1/namespaces/default/replicas?function=Bad_", ``, 400, "function"},
 		{"two node filters", "GET", "/v1/namespaces/default/replicas?node=a&node=b", ``, 400, "node"},
 		{"bad stats", "POST", "/v1/stats", `{"gateway":"gw 1","revisions":[{"revision":"hello"}]}`, 422, "gateway"},
+		{"more errors than requests", "POST", "/v1/stats",
+			`{"gateway":"gw-1","revisions":[{"revision":"hello-00001","outcomes":{"requests":1,"errors":2}}]}`, 422, "revisions[0].outcomes"},
 		{"bad csr", "POST", "/v1/nodes/n1/bootstrap", `{"csr":"bad","address":"127.0.0.1"}`, 400, "csr"},
 		{"bad node address", "POST", "/v1/nodes/n1/bootstrap", `{"csr":"x","address":"here"}`, 400, "address"},
 		{"bad certificate usage", "POST", "/v1/nodes/n1/certificate", `{"csr":"x","usage":"both"}`, 403, ""}, // for nodes only

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -178,5 +179,48 @@ func TestStatsRead(t *testing.T) {
 	}
 	if len(got.Items) != 2 || got.Items[0] != want[0] || got.Items[1] != want[1] {
 		t.Errorf("stats = %+v, want %+v", got.Items, want)
+	}
+}
+
+// TestStatsBounded: a gateway token's load reports are bounded — the
+// revisions in one report, a revision's load in it, and the gateway names
+// one token reports under — so that a stolen gateway token cannot ask
+// the autoscaler for every replica the cluster has, nor fill etcd with
+// names.
+func TestStatsBounded(t *testing.T) {
+	e := newEnv(t, func(c *apiserver.Config) {
+		c.Limits.MaxGatewaysPerToken, c.Limits.MaxReportedRevisions, c.Limits.MaxReportedLoad = 2, 2, 50
+	})
+	gw := e.token(auth.RoleGateway)
+	report := func(gateway string, loads ...string) answer {
+		return e.do("POST", "/v1/stats", gw, `{"gateway":"`+gateway+`","window":"2s","revisions":[`+strings.Join(loads, ",")+`]}`)
+	}
+	load := func(rev string, concurrency float64, requests int) string {
+		return fmt.Sprintf(`{"namespace":"default","function":"hello","revision":%q,"concurrency":%v,"requests":%d}`, rev, concurrency, requests)
+	}
+	for _, tc := range []struct {
+		name  string
+		a     answer
+		code  int
+		field string
+	}{
+		{"within the limits", report("gw-1", load("hello-00001", 50, 100), load("hello-00002", 1, 1)), 204, ""},
+		{"three revisions", report("gw-1", load("hello-00001", 1, 1), load("hello-00002", 1, 1), load("hello-00003", 1, 1)), 422, "revisions"},
+		{"concurrency above the limit", report("gw-1", load("hello-00001", 50.5, 1)), 422, "revisions[0]"},
+		{"requests per second above the limit", report("gw-1", load("hello-00001", 1, 101)), 422, "revisions[0]"},
+		{"a second name", report("gw-2", load("hello-00001", 1, 1)), 204, ""},
+		{"a third name", report("gw-3", load("hello-00001", 1, 1)), 429, ""},
+		{"a known name again", report("gw-1", load("hello-00001", 1, 1)), 204, ""},
+	} {
+		if tc.a.code != tc.code {
+			t.Errorf("%s: %d %s, want %d", tc.name, tc.a.code, tc.a.body, tc.code)
+			continue
+		}
+		if tc.field != "" && (tc.a.err.Field != tc.field || !strings.Contains(tc.a.err.Message, "limit")) {
+			t.Errorf("%s: %+v, want field %s named with its limit", tc.name, tc.a.err, tc.field)
+		}
+		if tc.code == 429 && (tc.a.err.Reason != apiserver.ReasonTooManyGateways || !strings.Contains(tc.a.err.Message, "surge token create --role gateway")) {
+			t.Errorf("%s: %+v, want TooManyGateways saying what to do", tc.name, tc.a.err)
+		}
 	}
 }

@@ -26,6 +26,17 @@ type Limits struct {
 	// Scale asks for, so that a typo does not ask the scheduler for a
 	// million replicas.
 	MaxReplicas int32
+	// MaxGatewaysPerToken bounds the gateway names one token reports load
+	// under: each name is a key in etcd, kept a minute after its last
+	// report. Gateways that share a token share the bound.
+	MaxGatewaysPerToken int
+	// MaxReportedRevisions bounds the revisions in one load report, and
+	// MaxReportedLoad a revision's concurrency and requests per second in
+	// it: no gateway holds more (10,000 may wait per revision by
+	// default), so one report cannot ask the autoscaler for more than
+	// MaxReportedLoad / target replicas, and never more than MaxReplicas.
+	MaxReportedRevisions int
+	MaxReportedLoad      float64
 }
 
 // DefaultLimits returns the limits a server has unless told otherwise.
@@ -34,6 +45,9 @@ func DefaultLimits() Limits {
 		MaxWatchesPerPrincipal: 512,
 		MaxMinScale:            100,
 		MaxReplicas:            1000,
+		MaxGatewaysPerToken:    64,
+		MaxReportedRevisions:   10000,
+		MaxReportedLoad:        100000,
 	}
 }
 
@@ -49,6 +63,15 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxReplicas == 0 {
 		l.MaxReplicas = d.MaxReplicas
 	}
+	if l.MaxGatewaysPerToken == 0 {
+		l.MaxGatewaysPerToken = d.MaxGatewaysPerToken
+	}
+	if l.MaxReportedRevisions == 0 {
+		l.MaxReportedRevisions = d.MaxReportedRevisions
+	}
+	if l.MaxReportedLoad == 0 {
+		l.MaxReportedLoad = d.MaxReportedLoad
+	}
 	return l
 }
 
@@ -63,6 +86,15 @@ func (l Limits) validate() []error {
 	}
 	if l.MaxReplicas < 0 {
 		errs = append(errs, fmt.Errorf("apiserver config: Limits.MaxReplicas %d: want > 0", l.MaxReplicas))
+	}
+	if l.MaxGatewaysPerToken < 0 {
+		errs = append(errs, fmt.Errorf("apiserver config: Limits.MaxGatewaysPerToken %d: want > 0", l.MaxGatewaysPerToken))
+	}
+	if l.MaxReportedRevisions < 0 {
+		errs = append(errs, fmt.Errorf("apiserver config: Limits.MaxReportedRevisions %d: want > 0", l.MaxReportedRevisions))
+	}
+	if !(l.MaxReportedLoad >= 0) {
+		errs = append(errs, fmt.Errorf("apiserver config: Limits.MaxReportedLoad %v: want > 0", l.MaxReportedLoad))
 	}
 	return errs
 }

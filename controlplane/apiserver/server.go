@@ -20,6 +20,8 @@
 //	GET    /v1/namespaces/NS/replicas/NAME/log a replica's log, fetched from its agent (?follow=true)
 //	POST   /v1/tokens, GET /v1/tokens, DELETE /v1/tokens/ID
 //	GET    /v1/stats                           the gateways' load per revision
+//	POST   /v1/namespaces/NS/rollouts/NAME/rollback  all of a function's traffic back, at once
+//	DELETE /v1/namespaces/NS/revisions/NAME    a revision no traffic, tag or rollout keeps
 //	*      /v2/...                             the OCI registry (bearer, or basic with the token as password)
 //
 // A request authenticates with a bearer token (admin, viewer, gateway; the
@@ -294,7 +296,9 @@ func (s *Server) routes() {
 		// A node reads those of the namespaces it runs replicas of.
 		authorizeRead: s.nodeReadsPullSecrets,
 	})
-	registerKind(s, kindOps[api.Revision]{authorizeRead: s.nodeReadsRevision, redact: redactRevision})
+	registerKind(s, kindOps[api.Revision]{authorizeRead: s.nodeReadsRevision, redact: redactRevision, delete: s.deleteRevision})
+	// Rollouts are the rollout controller's: read-only, but for a rollback.
+	registerKind(s, kindOps[api.Rollout]{})
 	registerKind(s, kindOps[api.Traffic]{
 		validate: api.ValidateTraffic,
 		replace:  s.replaceTraffic,
@@ -332,6 +336,7 @@ func (s *Server) routes() {
 	})
 	s.tokenRoutes()
 	s.activateRoutes()
+	s.rollbackRoutes()
 	s.statsRoutes()
 	s.loadRoutes()
 	s.certificateRoutes()

@@ -2,10 +2,12 @@ package apiserver
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"net/http"
 	"regexp"
 	"slices"
+	"time"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/controlplane/auth"
@@ -23,20 +25,8 @@ func (s *Server) statsRoutes() {
 			writeError(w, s.cfg.Log, err)
 			return
 		}
-		var errs api.FieldErrors
-		if !gatewayName.MatchString(st.Gateway) {
-			errs = append(errs, api.FieldError{Field: "gateway", Message: "must be 1 to 128 letters, digits, '-', '_', '.' or ':'"})
-		}
-		for i, l := range st.Revisions {
-			if _, _, ok := api.ParseRevisionName(l.Revision); !ok {
-				errs = append(errs, api.FieldError{Field: fmt.Sprintf("revisions[%d].revision", i), Message: fmt.Sprintf("%q is not a revision name", l.Revision)})
-			}
-			if l.Concurrency < 0 || l.Requests < 0 {
-				errs = append(errs, api.FieldError{Field: fmt.Sprintf("revisions[%d]", i), Message: "counts must not be negative"})
-			}
-		}
-		if len(errs) > 0 {
-			writeError(w, s.cfg.Log, api.Invalid("stats", st.Gateway, errs))
+		if err := s.checkStats(r.Context(), &st); err != nil {
+			writeError(w, s.cfg.Log, err)
 			return
 		}
 		// The server's clock, not the gateway's, decides freshness.
@@ -73,3 +63,54 @@ func (s *Server) loadRoutes() {
 		writeJSON(w, http.StatusOK, out)
 	})
 }
+
+// checkStats validates a load report, each bad field named, against the
+// limits: how many revisions, how much load for each, and how many gateway
+// names the reporting token uses (a 429 past that).
+func (s *Server) checkStats(ctx context.Context, st *api.GatewayStats) error {
+	lim := s.cfg.Limits
+	var errs api.FieldErrors
+	if !gatewayName.MatchString(st.Gateway) {
+		errs = append(errs, api.FieldError{Field: "gateway", Message: "must be 1 to 128 letters, digits, '-', '_', '.' or ':'"})
+	}
+	if n := len(st.Revisions); n > lim.MaxReportedRevisions {
+		errs = append(errs, api.FieldError{Field: "revisions", Message: fmt.Sprintf("%d revisions, above this server's limit of %d (MaxReportedRevisions)", n, lim.MaxReportedRevisions)})
+	}
+	window := st.Window.Duration
+	if window <= 0 {
+		window = time.Second
+	}
+	for i, l := range st.Revisions {
+		if _, _, ok := api.ParseRevisionName(l.Revision); !ok {
+			errs = append(errs, api.FieldError{Field: fmt.Sprintf("revisions[%d].revision", i), Message: fmt.Sprintf("%q is not a revision name", l.Revision)})
+		}
+		if o := l.Outcomes; o != nil && (o.Requests < 0 || o.Errors < 0 || o.Errors > o.Requests ||
+			len(o.Latency) > api.LatencyBuckets || slices.ContainsFunc(o.Latency, func(n int64) bool { return n < 0 })) {
+			errs = append(errs, api.FieldError{Field: fmt.Sprintf("revisions[%d].outcomes", i),
+				Message: fmt.Sprintf("counts must not be negative, errors not more than requests, and latency at most %d buckets", api.LatencyBuckets)})
+		}
+		switch {
+		case l.Concurrency < 0 || l.Requests < 0:
+			errs = append(errs, api.FieldError{Field: fmt.Sprintf("revisions[%d]", i), Message: "counts must not be negative"})
+		case l.Concurrency > lim.MaxReportedLoad || float64(l.Requests)/window.Seconds() > lim.MaxReportedLoad:
+			errs = append(errs, api.FieldError{Field: fmt.Sprintf("revisions[%d]", i),
+				Message: fmt.Sprintf("concurrency %v and %d requests in %v: above this server's limit of %v (MaxReportedLoad)", l.Concurrency, l.Requests, window, lim.MaxReportedLoad)})
+		}
+	}
+	if len(errs) > 0 {
+		return api.Invalid("stats", st.Gateway, errs)
+	}
+	n, known, err := s.cfg.Store.GatewayNames(ctx, principal(ctx).ID, st.Gateway)
+	if err != nil {
+		return err
+	}
+	if !known && n >= int64(lim.MaxGatewaysPerToken) {
+		return api.NewError(http.StatusTooManyRequests, ReasonTooManyGateways,
+			"this token reports load under %d gateway names already, this server's limit (MaxGatewaysPerToken): give more gateways their own token (surge token create --role gateway), or wait a minute for stopped gateways' reports to expire", n)
+	}
+	return nil
+}
+
+// ReasonTooManyGateways is the reason of the 429 that refuses a load
+// report under one gateway name too many for its token.
+const ReasonTooManyGateways = "TooManyGateways"

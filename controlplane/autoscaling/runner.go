@@ -41,6 +41,11 @@ type Config struct {
 	// progress-deadline does, and the traffic stays where it was.
 	// Default (and when 0) 10m, Knative's.
 	ProgressDeadline time.Duration
+	// MaxReplicas is the cluster's bound on one revision's replicas
+	// (autoscaler.ScalerConfig.MaxReplicas): what a function without a
+	// maxScale of its own gets. Default (and when 0) the API's
+	// MaxReplicas limit, which the server sets.
+	MaxReplicas int
 	// Manual turns the runner off: Scales change only when someone writes
 	// them (tests of the controllers, operators debugging a revision).
 	Manual bool
@@ -108,6 +113,7 @@ func New(cfg Config, st *store.Store, stats StatsSource, clk clock.Clock, log *s
 	}
 	scaler, err := autoscaler.NewScaler(autoscaler.ScalerConfig{
 		Decider: cfg.Autoscaler, ProgressDeadline: cfg.ProgressDeadline, ActivationHold: cfg.StatsMaxAge,
+		MaxReplicas: cfg.MaxReplicas,
 	})
 	if err := errors.Join(cfg.validate(), err); err != nil {
 		return nil, fmt.Errorf("new autoscaling runner: %w", err)

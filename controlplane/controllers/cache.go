@@ -19,7 +19,8 @@ import (
 )
 
 // cache is the controllers' copy of what they reconcile — functions,
-// revisions, scales, replicas, nodes and the nodes' leases — and the
+// revisions, scales, replicas, nodes and the nodes' leases, and the
+// functions' traffic and rollouts (which revisions are kept) — and the
 // scheduler's accounting of it, kept current by one watch of the store's
 // prefix, as Kubernetes' informers keep theirs. A pass reads it instead of
 // listing etcd, so that a pass costs a walk over memory however many
@@ -39,6 +40,8 @@ type cache struct {
 	replicas  map[api.Key]*api.Replica
 	nodes     map[string]*api.Node
 	leases    map[string]time.Time
+	traffic   map[api.Key]*api.Traffic
+	rollouts  map[api.Key]*api.Rollout
 	// byRevision indexes the replicas by revision; unbound holds those
 	// with no node yet.
 	byRevision map[api.Key]map[api.Key]*api.Replica
@@ -61,6 +64,7 @@ func newEmptyCache() *cache {
 		functions: map[api.Key]*api.Function{}, scales: map[api.Key]*api.Scale{},
 		revisions: map[api.Key]*api.Revision{}, replicas: map[api.Key]*api.Replica{},
 		nodes: map[string]*api.Node{}, leases: map[string]time.Time{},
+		traffic: map[api.Key]*api.Traffic{}, rollouts: map[api.Key]*api.Rollout{},
 		byRevision: map[api.Key]map[api.Key]*api.Replica{}, unbound: map[api.Key]*api.Replica{},
 		cluster: scheduler.NewCluster(nil, nil, nil),
 	}
@@ -77,6 +81,7 @@ func readCache(ctx context.Context, st *store.Store, clk clock.Clock, watch bool
 	prefixes := []string{
 		store.KindPrefix(api.RevisionKind), store.KindPrefix(api.FunctionKind), store.KindPrefix(api.ScaleKind),
 		store.KindPrefix(api.NodeKind), store.LeasePrefix, store.KindPrefix(api.ReplicaKind),
+		store.KindPrefix(api.TrafficKind), store.KindPrefix(api.RolloutKind),
 	}
 	for _, p := range prefixes {
 		opts := []clientv3.OpOption{clientv3.WithPrefix()}
@@ -238,6 +243,22 @@ func (c *cache) put(key string, value []byte, modRev int64) error {
 		}
 		c.revisions[api.KeyOf(r)] = r
 		c.cluster.SetRevision(r)
+	case strings.HasPrefix(key, store.KindPrefix(api.TrafficKind)):
+		t, err := store.Decode[api.Traffic](value, modRev)
+		if err != nil {
+			return err
+		}
+		if newer(c.traffic[api.KeyOf(t)], t) {
+			c.traffic[api.KeyOf(t)] = t
+		}
+	case strings.HasPrefix(key, store.KindPrefix(api.RolloutKind)):
+		r, err := store.Decode[api.Rollout](value, modRev)
+		if err != nil {
+			return err
+		}
+		if newer(c.rollouts[api.KeyOf(r)], r) {
+			c.rollouts[api.KeyOf(r)] = r
+		}
 	}
 	return nil
 }
@@ -268,6 +289,14 @@ func (c *cache) remove(key string, modRev int64) {
 		if k, ok := store.KeyOfEtcdKey(api.RevisionKind, key); ok {
 			delete(c.revisions, k)
 			c.cluster.RemoveRevision(k)
+		}
+	case strings.HasPrefix(key, store.KindPrefix(api.TrafficKind)):
+		if k, ok := store.KeyOfEtcdKey(api.TrafficKind, key); ok {
+			delete(c.traffic, k)
+		}
+	case strings.HasPrefix(key, store.KindPrefix(api.RolloutKind)):
+		if k, ok := store.KeyOfEtcdKey(api.RolloutKind, key); ok {
+			delete(c.rollouts, k)
 		}
 	}
 }

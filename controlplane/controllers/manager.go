@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -48,6 +49,14 @@ type Config struct {
 	// controlplane's etcd leader mover). etcd's floor is 2s; below 3s a
 	// keep-alive every 2/3s risks losing the term on a loaded machine.
 	LeaseTTL int
+	// RolloutTick is how often the canary loop judges the canaries in
+	// progress: how late a step ends, or a failing canary is seen. Each
+	// judgment reads the gateways' reports; with no canary in progress a
+	// tick reads only the rollouts.
+	RolloutTick time.Duration
+	// StatsMaxAge is how old a gateway's last report may be and still
+	// count for a canary (the autoscaler's StatsMaxAge).
+	StatsMaxAge time.Duration
 	// BindConcurrency is how many bindings the scheduler writes at once.
 	// etcd commits concurrent transactions in one batch (one fsync), so a
 	// burst of placements binds in a few round trips rather than one per
@@ -58,7 +67,7 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{Resync: 5 * time.Second, Debounce: 5 * time.Millisecond, NodeTimeout: 30 * time.Second,
-		LeaseConfirm: 3 * time.Second, LeaseTTL: 3, BindConcurrency: 32}
+		LeaseConfirm: 3 * time.Second, LeaseTTL: 3, BindConcurrency: 32, RolloutTick: time.Second, StatsMaxAge: 3 * time.Second}
 }
 
 // Manager runs the controllers while this server is the leader.
@@ -73,6 +82,15 @@ type Manager struct {
 	live Liveness
 	// wake, when set, triggers a pass (gossip changed).
 	wake <-chan struct{}
+	// outcomes is the gateways' counters the canary loop judges by.
+	outcomes OutcomeSource
+	// testEvidence is CanaryPass's, between calls.
+	testEvidence *evidence
+	// canariesLive is whether the last pass's cache held a canary in
+	// progress, or a pass started one since: the canary loop reads the
+	// rollouts and the gateways' reports only then. Set by the loop's
+	// goroutine, read by the canary loop's.
+	canariesLive atomic.Bool
 	// recheck is when the last pass said a node's verdict could turn
 	// (zero: no such time); the loop runs a pass then. Only the loop's
 	// goroutine uses it.
@@ -101,8 +119,15 @@ type LeaderTask = leader.Task
 // passes, the resync and the debounce; nil is the wall clock.
 func New(cfg Config, st *store.Store, log *slog.Logger, clk clock.Clock, id string, tasks ...LeaderTask) (*Manager, error) {
 	clk = clock.Or(clk)
+	d := DefaultConfig()
 	if cfg.BindConcurrency <= 0 {
-		cfg.BindConcurrency = DefaultConfig().BindConcurrency
+		cfg.BindConcurrency = d.BindConcurrency
+	}
+	if cfg.RolloutTick <= 0 {
+		cfg.RolloutTick = d.RolloutTick
+	}
+	if cfg.StatsMaxAge <= 0 {
+		cfg.StatsMaxAge = d.StatsMaxAge
 	}
 	log = log.With("component", "controllers")
 	lc := leader.DefaultConfig()
@@ -111,7 +136,8 @@ func New(cfg Config, st *store.Store, log *slog.Logger, clk clock.Clock, id stri
 	if err != nil {
 		return nil, fmt.Errorf("controllers: %w", err)
 	}
-	return &Manager{cfg: cfg, store: st, log: log, clock: clk, elector: el, tasks: tasks}, nil
+	return &Manager{cfg: cfg, store: st, log: log, clock: clk, elector: el, tasks: tasks,
+		outcomes: store.NewGatewayLoad(st, cfg.StatsMaxAge)}, nil
 }
 
 const electionKey = store.Prefix + "leader/controllers"
@@ -133,7 +159,7 @@ func Leader(ctx context.Context, cli *clientv3.Client) (string, error) {
 // Run campaigns for leadership and, while leading, runs passes and the
 // leader tasks, until ctx ends (package leader).
 func (m *Manager) Run(ctx context.Context) error {
-	return m.elector.Run(ctx, append([]LeaderTask{m.loop}, m.tasks...)...)
+	return m.elector.Run(ctx, append([]LeaderTask{m.loop, m.canaries}, m.tasks...)...)
 }
 
 // loop reads the state into a cache that its watch keeps current, and
@@ -249,21 +275,63 @@ func (m *Manager) Pass(ctx context.Context) error {
 // pass runs every controller once over c, which each keeps current with
 // what it writes.
 func (m *Manager) pass(ctx context.Context, c *cache) error {
+	live := false
+	for _, ro := range c.rollouts {
+		live = live || (ro.Status.Phase == api.RolloutProgressing && ro.Spec.Canary != nil)
+	}
+	m.canariesLive.Store(live)
 	return errors.Join(
 		m.nodes(ctx, c),
 		m.replicaSets(ctx, c),
 		m.schedule(ctx, c),
 		m.statuses(ctx, c),
 		m.rollouts(ctx, c),
+		m.prune(ctx, c),
 	)
 }
 
-// rollouts moves each function's traffic to its latest revision once that
-// revision has a Ready replica (the count statuses just wrote), as
-// Knative's routes follow the latest ready revision. Until then the
-// traffic stays on the revision before, and a revision that never gets a
-// Ready replica never takes any. Traffic a user set after the deploy
-// stays as set (store.PromoteRevision).
+// prune deletes the revisions a function's KeepRevisions lets go
+// (api.Prunable: never one that takes traffic, has a tag, is the latest or
+// a rollout's way back), for the functions the cache says have some; the
+// store decides again on a fresh read (store.PruneRevisions).
+func (m *Manager) prune(ctx context.Context, c *cache) error {
+	names := map[api.Key][]string{}
+	for k, r := range c.revisions {
+		fk := api.Key{Namespace: k.Namespace, Name: r.Spec.Function}
+		names[fk] = append(names[fk], k.Name)
+	}
+	var ops []writeOp
+	for k, f := range c.functions {
+		keep := int(f.Spec.KeepRevisions)
+		if keep <= 0 || len(names[k]) <= keep || len(api.Prunable(f, c.traffic[k], c.rollouts[k], names[k], keep)) == 0 {
+			continue
+		}
+		ops = append(ops, func(ctx context.Context) (func(), error) {
+			gone, err := m.store.PruneRevisions(ctx, k, keep)
+			if benign(err) {
+				err = nil
+			}
+			if len(gone) > 0 {
+				m.log.Info("pruned revisions", "function", k.Name, "namespace", k.Namespace, "revisions", gone, "keep", keep)
+			}
+			return nil, err
+		})
+	}
+	return m.write(ctx, ops)
+}
+
+// UseOutcomes replaces where the canary loop reads the gateways' counters
+// (by default the store's reports). Call before Run; for tests.
+func (m *Manager) UseOutcomes(src OutcomeSource) { m.outcomes = src }
+
+// rollouts starts moving each function's traffic to its latest revision
+// once that revision has a Ready replica (the count statuses just wrote),
+// as Knative's routes follow the latest ready revision: all of it at once,
+// or, with a canary in the function's spec, its first step, which the
+// canary loop (rollouts.go) takes on. Until then the traffic stays on the
+// revision before, and a revision that never gets a Ready replica never
+// takes any. Traffic a user set after the deploy stays as set
+// (store.PromoteRevision).
 func (m *Manager) rollouts(ctx context.Context, c *cache) error {
 	var ops []writeOp
 	for _, f := range c.functions {
@@ -285,8 +353,13 @@ func (m *Manager) rollouts(ctx context.Context, c *cache) error {
 				return nil, err
 			}
 			if moved {
-				m.log.Info("rolled out", "function", f.Metadata.Name, "namespace", f.Metadata.Namespace,
-					"revision", latest, "from", from)
+				how := "all at once"
+				if f.Spec.Canary != nil && from != "" {
+					how = "canary " + f.Spec.Canary.String()
+					m.canariesLive.Store(true) // before the watch tells the next pass
+				}
+				m.log.Info("rolling out", "function", f.Metadata.Name, "namespace", f.Metadata.Namespace,
+					"revision", latest, "from", from, "how", how)
 			}
 			return nil, nil
 		})

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,7 +122,14 @@ func (f *fixture) traffic() string {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return fmt.Sprint(tr.Spec.Targets)
+	parts := make([]string, len(tr.Spec.Targets))
+	for i, tt := range tr.Spec.Targets {
+		parts[i] = fmt.Sprintf("{%s %d}", tt.Revision, tt.Percent)
+		if tt.Tag != "" {
+			parts[i] = fmt.Sprintf("{%s %d %s}", tt.Revision, tt.Percent, tt.Tag)
+		}
+	}
+	return "[" + strings.Join(parts, " ") + "]"
 }
 
 func (f *fixture) setTraffic(targets ...api.TrafficTarget) {

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/surgeplatform/surge/api"
@@ -113,10 +115,15 @@ func (s *Store) PutFunction(ctx context.Context, f *api.Function, mode WriteMode
 				return nil, err
 			}
 			if same && (po.digest == "" || po.digest == cur.Status.ImageDigest) {
-				if maps.Equal(cur.Metadata.Labels, f.Metadata.Labels) {
+				rest, err := sameRest(&cur.Spec, &f.Spec)
+				if err != nil {
+					return nil, err
+				}
+				if rest && maps.Equal(cur.Metadata.Labels, f.Metadata.Labels) {
 					return &FunctionResult{Function: cur}, nil
 				}
-				// Labels only: rewrite the function, make no revision.
+				// Labels, the canary or the revisions kept only: rewrite
+				// the function, make no revision.
 				fval, err := encode(&next)
 				if err != nil {
 					return nil, err
@@ -185,7 +192,7 @@ func (s *Store) revisionOps(fn *api.Function, revName string, first bool) ([]cli
 	labels := map[string]string{api.LabelFunction: fn.Metadata.Name}
 	rev := &api.Revision{
 		Metadata: api.ObjectMeta{Name: revName, Namespace: ns, Labels: labels},
-		Spec: api.RevisionSpec{Function: fn.Metadata.Name, Number: fn.Metadata.Generation, Template: fn.Spec,
+		Spec: api.RevisionSpec{Function: fn.Metadata.Name, Number: fn.Metadata.Generation, Template: api.RevisionTemplate(&fn.Spec),
 			ImageDigest: fn.Status.ImageDigest},
 	}
 	s.stampNew(rev)
@@ -221,35 +228,43 @@ func allTrafficTo(fn *api.Function, revName string) *api.Traffic {
 	}
 }
 
-// PromoteRevision ends a deploy's rollout once its revision has a Ready
+// PromoteRevision ends the wait of a deploy's revision for a Ready
 // replica: the function records revName as its LatestReadyRevision, and
-// its Traffic moves to revName, all of it, in the same transaction. It
-// does so only while revName is still the function's latest revision and
-// not yet promoted, and only if neither the function nor its Traffic
+// its traffic starts moving to revName, in the same transaction — all of
+// it at once, or, when the function's spec has a canary, its first step,
+// which the rollout controller takes on from there. The Rollout object
+// records either (its From is where `surge rollback` returns). It does so
+// only while revName is still the function's latest revision and not yet
+// promoted, and only if neither the function, its Traffic nor its Rollout
 // changed since they were read (else api.ErrConflict: read again).
 //
 // The traffic moves only if nobody set it since the deploy made revName:
-// a split or a rollback written while the revision was starting (or after
-// the deploy, on a function stored before this rule) is the user's word
-// and stays; the revision is then only recorded as ready. PromoteRevision
-// reports whether the traffic followed the deploy: moved to revName, or
-// found all on it already (a new function's first revision), in which
-// case the Traffic is not written again.
+// a split or a rollback a user wrote while the revision was starting is
+// the user's word and stays; the revision is then only recorded as ready.
+// What the rollout controller wrote (a canary's step, a tag added since)
+// is not a user's split: a canary of an older revision still in progress
+// is superseded, and the new revision rolls out from the revision that
+// canary started from. PromoteRevision reports whether the traffic
+// followed the deploy: moved toward revName, or found all on it already (a
+// new function's first revision), in which case nothing but the function
+// is written.
 func (s *Store) PromoteRevision(ctx context.Context, function api.Key, revName string) (bool, error) {
 	fnName := function.Name
 	fkey, _ := EtcdKey(api.FunctionKind, function)
 	tkey, _ := EtcdKey(api.TrafficKind, function)
+	okey, _ := EtcdKey(api.RolloutKind, function)
 	rkey, ok := EtcdKey(api.RevisionKind, api.Key{Namespace: function.Namespace, Name: revName})
 	if !ok {
 		return false, notFound(api.RevisionKind, revName)
 	}
-	resp, err := s.c.Txn(ctx).Then(clientv3.OpGet(fkey), clientv3.OpGet(tkey), clientv3.OpGet(rkey)).Commit()
+	resp, err := s.c.Txn(ctx).Then(clientv3.OpGet(fkey), clientv3.OpGet(tkey), clientv3.OpGet(rkey), clientv3.OpGet(okey)).Commit()
 	if err != nil {
 		return false, fmt.Errorf("promote revision %s: %w", revName, err)
 	}
 	fkvs := resp.Responses[0].GetResponseRange().Kvs
 	tkvs := resp.Responses[1].GetResponseRange().Kvs
 	rkvs := resp.Responses[2].GetResponseRange().Kvs
+	okvs := resp.Responses[3].GetResponseRange().Kvs
 	if len(fkvs) == 0 {
 		return false, notFound(api.FunctionKind, fnName)
 	}
@@ -263,50 +278,140 @@ func (s *Store) PromoteRevision(ctx context.Context, function api.Key, revName s
 	if fn.Status.LatestRevision != revName || fn.Status.LatestReadyRevision == revName {
 		return false, nil
 	}
+	prevReady := fn.Status.LatestReadyRevision
 	fn.Status.LatestReadyRevision = revName
 	fval, err := encode(fn)
 	if err != nil {
 		return false, err
 	}
-	guards := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(fkey), "=", fkvs[0].ModRevision)}
-	ops := []clientv3.Op{clientv3.OpPut(fkey, fval)}
-	// The deploy wrote the revision; a Traffic written since is the user's.
-	move := len(tkvs) == 0 || tkvs[0].ModRevision <= rkvs[0].CreateRevision
 	var cur *api.Traffic
 	if len(tkvs) > 0 {
 		if cur, err = decode[api.Traffic](tkvs[0].Value, tkvs[0].ModRevision); err != nil {
 			return false, err
 		}
 	}
-	already := cur != nil && len(cur.Spec.Targets) == 1 && cur.Spec.Targets[0] == api.TrafficTarget{Revision: revName, Percent: 100}
-	if move && !already {
-		traffic := allTrafficTo(fn, revName)
-		if cur != nil {
-			traffic.Metadata = cur.Metadata
-			traffic.Metadata.ResourceVersion = ""
-			guards = append(guards, clientv3.Compare(clientv3.ModRevision(tkey), "=", tkvs[0].ModRevision))
-		} else {
-			s.stampNew(traffic)
-			guards = append(guards, clientv3.Compare(clientv3.CreateRevision(tkey), "=", 0))
+	var ro *api.Rollout
+	if len(okvs) > 0 {
+		if ro, err = decode[api.Rollout](okvs[0].Value, okvs[0].ModRevision); err != nil {
+			return false, err
 		}
-		tval, err := encode(traffic)
+	}
+	guards := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(fkey), "=", fkvs[0].ModRevision), guardOf(tkey, tkvs), guardOf(okey, okvs)}
+	ops := []clientv3.Op{clientv3.OpPut(fkey, fval)}
+
+	created := rkvs[0].CreateRevision
+	if cur != nil && userSetTraffic(cur, tkvs[0].ModRevision, ro, okvs, prevReady, created) {
+		return false, s.commit(ctx, fnName, revName, guards, ops)
+	}
+	if cur != nil && api.SameShares(cur, map[string]int32{revName: 100}) {
+		return true, s.commit(ctx, fnName, revName, guards, ops) // already all on it: the traffic followed
+	}
+	from := api.MainTarget(cur)
+	if ro != nil && ro.Status.Phase == api.RolloutProgressing && ro.Spec.From != "" {
+		from = ro.Spec.From // a canary in progress is superseded: start from where it started
+	}
+	now := s.clock.Now().UTC()
+	next := &api.Rollout{
+		Metadata: api.ObjectMeta{Name: fnName, Namespace: function.Namespace, Labels: map[string]string{api.LabelFunction: fnName}},
+		Spec:     api.RolloutSpec{Revision: revName},
+		Status:   api.RolloutStatus{Phase: api.RolloutSucceeded, Percent: 100, Started: now, StepStarted: now, Finished: now},
+	}
+	if from != revName {
+		next.Spec.From = from
+	}
+	shares := map[string]int32{revName: 100}
+	if c := fn.Spec.Canary; c != nil && next.Spec.From != "" && len(c.Steps) > 0 && c.Steps[0] < 100 {
+		strategy := *c
+		strategy.Steps = append([]int32(nil), c.Steps...)
+		next.Spec.Canary = &strategy
+		next.Status.Phase, next.Status.Percent, next.Status.Finished = api.RolloutProgressing, c.Steps[0], time.Time{}
+		shares = next.Shares()
+	}
+	traffic := allTrafficTo(fn, revName)
+	if cur != nil {
+		traffic.Metadata = cur.Metadata
+		traffic.Metadata.ResourceVersion = ""
+		traffic.Spec.Targets = api.Split(cur, shares)
+	} else {
+		s.stampNew(traffic)
+	}
+	if ro != nil {
+		next.Metadata.UID, next.Metadata.CreationTimestamp = ro.Metadata.UID, ro.Metadata.CreationTimestamp
+		next.Metadata.Generation = ro.Metadata.Generation + 1
+	} else {
+		s.stampNew(next)
+	}
+	for k, o := range map[string]api.Object{tkey: traffic, okey: next} {
+		val, err := encode(o)
 		if err != nil {
 			return false, err
 		}
-		ops = append(ops, clientv3.OpPut(tkey, tval))
+		ops = append(ops, clientv3.OpPut(k, val))
 	}
-	tr, err := s.c.Txn(ctx).If(guards...).Then(ops...).Commit()
-	if err != nil {
-		return false, fmt.Errorf("promote revision %s: %w", revName, err)
-	}
-	if !tr.Succeeded {
-		return false, conflict(api.FunctionKind, fnName)
-	}
-	return move, nil // already counts as moved: the traffic followed
+	return true, s.commit(ctx, fnName, revName, guards, ops)
 }
 
-// sameSpec compares two specs by their JSON form, which is what is stored.
+// userSetTraffic reports whether traffic t (at mod revision tRev) is a
+// user's word that a deploy's revision, created at etcd revision created,
+// must not override: it was written after the revision was made, and it is
+// neither the split the last rollout ro (at okvs) left nor, without one,
+// all of it on the function's ready revision before (prevReady). A
+// rollback a user asked for after the revision was made is the user's
+// word whatever its split.
+func userSetTraffic(t *api.Traffic, tRev int64, ro *api.Rollout, okvs []*mvccpb.KeyValue, prevReady string, created int64) bool {
+	if tRev <= created {
+		return false
+	}
+	if ro != nil {
+		if ro.Spec.Rollback && okvs[0].ModRevision > created {
+			return true
+		}
+		shares := ro.Shares()
+		return shares == nil || !api.SameShares(t, shares)
+	}
+	return prevReady == "" || !api.SameShares(t, map[string]int32{prevReady: 100})
+}
+
+// guardOf is the comparison that fails a transaction if the key read as
+// kvs (one value, or none) changed since.
+func guardOf(key string, kvs []*mvccpb.KeyValue) clientv3.Cmp {
+	if len(kvs) == 0 {
+		return clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+	}
+	return clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision)
+}
+
+// commit writes a promotion's ops if its guards hold.
+func (s *Store) commit(ctx context.Context, fnName, revName string, guards []clientv3.Cmp, ops []clientv3.Op) error {
+	tr, err := s.c.Txn(ctx).If(guards...).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("promote revision %s: %w", revName, err)
+	}
+	if !tr.Succeeded {
+		return conflict(api.FunctionKind, fnName)
+	}
+	return nil
+}
+
+// sameSpec reports whether two specs make the same revision: whether
+// their templates (api.RevisionTemplate) have the same JSON form, which is
+// what is stored.
 func sameSpec(a, b *api.FunctionSpec) (bool, error) {
+	ta, tb := api.RevisionTemplate(a), api.RevisionTemplate(b)
+	return sameJSON(&ta, &tb)
+}
+
+// sameRest reports whether two specs that make the same revision are the
+// same in what revisions do not keep: the canary and KeepRevisions.
+func sameRest(a, b *api.FunctionSpec) (bool, error) {
+	if a.KeepRevisions != b.KeepRevisions {
+		return false, nil
+	}
+	return sameJSON(a.Canary, b.Canary)
+}
+
+// sameJSON compares two values by their JSON form.
+func sameJSON(a, b any) (bool, error) {
 	ja, err := json.Marshal(a)
 	if err != nil {
 		return false, err
@@ -318,8 +423,8 @@ func sameSpec(a, b *api.FunctionSpec) (bool, error) {
 	return bytes.Equal(ja, jb), nil
 }
 
-// DeleteFunction removes a function with its revisions, traffic, scales and
-// replicas, in one transaction. A non-empty resourceVersion makes it
+// DeleteFunction removes a function with its revisions, traffic, rollout,
+// scales and replicas, in one transaction. A non-empty resourceVersion makes it
 // conditional.
 func (s *Store) DeleteFunction(ctx context.Context, key api.Key, resourceVersion string) error {
 	want, err := ParseVersion(resourceVersion)
@@ -333,7 +438,8 @@ func (s *Store) DeleteFunction(ctx context.Context, key api.Key, resourceVersion
 		guard = clientv3.Compare(clientv3.ModRevision(fkey), "=", want)
 	}
 	tkey, _ := EtcdKey(api.TrafficKind, key)
-	ops := []clientv3.Op{clientv3.OpDelete(fkey), clientv3.OpDelete(tkey)}
+	okey, _ := EtcdKey(api.RolloutKind, key)
+	ops := []clientv3.Op{clientv3.OpDelete(fkey), clientv3.OpDelete(tkey), clientv3.OpDelete(okey)}
 	for _, k := range []api.Kind{api.RevisionKind, api.ScaleKind, api.ReplicaKind} {
 		p, err := Scope{Namespace: ns, Function: name}.prefix(k)
 		if err != nil {

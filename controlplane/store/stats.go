@@ -15,7 +15,8 @@ import (
 // The gateways' load reports live under StatsPrefix, one key per reporting
 // principal and gateway name, each overwritten every second: the
 // autoscaler leader, on whichever server, sums the latest report of every
-// gateway, and a gateway that stops reporting ages out by its timestamp.
+// gateway; a gateway that stops reporting ages out by its timestamp, and
+// its key is deleted later (ExpireGatewayStats).
 // This file is the only code that knows that layout and its JSON.
 
 // statsKey is where a gateway's latest report lives. The principal is in
@@ -36,6 +37,46 @@ func (s *Store) PutGatewayStats(ctx context.Context, principal string, st *api.G
 		return fmt.Errorf("put stats of gateway %s: %w", st.Gateway, err)
 	}
 	return nil
+}
+
+// GatewayNames reports how many gateway names principal reports under,
+// and whether gateway is one of them.
+func (s *Store) GatewayNames(ctx context.Context, principal, gateway string) (n int64, known bool, err error) {
+	resp, err := s.c.Txn(ctx).Then(
+		clientv3.OpGet(statsKey(principal, ""), clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		clientv3.OpGet(statsKey(principal, gateway), clientv3.WithCountOnly()),
+	).Commit()
+	if err != nil {
+		return 0, false, fmt.Errorf("count the gateways of %s: %w", principal, err)
+	}
+	return resp.Responses[0].GetResponseRange().Count, resp.Responses[1].GetResponseRange().Count > 0, nil
+}
+
+// ExpireGatewayStats deletes the reports made before before: gateways
+// that stopped, or names that a gateway token made up. A report written
+// again meanwhile stays (each delete compares the version read).
+func (s *Store) ExpireGatewayStats(ctx context.Context, before time.Time) (int, error) {
+	resp, err := s.c.Get(ctx, StatsPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("expire gateway stats: %w", err)
+	}
+	n := 0
+	for _, kv := range resp.Kvs {
+		var gs api.GatewayStats
+		if err := json.Unmarshal(kv.Value, &gs); err == nil && !gs.At.Before(before) {
+			continue
+		}
+		key := string(kv.Key)
+		txn, err := s.c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
+			Then(clientv3.OpDelete(key)).Commit()
+		if err != nil {
+			return n, fmt.Errorf("expire gateway stats: %w", err)
+		}
+		if txn.Succeeded {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // GatewayLoad is the autoscaler's source of the gateways' load: the latest
@@ -92,4 +133,31 @@ func statsWindow(d api.Duration) time.Duration {
 		return time.Second
 	}
 	return d.Duration
+}
+
+// Outcomes returns how the revisions' requests ended, as each gateway
+// whose latest report is fresh at now counts them (api.Outcomes:
+// cumulative counters), by gateway (its report's key) and revision. The
+// rollout controller differences them from one call to the next, so a
+// missed report loses nothing. A report that does not decode is skipped.
+func (g *GatewayLoad) Outcomes(ctx context.Context, now time.Time) (map[string]map[api.Key]api.Outcomes, error) {
+	resp, err := g.store.c.Get(ctx, StatsPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read gateway stats: %w", err)
+	}
+	out := map[string]map[api.Key]api.Outcomes{}
+	for _, kv := range resp.Kvs {
+		var gs api.GatewayStats
+		if err := json.Unmarshal(kv.Value, &gs); err != nil || now.Sub(gs.At) > g.maxAge {
+			continue
+		}
+		m := map[api.Key]api.Outcomes{}
+		for _, l := range gs.Revisions {
+			if l.Outcomes != nil {
+				m[api.Key{Namespace: l.Namespace, Name: l.Revision}] = *l.Outcomes
+			}
+		}
+		out[string(kv.Key)] = m
+	}
+	return out, nil
 }

@@ -2,10 +2,12 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/autoscaler"
@@ -65,5 +67,28 @@ func TestGatewayLoadSumsFreshReports(t *testing.T) {
 	got, err = store.NewGatewayLoad(st, maxAge).Load(ctx, now.Add(time.Minute))
 	if err != nil || len(got) != 0 {
 		t.Errorf("a minute later Load = %v, %v; want nothing", got, err)
+	}
+
+	// Names a principal reports under are counted, and the old reports
+	// (and the one that does not decode) expire; the fresh stay.
+	if n, known, err := st.GatewayNames(ctx, "gateway-token", "gw-2"); n != 4 || !known || err != nil {
+		t.Errorf("gateway-token's names: %d, gw-2 known %v, %v; want 4, true", n, known, err)
+	}
+	if n, known, err := st.GatewayNames(ctx, "gateway-token", "gw-9"); n != 4 || known || err != nil {
+		t.Errorf("gateway-token's names: %d, gw-9 known %v, %v; want 4, false", n, known, err)
+	}
+	if n, err := st.ExpireGatewayStats(ctx, now.Add(-time.Second)); n != 3 || err != nil {
+		t.Errorf("expired %d reports (%v), want 3: other-token's gw-1, gw-3 and the one that does not decode", n, err)
+	}
+	resp, err := st.Client().Get(ctx, store.StatsPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, kv := range resp.Kvs {
+		left = append(left, strings.TrimPrefix(string(kv.Key), store.StatsPrefix))
+	}
+	if diff := cmp.Diff([]string{"gateway-token/gw-1", "gateway-token/gw-2"}, left); diff != "" {
+		t.Errorf("reports left (-want +got):\n%s", diff)
 	}
 }

@@ -69,6 +69,8 @@ func setKind(o api.Object, k api.Kind) {
 		v.Kind = k.Name
 	case *api.Node:
 		v.Kind = k.Name
+	case *api.Rollout:
+		v.Kind = k.Name
 	}
 }
 
