@@ -27,6 +27,10 @@ type ServerInfo struct {
 	// MemberID is its embedded etcd member's id (hex), "" on an external
 	// etcd.
 	MemberID string `json:"memberID,omitempty"`
+	// MetricsURL is where the server's metrics are scraped: the API's
+	// /metrics (a token that may read metrics), or, in surge up, the one
+	// address that serves every role's.
+	MetricsURL string `json:"metricsURL,omitempty"`
 }
 
 // EtcdMember is one member of the embedded etcd cluster.

@@ -391,6 +391,9 @@ type NodeStatus struct {
 	// with the node's serving certificate from the node CA; only the API
 	// server calls it (ValidAgentURL).
 	AgentURL string `json:"agentURL,omitempty"`
+	// MetricsURL is the agent's metrics endpoint, for discovery: see
+	// NormalizeMetricsURL. Empty: none that a scraper elsewhere reaches.
+	MetricsURL string `json:"metricsURL,omitempty"`
 	// LastSeen is when the node last reported.
 	LastSeen time.Time `json:"lastSeen,omitzero"`
 	// Images are the digests ("sha256:…") of the images the agent has
@@ -506,4 +509,7 @@ type GatewayStats struct {
 	// At is when the window ended, by the gateway's clock.
 	At        time.Time      `json:"at"`
 	Revisions []RevisionLoad `json:"revisions"`
+	// MetricsURL is the gateway's metrics endpoint, for discovery: see
+	// NormalizeMetricsURL. Empty: none that a scraper elsewhere reaches.
+	MetricsURL string `json:"metricsURL,omitempty"`
 }

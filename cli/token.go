@@ -35,7 +35,7 @@ type TokenOptions struct {
 }
 
 // tokenRoles are the roles a token may have, in the order help lists them.
-var tokenRoles = []string{"admin", "viewer", "gateway", "node"}
+var tokenRoles = []string{"admin", "viewer", "gateway", "node", "metrics"}
 
 func newTokenCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
 	o := &TokenOptions{Streams: s, NewClient: newClient, Now: d.now}
@@ -46,7 +46,8 @@ func newTokenCmd(s Streams, newClient clientFunc, d deps) *cobra.Command {
 		Long: `A token is ID.SECRET: the API keeps the SHA-256 of SECRET only, and shows a
 token's secret once, when it is made. Roles: admin (everything), viewer (reads,
 with environment values and passwords redacted), gateway (what a gateway
-needs), node (a join token: it only obtains a node's certificate).
+needs), node (a join token: it only obtains a node's certificate), metrics
+(what Prometheus needs: every role's metrics and their discovery, nothing else).
 
 Rotate a token by making its successor, handing it out, then revoking the old
 one: every API server refuses a revoked token at its next request, and the

@@ -88,12 +88,19 @@ type Config struct {
 	// or unreachable registry leaves the revision unpinned. Images in the
 	// built-in registry resolve without the network.
 	ResolveTimeout time.Duration
-	// Registerer takes the server's metrics (the API's, the autoscaler's),
-	// and the API serves them at /metrics, so it must be a
-	// prometheus.Gatherer too (a *prometheus.Registry); it takes the
-	// metrics of one run. Nil is a private registry that also has the Go
-	// and process collectors.
+	// Registerer takes the server's metrics (the API's, the controllers'
+	// and scheduler's, the autoscaler's, etcd round trips), and the API
+	// serves Gatherer at /metrics: Registerer itself when Gatherer is nil,
+	// which must then be a prometheus.Gatherer too (a *prometheus.Registry).
+	// It takes the metrics of one run. Nil is a private registry that also
+	// has the process's collectors (telemetry.NewProcessRegistry).
 	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	// MetricsURL is where scrapers find this server's metrics, as
+	// discovery (GET /v1/sd/prometheus) lists it. Empty is the API's own
+	// /metrics, which needs a token that may read metrics; surge up sets
+	// the one loopback address that serves every role's.
+	MetricsURL string
 	// Clock is the server's clock: object and token timestamps,
 	// certificates, node liveness, and the pace of the server's own work
 	// (the controllers' resync and debounce, the election's back-off, image
@@ -245,7 +252,12 @@ func (c Config) Validate() error {
 	if !filepath.IsAbs(c.DataDir) {
 		errs = append(errs, fmt.Errorf("--data-dir %q: want an absolute path", c.DataDir))
 	}
-	if c.Registerer != nil {
+	if c.MetricsURL != "" {
+		if u, err := url.Parse(c.MetricsURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("config MetricsURL %q: want http://HOST:PORT/metrics", c.MetricsURL))
+		}
+	}
+	if c.Registerer != nil && c.Gatherer == nil {
 		if _, ok := c.Registerer.(prometheus.Gatherer); !ok {
 			errs = append(errs, fmt.Errorf("config Registerer %T: want one that is also a prometheus.Gatherer (a *prometheus.Registry), for /metrics", c.Registerer))
 		}

@@ -16,6 +16,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -30,7 +31,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/client"
@@ -43,6 +43,7 @@ import (
 	"github.com/surgeplatform/surge/controlplane/store"
 	"github.com/surgeplatform/surge/gossip"
 	"github.com/surgeplatform/surge/internal/clock"
+	"github.com/surgeplatform/surge/internal/telemetry"
 )
 
 // shutdownGrace bounds how long in-flight API requests may take to finish
@@ -88,11 +89,13 @@ func New(cfg Config, log *slog.Logger, version string) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, version: version, clock: cfg.Clock, ready: make(chan struct{})}
-	if cfg.Registerer == nil {
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	switch {
+	case cfg.Registerer == nil:
+		reg := telemetry.NewProcessRegistry(version)
 		s.registerer, s.gatherer = reg, reg
-	} else {
+	case cfg.Gatherer != nil:
+		s.registerer, s.gatherer = cfg.Registerer, cfg.Gatherer
+	default:
 		s.registerer, s.gatherer = cfg.Registerer, cfg.Registerer.(prometheus.Gatherer) // checked by Validate
 	}
 	return s, nil
@@ -147,6 +150,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	if err := checkStorageVersion(ctx, db.client); err != nil {
+		return err
+	}
+	if err := instrumentEtcd(db.client, s.registerer, s.clock); err != nil {
 		return err
 	}
 
@@ -258,7 +264,7 @@ func (s *Server) build(db *etcdConn, c *certs) (*parts, error) {
 	if db.member != nil {
 		tasks = append(tasks, s.keepEtcdLeaderAway(db.member, cli, p.peers))
 	}
-	if p.controllers, err = controllers.New(s.cfg.Controllers, p.store, s.log, s.clock, s.cfg.Name, tasks...); err != nil {
+	if p.controllers, err = controllers.New(s.cfg.Controllers, p.store, s.log, s.clock, s.registerer, s.cfg.Name, tasks...); err != nil {
 		return nil, err
 	}
 	images := &replicated{local: p.images, peers: p.peers, etcd: cli, log: s.log.With("component", "registry")}
@@ -274,7 +280,7 @@ func (s *Server) build(db *etcdConn, c *certs) (*parts, error) {
 		Clock:          s.clock,
 		PodCIDR:        netip.MustParsePrefix(s.cfg.PodCIDR), // checked by Validate
 		NodeSubnetBits: s.cfg.NodeSubnetBits,
-		Extra:          append(registryRoutes(images), s.clusterRoutes(db, p)...),
+		Extra:          append(registryRoutes(images), append(s.clusterRoutes(db, p), s.discoveryRoute(db, p))...),
 		OnActivate:     p.scaler.Activated,
 		FunctionURL:    urls,
 		ResolveImage:   resolver.resolve,
@@ -355,7 +361,8 @@ func (s *Server) runInBackground(ctx context.Context, db *etcdConn, p *parts) (s
 			s.log.Error("controllers stopped", "err", err)
 		}
 	})
-	info := api.ServerInfo{Name: s.cfg.Name, APIURL: s.apiURL(), Version: s.version, APIVersion: api.Version}
+	info := api.ServerInfo{Name: s.cfg.Name, APIURL: s.apiURL(), Version: s.version, APIVersion: api.Version,
+		MetricsURL: cmp.Or(s.cfg.MetricsURL, s.apiURL()+api.MetricsPath)}
 	if db.member != nil {
 		info.MemberID = db.member.Server.MemberID().String()
 	}

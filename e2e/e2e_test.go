@@ -89,6 +89,8 @@ type cluster struct {
 	api string
 	// gateway is the gateway's address (surge up only).
 	gateway string
+	// metrics is where surge up serves every role's metrics.
+	metrics string
 }
 
 func newCluster(t *testing.T, verb string) *cluster {
@@ -114,9 +116,9 @@ func newClusterOn(t *testing.T, verb, bridge, podCIDR string) *cluster {
 	if verb == "up" {
 		// Its own bridge and addresses, so it cannot clash with a `make
 		// run` on the same machine.
-		c.gateway = freeAddr(t)
+		c.gateway, c.metrics = freeAddr(t), freeAddr(t)
 		c.flags = append(c.flags, "--gateway-addr", c.gateway, "--pod-cidr", podCIDR, "--bridge", bridge,
-			"--gossip-addr", freeAddr(t), "--agent-addr", freeAddr(t))
+			"--gossip-addr", freeAddr(t), "--agent-addr", freeAddr(t), "--metrics-addr", c.metrics)
 	}
 	t.Cleanup(func() {
 		if verb == "up" && c.cmd != nil {

@@ -170,6 +170,18 @@ type Config struct {
 	DrainDelay time.Duration
 	// DrainTimeout bounds the wait for in-flight requests at shutdown.
 	DrainTimeout time.Duration
+
+	// AccessLog says which requests the access log records (Deps.AccessLog
+	// is where it writes): off, sampled (one in AccessLogSample, and every
+	// 5xx) or full. Recording costs the request path a copy of its method,
+	// host and path and no allocation; writing is another goroutine's.
+	AccessLog AccessLogMode
+	// AccessLogSample is the sampled mode's one-in-N.
+	AccessLogSample int
+	// AccessLogBuffer is how many records may wait for the writer; more
+	// are dropped (surge_gateway_access_log_dropped_total) rather than
+	// slow requests down. Each costs about half a kilobyte.
+	AccessLogBuffer int
 }
 
 // DefaultConfig returns the configuration `surge up` runs with.
@@ -211,6 +223,9 @@ func DefaultConfig() Config {
 		StatsInterval:           time.Second,
 		DrainDelay:              0,
 		DrainTimeout:            30 * time.Second,
+		AccessLog:               AccessLogOff,
+		AccessLogSample:         100,
+		AccessLogBuffer:         4096,
 	}
 }
 
@@ -263,6 +278,11 @@ func (c Config) withDefaults() Config {
 	setDur(&c.UpstreamIdleConnTimeout, d.UpstreamIdleConnTimeout)
 	setInt(&c.UpstreamBufferBytes, d.UpstreamBufferBytes)
 	setInt(&c.QueueDepth, d.QueueDepth)
+	if c.AccessLog == "" {
+		c.AccessLog = d.AccessLog
+	}
+	setInt(&c.AccessLogSample, d.AccessLogSample)
+	setInt(&c.AccessLogBuffer, d.AccessLogBuffer)
 	setDur(&c.ActivationInterval, d.ActivationInterval)
 	if c.RetryBudgetRatio == 0 {
 		c.RetryBudgetRatio = d.RetryBudgetRatio
@@ -338,6 +358,15 @@ func (c Config) problems(prefix string) []error {
 		bad("MaxConns", c.MaxConns, "must be positive")
 	}
 	pos("DialTimeout", c.DialTimeout)
+	if _, err := ParseAccessLogMode(string(c.AccessLog)); err != nil {
+		bad("AccessLog", c.AccessLog, "must be off, sampled or full")
+	}
+	if c.AccessLogSample < 1 {
+		bad("AccessLogSample", c.AccessLogSample, "must be at least 1")
+	}
+	if c.AccessLogBuffer < 1 || c.AccessLogBuffer > 1<<20 {
+		bad("AccessLogBuffer", c.AccessLogBuffer, "must be between 1 and 1048576")
+	}
 	nonNeg("ResponseStartTimeout", c.ResponseStartTimeout)
 	pos("IdleStreamTimeout", c.IdleStreamTimeout)
 	pos("DefaultTimeout", c.DefaultTimeout)

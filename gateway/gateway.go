@@ -33,6 +33,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -60,6 +61,9 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Log receives operational events; nil discards them.
 	Log *slog.Logger
+	// AccessLog receives the access log, a JSON object per line, from one
+	// goroutine (Config.AccessLog says which requests); nil writes none.
+	AccessLog io.Writer
 	// Clock is the gateway's one source of time; nil means the wall
 	// clock. It times what the gateway waits for (stats windows, the
 	// drain's delay and timeout, a queued request's wait, a WebSocket's
@@ -95,6 +99,7 @@ type Gateway struct {
 	picker    Picker
 	eject     ejectPolicy
 	metrics   *metrics
+	alog      *accessLog // nil: no access log
 	activator Activator
 	sink      StatsSink
 	sources   []RouteSource
@@ -157,6 +162,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		}
 		g.metrics = m
 	}
+	g.alog = newAccessLog(cfg.AccessLog, cfg.AccessLogSample, cfg.AccessLogBuffer, deps.AccessLog)
+	if g.alog != nil && g.metrics != nil {
+		g.alog.dropped = g.metrics.accessDropped
+	}
 	hooks := routeHooks{
 		hostClient: func(addr string, limit int64) *fasthttp.HostClient { return newHostClient(addr, limit, &g.cfg) },
 	}
@@ -206,6 +215,12 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	g.trusted = trustedNets(cfg.TrustedProxies)
 	g.ips = newIPConns(cfg.MaxConnsPerIP, g.trusted)
 	g.park = newParking(cfg.ParkIdleAfter, cfg.IdleTimeout, cfg.MaxConns, g.clock, g.log, g.srv.ServeConn)
+	if g.park != nil && deps.Registerer != nil {
+		if err := registerParking(deps.Registerer, g.park); err != nil {
+			g.park.poll.close() // never run: nothing else to stop
+			return nil, err
+		}
+	}
 	return g, nil
 }
 
@@ -304,7 +319,19 @@ func (g *Gateway) Run(ctx context.Context) error {
 		<-ectx.Done()
 		return g.drain()
 	})
-	return eg.Wait()
+	if g.alog == nil {
+		return eg.Wait()
+	}
+	// The access log's writer outlives the drain, whose requests it logs.
+	stopLog, logDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(logDone)
+		g.alog.run(stopLog, func(err error) { g.log.Warn("access log write failed; dropping records until it works", "err", err) })
+	}()
+	err := eg.Wait()
+	close(stopLog)
+	<-logDone
+	return err
 }
 
 // drain stops the gateway gracefully; see Run.

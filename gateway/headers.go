@@ -142,6 +142,9 @@ type forwardInfo struct {
 	// Forwarded and X-Real-IP pass on and whose X-Forwarded-* headers are
 	// kept and extended. Anyone else's are removed or replaced.
 	trust bool
+	// traceparent, when set, is a trace the gateway started for a request
+	// that came without one (W3C Trace Context), sent on to the replica.
+	traceparent []byte
 }
 
 // fieldSet is a set of the header fields the gateway treats specially, so
@@ -321,6 +324,9 @@ func copyRequestHeader(dst, src *fasthttp.RequestHeader, uri []byte, fw forwardI
 			dst.SetCanonical(strXForwardedHost, host)
 		}
 	}
+	if len(fw.traceparent) > 0 {
+		dst.SetCanonical(strTraceparent, fw.traceparent)
+	}
 	return scratch
 }
 
@@ -382,6 +388,11 @@ func appendRawRequestHead(dst []byte, src *fasthttp.RequestHeader, uri []byte, f
 	if host := src.Host(); len(host) > 0 {
 		dst = append(dst, "X-Forwarded-Host: "...)
 		dst = append(dst, host...)
+		dst = append(dst, "\r\n"...)
+	}
+	if len(fw.traceparent) > 0 {
+		dst = append(dst, "traceparent: "...)
+		dst = append(dst, fw.traceparent...)
 		dst = append(dst, "\r\n"...)
 	}
 	return append(dst, "\r\n"...), true

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/surgeplatform/surge/internal/telemetry/telemetrytest"
 )
 
 func TestGracefulDrain(t *testing.T) {
@@ -140,16 +142,20 @@ func TestMetricsRegisteredWithBoundedLabels(t *testing.T) {
 		"surge_gateway_request_duration_seconds", "surge_gateway_inflight_requests",
 		"surge_gateway_queue_depth", "surge_gateway_upstream_connect_errors_total",
 		"surge_gateway_retries_total", "surge_gateway_ejections_total",
+		"surge_gateway_queue_wait_seconds", "surge_cold_start_seconds",
+		"surge_gateway_queue_rejections_total", "surge_gateway_activations_total",
 	}
 	got, err := testutil.GatherAndCount(tg.reg, names...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One revision: one series each, plus one code for requests, and one
+	// One revision: a request counter per code class, a rejection counter
+	// per bound, one series of each of the nine other families, and one
 	// code for the 20 unrouted requests, whatever their hosts.
-	if got != 8 {
-		t.Errorf("%d series, want 8", got)
+	if want := len(codeClasses) + 2 + 9 + 1; got != want {
+		t.Errorf("%d series, want %d", got, want)
 	}
+	telemetrytest.Check(t, "the gateway's registry", tg.reg, names...)
 	if v := testutil.ToFloat64(tg.metrics.unrouted.WithLabelValues("404")); v != 20 {
 		t.Errorf("unrouted 404 = %v", v)
 	}

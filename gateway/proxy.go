@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -46,6 +47,18 @@ type exchange struct {
 	// failed marks an answer that broke off mid-body on the replica's side.
 	failed bool
 
+	// queued: the request found no replica with room and waited; cold:
+	// it found no replica at all; coldFirst: it is the first of its
+	// revision's cold start (see revision.coldStart); coldMs: how long it
+	// waited for its replica, for Surge-Cold-Start, -1 before it got one.
+	queued, cold, coldFirst bool
+	coldMs                  int64
+	retries                 int32
+	replica                 string               // the address of the replica that answered
+	tp                      [traceparentLen]byte // a traceparent made for the request
+	num                     []byte               // scratch for a header's digits
+	log                     accessRecord         // filled only with an access log
+
 	head       bool // HEAD: the answer has no body
 	idempotent bool
 	streamed   bool // the request body streams from the client
@@ -65,7 +78,7 @@ var exchangePool sync.Pool
 func (g *Gateway) acquireExchange() *exchange {
 	x, _ := exchangePool.Get().(*exchange)
 	if x == nil {
-		x = &exchange{}
+		x = &exchange{coldMs: -1}
 		x.relay.x = x
 	}
 	x.g = g
@@ -81,6 +94,7 @@ func releaseExchange(x *exchange) {
 	x.g, x.rev, x.ep = nil, nil, nil
 	x.code = 0
 	x.answered, x.failed = time.Time{}, false
+	x.queued, x.cold, x.coldFirst, x.coldMs, x.retries, x.replica = false, false, false, -1, 0, ""
 	x.head, x.idempotent, x.streamed, x.upgrade = false, false, false, false
 	if cap(x.body) > 1<<20 {
 		x.body = nil // keep the pool's memory bounded
@@ -107,6 +121,10 @@ var (
 	msgDraining       = "the gateway is shutting down"
 	msgBadUpgrade     = "the function's replica switched to a protocol that was not asked for"
 	headerRevision    = "Surge-Revision"
+	// strColdStart names the answer's header that says how many
+	// milliseconds the request waited for a replica of a revision that had
+	// none (a cold start).
+	strColdStart = []byte("Surge-Cold-Start")
 	// headerIdempotencyKey marks a request its client may send again
 	// (draft-ietf-httpapi-idempotency-key-header): the gateway retries it
 	// like a GET.
@@ -191,6 +209,17 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 		fw.clientIP = ip
 		fw.trust = g.trusted.contains(ip)
 	}
+	// W3C trace context: a client's traceparent goes on as it came; a
+	// request without one starts a trace.
+	tp := ctx.Request.Header.PeekBytes(strTraceparent)
+	if len(tp) == 0 {
+		newTraceparent(&x.tp)
+		tp, fw.traceparent = x.tp[:], x.tp[:]
+	}
+	if g.alog != nil {
+		x.log.capture(ctx.Method(), ctx.Host(), path, traceID(tp))
+		x.log.client = fw.clientIP
+	}
 	stream := ctx.RequestBodyStream()
 	if stream == nil || cl == 0 {
 		// No body: the client's header block may go on as it came.
@@ -247,6 +276,9 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 			now = g.clock.Now()
 		}
 		ep, status, msg := g.acquire(x, avoid, now)
+		if attempt == 0 && x.queued {
+			g.waited(x, ep != nil)
+		}
 		if ep == nil {
 			if status == fasthttp.StatusServiceUnavailable {
 				ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, retryAfterSeconds)
@@ -271,6 +303,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 			} else {
 				ep.succeeded()
 			}
+			x.replica = ep.addr
 			break
 		}
 		now = g.clock.Now()
@@ -288,6 +321,7 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 			replayable: !x.streamed || x.reqBody.n == 0,
 		}
 		if attempt < g.cfg.MaxRetries && retryable(facts) && now.Before(x.deadline) && rev.budget.withdraw() {
+			x.retries++
 			if rev.m != nil {
 				rev.m.retries.Inc()
 			}
@@ -330,6 +364,10 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 		return
 	}
 	copyResponseHeader(&ctx.Response.Header, &x.resp.Header)
+	if x.coldMs >= 0 {
+		x.num = strconv.AppendInt(x.num[:0], x.coldMs, 10)
+		ctx.Response.Header.SetCanonical(strColdStart, x.num)
+	}
 	if x.resp.BodyStream() == nil {
 		// HEAD, 204, 304, or a body that came whole with the header
 		// (readResponse): the answer is complete, and the replica's
@@ -381,6 +419,11 @@ func (g *Gateway) acquire(x *exchange, avoid *Endpoint, now time.Time) (*Endpoin
 	}
 	// Slow path: wait for a slot or a new replica, while the request's
 	// deadline allows.
+	x.queued = true
+	if !x.cold && len(rev.endpoints()) == 0 {
+		x.cold = true
+		x.coldFirst = rev.coldStart.CompareAndSwap(false, true)
+	}
 	limit := x.deadline
 	if d := g.cfg.MaxQueueWait; d > 0 && now.Add(d).Before(limit) {
 		limit = now.Add(d)
@@ -408,8 +451,14 @@ func (g *Gateway) acquire(x *exchange, avoid *Endpoint, now time.Time) (*Endpoin
 		} else {
 			switch rev.queue.push(w) {
 			case revisionFull:
+				if rev.m != nil {
+					rev.m.queueFull[queueFullRevision].Inc()
+				}
 				return nil, fasthttp.StatusServiceUnavailable, msgQueueFull
 			case gatewayFull:
+				if rev.m != nil {
+					rev.m.queueFull[queueFullGateway].Inc()
+				}
 				return nil, fasthttp.StatusServiceUnavailable, msgGatewayFull
 			}
 		}
@@ -486,6 +535,9 @@ func (g *Gateway) ask(rev *revision, now time.Time, followUp bool) {
 	}
 	if rev.lastActivation.CompareAndSwap(last, n) {
 		rev.lastDemand.Store(demand)
+		if rev.m != nil {
+			rev.m.activations.Inc()
+		}
 		g.activator.Activate(rev.key.Namespace, rev.function, rev.key.Name, int(demand))
 	}
 }
@@ -562,6 +614,18 @@ func (g *Gateway) finish(x *exchange) {
 		m.inflight.Dec()
 		m.code(x.code).Inc()
 		m.duration.Observe(now.Sub(x.start).Seconds())
+		if x.coldFirst && x.coldMs >= 0 {
+			m.coldStart.Observe(now.Sub(x.start).Seconds())
+		}
+	}
+	if x.coldFirst {
+		rev.coldStart.Store(false)
+	}
+	if l := g.alog; l != nil && l.wants(x.code) {
+		r := &x.log
+		r.start, r.duration, r.status, r.rev = x.start, now.Sub(x.start), x.code, rev
+		r.coldMs, r.retries, r.replica = x.coldMs, x.retries, x.replica
+		l.record(r)
 	}
 	releaseExchange(x)
 }
@@ -571,6 +635,29 @@ func (g *Gateway) rejectUnrouted(ctx *fasthttp.RequestCtx, status int, msg strin
 	writeJSONError(ctx, status, msg)
 	if g.metrics != nil {
 		g.metrics.unrouted.WithLabelValues(statusLabel(status)).Inc()
+	}
+	if l := g.alog; l != nil && l.wants(status) {
+		var r accessRecord
+		r.capture(ctx.Method(), ctx.Host(), ctx.URI().PathOriginal(), traceID(ctx.Request.Header.PeekBytes(strTraceparent)))
+		r.start = g.requestStart(ctx)
+		r.duration, r.status, r.coldMs = g.clock.Since(r.start), status, -1
+		if ip, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
+			r.client = ip
+		}
+		l.record(&r)
+	}
+}
+
+// waited accounts for a request that waited in its revision's queue: the
+// wait, and, when it waited for a revision's first replica (a cold start)
+// and got one, how long, for Surge-Cold-Start.
+func (g *Gateway) waited(x *exchange, served bool) {
+	wait := g.clock.Since(x.start)
+	if x.rev.m != nil {
+		x.rev.m.queueWait.Observe(wait.Seconds())
+	}
+	if x.cold && served {
+		x.coldMs = wait.Milliseconds()
 	}
 }
 

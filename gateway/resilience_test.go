@@ -42,7 +42,7 @@ func TestQueueDeadlineAnswers504(t *testing.T) {
 	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, msgNoReplicaReady) {
 		t.Fatalf("got %d %q, want 504 saying %q", resp.StatusCode, body, msgNoReplicaReady)
 	}
-	if got := testutil.ToFloat64(tg.metrics.requests.WithLabelValues("default", "cold", "cold-00001", "504")); got != 1 {
+	if got := testutil.ToFloat64(tg.metrics.requests.WithLabelValues("default", "cold", "cold-00001", "5xx")); got != 1 {
 		t.Errorf("requests{504} = %v", got)
 	}
 }

@@ -37,7 +37,11 @@ type revision struct {
 	lastActivation atomic.Int64
 	lastDemand     atomic.Int64
 	followUp       atomic.Bool // queued in Gateway.followUps
-	m              *revMetrics // nil without metrics
+	// coldStart is set while a request that found the revision without a
+	// replica waits for one or is answered: the first of a cold start,
+	// which surge_cold_start_seconds times.
+	coldStart atomic.Bool
+	m         *revMetrics // nil without metrics
 }
 
 func (r *revision) endpoints() []*Endpoint {

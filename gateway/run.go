@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -52,8 +53,17 @@ type Options struct {
 
 	// Registerer receives the gateway's metrics; nil registers none.
 	Registerer prometheus.Registerer
+	// MetricsURL is where the gateway's metrics are scraped
+	// (http://HOST:PORT/metrics), sent with its stats for discovery (GET
+	// /v1/sd/prometheus); the API server puts the report's source address
+	// in place of a wildcard host, and takes no host but that one or
+	// loopback. Empty reports none.
+	MetricsURL string
 	// Log receives operational events; nil discards them.
 	Log *slog.Logger
+	// AccessLog receives the access log (see Deps.AccessLog); nil writes
+	// none.
+	AccessLog io.Writer
 	// Clock is the gateway's one source of time, gossip's too (see
 	// Deps.Clock); nil means the wall clock.
 	Clock clock.Clock
@@ -236,9 +246,10 @@ func Run(ctx context.Context, o Options) (err error) {
 	gw, err := New(o.Config, Deps{
 		Sources:    sources,
 		Activator:  act,
-		Stats:      &ControlPlaneStatsSink{Client: c, Gateway: o.Name, Log: log, Clock: o.Clock},
+		Stats:      &ControlPlaneStatsSink{Client: c, Gateway: o.Name, MetricsURL: o.MetricsURL, Log: log, Clock: o.Clock},
 		Registerer: o.Registerer,
 		Log:        log,
+		AccessLog:  o.AccessLog,
 		Clock:      o.Clock,
 		Listener:   o.Listener,
 	})

@@ -25,6 +25,9 @@ type ControlPlaneStatsSink struct {
 	Client *client.Client
 	// Gateway names this gateway instance; windows are kept per name.
 	Gateway string
+	// MetricsURL, when set, is sent with every window: where the
+	// gateway's metrics are scraped, for discovery.
+	MetricsURL string
 	// Log receives failures; nil discards them.
 	Log *slog.Logger
 	// Clock stamps the windows and times out their sends; nil means the
@@ -40,7 +43,7 @@ var _ StatsSink = (*ControlPlaneStatsSink)(nil)
 // dropped: the next window carries fresh numbers.
 func (s *ControlPlaneStatsSink) ReportStats(stats []RevisionStats) {
 	clk := clock.Or(s.Clock)
-	body := api.GatewayStats{Gateway: s.Gateway, At: clk.Now().UTC(), Revisions: make([]api.RevisionLoad, 0, len(stats))}
+	body := api.GatewayStats{Gateway: s.Gateway, At: clk.Now().UTC(), Revisions: make([]api.RevisionLoad, 0, len(stats)), MetricsURL: s.MetricsURL}
 	for _, st := range stats {
 		body.Window = api.Duration{Duration: st.Window}
 		l := api.RevisionLoad{

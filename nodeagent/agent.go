@@ -116,6 +116,12 @@ type Config struct {
 	Clock clock.Clock
 	// agentURL is where it does, once it does (sent with the heartbeat).
 	agentURL string
+	// MetricsURL is where the agent's metrics are scraped
+	// (http://HOST:PORT/metrics), reported in the node's status for
+	// discovery; the API server puts the node's address in place of a
+	// wildcard host and takes no host but that one or loopback. Empty
+	// reports none.
+	MetricsURL string
 	// apiCA is the cluster CA, PEM, which the API server's client
 	// certificate chains to: the log server accepts no other caller.
 	apiCA []byte
@@ -199,7 +205,8 @@ type Agent struct {
 	cfg        Config
 	api        *client.Client
 	newRuntime RuntimeFactory
-	runtime    Runtime // set by Run
+	runtime    Runtime // set by Run, under mu
+	metrics    *metrics
 	announce   Announcer
 	log        *slog.Logger
 	clock      clock.Clock
@@ -223,7 +230,7 @@ func New(cfg Config, c *client.Client, newRuntime RuntimeFactory, announce Annou
 	return &Agent{
 		cfg: cfg, api: c, newRuntime: newRuntime, announce: announce, log: log.With("component", "agent", "node", cfg.NodeName),
 		clock: cfg.Clock, replicas: &apiReplicas{api: c, revisions: map[api.Key]*api.Revision{}}, probe: probeOnce,
-		supervisors: map[api.Key]*supervisor{},
+		supervisors: map[api.Key]*supervisor{}, metrics: newMetrics(),
 	}, nil
 }
 
@@ -236,7 +243,7 @@ func register(ctx context.Context, c *client.Client, cfg Config, images ...strin
 	n := &api.Node{
 		Metadata: api.ObjectMeta{Name: cfg.NodeName, Labels: cfg.Labels},
 		Status: api.NodeStatus{Address: cfg.Address, Capacity: res, Allocatable: res,
-			State: api.NodeAlive, AgentURL: cfg.agentURL, Images: images},
+			State: api.NodeAlive, AgentURL: cfg.agentURL, MetricsURL: cfg.MetricsURL, Images: images},
 	}
 	var out api.Node
 	err := c.Do(ctx, "POST", client.CollectionPath[api.Node](""), n, &out)
@@ -308,9 +315,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if a.runtime, err = a.newRuntime(ctx, node); err != nil {
+	rt, err := a.newRuntime(ctx, node)
+	if err != nil {
 		return fmt.Errorf("container runtime: %w", err)
 	}
+	a.mu.Lock() // the metrics' collector reads it from scrapes
+	a.runtime = rt
+	a.mu.Unlock()
 	if c, ok := a.runtime.(io.Closer); ok {
 		defer c.Close()
 	}

@@ -29,6 +29,8 @@ import (
 	"github.com/surgeplatform/surge/controlplane/controlplanetest"
 	"github.com/surgeplatform/surge/gossip"
 	"github.com/surgeplatform/surge/internal/clock"
+	"github.com/surgeplatform/surge/internal/telemetry/telemetrytest"
+	"github.com/surgeplatform/surge/nodeagent/containers"
 	"github.com/surgeplatform/surge/nodeagent/network"
 )
 
@@ -238,7 +240,18 @@ func TestRegisterMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.supervisors[api.Key{Namespace: "default", Name: "a"}], a.supervisors[api.Key{Namespace: "default", Name: "b"}] = &supervisor{}, &supervisor{}
+	sup := func(name string, phase api.ReplicaPhase) *supervisor {
+		s := &supervisor{replica: &api.Replica{Metadata: api.ObjectMeta{Namespace: "default", Name: name},
+			Spec: api.ReplicaSpec{Function: "hello", Revision: "hello-00001"}}}
+		s.phase.Store(phase)
+		return s
+	}
+	a.supervisors[api.Key{Namespace: "default", Name: "a"}] = sup("hello-00001-aaaaa", api.ReplicaReady)
+	a.supervisors[api.Key{Namespace: "default", Name: "b"}] = sup("hello-00001-bbbbb", api.ReplicaStarting)
+	a.supervisors[api.Key{Namespace: "default", Name: "c"}] = sup("hello-00001-ccccc", "")
+	a.runtime = usageRuntime{"hello-00001-aaaaa": {CPUSeconds: 1.5, MemoryBytes: 4 << 20}}
+	a.metrics.started(time.Second, 20*time.Millisecond, 30*time.Millisecond, 40*time.Millisecond)
+	a.metrics.restarts.Inc()
 	if unregister, err := registerMetrics(nil, a); err != nil {
 		t.Fatalf("no registerer: %v", err)
 	} else {
@@ -250,13 +263,31 @@ func TestRegisterMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	const want = `
-# HELP surge_nodeagent_replicas Replicas bound to this node that the agent supervises.
+# HELP surge_nodeagent_replicas Replicas bound to this node that the agent supervises, by phase.
 # TYPE surge_nodeagent_replicas gauge
-surge_nodeagent_replicas 2
+surge_nodeagent_replicas{phase="Failed"} 0
+surge_nodeagent_replicas{phase="Pending"} 1
+surge_nodeagent_replicas{phase="Ready"} 1
+surge_nodeagent_replicas{phase="Starting"} 1
+surge_nodeagent_replicas{phase="Terminating"} 0
+# HELP surge_nodeagent_replica_cpu_seconds_total CPU time a running replica's processes used, from its cgroup.
+# TYPE surge_nodeagent_replica_cpu_seconds_total counter
+surge_nodeagent_replica_cpu_seconds_total{function="hello",namespace="default",replica="hello-00001-aaaaa",revision="hello-00001"} 1.5
+# HELP surge_nodeagent_replica_memory_bytes Memory a running replica uses now, page cache included, from its cgroup.
+# TYPE surge_nodeagent_replica_memory_bytes gauge
+surge_nodeagent_replica_memory_bytes{function="hello",namespace="default",replica="hello-00001-aaaaa",revision="hello-00001"} 4.194304e+06
+# HELP surge_nodeagent_replica_restarts_total Replica containers restarted in place after they ended.
+# TYPE surge_nodeagent_replica_restarts_total counter
+surge_nodeagent_replica_restarts_total 1
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "surge_nodeagent_replicas", "surge_nodeagent_replica_cpu_seconds_total",
+		"surge_nodeagent_replica_memory_bytes", "surge_nodeagent_replica_restarts_total"); err != nil {
 		t.Error(err)
 	}
+	if n := testutil.CollectAndCount(a.metrics.starts); n != 5 {
+		t.Errorf("%d start stages, want pull, create, start, ready and total", n)
+	}
+	telemetrytest.Check(t, "the agent's registry", reg, "surge_nodeagent_replica_start_duration_seconds", "surge_nodeagent_replica_start_failures_total")
 	var already prometheus.AlreadyRegisteredError
 	if _, err := registerMetrics(reg, a); !errors.As(err, &already) {
 		t.Errorf("a second agent on the same registry: %v, want AlreadyRegisteredError", err)
@@ -265,6 +296,31 @@ surge_nodeagent_replicas 2
 	if n, err := testutil.GatherAndCount(reg); err != nil || n != 0 {
 		t.Errorf("after unregister: %d metrics, %v", n, err)
 	}
+}
+
+// usageRuntime is a Runtime that reads replicas' usage from a map; its
+// other methods are never called.
+type usageRuntime map[string]containers.Usage
+
+func (u usageRuntime) Usage(id string) (containers.Usage, error) {
+	if v, ok := u[id]; ok {
+		return v, nil
+	}
+	return containers.Usage{}, errors.New("no cgroup")
+}
+
+func (usageRuntime) EnsureImage(context.Context, string) error { panic("unused") }
+func (usageRuntime) Start(context.Context, containers.Spec) (containers.Container, error) {
+	panic("unused")
+}
+func (usageRuntime) Wait(context.Context, string) (<-chan containers.Exit, error) { panic("unused") }
+func (usageRuntime) Restart(context.Context, string) (containers.Container, error) {
+	panic("unused")
+}
+func (usageRuntime) Stop(context.Context, string, time.Duration) error    { panic("unused") }
+func (usageRuntime) List(context.Context) ([]containers.Container, error) { panic("unused") }
+func (usageRuntime) RemoveOrphans(context.Context, func(string) bool) ([]string, error) {
+	panic("unused")
 }
 
 // TestRunWiresItsParts runs the entry point against a real control plane

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/surgeplatform/surge/api"
@@ -40,6 +41,24 @@ type supervisor struct {
 	// pending is the status write reportLater scheduled, if any: every
 	// report settles it first (see settleReport).
 	pending *pendingReport
+	// phase is status.Phase, for the metrics' collector, which reads it
+	// from another goroutine.
+	phase atomic.Value // api.ReplicaPhase
+}
+
+// currentPhase is the phase the replica's status says now.
+func (s *supervisor) currentPhase() api.ReplicaPhase {
+	p, _ := s.phase.Load().(api.ReplicaPhase)
+	if p == "" {
+		return api.ReplicaPending
+	}
+	return p
+}
+
+// setPhase sets the status' phase and message.
+func (s *supervisor) setPhase(phase api.ReplicaPhase, msg string) {
+	s.status.Phase, s.status.Message = phase, msg
+	s.phase.Store(phase)
 }
 
 // probeConfig is how a replica is probed, from its revision.
@@ -94,6 +113,7 @@ func (s *supervisor) run(ctx context.Context, adopted *containers.Container) {
 	a := s.agent
 	r := s.replica
 	s.status = r.Status
+	s.phase.Store(r.Status.Phase)
 	s.log = a.log.With("replica", r.Metadata.Name)
 	s.seen = a.clock.Now()
 	defer s.settleReport()
@@ -132,6 +152,12 @@ func (s *supervisor) run(ctx context.Context, adopted *containers.Container) {
 		from := m.state
 		var acts []action
 		m, acts = transition(m, ev, policy)
+		if m.restarts > s.status.Restarts {
+			a.metrics.restarts.Add(float64(m.restarts - s.status.Restarts))
+		}
+		if ev.kind == evStartFailed {
+			a.metrics.failed.Inc()
+		}
 		if !m.running() {
 			w.stop() // before the actions: no probe of a container that is gone
 			w = nil
@@ -303,6 +329,8 @@ func (s *supervisor) start(ctx context.Context) (containers.Container, error) {
 		return containers.Container{}, err
 	}
 	ready := a.clock.Now()
+	create := min(c.Creating, started.Sub(pulled))
+	a.metrics.started(pulled.Sub(s.seen), create, started.Sub(pulled)-create, ready.Sub(started))
 	s.status.StartLatency = ready.Sub(s.seen).Round(time.Millisecond).String()
 	s.status.StartPhases = fmt.Sprintf("image %s, start %s, ready %s",
 		pulled.Sub(s.seen).Round(time.Millisecond), started.Sub(pulled).Round(time.Millisecond), ready.Sub(started).Round(time.Millisecond))
@@ -435,7 +463,7 @@ func (s *supervisor) withStatus() *api.Replica {
 // supervisor is about to be cancelled.
 func (s *supervisor) report(ctx context.Context, phase api.ReplicaPhase, msg string) {
 	s.settleReport()
-	s.status.Phase, s.status.Message = phase, msg
+	s.setPhase(phase, msg)
 	s.put(ctx, s.withStatus())
 }
 
@@ -452,7 +480,7 @@ const startingReportDelay = 100 * time.Millisecond
 // supervisor's run settles it like a report.
 func (s *supervisor) reportLater(ctx context.Context, after time.Duration, phase api.ReplicaPhase, msg string) {
 	s.settleReport()
-	s.status.Phase, s.status.Message = phase, msg
+	s.setPhase(phase, msg)
 	r, done := s.withStatus(), make(chan struct{})
 	s.pending = &pendingReport{done: done, timer: s.agent.clock.AfterFunc(after, func() {
 		defer close(done)

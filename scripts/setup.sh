@@ -4,9 +4,12 @@
 #   scripts/setup.sh          what Surge needs to run (make run)
 #   scripts/setup.sh bench    that, and the peers the benchmarks measure
 #                             Surge against (make bench, and CI, whose tests
-#                             check the peers' configs), and busybox-static,
+#                             check the peers' configs), busybox-static,
 #                             of which the end-to-end tests make the non-Go
-#                             example (examples/cgi)
+#                             example (examples/cgi), and prometheus, whose
+#                             promtool lints every role's metrics and whose
+#                             server the end-to-end tests run against surge
+#                             up and the Grafana dashboard
 #
 # As root it installs; otherwise it prints one line saying what to install
 # and exits non-zero.
@@ -15,7 +18,7 @@ set -euo pipefail
 packages=(containerd runc containernetworking-plugins iptables)
 case "${1:-}" in
 "") ;;
-bench) packages+=(nginx haproxy wrk busybox-static) ;;
+bench) packages+=(nginx haproxy wrk busybox-static prometheus) ;;
 *)
   echo "usage: $0 [bench]" >&2
   exit 2

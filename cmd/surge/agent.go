@@ -9,12 +9,14 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/cli"
 	"github.com/surgeplatform/surge/client"
+	"github.com/surgeplatform/surge/internal/telemetry"
 	"github.com/surgeplatform/surge/nodeagent"
 	"github.com/surgeplatform/surge/nodeagent/network"
 )
@@ -55,6 +57,12 @@ type AgentOptions struct {
 	// claim is the agent's hold on its bridge, when taken before the
 	// agent starts (surge up takes it before the server).
 	claim *network.Claim
+	// MetricsAddr is --metrics-addr (surge agent). metrics is where the
+	// agent registers its metrics, and metricsURL where it tells
+	// discovery they are served, once bound.
+	MetricsAddr string
+	metrics     prometheus.Registerer
+	metricsURL  string
 }
 
 func addAgentFlags(c *cobra.Command, o *AgentOptions, withIdentity bool) {
@@ -115,10 +123,20 @@ and renewed while the agent runs), with which the agent then authenticates.`,
 				return err
 			}
 			o.Client = *cfg
-			return runAgent(cmd.Context(), o)
+			process, reg := telemetry.NewProcessRegistry(g.Version()), prometheus.NewRegistry()
+			m, err := listenMetrics(o.MetricsAddr, prometheus.Gatherers{process, reg}, o.Client)
+			if err != nil {
+				return err
+			}
+			if m != nil {
+				o.metricsURL = m.url
+			}
+			o.metrics = reg
+			return withMetrics(cmd.Context(), m, func(ctx context.Context) error { return runAgent(ctx, o) })
 		},
 	}
 	addAgentFlags(c, o, true)
+	addMetricsFlag(c, &o.MetricsAddr, defaultAgentMetricsAddr)
 	return c
 }
 
@@ -194,6 +212,7 @@ func agentOptions(o *AgentOptions, log *slog.Logger) nodeagent.Options {
 		n.Containers.Network.Mode = network.ModeHost
 	}
 	n.Agent.StopReplicasOnExit = o.stopReplicas && !o.KeepReplicas
+	n.Metrics, n.Agent.MetricsURL = o.metrics, o.metricsURL
 	n.Containers.Network.Claim = o.claim
 	return n
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,6 +13,7 @@ import (
 	"github.com/surgeplatform/surge/cli"
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/gateway"
+	"github.com/surgeplatform/surge/internal/telemetry"
 )
 
 // GatewayOptions are the inputs of `surge gateway`, and of the gateway
@@ -43,6 +46,14 @@ type GatewayOptions struct {
 	// retired holds the flags a gateway no longer takes
 	// (--join-token-file, --join-token): set, they only say what to do.
 	retired string
+	// MetricsAddr is --metrics-addr (surge gateway); metricsURL is where
+	// the gateway tells discovery its metrics are, once bound.
+	MetricsAddr string
+	metricsURL  string
+	// AccessLog is --access-log (off, sampled, full); AccessLogFile
+	// --access-log-file, "" for standard error.
+	AccessLog     string
+	AccessLogFile string
 }
 
 // errJoinTokenRetired is what --join-token-file and --join-token say: the
@@ -63,6 +74,9 @@ func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 	c.Flags().IntVar(&o.MaxConnsPerIP, "max-conns-per-ip", d.MaxConnsPerIP, "open connections one client address may hold (IPv6: one /64); more get 429. 0: no cap")
 	c.Flags().DurationVar(&o.RequestBodyTimeout, "request-body-timeout", d.RequestBodyTimeout, "how long a request body may take to stream to a replica once the request has its slot; then 408")
 	c.Flags().StringSliceVar(&o.TrustedProxies, "trusted-proxies", nil, "networks of the proxies in front of the gateway (CIDR,...): their Forwarded, X-Real-IP and X-Forwarded-* are believed, anyone else's replaced, and they are not capped per address")
+	c.Flags().StringVar(&o.AccessLog, "access-log", string(gateway.AccessLogSampled),
+		"which requests the access log records, a JSON line each: off, sampled (one in a hundred, and every 5xx) or full")
+	c.Flags().StringVar(&o.AccessLogFile, "access-log-file", "", "where the access log goes (appended); default standard error")
 }
 
 // clientLimits sets in c what the flags allow clients.
@@ -114,11 +128,20 @@ announces only where the API agrees.`,
 				return errJoinTokenRetired
 			}
 			o.Client = *cfg
-			return runGateway(cmd.Context(), o, prometheus.NewRegistry())
+			process, reg := telemetry.NewProcessRegistry(g.Version()), prometheus.NewRegistry()
+			m, err := listenMetrics(o.MetricsAddr, prometheus.Gatherers{process, reg}, o.Client)
+			if err != nil {
+				return err
+			}
+			if m != nil {
+				o.metricsURL = m.url
+			}
+			return withMetrics(cmd.Context(), m, func(ctx context.Context) error { return runGateway(ctx, o, reg) })
 		},
 	}
 	addGatewayFlags(c, o)
 	addGatewayGossipFlags(c, o)
+	addMetricsFlag(c, &o.MetricsAddr, defaultGatewayMetricsAddr)
 	return c
 }
 
@@ -146,7 +169,21 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 	if o.GossipAddr != "" {
 		opts.GossipAddr = o.GossipAddr
 	}
-	opts.Registerer = reg
+	opts.Registerer, opts.MetricsURL = reg, o.metricsURL
 	opts.Log = log.With("component", "gateway")
+	if o.AccessLog != "" {
+		if opts.Config.AccessLog, err = gateway.ParseAccessLogMode(o.AccessLog); err != nil {
+			return cli.Usagef("--access-log: %v", err)
+		}
+	}
+	opts.AccessLog = stderrFile(o.Err)
+	if o.AccessLogFile != "" {
+		f, err := os.OpenFile(o.AccessLogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return fmt.Errorf("--access-log-file: %w", err)
+		}
+		defer f.Close()
+		opts.AccessLog = f
+	}
 	return gateway.Run(ctx, opts)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane"
 	"github.com/surgeplatform/surge/gateway"
+	"github.com/surgeplatform/surge/internal/telemetry"
 	"github.com/surgeplatform/surge/nodeagent"
 )
 
@@ -39,6 +40,9 @@ type ServerOptions struct {
 	Gateway GatewayOptions
 	// Self is how the user invoked this binary, for the commands printed.
 	Self string
+	// MetricsAddr is surge up's --metrics-addr: the one address that
+	// serves every role's metrics.
+	MetricsAddr string
 }
 
 func addServerFlags(c *cobra.Command, o *ServerOptions) {
@@ -130,6 +134,7 @@ Stopping it (Ctrl-C, SIGTERM) stops every replica it runs, unless
 	addServerFlags(c, o)
 	addAgentFlags(c, &o.Agent, false)
 	addGatewayFlags(c, &o.Gateway)
+	addMetricsFlag(c, &o.MetricsAddr, defaultAgentMetricsAddr)
 	return c
 }
 
@@ -171,6 +176,17 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 			o.Config.GatewayURL = "http://" + cmp.Or(o.Gateway.Domain, gateway.DefaultConfig().Domain) + portOf(cmp.Or(o.Gateway.Addr, gateway.DefaultConfig().Addr))
 		}
 	}
+	// One registry per role, and the process's: the API's /metrics serves
+	// the server's with the process's; surge up's metrics address serves
+	// them all.
+	process, serverReg := telemetry.NewProcessRegistry(o.Version), prometheus.NewRegistry()
+	o.Config.Registerer, o.Config.Gatherer = serverReg, prometheus.Gatherers{process, serverReg}
+	agentReg, gatewayReg := prometheus.NewRegistry(), prometheus.NewRegistry()
+	if o.AllInOne && o.MetricsAddr != "" {
+		// What discovery lists for the server: the one address, when a
+		// scraper of the API's discovery reaches it.
+		o.Config.MetricsURL = advertisedMetricsURL(o.MetricsAddr, "https://"+o.Config.APIAddr)
+	}
 	srv, err := controlplane.New(o.Config, log, o.Version)
 	if err != nil {
 		return fmt.Errorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
@@ -196,7 +212,22 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 	admin := srv.AdminConfig()
 	roles, rctx := errgroup.WithContext(ctx)
 	if o.AllInOne {
+		m, err := listenMetrics(o.MetricsAddr, prometheus.Gatherers{process, serverReg, agentReg, gatewayReg}, *admin)
+		if err != nil {
+			stopServer()
+			<-done
+			return err
+		}
+		metricsURL, metricsLine := "", ""
+		if m != nil {
+			metricsURL, metricsLine = m.url, "   metrics: "+telemetry.URL(m.ln.Addr().String())
+			roles.Go(func() error {
+				defer m.close()
+				return wrap("metrics", m.e.Serve(rctx, m.ln))
+			})
+		}
 		ao := o.Agent
+		ao.metrics, ao.metricsURL = agentReg, metricsURL
 		ao.Streams, ao.LogLevel = o.Streams, o.LogLevel
 		ao.Client = client.Config{Server: admin.Server, CertificateAuthority: admin.CertificateAuthority, Token: srv.JoinToken()}
 		ao.StateDir = agentStateDir(o.Config.DataDir)
@@ -212,8 +243,9 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 		gwo.Streams, gwo.LogLevel = o.Streams, o.LogLevel
 		gwo.Client = client.Config{Server: admin.Server, CertificateAuthority: admin.CertificateAuthority, Token: srv.GatewayToken()}
 		gwo.GossipAddr, gwo.Join = "127.0.0.1:0", []string{ao.GossipAddr}
-		roles.Go(func() error { return wrap("gateway", runGateway(rctx, &gwo, prometheus.NewRegistry())) })
-		fmt.Fprintf(o.Out, `Surge is up. API: %s   gateway: %s   data: %s
+		gwo.metricsURL = metricsURL
+		roles.Go(func() error { return wrap("gateway", runGateway(rctx, &gwo, gatewayReg)) })
+		fmt.Fprintf(o.Out, `Surge is up. API: %s   gateway: %s%s   data: %s
 Client config (admin token): %s
 Tokens (files, mode 0600): join %s   gateway %s
 
@@ -222,7 +254,7 @@ Try:
   %s invoke hi
 
 Press Ctrl-C to stop%s.
-`, admin.Server, o.Config.GatewayURL, o.Config.DataDir, o.Config.UserConfigPath, tokenPath(o, controlplane.JoinTokenFile),
+`, admin.Server, o.Config.GatewayURL, metricsLine, o.Config.DataDir, o.Config.UserConfigPath, tokenPath(o, controlplane.JoinTokenFile),
 			tokenPath(o, controlplane.GatewayTokenFile), o.Self, relSelf(o.Self), relSelf(o.Self), stopNote(o.Agent.KeepReplicas))
 	} else {
 		ca := filepath.Join(o.Config.DataDir, "pki", "ca.crt")
@@ -238,10 +270,12 @@ Press Ctrl-C to stop%s.
 			"  surge agent --api %s --token-file %s --ca-file %s%s\n"+
 			"Run a gateway with:\n  surge gateway --api %s --token-file %s --ca-file %s%s\n"+
 			"Add a server (three keep serving when one fails), on its machine:\n"+
-			"  surge server --join-server %s --token-file %s --ca-file %s --api-addr THAT_IP:7070\n",
+			"  surge server --join-server %s --token-file %s --ca-file %s --api-addr THAT_IP:7070\n"+
+			"Metrics: %s/metrics, and every role's for Prometheus at %s/v1/sd/prometheus, to a token of\n"+
+			"  surge token create --role metrics --file metrics-token\n",
 			admin.Server, filepath.Join(o.Config.DataDir, controlplane.AdminConfigFile), joinToken, gatewayToken, serverToken,
 			ca, admin.Server, joinToken, ca, join, admin.Server, gatewayToken, ca, join,
-			admin.Server, serverToken, ca)
+			admin.Server, serverToken, ca, admin.Server, admin.Server)
 	}
 	// The server's own end: if it stops first, it takes the others along.
 	var serverErr error

@@ -116,6 +116,19 @@ func (s *Server) checkNodeStatus(ctx context.Context, n *api.Node, what string) 
 			return api.Invalid(api.KindNode, n.Metadata.Name, api.FieldErrors{{Field: "status.agentURL", Message: msg}})
 		}
 	}
+	if st.MetricsURL != "" {
+		addr, _ := netip.ParseAddr(st.Address)
+		u, err := api.NormalizeMetricsURL(st.MetricsURL, addr)
+		if err != nil {
+			if isNode {
+				e := forbidden("%s may not report metrics URL %v", p.Name(), err)
+				e.Field = "status.metricsURL"
+				return e
+			}
+			return api.Invalid(api.KindNode, n.Metadata.Name, api.FieldErrors{{Field: "status.metricsURL", Message: err.Error()}})
+		}
+		st.MetricsURL = u
+	}
 	return nil
 }
 

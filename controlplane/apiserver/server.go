@@ -5,7 +5,8 @@
 // Routes (NS is a namespace, KIND a plural such as functions):
 //
 //	GET    /healthz, /readyz                   open, for probes
-//	GET    /metrics                            Prometheus, any token
+//	GET    /metrics                            Prometheus: a token that may read metrics (not the join token)
+//	GET    /v1/sd/prometheus                   every role's metrics endpoint, for http_sd_configs (controlplane)
 //	GET    /v1/version
 //	GET    /v1/KIND                            list in every namespace
 //	GET    /v1/namespaces/NS/KIND              list; ?watch=true streams changes
@@ -41,6 +42,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -363,8 +365,9 @@ func (s *Server) handle(pattern, resource string, verb auth.Verb, h http.Handler
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := s.cfg.Clock.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		stream := isWatch(r) || isFollow(r)
 		defer func() {
-			s.metrics.observe(resource, r.Method, sw.code, s.cfg.Clock.Since(start), isWatch(r) || isFollow(r))
+			s.metrics.observe(resource, r.Method, sw.code, s.cfg.Clock.Since(start), stream)
 		}()
 		p, err := s.authenticate(r)
 		if err != nil {
@@ -393,7 +396,12 @@ func (s *Server) handle(pattern, resource string, verb auth.Verb, h http.Handler
 			}
 			defer release()
 		}
-		if p.ID != "" && (isWatch(r) || isFollow(r)) {
+		if stream {
+			open := s.metrics.watches.WithLabelValues(resource)
+			open.Inc()
+			defer open.Dec()
+		}
+		if p.ID != "" && stream {
 			var stop func()
 			r, stop = s.cutOnRevoke(r, p)
 			defer stop()
@@ -476,6 +484,7 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	watches  *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -486,14 +495,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"resource", "method", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "surge_apiserver_request_duration_seconds",
-			Help:    "API request latency by resource and method (watches excluded).",
+			Help:    "API request latency by resource and method (watches and followed logs excluded).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"resource", "method"}),
+		watches: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "surge_apiserver_watches",
+			Help: "Watches and followed logs open on this server, by resource.",
+		}, []string{"resource"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration} {
+	var errs []error
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.watches} {
 		if err := reg.Register(c); err != nil {
-			return nil, err
+			errs = append(errs, err)
 		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("register API metrics: %w", err)
 	}
 	return m, nil
 }

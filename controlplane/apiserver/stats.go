@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"slices"
 	"time"
@@ -28,6 +29,17 @@ func (s *Server) statsRoutes() {
 		if err := s.checkStats(r.Context(), &st); err != nil {
 			writeError(w, s.cfg.Log, err)
 			return
+		}
+		if st.MetricsURL != "" {
+			// Discovery sends scrapers (and their token) there: only to
+			// where the report came from, or to loopback.
+			from, _ := netip.ParseAddrPort(r.RemoteAddr)
+			u, err := api.NormalizeMetricsURL(st.MetricsURL, from.Addr())
+			if err != nil {
+				writeError(w, s.cfg.Log, api.Invalid("stats", st.Gateway, api.FieldErrors{{Field: "metricsURL", Message: err.Error()}}))
+				return
+			}
+			st.MetricsURL = u
 		}
 		// The server's clock, not the gateway's, decides freshness.
 		st.At = s.cfg.Clock.Now().UTC()

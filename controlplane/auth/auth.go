@@ -41,10 +41,14 @@ const (
 	RoleNode Role = "node"
 	// RoleGateway is a gateway's: it reads, and reports traffic statistics.
 	RoleGateway Role = "gateway"
+	// RoleMetrics is a scraper's (Prometheus): it reads metrics, from the
+	// API and from every role's metrics endpoint off loopback, and the
+	// discovery of those endpoints; nothing else.
+	RoleMetrics Role = "metrics"
 )
 
 // Roles lists every role.
-var Roles = []Role{RoleAdmin, RoleViewer, RoleNode, RoleGateway}
+var Roles = []Role{RoleAdmin, RoleViewer, RoleNode, RoleGateway, RoleMetrics}
 
 // Valid reports whether r is a known role.
 func (r Role) Valid() bool {

@@ -44,6 +44,9 @@ const (
 	// ResourceGossipKey is the cluster's gossip key: for the members of
 	// gossip (nodes, by their certificate, and gateways), read only.
 	ResourceGossipKey = "gossipkey"
+	// ResourceDiscovery is the list of every role's metrics endpoint,
+	// for Prometheus' service discovery.
+	ResourceDiscovery = "discovery"
 )
 
 // Principal is who a request authenticated as: a bearer token, or a node
@@ -93,6 +96,9 @@ var readable = map[Role]map[string]bool{
 	// which), and the images it pulls.
 	RoleNode: {api.NodeKind.Plural: true, api.ReplicaKind.Plural: true, api.RevisionKind.Plural: true,
 		api.PullSecretKind.Plural: true, ResourceRegistry: true, ResourceVersion: true, ResourceWhoami: true},
+	// A scraper reads metrics and where they are, and nothing of the
+	// cluster's objects.
+	RoleMetrics: {ResourceMetrics: true, ResourceDiscovery: true, ResourceVersion: true, ResourceWhoami: true},
 }
 
 // writable lists, per role other than admin, the resources it may write.
@@ -102,6 +108,7 @@ var writable = map[Role]map[string]bool{
 	// replicas' status; the API server checks which (NodeRestriction).
 	RoleNode:    {api.ReplicaKind.Plural: true, api.NodeKind.Plural: true, ResourceCertificates: true},
 	RoleGateway: {ResourceActivations: true, ResourceStats: true},
+	RoleMetrics: {},
 }
 
 // Allowed reports whether p may do verb on resource (a kind's plural, or

@@ -148,8 +148,10 @@ func (r *Runner) Activated(rev *api.Revision, demand int32) int32 {
 // Run decides at once, then every Tick of the runner's clock, until ctx
 // ends. It is a controllers.LeaderTask: a server that has just become the
 // leader (its predecessor killed in the middle of a burst, say) decides
-// without waiting a tick.
+// without waiting a tick. When it returns (leadership lost) the per-revision
+// gauges go, so that only the leader reports them.
 func (r *Runner) Run(ctx context.Context) error {
+	defer r.metrics.reset()
 	if r.cfg.Manual {
 		<-ctx.Done()
 		return nil
@@ -207,7 +209,7 @@ func (r *Runner) tick(ctx context.Context, m *mirror) error {
 		if d.Panic {
 			mode = "panic"
 		}
-		r.metrics.observe(d.Revision.Namespace, d.Function, d.Revision.Name, d.Desired, sc.Status.ReadyReplicas, d.Panic, d.Load.Sample.Concurrency, d.Load.RPS)
+		r.metrics.observe(d.Revision.Namespace, d.Function, d.Revision.Name, d.Desired, sc.Status.ReadyReplicas, d.Panic, d.Load.Sample.Concurrency, d.Load.RPS, d.Reason)
 		if err := r.write(ctx, sc, d.Desired, mode, d.StatusReason()); err != nil {
 			errs = append(errs, err)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/surgeplatform/surge/api"
 	"github.com/surgeplatform/surge/autoscaler"
@@ -20,6 +21,7 @@ import (
 	"github.com/surgeplatform/surge/controlplane/controlplanetest"
 	"github.com/surgeplatform/surge/controlplane/store"
 	"github.com/surgeplatform/surge/internal/clock"
+	"github.com/surgeplatform/surge/internal/telemetry/telemetrytest"
 )
 
 // manual turns off the server's own autoscaler, so that the runner a test
@@ -249,7 +251,8 @@ func TestRunDecidesAtOnceThenOnEveryTickOfItsClock(t *testing.T) {
 		}
 	})
 	cfg := autoscaling.DefaultConfig()
-	r, err := autoscaling.New(cfg, in.Store(), stats, clk, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	r, err := autoscaling.New(cfg, in.Store(), stats, clk, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,10 +287,21 @@ func TestRunDecidesAtOnceThenOnEveryTickOfItsClock(t *testing.T) {
 	if sc.Spec.Replicas != 1 || sc.Status.Mode != "stable" || sc.Status.Reason != "initial scale" {
 		t.Errorf("after the first tick the scale is %d (%s, %s), want 1 (stable, initial scale)", sc.Spec.Replicas, sc.Status.Mode, sc.Status.Reason)
 	}
+	if n, err := testutil.GatherAndCount(reg, "surge_autoscaler_desired_replicas"); err != nil || n != 1 {
+		t.Errorf("while leading: %d desired-replicas series (%v), want the revision's", n, err)
+	}
+	telemetrytest.Check(t, "the autoscaler's registry", reg, "surge_autoscaler_desired_replicas", "surge_autoscaler_ready_replicas",
+		"surge_autoscaler_panic_mode", "surge_autoscaler_observed_concurrency", "surge_autoscaler_observed_requests_per_second",
+		"surge_autoscaler_decisions_total")
 
+	// Run ends as leadership does: only the leader reports decisions.
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run = %v after its context ended, want nil", err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "surge_autoscaler_desired_replicas", "surge_autoscaler_ready_replicas",
+		"surge_autoscaler_panic_mode", "surge_autoscaler_observed_concurrency", "surge_autoscaler_observed_requests_per_second"); err != nil || n != 0 {
+		t.Errorf("after leadership ended: %d per-revision series (%v), want none", n, err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
@@ -78,6 +79,7 @@ type Manager struct {
 	clock   clock.Clock
 	elector *leader.Elector
 	tasks   []LeaderTask
+	metrics *metrics
 	// live, when set, declares nodes dead as soon as gossip does.
 	live Liveness
 	// wake, when set, triggers a pass (gossip changed).
@@ -116,8 +118,9 @@ type LeaderTask = leader.Task
 
 // New returns a Manager. id names this server in the election; tasks run
 // beside the controllers while this server leads. clk is the clock of the
-// passes, the resync and the debounce; nil is the wall clock.
-func New(cfg Config, st *store.Store, log *slog.Logger, clk clock.Clock, id string, tasks ...LeaderTask) (*Manager, error) {
+// passes, the resync and the debounce; nil is the wall clock. The
+// controllers' and the scheduler's metrics go to reg (nil: nowhere).
+func New(cfg Config, st *store.Store, log *slog.Logger, clk clock.Clock, reg prometheus.Registerer, id string, tasks ...LeaderTask) (*Manager, error) {
 	clk = clock.Or(clk)
 	d := DefaultConfig()
 	if cfg.BindConcurrency <= 0 {
@@ -136,7 +139,11 @@ func New(cfg Config, st *store.Store, log *slog.Logger, clk clock.Clock, id stri
 	if err != nil {
 		return nil, fmt.Errorf("controllers: %w", err)
 	}
-	return &Manager{cfg: cfg, store: st, log: log, clock: clk, elector: el, tasks: tasks,
+	mt, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("controllers: %w", err)
+	}
+	return &Manager{cfg: cfg, store: st, log: log, clock: clk, elector: el, tasks: tasks, metrics: mt,
 		outcomes: store.NewGatewayLoad(st, cfg.StatsMaxAge)}, nil
 }
 
@@ -165,6 +172,8 @@ func (m *Manager) Run(ctx context.Context) error {
 // loop reads the state into a cache that its watch keeps current, and
 // runs a pass on every change and every resync period.
 func (m *Manager) loop(ctx context.Context) error {
+	m.metrics.leader.Set(1)
+	defer m.metrics.leader.Set(0)
 	c, err := readCache(ctx, m.store, m.clock, true)
 	if err != nil {
 		return err
@@ -182,6 +191,7 @@ func (m *Manager) loop(ctx context.Context) error {
 		if err := m.pass(ctx, c); err != nil && ctx.Err() == nil {
 			m.log.Warn("pass failed; retrying", "err", err)
 		}
+		m.metrics.passDuration.Observe(m.clock.Since(synced).Seconds())
 		m.log.Debug("pass", "revision", c.rev, "sync", synced.Sub(start), "took", m.clock.Since(synced),
 			"replicas", len(c.replicas), "unbound", len(c.unbound))
 		// A node whose verdict may turn before the next resync (its lease
@@ -281,12 +291,12 @@ func (m *Manager) pass(ctx context.Context, c *cache) error {
 	}
 	m.canariesLive.Store(live)
 	return errors.Join(
-		m.nodes(ctx, c),
-		m.replicaSets(ctx, c),
-		m.schedule(ctx, c),
-		m.statuses(ctx, c),
-		m.rollouts(ctx, c),
-		m.prune(ctx, c),
+		m.metrics.countErr(ctrlNodes, m.nodes(ctx, c)),
+		m.metrics.countErr(ctrlReplicas, m.replicaSets(ctx, c)),
+		m.metrics.countErr(ctrlScheduler, m.schedule(ctx, c)),
+		m.metrics.countErr(ctrlStatuses, m.statuses(ctx, c)),
+		m.metrics.countErr(ctrlRollouts, m.rollouts(ctx, c)),
+		m.metrics.countErr(ctrlPrune, m.prune(ctx, c)),
 	)
 }
 
@@ -353,6 +363,7 @@ func (m *Manager) rollouts(ctx context.Context, c *cache) error {
 				return nil, err
 			}
 			if moved {
+				m.metrics.rollouts.Inc()
 				how := "all at once"
 				if f.Spec.Canary != nil && from != "" {
 					how = "canary " + f.Spec.Canary.String()
@@ -438,6 +449,7 @@ func (m *Manager) nodes(ctx context.Context, c *cache) error {
 		}
 		c.setNode(out)
 		dead[name] = true
+		m.metrics.nodesDead.Inc()
 	}
 	if len(dead) == 0 {
 		return errors.Join(errs...)
@@ -470,19 +482,25 @@ func (m *Manager) createReplica(c *cache, r *api.Replica) writeOp {
 			if err != nil {
 				return nil, err
 			}
+			m.metrics.replicas.WithLabelValues("created").Inc()
 			return func() { c.setReplica(out) }, nil
 		}
 	}
 	nodeRV := c.nodes[node].Metadata.ResourceVersion
 	return func(ctx context.Context) (func(), error) {
+		start := m.clock.Now()
 		unbound := *r
 		out, err := store.CreateBoundReplica(ctx, m.store, r, node, nodeRV)
 		if errors.Is(err, api.ErrConflict) {
+			m.metrics.placementFailures.WithLabelValues("conflict").Inc()
 			out, err = store.Create(ctx, m.store, &unbound)
+		} else if err == nil {
+			m.metrics.placed(m.clock.Since(start))
 		}
 		if err != nil {
 			return func() { c.cluster.Forget(key) }, err
 		}
+		m.metrics.replicas.WithLabelValues("created").Inc()
 		return func() {
 			if out.Spec.NodeName == "" {
 				c.cluster.Forget(key)
@@ -495,8 +513,12 @@ func (m *Manager) createReplica(c *cache, r *api.Replica) writeOp {
 // deleteReplica is the write that deletes replica k.
 func (m *Manager) deleteReplica(c *cache, k api.Key) writeOp {
 	return func(ctx context.Context) (func(), error) {
-		if err := store.Delete[api.Replica](ctx, m.store, k, ""); err != nil && !benign(err) {
+		err := store.Delete[api.Replica](ctx, m.store, k, "")
+		if err != nil && !benign(err) {
 			return nil, err
+		}
+		if err == nil {
+			m.metrics.replicas.WithLabelValues("deleted").Inc()
 		}
 		return func() { c.forgetReplica(k) }, nil
 	}
@@ -611,6 +633,7 @@ func (m *Manager) bindAll(ctx context.Context, c *cache, replicas []*api.Replica
 		assumed api.Key
 	}
 	var errs []error
+	start := m.clock.Now()
 	binds := make([]binding, 0, len(replicas))
 	for _, r := range replicas {
 		req, ok := c.cluster.Request(r)
@@ -619,6 +642,7 @@ func (m *Manager) bindAll(ctx context.Context, c *cache, replicas []*api.Replica
 		}
 		name, err := c.cluster.Pick(req)
 		if err != nil {
+			m.metrics.placementFailures.WithLabelValues("unschedulable").Inc()
 			msg := err.Error()
 			if r.Status.Message != msg {
 				next := *r
@@ -642,6 +666,9 @@ func (m *Manager) bindAll(ctx context.Context, c *cache, replicas []*api.Replica
 		b := &binds[i]
 		g.Go(func() error {
 			b.out, b.err = store.BindReplica(gctx, m.store, b.r, b.node, b.nodeRV)
+			if b.err == nil {
+				m.metrics.placed(m.clock.Since(start))
+			}
 			return nil
 		})
 	}
@@ -652,11 +679,13 @@ func (m *Manager) bindAll(ctx context.Context, c *cache, replicas []*api.Replica
 		case b.err == nil:
 			c.setReplica(b.out)
 		case errors.Is(b.err, api.ErrConflict):
+			m.metrics.placementFailures.WithLabelValues("conflict").Inc()
 			c.cluster.Forget(b.assumed)
 			raced = append(raced, race{b.r, b.node})
 		case errors.Is(b.err, api.ErrNotFound):
 			c.forgetReplica(b.assumed)
 		default:
+			m.metrics.placementFailures.WithLabelValues("error").Inc()
 			c.cluster.Forget(b.assumed)
 			errs = append(errs, b.err)
 		}

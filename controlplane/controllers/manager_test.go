@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -43,7 +44,7 @@ func newFixture(t *testing.T, configure ...func(*Config)) *fixture {
 	}
 	clk := clock.NewFake()
 	st := store.New(etcdtest.Start(t), clk)
-	m, err := New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), clk, "test")
+	m, err := New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), clk, nil, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,6 +181,12 @@ func TestPassSpreadsReplicasAndCountsThem(t *testing.T) {
 	if diff := cmp.Diff([]string{"hello-00001@node-a", "hello-00001@node-b"}, f.placement()); diff != "" {
 		t.Fatalf("placement (-want +got):\n%s", diff)
 	}
+	if placed, made := testutil.ToFloat64(f.m.metrics.placements), testutil.ToFloat64(f.m.metrics.replicas.WithLabelValues("created")); placed != 2 || made != 2 {
+		t.Errorf("placements %v, replicas created %v; want 2 and 2", placed, made)
+	}
+	if n := testutil.CollectAndCount(f.m.metrics.placementDuration); n != 1 {
+		t.Errorf("%d placement histograms", n)
+	}
 
 	f.ready("hello-00001")
 	f.pass()
@@ -201,6 +208,9 @@ func TestPassSpreadsReplicasAndCountsThem(t *testing.T) {
 	if reps := f.replicas(); len(reps) != 1 || reps[0].Metadata.Name != readyName {
 		t.Errorf("after scaling to one: %v, want only %s", f.placement(), readyName)
 	}
+	if got := testutil.ToFloat64(f.m.metrics.replicas.WithLabelValues("deleted")); got != 1 {
+		t.Errorf("replicas deleted %v, want 1", got)
+	}
 }
 
 func TestPassExplainsWhyAReplicaWaits(t *testing.T) {
@@ -210,6 +220,9 @@ func TestPassExplainsWhyAReplicaWaits(t *testing.T) {
 	reps := f.replicas()
 	if len(reps) != 1 || reps[0].Spec.NodeName != "" || reps[0].Status.Message == "" {
 		t.Fatalf("with no node: %+v, want one unbound replica with a message", reps)
+	}
+	if got := testutil.ToFloat64(f.m.metrics.placementFailures.WithLabelValues("unschedulable")); got != 1 {
+		t.Errorf("unschedulable placements %v, want 1", got)
 	}
 	f.node("node-a", f.clock.Now())
 	f.pass()
@@ -405,12 +418,17 @@ func TestRunLeadsReactsAndResyncsOnTheClock(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.m.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
 		}
-	}()
+	}
+	defer stop()
 
 	f.node("node-a", f.clock.Now())
 	f.deploy("example.test/hello:v1", 1)
@@ -420,7 +438,17 @@ func TestRunLeadsReactsAndResyncsOnTheClock(t *testing.T) {
 	})
 	// Nothing is written now; only time passes.
 	f.clock.Advance(time.Minute)
-	f.waitFor("node-a dead", func() bool { return f.nodeState("node-a") == api.NodeDead })
+	// The counter moves once the write is done: wait for both.
+	f.waitFor("node-a dead and counted", func() bool {
+		return f.nodeState("node-a") == api.NodeDead && testutil.ToFloat64(f.m.metrics.nodesDead) == 1
+	})
+	if lead, dead := testutil.ToFloat64(f.m.metrics.leader), testutil.ToFloat64(f.m.metrics.nodesDead); lead != 1 || dead != 1 {
+		t.Errorf("while leading: leader %v, nodes declared dead %v; want 1 and 1", lead, dead)
+	}
+	stop()
+	if lead := testutil.ToFloat64(f.m.metrics.leader); lead != 0 {
+		t.Errorf("after Run: leader %v, want 0", lead)
+	}
 }
 
 // waitFor checks cond after every change in etcd until it holds.

@@ -161,3 +161,31 @@ func (g *GatewayLoad) Outcomes(ctx context.Context, now time.Time) (map[string]m
 	}
 	return out, nil
 }
+
+// GatewayMetrics is a gateway's metrics endpoint, as its latest report
+// gave it.
+type GatewayMetrics struct {
+	Gateway string
+	URL     string
+}
+
+// GatewayMetricsURLs returns the metrics endpoint of every gateway whose
+// latest report is fresh at now (at most maxAge old) and names one, by
+// gateway name; two reports of one name (two tokens) give one entry.
+func (s *Store) GatewayMetricsURLs(ctx context.Context, now time.Time, maxAge time.Duration) ([]GatewayMetrics, error) {
+	resp, err := s.c.Get(ctx, StatsPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read gateway stats: %w", err)
+	}
+	seen := map[string]bool{}
+	var out []GatewayMetrics
+	for _, kv := range resp.Kvs {
+		var gs api.GatewayStats
+		if json.Unmarshal(kv.Value, &gs) != nil || gs.MetricsURL == "" || now.Sub(gs.At) > maxAge || seen[gs.Gateway+" "+gs.MetricsURL] {
+			continue
+		}
+		seen[gs.Gateway+" "+gs.MetricsURL] = true
+		out = append(out, GatewayMetrics{Gateway: gs.Gateway, URL: gs.MetricsURL})
+	}
+	return out, nil
+}

@@ -129,6 +129,7 @@ func (r *Runtime) start(ctx context.Context, spec Spec) (_ Container, retErr err
 	}
 	c.Labels = labels
 	c.IP, c.Port = att.IP, in.port
+	c.Creating = tNet.Sub(t0)
 	r.armBoost(id, labels)
 	tStart := r.cfg.Clock.Now()
 	r.cfg.Log.Debug("replica started", "replica", id, "pid", c.PID, "ip", c.IP, "port", c.Port,

@@ -59,6 +59,10 @@ type Container struct {
 	Running bool
 	// Created is when the container was created.
 	Created time.Time
+	// Creating is how long the Start that made it took to create the
+	// container and its task and to get its network, before its process
+	// started; zero for a container Start did not make.
+	Creating time.Duration
 }
 
 // Exit is how a task ended.
