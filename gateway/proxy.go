@@ -120,6 +120,10 @@ var (
 	msgDraining       = "the gateway is shutting down"
 	msgBadUpgrade     = "the function's replica switched to a protocol that was not asked for"
 	headerRevision    = "Surge-Revision"
+	// headerDebug in a request asks for headerReplica and headerRevision
+	// in the answer: the replica that answered, and its revision.
+	headerDebug   = "Surge-Debug"
+	headerReplica = "Surge-Replica"
 	// strColdStart names the answer's header that says how many
 	// milliseconds the request waited for a replica of a revision that had
 	// none (a cold start).
@@ -352,6 +356,12 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 		return
 	}
 	copyResponseHeader(&ctx.Response.Header, &x.resp.Header)
+	if len(ctx.Request.Header.Peek(headerDebug)) > 0 {
+		// Asked for (surge invoke -v): which replica of which revision
+		// answered.
+		ctx.Response.Header.Set(headerReplica, x.ep.name)
+		ctx.Response.Header.Set(headerRevision, x.rev.key.Name)
+	}
 	if x.coldMs >= 0 {
 		x.num = strconv.AppendInt(x.num[:0], x.coldMs, 10)
 		ctx.Response.Header.SetCanonical(strColdStart, x.num)
