@@ -66,7 +66,7 @@ stderr. An answer of 400 or more exits 1.`,
 	f.StringVarP(&o.Data, "data", "d", "", "request body; @FILE reads it from FILE, @- from stdin")
 	f.StringArrayVarP(&o.Headers, "header", "H", nil, "request header K:V (repeatable)")
 	f.StringVar(&o.Path, "path", "/", "path (and query) of the request")
-	f.StringVar(&o.Revision, "revision", "", "send the request to this revision, whatever the traffic split")
+	f.StringVar(&o.Revision, "revision", "", "send the request to this revision, whatever its share of the traffic: one that takes traffic or carries a tag (surge tag)")
 	f.StringVar(&o.Gateway, "gateway", "", "the gateway's URL, e.g. http://surge.example.com:8080, instead of the server's")
 	f.BoolVarP(&o.Verbose, "verbose", "v", false, "print the request, the status and the answer's headers on stderr")
 	_ = c.RegisterFlagCompletionFunc("revision", completeRevisions(newClient))
@@ -121,6 +121,9 @@ func runInvoke(ctx context.Context, o *InvokeOptions) error {
 	}
 	req.Header.Set("User-Agent", "surge-invoke")
 	if o.Verbose {
+		// The gateway then says which replica of which revision
+		// answered (Surge-Replica, Surge-Revision).
+		req.Header.Set("Surge-Debug", "1")
 		fmt.Fprintf(o.Err, "> %s %s\n", method, req.URL)
 		printHeaders(o.Err, "> ", req.Header)
 	}

@@ -662,4 +662,14 @@ func TestGossipEndpointsRoutedOnlyWhereTheControlPlaneAgrees(t *testing.T) {
 	if got := routed(); len(got) != 0 {
 		t.Errorf("routed after its node said it is gone: %v, want nothing", got)
 	}
+	// The control plane lists a replica Ready first (an agent in host
+	// networking, whose replicas are on loopback, outside any subnet):
+	// gossip's later word does not displace it.
+	r.Update(func(s *State) {
+		s.SetEndpoint(bound("loopback", "n1", "127.0.0.1:40001", api.ReplicaReady))
+		s.SetGossipEndpoint(announced("loopback", "n1", "127.0.0.1:40001"))
+	})
+	if diff := cmp.Diff([]string{"hello 127.0.0.1:40001"}, routed()); diff != "" {
+		t.Errorf("routed after gossip repeated what the control plane said (-want +got):\n%s", diff)
+	}
 }

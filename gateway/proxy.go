@@ -107,7 +107,7 @@ var (
 	msgNoFunction     = "no function is served at this address"
 	msgNoRevision     = "no revision of this function takes traffic yet"
 	msgRevisionGone   = "the revision was removed while the request waited"
-	msgUnknownRev     = "the revision named by Surge-Revision is not a revision of this function"
+	msgUnknownRev     = "the revision named by Surge-Revision is not one of this function's that take traffic or carry a tag"
 	msgQueueFull      = "too many requests are waiting for this function; retry later"
 	msgGatewayFull    = "the gateway holds as many waiting requests as it has room for; retry later"
 	msgTimeout        = "the function did not answer in time"
@@ -121,6 +121,10 @@ var (
 	msgDraining       = "the gateway is shutting down"
 	msgBadUpgrade     = "the function's replica switched to a protocol that was not asked for"
 	headerRevision    = "Surge-Revision"
+	// headerDebug in a request asks for headerReplica and headerRevision
+	// in the answer: the replica that answered, and its revision.
+	headerDebug   = "Surge-Debug"
+	headerReplica = "Surge-Replica"
 	// strColdStart names the answer's header that says how many
 	// milliseconds the request waited for a replica of a revision that had
 	// none (a cold start).
@@ -364,6 +368,12 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 		return
 	}
 	copyResponseHeader(&ctx.Response.Header, &x.resp.Header)
+	if len(ctx.Request.Header.Peek(headerDebug)) > 0 {
+		// Asked for (surge invoke -v): which replica of which revision
+		// answered.
+		ctx.Response.Header.Set(headerReplica, x.ep.name)
+		ctx.Response.Header.Set(headerRevision, x.rev.key.Name)
+	}
 	if x.coldMs >= 0 {
 		x.num = strconv.AppendInt(x.num[:0], x.coldMs, 10)
 		ctx.Response.Header.SetCanonical(strColdStart, x.num)

@@ -171,8 +171,12 @@ func TestNotFoundAndRevisionHeader(t *testing.T) {
 		s.SetRevision(RevisionInfo{Namespace: "default", Name: "hello-00002", Function: "hello", Number: 2})
 		s.SetEndpoint(EndpointInfo{Namespace: "default", Replica: "two", Function: "hello", Revision: "hello-00002",
 			Addr: backend(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "two") }), Phase: "Ready"})
-		s.SetTraffic("default", "hello", nil) // explicit split with no target: only the header routes
-		s.SetTraffic("default", "hello", []apiTarget{{Revision: "hello-00001", Percent: 100}})
+		s.SetRevision(RevisionInfo{Namespace: "default", Name: "hello-00003", Function: "hello", Number: 3})
+		s.SetEndpoint(EndpointInfo{Namespace: "default", Replica: "three", Function: "hello", Revision: "hello-00003",
+			Addr: backend(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "three") }), Phase: "Ready"})
+		// hello-00002 is tagged at 0%; hello-00003 neither takes traffic
+		// nor carries a tag.
+		s.SetTraffic("default", "hello", []apiTarget{{Revision: "hello-00001", Percent: 100}, {Revision: "hello-00002", Tag: "next"}})
 	})
 	tests := []struct {
 		name, host, path, rev string
@@ -184,8 +188,12 @@ func TestNotFoundAndRevisionHeader(t *testing.T) {
 		{"unknown path", "x", "/fn/nope/", "", 404, ""},
 		{"too many labels", "a.b.c.surge.localhost", "/", "", 404, ""},
 		{"traffic", "hello.surge.localhost", "/", "", 200, "one"},
-		{"revision header", "hello.surge.localhost", "/", "hello-00002", 200, "two"},
-		{"unknown revision", "hello.surge.localhost", "/", "hello-00009", 404, ""},
+		{"revision header", "hello.surge.localhost", "/", "hello-00001", 200, "one"},
+		{"a tagged revision at 0%", "hello.surge.localhost", "/", "hello-00002", 200, "two"},
+		// Neither takes traffic nor carries a tag: anonymous clients may
+		// not call (nor wake) it, and it looks like one that is not there.
+		{"a revision out of the traffic", "hello.surge.localhost", "/", "hello-00003", 404, `{"error":"the revision named by Surge-Revision is not one of this function's that take traffic or carry a tag"}` + "\n"},
+		{"unknown revision", "hello.surge.localhost", "/", "hello-00009", 404, `{"error":"the revision named by Surge-Revision is not one of this function's that take traffic or carry a tag"}` + "\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -211,11 +219,21 @@ func TestNotFoundAndRevisionHeader(t *testing.T) {
 			}
 		})
 	}
-	if got := testutil.ToFloat64(tg.metrics.unrouted.WithLabelValues("404")); got < 5 {
+	if got := testutil.ToFloat64(tg.metrics.unrouted.WithLabelValues("404")); got < 6 {
 		t.Errorf("unrouted 404s counted %v", got)
 	}
 	if got := testutil.ToFloat64(tg.metrics.requests.WithLabelValues("default", "hello", "hello-00002", "2xx")); got != 1 {
 		t.Errorf("requests{hello-00002,200} = %v, want 1", got)
+	}
+
+	// Asked with Surge-Debug (surge invoke -v), the answer names the
+	// replica and the revision that gave it; not otherwise.
+	resp, _ := tg.do(t, "GET", "hello.surge.localhost", "/", nil, map[string]string{"Surge-Debug": "1", "Surge-Revision": "hello-00002"})
+	if got := resp.Header.Get("Surge-Replica") + " " + resp.Header.Get("Surge-Revision"); got != "two hello-00002" {
+		t.Errorf("Surge-Replica and Surge-Revision %q, want %q", got, "two hello-00002")
+	}
+	if resp, _ := tg.do(t, "GET", "hello.surge.localhost", "/", nil, nil); resp.Header.Get("Surge-Replica") != "" {
+		t.Errorf("Surge-Replica %q unasked", resp.Header.Get("Surge-Replica"))
 	}
 }
 

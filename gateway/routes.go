@@ -55,8 +55,10 @@ func (r *revision) endpoints() []*Endpoint {
 type functionRoute struct {
 	key     api.Key
 	targets []target
-	// byName holds every known revision of the function, routed by traffic
-	// or not, for the Surge-Revision header.
+	// byName holds the revisions the Surge-Revision header may name: those
+	// that take a share of the traffic or carry a tag (or, with no
+	// Traffic, the one that takes it all). An anonymous client must not
+	// call, nor wake, any revision ever deployed.
 	byName map[string]*revision
 }
 
@@ -228,7 +230,7 @@ func (r *Routes) rebuild() {
 			if m := r.cfg.maxPerEndpoint; m > 0 && (limit == 0 || limit > m) {
 				limit = m
 			}
-			ep = &Endpoint{addr: ei.Addr, limit: limit, rev: rev}
+			ep = &Endpoint{addr: ei.Addr, name: ei.Replica, limit: limit, rev: rev}
 			if r.hooks.hostClient != nil {
 				ep.hc = r.hooks.hostClient(ei.Addr, rev.limit)
 			}
@@ -278,15 +280,19 @@ func (r *Routes) rebuild() {
 	for fk, fi := range s.functions {
 		fr := &functionRoute{key: fk, byName: map[string]*revision{}}
 		revs := byFunction[fk]
+		all := make(map[string]*revision, len(revs))
 		for _, rev := range revs {
-			fr.byName[rev.key.Name] = rev
+			all[rev.key.Name] = rev
 		}
 		if tt, ok := s.traffic[fk]; ok {
 			var cum uint32
 			for _, tg := range tt {
-				rev := fr.byName[tg.Revision]
+				rev := all[tg.Revision]
 				if rev == nil {
 					continue
+				}
+				if tg.Tag != "" || tg.Percent > 0 {
+					fr.byName[rev.key.Name] = rev
 				}
 				if tg.Tag != "" {
 					tagged = append(tagged, tagRoute{fk: fk, tag: tg.Tag, fr: &functionRoute{key: fk,
@@ -299,12 +305,13 @@ func (r *Routes) rebuild() {
 				fr.targets = append(fr.targets, target{rev: rev, cum: cum})
 			}
 		} else {
-			latest := fr.byName[fi.DefaultRevision]
+			latest := all[fi.DefaultRevision]
 			if latest == nil && len(revs) > 0 {
 				latest = slices.MaxFunc(revs, func(a, b *revision) int { return cmp.Compare(numbers(a), numbers(b)) })
 			}
 			if latest != nil {
 				fr.targets = []target{{rev: latest, cum: 100}}
+				fr.byName[latest.key.Name] = latest
 			}
 		}
 		t.routes[fk.Name+"."+fk.Namespace] = fr
