@@ -551,11 +551,14 @@ func TestConfigValidateReportsEveryField(t *testing.T) {
 	cfg.MaxHeaderBytes = 10
 	cfg.RetryBudgetRatio = 2
 	cfg.Policy = "fastest"
+	cfg.RequestBodyTimeout = -time.Second
+	cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), {}}
 	err := cfg.Validate()
 	if !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("err = %v", err)
 	}
-	for _, f := range []string{"Domain = bad domain", "MaxHeaderBytes = 10", "RetryBudgetRatio = 2", "Policy = fastest"} {
+	for _, f := range []string{"Domain = bad domain", "MaxHeaderBytes = 10", "RetryBudgetRatio = 2", "Policy = fastest",
+		"RequestBodyTimeout = -1s", "TrustedProxies[1] = invalid Prefix"} {
 		if !strings.Contains(err.Error(), f) {
 			t.Errorf("error %q does not name %q", err, f)
 		}

@@ -22,8 +22,9 @@
 // budget.go (retry budget and policy), queue.go, stats.go — the pure cores;
 // proxy.go and upstream.go — the request path; clientconn.go,
 // writewait.go and deadline.go — its connections' system calls and
-// timers; upgrade.go — WebSocket tunnels; gateway.go — the server's
-// life; run.go — the role's assembly; cpsource.go, gossipsource.go,
+// timers; clientaddr.go — what it believes of a client's address;
+// upgrade.go — WebSocket tunnels; gateway.go — the server's life;
+// run.go — the role's assembly; cpsource.go, gossipsource.go,
 // activator.go and statssink.go — its links to the control plane and
 // gossip.
 package gateway
@@ -106,6 +107,8 @@ type Gateway struct {
 	srv       *fasthttp.Server
 	tunnels   tunnelSet // upgraded connections fasthttp handed over
 	park      *parking  // idle connections' parking; nil: none
+	ips       *ipConns  // connections per client address
+	trusted   trustedNets
 	// followUps are revisions whose demand grew since their last
 	// activation: see Gateway.activate.
 	followUps chan *revision
@@ -195,7 +198,6 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		ReadTimeout:        cfg.ReadTimeout,
 		WriteTimeout:       cfg.WriteTimeout,
 		IdleTimeout:        cfg.IdleTimeout,
-		MaxConnsPerIP:      cfg.MaxConnsPerIP,
 		MaxRequestBodySize: cfg.MaxRequestBodyBytes,
 		StreamRequestBody:  true,
 		// An idle keep-alive connection gives its 16 KiB write buffer
@@ -210,6 +212,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		CloseOnShutdown:              true,
 		SecureErrorLogMessage:        true,
 	}
+	g.trusted = trustedNets(cfg.TrustedProxies)
+	g.ips = newIPConns(cfg.MaxConnsPerIP, g.trusted)
 	g.park = newParking(cfg.ParkIdleAfter, cfg.IdleTimeout, cfg.MaxConns, g.clock, g.log, g.srv.ServeConn)
 	if g.park != nil && deps.Registerer != nil {
 		if err := registerParking(deps.Registerer, g.park); err != nil {
@@ -290,7 +294,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 	}
 	g.listener = ln
-	serveLn := net.Listener(clientListener{Listener: ln, park: g.park})
+	serveLn := net.Listener(clientListener{Listener: ln, park: g.park, ips: g.ips, refusal: tooManyConnsAnswer})
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error {
 		if err := g.srv.Serve(serveLn); err != nil && !g.draining.Load() {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -114,7 +115,7 @@ func TestProxyRoutesAndRewritesHeaders(t *testing.T) {
 
 	t.Run("trusted forwarded headers are extended", func(t *testing.T) {
 		cfg := testConfig()
-		cfg.TrustForwardedHeaders = true
+		cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 		tg2 := startGateway(t, cfg, Deps{})
 		tg2.route("hello", "hello-00001", 0, 0, backend(t, echoHandler))
 		_, body := tg2.do(t, "GET", "hello.surge.localhost", "/", nil, map[string]string{"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"})
