@@ -294,6 +294,9 @@ func startSurgeUp(ctx context.Context, bridge, podCIDR string) (_ *surgeUp, retE
 		"--api-addr", addrs[0], "--etcd-client-addr", addrs[1], "--etcd-peer-addr", addrs[2],
 		"--gateway-addr", s.gateway, "--gossip-addr", addrs[4], "--tls-addr", "", // no HTTPS: B10 measures HTTP
 		"--pod-cidr", podCIDR, "--bridge", bridge,
+		// The bursts' clients (B10's 5,000 connections) are all on
+		// 127.0.0.1: no per-address cap.
+		"--max-conns-per-ip", "0",
 		// Nothing answers there, so the agent starts its own containerd.
 		"--containerd-address", filepath.Join(dir, "no-containerd.sock"))
 	s.cmd.Env = append(os.Environ(), "SURGE_CONFIG="+s.config)

@@ -64,11 +64,13 @@ func (s HelloRoute) Run(ctx context.Context, u gateway.Updater) error {
 }
 
 // SurgeGateway is the gateway as `surge gateway` runs it (the default
-// configuration, metrics registered), routing hello to backend. With ln
-// nil it listens on addr.
+// configuration, metrics registered), routing hello to backend, but with
+// no per-address connection cap: the load generators' connections (B8's
+// 10,000) all come from 127.0.0.1. With ln nil it listens on addr.
 func SurgeGateway(addr, backend string, ln net.Listener) (*gateway.Gateway, error) {
 	cfg := gateway.DefaultConfig()
 	cfg.Addr = addr
+	cfg.MaxConnsPerIP = 0
 	return surgeGateway(cfg, backend, ln)
 }
 
@@ -78,6 +80,7 @@ func SurgeGateway(addr, backend string, ln net.Listener) (*gateway.Gateway, erro
 func SurgeGatewayTLS(addr, backend, certFile, keyFile string) (*gateway.Gateway, error) {
 	cfg := gateway.DefaultConfig()
 	cfg.Addr, cfg.TLSAddr, cfg.TLSCertFile, cfg.TLSKeyFile = "127.0.0.1:0", addr, certFile, keyFile
+	cfg.MaxConnsPerIP = 0
 	return surgeGateway(cfg, backend, nil)
 }
 

@@ -60,10 +60,15 @@ func newVerbEnv(t *testing.T) *verbEnv {
 }
 
 // echoRequest is the fake gateway and function: it answers what it got,
-// and 500 for /fail.
+// and 500 for /fail; asked with Surge-Debug, it names the replica and
+// revision as the gateway does.
 func echoRequest(w http.ResponseWriter, r *http.Request) {
 	w.Header()["Date"] = nil
 	w.Header().Set("Content-Type", "text/plain")
+	if r.Header.Get("Surge-Debug") != "" {
+		w.Header().Set("Surge-Replica", "hello-00001-x7k2p")
+		w.Header().Set("Surge-Revision", "hello-00001")
+	}
 	if r.URL.Path == "/fail" {
 		w.WriteHeader(http.StatusInternalServerError)
 		fmt.Fprintln(w, "boom")

@@ -25,6 +25,8 @@ import (
 func TestDataPathUnderBursts(t *testing.T) {
 	requireRuntime(t)
 	c := newCluster(t, "up")
+	// The bursts' connections all come from this machine: no per-address cap.
+	c.flags = append(c.flags, "--max-conns-per-ip", "0")
 	c.start()
 	image := strings.TrimSpace(c.mustSurge("build", "../examples/hello", "-t", "hello:v1"))
 	cl := c.client()

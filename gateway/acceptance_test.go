@@ -192,7 +192,11 @@ func TestSlowlorisDoesNotStarveHealthyRequests(t *testing.T) {
 	}
 
 	t.Run("held open under the shipped read timeout", func(t *testing.T) {
-		tg := startGateway(t, testConfig(), Deps{}) // DefaultConfig's ReadTimeout: 30s
+		// DefaultConfig's ReadTimeout, 30s; the slow connections come from
+		// one address, as many attackers' would from many.
+		cfg := testConfig()
+		cfg.MaxConnsPerIP = 0
+		tg := startGateway(t, cfg, Deps{})
 		tg.route("ok", "ok-00001", 0, 0, backend(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "fine") }))
 		slowConns(t, tg.addr, n, 50*time.Millisecond)
 		eventually(t, "the gateway to hold every slow connection", func() bool {
@@ -229,6 +233,7 @@ func TestSlowlorisDoesNotStarveHealthyRequests(t *testing.T) {
 	t.Run("cut at the read timeout though still sending", func(t *testing.T) {
 		cfg := testConfig()
 		cfg.ReadTimeout = 500 * time.Millisecond
+		cfg.MaxConnsPerIP = 0
 		tg := startGateway(t, cfg, Deps{})
 		conns := slowConns(t, tg.addr, n, 20*time.Millisecond)
 		// Every connection keeps sending a byte per tick, so only a deadline

@@ -317,6 +317,7 @@ func TestRetryBudgetUnderLoad(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.DrainTimeout = testConfig().DrainTimeout
+	cfg.MaxConnsPerIP = 0 // the burst's 2000 connections come from one address
 	tg := startGateway(t, cfg, Deps{})
 	tg.route("down", "down-00001", 0, 0, backend(t, cutter), backend(t, cutter), backend(t, cutter), backend(t, cutter))
 	const n = 2000

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -18,12 +19,18 @@ import (
 // write of a complete answer is held back and made by the next Read,
 // which then waits for the next request before it reads (writeWaiter).
 
-// clientListener wraps each accepted connection in a clientConn, and
-// registers it with the gateway's parking (see park.go), which closes
-// those beyond MaxConns.
+// clientListener wraps each accepted connection in a clientConn, counts
+// it for its address (see ipConns), which refuses those beyond
+// MaxConnsPerIP, and registers it with the gateway's parking (see
+// park.go), which closes those beyond MaxConns.
 type clientListener struct {
 	net.Listener
 	park *parking // nil: no parking
+	ips  *ipConns // nil: no per-address cap
+	// refusal is written on a connection refused per address before it
+	// is closed; nil closes it only (a TLS listener's, whose client
+	// expects a handshake).
+	refusal []byte
 }
 
 func (l clientListener) Accept() (net.Conn, error) {
@@ -33,10 +40,17 @@ func (l clientListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		cc := newClientConn(c)
+		if !l.ips.admit(cc) {
+			if l.refusal != nil {
+				_, _ = c.Write(l.refusal)
+			}
+			_ = c.Close()
+			continue
+		}
 		if l.park == nil || l.park.add(cc) {
 			return cc, nil
 		}
-		_ = c.Close() // MaxConns open already
+		_ = cc.closeConn() // MaxConns open already
 	}
 }
 
@@ -90,6 +104,11 @@ type clientConn struct {
 	idx      int
 	seenGen  uint32
 	parkedAt time.Time
+
+	// ips counts the connection for its address, ipKey, until closeConn
+	// (nil: not counted).
+	ips   atomic.Pointer[ipConns]
+	ipKey netip.Addr
 }
 
 func newClientConn(c net.Conn) *clientConn {
@@ -121,8 +140,8 @@ func (c *clientConn) SetWriteDeadline(t time.Time) error { return c.dl.SetWriteD
 // holdAnswer asks c to hold back the writes of the answer being written,
 // which is complete (no streamed body follows): fasthttp reads the next
 // request right after it. Over TLS the clientConn under it holds the
-// answer's record. The connection may have no clientConn (a listener
-// from Deps, fasthttp's per-IP wrapper): then nothing changes.
+// answer's record. The connection may have no clientConn (the handler
+// served by a server of a test's): then nothing changes.
 func holdAnswer(c net.Conn) {
 	if cc := underClientConn(c); cc != nil {
 		cc.holdNext = true
@@ -273,6 +292,15 @@ func (c *clientConn) Close() error {
 	}
 	if c.park != nil {
 		c.park.forget(c)
+	}
+	return c.closeConn()
+}
+
+// closeConn closes the connection itself, fasthttp's or the parking's
+// last word on it, and uncounts it for its address.
+func (c *clientConn) closeConn() error {
+	if l := c.ips.Swap(nil); l != nil {
+		l.release(c.ipKey)
 	}
 	return c.Conn.Close()
 }

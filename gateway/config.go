@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -15,6 +16,16 @@ type Config struct {
 	// Domain is the suffix of routed hosts: NAME.DOMAIN and
 	// NAME.NAMESPACE.DOMAIN. Lowercase, without a leading dot.
 	Domain string
+	// PathRouting routes /fn/NAME/ and /fn/NAME.NAMESPACE/ on any other
+	// host too (DefaultConfig: on), for callers without a name for each
+	// function: replicas calling another function through their node's
+	// gateway, a first curl. Its cost: every function so routed shares one
+	// web origin, the gateway's, so in a browser one function's page reads
+	// another's cookies and answers and can register a service worker
+	// over all of them. Host routing gives each function an origin of its
+	// own; turn this off where browsers visit functions of different
+	// trust. Off (the zero value), only hosts under Domain are routed.
+	PathRouting bool
 	// HealthPath answers 200 while the gateway is ready and 503 while it
 	// drains, on any host, for load balancer probes. Empty turns it off.
 	HealthPath string
@@ -23,6 +34,15 @@ type Config struct {
 	// does not stream). Longer tolerates slow clients; shorter resists
 	// slowloris-style connection hoarding.
 	ReadTimeout time.Duration
+	// RequestBodyTimeout bounds how long a request body streamed to a
+	// replica may take to arrive, from when the request took the
+	// replica's slot (under its concurrency limit): past it the gateway
+	// answers 408, closes the connection and frees the slot, so a client
+	// dribbling a body cannot hold a replica. The function's own time
+	// limit still applies when it is shorter. Longer tolerates slow
+	// uploads (30 s takes MaxRequestBodyBytes' 10 MiB at 2.8 Mbit/s);
+	// shorter frees slots sooner.
+	RequestBodyTimeout time.Duration
 	// WriteTimeout bounds writing an answer the gateway makes itself (404,
 	// 503, ...) or holds whole (a small proxied answer that came in one
 	// piece; the function's total limit when that comes first). Streamed
@@ -38,8 +58,7 @@ type Config struct {
 	// costing about a kibibyte instead of a dozen (B8), until its next
 	// request. Shorter saves memory sooner; longer spares connections
 	// with a few requests a second the few microseconds a wake costs.
-	// Negative never parks; nor does MaxConnsPerIP, whose wrapper hides
-	// the gateway's connections from it.
+	// Negative never parks.
 	ParkIdleAfter time.Duration
 	// MaxHeaderBytes limits a request's start line and header; more is
 	// answered 431. It is also the per-connection read buffer, so it costs
@@ -52,18 +71,27 @@ type Config struct {
 	// Larger ones (and chunked ones) are streamed and retried only when not
 	// a byte of them was read. Costs up to this much memory per request.
 	ReplayBodyBytes int
-	// MaxConnsPerIP caps concurrent connections from one client IP (0 = no
-	// cap); more are answered 429 and closed. Clients behind one NAT share it.
+	// MaxConnsPerIP caps the open connections of one client address,
+	// parked ones and WebSockets among them; one more is answered 429 and
+	// closed as it comes (over TLS, closed). IPv6 addresses count by /64.
+	// Clients behind one NAT share it; TrustedProxies are not capped.
+	// DefaultConfig's 1024 is far above what a browser opens (6 per
+	// host), and keeps one host from taking more than 1/256 of MaxConns.
+	// 0 is no cap: for load generators on one machine (benchmarks).
 	MaxConnsPerIP int
 	// MaxConns caps concurrent client connections in total, parked ones
 	// among them (more are closed as they come), and, counted apart, open
 	// WebSockets: fasthttp stops counting a connection once the gateway
 	// takes it over for a tunnel.
 	MaxConns int
-	// TrustForwardedHeaders keeps incoming X-Forwarded-For/-Proto/-Host and
-	// appends to them; set it only behind a proxy you trust, else clients
-	// can forge their address.
-	TrustForwardedHeaders bool
+	// TrustedProxies are the networks of the proxies in front of the
+	// gateway (load balancers) whose word on the client it takes: from
+	// them, Forwarded and X-Real-IP pass on, X-Forwarded-For is appended
+	// to, X-Forwarded-Proto and -Host kept, and connections are not
+	// capped per address. From anyone else, Forwarded and X-Real-IP are
+	// removed and X-Forwarded-* replaced with what the gateway sees, so
+	// no client can forge its address to a function. Empty by default.
+	TrustedProxies []netip.Prefix
 
 	// DialTimeout bounds connecting to a replica. Short finds dead replicas
 	// fast; too short fails under load.
@@ -185,15 +213,17 @@ func DefaultConfig() Config {
 	return Config{
 		Addr:                    ":8080",
 		Domain:                  "surge.localhost",
+		PathRouting:             true,
 		HealthPath:              "/.surge/ready",
 		ReadTimeout:             30 * time.Second,
+		RequestBodyTimeout:      30 * time.Second,
 		WriteTimeout:            30 * time.Second,
 		IdleTimeout:             90 * time.Second,
 		ParkIdleAfter:           50 * time.Millisecond,
 		MaxHeaderBytes:          16 << 10,
 		MaxRequestBodyBytes:     10 << 20,
 		ReplayBodyBytes:         64 << 10,
-		MaxConnsPerIP:           0,
+		MaxConnsPerIP:           1024,
 		MaxConns:                256 * 1024,
 		DialTimeout:             2 * time.Second,
 		ResponseStartTimeout:    0,
@@ -236,8 +266,9 @@ var ErrInvalidConfig = errors.New("gateway: invalid config")
 
 // withDefaults returns a copy of c with zero values taken from DefaultConfig.
 // Fields where zero is meaningful (MaxConnsPerIP, ResponseStartTimeout,
-// MaxQueued, MaxQueueWait, DrainDelay, TrustForwardedHeaders, HealthPath,
-// the TLS files and address, HTTPSRedirect and its port) are kept.
+// MaxQueued, MaxQueueWait, DrainDelay, TrustedProxies, PathRouting,
+// HealthPath, the TLS files and address, HTTPSRedirect and its port) are
+// kept.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	setDur := func(v *time.Duration, def time.Duration) {
@@ -258,6 +289,7 @@ func (c Config) withDefaults() Config {
 	}
 	c.Domain = strings.TrimPrefix(strings.ToLower(c.Domain), ".")
 	setDur(&c.ReadTimeout, d.ReadTimeout)
+	setDur(&c.RequestBodyTimeout, d.RequestBodyTimeout)
 	setDur(&c.WriteTimeout, d.WriteTimeout)
 	setDur(&c.IdleTimeout, d.IdleTimeout)
 	setDur(&c.ParkIdleAfter, d.ParkIdleAfter)
@@ -329,6 +361,7 @@ func (c Config) problems(prefix string) []error {
 		bad("HealthPath", c.HealthPath, "must start with /")
 	}
 	pos("ReadTimeout", c.ReadTimeout)
+	pos("RequestBodyTimeout", c.RequestBodyTimeout)
 	pos("WriteTimeout", c.WriteTimeout)
 	pos("IdleTimeout", c.IdleTimeout)
 	if c.MaxHeaderBytes < 1024 {
@@ -342,6 +375,11 @@ func (c Config) problems(prefix string) []error {
 	}
 	if c.MaxConnsPerIP < 0 {
 		bad("MaxConnsPerIP", c.MaxConnsPerIP, "must not be negative")
+	}
+	for i, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			bad(fmt.Sprintf("TrustedProxies[%d]", i), p, "must be a network such as 10.0.0.0/8")
+		}
 	}
 	if c.MaxConns <= 0 {
 		bad("MaxConns", c.MaxConns, "must be positive")

@@ -551,11 +551,14 @@ func TestConfigValidateReportsEveryField(t *testing.T) {
 	cfg.MaxHeaderBytes = 10
 	cfg.RetryBudgetRatio = 2
 	cfg.Policy = "fastest"
+	cfg.RequestBodyTimeout = -time.Second
+	cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), {}}
 	err := cfg.Validate()
 	if !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("err = %v", err)
 	}
-	for _, f := range []string{"Domain = bad domain", "MaxHeaderBytes = 10", "RetryBudgetRatio = 2", "Policy = fastest"} {
+	for _, f := range []string{"Domain = bad domain", "MaxHeaderBytes = 10", "RetryBudgetRatio = 2", "Policy = fastest",
+		"RequestBodyTimeout = -1s", "TrustedProxies[1] = invalid Prefix"} {
 		if !strings.Contains(err.Error(), f) {
 			t.Errorf("error %q does not name %q", err, f)
 		}
@@ -658,5 +661,15 @@ func TestGossipEndpointsRoutedOnlyWhereTheControlPlaneAgrees(t *testing.T) {
 	r.Update(func(s *State) { s.DeleteGossipEndpoint("default", "good", "n1") })
 	if got := routed(); len(got) != 0 {
 		t.Errorf("routed after its node said it is gone: %v, want nothing", got)
+	}
+	// The control plane lists a replica Ready first (an agent in host
+	// networking, whose replicas are on loopback, outside any subnet):
+	// gossip's later word does not displace it.
+	r.Update(func(s *State) {
+		s.SetEndpoint(bound("loopback", "n1", "127.0.0.1:40001", api.ReplicaReady))
+		s.SetGossipEndpoint(announced("loopback", "n1", "127.0.0.1:40001"))
+	})
+	if diff := cmp.Diff([]string{"hello 127.0.0.1:40001"}, routed()); diff != "" {
+		t.Errorf("routed after gossip repeated what the control plane said (-want +got):\n%s", diff)
 	}
 }

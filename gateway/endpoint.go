@@ -15,7 +15,8 @@ import (
 // carry over from one snapshot to the next.
 type Endpoint struct {
 	addr  string
-	limit int64 // concurrency limit; 0 = unlimited
+	name  string // the replica's, for Surge-Replica
+	limit int64  // concurrency limit; 0 = unlimited
 	rev   *revision
 	hc    *fasthttp.HostClient // nil in pure tests
 

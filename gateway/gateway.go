@@ -22,8 +22,9 @@
 // budget.go (retry budget and policy), queue.go, stats.go — the pure cores;
 // proxy.go and upstream.go — the request path; clientconn.go,
 // writewait.go and deadline.go — its connections' system calls and
-// timers; upgrade.go — WebSocket tunnels; gateway.go — the server's
-// life; run.go — the role's assembly; cpsource.go, gossipsource.go,
+// timers; clientaddr.go — what it believes of a client's address;
+// upgrade.go — WebSocket tunnels; gateway.go — the server's life;
+// run.go — the role's assembly; cpsource.go, gossipsource.go,
 // activator.go and statssink.go — its links to the control plane and
 // gossip.
 package gateway
@@ -120,6 +121,8 @@ type Gateway struct {
 	httpsPort   string
 	tunnels     tunnelSet // upgraded connections fasthttp handed over
 	park        *parking  // idle connections' parking; nil: none
+	ips         *ipConns  // connections per client address
+	trusted     trustedNets
 	// followUps are revisions whose demand grew since their last
 	// activation: see Gateway.activate.
 	followUps chan *revision
@@ -211,7 +214,6 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		ReadTimeout:        cfg.ReadTimeout,
 		WriteTimeout:       cfg.WriteTimeout,
 		IdleTimeout:        cfg.IdleTimeout,
-		MaxConnsPerIP:      cfg.MaxConnsPerIP,
 		MaxRequestBodySize: cfg.MaxRequestBodyBytes,
 		StreamRequestBody:  true,
 		// An idle keep-alive connection gives its 16 KiB write buffer
@@ -226,6 +228,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		CloseOnShutdown:              true,
 		SecureErrorLogMessage:        true,
 	}
+	g.trusted = trustedNets(cfg.TrustedProxies)
+	g.ips = newIPConns(cfg.MaxConnsPerIP, g.trusted)
 	haveCerts := cfg.TLSCertFile != "" || cfg.TLSDir != "" || deps.CertIssuer != nil
 	switch tlsOn := cfg.TLSAddr != "" || deps.TLSListener != nil; {
 	case tlsOn && !haveCerts:
@@ -369,9 +373,11 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			return nil
 		})
 	}
-	serve(g.listener, clientListener{Listener: g.listener, park: g.park})
+	serve(g.listener, clientListener{Listener: g.listener, park: g.park, ips: g.ips, refusal: tooManyConnsAnswer})
 	if g.certs != nil {
-		serve(g.tlsListener, tlsListener{Listener: clientListener{Listener: g.tlsListener, park: g.park}, config: g.tlsConfig})
+		// No refusal written on the TLS listener: a plain HTTP answer in a
+		// TLS connection is garbage to its client; it is closed.
+		serve(g.tlsListener, tlsListener{Listener: clientListener{Listener: g.tlsListener, park: g.park, ips: g.ips}, config: g.tlsConfig})
 		eg.Go(func() error { g.certs.run(ectx); return nil })
 	}
 	for _, src := range g.sources {

@@ -138,7 +138,10 @@ func forEachToken(v []byte, fn func(tok []byte)) {
 type forwardInfo struct {
 	clientIP netip.Addr
 	tls      bool
-	trust    bool // keep and extend the client's X-Forwarded-* headers
+	// trust: the client is a trusted proxy (Config.TrustedProxies), whose
+	// Forwarded and X-Real-IP pass on and whose X-Forwarded-* headers are
+	// kept and extended. Anyone else's are removed or replaced.
+	trust bool
 	// traceparent, when set, is a trace the gateway started for a request
 	// that came without one (W3C Trace Context), sent on to the replica.
 	traceparent []byte
@@ -156,6 +159,8 @@ const (
 	fieldXForwardedFor
 	fieldXForwardedProto
 	fieldXForwardedHost
+	fieldForwarded
+	fieldXRealIP
 	fieldConnection = 1 // hopHeaders[0]
 )
 
@@ -167,6 +172,8 @@ var specialFields = []struct {
 	{"x-forwarded-for", fieldXForwardedFor},
 	{"x-forwarded-proto", fieldXForwardedProto},
 	{"x-forwarded-host", fieldXForwardedHost},
+	{"forwarded", fieldForwarded},
+	{"x-real-ip", fieldXRealIP},
 }
 
 // Canonical names the gateway sets, for SetCanonical, which skips
@@ -245,7 +252,8 @@ func deleteHopHeaders(dst headerDeleter, connection [][]byte, present fieldSet) 
 
 // copyRequestHeader fills dst (an outgoing request header) from src (the
 // client's), without hop-by-hop headers or the headers that src's
-// Connection names, with X-Forwarded-For/-Proto/-Host set, and with the
+// Connection names, with X-Forwarded-For/-Proto/-Host set, without
+// Forwarded and X-Real-IP unless the client is trusted, and with the
 // request URI replaced by uri. scratch is a buffer to reuse; the grown
 // buffer is returned. The caller sets the body and its framing.
 func copyRequestHeader(dst, src *fasthttp.RequestHeader, uri []byte, fw forwardInfo, scratch []byte) []byte {
@@ -261,6 +269,17 @@ func copyRequestHeader(dst, src *fasthttp.RequestHeader, uri []byte, fw forwardI
 	}
 	dst.ResetConnectionClose()
 	dst.SetRequestURIBytes(uri)
+	// Forwarded (RFC 7239) and X-Real-IP name the client to a function
+	// just as X-Forwarded-For does: only a trusted proxy's are believed.
+	// The gateway sets neither itself; X-Forwarded-For is its word.
+	if !fw.trust {
+		if present&fieldForwarded != 0 {
+			dst.Del("Forwarded")
+		}
+		if present&fieldXRealIP != 0 {
+			dst.Del("X-Real-IP")
+		}
+	}
 
 	// X-Forwarded-For: the client's chain (when trusted), then its address.
 	// A field the client sent is deleted whole before it is set: Set
@@ -335,7 +354,8 @@ func isFramingField(name []byte) bool {
 // appendRawRequestHead appends to dst the header of the request to the
 // replica, made from the client's header block as it came off the wire,
 // when that block may go on as it is: it holds no field the gateway
-// removes or sets (hop-by-hop, Expect, X-Forwarded-*), every line ends in
+// removes or sets (hop-by-hop, Expect, X-Forwarded-*, Forwarded,
+// X-Real-IP), every line ends in
 // CRLF, and Host comes once at most. Then the request line is rebuilt with
 // uri, the X-Forwarded-For/-Proto/-Host lines are added, and it reports
 // true; this saves copying the parsed header field by field and writing

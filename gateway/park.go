@@ -222,7 +222,7 @@ func (p *parking) sweepLocked(now time.Time) {
 			delete(p.parked, fd)
 			p.poll.del(fd)
 			p.forgetLocked(c)
-			_ = c.Conn.Close()
+			_ = c.closeConn()
 		}
 	}
 }
@@ -236,7 +236,7 @@ func (p *parking) stop() {
 	for fd, c := range p.parked {
 		delete(p.parked, fd)
 		p.forgetLocked(c)
-		_ = c.Conn.Close()
+		_ = c.closeConn()
 	}
 	p.mu.Unlock()
 	p.poll.wake()

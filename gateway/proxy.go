@@ -116,10 +116,15 @@ var (
 	msgBadGateway     = "the function's replica could not be reached or answered badly"
 	msgBodyTooLarge   = "request body too large"
 	msgBadBody        = "the request body could not be read"
+	msgBodyTimeout    = "the request body did not arrive in time"
 	msgBadFraming     = "malformed request framing"
 	msgDraining       = "the gateway is shutting down"
 	msgBadUpgrade     = "the function's replica switched to a protocol that was not asked for"
 	headerRevision    = "Surge-Revision"
+	// headerDebug in a request asks for headerReplica and headerRevision
+	// in the answer: the replica that answered, and its revision.
+	headerDebug   = "Surge-Debug"
+	headerReplica = "Surge-Replica"
 	// strColdStart names the answer's header that says how many
 	// milliseconds the request waited for a replica of a revision that had
 	// none (a cold start).
@@ -159,8 +164,10 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 	x.scratch = scratch
 	if ok {
 		fr = tbl.lookup(key)
-	} else if k, r, ok := pathKey(path); ok {
-		fr, rest = tbl.lookup(k), r
+	} else if g.cfg.PathRouting {
+		if k, r, ok := pathKey(path); ok {
+			fr, rest = tbl.lookup(k), r
+		}
 	}
 	if fr == nil {
 		releaseExchange(x)
@@ -210,9 +217,10 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 		x.uri = append(x.uri, '?')
 		x.uri = append(x.uri, qs...)
 	}
-	fw := forwardInfo{tls: ctx.IsTLS(), trust: g.cfg.TrustForwardedHeaders}
+	fw := forwardInfo{tls: ctx.IsTLS()}
 	if ip, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
 		fw.clientIP = ip
+		fw.trust = g.trusted.contains(ip)
 	}
 	// W3C trace context: a client's traceparent goes on as it came; a
 	// request without one starts a trace.
@@ -264,7 +272,6 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 			x.streamed = true
 			x.reqBody = bodyReader{r: stream, limit: int64(g.cfg.MaxRequestBodyBytes)}
 			x.req.SetBodyStream(&x.reqBody, cl)
-			_ = ctx.SetReadDeadline(x.deadline) // the body may take longer than ReadTimeout
 		}
 	}
 
@@ -293,8 +300,14 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 			return
 		}
 		x.ep = ep
-		if x.streamed && attempt > 0 {
-			x.req.SetBodyStream(&x.reqBody, x.req.Header.ContentLength())
+		if x.streamed {
+			// The body streams to the replica while the request holds its
+			// slot: RequestBodyTimeout bounds that, from now (it may take
+			// longer than ReadTimeout, which bounds the header).
+			_ = ctx.SetReadDeadline(g.bodyDeadline(x))
+			if attempt > 0 {
+				x.req.SetBodyStream(&x.reqBody, x.req.Header.ContentLength())
+			}
 		}
 		f, _ := x.roundTrip(ep)
 		if f == failNone {
@@ -333,9 +346,12 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 			g.answer(ctx, x, fasthttp.StatusGatewayTimeout, msgTimeout)
 		case failBody:
 			ctx.SetConnectionClose()
-			if x.reqBody.err == errBodyTooLarge {
+			switch {
+			case x.reqBody.err == errBodyTooLarge:
 				g.answer(ctx, x, fasthttp.StatusRequestEntityTooLarge, msgBodyTooLarge)
-			} else {
+			case isTimeout(x.reqBody.err):
+				g.answer(ctx, x, fasthttp.StatusRequestTimeout, msgBodyTimeout)
+			default:
 				g.answer(ctx, x, fasthttp.StatusBadRequest, msgBadBody)
 			}
 		default:
@@ -361,6 +377,12 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 		return
 	}
 	copyResponseHeader(&ctx.Response.Header, &x.resp.Header)
+	if len(ctx.Request.Header.Peek(headerDebug)) > 0 {
+		// Asked for (surge invoke -v): which replica of which revision
+		// answered.
+		ctx.Response.Header.Set(headerReplica, x.ep.name)
+		ctx.Response.Header.Set(headerRevision, x.rev.key.Name)
+	}
 	if x.coldMs >= 0 {
 		x.num = strconv.AppendInt(x.num[:0], x.coldMs, 10)
 		ctx.Response.Header.SetCanonical(strColdStart, x.num)
@@ -394,6 +416,16 @@ func (g *Gateway) proxy(ctx *fasthttp.RequestCtx, x *exchange) {
 	x.answered = g.clock.Now()
 	_ = ctx.SetWriteDeadline(x.deadline)
 	ctx.Response.SetBodyStream(&x.relay, cl)
+}
+
+// bodyDeadline is when a body that begins to stream now must have
+// arrived: RequestBodyTimeout from now, or the request's own deadline
+// when that comes first.
+func (g *Gateway) bodyDeadline(x *exchange) time.Time {
+	if t := g.clock.Now().Add(g.cfg.RequestBodyTimeout); t.Before(x.deadline) {
+		return t
+	}
+	return x.deadline
 }
 
 // acquire returns a replica of x's revision with a slot taken, waiting in

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -114,7 +115,7 @@ func TestProxyRoutesAndRewritesHeaders(t *testing.T) {
 
 	t.Run("trusted forwarded headers are extended", func(t *testing.T) {
 		cfg := testConfig()
-		cfg.TrustForwardedHeaders = true
+		cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 		tg2 := startGateway(t, cfg, Deps{})
 		tg2.route("hello", "hello-00001", 0, 0, backend(t, echoHandler))
 		_, body := tg2.do(t, "GET", "hello.surge.localhost", "/", nil, map[string]string{"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"})
@@ -223,6 +224,16 @@ func TestNotFoundAndRevisionHeader(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(tg.metrics.requests.WithLabelValues("default", "hello", "hello-00002", "2xx")); got != 1 {
 		t.Errorf("requests{hello-00002,200} = %v, want 1", got)
+	}
+
+	// Asked with Surge-Debug (surge invoke -v), the answer names the
+	// replica and the revision that gave it; not otherwise.
+	resp, _ := tg.do(t, "GET", "hello.surge.localhost", "/", nil, map[string]string{"Surge-Debug": "1", "Surge-Revision": "hello-00002"})
+	if got := resp.Header.Get("Surge-Replica") + " " + resp.Header.Get("Surge-Revision"); got != "two hello-00002" {
+		t.Errorf("Surge-Replica and Surge-Revision %q, want %q", got, "two hello-00002")
+	}
+	if resp, _ := tg.do(t, "GET", "hello.surge.localhost", "/", nil, nil); resp.Header.Get("Surge-Replica") != "" {
+		t.Errorf("Surge-Replica %q unasked", resp.Header.Get("Surge-Replica"))
 	}
 }
 

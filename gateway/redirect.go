@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"net/netip"
 
 	"github.com/valyala/fasthttp"
 )
@@ -18,13 +19,17 @@ var (
 )
 
 // secure reports whether the client reached the gateway over TLS: on
-// its TLS listener, or, behind a proxy it trusts (TrustForwardedHeaders),
-// one that says X-Forwarded-Proto: https.
+// its TLS listener, or through a proxy it trusts (TrustedProxies) that
+// says X-Forwarded-Proto: https.
 func (g *Gateway) secure(ctx *fasthttp.RequestCtx) bool {
 	if ctx.IsTLS() {
 		return true
 	}
-	return g.cfg.TrustForwardedHeaders && bytes.EqualFold(ctx.Request.Header.Peek("X-Forwarded-Proto"), strHTTPS)
+	if !bytes.EqualFold(ctx.Request.Header.Peek("X-Forwarded-Proto"), strHTTPS) {
+		return false
+	}
+	ip, ok := netip.AddrFromSlice(ctx.RemoteIP())
+	return ok && g.trusted.contains(ip.Unmap())
 }
 
 // redirectHTTPS answers ctx with the redirect to its URL over HTTPS.

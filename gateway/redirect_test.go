@@ -3,6 +3,7 @@ package gateway
 import (
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -45,7 +46,7 @@ func (f *tlsFixture) plain(t *testing.T, method, host, path string, hdr map[stri
 func TestHTTPSRedirectForTheGateway(t *testing.T) {
 	f := startTLSFixture(t, func(cfg *Config, _ *Deps) {
 		cfg.HTTPSRedirect = true
-		cfg.TrustForwardedHeaders = true
+		cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	})
 	want := "https://hello.surge.localhost:" + f.port + "/p/q?x=1&y=%20"
 	for _, method := range []string{"GET", "HEAD", "POST"} {

@@ -232,7 +232,7 @@ func (r *Routes) rebuild() {
 			if m := r.cfg.maxPerEndpoint; m > 0 && (limit == 0 || limit > m) {
 				limit = m
 			}
-			ep = &Endpoint{addr: ei.Addr, limit: limit, rev: rev}
+			ep = &Endpoint{addr: ei.Addr, name: ei.Replica, limit: limit, rev: rev}
 			if r.hooks.hostClient != nil {
 				ep.hc = r.hooks.hostClient(ei.Addr, rev.limit)
 			}

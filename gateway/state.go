@@ -140,11 +140,15 @@ func (s *State) SetEndpoint(e EndpointInfo) {
 }
 
 // SetGossipEndpoint adds or replaces a replica's endpoint as gossip
-// announced it (e.FromGossip). It is routed once, and while, the control
-// plane agrees (gossipAgrees).
+// announced it (e.FromGossip), unless the control plane already lists it
+// ready or terminating: then the control plane's word stands. It is
+// routed once, and while, the control plane agrees (gossipAgrees).
 func (s *State) SetGossipEndpoint(e EndpointInfo) {
 	e.FromGossip = true
 	k := api.Key{Namespace: e.Namespace, Name: e.Replica}
+	if cur, ok := s.endpoints[k]; ok && !cur.FromGossip && (cur.Phase == api.ReplicaReady || cur.Phase == api.ReplicaTerminating) {
+		return
+	}
 	s.endpoints[k] = e
 	s.reported[k] = true
 }

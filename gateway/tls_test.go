@@ -667,3 +667,26 @@ func TestParkedTLSConnectionKeepsItsSession(t *testing.T) {
 		t.Errorf("connection state after the wakes: %+v; want the first handshake's session", st)
 	}
 }
+
+// TestTLSConnectionsOverTheCapPerAddressAreClosed: a client address over
+// MaxConnsPerIP is refused on the HTTPS listener by a close — no plain
+// HTTP answer written into what the client reads as TLS.
+func TestTLSConnectionsOverTheCapPerAddressAreClosed(t *testing.T) {
+	f := startTLSFixture(t, func(cfg *Config, _ *Deps) { cfg.MaxConnsPerIP = 1 })
+	// The fixture's probe has gone once its connection is uncounted.
+	var first *tls.Conn
+	eventually(t, "a first connection admitted", func() bool {
+		c, err := tls.Dial("tcp", f.tlsAddr, f.ca.clientConfig("a.example.test"))
+		if err != nil {
+			return false
+		}
+		first = c
+		return true
+	})
+	defer first.Close()
+	getOver(t, first)
+	_, _, err := handshake(f.tlsAddr, f.ca.clientConfig("a.example.test"))
+	if err == nil || strings.Contains(err.Error(), "first record does not look like a TLS handshake") {
+		t.Errorf("second connection from the address: %v; want it closed, with nothing written", err)
+	}
+}

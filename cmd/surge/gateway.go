@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"time"
 
@@ -30,6 +31,13 @@ type GatewayOptions struct {
 	// all (0: from the memory the gateway may use).
 	QueueDepth int
 	MaxQueued  int
+	// PathRouting, MaxConnsPerIP, RequestBodyTimeout and TrustedProxies
+	// (networks or addresses) bound what clients may do: see the
+	// gateway.Config fields of those names.
+	PathRouting        bool
+	MaxConnsPerIP      int
+	RequestBodyTimeout time.Duration
+	TrustedProxies     []string
 	// GossipAddr and Join place this gateway in the cluster's gossip,
 	// keyed with the gossip key it gets from the API with its token.
 	// Without Join the gateway learns endpoints from etcd alone.
@@ -64,9 +72,31 @@ func addGatewayFlags(c *cobra.Command, o *GatewayOptions) {
 	c.Flags().DurationVar(&o.DrainDelay, "drain-delay", time.Second, "on SIGTERM, keep serving this long with readiness false before closing")
 	c.Flags().IntVar(&o.QueueDepth, "queue-depth", d.QueueDepth, "how many requests of one function may wait for a replica (a burst from zero); more get 503 with Retry-After. A function's queueDepth overrides it")
 	c.Flags().IntVar(&o.MaxQueued, "max-queued", d.MaxQueued, "how many requests may wait for replicas in all; 0 sizes it to a quarter of the gateway's memory")
+	c.Flags().BoolVar(&o.PathRouting, "path-routing", d.PathRouting, "also route /fn/NAME/ on any host; every function so routed shares one web origin: turn it off where browsers visit functions, and use NAME.DOMAIN")
+	c.Flags().IntVar(&o.MaxConnsPerIP, "max-conns-per-ip", d.MaxConnsPerIP, "open connections one client address may hold (IPv6: one /64); more get 429. 0: no cap")
+	c.Flags().DurationVar(&o.RequestBodyTimeout, "request-body-timeout", d.RequestBodyTimeout, "how long a request body may take to stream to a replica once the request has its slot; then 408")
+	c.Flags().StringSliceVar(&o.TrustedProxies, "trusted-proxies", nil, "networks of the proxies in front of the gateway (CIDR,...): their Forwarded, X-Real-IP and X-Forwarded-* are believed, anyone else's replaced, and they are not capped per address")
 	c.Flags().StringVar(&o.AccessLog, "access-log", string(gateway.AccessLogSampled),
 		"which requests the access log records, a JSON line each: off, sampled (one in a hundred, and every 5xx) or full")
 	c.Flags().StringVar(&o.AccessLogFile, "access-log-file", "", "where the access log goes (appended); default standard error")
+}
+
+// clientLimits sets in c what the flags allow clients.
+func (o *GatewayOptions) clientLimits(c *gateway.Config) error {
+	c.PathRouting, c.MaxConnsPerIP, c.RequestBodyTimeout = o.PathRouting, o.MaxConnsPerIP, o.RequestBodyTimeout
+	c.TrustedProxies = nil
+	for _, s := range o.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return cli.Usagef("--trusted-proxies: %q is neither a network such as 10.0.0.0/8 nor an address", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.TrustedProxies = append(c.TrustedProxies, p)
+	}
+	return nil
 }
 
 func addGatewayGossipFlags(c *cobra.Command, o *GatewayOptions) {
@@ -139,6 +169,9 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 	}
 	opts.Config.DrainDelay = o.DrainDelay
 	opts.Config.QueueDepth, opts.Config.MaxQueued = o.QueueDepth, o.MaxQueued
+	if err := o.clientLimits(&opts.Config); err != nil {
+		return err
+	}
 	if err := o.TLS.apply(&opts); err != nil {
 		return err
 	}
