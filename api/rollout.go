@@ -115,11 +115,12 @@ func (v *validator) canary(p string, c *CanaryStrategy) {
 }
 
 // RevisionTemplate is what a revision keeps of a function's spec: all of
-// it but how revisions roll out and are kept (Canary, KeepRevisions),
-// which are the function's and make no revision when they change.
+// it but how revisions roll out and are kept (Canary, KeepRevisions) and
+// how clients reach the function (HTTPSRedirect), which are the
+// function's and make no revision when they change.
 func RevisionTemplate(s *FunctionSpec) FunctionSpec {
 	t := *s
-	t.Canary, t.KeepRevisions = nil, 0
+	t.Canary, t.KeepRevisions, t.HTTPSRedirect = nil, 0, false
 	return t
 }
 

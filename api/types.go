@@ -157,6 +157,11 @@ type FunctionSpec struct {
 	// controller keeps, the newest; it deletes older ones. 0 keeps every
 	// revision. Not part of the revisions either.
 	KeepRevisions int32 `json:"keepRevisions,omitempty"`
+	// HTTPSRedirect makes the gateways answer the function's plain HTTP
+	// requests with a redirect to the same URL over HTTPS. It is how
+	// clients reach the function, not what its replicas run: not part of
+	// the revisions (RevisionTemplate), changing it alone makes none.
+	HTTPSRedirect bool `json:"httpsRedirect,omitempty"`
 }
 
 // FunctionStatus is what the control plane observed of a Function.

@@ -8,6 +8,12 @@
 //	B1  Gateway throughput: closed-loop requests per second through Surge's
 //	    gateway, nginx, HAProxy and httputil.ReverseProxy, each on one
 //	    core, and to the backend directly.
+//	B1-TLS  B1 over TLS: Surge's gateway and nginx serving HTTPS, each on
+//	    one core, the same certificate, TLS 1.3 with AES-128-GCM, kept-
+//	    alive connections (wrk); httputil beside them.
+//	B1-H2  The HTTP/2 decision's figures: the same load by h2load, one
+//	    request in flight per connection, HTTP/1.1 over TLS and h2, through
+//	    nginx, Surge (HTTP/1.1) and net/http's h2 with httputil.
 //	B2  Gateway added latency: open-loop p50/p99 at 25/50/75% of nginx's
 //	    B1 maximum, the same offered rates for every proxy, minus the
 //	    backend's own at the same rate; Surge's judged against nginx's and

@@ -292,7 +292,7 @@ func startSurgeUp(ctx context.Context, bridge, podCIDR string) (_ *surgeUp, retE
 	defer logf.Close() // the child has its own copy
 	s.cmd = exec.Command(s.bin, "up", "--data-dir", s.dataDir,
 		"--api-addr", addrs[0], "--etcd-client-addr", addrs[1], "--etcd-peer-addr", addrs[2],
-		"--gateway-addr", s.gateway, "--gossip-addr", addrs[4],
+		"--gateway-addr", s.gateway, "--gossip-addr", addrs[4], "--tls-addr", "", // no HTTPS: B10 measures HTTP
 		"--pod-cidr", podCIDR, "--bridge", bridge,
 		// The bursts' clients (B10's 5,000 connections) are all on
 		// 127.0.0.1: no per-address cap.

@@ -347,7 +347,11 @@ type closedLoopRun struct {
 // the load core is full was held back by the load, not itself — and how
 // much CPU other work on the machine took.
 func closedLoop(ctx context.Context, p *process, addr string, warm bool) (closedLoopRun, error) {
-	url := "http://" + addr + "/"
+	return closedLoopURL(ctx, p, "http://"+addr+"/", warm)
+}
+
+// closedLoopURL is closedLoop for a URL: https too.
+func closedLoopURL(ctx context.Context, p *process, url string, warm bool) (closedLoopRun, error) {
 	if warm {
 		if _, _, err := runWrk(ctx, wrkArgs(loadCPU, 1, wrkConns, wrkWarmup, HelloHost, url)); err != nil {
 			return closedLoopRun{}, fmt.Errorf("warm-up: %w", err)

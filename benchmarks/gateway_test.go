@@ -141,6 +141,14 @@ func TestProxyConfigs(t *testing.T) {
 // configurations, without starting them.
 func TestProxyConfigsAreValid(t *testing.T) {
 	c := newProxyConf(t.TempDir(), "127.0.0.1:18080", "127.0.0.1:19090", 11000, 0)
+	// B1-TLS's nginx: HTTPS and h2 on the same listener.
+	ct := c
+	ct.Dir = t.TempDir()
+	var err error
+	if ct.CertFile, ct.KeyFile, err = writeBenchCert(ct.Dir); err != nil {
+		t.Fatal(err)
+	}
+	ct.HTTP2 = true
 	tests := []struct {
 		tool string
 		conf func() (string, error)
@@ -149,6 +157,10 @@ func TestProxyConfigsAreValid(t *testing.T) {
 		{"nginx", func() (string, error) { return writeConf(nginxConf, "nginx.conf", c) },
 			func(p string) []string {
 				return []string{"-t", "-q", "-e", filepath.Join(c.Dir, "error.log"), "-p", c.Dir, "-c", p}
+			}},
+		{"nginx", func() (string, error) { return writeConf(nginxConf, "nginx.conf", ct) },
+			func(p string) []string {
+				return []string{"-t", "-q", "-e", filepath.Join(ct.Dir, "error.log"), "-p", ct.Dir, "-c", p}
 			}},
 		{"haproxy", func() (string, error) { return writeConf(haproxyConf, "haproxy.cfg", c) },
 			func(p string) []string { return []string{"-c", "-q", "-f", p} }},

@@ -64,7 +64,19 @@ http {
     }
 
     server {
-        listen {{.Listen}} backlog=4096;
+        listen {{.Listen}}{{if .CertFile}} ssl{{if .HTTP2}} http2{{end}}{{end}} backlog=4096;
+{{- if .CertFile}}
+        # HTTPS as the gateway serves it: TLS 1.2 and 1.3, AEAD suites,
+        # AES-128-GCM first (the one Go picks on AES hardware), tickets.
+        ssl_certificate {{.CertFile}};
+        ssl_certificate_key {{.KeyFile}};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
+        ssl_prefer_server_ciphers on;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets on;
+{{- end}}
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -122,6 +134,10 @@ type proxyConf struct {
 	// (ServeMemStats), profiling one allocation per memProfileRate bytes:
 	// B8's breakdown. Other peers ignore it.
 	Debug string
+	// CertFile and KeyFile, when set, make the proxy serve HTTPS at Listen
+	// instead of HTTP (the TLS benchmarks); HTTP2 offers h2 too (nginx).
+	CertFile, KeyFile string
+	HTTP2             bool
 }
 
 // memProfileRate is the heap profile's sampling rate in B8: sparse
@@ -135,6 +151,9 @@ func gwbenchArgs(gwbench, role string, c proxyConf) []string {
 	args := []string{gwbench, role, "-addr", c.Listen, "-backend", c.Backend}
 	if c.Debug != "" {
 		args = append(args, "-debug-addr", c.Debug, "-memprofilerate", strconv.Itoa(memProfileRate))
+	}
+	if c.CertFile != "" {
+		args = append(args, "-tls-cert", c.CertFile, "-tls-key", c.KeyFile)
 	}
 	return args
 }

@@ -71,6 +71,20 @@ func SurgeGateway(addr, backend string, ln net.Listener) (*gateway.Gateway, erro
 	cfg := gateway.DefaultConfig()
 	cfg.Addr = addr
 	cfg.MaxConnsPerIP = 0
+	return surgeGateway(cfg, backend, ln)
+}
+
+// SurgeGatewayTLS is SurgeGateway serving HTTPS at addr with the
+// certificate and key of certFile and keyFile (and its plain HTTP on a
+// port of loopback that nothing uses).
+func SurgeGatewayTLS(addr, backend, certFile, keyFile string) (*gateway.Gateway, error) {
+	cfg := gateway.DefaultConfig()
+	cfg.Addr, cfg.TLSAddr, cfg.TLSCertFile, cfg.TLSKeyFile = "127.0.0.1:0", addr, certFile, keyFile
+	cfg.MaxConnsPerIP = 0
+	return surgeGateway(cfg, backend, nil)
+}
+
+func surgeGateway(cfg gateway.Config, backend string, ln net.Listener) (*gateway.Gateway, error) {
 	return gateway.New(cfg, gateway.Deps{
 		Sources:    []gateway.RouteSource{HelloRoute{backend}},
 		Registerer: prometheus.NewRegistry(),

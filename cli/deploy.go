@@ -76,6 +76,8 @@ type DeployOptions struct {
 	Canary string
 	Step   api.Duration
 	Keep   int32
+	// HTTPSRedirect is --https-redirect, the function's httpsRedirect.
+	HTTPSRedirect bool
 	// Flags maps spec fields to the flags that set them, for errors: nil
 	// for deploy's (flagOf); surge scale names its own --min and --max.
 	Flags map[string]string
@@ -136,7 +138,8 @@ spec: command, args, env (a map), port, resources {cpu, memory}, concurrency,
 timeout, readiness {path, period}, scaling {minScale, maxScale, metric, target,
 scaleToZeroGrace, stableWindow}, imagePullSecrets, nodeSelector (a map), labels,
 canary {steps, stepDuration, maxErrorRateIncrease, maxLatencyRatio,
-minLatencyIncrease, minRequests}, keepRevisions.`,
+minLatencyIncrease, minRequests}, keepRevisions, httpsRedirect (true: the
+gateways redirect its plain HTTP requests to HTTPS).`,
 		Example: `  surge init hi && cd hi && surge deploy
   surge deploy hello ./examples/hello
   surge deploy hello --image registry.example/hello:v1
@@ -216,6 +219,7 @@ func addSpecFlags(c *cobra.Command, o *DeployOptions) {
 	f.StringVar(&o.ReadinessPath, "readiness-path", "", "HTTP path probed for readiness, e.g. /healthz; \"\" probes with a TCP connect")
 	f.StringArrayVarP(&o.Labels, "label", "l", nil, "label K=V; K- removes it (repeatable)")
 	f.StringArrayVar(&o.NodeSelector, "node-selector", nil, "run only on the nodes with label K=V (repeatable); K- removes it")
+	f.BoolVar(&o.HTTPSRedirect, "https-redirect", false, "gateways answer the function's plain HTTP requests with a redirect to HTTPS (--https-redirect=false to stop); makes no revision")
 	f.StringArrayVar(&o.PullSecrets, "pull-secret", nil, "pull secret for a private registry (repeatable; default: every one of the namespace for the image's registry); --pull-secret= alone clears them")
 }
 
@@ -499,6 +503,8 @@ func deployTo(ctx context.Context, c *client.Client, o *DeployOptions, p *progre
 		how = "the traffic step by step (" + "canary " + out.Spec.Canary.String() + ")"
 	}
 	switch {
+	case verb == "unchanged" && cur.Spec.HTTPSRedirect != out.Spec.HTTPSRedirect:
+		fmt.Fprintf(o.Out, "function %q updated, with no new revision: %s\n", t.name, redirectWords(out.Spec.HTTPSRedirect))
 	case verb == "unchanged" && !reflect.DeepEqual(cur.Spec, out.Spec):
 		// Only what is not part of a revision changed: the canary, --keep.
 		fmt.Fprintf(o.Out, "function %q updated, with no new revision: the next deploys roll out %s\n", t.name, rolloutWords(out))
@@ -689,6 +695,7 @@ func (o *DeployOptions) applyFlags(fn *api.Function) error {
 	setIf(o.Set["arg"], &s.Args, listFlag(o.Args))
 	setIf(o.Set["pull-secret"], &s.ImagePullSecrets, listFlag(o.PullSecrets))
 	setIf(o.Set["keep"], &s.KeepRevisions, o.Keep)
+	setIf(o.Set["https-redirect"], &s.HTTPSRedirect, o.HTTPSRedirect)
 	if err := o.applyCanary(s); err != nil {
 		return err
 	}
@@ -978,3 +985,12 @@ func setIf[T any](set bool, dst *T, v T) {
 
 // itoa writes an int32 for a table cell.
 func itoa(v int32) string { return strconv.FormatInt(int64(v), 10) }
+
+// redirectWords says what the gateways do with a function's plain HTTP
+// requests.
+func redirectWords(redirect bool) string {
+	if redirect {
+		return "the gateways redirect its plain HTTP requests to HTTPS"
+	}
+	return "the gateways serve its plain HTTP requests again"
+}

@@ -142,6 +142,13 @@ func TestDeploy(t *testing.T) {
 			wantOut:  "function \"hello\" unchanged: revision hello-00001\n",
 		},
 		{
+			name:     "https redirect makes no revision",
+			existing: true,
+			set:      func(o *DeployOptions) { o.HTTPSRedirect, o.Set["https-redirect"] = true, true },
+			change:   func(s *api.FunctionSpec) { s.HTTPSRedirect = true },
+			wantOut:  "function \"hello\" updated, with no new revision: the gateways redirect its plain HTTP requests to HTTPS\n",
+		},
+		{
 			name:     "no flags is unchanged",
 			existing: true,
 			change:   func(s *api.FunctionSpec) {},

@@ -143,6 +143,9 @@ func printDescription(w io.Writer, d *Description, now time.Time) error {
 		kv.row("Args:", strings.Join(s.Args, " "))
 	}
 	kv.row("Port:", itoa(s.Port))
+	if s.HTTPSRedirect {
+		kv.row("HTTPS redirect:", "yes: plain HTTP requests are redirected to HTTPS")
+	}
 	if r := s.Readiness; r != nil {
 		probe := "GET " + r.Path
 		if r.Path == "" {

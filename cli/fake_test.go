@@ -474,7 +474,8 @@ func (f *fakeAPI) put(fn *api.Function) (*api.Function, int, error) {
 	case cur != nil && reflect.DeepEqual(cur.Spec, fn.Spec):
 		return cur, http.StatusOK, nil
 	case cur != nil && reflect.DeepEqual(api.RevisionTemplate(&cur.Spec), api.RevisionTemplate(&fn.Spec)):
-		// How revisions roll out or are kept: no revision.
+		// How revisions roll out or are kept, or how clients reach the
+		// function: no revision.
 		next := *cur
 		next.Spec = fn.Spec
 		next.Metadata.ResourceVersion = f.nextRV()

@@ -57,6 +57,7 @@ type ManifestFunction struct {
 	NodeSelector     map[string]string `yaml:"nodeSelector"`
 	Canary           *ManifestCanary   `yaml:"canary"`
 	KeepRevisions    int32             `yaml:"keepRevisions"`
+	HTTPSRedirect    bool              `yaml:"httpsRedirect"`
 }
 
 // ManifestCanary is how new revisions take the traffic, as in the API's
@@ -253,6 +254,7 @@ func (m *Manifest) function(i int, image, namespace string) *api.Function {
 			ImagePullSecrets: f.ImagePullSecrets,
 			NodeSelector:     f.NodeSelector,
 			KeepRevisions:    f.KeepRevisions,
+			HTTPSRedirect:    f.HTTPSRedirect,
 			Scaling: api.ScalingPolicy{
 				MinScale: f.Scaling.MinScale, MaxScale: f.Scaling.MaxScale, Metric: f.Scaling.Metric, Target: f.Scaling.Target,
 				ScaleToZeroGrace: api.Duration{Duration: f.Scaling.ScaleToZeroGrace},
@@ -400,6 +402,15 @@ func (m *Manifest) decode(n *yaml.Node, v reflect.Value, path string) error {
 			return bad("a number")
 		}
 		v.SetFloat(x)
+	case reflect.Bool:
+		switch n.Value {
+		case "true":
+			v.SetBool(true)
+		case "false":
+			v.SetBool(false)
+		default:
+			return bad("true or false")
+		}
 	default:
 		return fmt.Errorf("manifest field %s: type %s not handled", path, v.Type())
 	}

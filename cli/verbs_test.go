@@ -484,6 +484,7 @@ func TestManifestErrors(t *testing.T) {
 		{"functions:\n  - name: a\n    image: x\n    env:\n      PORT: \"1\"\n", "m.yaml:5: functions[0].env.PORT: PORT is set by Surge from spec.port"},
 		{"functions:\n  - name: a\n    image: x\n    resources:\n      cpu: lots\n", `m.yaml:5: functions[0].resources.cpu: cpu quantity "lots": want cores like "0.5" or millicores like "250m"`},
 		{"functions:\n  - name: a\n    image: x\n    readiness:\n      path: ready\n", `m.yaml:5: functions[0].readiness.path: "ready" must start with '/' and have no spaces`},
+		{"functions:\n  - name: a\n    image: x\n    httpsRedirect: yes\n", `m.yaml:4: functions[0].httpsRedirect: want true or false, got "yes"`},
 	} {
 		_, err := parseManifest("m.yaml", []byte(tt.text))
 		if err == nil || err.Error() != tt.want {
@@ -507,7 +508,7 @@ func TestReadmeManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Functions) != 1 || m.Functions[0].Scaling.StableWindow != time.Minute {
+	if len(m.Functions) != 1 || m.Functions[0].Scaling.StableWindow != time.Minute || !m.Functions[0].HTTPSRedirect {
 		t.Errorf("README manifest read as %+v", m.Functions)
 	}
 }

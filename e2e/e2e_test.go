@@ -87,8 +87,9 @@ type cluster struct {
 	out     *syncBuffer
 	// api is the API's address, which the registry shares.
 	api string
-	// gateway is the gateway's address (surge up only).
-	gateway string
+	// gateway is the gateway's address, and tlsGateway its HTTPS address
+	// (surge up only).
+	gateway, tlsGateway string
 	// metrics is where surge up serves every role's metrics.
 	metrics string
 }
@@ -116,8 +117,8 @@ func newClusterOn(t *testing.T, verb, bridge, podCIDR string) *cluster {
 	if verb == "up" {
 		// Its own bridge and addresses, so it cannot clash with a `make
 		// run` on the same machine.
-		c.gateway, c.metrics = freeAddr(t), freeAddr(t)
-		c.flags = append(c.flags, "--gateway-addr", c.gateway, "--pod-cidr", podCIDR, "--bridge", bridge,
+		c.gateway, c.tlsGateway, c.metrics = freeAddr(t), freeAddr(t), freeAddr(t)
+		c.flags = append(c.flags, "--gateway-addr", c.gateway, "--tls-addr", c.tlsGateway, "--pod-cidr", podCIDR, "--bridge", bridge,
 			"--gossip-addr", freeAddr(t), "--agent-addr", freeAddr(t), "--metrics-addr", c.metrics)
 	}
 	t.Cleanup(func() {
@@ -309,7 +310,9 @@ func TestReadmeQuickStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, port, _ := net.SplitHostPort(c.gateway)
-	script := "set -euo pipefail\n" + strings.ReplaceAll(readmeTryBlock(t), ":8080/", ":"+port+"/")
+	_, tlsPort, _ := net.SplitHostPort(c.tlsGateway)
+	script := strings.NewReplacer(":8080/", ":"+port+"/", ":8443/", ":"+tlsPort+"/", "~/.local/share/surge/", c.dataDir+"/").Replace(readmeTryBlock(t))
+	script = "set -euo pipefail\n" + script
 	cmd := exec.Command("bash", "-c", script)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "SURGE_CONFIG="+c.config)
@@ -318,8 +321,8 @@ func TestReadmeQuickStart(t *testing.T) {
 		t.Fatalf("README try block failed: %v\n%s\nserver output:\n%s", err, out, c.out)
 	}
 	got := string(out)
-	if n := strings.Count(got, "hello from surge"); n != 2 {
-		t.Errorf("want two answers from the function through the gateway, got %d:\n%s", n, got)
+	if n := strings.Count(got, "hello from surge"); n != 3 {
+		t.Errorf("want three answers from the function through the gateway (two over HTTP, one over HTTPS), got %d:\n%s", n, got)
 	}
 	for _, want := range []string{"hello-00001", "Ready", "hello-00002   100%"} {
 		if !strings.Contains(got, want) {

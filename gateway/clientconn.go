@@ -73,9 +73,17 @@ type clientConn struct {
 	// tunneled is set, before the hijack, on a connection a tunnel takes
 	// over; Read and Write then only read and write.
 	tunneled bool
-	mu       sync.Mutex // guards held, which Close takes from any goroutine
-	held     []byte
-	buf      []byte // the owner's buffer for held, between uses
+	// closing is set by a tlsConn's Close, which writes TLS's
+	// close_notify and may run on any goroutine: Write then writes what
+	// is held and what it is given at once, and touches no state of the
+	// owner's.
+	closing atomic.Bool
+	mu      sync.Mutex // guards held, which Close takes from any goroutine
+	held    []byte
+	buf     []byte // the owner's buffer for held, between uses
+	// outer is what fasthttp serves: c itself, or the tlsConn over it,
+	// which a woken connection is served as again.
+	outer net.Conn
 
 	// Parking (park.go): the registry c is in (nil: none), and its
 	// descriptor, -1 for a connection never parked.
@@ -105,6 +113,7 @@ type clientConn struct {
 
 func newClientConn(c net.Conn) *clientConn {
 	cc := &clientConn{Conn: c, idx: -1, fd: -1}
+	cc.outer = cc
 	cc.dl.conn = c
 	cc.ww.init(c)
 	return cc
@@ -114,7 +123,7 @@ func newClientConn(c net.Conn) *clientConn {
 // complete, body and answer: its next read waits for the next request,
 // and it may be parked if that takes a while. The owner calls it.
 func idleNext(c net.Conn) {
-	if cc, ok := c.(*clientConn); ok && cc.fd >= 0 {
+	if cc := underClientConn(c); cc != nil && cc.fd >= 0 {
 		cc.idleNext = true
 	}
 }
@@ -130,22 +139,23 @@ func (c *clientConn) SetWriteDeadline(t time.Time) error { return c.dl.SetWriteD
 
 // holdAnswer asks c to hold back the writes of the answer being written,
 // which is complete (no streamed body follows): fasthttp reads the next
-// request right after it. The connection may not be a clientConn (the
-// handler served by a server of a test's): then nothing changes.
+// request right after it. Over TLS the clientConn under it holds the
+// answer's record. The connection may have no clientConn (the handler
+// served by a server of a test's): then nothing changes.
 func holdAnswer(c net.Conn) {
-	if cc, ok := c.(*clientConn); ok {
+	if cc := underClientConn(c); cc != nil {
 		cc.holdNext = true
 	}
 }
 
-// holdNothing readies c, if it is a clientConn, for a tunnel: its owner
-// calls it before the hijack, and from then on Read and Write may run at
-// once and hold nothing back.
+// holdNothing readies c's clientConn, if it has one, for a tunnel: its
+// owner calls it before the hijack, and from then on Read and Write may
+// run at once and hold nothing back.
 //
 // A tunnel's connection leaves the parking's registry: it is never
 // parked, and open WebSockets are counted apart from MaxConns.
 func holdNothing(c net.Conn) {
-	if cc, ok := c.(*clientConn); ok {
+	if cc := underClientConn(c); cc != nil {
 		cc.tunneled = true
 		if cc.park != nil {
 			cc.park.forget(cc)
@@ -156,6 +166,14 @@ func holdNothing(c net.Conn) {
 
 func (c *clientConn) Write(p []byte) (int, error) {
 	if c.tunneled {
+		return c.dl.write(p)
+	}
+	if c.closing.Load() {
+		if held := c.takeHeld(); len(held) > 0 {
+			if _, err := c.dl.write(held); err != nil {
+				return 0, err
+			}
+		}
 		return c.dl.write(p)
 	}
 	if err := c.flushHeld(); err != nil {

@@ -182,6 +182,30 @@ type Config struct {
 	// are dropped (surge_gateway_access_log_dropped_total) rather than
 	// slow requests down. Each costs about half a kilobyte.
 	AccessLogBuffer int
+	// TLSAddr is where the gateway serves HTTPS, with the certificates of
+	// TLSCertFile, TLSDir and Deps.CertIssuer (see certs.go); "" serves
+	// none.
+	TLSAddr string
+	// TLSCertFile and TLSKeyFile are a PEM certificate (its chain after
+	// it) and its key: the default certificate, for a client whose name
+	// (SNI) no other certificate matches. Both or neither.
+	TLSCertFile, TLSKeyFile string
+	// TLSDir holds certificates chosen by SNI: each NAME.crt with its
+	// NAME.key beside it.
+	TLSDir string
+	// TLSReloadInterval is how often the certificate files are looked at
+	// for changes, and issued certificates for renewal. Shorter serves a
+	// renewed certificate sooner, for a few stat calls more.
+	TLSReloadInterval time.Duration
+	// HTTPSRedirect answers every plain HTTP request (but HealthPath's)
+	// with a redirect to the same URL over HTTPS; a function's
+	// spec.httpsRedirect does it for that function alone. Function calls
+	// through the gateway's plain port are redirected too.
+	HTTPSRedirect bool
+	// HTTPSRedirectPort is the port redirects name: 0 for TLSAddr's (and
+	// none for 443). Set it when clients reach HTTPS at another port than
+	// the gateway's (a load balancer's 443).
+	HTTPSRedirectPort int
 }
 
 // DefaultConfig returns the configuration `surge up` runs with.
@@ -226,6 +250,7 @@ func DefaultConfig() Config {
 		AccessLog:               AccessLogOff,
 		AccessLogSample:         100,
 		AccessLogBuffer:         4096,
+		TLSReloadInterval:       time.Second,
 	}
 }
 
@@ -242,7 +267,8 @@ var ErrInvalidConfig = errors.New("gateway: invalid config")
 // withDefaults returns a copy of c with zero values taken from DefaultConfig.
 // Fields where zero is meaningful (MaxConnsPerIP, ResponseStartTimeout,
 // MaxQueued, MaxQueueWait, DrainDelay, TrustedProxies, PathRouting,
-// HealthPath) are kept.
+// HealthPath, the TLS files and address, HTTPSRedirect and its port) are
+// kept.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	setDur := func(v *time.Duration, def time.Duration) {
@@ -297,6 +323,7 @@ func (c Config) withDefaults() Config {
 	}
 	setDur(&c.StatsInterval, d.StatsInterval)
 	setDur(&c.DrainTimeout, d.DrainTimeout)
+	setDur(&c.TLSReloadInterval, d.TLSReloadInterval)
 	return c
 }
 
@@ -410,5 +437,12 @@ func (c Config) problems(prefix string) []error {
 	pos("StatsInterval", c.StatsInterval)
 	nonNeg("DrainDelay", c.DrainDelay)
 	pos("DrainTimeout", c.DrainTimeout)
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("TLSCertFile", fmt.Sprintf("%q with TLSKeyFile %q", c.TLSCertFile, c.TLSKeyFile), "give both or neither")
+	}
+	pos("TLSReloadInterval", c.TLSReloadInterval)
+	if c.HTTPSRedirectPort < 0 || c.HTTPSRedirectPort > 65535 {
+		bad("HTTPSRedirectPort", c.HTTPSRedirectPort, "must be between 0 and 65535")
+	}
 	return errs
 }

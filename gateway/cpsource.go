@@ -163,7 +163,7 @@ func functionInfo(f *api.Function) FunctionInfo {
 	if def == "" {
 		def = f.Status.LatestRevision
 	}
-	return FunctionInfo{Namespace: nsOf(f.Metadata), Name: f.Metadata.Name, DefaultRevision: def}
+	return FunctionInfo{Namespace: nsOf(f.Metadata), Name: f.Metadata.Name, DefaultRevision: def, HTTPSRedirect: f.Spec.HTTPSRedirect}
 }
 
 func revisionInfo(r *api.Revision) RevisionInfo {

@@ -31,11 +31,13 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,6 +88,12 @@ type Deps struct {
 	Clock clock.Clock
 	// Listener, when set, is served instead of listening on Config.Addr.
 	Listener net.Listener
+	// TLSListener, when set, is served with TLS instead of listening on
+	// Config.TLSAddr.
+	TLSListener net.Listener
+	// CertIssuer, when set, makes certificates for the gateway's domain
+	// and namespaces that no file covers (see certs.go).
+	CertIssuer CertIssuer
 }
 
 // Gateway is one gateway process's proxy.
@@ -105,10 +113,16 @@ type Gateway struct {
 	sources   []RouteSource
 	listener  net.Listener
 	srv       *fasthttp.Server
-	tunnels   tunnelSet // upgraded connections fasthttp handed over
-	park      *parking  // idle connections' parking; nil: none
-	ips       *ipConns  // connections per client address
-	trusted   trustedNets
+	// HTTPS: the certificates (nil without TLS), the server configuration,
+	// the listener, and ":PORT" for redirects ("" for 443).
+	certs       *certStore
+	tlsConfig   *tls.Config
+	tlsListener net.Listener
+	httpsPort   string
+	tunnels     tunnelSet // upgraded connections fasthttp handed over
+	park        *parking  // idle connections' parking; nil: none
+	ips         *ipConns  // connections per client address
+	trusted     trustedNets
 	// followUps are revisions whose demand grew since their last
 	// activation: see Gateway.activate.
 	followUps chan *revision
@@ -147,6 +161,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		g.log = slog.New(slog.DiscardHandler)
 	}
 	g.clock = clock.Or(g.clock)
+	g.tlsListener = deps.TLSListener
+	g.httpsPort = httpsPort(&cfg, deps.TLSListener)
 	g.sysClock = g.clock == clock.Real()
 	g.epoch = g.clock.Now()
 	switch cfg.Policy {
@@ -214,6 +230,23 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	}
 	g.trusted = trustedNets(cfg.TrustedProxies)
 	g.ips = newIPConns(cfg.MaxConnsPerIP, g.trusted)
+	haveCerts := cfg.TLSCertFile != "" || cfg.TLSDir != "" || deps.CertIssuer != nil
+	switch tlsOn := cfg.TLSAddr != "" || deps.TLSListener != nil; {
+	case tlsOn && !haveCerts:
+		return nil, fmt.Errorf("%w: TLSAddr %q: no certificates: set TLSCertFile and TLSKeyFile, or TLSDir", ErrInvalidConfig, cfg.TLSAddr)
+	case !tlsOn && haveCerts:
+		return nil, fmt.Errorf("%w: certificates but no TLSAddr: set it to where to serve HTTPS, such as :8443", ErrInvalidConfig)
+	case tlsOn:
+		g.certs = newCertStore(&cfg, deps.CertIssuer, g.routes, g.clock, g.log)
+		g.tlsConfig = newTLSConfig(g.certs)
+		if deps.Registerer != nil {
+			m, err := newTLSMetrics(deps.Registerer)
+			if err != nil {
+				return nil, err
+			}
+			g.certs.m, g.tlsConfig.VerifyConnection = m, m.handshake
+		}
+	}
 	g.park = newParking(cfg.ParkIdleAfter, cfg.IdleTimeout, cfg.MaxConns, g.clock, g.log, g.srv.ServeConn)
 	if g.park != nil && deps.Registerer != nil {
 		if err := registerParking(deps.Registerer, g.park); err != nil {
@@ -222,6 +255,24 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		}
 	}
 	return g, nil
+}
+
+// httpsPort is ":PORT" of the gateway's HTTPS as redirects name it, ""
+// for 443.
+func httpsPort(cfg *Config, ln net.Listener) string {
+	port := ""
+	switch {
+	case cfg.HTTPSRedirectPort != 0:
+		port = strconv.Itoa(cfg.HTTPSRedirectPort)
+	case ln != nil:
+		_, port, _ = net.SplitHostPort(ln.Addr().String())
+	case cfg.TLSAddr != "":
+		_, port, _ = net.SplitHostPort(cfg.TLSAddr)
+	}
+	if port == "" || port == "443" {
+		return ""
+	}
+	return ":" + port
 }
 
 // Routes is the routing state, for sources the caller runs itself and
@@ -285,23 +336,50 @@ func (g *Gateway) requestStart(ctx *fasthttp.RequestCtx) time.Time {
 // WebSockets still open, and returns once everything it started has
 // exited. It returns nil after a drain that ctx started, or the error that
 // ended it. Call it once.
-func (g *Gateway) Run(ctx context.Context) error {
-	ln := g.listener
-	if ln == nil {
-		var err error
-		if ln, err = net.Listen("tcp", g.cfg.Addr); err != nil {
+func (g *Gateway) Run(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil && !g.draining.Load() { // a return before the drain closed them
+			for _, ln := range []net.Listener{g.listener, g.tlsListener} {
+				if ln != nil {
+					_ = ln.Close()
+				}
+			}
+			if g.park != nil {
+				g.park.poll.close() // its loop never ran
+			}
+		}
+	}()
+	if g.certs != nil {
+		if err := g.certs.load(ctx); err != nil {
+			return err
+		}
+		if g.tlsListener == nil {
+			if g.tlsListener, err = net.Listen("tcp", g.cfg.TLSAddr); err != nil {
+				return fmt.Errorf("gateway listen on %s: %w", g.cfg.TLSAddr, err)
+			}
+		}
+	}
+	if g.listener == nil {
+		if g.listener, err = net.Listen("tcp", g.cfg.Addr); err != nil {
 			return fmt.Errorf("gateway listen on %s: %w", g.cfg.Addr, err)
 		}
 	}
-	g.listener = ln
-	serveLn := net.Listener(clientListener{Listener: ln, park: g.park, ips: g.ips, refusal: tooManyConnsAnswer})
 	eg, ectx := errgroup.WithContext(ctx)
-	eg.Go(func() error {
-		if err := g.srv.Serve(serveLn); err != nil && !g.draining.Load() {
-			return fmt.Errorf("gateway serve on %s: %w", ln.Addr(), err)
-		}
-		return nil
-	})
+	serve := func(ln, serveLn net.Listener) {
+		eg.Go(func() error {
+			if err := g.srv.Serve(serveLn); err != nil && !g.draining.Load() {
+				return fmt.Errorf("gateway serve on %s: %w", ln.Addr(), err)
+			}
+			return nil
+		})
+	}
+	serve(g.listener, clientListener{Listener: g.listener, park: g.park, ips: g.ips, refusal: tooManyConnsAnswer})
+	if g.certs != nil {
+		// No refusal written on the TLS listener: a plain HTTP answer in a
+		// TLS connection is garbage to its client; it is closed.
+		serve(g.tlsListener, tlsListener{Listener: clientListener{Listener: g.tlsListener, park: g.park, ips: g.ips}, config: g.tlsConfig})
+		eg.Go(func() error { g.certs.run(ectx); return nil })
+	}
 	for _, src := range g.sources {
 		eg.Go(func() error {
 			if err := src.Run(ectx, g.routes); err != nil && ectx.Err() == nil {
@@ -328,7 +406,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer close(logDone)
 		g.alog.run(stopLog, func(err error) { g.log.Warn("access log write failed; dropping records until it works", "err", err) })
 	}()
-	err := eg.Wait()
+	err = eg.Wait()
 	close(stopLog)
 	<-logDone
 	return err
@@ -356,6 +434,9 @@ func (g *Gateway) drain() error {
 	// Shutdown does nothing if Serve has not registered the listener yet
 	// (ctx ended right away); closing it ourselves ends Serve either way.
 	_ = g.listener.Close()
+	if g.tlsListener != nil {
+		_ = g.tlsListener.Close()
+	}
 	g.tunnels.drain(ctx)
 	g.routes.closeIdle()
 	if err != nil {

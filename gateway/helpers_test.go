@@ -42,11 +42,12 @@ func TestMain(m *testing.M) {
 // testGateway is a gateway serving on a loopback port for one test.
 type testGateway struct {
 	*Gateway
-	addr   string
-	reg    *prometheus.Registry
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error
+	addr    string
+	tlsAddr string // the HTTPS listener's, when the config has certificates
+	reg     *prometheus.Registry
+	cancel  context.CancelFunc
+	done    chan struct{}
+	err     error
 }
 
 func startGateway(t *testing.T, cfg Config, deps Deps) *testGateway {
@@ -57,6 +58,14 @@ func startGateway(t *testing.T, cfg Config, deps Deps) *testGateway {
 	}
 	reg := prometheus.NewRegistry()
 	deps.Listener = ln
+	tlsAddr := ""
+	if deps.TLSListener == nil && (cfg.TLSCertFile != "" || cfg.TLSDir != "" || deps.CertIssuer != nil) {
+		tln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		deps.TLSListener, tlsAddr = tln, tln.Addr().String()
+	}
 	if deps.Registerer == nil {
 		deps.Registerer = reg
 	}
@@ -65,7 +74,7 @@ func startGateway(t *testing.T, cfg Config, deps Deps) *testGateway {
 		t.Fatalf("New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	tg := &testGateway{Gateway: g, addr: ln.Addr().String(), reg: reg, cancel: cancel, done: make(chan struct{})}
+	tg := &testGateway{Gateway: g, addr: ln.Addr().String(), tlsAddr: tlsAddr, reg: reg, cancel: cancel, done: make(chan struct{})}
 	go func() { tg.err = g.Run(ctx); close(tg.done) }()
 	t.Cleanup(func() {
 		// A connection the client dialed and never used counts as busy for

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -34,8 +33,19 @@ import (
 // keep-alive connection's quiet end, and fasthttp's Close parks it.
 
 // errParked ends fasthttp's wait for a next request on a connection that
-// is being parked.
-var errParked = errors.New("gateway: idle connection parked")
+// is being parked. It is a temporary net.Error so that a TLS connection
+// over the clientConn (tls.go) takes it for a read to try again later,
+// and keeps its session for when the connection is woken, rather than
+// failing for good.
+var errParked error = parkedError{}
+
+type parkedError struct{}
+
+func (parkedError) Error() string   { return "gateway: idle connection parked" }
+func (parkedError) Timeout() bool   { return false }
+func (parkedError) Temporary() bool { return true }
+
+var _ net.Error = parkedError{}
 
 // poller waits for any of a set of descriptors to become readable. The
 // epoll one (park_linux.go) is the only one; elsewhere connections are
@@ -184,7 +194,7 @@ func (p *parking) run() {
 			delete(p.parked, fd)
 			p.poll.del(fd)
 			p.wakes.Add(1)
-			p.served.Go(func() { _ = p.serve(c) })
+			p.served.Go(func() { _ = p.serve(c.outer) }) // over TLS, the tlsConn
 		}
 		if now := p.clock.Now(); !now.Before(next) {
 			p.sweepLocked(now)

@@ -143,6 +143,10 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 		g.health(ctx)
 		return
 	}
+	if g.cfg.HTTPSRedirect && !g.secure(ctx) {
+		g.redirectHTTPS(ctx)
+		return
+	}
 	if err := checkFraming(ctx.Request.Header.RawHeaders()); err != nil {
 		ctx.SetConnectionClose()
 		g.rejectUnrouted(ctx, fasthttp.StatusBadRequest, msgBadFraming)
@@ -168,6 +172,11 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 	if fr == nil {
 		releaseExchange(x)
 		g.rejectUnrouted(ctx, fasthttp.StatusNotFound, msgNoFunction)
+		return
+	}
+	if fr.httpsRedirect && !g.secure(ctx) {
+		releaseExchange(x)
+		g.redirectHTTPS(ctx)
 		return
 	}
 

@@ -60,6 +60,8 @@ type functionRoute struct {
 	// Traffic, the one that takes it all). An anonymous client must not
 	// call, nor wake, any revision ever deployed.
 	byName map[string]*revision
+	// httpsRedirect sends the function's plain HTTP requests to HTTPS.
+	httpsRedirect bool
 }
 
 // tagRoute is a tagged revision's own route, while a snapshot is built.
@@ -278,7 +280,7 @@ func (r *Routes) rebuild() {
 	t := &Table{routes: make(map[string]*functionRoute, 2*len(s.functions))}
 	var tagged []tagRoute
 	for fk, fi := range s.functions {
-		fr := &functionRoute{key: fk, byName: map[string]*revision{}}
+		fr := &functionRoute{key: fk, byName: map[string]*revision{}, httpsRedirect: fi.HTTPSRedirect}
 		revs := byFunction[fk]
 		all := make(map[string]*revision, len(revs))
 		for _, rev := range revs {

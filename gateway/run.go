@@ -70,6 +70,12 @@ type Options struct {
 	// Listener, when set, is served instead of listening on Config.Addr.
 	// Run closes it.
 	Listener net.Listener
+	// TLSListener, when set, is served with TLS instead of listening on
+	// Config.TLSAddr. Run closes it.
+	TLSListener net.Listener
+	// CertIssuer, when set, makes the certificates of the gateway's domain
+	// and namespaces that no file covers (`surge up`: its gateway CA).
+	CertIssuer CertIssuer
 }
 
 // DefaultOptions returns the options `surge gateway` starts from: the
@@ -209,14 +215,14 @@ func validGossipAddr(addr string) bool {
 // it started has exited. Bad options are reported, every field at once
 // (ErrInvalidConfig), before anything starts.
 func Run(ctx context.Context, o Options) (err error) {
-	if o.Listener != nil {
-		// The gateway's drain closes it; this is for a return before that.
-		defer func() {
-			if err != nil {
-				_ = o.Listener.Close()
+	// The gateway's drain closes them; this is for a return before that.
+	defer func() {
+		for _, ln := range []net.Listener{o.Listener, o.TLSListener} {
+			if err != nil && ln != nil {
+				_ = ln.Close()
 			}
-		}()
-	}
+		}
+	}()
 	if err := o.Validate(); err != nil {
 		return err
 	}
@@ -244,14 +250,16 @@ func Run(ctx context.Context, o Options) (err error) {
 		sources = append(sources, gs)
 	}
 	gw, err := New(o.Config, Deps{
-		Sources:    sources,
-		Activator:  act,
-		Stats:      &ControlPlaneStatsSink{Client: c, Gateway: o.Name, MetricsURL: o.MetricsURL, Log: log, Clock: o.Clock},
-		Registerer: o.Registerer,
-		Log:        log,
-		AccessLog:  o.AccessLog,
-		Clock:      o.Clock,
-		Listener:   o.Listener,
+		Sources:     sources,
+		Activator:   act,
+		Stats:       &ControlPlaneStatsSink{Client: c, Gateway: o.Name, MetricsURL: o.MetricsURL, Log: log, Clock: o.Clock},
+		Registerer:  o.Registerer,
+		Log:         log,
+		AccessLog:   o.AccessLog,
+		Clock:       o.Clock,
+		Listener:    o.Listener,
+		TLSListener: o.TLSListener,
+		CertIssuer:  o.CertIssuer,
 	})
 	if err != nil {
 		return err
@@ -265,7 +273,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.Listener != nil {
 		addr = o.Listener.Addr().String()
 	}
-	log.Info("gateway serving", "addr", addr, "domain", o.Config.Domain, "name", o.Name, "gossip", gs != nil)
+	tlsAddr := o.Config.TLSAddr
+	if o.TLSListener != nil {
+		tlsAddr = o.TLSListener.Addr().String()
+	}
+	log.Info("gateway serving", "addr", addr, "tls", tlsAddr, "domain", o.Config.Domain, "name", o.Name, "gossip", gs != nil)
 	return gw.Run(ctx)
 }
 

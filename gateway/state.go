@@ -15,6 +15,9 @@ type FunctionInfo struct {
 	// (yet): its latest ready revision, or its latest while none has been
 	// ready, never one still rolling out after another was ready.
 	DefaultRevision string
+	// HTTPSRedirect answers the function's plain HTTP requests with a
+	// redirect to HTTPS (spec.httpsRedirect).
+	HTTPSRedirect bool
 }
 
 // RevisionInfo is what routing needs of a Revision.

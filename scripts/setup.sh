@@ -6,10 +6,12 @@
 #                             Surge against (make bench, and CI, whose tests
 #                             check the peers' configs), busybox-static,
 #                             of which the end-to-end tests make the non-Go
-#                             example (examples/cgi), and prometheus, whose
+#                             example (examples/cgi), prometheus, whose
 #                             promtool lints every role's metrics and whose
 #                             server the end-to-end tests run against surge
-#                             up and the Grafana dashboard
+#                             up and the Grafana dashboard, curl, the client
+#                             the HTTPS tests check the gateway with, and
+#                             h2load (nghttp2-client), B1-H2's load generator
 #
 # As root it installs; otherwise it prints one line saying what to install
 # and exits non-zero.
@@ -18,7 +20,7 @@ set -euo pipefail
 packages=(containerd runc containernetworking-plugins iptables)
 case "${1:-}" in
 "") ;;
-bench) packages+=(nginx haproxy wrk busybox-static prometheus) ;;
+bench) packages+=(nginx haproxy wrk busybox-static prometheus curl nghttp2-client) ;;
 *)
   echo "usage: $0 [bench]" >&2
   exit 2

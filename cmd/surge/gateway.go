@@ -43,6 +43,8 @@ type GatewayOptions struct {
 	// Without Join the gateway learns endpoints from etcd alone.
 	GossipAddr string
 	Join       []string
+	// TLS is HTTPS: addresses, certificates, redirects.
+	TLS GatewayTLSOptions
 	// retired holds the flags a gateway no longer takes
 	// (--join-token-file, --join-token): set, they only say what to do.
 	retired string
@@ -109,14 +111,18 @@ func addGatewayGossipFlags(c *cobra.Command, o *GatewayOptions) {
 func newGatewayCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
 	o := &GatewayOptions{Streams: s}
 	c := &cobra.Command{
-		Use:   "gateway --api URL --token-file GATEWAY_TOKEN_FILE [--join HOST:PORT,...]",
+		Use:   "gateway --api URL --token-file GATEWAY_TOKEN_FILE [--join HOST:PORT,...] [--tls-cert F --tls-key F] [--tls-dir DIR]",
 		Short: "Run a gateway: routes and balances every request to the functions' replicas",
 		Long: `Gateway routes every request to a replica of its function. It reads the API
 with a gateway token (--token-file, or SURGE_TOKEN; the first server start
 keeps one in DATA_DIR/gateway-token), never a flag's value, which ps shows.
 With --join it also joins the cluster's gossip, with the gossip key the API
 gives it, to hear of ready endpoints at once; it routes what gossip
-announces only where the API agrees.`,
+announces only where the API agrees.
+
+With --tls-cert and --tls-key, or --tls-dir, it serves HTTPS too, on
+--tls-addr (:8443): the certificate for each client's name (SNI), wildcards
+too, reloaded when the files change. --https-redirect sends plain HTTP there.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.LogLevel = g.LogLevel()
@@ -142,6 +148,7 @@ announces only where the API agrees.`,
 	addGatewayFlags(c, o)
 	addGatewayGossipFlags(c, o)
 	addMetricsFlag(c, &o.MetricsAddr, defaultGatewayMetricsAddr)
+	addGatewayTLSFlags(c, &o.TLS, false)
 	return c
 }
 
@@ -163,6 +170,9 @@ func runGateway(ctx context.Context, o *GatewayOptions, reg prometheus.Registere
 	opts.Config.DrainDelay = o.DrainDelay
 	opts.Config.QueueDepth, opts.Config.MaxQueued = o.QueueDepth, o.MaxQueued
 	if err := o.clientLimits(&opts.Config); err != nil {
+		return err
+	}
+	if err := o.TLS.apply(&opts); err != nil {
 		return err
 	}
 	opts.GossipSeeds = o.Join

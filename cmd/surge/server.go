@@ -20,6 +20,7 @@ import (
 	"github.com/surgeplatform/surge/client"
 	"github.com/surgeplatform/surge/controlplane"
 	"github.com/surgeplatform/surge/gateway"
+	"github.com/surgeplatform/surge/internal/clock"
 	"github.com/surgeplatform/surge/internal/telemetry"
 	"github.com/surgeplatform/surge/nodeagent"
 )
@@ -122,6 +123,11 @@ func newUpCmd(s cli.Streams, g *cli.Globals) *cobra.Command {
 the API server and registry, the controllers and autoscaler, a node agent and
 a gateway. It writes a client config so that the other verbs work at once.
 
+The gateway serves HTTP on --gateway-addr (:8080) and HTTPS on --tls-addr
+(:8443), with certificates for *.DOMAIN and *.NAMESPACE.DOMAIN from a
+gateway CA of its own (DATA_DIR/pki/gateway-ca.crt), made as functions
+appear; surge up prints how to trust it.
+
 Stopping it (Ctrl-C, SIGTERM) stops every replica it runs, unless
 --keep-replicas: then the next surge up on the same data dir adopts them.`,
 		Args: cobra.NoArgs,
@@ -135,6 +141,7 @@ Stopping it (Ctrl-C, SIGTERM) stops every replica it runs, unless
 	addAgentFlags(c, &o.Agent, false)
 	addGatewayFlags(c, &o.Gateway)
 	addMetricsFlag(c, &o.MetricsAddr, defaultAgentMetricsAddr)
+	addGatewayTLSFlags(c, &o.Gateway.TLS, true)
 	return c
 }
 
@@ -191,6 +198,13 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 	if err != nil {
 		return fmt.Errorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
+	// surge up's HTTPS: the gateway CA signs its certificates.
+	var issuer gateway.CertIssuer
+	if o.AllInOne && o.Gateway.TLS.Addr != "" {
+		if issuer, err = newGatewayIssuer(o.Config.DataDir, cmp.Or(o.Gateway.Domain, gateway.DefaultConfig().Domain), clock.Real()); err != nil {
+			return err
+		}
+	}
 	// The roles run together: the first to fail stops the others, so a
 	// half-working all-in-one never looks healthy. The server stops last,
 	// after the agent and gateway have drained.
@@ -232,10 +246,13 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 		ao.Client = client.Config{Server: admin.Server, CertificateAuthority: admin.CertificateAuthority, Token: srv.JoinToken()}
 		ao.StateDir = agentStateDir(o.Config.DataDir)
 		ao.Join = []string{srv.GossipAddr()}
-		// Replicas call other functions through this gateway.
-		if _, p, err := net.SplitHostPort(o.Gateway.Addr); err == nil {
-			if port, err := strconv.ParseUint(p, 10, 16); err == nil {
-				ao.GatewayPorts = []uint{uint(port)}
+		// Replicas call other functions through this gateway, over HTTP
+		// or HTTPS.
+		for _, addr := range []string{o.Gateway.Addr, o.Gateway.TLS.Addr} {
+			if _, p, err := net.SplitHostPort(addr); err == nil {
+				if port, err := strconv.ParseUint(p, 10, 16); err == nil {
+					ao.GatewayPorts = append(ao.GatewayPorts, uint(port))
+				}
 			}
 		}
 		roles.Go(func() error { return wrap("node agent", runAgent(rctx, &ao)) })
@@ -244,18 +261,26 @@ func runServer(ctx context.Context, o *ServerOptions) error {
 		gwo.Client = client.Config{Server: admin.Server, CertificateAuthority: admin.CertificateAuthority, Token: srv.GatewayToken()}
 		gwo.GossipAddr, gwo.Join = "127.0.0.1:0", []string{ao.GossipAddr}
 		gwo.metricsURL = metricsURL
+		https := ""
+		if gwo.TLS.Addr != "" {
+			domain := cmp.Or(gwo.Domain, gateway.DefaultConfig().Domain)
+			gwo.TLS.issuer = issuer
+			ca := filepath.Join(o.Config.DataDir, "pki", "gateway-ca.crt")
+			https = fmt.Sprintf("HTTPS: https://NAME.%s%s, certificates from the gateway CA %s (for *.%s only); trust it:\n  curl --cacert %s https://hi.%s%s/\n",
+				domain, portOf(gwo.TLS.Addr), ca, domain, ca, domain, portOf(gwo.TLS.Addr))
+		}
 		roles.Go(func() error { return wrap("gateway", runGateway(rctx, &gwo, gatewayReg)) })
 		fmt.Fprintf(o.Out, `Surge is up. API: %s   gateway: %s%s   data: %s
 Client config (admin token): %s
 Tokens (files, mode 0600): join %s   gateway %s
-
+%s
 Try:
   %s init hi && cd hi && %s deploy
   %s invoke hi
 
 Press Ctrl-C to stop%s.
 `, admin.Server, o.Config.GatewayURL, metricsLine, o.Config.DataDir, o.Config.UserConfigPath, tokenPath(o, controlplane.JoinTokenFile),
-			tokenPath(o, controlplane.GatewayTokenFile), o.Self, relSelf(o.Self), relSelf(o.Self), stopNote(o.Agent.KeepReplicas))
+			tokenPath(o, controlplane.GatewayTokenFile), https, o.Self, relSelf(o.Self), relSelf(o.Self), stopNote(o.Agent.KeepReplicas))
 	} else {
 		ca := filepath.Join(o.Config.DataDir, "pki", "ca.crt")
 		join := ""

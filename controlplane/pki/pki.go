@@ -205,6 +205,11 @@ func (ca *CA) stillGood(cert *x509.Certificate, leaf Leaf, now time.Time) bool {
 
 // Issue signs a new key pair for leaf and returns the certificate PEM and key.
 func (ca *CA) Issue(leaf Leaf, now time.Time) ([]byte, *ecdsa.PrivateKey, error) {
+	return ca.issue(leaf, now, leafLifetime)
+}
+
+// issue is Issue for a certificate valid for lifetime.
+func (ca *CA) issue(leaf Leaf, now time.Time, lifetime time.Duration) ([]byte, *ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("generate key: %w", err)
@@ -213,7 +218,7 @@ func (ca *CA) Issue(leaf Leaf, now time.Time) ([]byte, *ecdsa.PrivateKey, error)
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: leaf.CommonName, Organization: []string{"surge"}},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(leafLifetime),
+		NotAfter:     now.Add(lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 	}
 	if leaf.Server {

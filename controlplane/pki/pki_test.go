@@ -1,17 +1,21 @@
 package pki_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"math/big"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -363,5 +367,89 @@ func verify(t *testing.T, ca *pki.CA, cert *x509.Certificate, host string, at ti
 		Roots: ca.Pool(), DNSName: host, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	}); err != nil {
 		t.Errorf("certificate for %s at %v: %v", host, at, err)
+	}
+}
+
+// TestGatewayCA: the gateway CA signs certificates for its domain and
+// loopback, which verify against it alone, keeps and reuses them until two
+// thirds of their life, refuses names outside its constraints (which
+// verifiers enforce too), and is refused for another domain.
+func TestGatewayCA(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	g, err := pki.LoadOrCreateGatewayCA(dir, "surge.localhost", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := mode(t, filepath.Join(dir, "gateway-ca.key")); m != 0o600 {
+		t.Errorf("gateway-ca.key mode %v, want 0600", m)
+	}
+	base := filepath.Join(t.TempDir(), "domain")
+	hosts := []string{"*.surge.localhost", "localhost", "127.0.0.1", "::1"}
+	c1, err := g.LoadOrIssue(base, hosts, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"hello.surge.localhost", "localhost", "127.0.0.1", "::1"} {
+		if _, err := c1.Leaf.Verify(x509.VerifyOptions{Roots: g.Pool(), DNSName: name, CurrentTime: now}); err != nil {
+			t.Errorf("verify for %s: %v", name, err)
+		}
+	}
+	if _, err := c1.Leaf.Verify(x509.VerifyOptions{Roots: g.Pool(), DNSName: "a.b.surge.localhost", CurrentTime: now}); err == nil {
+		t.Errorf("*.surge.localhost verified for a.b.surge.localhost")
+	}
+
+	again, err := g.LoadOrIssue(base, hosts, now.Add(59*24*time.Hour))
+	if err != nil || again.Leaf.SerialNumber.Cmp(c1.Leaf.SerialNumber) != 0 {
+		t.Errorf("LoadOrIssue after 59 days: %v, new serial %v; want the kept certificate", err, again.Leaf.SerialNumber)
+	}
+	renewAt := pki.GatewayCertRenewAt(c1.Leaf)
+	renewed, err := g.LoadOrIssue(base, hosts, renewAt.Add(time.Minute))
+	if err != nil || renewed.Leaf.SerialNumber.Cmp(c1.Leaf.SerialNumber) == 0 {
+		t.Errorf("LoadOrIssue after GatewayCertRenewAt: %v; want a new certificate", err)
+	}
+	if d := renewAt.Sub(c1.Leaf.NotBefore); d < 59*24*time.Hour || d > 61*24*time.Hour {
+		t.Errorf("renewed %v after issue, want two thirds of %v", d, pki.GatewayCALifetime)
+	}
+
+	ns, err := g.LoadOrIssue(filepath.Join(t.TempDir(), "team"), []string{"*.team.surge.localhost"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ns.Leaf.Verify(x509.VerifyOptions{Roots: g.Pool(), DNSName: "api.team.surge.localhost", CurrentTime: now}); err != nil {
+		t.Errorf("namespace certificate: %v", err)
+	}
+
+	for _, h := range []string{"www.example.com", "*.localhost.example", "10.0.0.1", "surge.localhost.evil.test"} {
+		if _, err := g.LoadOrIssue(filepath.Join(t.TempDir(), "x"), []string{h}, now); err == nil || !strings.Contains(err.Error(), "may not sign") {
+			t.Errorf("LoadOrIssue(%s): %v; want a refusal", h, err)
+		}
+	}
+
+	// The constraints are in the CA: a certificate signed with its key by
+	// hand, for another site, does not verify.
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "gateway-ca.crt"), filepath.Join(dir, "gateway-ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := pair.Leaf; !c.PermittedDNSDomainsCritical || !slices.Equal(c.PermittedDNSDomains, []string{"surge.localhost", "localhost"}) || len(c.PermittedIPRanges) != 2 {
+		t.Errorf("gateway CA constraints: critical %v, DNS %v, IP %v", c.PermittedDNSDomainsCritical, c.PermittedDNSDomains, c.PermittedIPRanges)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), DNSNames: []string{"www.example.com"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, pair.Leaf, &key.PublicKey, pair.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, _ := x509.ParseCertificate(der)
+	if _, err := forged.Verify(x509.VerifyOptions{Roots: g.Pool(), DNSName: "www.example.com", CurrentTime: now}); err == nil || !strings.Contains(err.Error(), "not permitted") {
+		t.Errorf("a certificate for www.example.com from the gateway CA's key: %v; want it refused by the name constraints", err)
+	}
+
+	if _, err := pki.LoadOrCreateGatewayCA(dir, "example.test", now); err == nil || !strings.Contains(err.Error(), "remove it and gateway-ca.key") {
+		t.Errorf("the CA for another domain: %v; want a refusal saying what to do", err)
+	}
+	if g2, err := pki.LoadOrCreateGatewayCA(dir, "a.surge.localhost", now); err != nil || !bytes.Equal(g2.CertPEM(), g.CertPEM()) {
+		t.Errorf("a subdomain of the CA's: %v; want the same CA", err)
 	}
 }

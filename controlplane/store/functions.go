@@ -122,7 +122,8 @@ func (s *Store) PutFunction(ctx context.Context, f *api.Function, mode WriteMode
 				if rest && maps.Equal(cur.Metadata.Labels, f.Metadata.Labels) {
 					return &FunctionResult{Function: cur}, nil
 				}
-				// Labels, the canary or the revisions kept only: rewrite
+				// Labels, the canary, the revisions kept or how clients
+				// reach the function only: rewrite
 				// the function, make no revision.
 				fval, err := encode(&next)
 				if err != nil {
@@ -402,9 +403,10 @@ func sameSpec(a, b *api.FunctionSpec) (bool, error) {
 }
 
 // sameRest reports whether two specs that make the same revision are the
-// same in what revisions do not keep: the canary and KeepRevisions.
+// same in what revisions do not keep: the canary, KeepRevisions and
+// HTTPSRedirect.
 func sameRest(a, b *api.FunctionSpec) (bool, error) {
-	if a.KeepRevisions != b.KeepRevisions {
+	if a.KeepRevisions != b.KeepRevisions || a.HTTPSRedirect != b.HTTPSRedirect {
 		return false, nil
 	}
 	return sameJSON(a.Canary, b.Canary)

@@ -572,3 +572,35 @@ func TestPutFunctionPinsDigest(t *testing.T) {
 		}
 	}
 }
+
+// TestPutFunctionHTTPSRedirectMakesNoRevision: httpsRedirect is how
+// clients reach a function, not what its replicas run: turning it on or
+// off rewrites the function and makes no revision.
+func TestPutFunctionHTTPSRedirectMakesNoRevision(t *testing.T) {
+	st, _ := newStore(t)
+	ctx := context.Background()
+	put := func(redirect bool) *store.FunctionResult {
+		t.Helper()
+		f := &api.Function{Metadata: api.ObjectMeta{Name: "hello"}, Spec: api.FunctionSpec{Image: "example.test/hello:v1", HTTPSRedirect: redirect}}
+		api.SetDefaults(&f.Spec)
+		res, err := st.PutFunction(ctx, f, store.CreateOrReplace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	put(false)
+	for _, redirect := range []bool{true, true, false} {
+		res := put(redirect)
+		if res.Revision != "" || res.Function.Spec.HTTPSRedirect != redirect {
+			t.Errorf("httpsRedirect %v: revision %q, stored %v; want no revision and the field stored", redirect, res.Revision, res.Function.Spec.HTTPSRedirect)
+		}
+		got, err := store.Get[api.Function](ctx, st, api.Key{Namespace: "default", Name: "hello"})
+		if err != nil || got.Spec.HTTPSRedirect != redirect || got.Status.LatestRevision != "hello-00001" {
+			t.Errorf("read back: %+v, %v; want httpsRedirect %v on hello-00001", got, err, redirect)
+		}
+	}
+	if n := count[api.Revision](t, st); n != 1 {
+		t.Errorf("%d revisions, want 1", n)
+	}
+}

@@ -27,6 +27,7 @@ func main() {
 	}{
 		{"B7 API mutating latency", benchmarks.APILatency},
 		{"B1/B2/B8 gateway throughput, added latency and cost", benchmarks.Gateway},
+		{"B1-TLS/B1-H2 gateway throughput over TLS, and the HTTP/2 figures", benchmarks.GatewayTLS},
 		{"B3 cold start", benchmarks.ColdStart},
 		{"B4 burst scale-up", benchmarks.Burst},
 		{"B5 placement and bindings", benchmarks.Placement},

@@ -11,7 +11,8 @@
 // a proxy's core goes under load. -debug-addr A serves the process's memory
 // figures, for B8's breakdown of an idle connection's cost, and
 // -memprofilerate 1 profiles every allocation so that the figures say what
-// the heap holds.
+// the heap holds. -tls-cert F -tls-key K serves HTTPS at -addr instead
+// (surge: HTTP/1.1; httputil: h2 and HTTP/1.1, by ALPN).
 package main
 
 import (
@@ -41,6 +42,8 @@ func main() {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until the server stops")
 	debugAddr := fs.String("debug-addr", "", "serve the process's memory figures as JSON on this address (benchmarks.ServeMemStats)")
 	profileRate := fs.Int("memprofilerate", 0, "set runtime.MemProfileRate (1 profiles every allocation, for the breakdown of -debug-addr)")
+	certFile := fs.String("tls-cert", "", "serve HTTPS at -addr with this PEM certificate (surge, httputil: h2 and HTTP/1.1)")
+	keyFile := fs.String("tls-key", "", "PEM key of -tls-cert")
 	_ = fs.Parse(os.Args[2:])
 	if *profileRate > 0 {
 		runtime.MemProfileRate = *profileRate
@@ -67,9 +70,9 @@ func main() {
 	case "backend":
 		err = runBackend(ctx, *addr)
 	case "surge":
-		err = runSurge(ctx, *addr, *backend)
+		err = runSurge(ctx, *addr, *backend, *certFile, *keyFile)
 	case "httputil":
-		err = runHTTPUtil(ctx, *addr, *backend)
+		err = runHTTPUtil(ctx, *addr, *backend, *certFile, *keyFile)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
@@ -89,18 +92,27 @@ func runBackend(ctx context.Context, addr string) error {
 	return srv.Serve(ln)
 }
 
-func runSurge(ctx context.Context, addr, backend string) error {
+func runSurge(ctx context.Context, addr, backend, certFile, keyFile string) error {
 	g, err := benchmarks.SurgeGateway(addr, backend, nil)
+	if certFile != "" {
+		g, err = benchmarks.SurgeGatewayTLS(addr, backend, certFile, keyFile)
+	}
 	if err != nil {
 		return err
 	}
 	return g.Run(ctx)
 }
 
-func runHTTPUtil(ctx context.Context, addr, backend string) error {
+func runHTTPUtil(ctx context.Context, addr, backend, certFile, keyFile string) error {
 	srv := benchmarks.HTTPUtilServer(addr, backend)
 	go func() { <-ctx.Done(); _ = srv.Close() }()
-	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
+	var err error
+	if certFile != "" {
+		err = srv.ListenAndServeTLS(certFile, keyFile) // h2 and HTTP/1.1, by ALPN
+	} else {
+		err = srv.ListenAndServe()
+	}
+	if err != http.ErrServerClosed {
 		return err
 	}
 	return nil
