@@ -2,8 +2,10 @@ package benchmarks
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -324,42 +326,63 @@ func (s *surgeServer) close() error {
 	return errors.Join(err, os.RemoveAll(s.dir))
 }
 
-// simFleet is the simulated nodes: each registered, beating every second
-// over its own connection, and reporting Ready at once every replica bound
-// to it.
+// simFleet is the simulated nodes: each joined as an agent joins (the
+// join token traded once for the node's own certificate, with which it
+// registers), beating every second over its own connection, and
+// reporting Ready at once every replica bound to it, at an address of its
+// pod subnet.
 type simFleet struct {
 	names   []string
 	clients map[string]*client.Client
+	subnets map[string]netip.Prefix
 	readied atomic.Int64
 	beats   atomic.Int64
 	failed  atomic.Int64
 }
 
 func newSimFleet(ctx context.Context, srv *surgeServer, n int) (*simFleet, error) {
-	f := &simFleet{clients: map[string]*client.Client{}}
-	for i := range n {
-		name := fmt.Sprintf("node-%04d", i)
-		c, err := client.New(srv.node)
-		if err != nil {
-			return nil, err
-		}
-		f.names = append(f.names, name)
-		f.clients[name] = c
+	f := &simFleet{clients: map[string]*client.Client{}, subnets: map[string]netip.Prefix{}}
+	join, err := client.New(srv.node)
+	if err != nil {
+		return nil, err
 	}
+	defer join.CloseConnections()
+	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(32)
-	for i, name := range f.names {
+	for i := range n {
+		name := fmt.Sprintf("node-%04d", i)
+		f.names = append(f.names, name)
 		g.Go(func() error {
-			n := &api.Node{
+			// Every simulated node is on this machine: its address is
+			// the one its requests come from.
+			cert, err := client.Bootstrap(gctx, join, name, "127.0.0.1")
+			if err != nil {
+				return fmt.Errorf("join %s: %w", name, err)
+			}
+			cfg := *srv.node
+			cfg.Token = ""
+			c, err := client.NewWithCertificate(&cfg, func() *tls.Certificate { return &cert })
+			if err != nil {
+				return err
+			}
+			node := &api.Node{
 				Metadata: api.ObjectMeta{Name: name},
-				Status: api.NodeStatus{Address: fmt.Sprintf("10.%d.%d.1", i/250, i%250), State: api.NodeAlive,
+				Status: api.NodeStatus{Address: "127.0.0.1", State: api.NodeAlive,
 					Capacity:    api.NodeResources{CPU: "16", Memory: "64Gi"},
 					Allocatable: api.NodeResources{CPU: "16", Memory: "64Gi"}},
 			}
-			c := f.clients[name]
-			if err := c.Do(gctx, "POST", client.CollectionPath[api.Node](""), n, nil); err != nil {
+			var out api.Node
+			if err := c.Do(gctx, "POST", client.CollectionPath[api.Node](""), node, &out); err != nil {
 				return fmt.Errorf("register %s: %w", name, err)
 			}
+			subnet, err := netip.ParsePrefix(out.Spec.PodSubnet)
+			if err != nil {
+				return fmt.Errorf("register %s: pod subnet %q: %w", name, out.Spec.PodSubnet, err)
+			}
+			mu.Lock()
+			f.clients[name], f.subnets[name] = c, subnet
+			mu.Unlock()
 			return c.Do(gctx, "PUT", client.ObjectPath[api.Node](api.Key{Name: name})+"/lease", nil, nil)
 		})
 	}
@@ -407,7 +430,8 @@ func (f *simFleet) serve(ctx context.Context) {
 		wg.Go(func() {
 			for r := range todo {
 				c := f.clients[r.Spec.NodeName]
-				r.Status = api.ReplicaStatus{Phase: api.ReplicaReady, IP: "10.0.0.2", Port: 8080, StartLatency: "1ms"}
+				ip := f.subnets[r.Spec.NodeName].Addr().Next().Next()
+				r.Status = api.ReplicaStatus{Phase: api.ReplicaReady, IP: ip.String(), Port: 8080, StartLatency: "1ms"}
 				r.Metadata.ResourceVersion = ""
 				if err := c.Do(ctx, "PUT", client.ObjectPath[api.Replica](api.KeyOf(r))+"/status", r, nil); err == nil {
 					f.readied.Add(1)
