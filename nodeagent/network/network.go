@@ -550,6 +550,9 @@ func (n *Network) release(ctx context.Context, a Attachment) error {
 		if err := n.cni.Remove(ctx, a.cniID(), path); err != nil {
 			return fmt.Errorf("tear down network of %s: CNI del: %w", a.ID, err)
 		}
+		if err := removeMasqChain(ctx, n.cfg.NetworkName, a.cniID()); err != nil {
+			return fmt.Errorf("tear down network of %s: %w", a.ID, err)
+		}
 	} else {
 		n.cfg.Log.Warn("tear down network without CNI: its IP stays allocated in host-local's store", "id", a.ID, "ip", a.IP)
 	}
