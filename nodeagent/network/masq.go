@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha512"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -71,4 +72,42 @@ func removeMasqChain(ctx context.Context, network, id string) error {
 		return fmt.Errorf("masquerade chain %s of %s: %s: %w: %s", chain, id, restore, err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// masqIDs returns the attachment IDs of network whose masquerade rules the
+// nat table saved holds (the plugin's comment on each: name: "NETWORK"
+// id: "ID"), in the order they first appear.
+func masqIDs(saved, network string) []string {
+	marker := `name: \"` + network + `\" id: \"`
+	var ids []string
+	seen := map[string]bool{}
+	for _, line := range strings.Split(saved, "\n") {
+		_, rest, ok := strings.Cut(line, marker)
+		if !ok {
+			continue
+		}
+		id, _, ok := strings.Cut(rest, `\"`)
+		if ok && id != "" && !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// removeStrayMasqChains removes the masquerade chains of network (this
+// agent's, whose bridge it holds) that no attachment of explained names:
+// left by an agent that is gone, whose DEL never ran.
+func removeStrayMasqChains(ctx context.Context, network string, explained map[string]bool) error {
+	out, err := exec.CommandContext(ctx, "iptables-save", "-t", "nat").Output()
+	if err != nil {
+		return fmt.Errorf("stray masquerade chains: iptables-save: %w", err)
+	}
+	var errs []error
+	for _, id := range masqIDs(string(out), network) {
+		if !explained[id] {
+			errs = append(errs, removeMasqChain(ctx, network, id))
+		}
+	}
+	return errors.Join(errs...)
 }

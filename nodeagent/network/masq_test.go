@@ -39,3 +39,23 @@ COMMIT
 		t.Errorf("nothing left: script %q, want none", got)
 	}
 }
+
+// TestMasqIDs: the attachments whose masquerade rules a network has, from
+// the plugin's comments, each once; another network's are not its.
+func TestMasqIDs(t *testing.T) {
+	saved := `*nat
+:CNI-cfefde7dba22b03fd37866fa - [0:0]
+-A POSTROUTING -s 10.250.0.4/32 -m comment --comment "name: \"surge-sec0\" id: \"surge-pool-afd6a79a27ee\"" -j CNI-cfefde7dba22b03fd37866fa
+-A POSTROUTING -s 10.251.0.4/32 -m comment --comment "name: \"surge-sec01\" id: \"other-network\"" -j CNI-bbbbbbbbbbbbbbbbbbbbbbbb
+-A CNI-cfefde7dba22b03fd37866fa -d 10.250.0.0/24 -m comment --comment "name: \"surge-sec0\" id: \"surge-pool-afd6a79a27ee\"" -j ACCEPT
+-A CNI-cccccccccccccccccccccccc ! -d 224.0.0.0/4 -m comment --comment "name: \"surge-sec0\" id: \"replica-1\"" -j MASQUERADE
+COMMIT
+`
+	got := masqIDs(saved, "surge-sec0")
+	if len(got) != 2 || got[0] != "surge-pool-afd6a79a27ee" || got[1] != "replica-1" {
+		t.Errorf("masqIDs = %q, want the pool entry's and replica-1's", got)
+	}
+	if masqChain("surge-sec0", "surge-pool-afd6a79a27ee") != "CNI-cfefde7dba22b03fd37866fa" {
+		t.Error("the chain of a leaked pool entry is not named as the plugin named it")
+	}
+}

@@ -133,6 +133,22 @@ func (n *Network) RemoveStrays(ctx context.Context) ([]Stray, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network: remove strays: %w", err)
 	}
+	// Last, once the strays' DELs have run (a DEL fails on a chain
+	// already gone): the masquerade rules the bridge plugin made for
+	// attachments that no record explains, whether or not their
+	// namespaces are still there.
+	ids := map[string]bool{}
+	for _, a := range recs {
+		ids[a.cniID()] = true
+	}
+	for _, e := range entries {
+		ids[e.ID] = true
+	}
+	defer func() {
+		if err := removeStrayMasqChains(ctx, n.cfg.NetworkName, ids); err != nil {
+			n.cfg.Log.Warn("remove masquerade rules another agent left", "network", n.cfg.NetworkName, "err", err)
+		}
+	}()
 	ports, err := listPorts(n.cfg.BridgeName)
 	if err != nil || len(ports) == 0 {
 		return nil, err
