@@ -49,16 +49,22 @@ func completeNames(newClient clientFunc, max int, list func(ctx context.Context,
 	}
 }
 
-func functionNames(ctx context.Context, c *client.Client, _ []string) ([]string, error) {
-	l, err := client.List[api.Function](ctx, c, c.Namespace(), nil)
+// namesOf lists the names of the objects of type T in ns ("" for every
+// namespace) that query selects: what completion offers.
+func namesOf[T any, P api.ObjectPtr[T]](ctx context.Context, c *client.Client, ns string, query url.Values) ([]string, error) {
+	l, err := client.List[T, P](ctx, c, ns, query)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]string, len(l.Items))
-	for i, f := range l.Items {
-		out[i] = f.Metadata.Name
+	for i := range l.Items {
+		out[i] = P(&l.Items[i]).GetMetadata().Name
 	}
 	return out, nil
+}
+
+func functionNames(ctx context.Context, c *client.Client, _ []string) ([]string, error) {
+	return namesOf[api.Function](ctx, c, c.Namespace(), nil)
 }
 
 // completeFunctions completes one function name.
@@ -97,44 +103,20 @@ func functionArg(args []string) url.Values {
 // names, else of every function.
 func completeRevisions(newClient clientFunc) completer {
 	return completeNames(newClient, 0, func(ctx context.Context, c *client.Client, args []string) ([]string, error) {
-		l, err := client.List[api.Revision](ctx, c, c.Namespace(), functionArg(args))
-		if err != nil {
-			return nil, err
-		}
-		out := make([]string, len(l.Items))
-		for i, r := range l.Items {
-			out[i] = r.Metadata.Name
-		}
-		return out, nil
+		return namesOf[api.Revision](ctx, c, c.Namespace(), functionArg(args))
 	})
 }
 
 // completeReplicas completes replica names, as completeRevisions does.
 func completeReplicas(newClient clientFunc) completer {
 	return completeNames(newClient, 0, func(ctx context.Context, c *client.Client, args []string) ([]string, error) {
-		l, err := client.List[api.Replica](ctx, c, c.Namespace(), functionArg(args))
-		if err != nil {
-			return nil, err
-		}
-		out := make([]string, len(l.Items))
-		for i, r := range l.Items {
-			out[i] = r.Metadata.Name
-		}
-		return out, nil
+		return namesOf[api.Replica](ctx, c, c.Namespace(), functionArg(args))
 	})
 }
 
 // completeNodes completes node names, as many as wanted.
 func completeNodes(newClient clientFunc) completer {
 	return completeNames(newClient, 0, func(ctx context.Context, c *client.Client, _ []string) ([]string, error) {
-		l, err := client.List[api.Node](ctx, c, "", nil)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]string, len(l.Items))
-		for i, n := range l.Items {
-			out[i] = n.Metadata.Name
-		}
-		return out, nil
+		return namesOf[api.Node](ctx, c, "", nil)
 	})
 }

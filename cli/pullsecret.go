@@ -88,15 +88,7 @@ than admins and nodes see the password blanked.`,
 }
 
 func pullSecretNames(ctx context.Context, c *client.Client, _ []string) ([]string, error) {
-	l, err := client.List[api.PullSecret](ctx, c, c.Namespace(), nil)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]string, len(l.Items))
-	for i, p := range l.Items {
-		out[i] = p.Metadata.Name
-	}
-	return out, nil
+	return namesOf[api.PullSecret](ctx, c, c.Namespace(), nil)
 }
 
 func runPullSecretSet(ctx context.Context, o *PullSecretOptions) error {
