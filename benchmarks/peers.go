@@ -246,6 +246,12 @@ func (p *process) exited() error {
 // waitHTTP polls addr with a GET for host until it answers 200 or a few
 // seconds pass, or the process exits.
 func (p *process) waitHTTP(ctx context.Context, addr, host string) error {
+	return p.waitAnswer(ctx, addr, host, probe)
+}
+
+// waitAnswer polls addr with probe until it answers, or a few seconds
+// pass, or the process exits.
+func (p *process) waitAnswer(ctx context.Context, addr, host string, probe func(addr, host string) error) error {
 	deadline := time.Now().Add(10 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {

@@ -191,25 +191,9 @@ func GatewayTLS(ctx context.Context) ([]Row, error) {
 	return rows, nil
 }
 
-// waitHTTPS polls addr with a GET over TLS for host until it answers 200
-// or a few seconds pass, or the process exits.
+// waitHTTPS is waitHTTP over TLS.
 func (p *process) waitHTTPS(ctx context.Context, addr, host string) error {
-	deadline := time.Now().Add(10 * time.Second)
-	var last error
-	for time.Now().Before(deadline) {
-		if err := p.exited(); err != nil {
-			return err
-		}
-		if last = probeTLS(addr, host); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s did not answer over TLS on %s: %w; output: %s", p.name, addr, last, strings.TrimSpace(p.out.String()))
+	return p.waitAnswer(ctx, addr, host, probeTLS)
 }
 
 // probeTLS sends one GET over TLS (the benchmark's own certificate, not
