@@ -122,7 +122,7 @@ func runInvoke(ctx context.Context, o *InvokeOptions) error {
 	req.Header.Set("User-Agent", "surge-invoke")
 	if o.Verbose {
 		// The gateway then says which replica of which revision
-		// answered (Surge-Replica, Surge-Revision).
+		// answered (Surge-Served-By, Surge-Revision).
 		req.Header.Set("Surge-Debug", "1")
 		fmt.Fprintf(o.Err, "> %s %s\n", method, req.URL)
 		printHeaders(o.Err, "> ", req.Header)

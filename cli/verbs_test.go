@@ -66,7 +66,7 @@ func echoRequest(w http.ResponseWriter, r *http.Request) {
 	w.Header()["Date"] = nil
 	w.Header().Set("Content-Type", "text/plain")
 	if r.Header.Get("Surge-Debug") != "" {
-		w.Header().Set("Surge-Replica", "hello-00001-x7k2p")
+		w.Header().Set("Surge-Served-By", "hello-00001-x7k2p")
 		w.Header().Set("Surge-Revision", "hello-00001")
 	}
 	if r.URL.Path == "/fail" {

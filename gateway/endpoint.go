@@ -15,7 +15,7 @@ import (
 // carry over from one snapshot to the next.
 type Endpoint struct {
 	addr  string
-	name  string // the replica's, for Surge-Replica
+	name  string // the replica's, for Surge-Served-By
 	limit int64  // concurrency limit; 0 = unlimited
 	rev   *revision
 	hc    *fasthttp.HostClient // nil in pure tests

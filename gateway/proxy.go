@@ -124,7 +124,7 @@ var (
 	// headerDebug in a request asks for headerReplica and headerRevision
 	// in the answer: the replica that answered, and its revision.
 	headerDebug   = "Surge-Debug"
-	headerReplica = "Surge-Replica"
+	headerReplica = "Surge-Served-By"
 	// strColdStart names the answer's header that says how many
 	// milliseconds the request waited for a replica of a revision that had
 	// none (a cold start).

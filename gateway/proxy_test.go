@@ -229,11 +229,11 @@ func TestNotFoundAndRevisionHeader(t *testing.T) {
 	// Asked with Surge-Debug (surge invoke -v), the answer names the
 	// replica and the revision that gave it; not otherwise.
 	resp, _ := tg.do(t, "GET", "hello.surge.localhost", "/", nil, map[string]string{"Surge-Debug": "1", "Surge-Revision": "hello-00002"})
-	if got := resp.Header.Get("Surge-Replica") + " " + resp.Header.Get("Surge-Revision"); got != "two hello-00002" {
-		t.Errorf("Surge-Replica and Surge-Revision %q, want %q", got, "two hello-00002")
+	if got := resp.Header.Get("Surge-Served-By") + " " + resp.Header.Get("Surge-Revision"); got != "two hello-00002" {
+		t.Errorf("Surge-Served-By and Surge-Revision %q, want %q", got, "two hello-00002")
 	}
-	if resp, _ := tg.do(t, "GET", "hello.surge.localhost", "/", nil, nil); resp.Header.Get("Surge-Replica") != "" {
-		t.Errorf("Surge-Replica %q unasked", resp.Header.Get("Surge-Replica"))
+	if resp, _ := tg.do(t, "GET", "hello.surge.localhost", "/", nil, nil); resp.Header.Get("Surge-Served-By") != "" {
+		t.Errorf("Surge-Served-By %q unasked", resp.Header.Get("Surge-Served-By"))
 	}
 }
 
