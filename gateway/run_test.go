@@ -103,9 +103,18 @@ func TestRunRoutesWhatTheAPIListsAndReportsStats(t *testing.T) {
 		code, body, err := rg.get("hello.surge.localhost")
 		return err == nil && code == http.StatusOK && body == "hello from the replica"
 	})
+	// Each advance ends a stats window; a send times out on this clock,
+	// so let each one have its time (real time, on a loaded machine)
+	// before the clock moves on.
 	eventually(t, "the request to be reported", func() bool {
 		clk.Advance(opts.Config.StatsInterval)
-		return fake.requestsReported("gw-test", "hello-00001") >= 1
+		for range 100 {
+			if fake.requestsReported("gw-test", "hello-00001") >= 1 {
+				return true
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return false
 	})
 	if n, err := testutil.GatherAndCount(reg, "surge_gateway_requests_total"); err != nil || n == 0 {
 		t.Errorf("requests metric: %d series, %v", n, err)
